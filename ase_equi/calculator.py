@@ -1,0 +1,132 @@
+"""EquivariantCalculator: an ASE calculator for MACE-architecture equivariant potentials."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from .graph import atoms_to_graph
+from .io.model_file import LoadedModel, load_model
+from .model.gradients import energy_forces_stress
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+class EquivariantCalculator(Calculator):
+    """Energy, forces, stress and per-atom energies from an E(3)-equivariant MACE-type model.
+
+    Parameters
+    ----------
+    model:
+        Path to a model file (``NAME.json``/``NAME.safetensors`` or the stem ``NAME``) or an
+        already loaded :class:`~ase_equi.io.model_file.LoadedModel`.
+    device:
+        Torch device, ``"cpu"`` or ``"cuda"``.
+    dtype:
+        ``"float64"`` (default: relaxations, phonons, finite differences) or ``"float32"``
+        (molecular dynamics, faster).
+
+    Notes
+    -----
+    Results: ``energy`` and ``free_energy`` (eV; equal, since the model has no electronic
+    temperature), ``energies`` (eV per atom, summing to ``energy``), ``forces`` (eV/Å, shape
+    ``(n_atoms, 3)``), ``stress`` (eV/Å³, ASE Voigt order xx yy zz yz xz xy, positive =
+    tensile). Stress exists only for a cell of rank 3 (bulk, or a slab/wire in a finite box:
+    then it is the exact strain derivative of the energy); otherwise it raises
+    ``PropertyNotImplementedError``. Stress is computed when asked; once asked, it is computed
+    in every later pass of the same calculator, so a cell relaxation or NPT run costs one model
+    evaluation per geometry.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> atoms = bulk("Cu", "fcc", a=3.6)
+    >>> atoms.calc = EquivariantCalculator(tiny_model_path)  # doctest: +SKIP
+    >>> atoms.get_potential_energy()  # doctest: +SKIP
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    default_parameters: dict[str, Any] = {"device": "cpu", "dtype": "float64"}
+
+    def __init__(
+        self,
+        model: str | os.PathLike | LoadedModel,
+        *,
+        device: str = "cpu",
+        dtype: str = "float64",
+        **kwargs: Any,
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+        if isinstance(model, LoadedModel):
+            loaded = model
+            loaded.model.to(device=device, dtype=DTYPES[dtype])
+            model_name = loaded.source or loaded.name
+        else:
+            loaded = _resolve(model, device=device, dtype=DTYPES[dtype])
+            model_name = os.fspath(model)
+        super().__init__(model=model_name, device=device, dtype=dtype, **kwargs)
+        self.loaded = loaded
+        self.model = loaded.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.device = torch.device(device)
+        self.torch_dtype = DTYPES[dtype]
+        self._stress_wanted = False
+        self.model_calls = 0
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: list[str] | None = None,
+        system_changes: list[str] = all_changes,
+    ) -> None:
+        properties = properties or ["energy"]
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        rank3 = bool(atoms.cell.rank == 3)
+        if "stress" in properties:
+            if not rank3:
+                raise PropertyNotImplementedError(
+                    f"stress needs a cell of rank 3; this cell has rank {atoms.cell.rank} "
+                    "(pbc " + str(atoms.pbc.tolist()) + "): give the slab, wire or molecule a box"
+                )
+            self._stress_wanted = True
+        want_stress = self._stress_wanted and rank3
+        want_forces = "forces" in properties or want_stress or "stress" in properties
+
+        graph = atoms_to_graph(
+            atoms,
+            self.loaded.config.elements,
+            self.loaded.config.r_max,
+            dtype=self.torch_dtype,
+            device=self.device,
+            model_name=f"model '{self.loaded.name}'",
+        )
+        out = energy_forces_stress(self.model, graph, forces=want_forces, stress=want_stress)
+        self.model_calls += 1
+        energies = out["node_energies"].detach().cpu().double().numpy()
+        energy = float(out["energy"].detach().cpu().double().sum())
+        self.results = {"energy": energy, "free_energy": energy, "energies": energies}
+        if want_forces:
+            self.results["forces"] = out["forces"].detach().cpu().double().numpy().reshape(-1, 3)
+        if want_stress:
+            sigma = out["stress"][0].detach().cpu().double().numpy()
+            self.results["stress"] = full_3x3_to_voigt_6_stress(sigma)
+        for key in ("energies", "forces"):
+            if key in self.results and not np.isfinite(self.results[key]).all():
+                raise FloatingPointError(f"model produced non-finite {key} for this structure")
+
+
+def _resolve(model: str | os.PathLike, *, device: str, dtype: torch.dtype) -> LoadedModel:
+    """Load a model file (or, when the zoo is installed, a zoo name)."""
+    return load_model(model, dtype=dtype, device=device)

@@ -1,0 +1,604 @@
+"""Read MACE ``.model`` files (whole pickled torch modules) without executing pickled code.
+
+A ``.model`` file is what ``torch.save(model, path)`` writes: a zip archive holding
+
+- ``<root>/data.pkl``: the pickled module tree (protocol 2);
+- ``<root>/data/<key>``: one raw storage blob per tensor storage, referenced from the pickle
+  through ``persistent_load`` ids ``('storage', <storage type>, key, location, numel)``;
+- ``<root>/byteorder`` (``little`` or ``big``, absent in old files = little) and
+  ``<root>/version``.
+
+Unpickling such a file with ``torch.load(weights_only=False)`` imports mace and runs whatever
+callables the pickle names, so a malicious file can run arbitrary code. This reader instead
+resolves every global the pickle names through a fixed table:
+
+- a few safe callables get our own implementations: tensor and parameter rebuilding
+  (``torch._utils._rebuild_tensor_v2``, ``_rebuild_parameter``), storage types
+  (``torch.DoubleStorage``, ...), torch dtypes, ``collections.OrderedDict``, ``set``,
+  ``frozenset`` and ``_codecs.encode`` (protocol 2 stores ``bytes`` as latin-1 text);
+- classes under ``mace.``, ``e3nn.``, ``torch.nn.modules.`` and ``torch.fx.`` become inert
+  placeholders that only record their arguments and state: nothing is imported;
+- ``torch.fx.graph_module.reduce_graph_module`` (opt_einsum_fx contractions inside MACE's
+  symmetric contraction) is recorded as a placeholder module keeping the generated source as
+  text, never compiled;
+- activation functions that MACE stores as attributes (``torch.nn.functional.silu``, ...)
+  become :class:`GlobalRef` names, which refuse to be called;
+- anything else raises :class:`UnsafeModelError` naming the global.
+
+e3nn irreps (``Irreps``, ``_MulIr``, ``Irrep``) are turned into their e3nn strings, for example
+``"128x0e+128x1o"``.
+
+e3nn modules built by code generation (``Linear``, ``TensorProduct``) pickle their compiled
+parts as ``__codegen__``: a dict of TorchScript archives (zip files as ``bytes``). On loading,
+e3nn re-attaches each one as a submodule, so their buffers (Wigner-3j blocks ``_w3j_*``) are
+part of ``model.state_dict()``. This reader opens those archives with the same restricted
+unpickler (plus TorchScript's own ``__torch__.*`` classes and type tags), takes the parameter
+and buffer names from the ``__parameters__`` / ``__buffers__`` lines of the archived class
+definitions (read as text, never compiled) and attaches the results as children, so that
+:func:`state_dict` gives the same keys as ``model.state_dict()``.
+
+Examples
+--------
+>>> from pathlib import Path
+>>> path = Path(__file__).parents[2] / "tests" / "data" / "mace" / "mp0_medium.model"
+>>> root = read_mace_model(path)
+>>> root.class_path
+'mace.modules.models.ScaleShiftMACE'
+>>> root.children["interactions"].children["0"].attributes["hidden_irreps"]
+'128x0e+128x1o'
+>>> state_dict(root)["r_max"].item()
+6.0
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import io
+import os
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = [
+    "GlobalRef",
+    "ModelFileError",
+    "PickledModule",
+    "PickledObject",
+    "UnsafeModelError",
+    "read_mace_model",
+    "state_dict",
+]
+
+
+class UnsafeModelError(ValueError):
+    """The pickle names a callable that is not on the allow-list; nothing was executed."""
+
+
+class ModelFileError(ValueError):
+    """The file is not a readable torch zip archive (truncated, corrupt, wrong format)."""
+
+
+@dataclass
+class PickledModule:
+    """One ``torch.nn.Module`` of the pickled tree, as inert data.
+
+    Attributes
+    ----------
+    class_path : str
+        Dotted class name, e.g. ``"mace.modules.models.ScaleShiftMACE"``.
+    attributes : dict[str, Any]
+        Plain attributes from the module's ``__dict__`` (``torch.nn.Module`` bookkeeping such
+        as hooks removed): numbers, strings, lists, dicts, irreps as e3nn strings, bytes,
+        :class:`GlobalRef` for functions, :class:`PickledObject` for other objects.
+    parameters, buffers : dict[str, torch.Tensor]
+        This module's own ``_parameters`` and ``_buffers`` (entries registered as ``None`` are
+        left out).
+    children : dict[str, PickledModule]
+        The submodules (``_modules``), in registration order.
+    non_persistent_buffers : frozenset[str]
+        Buffers that ``state_dict()`` leaves out.
+    """
+
+    class_path: str
+    attributes: dict[str, Any]
+    parameters: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    children: dict[str, PickledModule]
+    non_persistent_buffers: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class GlobalRef:
+    """A function or class named by the pickle, kept as its dotted name, never imported.
+
+    >>> GlobalRef("torch.nn.functional.silu").name
+    'silu'
+    """
+
+    path: str
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit(".", 1)[-1]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise UnsafeModelError(f"the pickle tries to call {self.path}; calls to it are refused")
+
+
+@dataclass
+class PickledObject:
+    """A non-module object of the pickle: class name, constructor arguments and state.
+
+    ``fields`` names the arguments of the namedtuples we know (e3nn's ``Instruction``\\ s).
+    """
+
+    class_path: str
+    args: tuple
+    state: Any = None
+
+    @property
+    def fields(self) -> dict[str, Any] | None:
+        names = _NAMEDTUPLE_FIELDS.get(self.class_path)
+        return None if names is None else dict(zip(names, self.args, strict=True))
+
+
+_NAMEDTUPLE_FIELDS = {
+    "e3nn.o3._linear.Instruction": ("i_in", "i_out", "path_shape", "path_weight"),
+    "e3nn.o3._tensor_product._instruction.Instruction": (
+        "i_in1",
+        "i_in2",
+        "i_out",
+        "connection_mode",
+        "has_weight",
+        "path_weight",
+        "path_shape",
+    ),
+}
+
+# Class namespaces whose members become inert placeholders (never imported).
+_PLACEHOLDER_PREFIXES = ("mace.", "e3nn.", "torch.nn.modules.", "torch.fx.")
+# Activation functions stored as attributes; the importer maps these names to its own.
+_ACTIVATIONS = frozenset(
+    {
+        "torch.nn.functional.silu",
+        "torch.tanh",
+        "torch.abs",
+        "torch.sigmoid",
+        "torch.nn.functional.tanh",
+    }
+)
+_IRREPS_CLASSES = ("e3nn.o3._irreps.Irreps", "e3nn.o3._irreps._MulIr", "e3nn.o3._irreps.Irrep")
+_GRAPH_MODULE = "torch.fx.graph_module.GraphModule"
+_MODULE_BOOKKEEPING = frozenset(
+    {"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", "_is_full_backward_hook"}
+)
+_STORAGE_DTYPES = {
+    "DoubleStorage": torch.float64,
+    "FloatStorage": torch.float32,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+}
+
+
+class _Placeholder:
+    """Base of the inert stand-in classes: records constructor arguments and pickled state."""
+
+    class_path = "<placeholder>"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Placeholder:
+        instance = super().__new__(cls)
+        instance._args = args
+        instance._state = None
+        return instance
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self._state = state
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    dtype: torch.dtype
+
+
+def _strip_type_tag(value: Any, *type_tag: Any) -> Any:
+    """TorchScript's ``restore_type_tag`` / ``build_*list``: return the value unchanged."""
+    return value
+
+
+_TORCHSCRIPT_TAGS = frozenset(
+    f"torch.jit._pickle.{name}"
+    for name in ("restore_type_tag", "build_intlist", "build_doublelist", "build_boollist")
+)
+
+
+def _encode(text: Any, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` restricted to what protocol 2 uses for ``bytes``: latin-1 text."""
+    if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
+        raise UnsafeModelError(
+            f"_codecs.encode is only allowed on str with latin1, got {encoding!r}"
+        )
+    return text.encode("latin1")
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves globals only through the allow-list of this module.
+
+    ``torchscript=True`` is for the TorchScript archives nested in e3nn's ``__codegen__``: it
+    also accepts TorchScript's ``__torch__.*`` classes (as placeholders) and type tags.
+    """
+
+    def __init__(self, archive: zipfile.ZipFile, label: str, *, torchscript: bool = False) -> None:
+        pickles = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
+        if len(pickles) != 1:
+            raise ModelFileError(f"{label}: expected one <root>/data.pkl in the archive")
+        super().__init__(io.BytesIO(archive.read(pickles[0])), encoding="utf-8")
+        self.root = pickles[0].split("/", 1)[0]
+        self._archive = archive
+        self._path = label
+        self._torchscript = torchscript
+        self._big_endian = self._read_byteorder() == "big"
+        self._storages: dict[str, torch.Tensor] = {}
+        self._classes: dict[str, type] = {}
+
+    def _read_byteorder(self) -> str:
+        name = f"{self.root}/byteorder"
+        if name not in self._archive.namelist():
+            return "little"
+        order = self._archive.read(name).decode("ascii").strip()
+        if order not in ("little", "big"):
+            raise ModelFileError(f"{self._path}: unknown byte order {order!r} in {name}")
+        return order
+
+    # -- globals ---------------------------------------------------------------------------
+    def find_class(self, module: str, name: str) -> Any:
+        path = f"{module}.{name}"
+        if module in ("builtins", "__builtin__") and name in ("set", "frozenset"):
+            return {"set": set, "frozenset": frozenset}[name]
+        if path == "collections.OrderedDict":
+            return collections.OrderedDict
+        if path == "_codecs.encode":
+            return _encode
+        if path == "torch._utils._rebuild_tensor_v2":
+            return self._rebuild_tensor
+        if path == "torch._utils._rebuild_parameter":
+            return self._rebuild_parameter
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(_STORAGE_DTYPES[name])
+        if path in _ACTIVATIONS:
+            return GlobalRef(path)
+        if module == "torch" and isinstance(vars(torch).get(name), torch.dtype):
+            return vars(torch)[name]  # vars(): no lazy torch.__getattr__ imports
+        if path == "torch.fx.graph_module.reduce_graph_module":
+            return self._reduce_graph_module
+        if path.startswith(_PLACEHOLDER_PREFIXES):
+            return self._placeholder_class(path)
+        if self._torchscript and path.startswith("__torch__."):
+            return self._placeholder_class(path)
+        if self._torchscript and path in _TORCHSCRIPT_TAGS:
+            return _strip_type_tag
+        raise UnsafeModelError(
+            f"refusing to load {self._path}: the pickle references {path}, which is not on the "
+            "allow-list of safe callables or module classes (unpickling it could run code)"
+        )
+
+    def _placeholder_class(self, path: str) -> type:
+        if path not in self._classes:
+            name = path.rsplit(".", 1)[-1]
+            self._classes[path] = type(name, (_Placeholder,), {"class_path": path})
+        return self._classes[path]
+
+    def _reduce_graph_module(self, body: dict, import_block: str) -> _Placeholder:
+        """Stand-in for a ``torch.fx.GraphModule``: keep its generated code as text only."""
+        if not isinstance(body, dict) or not isinstance(import_block, str):
+            raise ModelFileError(f"{self._path}: malformed torch.fx GraphModule record")
+        module = self._placeholder_class(_GRAPH_MODULE)()
+        module.__setstate__({**body, "_import_block": import_block})
+        return module
+
+    # -- tensors ---------------------------------------------------------------------------
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        if not (
+            isinstance(pid, tuple)
+            and len(pid) == 5
+            and pid[0] == "storage"
+            and isinstance(pid[1], _StorageType)
+            and isinstance(pid[2], str)
+            and isinstance(pid[4], int)
+        ):
+            raise ModelFileError(f"{self._path}: unexpected persistent id {pid!r}")
+        _, storage_type, key, _location, numel = pid
+        if key not in self._storages:
+            self._storages[key] = self._read_storage(key, storage_type.dtype, numel)
+        return self._storages[key]
+
+    def _read_storage(self, key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
+        """One storage blob as a 1-D tensor ``[numel]`` of ``dtype``, in native byte order."""
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        name = f"{self.root}/data/{key}"
+        try:
+            blob = bytearray(self._archive.read(name))
+        except KeyError:
+            raise ModelFileError(f"{self._path}: storage record {name} is missing") from None
+        if len(blob) != numel * itemsize:
+            raise ModelFileError(
+                f"{self._path}: storage {name} holds {len(blob)} bytes, expected "
+                f"{numel * itemsize} ({numel} x {dtype}); the file is truncated or corrupt"
+            )
+        if numel == 0:
+            return torch.empty(0, dtype=dtype)
+        raw = torch.frombuffer(blob, dtype=torch.uint8)
+        if self._big_endian and itemsize > 1:
+            raw = raw.view(numel, itemsize).flip(1).reshape(-1).clone()
+        return raw.view(dtype)
+
+    def _rebuild_tensor(
+        self,
+        storage: Any,
+        storage_offset: int,
+        size: tuple,
+        stride: tuple,
+        requires_grad: bool = False,
+        backward_hooks: Any = None,
+        metadata: Any = None,
+    ) -> torch.Tensor:
+        if not isinstance(storage, torch.Tensor):
+            raise ModelFileError(f"{self._path}: tensor record without a storage")
+        try:
+            return storage.as_strided(tuple(size), tuple(stride), int(storage_offset))
+        except RuntimeError as error:
+            raise ModelFileError(
+                f"{self._path}: tensor does not fit its storage ({error})"
+            ) from None
+
+    def _rebuild_parameter(
+        self, data: Any, requires_grad: bool, backward_hooks: Any
+    ) -> torch.Tensor:
+        if not isinstance(data, torch.Tensor):
+            raise ModelFileError(f"{self._path}: parameter record without tensor data")
+        return data
+
+
+# ----------------------------------------------------------------------------------------------
+# From placeholders to plain data
+
+
+def _irrep(value: Any) -> str:
+    """``Irrep`` placeholder (args ``((l, p),)`` or ``(l, p)``) → ``"1o"``."""
+    args = value._args[0] if len(value._args) == 1 else value._args
+    l, p = args
+    return f"{l}{'e' if p == 1 else 'o'}"
+
+
+def _mul_irrep(value: Any) -> str:
+    args = value._args[0] if len(value._args) == 1 else value._args
+    multiplicity, irrep = args
+    return f"{multiplicity}x{_irrep(irrep)}"
+
+
+def _irreps_string(value: _Placeholder) -> str:
+    try:
+        if value.class_path.endswith(".Irrep"):
+            return _irrep(value)
+        if value.class_path.endswith("._MulIr"):
+            return _mul_irrep(value)
+        entries = value._args[0] if value._args else ()
+        return "+".join(_mul_irrep(entry) for entry in entries)
+    except (AttributeError, TypeError, ValueError):
+        raise ModelFileError(
+            f"unexpected pickled layout of {value.class_path}: {value._args!r}"
+        ) from None
+
+
+class _Converter:
+    """Turns the placeholder tree into :class:`PickledModule` / plain Python values."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._done: dict[int, Any] = {}
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, (str, bytes, int, float, type(None), torch.Tensor, torch.dtype)):
+            return value
+        if isinstance(value, GlobalRef):
+            return value
+        if isinstance(value, type) and issubclass(value, _Placeholder):
+            return GlobalRef(value.class_path)
+        if id(value) in self._done:
+            return self._done[id(value)]
+        if isinstance(value, _Placeholder):
+            return self._placeholder(value)
+        if isinstance(value, dict):
+            return {self(k): self(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return type(value)(self(item) for item in value)
+        raise ModelFileError(f"unexpected {type(value).__name__} object in the pickle")
+
+    def _placeholder(self, value: _Placeholder) -> Any:
+        if value.class_path in _IRREPS_CLASSES:
+            return _irreps_string(value)
+        state = value._state
+        if not (
+            isinstance(state, dict) and {"_parameters", "_buffers", "_modules"} <= state.keys()
+        ):
+            converted = PickledObject(value.class_path, self(value._args), self(state))
+            self._done[id(value)] = converted
+            return converted
+        module = PickledModule(value.class_path, {}, {}, {}, {})
+        self._done[id(value)] = module
+        module.parameters = _tensors(state["_parameters"], value.class_path)
+        module.buffers = _tensors(state["_buffers"], value.class_path)
+        module.non_persistent_buffers = frozenset(state.get("_non_persistent_buffers_set", ()))
+        for name, child in state["_modules"].items():
+            if child is not None:
+                module.children[name] = self._module(child, f"submodule {name!r}")
+        module.attributes = {
+            key: self(item) for key, item in state.items() if not _is_bookkeeping(key)
+        }
+        codegen = module.attributes.get("__codegen__")
+        if isinstance(codegen, dict):  # as e3nn's CodeGenMixin.__setstate__ does
+            for name, blob in codegen.items():
+                module.children[name] = _read_torchscript(blob, f"{self._label} [{name}]")
+            module.attributes["__codegen__"] = list(codegen)
+        return module
+
+    def _module(self, value: Any, what: str) -> PickledModule:
+        converted = self(value)
+        if not isinstance(converted, PickledModule):
+            raise ModelFileError(f"{what} is a {type(converted).__name__}, not a torch module")
+        return converted
+
+
+def _is_bookkeeping(key: str) -> bool:
+    """``torch.nn.Module`` internals that are not attributes of the architecture."""
+    return key in _MODULE_BOOKKEEPING or key.endswith(
+        ("_hooks", "_hooks_with_kwargs", "_hooks_always_called")
+    )
+
+
+def _tensors(entries: Any, owner: str) -> dict[str, torch.Tensor]:
+    if not isinstance(entries, dict):
+        raise ModelFileError(f"{owner}: parameters/buffers are not a dict")
+    out = {}
+    for name, tensor in entries.items():
+        if tensor is None:
+            continue
+        if not isinstance(tensor, torch.Tensor):
+            raise ModelFileError(f"{owner}: entry {name!r} is not a tensor")
+        out[name] = tensor
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# TorchScript archives nested in e3nn's __codegen__
+
+
+def _script_members(archive: zipfile.ZipFile, root: str, class_path: str) -> dict[str, list]:
+    """``__parameters__`` / ``__buffers__`` of a TorchScript class, read from its source text."""
+    module_path, class_name = class_path.rsplit(".", 1)
+    source_name = f"{root}/code/{module_path.replace('.', '/')}.py"
+    try:
+        source = archive.read(source_name).decode("utf-8")
+    except KeyError:
+        raise ModelFileError(f"TorchScript source {source_name} is missing") from None
+    block = re.search(rf"^class {re.escape(class_name)}\(Module\):\n((?:  .*\n)*)", source, re.M)
+    members = {"__parameters__": [], "__buffers__": []}
+    for key in members:
+        line = re.search(rf"^  {key} = (\[.*\])$", block.group(1) if block else "", re.M)
+        if line is None:
+            raise ModelFileError(f"no {key} line for class {class_name} in {source_name}")
+        members[key] = ast.literal_eval(line.group(1))
+    return members
+
+
+def _read_torchscript(blob: Any, label: str) -> PickledModule:
+    """An e3nn ``__codegen__`` TorchScript archive (``bytes``) as an inert module."""
+    if not isinstance(blob, bytes):
+        raise ModelFileError(f"{label}: __codegen__ entry is {type(blob).__name__}, not bytes")
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            unpickler = _RestrictedUnpickler(archive, label, torchscript=True)
+            tree = unpickler.load()
+            return _script_module(tree, archive, unpickler.root, _Converter(label))
+    except zipfile.BadZipFile as error:
+        raise ModelFileError(f"{label}: unreadable TorchScript archive ({error})") from None
+
+
+def _script_module(
+    value: Any, archive: zipfile.ZipFile, root: str, convert: _Converter
+) -> PickledModule:
+    if not isinstance(value, _Placeholder) or not isinstance(value._state, dict):
+        raise ModelFileError(f"TorchScript archive holds {type(value).__name__}, not a module")
+    members = _script_members(archive, root, value.class_path)
+    module = PickledModule(value.class_path, {}, {}, {}, {})
+    for key, item in value._state.items():
+        if key in members["__parameters__"]:
+            module.parameters[key] = item
+        elif key in members["__buffers__"]:
+            module.buffers[key] = item
+        elif isinstance(item, _Placeholder) and item.class_path.startswith("__torch__."):
+            module.children[key] = _script_module(item, archive, root, convert)
+        elif not _is_bookkeeping(key):
+            module.attributes[key] = convert(item)
+    module.parameters = _tensors(module.parameters, value.class_path)
+    module.buffers = _tensors(module.buffers, value.class_path)
+    return module
+
+
+# ----------------------------------------------------------------------------------------------
+# Public functions
+
+
+def read_mace_model(path: str | os.PathLike) -> PickledModule:
+    """Read a MACE ``.model`` file into inert data, executing no pickled code.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by ``torch.save(model, path)`` (torch zip format).
+
+    Returns
+    -------
+    PickledModule
+        The root module (e.g. ``mace.modules.models.ScaleShiftMACE``) with its submodules.
+
+    Raises
+    ------
+    UnsafeModelError
+        The pickle names a callable outside the allow-list (the message names it).
+    ModelFileError
+        The file is missing, not a torch zip archive, truncated or corrupt.
+    """
+    label = os.fspath(path)
+    try:
+        with zipfile.ZipFile(label) as archive:
+            tree = _RestrictedUnpickler(archive, label).load()
+            return _Converter(label)._module(tree, "the pickled object")
+    except UnsafeModelError:
+        raise
+    except ModelFileError as error:
+        message = str(error)
+        raise ModelFileError(message if label in message else f"{label}: {message}") from None
+    except FileNotFoundError:
+        raise ModelFileError(f"{label}: no such file") from None
+    except zipfile.BadZipFile as error:
+        raise ModelFileError(
+            f"{label}: not a readable torch zip archive ({error}); the file may be truncated or "
+            "corrupt, or written by torch < 1.6 in the legacy format"
+        ) from None
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, OSError) as error:
+        raise ModelFileError(f"{label}: cannot read the pickled model ({error!r})") from None
+
+
+def state_dict(root: PickledModule) -> dict[str, torch.Tensor]:
+    """Flatten parameters and persistent buffers as ``torch.nn.Module.state_dict()`` does.
+
+    Keys are dotted paths (``"interactions.0.linear.weight"``); within each module the
+    parameters come first, then the buffers, then the children, in registration order.
+    """
+    out: dict[str, torch.Tensor] = {}
+
+    def visit(module: PickledModule, prefix: str) -> None:
+        for name, tensor in module.parameters.items():
+            out[prefix + name] = tensor
+        for name, tensor in module.buffers.items():
+            if name not in module.non_persistent_buffers:
+                out[prefix + name] = tensor
+        for name, child in module.children.items():
+            visit(child, f"{prefix}{name}.")
+
+    visit(root, "")
+    return out

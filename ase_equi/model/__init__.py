@@ -1,0 +1,1 @@
+"""The MACE architecture in e3nn: radial basis, harmonics, interactions, products, readouts."""

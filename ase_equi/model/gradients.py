@@ -1,0 +1,91 @@
+"""Forces and stress from one autograd pass through a symmetric strain.
+
+A homogeneous strain ε (symmetric 3×3) maps positions and cell as r → r (1 + ε) and
+cell → cell (1 + ε) (row vectors). Then
+
+.. math::
+
+    F_i = -\\frac{\\partial E}{\\partial r_i}, \\qquad
+    \\sigma = \\frac{1}{V} \\frac{\\partial E}{\\partial \\varepsilon}\\Big|_{\\varepsilon = 0},
+    \\qquad V = |\\det \\mathrm{cell}|.
+
+σ follows ASE's sign (positive = tensile: the cell wants to shrink) in eV/Å³. ε is built as
+the symmetric part of a free 3×3 displacement, so its antisymmetric part (a rotation, which
+leaves E unchanged) drops out (Knuth et al., Comput. Phys. Commun. 190, 33 (2015)).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..graph import Graph, edge_vectors
+
+
+def energy_forces_stress(
+    model: torch.nn.Module,
+    graph: Graph,
+    *,
+    forces: bool = True,
+    stress: bool = False,
+    training: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Energies, and on request forces and stress, of a graph batch.
+
+    Parameters
+    ----------
+    model:
+        Maps ``(elements, edge_vectors, senders, receivers, batch, num_graphs)`` to a dict with
+        ``energy [G]`` and ``node_energies [n]``.
+    graph:
+        Positions, cells and neighbour list (see ``ase_equi.graph``).
+    forces, stress:
+        What to differentiate. Stress needs every graph's cell to have rank 3.
+    training:
+        Keep the graph of the derivatives (``create_graph``) so a loss on forces or stress can be
+        back-propagated to the weights.
+
+    Returns
+    -------
+    dict with ``energy [G]``, ``node_energies [n]`` (eV), and ``forces [n, 3]`` (eV/Å),
+    ``stress [G, 3, 3]`` (eV/Å³) when asked.
+    """
+    base = graph.positions.detach()  # [n, 3]
+    if forces:
+        base = base.requires_grad_(True)
+    grad_inputs = [base] if forces else []
+    with torch.set_grad_enabled(bool(forces or stress or training)):
+        positions, cell = base, graph.cell
+        if stress:
+            volume = torch.linalg.det(cell).abs()  # [G]
+            if bool((volume <= 0).any()):
+                raise ValueError("stress needs a cell of rank 3; this cell has zero volume")
+            displacement = torch.zeros_like(cell).requires_grad_(True)  # [G, 3, 3]
+            strain = 0.5 * (displacement + displacement.transpose(1, 2))
+            positions = positions + torch.einsum("ni,nij->nj", positions, strain[graph.batch])
+            cell = cell + torch.bmm(cell, strain)
+            grad_inputs.append(displacement)
+        vectors = edge_vectors(
+            positions, cell, graph.shifts, graph.senders, graph.receivers, graph.batch
+        )
+        out = model(
+            graph.elements, vectors, graph.senders, graph.receivers, graph.batch, graph.num_graphs
+        )
+        result = {"energy": out["energy"], "node_energies": out["node_energies"]}
+        if not grad_inputs:
+            return result
+        if not out["energy"].requires_grad:  # energy independent of positions (e.g. no edges)
+            grads = [None] * len(grad_inputs)
+        else:
+            grads = torch.autograd.grad(
+                out["energy"].sum(),
+                grad_inputs,
+                create_graph=training,
+                retain_graph=training,
+                allow_unused=True,
+            )
+    grads = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, grad_inputs, strict=True)]
+    if forces:
+        result["forces"] = -grads[0]
+    if stress:
+        result["stress"] = grads[-1] / volume.view(-1, 1, 1)
+    return result

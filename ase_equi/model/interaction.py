@@ -1,0 +1,174 @@
+"""Equivariant message passing: one interaction layer.
+
+For every edge sender s → receiver r with vector r_sr, length |r_sr| and direction r̂_sr,
+
+.. math::
+
+    m_r = \\frac{1}{\\bar N} \\, W_\\mathrm{out} \\sum_{s \\in \\mathcal N(r)}
+          R(|r_{sr}|) \\cdot \\big( W_\\mathrm{up} h_s \\otimes Y(\\hat r_{sr}) \\big)
+
+where :math:`W_\\mathrm{up}` and :math:`W_\\mathrm{out}` are equivariant linear maps, ⊗ is a
+channel-wise ("uvu") tensor product whose path weights R are produced per edge by a radial MLP
+from the Bessel embedding, and :math:`\\bar N` is the average number of neighbours
+(``avg_num_neighbors``). Messages go sender → receiver and are summed at the receiver.
+
+A residual layer also returns the element-dependent self-connection
+:math:`\\mathrm{sc}_i = W_{z_i} h_i` (a tensor product of h_i with the one-hot element vector),
+which the product block adds back after the symmetric contraction. The non-residual layer (used
+only as a first layer by some MACE models) applies the element-dependent map to the message
+itself instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import nn, o3
+
+
+def channelwise_instructions(
+    irreps_nodes: o3.Irreps, irreps_edges: o3.Irreps, target: o3.Irreps
+) -> tuple[o3.Irreps, list[tuple[int, int, int, str, bool]]]:
+    """Paths of the channel-wise product ``irreps_nodes ⊗ irreps_edges`` that land in ``target``.
+
+    Every allowed (node irrep, edge irrep, output irrep) triple keeps the node multiplicity
+    ("uvu" mode). Output slots are listed in e3nn's sorted irrep order (so the following linear
+    layer sees grouped irreps), and the instructions are ordered by output slot, which fixes the
+    layout of the per-edge weight vector produced by the radial MLP.
+
+    Returns
+    -------
+    irreps_mid, instructions:
+        Output irreps of the tensor product (sorted, not simplified) and the e3nn instructions.
+
+    Examples
+    --------
+    >>> mid, ins = channelwise_instructions(o3.Irreps("4x0e"), o3.Irreps("0e+1o"),
+    ...                                     o3.Irreps("4x0e+4x1o"))
+    >>> str(mid), [i[:3] for i in ins]
+    ('4x0e+4x1o', [(0, 0, 0), (0, 1, 1)])
+    """
+    slots: list[tuple[int, o3.Irrep]] = []
+    paths: list[tuple[int, int, int]] = []
+    for i_node, (mul, ir_node) in enumerate(irreps_nodes):
+        for i_edge, (_, ir_edge) in enumerate(irreps_edges):
+            for ir_out in ir_node * ir_edge:
+                if ir_out in target:
+                    paths.append((i_node, i_edge, len(slots)))
+                    slots.append((mul, ir_out))
+    irreps_mid, order, _ = o3.Irreps(slots).sort()
+    instructions = sorted(
+        ((i_node, i_edge, order[k], "uvu", True) for i_node, i_edge, k in paths),
+        key=lambda ins: ins[2],
+    )
+    return irreps_mid, instructions
+
+
+def irreps_to_channels(x: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
+    """Reshape e3nn layout ``[n, irreps.dim]`` to ``[n, channels, Σ_l (2l+1)]``.
+
+    All irreps must share one multiplicity (the number of channels); the irrep blocks are
+    concatenated along the last axis in the order of ``irreps``.
+    """
+    fields = []
+    start = 0
+    for mul, ir in irreps:
+        fields.append(x[:, start : start + mul * ir.dim].reshape(x.shape[0], mul, ir.dim))
+        start += mul * ir.dim
+    return torch.cat(fields, dim=-1)
+
+
+class InteractionBlock(torch.nn.Module):
+    """One message-passing layer.
+
+    Parameters
+    ----------
+    node_irreps:
+        Irreps of the incoming node features h (e.g. ``"128x0e"`` on the first layer).
+    edge_irreps:
+        Irreps of the spherical harmonics Y, e.g. ``"1x0e+1x1o+1x2e+1x3o"``.
+    num_radial:
+        Number of radial basis functions feeding the radial MLP.
+    target_irreps:
+        Irreps kept from the tensor product (``channels × Y`` irreps), the message irreps.
+    hidden_irreps:
+        Irreps of the self-connection output (the layer's node-feature irreps after product).
+    num_elements:
+        Size of the one-hot element vector.
+    avg_num_neighbors:
+        Normalisation :math:`\\bar N` of the neighbour sum.
+    radial_mlp:
+        Hidden widths of the radial MLP (SiLU, no biases).
+    residual:
+        Residual layer (self-connection returned separately) or not (self-connection applied
+        to the message).
+
+    Shapes
+    ------
+    ``forward(node_onehot [n_nodes, n_elements], node_features [n_nodes, node_irreps.dim],
+    edge_sh [n_edges, edge_irreps.dim], edge_radial [n_edges, num_radial], senders [n_edges],
+    receivers [n_edges])`` → ``(messages [n_nodes, channels, Σ(2l+1)], sc [n_nodes,
+    hidden_irreps.dim] | None)``.
+    """
+
+    def __init__(
+        self,
+        node_irreps: o3.Irreps,
+        edge_irreps: o3.Irreps,
+        num_radial: int,
+        target_irreps: o3.Irreps,
+        hidden_irreps: o3.Irreps,
+        num_elements: int,
+        avg_num_neighbors: float,
+        radial_mlp: tuple[int, ...] = (64, 64, 64),
+        *,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        node_irreps, edge_irreps = o3.Irreps(node_irreps), o3.Irreps(edge_irreps)
+        target_irreps, hidden_irreps = o3.Irreps(target_irreps), o3.Irreps(hidden_irreps)
+        element_irreps = o3.Irreps(f"{num_elements}x0e")
+        self.residual = residual
+        self.avg_num_neighbors = float(avg_num_neighbors)
+        self.target_irreps = target_irreps
+
+        self.linear_up = o3.Linear(node_irreps, node_irreps)
+        irreps_mid, instructions = channelwise_instructions(node_irreps, edge_irreps, target_irreps)
+        self.conv_tp = o3.TensorProduct(
+            node_irreps,
+            edge_irreps,
+            irreps_mid,
+            instructions,
+            shared_weights=False,
+            internal_weights=False,
+        )
+        self.radial_mlp = nn.FullyConnectedNet(
+            [num_radial, *radial_mlp, self.conv_tp.weight_numel], torch.nn.functional.silu
+        )
+        self.linear = o3.Linear(irreps_mid, target_irreps)
+        if residual:
+            self.skip_tp = o3.FullyConnectedTensorProduct(node_irreps, element_irreps, hidden_irreps)
+        else:
+            self.skip_tp = o3.FullyConnectedTensorProduct(
+                target_irreps, element_irreps, target_irreps
+            )
+
+    def forward(
+        self,
+        node_onehot: torch.Tensor,
+        node_features: torch.Tensor,
+        edge_sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        senders: torch.Tensor,
+        receivers: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        sc = self.skip_tp(node_features, node_onehot) if self.residual else None
+        h = self.linear_up(node_features)
+        weights = self.radial_mlp(edge_radial)  # [n_edges, conv_tp.weight_numel]
+        edge_messages = self.conv_tp(h[senders], edge_sh, weights)  # [n_edges, irreps_mid.dim]
+        summed = torch.zeros(
+            (h.shape[0], edge_messages.shape[1]), dtype=h.dtype, device=h.device
+        ).index_add_(0, receivers, edge_messages)
+        messages = self.linear(summed) / self.avg_num_neighbors
+        if not self.residual:
+            messages = self.skip_tp(messages, node_onehot)
+        return irreps_to_channels(messages, self.target_irreps), sc

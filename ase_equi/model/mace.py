@@ -1,0 +1,167 @@
+"""The MACE architecture: element embedding → interactions and products → readouts → energy.
+
+The total energy of a structure is a sum of per-atom energies
+
+.. math::
+
+    E = \\sum_i \\Big( E0_{z_i} + s \\sum_t E_i^{(t)} + \\mu \\Big),
+
+with the per-element reference energies E0, the readout energies of every layer t, and the
+scale s and shift μ of the interaction energy (Batatia et al., NeurIPS 2022, arXiv:2206.07697).
+
+The module tree (``node_embedding``, ``interactions[t]``, ``products[t]``, ``readouts[t]``)
+mirrors mace-torch's ``ScaleShiftMACE`` with ``RealAgnostic(Residual)InteractionBlock`` layers so
+that a MACE file maps onto it one parameter to one parameter (see ``io/mace_import.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+
+from .config import ModelConfig
+from .interaction import InteractionBlock
+from .product import ProductBasis
+from .radial import RadialEmbedding
+from .readout import LinearReadout, NonLinearReadout
+from .spherical import edge_spherical_harmonics
+
+
+class ElementEmbedding(torch.nn.Module):
+    """One-hot element vector → scalar channels, ``[n_nodes, n_elements] -> [n_nodes, C]``."""
+
+    def __init__(self, num_elements: int, channels: int) -> None:
+        super().__init__()
+        self.linear = o3.Linear(o3.Irreps(f"{num_elements}x0e"), o3.Irreps(f"{channels}x0e"))
+
+    def forward(self, node_onehot: torch.Tensor) -> torch.Tensor:
+        return self.linear(node_onehot)
+
+
+class MaceModel(torch.nn.Module):
+    """Per-atom and total energies of a batch of graphs.
+
+    Parameters
+    ----------
+    config:
+        Architecture and constants.
+    init_coupling:
+        Compute the symmetric-contraction coupling bases (True for a new model); False when the
+        buffers will come from a file through ``load_state_dict``.
+
+    Examples
+    --------
+    >>> cfg = ModelConfig(elements=(1, 8), reference_energies=(-13.6, -2041.0), channels=4,
+    ...                   max_ell=1, correlation=2, radial_mlp=(8,), r_max=3.0)
+    >>> model = MaceModel(cfg).double()
+    >>> vec = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, -1.0]], dtype=torch.float64)
+    >>> out = model(torch.tensor([0, 1]), vec, torch.tensor([0, 1]), torch.tensor([1, 0]),
+    ...             torch.tensor([0, 0]), 1)
+    >>> out["node_energies"].shape, out["energy"].shape
+    (torch.Size([2]), torch.Size([1]))
+    """
+
+    def __init__(self, config: ModelConfig, *, init_coupling: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        num_elements = len(config.elements)
+        c = config.channels
+        hidden = o3.Irreps(config.hidden_irreps)
+        scalars = o3.Irreps(f"{c}x0e")
+        sh_irreps = o3.Irreps.spherical_harmonics(config.max_ell)
+        message_irreps = (sh_irreps * c).sort()[0].simplify()
+
+        self.register_buffer(
+            "reference_energies", torch.tensor(config.reference_energies, dtype=torch.float64)
+        )
+        self.register_buffer("scale", torch.tensor(config.scale, dtype=torch.float64))
+        self.register_buffer("shift", torch.tensor(config.shift, dtype=torch.float64))
+        self.node_embedding = ElementEmbedding(num_elements, c)
+        self.radial_embedding = RadialEmbedding(config.r_max, config.num_bessel, config.envelope_p)
+        self.spherical_harmonics = edge_spherical_harmonics(config.max_ell)
+
+        self.interactions = torch.nn.ModuleList()
+        self.products = torch.nn.ModuleList()
+        self.readouts = torch.nn.ModuleList()
+        node_irreps = scalars
+        for t in range(config.num_interactions):
+            last = t == config.num_interactions - 1
+            out_irreps = scalars if last else hidden
+            residual = config.residual_first or t > 0
+            self.interactions.append(
+                InteractionBlock(
+                    node_irreps,
+                    sh_irreps,
+                    config.num_bessel,
+                    message_irreps,
+                    out_irreps,
+                    num_elements,
+                    config.avg_num_neighbors,
+                    config.radial_mlp,
+                    residual=residual,
+                )
+            )
+            self.products.append(
+                ProductBasis(
+                    message_irreps,
+                    out_irreps,
+                    config.correlation[t],
+                    num_elements,
+                    use_sc=residual,
+                    init_coupling=init_coupling,
+                )
+            )
+            if last:
+                self.readouts.append(NonLinearReadout(out_irreps, config.readout_hidden))
+            else:
+                self.readouts.append(LinearReadout(out_irreps))
+            node_irreps = out_irreps
+
+    def forward(
+        self,
+        elements: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        senders: torch.Tensor,
+        receivers: torch.Tensor,
+        batch: torch.Tensor,
+        num_graphs: int,
+    ) -> dict[str, torch.Tensor]:
+        """Energies of a batch.
+
+        Parameters
+        ----------
+        elements:
+            ``[n_nodes]`` index of each atom's element in ``config.elements``.
+        edge_vectors:
+            ``[n_edges, 3]`` r_receiver − r_sender (+ lattice shift), Å.
+        senders, receivers:
+            ``[n_edges]`` node indices; messages flow sender → receiver.
+        batch:
+            ``[n_nodes]`` graph index of each node.
+        num_graphs:
+            Number of graphs G in the batch.
+
+        Returns
+        -------
+        dict with ``node_energies [n_nodes]`` and ``energy [G]`` (eV).
+        """
+        num_elements = len(self.config.elements)
+        onehot = torch.nn.functional.one_hot(elements, num_elements).to(edge_vectors.dtype)
+        edge_lengths = torch.linalg.norm(edge_vectors, dim=-1, keepdim=True)  # [n_edges, 1]
+        edge_sh = self.spherical_harmonics(edge_vectors)
+        edge_radial = self.radial_embedding(edge_lengths)  # [n_edges, num_bessel]
+
+        h = self.node_embedding(onehot)
+        readout_energy = torch.zeros_like(edge_vectors[:1, 0].expand(elements.shape[0]))
+        for interaction, product, readout in zip(
+            self.interactions, self.products, self.readouts, strict=True
+        ):
+            messages, sc = interaction(onehot, h, edge_sh, edge_radial, senders, receivers)
+            h = product(messages, sc, elements)
+            readout_energy = readout_energy + readout(h)
+
+        e0 = self.reference_energies.to(edge_vectors.dtype)[elements]
+        node_energies = e0 + (self.scale * readout_energy + self.shift)
+        energy = torch.zeros(num_graphs, dtype=node_energies.dtype, device=node_energies.device)
+        energy = energy.index_add(0, batch, node_energies)
+        return {"node_energies": node_energies, "energy": energy}

@@ -1,0 +1,193 @@
+"""Product basis: symmetric contraction of node features up to body order ν + 1.
+
+For every node b with element z_b, channel c and output irrep L (component m), the
+contraction of the node's messages :math:`A_{bc,i}` (i runs over the D components of the
+message irreps, e.g. D = 16 for ``0e + 1o + 2e + 3o``) is
+
+.. math::
+
+    B_{bc,m} = \\sum_{\\nu=1}^{N} \\sum_{k} w^{(\\nu)}_{z_b k c}
+               \\sum_{i_1 \\dots i_\\nu} U^{(\\nu)}_{m, i_1 \\dots i_\\nu, k}\\,
+               A_{bc,i_1} \\cdots A_{bc,i_\\nu},
+
+where N is the ``correlation`` order, the columns k of :math:`U^{(\\nu)}` are equivariant
+coupling tensors (generalised Clebsch–Gordan coefficients) and :math:`w^{(\\nu)}` are learnable,
+element-dependent weights. Since :math:`A^{\\otimes \\nu}` is symmetric, only the symmetric part
+of U contributes; we store it *folded* onto the sorted multi-indices
+:math:`i_1 \\le \\dots \\le i_\\nu` (monomials), ``coupling_ν [n_monomials, 2L+1, K]``, so a
+forward pass forms each monomial once and needs one matrix product per order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from e3nn import o3
+
+from .coupling import symmetric_coupling_basis
+
+
+def monomial_indices(dim: int, order: int) -> torch.Tensor:
+    """Sorted multi-indices ``i_1 ≤ … ≤ i_ν`` in lexicographic order, ``[n_monomials, ν]``.
+
+    Examples
+    --------
+    >>> monomial_indices(3, 2).tolist()
+    [[0, 0], [0, 1], [0, 2], [1, 1], [1, 2], [2, 2]]
+    """
+    rows = list(itertools.combinations_with_replacement(range(dim), order))
+    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), order)
+
+
+def fold_symmetric(coupling: torch.Tensor, dim: int, order: int) -> torch.Tensor:
+    """Fold a coupling tensor onto monomials: ``[M, D, …, D, K] -> [n_monomials, M, K]``.
+
+    Entry p of the result is the sum of ``coupling[:, i_1, …, i_ν, :]`` over all index tuples
+    that are permutations of monomial p, so that Σ_i U_i x_{i_1}…x_{i_ν} = Σ_p Ũ_p x^p.
+    """
+    m, k = coupling.shape[0], coupling.shape[-1]
+    flat = coupling.reshape(m, dim**order, k)
+    grids = torch.cartesian_prod(*[torch.arange(dim)] * order).reshape(-1, order)
+    keys = torch.sort(grids, dim=1).values
+    weights = dim ** torch.arange(order - 1, -1, -1)
+    codes = (keys * weights).sum(1)
+    mono_codes = (monomial_indices(dim, order) * weights).sum(1)
+    target = torch.searchsorted(mono_codes, codes)
+    folded = torch.zeros(mono_codes.numel(), m, k, dtype=coupling.dtype)
+    return folded.index_add_(0, target, flat.transpose(0, 1))
+
+
+class SymmetricContraction(torch.nn.Module):
+    """Contraction for one output irrep L: ``A [n, C, D] -> B [n, C·(2L+1)]`` (e3nn layout).
+
+    Parameters
+    ----------
+    coupling_irreps:
+        One copy of each message irrep, e.g. ``"0e+1o+2e+3o"`` (D = its dimension).
+    irrep_out:
+        Output irrep L.
+    correlation:
+        Highest order N of the product.
+    num_elements, channels:
+        Shape of the element-dependent weights ``weights[ν-1] [n_elements, K_ν, channels]``.
+    init_coupling:
+        Compute the coupling basis now (True) or leave empty buffers to be filled, with their
+        shapes, by ``load_state_dict`` (model files and imported MACE files carry them).
+    """
+
+    def __init__(
+        self,
+        coupling_irreps: o3.Irreps,
+        irrep_out: o3.Irrep,
+        correlation: int,
+        num_elements: int,
+        channels: int,
+        *,
+        init_coupling: bool = True,
+    ) -> None:
+        super().__init__()
+        self.coupling_irreps = o3.Irreps(coupling_irreps)
+        self.irrep_out = o3.Irrep(irrep_out)
+        self.correlation = correlation
+        self.dim = self.coupling_irreps.dim
+        self.weights = torch.nn.ParameterList()
+        for order in range(1, correlation + 1):
+            n_mono = math.comb(self.dim + order - 1, order)
+            if init_coupling:
+                u = symmetric_coupling_basis(self.coupling_irreps, self.irrep_out, order)
+                u = u.reshape(self.irrep_out.dim, *[self.dim] * order, u.shape[-1])
+                folded = fold_symmetric(u, self.dim, order)
+            else:
+                folded = torch.zeros(n_mono, self.irrep_out.dim, 0, dtype=torch.float64)
+            k = folded.shape[-1]
+            self.register_buffer(f"coupling_{order}", folded)
+            self.register_buffer(
+                f"monomials_{order}", monomial_indices(self.dim, order), persistent=False
+            )
+            self.weights.append(torch.nn.Parameter(torch.randn(num_elements, k, channels) / max(k, 1)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # Coupling bases from files may have another number K of columns than ours (MACE keeps
+        # linearly dependent coupling paths): adopt the stored shapes before copying.
+        for order in range(1, self.correlation + 1):
+            key = f"{prefix}coupling_{order}"
+            if key in state_dict:
+                setattr(self, f"coupling_{order}", torch.empty_like(state_dict[key]))
+            wkey = f"{prefix}weights.{order - 1}"
+            if wkey in state_dict:
+                self.weights[order - 1] = torch.nn.Parameter(torch.empty_like(state_dict[wkey]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, features: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
+        """``features [n, C, D]``, ``elements [n]`` (element indices) → ``[n, C·(2L+1)]``."""
+        n, channels, _ = features.shape
+        out = None
+        power = None
+        for order in range(1, self.correlation + 1):
+            coupling = getattr(self, f"coupling_{order}")  # [n_mono, M, K]
+            index = getattr(self, f"monomials_{order}")  # [n_mono, ν]
+            if order == 1:
+                power = features
+            else:
+                # x^p for the sorted multi-indices, built from the lower monomials' factors
+                power = features[..., index[:, 0]]
+                for j in range(1, order):
+                    power = power * features[..., index[:, j]]
+            n_mono, m, k = coupling.shape
+            if k == 0:
+                continue
+            projected = torch.matmul(power, coupling.reshape(n_mono, m * k))  # [n, C, M·K]
+            w = self.weights[order - 1][elements].transpose(1, 2)  # [n, C, K]
+            term = (projected.reshape(n, channels, m, k) * w.unsqueeze(2)).sum(-1)  # [n, C, M]
+            out = term if out is None else out + term
+        if out is None:
+            out = features.new_zeros(n, channels, self.irrep_out.dim)
+        return out.reshape(n, channels * self.irrep_out.dim)
+
+
+class ProductBasis(torch.nn.Module):
+    """Symmetric contractions for every irrep of ``hidden_irreps``, a linear map, and the
+    element-dependent self-connection (residual) added back.
+
+    ``forward(messages [n, C, D], sc [n, hidden.dim] | None, elements [n])`` →
+    node features ``[n, hidden_irreps.dim]``.
+    """
+
+    def __init__(
+        self,
+        message_irreps: o3.Irreps,
+        hidden_irreps: o3.Irreps,
+        correlation: int,
+        num_elements: int,
+        *,
+        use_sc: bool = True,
+        init_coupling: bool = True,
+    ) -> None:
+        super().__init__()
+        message_irreps, hidden_irreps = o3.Irreps(message_irreps), o3.Irreps(hidden_irreps)
+        coupling_irreps = o3.Irreps([ir for _, ir in message_irreps])
+        channels = message_irreps[0].mul
+        self.use_sc = use_sc
+        self.contractions = torch.nn.ModuleList(
+            SymmetricContraction(
+                coupling_irreps,
+                ir,
+                correlation,
+                num_elements,
+                channels,
+                init_coupling=init_coupling,
+            )
+            for _, ir in hidden_irreps
+        )
+        self.linear = o3.Linear(hidden_irreps, hidden_irreps)
+
+    def forward(
+        self, messages: torch.Tensor, sc: torch.Tensor | None, elements: torch.Tensor
+    ) -> torch.Tensor:
+        b = torch.cat([c(messages, elements) for c in self.contractions], dim=-1)
+        out = self.linear(b)
+        if self.use_sc and sc is not None:
+            out = out + sc
+        return out

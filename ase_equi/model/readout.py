@@ -1,0 +1,37 @@
+"""Per-atom energies from the invariant (0e) part of the node features.
+
+Every layer t contributes an energy :math:`E_i^{(t)} = \\mathrm{readout}_t(h_i^{(t)})`; the
+readouts of all layers but the last are linear, the last one is a small MLP
+(linear → SiLU → linear). Only scalar (0e) channels can reach a 0e output, so the readouts are
+rotation invariant by construction.
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import nn, o3
+
+
+class LinearReadout(torch.nn.Module):
+    """``[n_nodes, irreps_in.dim] -> [n_nodes]`` (eV, before scale and shift)."""
+
+    def __init__(self, irreps_in: o3.Irreps) -> None:
+        super().__init__()
+        self.linear = o3.Linear(o3.Irreps(irreps_in), o3.Irreps("0e"))
+
+    def forward(self, node_features: torch.Tensor) -> torch.Tensor:
+        return self.linear(node_features).squeeze(-1)
+
+
+class NonLinearReadout(torch.nn.Module):
+    """``[n_nodes, irreps_in.dim] -> [n_nodes]`` through ``hidden`` SiLU scalars."""
+
+    def __init__(self, irreps_in: o3.Irreps, hidden: int = 16) -> None:
+        super().__init__()
+        hidden_irreps = o3.Irreps(f"{hidden}x0e")
+        self.linear_1 = o3.Linear(o3.Irreps(irreps_in), hidden_irreps)
+        self.non_linearity = nn.Activation(hidden_irreps, [torch.nn.functional.silu])
+        self.linear_2 = o3.Linear(hidden_irreps, o3.Irreps("0e"))
+
+    def forward(self, node_features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.non_linearity(self.linear_1(node_features))).squeeze(-1)
