@@ -27,8 +27,9 @@ class EquivariantCalculator(Calculator):
     Parameters
     ----------
     model:
-        Path to a model file (``NAME.json``/``NAME.safetensors`` or the stem ``NAME``) or an
-        already loaded :class:`~ase_equi.io.model_file.LoadedModel`.
+        Path to a model file (``NAME.json``/``NAME.safetensors`` or the stem ``NAME``), a MACE
+        ``.model`` file (read without executing pickled code), or an already loaded
+        :class:`~ase_equi.io.model_file.LoadedModel`.
     device:
         Torch device, ``"cpu"`` or ``"cuda"``.
     dtype:
@@ -128,5 +129,9 @@ class EquivariantCalculator(Calculator):
 
 
 def _resolve(model: str | os.PathLike, *, device: str, dtype: torch.dtype) -> LoadedModel:
-    """Load a model file (or, when the zoo is installed, a zoo name)."""
+    """Load a model: a MACE ``.model`` file, or one of our model files."""
+    if os.fspath(model).endswith(".model"):
+        from .io.mace_import import load_mace_model
+
+        return load_mace_model(model, dtype=dtype, device=device)
     return load_model(model, dtype=dtype, device=device)

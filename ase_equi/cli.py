@@ -1,0 +1,93 @@
+"""``ase-equi``: a thin command line over the Python API.
+
+Sub-commands: ``info FILE`` (print a model card), ``import-mace FILE -o OUT`` (MACE ``.model`` →
+our safe format), ``eval MODEL STRUCTURES`` (energies/forces of an extxyz file). Training
+sub-commands are registered by :mod:`ase_equi.training` when it is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .io.model_file import model_paths, read_header, render_card
+
+    header = read_header(args.model)
+    card_path = model_paths(args.model)[2]
+    text = card_path.read_text() if card_path.exists() else render_card(header)
+    print(text, end="")
+    if args.json:
+        print(json.dumps(header, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _cmd_import_mace(args: argparse.Namespace) -> int:
+    from .io.mace_import import load_mace_model
+    from .io.model_file import save_model
+
+    loaded = load_mace_model(args.model, head=args.head)
+    out = save_model(loaded.model, args.output, card=loaded.card)
+    print(f"wrote {out} (+ .safetensors, .md) from {args.model}, head {loaded.card['head']!r}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ase.io import read
+
+    from .calculator import EquivariantCalculator
+
+    calc = EquivariantCalculator(args.model, dtype=args.dtype)
+    for k, atoms in enumerate(read(args.structures, index=":")):
+        atoms.calc = calc
+        energy = atoms.get_potential_energy()
+        fmax = float((atoms.get_forces() ** 2).sum(1).max() ** 0.5)
+        print(f"{k:5d} {atoms.get_chemical_formula():>16s}  E = {energy:.6f} eV  "
+              f"E/atom = {energy / len(atoms):.6f} eV  max|F| = {fmax:.4f} eV/Å")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ase-equi", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="print a model file's card")
+    p.add_argument("model", help="NAME.json, NAME.safetensors or NAME")
+    p.add_argument("--json", action="store_true", help="also print the full JSON header")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("import-mace", help="convert a MACE .model file to our safe format")
+    p.add_argument("model", help="MACE .model file (read without executing pickled code)")
+    p.add_argument("-o", "--output", required=True, help="output stem, e.g. my-model")
+    p.add_argument("--head", default=None, help="head of a multi-head model (default: MACE's)")
+    p.set_defaults(func=_cmd_import_mace)
+
+    p = sub.add_parser("eval", help="energies and forces of the structures in a file")
+    p.add_argument("model")
+    p.add_argument("structures", help="any file ase.io.read understands (extxyz, ...)")
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    p.set_defaults(func=_cmd_eval)
+
+    try:
+        from .training.commands import register  # training, fine-tuning, zoo commands
+    except ImportError:
+        register = None
+    if register is not None:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"ase-equi {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
