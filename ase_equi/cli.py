@@ -45,8 +45,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         atoms.calc = calc
         energy = atoms.get_potential_energy()
         fmax = float((atoms.get_forces() ** 2).sum(1).max() ** 0.5)
-        print(f"{k:5d} {atoms.get_chemical_formula():>16s}  E = {energy:.6f} eV  "
-              f"E/atom = {energy / len(atoms):.6f} eV  max|F| = {fmax:.4f} eV/Å")
+        print(
+            f"{k:5d} {atoms.get_chemical_formula():>16s}  E = {energy:.6f} eV  "
+            f"E/atom = {energy / len(atoms):.6f} eV  max|F| = {fmax:.4f} eV/Å"
+        )
     return 0
 
 

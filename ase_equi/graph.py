@@ -82,9 +82,7 @@ def element_indices(atomic_numbers: np.ndarray, elements: Sequence[int], model_n
     bad = sorted({int(x) for x in z if not 0 < x < 119 or table[x] < 0})
     if bad:
         known = ", ".join(chemical_symbols[e] for e in elements)
-        names = ", ".join(
-            f"{chemical_symbols[x] if 0 < x < 119 else '?'} (Z={x})" for x in bad
-        )
+        names = ", ".join(f"{chemical_symbols[x] if 0 < x < 119 else '?'} (Z={x})" for x in bad)
         raise ValueError(f"element {names} is not in {model_name} ({known})")
     return table[z]
 
@@ -138,8 +136,6 @@ def batch_graphs(graphs: Sequence[Graph]) -> Graph:
         senders=cat([g.senders + int(o) for g, o in zip(graphs, offsets, strict=True)]),
         receivers=cat([g.receivers + int(o) for g, o in zip(graphs, offsets, strict=True)]),
         shifts=cat([g.shifts for g in graphs]),
-        batch=cat(
-            [torch.full_like(g.batch, k) for k, g in enumerate(graphs)]
-        ),
+        batch=cat([torch.full_like(g.batch, k) for k, g in enumerate(graphs)]),
         num_graphs=len(graphs),
     )

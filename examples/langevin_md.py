@@ -58,7 +58,9 @@ def main() -> None:
     atoms.numbers[::4] = 28
     atoms.calc = EquivariantCalculator(model_path, dtype="float32")
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
-    dyn = Langevin(atoms, 2 * units.fs, temperature_K=300, friction=0.02, rng=np.random.default_rng(1))
+    dyn = Langevin(
+        atoms, 2 * units.fs, temperature_K=300, friction=0.02, rng=np.random.default_rng(1)
+    )
 
     start = time.perf_counter()
 

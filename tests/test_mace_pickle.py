@@ -29,12 +29,8 @@ from ase_equi.io.mace_pickle import (
     state_dict,
 )
 
-DATA = Path(__file__).parent / "data" / "mace"
-NAMES = sorted(path.stem for path in DATA.glob("*.model"))
-
-
-def _reference(name: str) -> dict:
-    return json.loads((DATA / f"reference_{name}.json").read_text())
+from mace_data import NAMES, model_file
+from mace_data import reference as _reference
 
 
 def _walk(module: PickledModule, prefix: str = ""):
@@ -58,7 +54,7 @@ def test_reference_files_present():
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_matches_mace(name):
     expected = _reference(name)["state_dict"]
-    weights = state_dict(read_mace_model(DATA / f"{name}.model"))
+    weights = state_dict(read_mace_model(model_file(name)))
     assert list(weights) == list(expected)  # same keys, same order as model.state_dict()
     for key, record in expected.items():
         tensor = weights[key]
@@ -70,7 +66,7 @@ def test_state_dict_matches_mace(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_class_paths_are_those_the_pickle_names(name):
     pickle_globals = set(_reference(name)["pickle_globals"])
-    root = read_mace_model(DATA / f"{name}.model")
+    root = read_mace_model(model_file(name))
     seen = set()
     for _, module in _walk(root):
         if module.class_path.startswith("__torch__."):  # inside e3nn's TorchScript blobs
@@ -95,7 +91,7 @@ def test_class_paths_are_those_the_pickle_names(name):
 def test_hyperparameters_are_visible(name):
     """Everything the importer needs is in attributes or buffers, with the built values."""
     architecture = _reference(name)["architecture"]
-    root = read_mace_model(DATA / f"{name}.model")
+    root = read_mace_model(model_file(name))
     modules = dict(_walk(root))
     assert root.class_path == f"mace.modules.models.{architecture['model']}"
     assert root.buffers["atomic_numbers"].tolist() == architecture["atomic_numbers"]
@@ -136,7 +132,7 @@ def test_hyperparameters_are_visible(name):
 
 
 def test_irreps_and_instructions_are_plain_data():
-    modules = dict(_walk(read_mace_model(DATA / "mp0_medium.model")))
+    modules = dict(_walk(read_mace_model(model_file("mp0_medium"))))
     tensor_product = modules["interactions.1.conv_tp."]
     assert tensor_product.attributes["irreps_in2"] == "1x0e+1x1o+1x2e+1x3o"
     instruction = tensor_product.attributes["instructions"][0]
@@ -253,14 +249,14 @@ def test_unknown_class_outside_known_namespaces_is_refused(tmp_path):
 
 def test_truncated_file_names_the_file(tmp_path):
     path = tmp_path / "truncated.model"
-    data = (DATA / "mp0_small.model").read_bytes()
+    data = (model_file("mp0_small")).read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelFileError, match="truncated.model"):
         read_mace_model(path)
 
 
 def test_corrupt_storage_is_detected(tmp_path):
-    source = DATA / "mace_nonresidual.model"
+    source = model_file("mace_nonresidual")
     with zipfile.ZipFile(source) as archive:
         records = {info.filename: archive.read(info) for info in archive.infolist()}
     storage = next(name for name in records if "/data/" in name and len(records[name]) > 64)
@@ -274,7 +270,7 @@ def test_corrupt_storage_is_detected(tmp_path):
 
 
 def test_flipped_byte_fails_the_checksum(tmp_path):
-    source = DATA / "mace_nonresidual.model"
+    source = model_file("mace_nonresidual")
     with zipfile.ZipFile(source) as archive:
         largest = max(archive.infolist(), key=lambda info: info.file_size)
     data = bytearray(source.read_bytes())

@@ -89,6 +89,7 @@ def _check_supported(root: PickledModule, path: str) -> None:
     radial = root.children["radial_embedding"]
     if "distance_transform" in radial.children:
         kind = radial.children["distance_transform"].class_path.rsplit(".", 1)[-1]
+        kind = kind.removesuffix("Transform")
         _refuse(f"the {kind} distance transform", path)
     basis = radial.children["bessel_fn"].class_path
     if not basis.endswith(".BesselBasis"):
@@ -167,7 +168,9 @@ def mace_to_ase_equi(
     coupling_dim = sd["products.0.symmetric_contractions.contractions.0.U_matrix_1"].shape[-2]
     max_ell = math.isqrt(coupling_dim) - 1
     hidden = first.attributes["hidden_irreps"] if num_interactions > 1 else None
-    max_L = len(products["0"].children["symmetric_contractions"].children["contractions"].children) - 1
+    max_L = (
+        len(products["0"].children["symmetric_contractions"].children["contractions"].children) - 1
+    )
     if hidden is not None and "0o" in str(hidden):
         _refuse("odd-parity scalars in the hidden irreps", path)
     mlp_layers = sorted(k for k in sd if k.startswith("interactions.0.conv_tp_weights.layer"))
@@ -216,9 +219,7 @@ def _rename(
     last = config.num_interactions - 1
     for key, value in sd.items():
         parts = key.split(".")
-        if key.startswith("node_embedding.") or (
-            parts[0] == "products" and parts[2] == "linear"
-        ):
+        if key.startswith("node_embedding.") or (parts[0] == "products" and parts[2] == "linear"):
             out[key] = value
         elif parts[0] == "interactions":
             if "_compiled_" in key:
@@ -241,18 +242,14 @@ def _rename(
                 out[dest + f"coupling_{order}"] = fold_symmetric(u.to(torch.float64), dim, order)
         elif parts[0] == "readouts":
             out[key] = _readout_head(key, value, int(parts[1]) == last, head, n_heads, config)
-    # zeroed paths (all-zero coupling tensors) carry empty weights in MACE: drop both
+    # A coupling order without any equivariant path is all zeros in MACE (its weights are empty
+    # placeholders): keep zero columns and zero weights, so the order contributes nothing.
     for key in [k for k in out if ".coupling_" in k]:
-        order = int(key.rsplit("_", 1)[1])
-        wkey = key.replace(f"coupling_{order}", f"weights.{order - 1}")
         if not bool(out[key].abs().sum() > 0):
-            k_cols = out[key].shape[-1]
+            order = int(key.rsplit("_", 1)[1])
             out[key] = out[key][..., :0]
-            e, c = len(config.elements), config.channels
-            w = out.get(wkey)
-            if w is None or w.shape[1] != 0:
-                out[wkey] = torch.zeros(e, 0, c, dtype=torch.float64)
-            del k_cols
+            wkey = key.replace(f"coupling_{order}", f"weights.{order - 1}")
+            out[wkey] = torch.zeros(len(config.elements), 0, config.channels, dtype=torch.float64)
     return out
 
 
@@ -268,7 +265,9 @@ def _readout_head(
     if not is_last:  # linear: [C, H] → [C, 1]
         return value.reshape(-1, n_heads)[:, head].contiguous()
     if ".linear_1." in key:  # [C, H·16] → [C, 16]: head h owns hidden units h·16 … h·16+15
-        return value.reshape(-1, n_heads * hidden)[:, head * hidden : (head + 1) * hidden].reshape(-1)
+        return value.reshape(-1, n_heads * hidden)[:, head * hidden : (head + 1) * hidden].reshape(
+            -1
+        )
     # linear_2: [H·16, H] → [16, 1]; e3nn normalises by 1/sqrt(fan-in): H·16 there, 16 here
     w = value.reshape(n_heads * hidden, n_heads)[head * hidden : (head + 1) * hidden, head]
     return (w / math.sqrt(n_heads)).contiguous()

@@ -39,8 +39,12 @@ definitions (read as text, never compiled) and attaches the results as children,
 
 Examples
 --------
+>>> import lzma, tempfile
 >>> from pathlib import Path
->>> path = Path(__file__).parents[2] / "tests" / "data" / "mace" / "mp0_medium.model"
+>>> packed = Path(__file__).parents[2] / "tests" / "data" / "mace" / "mp0_medium.model.xz"
+>>> path = Path(tempfile.mkdtemp()) / "mp0_medium.model"
+>>> path.write_bytes(lzma.decompress(packed.read_bytes())) > 0
+True
 >>> root = read_mace_model(path)
 >>> root.class_path
 'mace.modules.models.ScaleShiftMACE'

@@ -183,7 +183,9 @@ def load_model(
     model = build_from_state_dict(config, tensors, source=str(weights_path))
     model = model.to(device=device, dtype=dtype or getattr(torch, header.get("dtype", "float64")))
     model.eval()
-    return LoadedModel(model=model, config=config, card=header.get("card", {}), source=str(json_path))
+    return LoadedModel(
+        model=model, config=config, card=header.get("card", {}), source=str(json_path)
+    )
 
 
 def build_from_state_dict(
@@ -199,7 +201,9 @@ def build_from_state_dict(
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
-        raise ModelFileError(f"{source} does not fit the architecture in its config: {err}") from err
+        raise ModelFileError(
+            f"{source} does not fit the architecture in its config: {err}"
+        ) from err
     return model
 
 

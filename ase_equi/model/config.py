@@ -116,7 +116,9 @@ class ModelConfig:
         """Hidden node-feature irreps, e.g. ``'128x0e+128x1o'``."""
         parity = "eo"
         return str(
-            o3.Irreps("+".join(f"{self.channels}x{l}{parity[l % 2]}" for l in range(self.max_L + 1)))
+            o3.Irreps(
+                "+".join(f"{self.channels}x{l}{parity[l % 2]}" for l in range(self.max_L + 1))
+            )
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -83,7 +83,9 @@ def energy_forces_stress(
                 retain_graph=training,
                 allow_unused=True,
             )
-    grads = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, grad_inputs, strict=True)]
+    grads = [
+        g if g is not None else torch.zeros_like(x) for g, x in zip(grads, grad_inputs, strict=True)
+    ]
     if forces:
         result["forces"] = -grads[0]
     if stress:

@@ -146,7 +146,9 @@ class InteractionBlock(torch.nn.Module):
         )
         self.linear = o3.Linear(irreps_mid, target_irreps)
         if residual:
-            self.skip_tp = o3.FullyConnectedTensorProduct(node_irreps, element_irreps, hidden_irreps)
+            self.skip_tp = o3.FullyConnectedTensorProduct(
+                node_irreps, element_irreps, hidden_irreps
+            )
         else:
             self.skip_tp = o3.FullyConnectedTensorProduct(
                 target_irreps, element_irreps, target_irreps

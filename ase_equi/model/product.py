@@ -106,7 +106,9 @@ class SymmetricContraction(torch.nn.Module):
             self.register_buffer(
                 f"monomials_{order}", monomial_indices(self.dim, order), persistent=False
             )
-            self.weights.append(torch.nn.Parameter(torch.randn(num_elements, k, channels) / max(k, 1)))
+            self.weights.append(
+                torch.nn.Parameter(torch.randn(num_elements, k, channels) / max(k, 1))
+            )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
         # Coupling bases from files may have another number K of columns than ours (MACE keeps
