@@ -222,8 +222,8 @@ def _rename(
         if key.startswith("node_embedding.") or (parts[0] == "products" and parts[2] == "linear"):
             out[key] = value
         elif parts[0] == "interactions":
-            if "_compiled_" in key:
-                continue  # e3nn 0.4 code-generation constants, recomputed by our e3nn
+            if "_compiled_" in key or parts[2] == "conv_tp":
+                continue  # e3nn constants (Wigner 3j, masks): ours are exact, not read
             if parts[2] == "conv_tp_weights":
                 parts[2] = "radial_mlp"
             out[".".join(parts)] = value

@@ -101,8 +101,9 @@ def symmetric_coupling_basis(
         K is the multiplicity of L^p in :math:`\\mathrm{Sym}^\\nu V`; when it is zero the result
         has K = 0 columns (shape ``[…, 0]``) and the caller must skip that order.
 
-        The result is deterministic: it depends only on the arguments, not on random numbers or
-        on a degenerate eigen/singular-value decomposition.
+        The result is deterministic: it depends only on the arguments (Gram–Schmidt over the
+        couplings in a fixed order, no random numbers, no choice of basis inside a degenerate
+        singular subspace), so it can differ between machines only by float64 rounding.
 
     Raises
     ------

@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from e3nn import nn, o3
 
+from .tensor_product import ChannelwiseTensorProduct
+
 
 def channelwise_instructions(
     irreps_nodes: o3.Irreps, irreps_edges: o3.Irreps, target: o3.Irreps
@@ -133,14 +135,7 @@ class InteractionBlock(torch.nn.Module):
 
         self.linear_up = o3.Linear(node_irreps, node_irreps)
         irreps_mid, instructions = channelwise_instructions(node_irreps, edge_irreps, target_irreps)
-        self.conv_tp = o3.TensorProduct(
-            node_irreps,
-            edge_irreps,
-            irreps_mid,
-            instructions,
-            shared_weights=False,
-            internal_weights=False,
-        )
+        self.conv_tp = ChannelwiseTensorProduct(node_irreps, edge_irreps, irreps_mid, instructions)
         self.radial_mlp = nn.FullyConnectedNet(
             [num_radial, *radial_mlp, self.conv_tp.weight_numel], torch.nn.functional.silu
         )
@@ -166,11 +161,14 @@ class InteractionBlock(torch.nn.Module):
         sc = self.skip_tp(node_features, node_onehot) if self.residual else None
         h = self.linear_up(node_features)
         weights = self.radial_mlp(edge_radial)  # [n_edges, conv_tp.weight_numel]
-        edge_messages = self.conv_tp(h[senders], edge_sh, weights)  # [n_edges, irreps_mid.dim]
-        summed = torch.zeros(
-            (h.shape[0], edge_messages.shape[1]), dtype=h.dtype, device=h.device
-        ).index_add_(0, receivers, edge_messages)
-        messages = self.linear(summed) / self.avg_num_neighbors
+        pieces = self.conv_tp.forward_channels(h, senders, edge_sh, weights)  # [E, C, S_i]
+        summed = [
+            torch.zeros((h.shape[0], *p.shape[1:]), dtype=p.dtype, device=p.device).index_add_(
+                0, receivers, p
+            )
+            for p in pieces
+        ]  # sum over neighbours: [n_nodes, C, S_i]
+        messages = self.linear(self.conv_tp.to_irreps(summed)) / self.avg_num_neighbors
         if not self.residual:
             messages = self.skip_tp(messages, node_onehot)
         return irreps_to_channels(messages, self.target_irreps), sc

@@ -15,7 +15,14 @@ coupling tensors (generalised Clebsch–Gordan coefficients) and :math:`w^{(\\nu
 element-dependent weights. Since :math:`A^{\\otimes \\nu}` is symmetric, only the symmetric part
 of U contributes; we store it *folded* onto the sorted multi-indices
 :math:`i_1 \\le \\dots \\le i_\\nu` (monomials), ``coupling_ν [n_monomials, 2L+1, K]``, so a
-forward pass forms each monomial once and needs one matrix product per order.
+file stores each coupling once.
+
+Evaluation (Horner scheme, per element). For the elements present, the weights are first
+contracted with the symmetric couplings, :math:`T^{(\nu)}_{z, c, m, i_1 \dots i_\nu} =
+\sum_k U^{(\nu)}_{m, i_1 \dots i_\nu, k} w^{(\nu)}_{z k c}`; then, for the nodes of each
+element, the features are contracted one index at a time from the highest order down,
+:math:`B = ((T^{(N)} A + T^{(N-1)}) A + \dots + T^{(1)}) A`, with batched matrix products and no
+gathers over tensor components.
 """
 
 from __future__ import annotations
@@ -41,6 +48,22 @@ def monomial_indices(dim: int, order: int) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long).reshape(len(rows), order)
 
 
+def monomial_map(dim: int, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every index tuple ``(i_1 … i_ν)`` (row-major, ``[D^ν]``): its monomial and 1/multiplicity.
+
+    ``U_sym[i] = Ũ[monomial(i)] / multiplicity`` is the symmetric tensor whose fold is Ũ.
+    """
+    grids = torch.cartesian_prod(*[torch.arange(dim)] * order).reshape(-1, order)
+    keys = torch.sort(grids, dim=1).values
+    weights = dim ** torch.arange(order - 1, -1, -1)
+    mono_codes = (monomial_indices(dim, order) * weights).sum(1)
+    target = torch.searchsorted(mono_codes, (keys * weights).sum(1))
+    counts = torch.zeros(mono_codes.numel(), dtype=torch.float64).index_add_(
+        0, target, torch.ones(target.numel(), dtype=torch.float64)
+    )
+    return target, 1.0 / counts[target]
+
+
 def fold_symmetric(coupling: torch.Tensor, dim: int, order: int) -> torch.Tensor:
     """Fold a coupling tensor onto monomials: ``[M, D, …, D, K] -> [n_monomials, M, K]``.
 
@@ -49,13 +72,8 @@ def fold_symmetric(coupling: torch.Tensor, dim: int, order: int) -> torch.Tensor
     """
     m, k = coupling.shape[0], coupling.shape[-1]
     flat = coupling.reshape(m, dim**order, k)
-    grids = torch.cartesian_prod(*[torch.arange(dim)] * order).reshape(-1, order)
-    keys = torch.sort(grids, dim=1).values
-    weights = dim ** torch.arange(order - 1, -1, -1)
-    codes = (keys * weights).sum(1)
-    mono_codes = (monomial_indices(dim, order) * weights).sum(1)
-    target = torch.searchsorted(mono_codes, codes)
-    folded = torch.zeros(mono_codes.numel(), m, k, dtype=coupling.dtype)
+    target, _ = monomial_map(dim, order)
+    folded = torch.zeros(math.comb(dim + order - 1, order), m, k, dtype=coupling.dtype)
     return folded.index_add_(0, target, flat.transpose(0, 1))
 
 
@@ -103,9 +121,9 @@ class SymmetricContraction(torch.nn.Module):
                 folded = torch.zeros(n_mono, self.irrep_out.dim, 0, dtype=torch.float64)
             k = folded.shape[-1]
             self.register_buffer(f"coupling_{order}", folded)
-            self.register_buffer(
-                f"monomials_{order}", monomial_indices(self.dim, order), persistent=False
-            )
+            target, inverse_multiplicity = monomial_map(self.dim, order)
+            self.register_buffer(f"unfold_index_{order}", target, persistent=False)
+            self.register_buffer(f"unfold_scale_{order}", inverse_multiplicity, persistent=False)
             self.weights.append(
                 torch.nn.Parameter(torch.randn(num_elements, k, channels) / max(k, 1))
             )
@@ -122,31 +140,51 @@ class SymmetricContraction(torch.nn.Module):
                 self.weights[order - 1] = torch.nn.Parameter(torch.empty_like(state_dict[wkey]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def symmetric_couplings(self, order: int) -> torch.Tensor:
+        """Unfolded symmetric coupling ``[M, D^ν, K]`` of one order."""
+        folded = getattr(self, f"coupling_{order}")  # [n_mono, M, K]
+        index = getattr(self, f"unfold_index_{order}")
+        scale = getattr(self, f"unfold_scale_{order}").to(folded.dtype)
+        return (folded[index] * scale[:, None, None]).transpose(0, 1)  # [M, D^ν, K]
+
     def forward(self, features: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
         """``features [n, C, D]``, ``elements [n]`` (element indices) → ``[n, C·(2L+1)]``."""
-        n, channels, _ = features.shape
-        out = None
-        power = None
+        n, channels, dim = features.shape
+        m = self.irrep_out.dim
+        out = features.new_zeros(n, channels, m)
+        present = torch.unique(elements)
+        # T_ν[z] = Σ_k U_ν[.., k] w_ν[z, k, c] for the elements present: [E', C, M·D^ν]
+        contracted = []
         for order in range(1, self.correlation + 1):
-            coupling = getattr(self, f"coupling_{order}")  # [n_mono, M, K]
-            index = getattr(self, f"monomials_{order}")  # [n_mono, ν]
-            if order == 1:
-                power = features
-            else:
-                # x^p for the sorted multi-indices, built from the lower monomials' factors
-                power = features[..., index[:, 0]]
-                for j in range(1, order):
-                    power = power * features[..., index[:, j]]
-            n_mono, m, k = coupling.shape
-            if k == 0:
+            u = self.symmetric_couplings(order).to(features.dtype)
+            w = self.weights[order - 1][present]  # [E', K, C]
+            if u.shape[-1] == 0:
+                contracted.append(None)
                 continue
-            projected = torch.matmul(power, coupling.reshape(n_mono, m * k))  # [n, C, M·K]
-            w = self.weights[order - 1][elements].transpose(1, 2)  # [n, C, K]
-            term = (projected.reshape(n, channels, m, k) * w.unsqueeze(2)).sum(-1)  # [n, C, M]
-            out = term if out is None else out + term
-        if out is None:
-            out = features.new_zeros(n, channels, self.irrep_out.dim)
-        return out.reshape(n, channels * self.irrep_out.dim)
+            t = torch.matmul(u.reshape(-1, u.shape[-1]), w)  # [E', M·D^ν, C]
+            contracted.append(t.transpose(1, 2))  # [E', C, M·D^ν]
+        single = present.numel() == 1
+        for slot, z in enumerate(present.tolist()):
+            nodes = None if single else torch.nonzero(elements == z).squeeze(1)
+            x = features if single else features[nodes]  # [n_z, C, D]
+            xt = x.permute(1, 2, 0).contiguous()  # [C, D, n_z]
+            acc = None  # [C, M·D^(ν-1), n_z] once order ν is contracted
+            for order in range(self.correlation, 0, -1):
+                t = contracted[order - 1]
+                if acc is None:
+                    if t is None:
+                        continue
+                    # [C, M·D^(ν-1), D] @ [C, D, n_z]: a batched matrix product over channels
+                    acc = torch.bmm(t[slot].reshape(channels, -1, dim), xt)
+                    continue
+                if t is not None:
+                    acc = acc + t[slot].unsqueeze(-1)  # [C, M·D^ν, n_z]
+                acc = (acc.reshape(channels, -1, dim, acc.shape[-1]) * xt.unsqueeze(1)).sum(2)
+            if acc is None:
+                continue
+            b = acc.reshape(channels, m, -1).permute(2, 0, 1)  # [n_z, C, M]
+            out = b if single else out.index_copy(0, nodes, b)
+        return out.reshape(n, channels * m)
 
 
 class ProductBasis(torch.nn.Module):

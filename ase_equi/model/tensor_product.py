@@ -1,0 +1,150 @@
+"""Channel-wise ("uvu") tensor product of node features with edge spherical harmonics.
+
+For an instruction (l₁ ⊗ l₂ → l₃) and every edge e and channel c,
+
+.. math::
+
+    m_{e c, k} = \\alpha\\, w_{e c} \\sum_{i j} C^{l_1 l_2 l_3}_{i j k}\\, h_{e c, i}\\, Y_{e, j},
+    \\qquad \\alpha = \\sqrt{(2 l_3 + 1) / n_{l_3}},
+
+with e3nn's real Wigner 3j symbols C, per-edge weights w from the radial MLP, and
+:math:`n_{l_3}` the number of paths into the same output slot (e3nn's "component" irrep and
+"element" path normalisation). This is numerically e3nn's ``TensorProduct(..., "uvu")`` with the
+same weight layout, evaluated differently: the harmonics are first contracted with the Clebsch–
+Gordan symbols of every path that starts from the same node irrep (edge-only work, no channels),
+``Z [n_edges, d₁, S]``, and then one batched matrix product per node irrep,
+``h [n_edges, C, d₁] @ Z → [n_edges, C, S]``, gives all its paths at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+
+
+class ChannelwiseTensorProduct(torch.nn.Module):
+    """``(h [E, irreps_nodes.dim], Y [E, irreps_edges.dim], w [E, weight_numel]) -> [E, irreps_mid.dim]``.
+
+    Parameters
+    ----------
+    irreps_nodes, irreps_edges, irreps_mid:
+        Node irreps (every block with the same multiplicity C), edge irreps (multiplicity 1) and
+        output irreps, as from :func:`~ase_equi.model.interaction.channelwise_instructions`.
+    instructions:
+        ``(i_node, i_edge, i_out, "uvu", True)`` tuples ordered by output slot; the weight vector of
+        an edge holds C weights per instruction, in this order.
+
+    Notes
+    -----
+    ``forward_channels`` returns ``[E, C, S]`` in an internal order (paths grouped by node irrep);
+    :meth:`to_irreps` turns such a tensor (or its sum over edges) into e3nn's layout. Summing over
+    edges first and reordering after is cheaper, which the interaction block does.
+    """
+
+    def __init__(
+        self,
+        irreps_nodes: o3.Irreps,
+        irreps_edges: o3.Irreps,
+        irreps_mid: o3.Irreps,
+        instructions: list[tuple[int, int, int, str, bool]],
+    ) -> None:
+        super().__init__()
+        self.irreps_nodes, self.irreps_edges = o3.Irreps(irreps_nodes), o3.Irreps(irreps_edges)
+        self.irreps_mid = o3.Irreps(irreps_mid)
+        self.channels = self.irreps_nodes[0].mul
+        if any(mul != self.channels for mul, _ in self.irreps_nodes):
+            raise ValueError(f"node irreps must share one multiplicity: {self.irreps_nodes}")
+        self.weight_numel = self.channels * len(instructions)
+        paths_into = [0] * len(self.irreps_mid)
+        for ins in instructions:
+            paths_into[ins[2]] += 1
+
+        edge_offsets = [0]
+        for _, ir in self.irreps_edges:
+            edge_offsets.append(edge_offsets[-1] + ir.dim)
+        node_offsets = [0]
+        for _, ir in self.irreps_nodes:
+            node_offsets.append(node_offsets[-1] + self.channels * ir.dim)
+        self.node_slices = [
+            (node_offsets[i], node_offsets[i + 1]) for i in range(len(self.irreps_nodes))
+        ]
+
+        # Per node irrep: the CG matrix G [D_edges, d1·S] of all its paths, their columns grouped
+        # by output dimension d3 ("classes"), so that each class of the product [E, C, S] is
+        # weighted by one broadcast multiplication, [E, C, n_paths, d3] × [E, C, n_paths, 1].
+        self.groups: list[tuple[int, int, int]] = []  # (node irrep index, d1, S)
+        self.classes: list[list[tuple[int, int, list[int]]]] = []  # per group: (start, d3, paths)
+        position: dict[int, tuple[int, int]] = {}  # instruction → (piece, column)
+        piece = 0
+        for i_node, (_, ir1) in enumerate(self.irreps_nodes):
+            mine = [n for n, ins in enumerate(instructions) if ins[0] == i_node]
+            by_dim: dict[int, list[int]] = {}
+            for n in mine:
+                by_dim.setdefault(self.irreps_mid[instructions[n][2]].ir.dim, []).append(n)
+            s = sum(d3 * len(paths) for d3, paths in by_dim.items())
+            g = torch.zeros(self.irreps_edges.dim, ir1.dim, s, dtype=torch.float64)
+            k = 0
+            group_classes = []
+            for d3, paths in sorted(by_dim.items()):
+                group_classes.append((k, d3, paths))
+                for n in paths:
+                    i_edge, i_out = instructions[n][1], instructions[n][2]
+                    ir2, ir3 = self.irreps_edges[i_edge].ir, self.irreps_mid[i_out].ir
+                    alpha = math.sqrt(ir3.dim / paths_into[i_out])
+                    c = o3.wigner_3j(ir1.l, ir2.l, ir3.l, dtype=torch.float64)  # [d1, d2, d3]
+                    rows = slice(edge_offsets[i_edge], edge_offsets[i_edge + 1])
+                    g[rows, :, k : k + d3] = alpha * c.permute(1, 0, 2)
+                    position[n] = (piece, k)
+                    k += d3
+            cg = g.reshape(self.irreps_edges.dim, ir1.dim * s)
+            self.register_buffer(f"cg_{i_node}", cg, persistent=False)
+            self.groups.append((i_node, ir1.dim, s))
+            self.classes.append(group_classes)
+            piece += 1
+        # e3nn output order: slot-major (slots = instructions, in order), then channel, component
+        self.slots = [
+            (*position[n], self.irreps_mid[instructions[n][2]].ir.dim)
+            for n in range(len(instructions))
+        ]
+
+    def forward_channels(
+        self, h: torch.Tensor, senders: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Messages per node irrep, each ``[E, C, S_i]`` (the grouped layout).
+
+        ``h [n_nodes, irreps_nodes.dim]`` are the node features, gathered here per irrep block
+        at ``senders [E]`` (splitting before gathering keeps the backward pass cheap).
+        """
+        e = senders.shape[0]
+        w = w.reshape(e, -1, self.channels).transpose(1, 2)  # [E, C, n_instructions]
+        blocks = torch.split(h, [stop - start for start, stop in self.node_slices], dim=-1)
+        pieces = []
+        for (i_node, d1, s), classes in zip(self.groups, self.classes, strict=True):
+            x = blocks[i_node][senders].reshape(e, self.channels, d1)
+            z = torch.matmul(y, getattr(self, f"cg_{i_node}").to(y.dtype)).reshape(e, d1, s)
+            r = torch.bmm(x, z)  # [E, C, S]
+            split = torch.split(r, [len(paths) * d3 for _, d3, paths in classes], dim=-1)
+            parts = []
+            for block, (_, d3, paths) in zip(split, classes, strict=True):
+                n = len(paths)
+                if paths == list(range(paths[0], paths[0] + n)):
+                    wp = w[:, :, paths[0] : paths[0] + n]
+                else:
+                    wp = w[:, :, paths]
+                weighted = block.reshape(e, self.channels, n, d3) * wp.unsqueeze(-1)
+                parts.append(weighted.reshape(e, self.channels, n * d3))
+            pieces.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1))
+        return pieces
+
+    def to_irreps(self, pieces: list[torch.Tensor]) -> torch.Tensor:
+        """Pieces ``[N, C, S_i]`` in the grouped layout → ``[N, irreps_mid.dim]`` (e3nn layout)."""
+        n = pieces[0].shape[0]
+        blocks = [pieces[p][:, :, k : k + d3].reshape(n, -1) for p, k, d3 in self.slots]
+        return torch.cat(blocks, dim=-1)
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """e3nn's ``TensorProduct`` signature: ``h`` already per edge ``[E, irreps_nodes.dim]``."""
+        senders = torch.arange(h.shape[0], device=h.device)
+        return self.to_irreps(self.forward_channels(h, senders, y, w))

@@ -1,0 +1,166 @@
+"""``ase-equi train``: the command line over :func:`ase_equi.training.train`.
+
+Settings come, in increasing precedence, from the defaults of ``ModelConfig`` and
+``TrainConfig``, a ``--config`` file (JSON, or YAML when pyyaml is installed) of the form
+``{"model": {ModelConfig fields}, "train": {TrainConfig fields}}``, and the flags. Running the
+same command again with the same ``--out`` resumes from the last checkpoint. Under
+``torchrun --nproc_per_node=N -m ase_equi.cli train ...`` the run is data parallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ase.data import atomic_numbers
+
+# ModelConfig fields offered as flags: (name, type, help)
+MODEL_FLAGS = [
+    ("r_max", float, "cutoff radius (Å)"),
+    ("num_bessel", int, "number of Bessel radial functions"),
+    ("max_ell", int, "highest degree of the edge spherical harmonics"),
+    ("channels", int, "channels of every hidden irrep"),
+    ("max_L", int, "highest degree of the hidden node features"),
+    ("num_interactions", int, "message-passing layers"),
+    ("correlation", int, "body order of the symmetric contraction"),
+    ("radial_mlp", str, "hidden widths of the radial MLP, e.g. 64,64,64"),
+    ("readout_hidden", int, "width of the last readout MLP"),
+]
+
+
+def _optional(kind):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null", "off") else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _train_flags() -> list[tuple[str, Any, str]]:
+    from .trainer import TrainConfig
+
+    flags = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "output_dir":
+            continue
+        kind = {
+            "patience": _optional(int),
+            "max_grad_norm": _optional(float),
+            "plots": _boolean,
+        }.get(f.name, type(f.default))
+        flags.append((f.name, kind, f"TrainConfig.{f.name} (default {f.default})"))
+    return flags
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train`` to the ``ase-equi`` sub-commands."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a model on labelled structures (extxyz / ASE db)",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument("--data", required=True, help="extxyz file or ASE database with labels")
+    p.add_argument("--out", required=True, help="output directory (rerun to resume)")
+    p.add_argument("--config", help="JSON/YAML file with 'model' and 'train' sections")
+    p.add_argument("--name", default="model", help="model file name in --out (default: model)")
+    p.add_argument("--level-of-theory", default="", help="e.g. 'PBE, 520 eV, VASP 6.4'")
+    p.add_argument("--description", default="", help="what the training data are")
+    p.add_argument("--elements", help="e.g. Cu,Al or 29,13 (default: the elements in the data)")
+    for q in ("energy", "forces", "stress"):
+        p.add_argument(f"--{q}-key", help=f"label name of the {q} (default: {q}); e.g. REF_{q}")
+    g = p.add_argument_group("architecture (ModelConfig)")
+    for name, kind, text in MODEL_FLAGS:
+        g.add_argument(f"--{name.replace('_', '-')}", dest=f"model_{name}", type=kind, help=text)
+    g = p.add_argument_group("training (TrainConfig)")
+    for name, kind, text in _train_flags():
+        g.add_argument(f"--{name.replace('_', '-')}", dest=f"train_{name}", type=kind, help=text)
+    p.set_defaults(func=_cmd_train)
+
+
+def _read_config_file(path: str | None) -> dict[str, dict[str, Any]]:
+    if path is None:
+        return {"model": {}, "train": {}}
+    text = Path(path).read_text()
+    if Path(path).suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(
+                f"{path}: YAML needs pyyaml (pip install pyyaml); or use JSON"
+            ) from None
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict) or set(data) - {"model", "train"}:
+        raise ValueError(f"{path} must hold a mapping with only 'model' and 'train' sections")
+    return {"model": dict(data.get("model") or {}), "train": dict(data.get("train") or {})}
+
+
+def _parse_elements(spec: Any) -> list[int]:
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = []
+    for item in items:
+        item = str(item).strip()
+        if item.isdigit():
+            out.append(int(item))
+        elif item in atomic_numbers:
+            out.append(atomic_numbers[item])
+        else:
+            raise ValueError(f"--elements: {item!r} is neither an element symbol nor a Z")
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ..data import DataKeys, read_frames
+    from ..model.config import ModelConfig
+    from .trainer import TrainConfig, train
+
+    settings = _read_config_file(args.config)
+    for section in ("model", "train"):
+        prefix = f"{section}_"
+        for key, value in vars(args).items():
+            if key.startswith(prefix) and value is not None:
+                settings[section][key[len(prefix) :]] = value
+    model = settings["model"]
+    if isinstance(model.get("radial_mlp"), str):
+        model["radial_mlp"] = [int(w) for w in model["radial_mlp"].split(",") if w.strip()]
+    given = {q: getattr(args, f"{q}_key") for q in ("energy", "forces", "stress")}
+    keys = DataKeys(**{q: k for q, k in given.items() if k}) if any(given.values()) else None
+
+    elements = args.elements or model.get("elements")
+    elements = _parse_elements(elements) if elements is not None else None
+    frames = read_frames(args.data, keys=keys, elements=elements)
+    if elements is None:
+        elements = sorted({int(z) for f in frames for z in f.atoms.numbers})
+    model.update(elements=elements, reference_energies=[0.0] * len(elements))
+    model_config = ModelConfig.from_dict(model)  # E0, scale, shift fitted by train()
+    train_config = TrainConfig.from_dict({**settings["train"], "output_dir": args.out})
+
+    def show(info: dict[str, Any]) -> None:
+        if info["event"] != "step":
+            print(info["line"], flush=True)
+
+    result = train(
+        model_config,
+        frames,
+        train_config,
+        name=args.name,
+        level_of_theory=args.level_of_theory,
+        data_description=args.description or f"labelled structures from {args.data}",
+        progress=show,
+    )
+    if result.model_path is not None and int(os.environ.get("RANK", "0")) == 0:
+        print((Path(args.out) / "test_report.md").read_text(), end="")
+    return 0

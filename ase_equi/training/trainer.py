@@ -1,0 +1,720 @@
+"""Training loop: split, fit constants, AdamW + schedule + EMA, checkpoints, resume, report.
+
+Everything a run writes lies in ``TrainConfig.output_dir``::
+
+    split.json                 train/valid/test frame indices (fixed by the seed) + data fingerprint
+    checkpoints/last.pt        the whole training state (see below), replaced atomically
+    test_report.json / .md     MAE and RMSE on the test split (energy/atom, forces, stress)
+    parity.png                 predicted against reference on the test split
+    learning_curves.png        train and valid loss, valid errors per epoch
+    NAME.json/.safetensors/.md the final model (best-valid EMA weights) and its card
+
+**Resume.** ``checkpoints/last.pt`` holds model, optimiser, scheduler, EMA and best-EMA weights,
+the state of the shuffling generator, the current epoch's data order, the epoch, step and batch
+position, the running epoch loss, the history and the best validation loss: plain tensors and
+dicts written with ``torch.save`` to a temporary file and moved into place with ``os.replace``,
+read back with ``torch.load(weights_only=True)``. Calling :func:`train` again with the same
+output directory continues from it, and the parameters then match those of an uninterrupted run
+bit for bit (same machine, same threads).
+
+**Choices.** Weight decay applies to all parameters. The EMA decay at step t is
+``min(ema_decay, (1 + t) / (10 + t))`` so that early averages do not remember the random
+initialisation. ``scheduler="plateau"`` (default) multiplies the learning rate by ``lr_factor``
+after ``scheduler_patience`` epochs without a better validation loss (train loss when there is
+no validation split); ``"cosine"`` anneals it to 0 over ``epochs``; ``"constant"`` keeps it.
+Validation uses the EMA weights; the final model is the EMA of the epoch with the best
+validation loss. Isolated-atom frames (one atom, no periodicity) only fix reference energies.
+
+**Data parallel.** Under ``torchrun`` (``WORLD_SIZE > 1``) a gloo process group is started, the
+model is wrapped in ``DistributedDataParallel`` and every global batch (the same batches as one
+process would see) is dealt out to the ranks as ``batch[rank::world_size]``. The loss divides
+the summed squared errors by the counts of the global batch, so the gradient equals the
+single-process one up to summation order. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from ase import Atoms
+
+from ..data import DataKeys, Frame, fit_model_config, frames_to_graphs, make_batch, read_frames
+from ..data import split_indices
+from ..io.model_file import save_model
+from ..model.config import ModelConfig
+from ..model.gradients import energy_forces_stress
+from ..model.mace import MaceModel
+from .loss import UNITS, ErrorMetrics, LossWeights, squared_error_sums, weighted_loss
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+SCHEDULERS = ("plateau", "cosine", "constant")
+CHECKPOINT_FORMAT = "ase_equi-checkpoint"
+# settings a resumed run may change; every other field must match the checkpoint
+RESUMABLE_FIELDS = frozenset({"epochs", "patience", "checkpoint_every", "output_dir", "plots"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (the architecture is a separate :class:`ModelConfig`).
+
+    Parameters
+    ----------
+    seed: split, initial weights and data order.
+    epochs: passes over the training split.
+    batch_size: structures per (global) batch.
+    lr, weight_decay: AdamW learning rate and decoupled weight decay.
+    energy_weight, forces_weight, stress_weight: loss weights (see ``training.loss``).
+    ema_decay: decay of the exponential moving average of the weights (0: no averaging).
+    scheduler: ``"plateau"``, ``"cosine"`` or ``"constant"`` (see the module docstring).
+    lr_factor, scheduler_patience: settings of ``"plateau"``.
+    patience: stop after this many epochs without a better validation loss (None: never).
+    max_grad_norm: clip the gradient norm to this (None: no clipping).
+    valid_fraction, test_fraction: shares of the (non-isolated) frames held out.
+    checkpoint_every: also write a checkpoint every this many steps (0: at epoch ends only).
+    dtype: ``"float64"`` or ``"float32"`` for weights and graphs.
+    output_dir: where everything is written, and from where a rerun resumes.
+    plots: write ``parity.png`` and ``learning_curves.png`` (needs matplotlib).
+
+    Examples
+    --------
+    >>> cfg = TrainConfig(epochs=2, batch_size=2, output_dir="run")
+    >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+    True
+    >>> TrainConfig(valid_fraction=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: TrainConfig.valid_fraction must be in [0, 1), got 1.5
+    """
+
+    seed: int = 0
+    epochs: int = 100
+    batch_size: int = 4
+    lr: float = 1e-2
+    weight_decay: float = 5e-7
+    energy_weight: float = 1.0
+    forces_weight: float = 100.0
+    stress_weight: float = 1.0
+    ema_decay: float = 0.99
+    scheduler: str = "plateau"
+    lr_factor: float = 0.8
+    scheduler_patience: int = 5
+    patience: int | None = None
+    max_grad_norm: float | None = 10.0
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    checkpoint_every: int = 100
+    dtype: str = "float64"
+    output_dir: str = "training"
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise ValueError(f"TrainConfig.{name} must be {rule}, got {getattr(self, name)!r}")
+
+        for name in ("seed", "epochs", "batch_size", "scheduler_patience", "checkpoint_every"):
+            need(isinstance(getattr(self, name), int), name, "an integer")
+        need(self.seed >= 0, "seed", ">= 0")
+        need(self.epochs >= 1, "epochs", ">= 1")
+        need(self.batch_size >= 1, "batch_size", ">= 1")
+        need(self.lr > 0, "lr", "> 0")
+        need(self.weight_decay >= 0, "weight_decay", ">= 0")
+        for name in ("energy_weight", "forces_weight", "stress_weight"):
+            need(getattr(self, name) >= 0, name, ">= 0")
+        need(
+            self.energy_weight + self.forces_weight + self.stress_weight > 0,
+            "energy_weight",
+            "> 0 when the other weights are 0",
+        )
+        need(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
+        need(self.scheduler in SCHEDULERS, "scheduler", f"one of {SCHEDULERS}")
+        need(0 < self.lr_factor < 1, "lr_factor", "in (0, 1)")
+        need(self.scheduler_patience >= 0, "scheduler_patience", ">= 0")
+        need(self.patience is None or self.patience >= 1, "patience", "None or >= 1")
+        need(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "None or > 0")
+        need(0 <= self.valid_fraction < 1, "valid_fraction", "in [0, 1)")
+        need(0 <= self.test_fraction < 1, "test_fraction", "in [0, 1)")
+        need(
+            self.valid_fraction + self.test_fraction < 1,
+            "test_fraction",
+            "< 1 - valid_fraction (no training frames left)",
+        )
+        need(self.checkpoint_every >= 0, "checkpoint_every", ">= 0")
+        need(self.dtype in DTYPES, "dtype", "'float64' or 'float32'")
+        need(bool(str(self.output_dir)), "output_dir", "a directory")
+        need(isinstance(self.plots, bool), "plots", "True or False")
+
+    @property
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.energy_weight, self.forces_weight, self.stress_weight)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced. ``model`` holds the final (best-valid EMA) weights;
+    ``model_path`` and ``test_metrics`` (meV units, see ``training.loss.UNITS``) are set on
+    rank 0 only."""
+
+    model: MaceModel
+    config: ModelConfig
+    output_dir: Path
+    model_path: Path | None = None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from_step: int | None = None
+    stopped_early: bool = False
+
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+def train(
+    model: ModelConfig | MaceModel,
+    data: str | os.PathLike | Sequence[Frame] | Sequence[Atoms],
+    config: TrainConfig,
+    *,
+    keys: DataKeys | None = None,
+    name: str = "model",
+    level_of_theory: str = "",
+    data_description: str = "",
+    progress: ProgressCallback | None = None,
+) -> TrainResult:
+    """Train a model and write checkpoints, a test report, plots and the model file.
+
+    Parameters
+    ----------
+    model:
+        A :class:`ModelConfig` (a new model: E0, scale, shift and avg_num_neighbors are fitted
+        on the training split, weights drawn with ``config.seed``) or a :class:`MaceModel`
+        (trained further as it is, e.g. fine-tuning; the caller's model is not modified).
+    data:
+        extxyz / ASE db path, labelled ``Atoms`` or :class:`~ase_equi.data.Frame` objects.
+    config:
+        Training settings; a run whose ``output_dir`` holds a checkpoint resumes from it.
+    keys:
+        Where the labels are (see :func:`ase_equi.data.read_frames`).
+    name, level_of_theory, data_description:
+        Model file name (``output_dir/NAME.json``) and card entries.
+    progress:
+        Called on rank 0 with ``{"event": "step" | "epoch" | "done", ...}``; the ``"epoch"``
+        and ``"done"`` dicts carry a printable ``"line"``. The library itself only logs.
+
+    Raises
+    ------
+    ValueError
+        Invalid data (naming the frame), a checkpoint from other settings or other data.
+    """
+    owns_group = False
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+        owns_group = True
+    try:
+        return _Run(model, data, config, keys, progress).run(
+            name, level_of_theory, data_description
+        )
+    finally:
+        if owns_group:
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint written by :func:`train` (``weights_only=True``)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an ase_equi training checkpoint")
+    return state
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, mode) as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fingerprint(frames: Sequence[Frame]) -> str:
+    h = hashlib.sha256()
+    for f in frames:
+        h.update(f.atoms.numbers.astype("int64").tobytes())
+        h.update(f.atoms.positions.astype("float64").tobytes())
+        h.update(repr(f.energy).encode())
+    return h.hexdigest()
+
+
+def _new_model(config: ModelConfig, seed: int, *, init_coupling: bool = True) -> MaceModel:
+    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
+        torch.manual_seed(seed)
+        return MaceModel(config, init_coupling=init_coupling)
+
+
+class _Run:
+    """One call of :func:`train`: the state that a checkpoint saves, and the steps."""
+
+    def __init__(self, model, data, config: TrainConfig, keys, progress) -> None:
+        self.cfg = config
+        self.progress = progress
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        self.out = Path(config.output_dir)
+        self.ckpt_path = self.out / "checkpoints" / "last.pt"
+        self.dtype = DTYPES[config.dtype]
+        base = model if isinstance(model, ModelConfig) else model.config
+
+        if isinstance(data, (str, os.PathLike)):
+            self.source = str(data)
+            self.frames = read_frames(data, keys=keys, elements=base.elements)
+        elif data and all(isinstance(f, Frame) for f in data):
+            self.source, self.frames = "", list(data)
+        else:
+            self.source = ""
+            self.frames = read_frames(list(data), keys=keys, elements=base.elements)
+        self.split = self._split()
+
+        state = load_checkpoint(self.ckpt_path) if self.ckpt_path.exists() else None
+        if state is not None:
+            self._check_resumable(state)
+            model_config = ModelConfig.from_dict(state["model_config"])
+        else:
+            model_config = base
+        self.graphs = frames_to_graphs(
+            self.frames, model_config.elements, model_config.r_max, dtype=self.dtype
+        )
+        if state is None and isinstance(model, ModelConfig):
+            fit_ids = self.split["train"] + self.split["isolated"]
+            model_config = fit_model_config(
+                model_config,
+                [self.frames[i] for i in fit_ids],
+                graphs=[self.graphs[i] for i in fit_ids],
+            )
+            net = _new_model(model_config, config.seed)
+        elif state is None:
+            net = copy.deepcopy(model)
+        else:
+            net = _new_model(model_config, config.seed, init_coupling=False)  # weights from state
+        self.model_config = model_config
+        self.net = net.to(self.dtype).train()
+        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(
+            self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        if config.scheduler == "plateau":
+            self.scheduler: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=config.lr_factor, patience=config.scheduler_patience
+            )
+        elif config.scheduler == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=config.epochs
+            )
+        else:
+            self.scheduler = None
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.epoch = self.step = self.batch_in_epoch = 0
+        self.order: torch.Tensor | None = None
+        self.epoch_loss = [0.0, 0]
+        self.history: list[dict[str, float]] = []
+        self.best_valid, self.best_epoch = math.inf, -1
+        self.best_ema: dict[str, torch.Tensor] | None = None
+        self.stopped_early = False
+        self.resumed_from = None
+        if state is not None:
+            self._restore(state)
+        self.ddp = (
+            torch.nn.parallel.DistributedDataParallel(self.net) if self.world > 1 else self.net
+        )
+        self._warned_stress = False
+
+    # -- split and checkpoints --------------------------------------------------------------
+
+    def _split(self) -> dict[str, Any]:
+        cfg, path = self.cfg, self.out / "split.json"
+        fingerprint = _fingerprint(self.frames)
+        if path.exists():
+            split = json.loads(path.read_text())
+            if split.get("fingerprint") != fingerprint:
+                raise ValueError(
+                    f"{self.out} was used with other data (split.json fingerprint differs); "
+                    "use a new output directory"
+                )
+            return split
+        isolated = [k for k, f in enumerate(self.frames) if f.is_isolated_atom]
+        rest = [k for k, f in enumerate(self.frames) if not f.is_isolated_atom]
+        parts = split_indices(
+            len(rest),
+            valid_fraction=cfg.valid_fraction,
+            test_fraction=cfg.test_fraction,
+            seed=cfg.seed,
+        )
+        split = {name: [rest[i] for i in ids] for name, ids in parts.items()}
+        split.update(
+            isolated=isolated, seed=cfg.seed, n_frames=len(self.frames), fingerprint=fingerprint
+        )
+        if self.rank == 0:
+            _atomic_write(path, lambda fh: fh.write(json.dumps(split, indent=1)), "w")
+        return split
+
+    def _check_resumable(self, state: dict[str, Any]) -> None:
+        saved = state["train_config"]
+        now = self.cfg.to_dict()
+        differ = [k for k in now if k not in RESUMABLE_FIELDS and saved.get(k) != now[k]]
+        if differ:
+            listed = ", ".join(f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in differ)
+            raise ValueError(
+                f"{self.ckpt_path} was written with other settings: {listed}; use the same "
+                "settings to resume or a new output directory"
+            )
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": 1,
+            "train_config": self.cfg.to_dict(),
+            "model_config": self.model_config.to_dict(),
+            "model": self.net.state_dict(),
+            "ema": self.ema.state_dict(),
+            "best_ema": self.best_ema,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "order": self.order,
+            "epoch_loss": list(self.epoch_loss),
+            "history": self.history,
+            "best_valid": self.best_valid,
+            "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.batch_in_epoch, self.order = int(state["batch_in_epoch"]), state["order"]
+        self.epoch_loss = [float(state["epoch_loss"][0]), int(state["epoch_loss"][1])]
+        self.history = list(state["history"])
+        self.best_valid, self.best_epoch = float(state["best_valid"]), int(state["best_epoch"])
+        self.best_ema = state["best_ema"]
+        self.stopped_early = bool(state["stopped_early"])
+        self.resumed_from = self.step
+        log.info("resuming from %s at epoch %d, step %d", self.ckpt_path, self.epoch, self.step)
+
+    def _save(self) -> None:
+        if self.rank == 0:
+            state = self._state()
+            _atomic_write(self.ckpt_path, lambda fh: torch.save(state, fh))
+
+    def _emit(self, event: str, **info: Any) -> None:
+        if event != "step":
+            log.info("%s", info.get("line", ""))
+        if self.progress is not None and self.rank == 0:
+            self.progress({"event": event, **info})
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _batch(self, ids: Sequence[int]):
+        return make_batch([self.frames[i] for i in ids], [self.graphs[i] for i in ids])
+
+    def _wants_stress(self, batch, weight: float) -> bool:
+        if weight <= 0 or not bool(batch.stress_mask.any()):
+            return False
+        if not batch.stress_computable:
+            if not self._warned_stress:
+                log.warning(
+                    "stress labels skipped in batches that mix periodic and "
+                    "non-periodic cells (stress needs a cell of rank 3 for every graph)"
+                )
+                self._warned_stress = True
+            return False
+        return True
+
+    def _train_step(self, ids: list[int]) -> float:
+        mine, share = ids[self.rank :: self.world], 1.0
+        if not mine:  # fewer structures than ranks: take part with a zero-weight copy
+            mine, share = ids[:1], 0.0
+        batch = self._batch(mine)
+        pred = energy_forces_stress(
+            self.ddp,
+            batch.graph,
+            forces=True,
+            stress=self._wants_stress(batch, self.cfg.stress_weight),
+            training=True,
+        )
+        sums = {q: (s * share, n * share) for q, (s, n) in squared_error_sums(pred, batch).items()}
+        counts = {q: n for q, (_, n) in sums.items()}
+        if self.world > 1:
+            stacked = torch.stack([counts[q] for q in counts]).to(torch.float64)
+            dist.all_reduce(stacked)
+            counts = {q: stacked[k].to(sums[q][0].dtype) for k, q in enumerate(counts)}
+        # DDP averages gradients over ranks; × world turns that into the global-batch gradient
+        loss = weighted_loss(sums, self.cfg.loss_weights, counts=counts) * self.world
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self._update_ema()
+        value = loss.detach().to(torch.float64) / self.world
+        if self.world > 1:
+            dist.all_reduce(value)
+        return float(value)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        for averaged, current in zip(self.ema.parameters(), self.net.parameters(), strict=True):
+            averaged.lerp_(current, 1.0 - decay)
+
+    def evaluate(
+        self, model, ids: Sequence[int], *, distributed: bool = True, keep_values: bool = False
+    ) -> ErrorMetrics:
+        """Errors of ``model`` on frames ``ids`` (shared out over ranks when distributed)."""
+        metrics = ErrorMetrics(keep_values=keep_values)
+        rank, world = (self.rank, self.world) if distributed else (0, 1)
+        mine = list(ids)[rank::world]
+        for start in range(0, len(mine), self.cfg.batch_size):
+            batch = self._batch(mine[start : start + self.cfg.batch_size])
+            pred = energy_forces_stress(
+                model, batch.graph, forces=True, stress=self._wants_stress(batch, 1.0)
+            )
+            metrics.update(pred, batch)
+        if distributed and world > 1:
+            metrics.all_reduce()
+        return metrics
+
+    def _end_epoch(self, started: float) -> None:
+        cfg = self.cfg
+        train_loss = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
+        record: dict[str, float] = {
+            "epoch": self.epoch + 1,
+            "step": self.step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": train_loss,
+        }
+        if self.split["valid"]:
+            metrics = self.evaluate(self.ema, self.split["valid"])
+            record["valid_loss"] = metrics.loss(cfg.loss_weights)
+            record.update({f"valid_{k}": v for k, v in metrics.summary().items()})
+        monitor = record.get("valid_loss", train_loss)
+        if monitor < self.best_valid:
+            self.best_valid, self.best_epoch = monitor, self.epoch
+            self.best_ema = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(monitor)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        self.history.append(record)
+        self.epoch += 1
+        self.order, self.batch_in_epoch, self.epoch_loss = None, 0, [0.0, 0]
+        if cfg.patience is not None and self.epoch - 1 - self.best_epoch >= cfg.patience:
+            self.stopped_early = True
+        self._save()
+        line = f"epoch {self.epoch}/{cfg.epochs}  step {self.step}  loss {train_loss:.4g}"
+        if "valid_loss" in record:
+            line += f"  valid loss {record['valid_loss']:.4g}"
+            for q in ("energy", "forces", "stress"):
+                if f"valid_{q}_mae" in record:
+                    line += f"  {q[0].upper()} {record[f'valid_{q}_mae']:.3g} {UNITS[q]}"
+        line += f"  lr {record['lr']:.2e}  ({time.perf_counter() - started:.1f} s)"
+        if self.stopped_early:
+            line += f"  early stop: no better valid loss since epoch {self.best_epoch + 1}"
+        self._emit("epoch", line=line, **record)
+
+    def run(self, name: str, level_of_theory: str, data_description: str) -> TrainResult:
+        cfg, train_ids = self.cfg, self.split["train"]
+        while self.epoch < cfg.epochs and not self.stopped_early:
+            started = time.perf_counter()
+            if self.order is None:
+                self.order = torch.randperm(len(train_ids), generator=self.generator)
+            n_batches = math.ceil(len(train_ids) / cfg.batch_size)
+            for b in range(self.batch_in_epoch, n_batches):
+                chunk = self.order[b * cfg.batch_size : (b + 1) * cfg.batch_size].tolist()
+                loss = self._train_step([train_ids[i] for i in chunk])
+                self.step, self.batch_in_epoch = self.step + 1, b + 1
+                self.epoch_loss = [self.epoch_loss[0] + loss, self.epoch_loss[1] + 1]
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self._save()
+                self._emit("step", epoch=self.epoch, step=self.step, loss=loss)
+            self._end_epoch(started)
+        return self._finish(name, level_of_theory, data_description)
+
+    # -- after training -----------------------------------------------------------------------
+
+    def _finish(self, name: str, level_of_theory: str, data_description: str) -> TrainResult:
+        final = copy.deepcopy(self.ema)
+        if self.best_ema is not None:
+            final.load_state_dict(self.best_ema)
+        final.eval()
+        result = TrainResult(
+            model=final,
+            config=self.model_config,
+            output_dir=self.out,
+            history=self.history,
+            resumed_from_step=self.resumed_from,
+            stopped_early=self.stopped_early,
+        )
+        if self.rank != 0:
+            return result
+        split = self.split
+        metrics = self.evaluate(final, split["test"], distributed=False, keep_values=True)
+        result.test_metrics = metrics.summary()
+        sizes = {f"n_{k}": len(split[k]) for k in ("train", "valid", "test")}
+        sizes["n_isolated_atoms"] = len(split["isolated"])
+        report = {
+            **sizes,
+            "test": result.test_metrics,
+            "units": UNITS,
+            "epochs": self.epoch,
+            "steps": self.step,
+            "best_epoch": self.best_epoch + 1,
+            "stopped_early": self.stopped_early,
+        }
+        write_test_report(self.out, report)
+        if self.cfg.plots:
+            write_plots(self.out, metrics, self.history)
+        training_data = {"description": data_description, **sizes}
+        if self.source:
+            training_data["source"] = self.source
+        card = {
+            "name": name,
+            "description": data_description or f"trained on {self.source or 'given frames'}",
+            "level_of_theory": level_of_theory or "not stated",
+            "training_data": training_data,
+            "test_errors": {k: round(v, 4) for k, v in result.test_metrics.items()},
+            "test_error_units": UNITS,
+            "training": {
+                "epochs": self.epoch,
+                "steps": self.step,
+                "best_epoch": self.best_epoch + 1,
+                "settings": self.cfg.to_dict(),
+            },
+        }
+        result.model_path = save_model(final, self.out / name, card=card)
+        self._emit(
+            "done",
+            line=f"wrote {result.model_path}; test {_summary_line(report)}",
+            report=report,
+            model_path=str(result.model_path),
+        )
+        return result
+
+
+def _summary_line(report: dict[str, Any]) -> str:
+    test = report["test"]
+    parts = [
+        f"{q} MAE {test[f'{q}_mae']:.3g} / RMSE {test[f'{q}_rmse']:.3g} {UNITS[q]}"
+        for q in ("energy", "forces", "stress")
+        if f"{q}_mae" in test
+    ]
+    return "; ".join(parts) or "no test frames"
+
+
+def write_test_report(out: Path, report: dict[str, Any]) -> None:
+    """``test_report.json`` and ``test_report.md`` in ``out``."""
+    _atomic_write(out / "test_report.json", lambda fh: fh.write(json.dumps(report, indent=2)), "w")
+    lines = [
+        "# Test report",
+        "",
+        f"Frames: {report['n_train']} train, {report['n_valid']} valid, {report['n_test']} test "
+        f"({report['n_isolated_atoms']} isolated atoms used for E0 only). Epochs {report['epochs']},"
+        f" steps {report['steps']}, best epoch {report['best_epoch']}.",
+        "",
+        "| quantity | MAE | RMSE | unit | components |",
+        "|---|---|---|---|---|",
+    ]
+    for q in ("energy", "forces", "stress"):
+        if f"{q}_mae" in report["test"]:
+            t = report["test"]
+            lines.append(
+                f"| {q} | {t[f'{q}_mae']:.4g} | {t[f'{q}_rmse']:.4g} | {UNITS[q]} | "
+                f"{t[f'{q}_count']} |"
+            )
+    if not report["test"]:
+        lines.append("| (no test frames) | | | | |")
+    _atomic_write(out / "test_report.md", lambda fh: fh.write("\n".join(lines) + "\n"), "w")
+
+
+def write_plots(out: Path, metrics: ErrorMetrics, history: list[dict[str, float]]) -> list[Path]:
+    """``parity.png`` (test split) and ``learning_curves.png``; skipped without matplotlib."""
+    try:
+        from matplotlib.figure import Figure  # no pyplot: no global backend state
+    except ImportError:
+        log.warning("matplotlib is not installed (pip install 'ase-equi[train]'): no plots")
+        return []
+    written = []
+    labels = {
+        "energy": "energy (eV/atom)",
+        "forces": "force components (eV/Å)",
+        "stress": "stress components (eV/Å³)",
+    }
+    shown = [q for q in labels if metrics.parity(q)[0].numel()]
+    if shown:
+        fig = Figure(figsize=(4 * len(shown), 4), layout="constrained")
+        for ax, q in zip(fig.subplots(1, len(shown), squeeze=False)[0], shown, strict=True):
+            ref, pred = (x.numpy() for x in metrics.parity(q))
+            lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+            ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
+            ax.scatter(ref, pred, s=6)
+            ax.set_xlabel(f"reference {labels[q]}")
+            ax.set_ylabel(f"predicted {labels[q]}")
+        fig.savefig(out / "parity.png", dpi=120)
+        written.append(out / "parity.png")
+    if history:
+        fig = Figure(figsize=(9, 4), layout="constrained")
+        ax_loss, ax_err = fig.subplots(1, 2)
+        epochs = [h["epoch"] for h in history]
+        for key in ("train_loss", "valid_loss"):
+            if all(key in h for h in history):
+                ax_loss.plot(epochs, [h[key] for h in history], label=key.replace("_", " "))
+        ax_loss.set_yscale("log")
+        ax_loss.set_xlabel("epoch")
+        ax_loss.set_ylabel("loss")
+        ax_loss.legend()
+        for q in ("energy", "forces", "stress"):
+            if all(f"valid_{q}_mae" in h for h in history):
+                ax_err.plot(
+                    epochs,
+                    [h[f"valid_{q}_mae"] for h in history],
+                    label=f"valid {q} MAE ({UNITS[q]})",
+                )
+        ax_err.set_xlabel("epoch")
+        ax_err.set_yscale("log")
+        if ax_err.lines:
+            ax_err.legend()
+        fig.savefig(out / "learning_curves.png", dpi=120)
+        written.append(out / "learning_curves.png")
+    return written
