@@ -103,7 +103,8 @@ class EquivariantCalculator(Calculator):
                 )
             self._stress_wanted = True
         want_stress = self._stress_wanted and rank3
-        want_forces = "forces" in properties or want_stress or "stress" in properties
+        # forces come with every pass (energy-then-forces costs one model call per geometry)
+        want_forces = True
 
         graph = atoms_to_graph(
             atoms,

@@ -151,8 +151,9 @@ def _label(atoms: Atoms, quantity: str, keys: DataKeys | None, where: str) -> An
     if found_named and any(not _same(everything[0][1], v) for _, v in everything[1:]):
         listed = ", ".join(label for label, _ in everything)
         raise ValueError(
-            f"{where}: {quantity} is ambiguous, {listed} hold different values; choose one with "
-            f"keys=DataKeys({quantity}=...) (CLI: --{quantity}-key). Keys found: {_keys_found(atoms)}"
+            f"{where}: {quantity} is ambiguous, {listed} hold different values; choose one "
+            f"with keys=DataKeys({quantity}=...) (CLI: --{quantity}-key). "
+            f"Keys found: {_keys_found(atoms)}"
         )
     return found_named[0][1] if found_named else None
 

@@ -61,9 +61,10 @@ class LoadedModel:
 def model_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
     """``(NAME.json, NAME.safetensors, NAME.md)`` for any of the three paths or the bare stem."""
     p = Path(path)
-    if p.suffix in (".json", ".safetensors", ".md"):
-        p = p.with_suffix("")
-    return p.with_suffix(".json"), p.with_suffix(".safetensors"), p.with_suffix(".md")
+    stem = p.name
+    for suffix in (".json", ".safetensors", ".md"):
+        stem = stem.removesuffix(suffix)
+    return tuple(p.with_name(stem + suffix) for suffix in (".json", ".safetensors", ".md"))
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -91,7 +92,6 @@ def save_model(
     json_path, weights_path, card_path = model_paths(path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    dtypes = {str(v.dtype) for v in tensors.values() if v.is_floating_point()}
     blob = save_safetensors(tensors)
     card = dict(card or {})
     card.setdefault("name", json_path.stem)
@@ -103,7 +103,7 @@ def save_model(
         "format_version": FORMAT_VERSION,
         "package_version": PACKAGE_VERSION,
         "config": model.config.to_dict(),
-        "dtype": sorted(dtypes)[0].replace("torch.", "") if dtypes else "float64",
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "weights": weights_path.name,
         "weights_sha256": sha256_bytes(blob),
         "weights_bytes": len(blob),
@@ -181,7 +181,8 @@ def load_model(
     except (TypeError, ValueError) as err:
         raise ModelFileError(f"model config {json_path} is invalid: {err}") from err
     model = build_from_state_dict(config, tensors, source=str(weights_path))
-    model = model.to(device=device, dtype=dtype or getattr(torch, header.get("dtype", "float64")))
+    # without a dtype nothing is narrowed: float64 buffers (E0, couplings) stay exact
+    model = model.to(device=device, dtype=dtype or torch.float64)
     model.eval()
     return LoadedModel(
         model=model, config=config, card=header.get("card", {}), source=str(json_path)

@@ -152,7 +152,7 @@ class MaceModel(torch.nn.Module):
         edge_radial = self.radial_embedding(edge_lengths)  # [n_edges, num_bessel]
 
         h = self.node_embedding(onehot)
-        readout_energy = torch.zeros_like(edge_vectors[:1, 0].expand(elements.shape[0]))
+        readout_energy = edge_vectors.new_zeros(elements.shape[0])
         for interaction, product, readout in zip(
             self.interactions, self.products, self.readouts, strict=True
         ):

@@ -1,4 +1,4 @@
-"""Product basis: symmetric contraction of node features up to body order ν + 1.
+r"""Product basis: symmetric contraction of node features up to body order ν + 1.
 
 For every node b with element z_b, channel c and output irrep L (component m), the
 contraction of the node's messages :math:`A_{bc,i}` (i runs over the D components of the
@@ -136,8 +136,11 @@ class SymmetricContraction(torch.nn.Module):
             if key in state_dict:
                 setattr(self, f"coupling_{order}", torch.empty_like(state_dict[key]))
             wkey = f"{prefix}weights.{order - 1}"
-            if wkey in state_dict:
-                self.weights[order - 1] = torch.nn.Parameter(torch.empty_like(state_dict[wkey]))
+            if wkey in state_dict and state_dict[wkey].shape != self.weights[order - 1].shape:
+                old = self.weights[order - 1]
+                self.weights[order - 1] = torch.nn.Parameter(
+                    torch.empty(state_dict[wkey].shape, dtype=old.dtype, device=old.device)
+                )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def symmetric_couplings(self, order: int) -> torch.Tensor:

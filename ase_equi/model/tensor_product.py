@@ -118,7 +118,7 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         at ``senders [E]`` (splitting before gathering keeps the backward pass cheap).
         """
         e = senders.shape[0]
-        w = w.reshape(e, -1, self.channels).transpose(1, 2)  # [E, C, n_instructions]
+        w = w.reshape(e, self.weight_numel // self.channels, self.channels).transpose(1, 2)
         blocks = torch.split(h, [stop - start for start, stop in self.node_slices], dim=-1)
         pieces = []
         for (i_node, d1, s), classes in zip(self.groups, self.classes, strict=True):

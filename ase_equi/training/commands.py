@@ -69,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a model on labelled structures (extxyz / ASE db)",
-        description=__doc__.splitlines()[0],
+        description="Train a MACE-architecture model on labelled structures. Settings: "
+        "defaults < --config file < flags. Rerun with the same --out to resume.",
     )
     p.add_argument("--data", required=True, help="extxyz file or ASE database with labels")
     p.add_argument("--out", required=True, help="output directory (rerun to resume)")

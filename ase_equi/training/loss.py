@@ -105,9 +105,9 @@ class ErrorMetrics:
     Examples
     --------
     >>> m = ErrorMetrics()
-    >>> m.totals[0] = torch.tensor([0.002, 0.000004, 2.0])  # two energies, 1 meV/atom off each
-    >>> m.summary()["energy_mae"], m.summary()["energy_rmse"]
-    (1.0, 1.0)
+    >>> m.totals[0] = torch.tensor([0.004, 1e-5, 2.0], dtype=torch.float64)  # errors 1, 3 meV
+    >>> round(m.summary()["energy_mae"], 9), round(m.summary()["energy_rmse"], 9)
+    (2.0, 2.236067977)
     """
 
     def __init__(self, *, keep_values: bool = False) -> None:

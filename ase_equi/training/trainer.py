@@ -51,8 +51,15 @@ import torch
 import torch.distributed as dist
 from ase import Atoms
 
-from ..data import DataKeys, Frame, fit_model_config, frames_to_graphs, make_batch, read_frames
-from ..data import split_indices
+from ..data import (
+    DataKeys,
+    Frame,
+    fit_model_config,
+    frames_to_graphs,
+    make_batch,
+    read_frames,
+    split_indices,
+)
 from ..io.model_file import save_model
 from ..model.config import ModelConfig
 from ..model.gradients import energy_forces_stress
@@ -302,7 +309,7 @@ class _Run:
 
         state = load_checkpoint(self.ckpt_path) if self.ckpt_path.exists() else None
         if state is not None:
-            self._check_resumable(state)
+            self._check_resumable(state, model)
             model_config = ModelConfig.from_dict(state["model_config"])
         else:
             model_config = base
@@ -323,7 +330,13 @@ class _Run:
             net = _new_model(model_config, config.seed, init_coupling=False)  # weights from state
         self.model_config = model_config
         self.net = net.to(self.dtype).train()
-        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.ema = copy.deepcopy(self.net)
+        if state is not None:
+            # before the optimiser is built: loading may replace Parameter objects (product.py
+            # adopts stored shapes), and the optimiser must hold the ones the model uses
+            self.net.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+        self.ema.requires_grad_(False)
         self.optimizer = torch.optim.AdamW(
             self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -365,6 +378,12 @@ class _Run:
                     f"{self.out} was used with other data (split.json fingerprint differs); "
                     "use a new output directory"
                 )
+            for key in ("seed", "valid_fraction", "test_fraction"):
+                if split.get(key) != getattr(cfg, key):
+                    raise ValueError(
+                        f"{path} was made with {key}={split.get(key)!r}, this run asks for "
+                        f"{getattr(cfg, key)!r}; use a new output directory"
+                    )
             return split
         isolated = [k for k, f in enumerate(self.frames) if f.is_isolated_atom]
         rest = [k for k, f in enumerate(self.frames) if not f.is_isolated_atom]
@@ -376,16 +395,26 @@ class _Run:
         )
         split = {name: [rest[i] for i in ids] for name, ids in parts.items()}
         split.update(
-            isolated=isolated, seed=cfg.seed, n_frames=len(self.frames), fingerprint=fingerprint
+            isolated=isolated,
+            seed=cfg.seed,
+            valid_fraction=cfg.valid_fraction,
+            test_fraction=cfg.test_fraction,
+            n_frames=len(self.frames),
+            fingerprint=fingerprint,
         )
         if self.rank == 0:
             _atomic_write(path, lambda fh: fh.write(json.dumps(split, indent=1)), "w")
         return split
 
-    def _check_resumable(self, state: dict[str, Any]) -> None:
-        saved = state["train_config"]
-        now = self.cfg.to_dict()
+    def _check_resumable(self, state: dict[str, Any], model: ModelConfig | MaceModel) -> None:
+        saved, now = state["train_config"], self.cfg.to_dict()
         differ = [k for k in now if k not in RESUMABLE_FIELDS and saved.get(k) != now[k]]
+        if isinstance(model, ModelConfig):  # constants fitted to the data may differ
+            fitted = {"reference_energies", "scale", "shift", "avg_num_neighbors", "extra"}
+            saved_model, now_model = state["model_config"], model.to_dict()
+            differ += [k for k in now_model if k not in fitted and saved_model[k] != now_model[k]]
+            saved = {**saved, **saved_model}
+            now = {**now, **now_model}
         if differ:
             listed = ", ".join(f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in differ)
             raise ValueError(
@@ -417,8 +446,7 @@ class _Run:
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
+        """Everything but the weights (loaded before the optimiser was built)."""
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -650,8 +678,8 @@ def write_test_report(out: Path, report: dict[str, Any]) -> None:
         "# Test report",
         "",
         f"Frames: {report['n_train']} train, {report['n_valid']} valid, {report['n_test']} test "
-        f"({report['n_isolated_atoms']} isolated atoms used for E0 only). Epochs {report['epochs']},"
-        f" steps {report['steps']}, best epoch {report['best_epoch']}.",
+        f"({report['n_isolated_atoms']} isolated atoms used for E0 only). "
+        f"Epochs {report['epochs']}, steps {report['steps']}, best epoch {report['best_epoch']}.",
         "",
         "| quantity | MAE | RMSE | unit | components |",
         "|---|---|---|---|---|",

@@ -1,0 +1,101 @@
+"""ase_equi side of ``mace_comparison.py``; runs with the python that has ase_equi installed.
+
+One JSON request (first argument or stdin), one marked JSON result line on stdout. Actions:
+
+``info``
+    Versions of python, torch, e3nn, ase, numpy, matscipy, ase_equi (and the GPU name for
+    ``cuda``).
+``time``
+    Load the MACE ``.model`` file with ``EquivariantCalculator`` (safe reader, no mace import)
+    and time MD-like calls on fcc Cu (see ``_bench_common.time_md_calls``). The data
+    preparation alone is ``ase_equi.graph.atoms_to_graph`` with the calculator's arguments
+    (matscipy neighbour list + tensors).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any
+
+import _bench_common as common
+import ase
+import numpy as np
+import torch
+
+
+def info(request: dict[str, Any]) -> dict[str, Any]:
+    """Versions of everything on the ase_equi side."""
+    import e3nn
+    import matscipy
+
+    import ase_equi
+
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "e3nn": e3nn.__version__,
+        "ase": ase.__version__,
+        "numpy": np.__version__,
+        "matscipy": matscipy.__version__,
+        "ase_equi": ase_equi.__version__,
+    }
+    if request.get("device") == "cuda" and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def time_calls(request: dict[str, Any]) -> dict[str, Any]:
+    """Time EquivariantCalculator on ``4 n_cells³`` Cu atoms in one mode."""
+    from ase_equi import EquivariantCalculator
+    from ase_equi.graph import atoms_to_graph
+
+    torch.set_num_threads(request["threads"])
+    device = request["device"]
+    start = time.perf_counter()
+    calc = EquivariantCalculator(request["model"], device=device, dtype=request["dtype"])
+    load_s = time.perf_counter() - start
+    atoms = common.fcc_copper(request["n_cells"])
+    atoms.calc = calc
+    config = calc.loaded.config
+
+    def prepare(atoms: ase.Atoms) -> int:
+        graph = atoms_to_graph(
+            atoms, config.elements, config.r_max, dtype=calc.torch_dtype, device=calc.device
+        )
+        return int(graph.senders.shape[0])
+
+    cuda = device == "cuda"
+
+    def synchronize() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    out = common.time_md_calls(
+        atoms,
+        request["mode"],
+        repeats=request["repeats"],
+        warmup=request["warmup"],
+        seed=request["seed"],
+        prepare=prepare,
+        synchronize=synchronize,
+    )
+    out.update(
+        n_atoms=len(atoms),
+        load_s=load_s,
+        peak_rss_mib=common.peak_rss_mib(),
+        cuda_peak_mib=torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        threads=torch.get_num_threads(),
+        model_calls=calc.model_calls,
+    )
+    return out
+
+
+def main() -> None:
+    request = common.read_request()
+    actions = {"info": info, "time": time_calls}
+    common.emit(actions[request["action"]](request))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Inputs no potential can evaluate are refused with a ValueError that names the problem.
+
+Each case goes through the calculator as a user would (``atoms.get_potential_energy()``), so
+the message checked is the one the user sees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from conftest import tiny_config
+
+
+def test_unknown_element_is_named(structure, calc):
+    """Fe is not one of the model's elements: the message names Fe (with Z) and Al, Cu."""
+    atoms = structure("bulk")
+    atoms.numbers[2] = 26
+    atoms.calc = calc
+    with pytest.raises(ValueError, match=r"Fe \(Z=26\).*tiny.*\(Al, Cu\)"):
+        atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("name", ["bulk", "molecule"])
+def test_non_finite_position_names_the_atom(name, bad, structure, calc):
+    atoms = structure(name)
+    atoms.positions[3, 1] = bad
+    atoms.calc = calc
+    with pytest.raises(ValueError, match="NaN or infinity at atom 3"):
+        atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_periodic_direction_with_zero_cell_vector(axis, calc):
+    cell = 4.0 * np.eye(3)
+    cell[axis] = 0.0
+    atoms = Atoms("AlCu", positions=[[0, 0, 0], [1.5, 1.5, 1.5]], cell=cell, pbc=True)
+    atoms.calc = calc
+    with pytest.raises(
+        ValueError, match=f"cell vector {axis} is zero but direction {axis} is periodic"
+    ):
+        atoms.get_potential_energy()
+
+
+def test_zero_volume_periodic_cell(calc):
+    """Three nonzero but coplanar periodic cell vectors: the periodic cell has no volume."""
+    cell = [[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [3.0, 3.0, 0.0]]
+    atoms = Atoms("AlCu", positions=[[0, 0, 0], [1.5, 1.5, 1.0]], cell=cell, pbc=True)
+    atoms.calc = calc
+    with pytest.raises(ValueError, match="zero volume"):
+        atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize("name", ["bulk", "slab", "molecule"])
+def test_two_atoms_at_the_same_position(name, structure, calc):
+    atoms = structure(name)
+    atoms.positions[1] = atoms.positions[0]
+    atoms.calc = calc
+    with pytest.raises(ValueError, match="atoms 0 and 1 are at the same position"):
+        atoms.get_potential_energy()
+
+
+def test_atom_on_a_periodic_image_of_another(structure, calc):
+    """Atom 1 sits exactly one lattice vector away from atom 0: the same point of the crystal."""
+    atoms = structure("bulk")
+    atoms.positions[1] = atoms.positions[0] + atoms.cell[2]
+    atoms.calc = calc
+    with pytest.raises(ValueError, match="same position.*periodic image"):
+        atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"elements": ()}, "elements"),
+        ({"elements": (13, 13)}, "elements"),
+        ({"elements": (13, 200)}, "elements"),
+        ({"reference_energies": (-0.3,)}, "reference_energies"),
+        ({"r_max": 0.0}, "r_max"),
+        ({"r_max": -3.0}, "r_max"),
+        ({"channels": 0}, "channels"),
+        ({"num_bessel": 0}, "num_bessel"),
+        ({"num_interactions": 0, "correlation": ()}, "num_interactions"),
+        ({"readout_hidden": 0}, "readout_hidden"),
+        ({"max_ell": -1}, "max_ell"),
+        ({"max_L": -1}, "max_L"),
+        ({"correlation": (3,)}, "correlation"),
+        ({"correlation": 5}, "correlation"),
+        ({"avg_num_neighbors": 0.0}, "avg_num_neighbors"),
+    ],
+)
+def test_model_config_errors_name_the_field(overrides, field):
+    """Each invalid field is refused at construction, and the message names that field."""
+    with pytest.raises(ValueError, match=rf"ModelConfig\..*\b{field}\b"):
+        tiny_config(**overrides)
