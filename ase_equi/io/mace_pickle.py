@@ -8,7 +8,7 @@ A ``.model`` file is what ``torch.save(model, path)`` writes: a zip archive hold
 - ``<root>/byteorder`` (``little`` or ``big``, absent in old files = little) and
   ``<root>/version``.
 
-Unpickling such a file with ``torch.load(weights_only=False)`` imports mace and runs whatever
+Unpickling such a file with torch.load and safe loading switched off imports mace and runs whatever
 callables the pickle names, so a malicious file can run arbitrary code. This reader instead
 resolves every global the pickle names through a fixed table:
 

@@ -35,7 +35,6 @@ single-process one up to summation order. Only rank 0 writes files.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import logging
@@ -64,121 +63,11 @@ from ..io.model_file import save_model
 from ..model.config import ModelConfig
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
-from .loss import UNITS, ErrorMetrics, LossWeights, squared_error_sums, weighted_loss
+from .config import CHECKPOINT_FORMAT, DTYPES, RESUMABLE_FIELDS, TrainConfig
+from .loss import UNITS, ErrorMetrics, squared_error_sums, weighted_loss
+from .report import _atomic_write, _summary_line, write_plots, write_test_report
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
-SCHEDULERS = ("plateau", "cosine", "constant")
-CHECKPOINT_FORMAT = "ase_equi-checkpoint"
-# settings a resumed run may change; every other field must match the checkpoint
-RESUMABLE_FIELDS = frozenset({"epochs", "patience", "checkpoint_every", "output_dir", "plots"})
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings (the architecture is a separate :class:`ModelConfig`).
-
-    Parameters
-    ----------
-    seed: split, initial weights and data order.
-    epochs: passes over the training split.
-    batch_size: structures per (global) batch.
-    lr, weight_decay: AdamW learning rate and decoupled weight decay.
-    energy_weight, forces_weight, stress_weight: loss weights (see ``training.loss``).
-    ema_decay: decay of the exponential moving average of the weights (0: no averaging).
-    scheduler: ``"plateau"``, ``"cosine"`` or ``"constant"`` (see the module docstring).
-    lr_factor, scheduler_patience: settings of ``"plateau"``.
-    patience: stop after this many epochs without a better validation loss (None: never).
-    max_grad_norm: clip the gradient norm to this (None: no clipping).
-    valid_fraction, test_fraction: shares of the (non-isolated) frames held out.
-    checkpoint_every: also write a checkpoint every this many steps (0: at epoch ends only).
-    dtype: ``"float64"`` or ``"float32"`` for weights and graphs.
-    output_dir: where everything is written, and from where a rerun resumes.
-    plots: write ``parity.png`` and ``learning_curves.png`` (needs matplotlib).
-
-    Examples
-    --------
-    >>> cfg = TrainConfig(epochs=2, batch_size=2, output_dir="run")
-    >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
-    True
-    >>> TrainConfig(valid_fraction=1.5)
-    Traceback (most recent call last):
-    ...
-    ValueError: TrainConfig.valid_fraction must be in [0, 1), got 1.5
-    """
-
-    seed: int = 0
-    epochs: int = 100
-    batch_size: int = 4
-    lr: float = 1e-2
-    weight_decay: float = 5e-7
-    energy_weight: float = 1.0
-    forces_weight: float = 100.0
-    stress_weight: float = 1.0
-    ema_decay: float = 0.99
-    scheduler: str = "plateau"
-    lr_factor: float = 0.8
-    scheduler_patience: int = 5
-    patience: int | None = None
-    max_grad_norm: float | None = 10.0
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.1
-    checkpoint_every: int = 100
-    dtype: str = "float64"
-    output_dir: str = "training"
-    plots: bool = True
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, name: str, rule: str) -> None:
-            if not ok:
-                raise ValueError(f"TrainConfig.{name} must be {rule}, got {getattr(self, name)!r}")
-
-        for name in ("seed", "epochs", "batch_size", "scheduler_patience", "checkpoint_every"):
-            need(isinstance(getattr(self, name), int), name, "an integer")
-        need(self.seed >= 0, "seed", ">= 0")
-        need(self.epochs >= 1, "epochs", ">= 1")
-        need(self.batch_size >= 1, "batch_size", ">= 1")
-        need(self.lr > 0, "lr", "> 0")
-        need(self.weight_decay >= 0, "weight_decay", ">= 0")
-        for name in ("energy_weight", "forces_weight", "stress_weight"):
-            need(getattr(self, name) >= 0, name, ">= 0")
-        need(
-            self.energy_weight + self.forces_weight + self.stress_weight > 0,
-            "energy_weight",
-            "> 0 when the other weights are 0",
-        )
-        need(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
-        need(self.scheduler in SCHEDULERS, "scheduler", f"one of {SCHEDULERS}")
-        need(0 < self.lr_factor < 1, "lr_factor", "in (0, 1)")
-        need(self.scheduler_patience >= 0, "scheduler_patience", ">= 0")
-        need(self.patience is None or self.patience >= 1, "patience", "None or >= 1")
-        need(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "None or > 0")
-        need(0 <= self.valid_fraction < 1, "valid_fraction", "in [0, 1)")
-        need(0 <= self.test_fraction < 1, "test_fraction", "in [0, 1)")
-        need(
-            self.valid_fraction + self.test_fraction < 1,
-            "test_fraction",
-            "< 1 - valid_fraction (no training frames left)",
-        )
-        need(self.checkpoint_every >= 0, "checkpoint_every", ">= 0")
-        need(self.dtype in DTYPES, "dtype", "'float64' or 'float32'")
-        need(bool(str(self.output_dir)), "output_dir", "a directory")
-        need(isinstance(self.plots, bool), "plots", "True or False")
-
-    @property
-    def loss_weights(self) -> LossWeights:
-        return LossWeights(self.energy_weight, self.forces_weight, self.stress_weight)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-        return cls(**data)
 
 
 @dataclass
@@ -257,16 +146,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an ase_equi training checkpoint")
     return state
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, mode) as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _fingerprint(frames: Sequence[Frame]) -> str:
@@ -659,90 +538,3 @@ class _Run:
             model_path=str(result.model_path),
         )
         return result
-
-
-def _summary_line(report: dict[str, Any]) -> str:
-    test = report["test"]
-    parts = [
-        f"{q} MAE {test[f'{q}_mae']:.3g} / RMSE {test[f'{q}_rmse']:.3g} {UNITS[q]}"
-        for q in ("energy", "forces", "stress")
-        if f"{q}_mae" in test
-    ]
-    return "; ".join(parts) or "no test frames"
-
-
-def write_test_report(out: Path, report: dict[str, Any]) -> None:
-    """``test_report.json`` and ``test_report.md`` in ``out``."""
-    _atomic_write(out / "test_report.json", lambda fh: fh.write(json.dumps(report, indent=2)), "w")
-    lines = [
-        "# Test report",
-        "",
-        f"Frames: {report['n_train']} train, {report['n_valid']} valid, {report['n_test']} test "
-        f"({report['n_isolated_atoms']} isolated atoms used for E0 only). "
-        f"Epochs {report['epochs']}, steps {report['steps']}, best epoch {report['best_epoch']}.",
-        "",
-        "| quantity | MAE | RMSE | unit | components |",
-        "|---|---|---|---|---|",
-    ]
-    for q in ("energy", "forces", "stress"):
-        if f"{q}_mae" in report["test"]:
-            t = report["test"]
-            lines.append(
-                f"| {q} | {t[f'{q}_mae']:.4g} | {t[f'{q}_rmse']:.4g} | {UNITS[q]} | "
-                f"{t[f'{q}_count']} |"
-            )
-    if not report["test"]:
-        lines.append("| (no test frames) | | | | |")
-    _atomic_write(out / "test_report.md", lambda fh: fh.write("\n".join(lines) + "\n"), "w")
-
-
-def write_plots(out: Path, metrics: ErrorMetrics, history: list[dict[str, float]]) -> list[Path]:
-    """``parity.png`` (test split) and ``learning_curves.png``; skipped without matplotlib."""
-    try:
-        from matplotlib.figure import Figure  # no pyplot: no global backend state
-    except ImportError:
-        log.warning("matplotlib is not installed (pip install 'ase-equi[train]'): no plots")
-        return []
-    written = []
-    labels = {
-        "energy": "energy (eV/atom)",
-        "forces": "force components (eV/Å)",
-        "stress": "stress components (eV/Å³)",
-    }
-    shown = [q for q in labels if metrics.parity(q)[0].numel()]
-    if shown:
-        fig = Figure(figsize=(4 * len(shown), 4), layout="constrained")
-        for ax, q in zip(fig.subplots(1, len(shown), squeeze=False)[0], shown, strict=True):
-            ref, pred = (x.numpy() for x in metrics.parity(q))
-            lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
-            ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
-            ax.scatter(ref, pred, s=6)
-            ax.set_xlabel(f"reference {labels[q]}")
-            ax.set_ylabel(f"predicted {labels[q]}")
-        fig.savefig(out / "parity.png", dpi=120)
-        written.append(out / "parity.png")
-    if history:
-        fig = Figure(figsize=(9, 4), layout="constrained")
-        ax_loss, ax_err = fig.subplots(1, 2)
-        epochs = [h["epoch"] for h in history]
-        for key in ("train_loss", "valid_loss"):
-            if all(key in h for h in history):
-                ax_loss.plot(epochs, [h[key] for h in history], label=key.replace("_", " "))
-        ax_loss.set_yscale("log")
-        ax_loss.set_xlabel("epoch")
-        ax_loss.set_ylabel("loss")
-        ax_loss.legend()
-        for q in ("energy", "forces", "stress"):
-            if all(f"valid_{q}_mae" in h for h in history):
-                ax_err.plot(
-                    epochs,
-                    [h[f"valid_{q}_mae"] for h in history],
-                    label=f"valid {q} MAE ({UNITS[q]})",
-                )
-        ax_err.set_xlabel("epoch")
-        ax_err.set_yscale("log")
-        if ax_err.lines:
-            ax_err.legend()
-        fig.savefig(out / "learning_curves.png", dpi=120)
-        written.append(out / "learning_curves.png")
-    return written
