@@ -13,8 +13,9 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .graph import atoms_to_graph
-from .io.model_file import LoadedModel, load_model
+from .io.model_file import LoadedModel, load_model, model_paths
 from .model.gradients import energy_forces_stress
+from .zoo import is_zoo_name, zoo_names, zoo_path
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ class EquivariantCalculator(Calculator):
     Parameters
     ----------
     model:
-        Path to a model file (``NAME.json``/``NAME.safetensors`` or the stem ``NAME``), a MACE
+        A zoo name (``"metals"``, ``"molecules-pbe"``, ``"silicon-xtb"``; see
+        :func:`ase_equi.zoo.zoo_names`), a path to a model file (``NAME.json``/``NAME.safetensors`` or the stem ``NAME``), a MACE
         ``.model`` file (read without executing pickled code), or an already loaded
         :class:`~ase_equi.io.model_file.LoadedModel`.
     device:
@@ -130,9 +132,18 @@ class EquivariantCalculator(Calculator):
 
 
 def _resolve(model: str | os.PathLike, *, device: str, dtype: torch.dtype) -> LoadedModel:
-    """Load a model: a MACE ``.model`` file, or one of our model files."""
-    if os.fspath(model).endswith(".model"):
+    """Load a model: a zoo name, a MACE ``.model`` file, or one of our model files."""
+    text = os.fspath(model)
+    if is_zoo_name(text):
+        return load_model(zoo_path(text), dtype=dtype, device=device)
+    if text.endswith(".model"):
         from .io.mace_import import load_mace_model
 
         return load_mace_model(model, dtype=dtype, device=device)
+    stem_exists = any(p.exists() for p in model_paths(text))
+    if not stem_exists and os.sep not in text and "." not in text:
+        raise ValueError(
+            f"{text!r} is neither a model file nor a zoo model; the zoo has: "
+            + ", ".join(zoo_names())
+        )
     return load_model(model, dtype=dtype, device=device)

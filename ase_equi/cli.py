@@ -1,6 +1,6 @@
 """``ase-equi``: a thin command line over the Python API.
 
-Sub-commands: ``info FILE`` (print a model card), ``import-mace FILE -o OUT`` (MACE ``.model`` →
+Sub-commands: ``zoo`` (the bundled models as a table), ``info MODEL`` (print a model card), ``import-mace FILE -o OUT`` (MACE ``.model`` →
 our safe format), ``eval MODEL STRUCTURES`` (energies/forces of an extxyz file). Training
 sub-commands are registered by :mod:`ase_equi.training` when it is present.
 """
@@ -16,12 +16,22 @@ from collections.abc import Sequence
 def _cmd_info(args: argparse.Namespace) -> int:
     from .io.model_file import model_paths, read_header, render_card
 
-    header = read_header(args.model)
-    card_path = model_paths(args.model)[2]
+    from .zoo import is_zoo_name, zoo_path
+
+    path = zoo_path(args.model) if is_zoo_name(args.model) else args.model
+    header = read_header(path)
+    card_path = model_paths(path)[2]
     text = card_path.read_text() if card_path.exists() else render_card(header)
     print(text, end="")
     if args.json:
         print(json.dumps(header, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    from .zoo import zoo_table
+
+    print(zoo_table(), end="")
     return 0
 
 
@@ -57,9 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="print a model file's card")
-    p.add_argument("model", help="NAME.json, NAME.safetensors or NAME")
+    p.add_argument("model", help="a zoo name, or NAME.json, NAME.safetensors or NAME")
     p.add_argument("--json", action="store_true", help="also print the full JSON header")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("zoo", help="list the bundled models (name, elements, errors)")
+    p.set_defaults(func=_cmd_zoo)
 
     p = sub.add_parser("import-mace", help="convert a MACE .model file to our safe format")
     p.add_argument("model", help="MACE .model file (read without executing pickled code)")
@@ -86,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, KeyError, FileNotFoundError) as err:
         print(f"ase-equi {args.command}: error: {err}", file=sys.stderr)
         return 2
 

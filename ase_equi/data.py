@@ -87,7 +87,8 @@ class Frame:
 
     ``atoms`` carries numbers, positions, cell and pbc only (no calculator); ``energy`` is in eV,
     ``forces [n, 3]`` in eV/Å (None if absent), ``stress [6]`` in eV/Å³, ASE Voigt order (None
-    if absent); ``index`` is the position of the frame in its source.
+    if absent); ``index`` is the position of the frame in its source; ``weight`` multiplies the
+    frame's terms in the training loss (e.g. replayed frames in fine-tuning).
     """
 
     atoms: Atoms
@@ -95,6 +96,7 @@ class Frame:
     forces: np.ndarray | None = None
     stress: np.ndarray | None = None
     index: int = 0
+    weight: float = 1.0
 
     @property
     def is_isolated_atom(self) -> bool:
@@ -177,6 +179,12 @@ def _frame_from_atoms(
         raise ValueError(f"{where}: positions contain NaN or inf at atom {int(bad[0])}")
     if not np.isfinite(atoms.cell.array).all():
         raise ValueError(f"{where}: cell contains NaN or inf")
+    odd = np.flatnonzero((atoms.numbers < 1) | (atoms.numbers > 118))
+    if odd.size:
+        raise ValueError(
+            f"{where}: atom {int(odd[0])} has atomic number Z={int(atoms.numbers[odd[0]])}, "
+            "which is no element"
+        )
     if elements is not None:
         try:
             element_indices(atoms.numbers, elements, "the model's elements")
@@ -476,7 +484,8 @@ class Batch:
 
     ``energy [G]`` eV, ``forces [n, 3]`` eV/Å with ``forces_mask [n]`` (atoms with a label),
     ``stress [G, 3, 3]`` eV/Å³ with ``stress_mask [G]`` (frames with a stress label and a cell
-    of rank 3), ``num_atoms [G]``; ``indices`` are the frames' positions in their source.
+    of rank 3), ``num_atoms [G]``, loss weights ``weight [G]``; ``indices`` are the frames'
+    positions in their source.
     """
 
     graph: Graph
@@ -487,6 +496,7 @@ class Batch:
     stress_mask: torch.Tensor
     num_atoms: torch.Tensor
     indices: list[int]
+    weight: torch.Tensor | None = None
 
     @property
     def stress_computable(self) -> bool:
@@ -519,4 +529,5 @@ def make_batch(frames: Sequence[Frame], graphs: Sequence[Graph]) -> Batch:
         stress_mask=tensor([f.has_stress for f in frames], torch.bool),
         num_atoms=tensor([len(f.atoms) for f in frames]),
         indices=[f.index for f in frames],
+        weight=tensor([f.weight for f in frames]),
     )

@@ -48,6 +48,10 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _blocks(text: str) -> tuple[str, ...]:
+    return tuple(b.strip() for b in text.split(",") if b.strip())
+
+
 def _train_flags() -> list[tuple[str, Any, str]]:
     from .trainer import TrainConfig
 
@@ -59,6 +63,7 @@ def _train_flags() -> list[tuple[str, Any, str]]:
             "patience": _optional(int),
             "max_grad_norm": _optional(float),
             "plots": _boolean,
+            "freeze": _blocks,
         }.get(f.name, type(f.default))
         flags.append((f.name, kind, f"TrainConfig.{f.name} (default {f.default})"))
     return flags
@@ -88,6 +93,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, kind, text in _train_flags():
         g.add_argument(f"--{name.replace('_', '-')}", dest=f"train_{name}", type=kind, help=text)
     p.set_defaults(func=_cmd_train)
+    _register_finetune(subparsers)
+
+
+def _keys(args: argparse.Namespace):
+    from ..data import DataKeys
+
+    given = {q: getattr(args, f"{q}_key") for q in ("energy", "forces", "stress")}
+    return DataKeys(**{q: k for q, k in given.items() if k}) if any(given.values()) else None
+
+
+def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
+    from .finetune import FINETUNE_TRAIN_DEFAULTS
+
+    p = subparsers.add_parser(
+        "finetune",
+        help="adapt a zoo model or model file to new labelled data",
+        description="Fine-tune a model on new labelled structures (extxyz / ASE db). Writes the "
+        "model, its card (naming the parent) and a before/after report to --out; rerun with "
+        "the same --out to resume. Training defaults: "
+        + ", ".join(f"{k}={v}" for k, v in FINETUNE_TRAIN_DEFAULTS.items()),
+    )
+    p.add_argument("--from", dest="parent", required=True, help="zoo name or model file")
+    p.add_argument("--data", required=True, help="extxyz file or ASE database with labels")
+    p.add_argument("--out", required=True, help="output directory (rerun to resume)")
+    p.add_argument("--name", help="model file name in --out (default: PARENT-finetuned)")
+    p.add_argument("--level-of-theory", default="", help="of the new data, for the card")
+    for q in ("energy", "forces", "stress"):
+        p.add_argument(f"--{q}-key", help=f"label name of the {q} (default: {q}); e.g. REF_{q}")
+    g = p.add_argument_group("fine-tuning (FinetuneConfig)")
+    g.add_argument("--refit-e0", type=_boolean, help="refit per-element E0 first (default true)")
+    g.add_argument("--replay-data", help="labelled frames of the parent's data to rehearse")
+    g.add_argument("--replay-count", type=int, help="how many replay frames (default 200)")
+    g.add_argument("--replay-weight", type=float, help="loss weight of a replay frame (1)")
+    g.add_argument("--relabel-replay", type=_boolean, help="label replay frames by the parent")
+    g.add_argument("--parent-test-data", help="the parent's test set, to measure forgetting")
+    g = p.add_argument_group("training (TrainConfig)")
+    for name, kind, text in _train_flags():
+        g.add_argument(f"--{name.replace('_', '-')}", dest=f"train_{name}", type=kind, help=text)
+    p.set_defaults(func=_cmd_finetune)
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .finetune import finetune
+
+    options = {k[len("train_"):]: v for k, v in vars(args).items()
+               if k.startswith("train_") and v is not None}
+    for name in ("refit_e0", "replay_data", "replay_count", "replay_weight", "relabel_replay",
+                 "parent_test_data"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+
+    def show(info: dict[str, Any]) -> None:
+        if info["event"] != "step":
+            print(info["line"], flush=True)
+
+    result = finetune(args.parent, args.data, out=args.out, name=args.name, keys=_keys(args),
+                      level_of_theory=args.level_of_theory, progress=show, **options)
+    if result.model_path is not None:
+        print((Path(args.out) / "finetune_report.md").read_text(), end="")
+    return 0
 
 
 def _read_config_file(path: str | None) -> dict[str, dict[str, Any]]:
@@ -124,7 +189,7 @@ def _parse_elements(spec: Any) -> list[int]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..data import DataKeys, read_frames
+    from ..data import read_frames
     from ..model.config import ModelConfig
     from .trainer import TrainConfig, train
 
@@ -137,8 +202,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     model = settings["model"]
     if isinstance(model.get("radial_mlp"), str):
         model["radial_mlp"] = [int(w) for w in model["radial_mlp"].split(",") if w.strip()]
-    given = {q: getattr(args, f"{q}_key") for q in ("energy", "forces", "stress")}
-    keys = DataKeys(**{q: k for q, k in given.items() if k}) if any(given.values()) else None
+    keys = _keys(args)
 
     elements = args.elements or model.get("elements")
     elements = _parse_elements(elements) if elements is not None else None

@@ -12,6 +12,14 @@ from .loss import LossWeights
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 SCHEDULERS = ("plateau", "cosine", "constant")
+# blocks that fine-tuning may freeze, and the MaceModel sub-modules they name
+BLOCKS = {
+    "embedding": ("node_embedding",),
+    "radial": ("interactions.*.radial_mlp",),
+    "interactions": ("interactions",),
+    "products": ("products",),
+    "readouts": ("readouts",),
+}
 CHECKPOINT_FORMAT = "ase_equi-checkpoint"
 # settings a resumed run may change; every other field must match the checkpoint
 RESUMABLE_FIELDS = frozenset({"epochs", "patience", "checkpoint_every", "output_dir", "plots"})
@@ -38,6 +46,9 @@ class TrainConfig:
     dtype: ``"float64"`` or ``"float32"`` for weights and graphs.
     output_dir: where everything is written, and from where a rerun resumes.
     plots: write ``parity.png`` and ``learning_curves.png`` (needs matplotlib).
+    freeze: blocks whose parameters are not trained, among ``embedding``, ``radial`` (the
+        radial MLPs), ``interactions`` (all of each interaction, radial MLPs included),
+        ``products`` and ``readouts``; they stay bit-identical.
 
     Examples
     --------
@@ -70,6 +81,7 @@ class TrainConfig:
     dtype: str = "float64"
     output_dir: str = "training"
     plots: bool = True
+    freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, rule: str) -> None:
@@ -107,6 +119,9 @@ class TrainConfig:
         need(self.dtype in DTYPES, "dtype", "'float64' or 'float32'")
         need(bool(str(self.output_dir)), "output_dir", "a directory")
         need(isinstance(self.plots, bool), "plots", "True or False")
+        freeze = (self.freeze,) if isinstance(self.freeze, str) else tuple(self.freeze)
+        object.__setattr__(self, "freeze", freeze)
+        need(set(freeze) <= set(BLOCKS), "freeze", f"a subset of {sorted(BLOCKS)}")
 
     @property
     def loss_weights(self) -> LossWeights:

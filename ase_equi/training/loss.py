@@ -58,10 +58,26 @@ def _errors(pred: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tens
 def squared_error_sums(
     pred: dict[str, torch.Tensor], batch: Batch
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """``{quantity: (sum of squared errors, number of components)}`` for one batch."""
+    """``{quantity: (sum of weighted squared errors, number of components)}`` for one batch.
+
+    Each frame's squared errors are multiplied by its ``batch.weight`` (1 by default); the
+    counts are not, so a weight w counts a frame w times as much as a normal one.
+    """
+    errors = _errors(pred, batch)
+    w = batch.weight
+    if w is not None:
+        per_atom = torch.repeat_interleave(w, batch.num_atoms.long())[batch.forces_mask]
+        scale = {"energy": w, "forces": per_atom[:, None]}
+        if errors["stress"].numel():
+            scale["stress"] = w[batch.stress_mask][:, None, None]
+    else:
+        scale = {}
     return {
-        name: (err.pow(2).sum(), torch.tensor(float(err.numel()), dtype=err.dtype))
-        for name, err in _errors(pred, batch).items()
+        name: (
+            (err.pow(2) * scale[name]).sum() if name in scale else err.pow(2).sum(),
+            torch.tensor(float(err.numel()), dtype=err.dtype),
+        )
+        for name, err in errors.items()
     }
 
 

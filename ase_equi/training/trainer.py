@@ -35,6 +35,7 @@ single-process one up to summation order. Only rank 0 writes files.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -63,7 +64,7 @@ from ..io.model_file import save_model
 from ..model.config import ModelConfig
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
-from .config import CHECKPOINT_FORMAT, DTYPES, RESUMABLE_FIELDS, TrainConfig
+from .config import BLOCKS, CHECKPOINT_FORMAT, DTYPES, RESUMABLE_FIELDS, TrainConfig
 from .loss import UNITS, ErrorMetrics, squared_error_sums, weighted_loss
 from .report import _atomic_write, _summary_line, write_plots, write_test_report
 
@@ -99,6 +100,7 @@ def train(
     level_of_theory: str = "",
     data_description: str = "",
     progress: ProgressCallback | None = None,
+    replay: Sequence[Frame] = (),
 ) -> TrainResult:
     """Train a model and write checkpoints, a test report, plots and the model file.
 
@@ -119,6 +121,9 @@ def train(
     progress:
         Called on rank 0 with ``{"event": "step" | "epoch" | "done", ...}``; the ``"epoch"``
         and ``"done"`` dicts carry a printable ``"line"``. The library itself only logs.
+    replay:
+        Extra labelled frames that join the training split only (never valid or test), with
+        their own ``Frame.weight``: fine-tuning's rehearsal of the parent's data.
 
     Raises
     ------
@@ -131,7 +136,7 @@ def train(
         dist.init_process_group("gloo")
         owns_group = True
     try:
-        return _Run(model, data, config, keys, progress).run(
+        return _Run(model, data, config, keys, progress, replay).run(
             name, level_of_theory, data_description
         )
     finally:
@@ -166,7 +171,7 @@ def _new_model(config: ModelConfig, seed: int, *, init_coupling: bool = True) ->
 class _Run:
     """One call of :func:`train`: the state that a checkpoint saves, and the steps."""
 
-    def __init__(self, model, data, config: TrainConfig, keys, progress) -> None:
+    def __init__(self, model, data, config: TrainConfig, keys, progress, replay=()) -> None:
         self.cfg = config
         self.progress = progress
         self.rank = dist.get_rank() if dist.is_initialized() else 0
@@ -184,6 +189,10 @@ class _Run:
         else:
             self.source = ""
             self.frames = read_frames(list(data), keys=keys, elements=base.elements)
+        self.n_own = len(self.frames)
+        self.frames += [
+            dataclasses.replace(f, index=self.n_own + k) for k, f in enumerate(replay)
+        ]
         self.split = self._split()
 
         state = load_checkpoint(self.ckpt_path) if self.ckpt_path.exists() else None
@@ -216,8 +225,12 @@ class _Run:
             self.net.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
         self.ema.requires_grad_(False)
+        self._freeze(config.freeze)
+        self.trainable = [p for p in self.net.parameters() if p.requires_grad]
+        if not self.trainable:
+            raise ValueError(f"freeze={list(config.freeze)} leaves no parameter to train")
         self.optimizer = torch.optim.AdamW(
-            self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            self.trainable, lr=config.lr, weight_decay=config.weight_decay
         )
         if config.scheduler == "plateau":
             self.scheduler: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -245,6 +258,19 @@ class _Run:
         )
         self._warned_stress = False
 
+    def _freeze(self, blocks: Sequence[str]) -> None:
+        """Switch off the gradients of the parameters of ``blocks`` (see ``config.BLOCKS``)."""
+        import fnmatch
+
+        patterns = [p for b in blocks for p in BLOCKS[b]]
+        for name, param in self.net.named_parameters():
+            owner = name.rsplit(".", 1)[0]
+            if any(
+                fnmatch.fnmatch(owner, pat) or fnmatch.fnmatch(owner, pat + ".*")
+                for pat in patterns
+            ):
+                param.requires_grad_(False)
+
     # -- split and checkpoints --------------------------------------------------------------
 
     def _split(self) -> dict[str, Any]:
@@ -264,8 +290,9 @@ class _Run:
                         f"{getattr(cfg, key)!r}; use a new output directory"
                     )
             return split
-        isolated = [k for k, f in enumerate(self.frames) if f.is_isolated_atom]
-        rest = [k for k, f in enumerate(self.frames) if not f.is_isolated_atom]
+        own = self.frames[: self.n_own]
+        isolated = [k for k, f in enumerate(own) if f.is_isolated_atom]
+        rest = [k for k, f in enumerate(own) if not f.is_isolated_atom]
         parts = split_indices(
             len(rest),
             valid_fraction=cfg.valid_fraction,
@@ -273,6 +300,8 @@ class _Run:
             seed=cfg.seed,
         )
         split = {name: [rest[i] for i in ids] for name, ids in parts.items()}
+        split["replay"] = list(range(self.n_own, len(self.frames)))
+        split["train"] = split["train"] + split["replay"]
         split.update(
             isolated=isolated,
             seed=cfg.seed,
@@ -392,7 +421,7 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
         self.optimizer.step()
         self._update_ema()
         value = loss.detach().to(torch.float64) / self.world
@@ -404,7 +433,8 @@ class _Run:
     def _update_ema(self) -> None:
         decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
         for averaged, current in zip(self.ema.parameters(), self.net.parameters(), strict=True):
-            averaged.lerp_(current, 1.0 - decay)
+            if current.requires_grad:  # frozen weights stay bit-identical
+                averaged.lerp_(current, 1.0 - decay)
 
     def evaluate(
         self, model, ids: Sequence[int], *, distributed: bool = True, keep_values: bool = False

@@ -1,0 +1,1 @@
+"""Bundled zoo models (package data): ``NAME.json`` + ``NAME.safetensors`` + ``NAME.md``."""

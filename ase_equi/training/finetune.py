@@ -1,0 +1,450 @@
+"""Fine-tuning: adapt a trained model (a zoo model or a model file) to new labelled data.
+
+:func:`finetune` runs, in order:
+
+1. **Elements.** Elements of the new data that the parent does not know are appended to the
+   model: their embedding rows, self-connection slices and symmetric-contraction weights are
+   drawn fresh (seeded), every existing weight is kept.
+2. **E0 refit** (``refit_e0``). A change of level of theory shifts energies mostly by a
+   per-element constant. With the parent's interaction energy
+   ``E_int(k) = E_parent(k) − Σ_z N_kz E0_z`` on each training frame k, the new reference
+   energies solve the least-squares problem ``min ||N E0' − (E_ref − E_int)||₂`` (isolated-atom
+   frames, where present, fix their element exactly). Replayed frames get the same shift,
+   ``E ← E + Σ_z N_z (E0'_z − E0_z)``, so old and new labels agree on what E0 means.
+3. **Replay** (``replay_data``). A seeded sample of ``replay_count`` labelled frames of the
+   parent's own data (or, with ``relabel_replay``, any structures labelled by the parent model
+   itself) joins the training split with loss weight ``replay_weight`` against forgetting.
+4. **Training** with :func:`ase_equi.training.train` (lower learning rate by default, chosen
+   blocks frozen with ``freeze``), checkpointed and resumable like any training run.
+5. **Before/after report**: errors of the parent and of the fine-tuned model on the new data's
+   test split and, when ``parent_test_data`` is given, on the parent's own test set
+   (``finetune_report.md/.json``, ``finetune_report.png``); the card names the parent.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ase.data import chemical_symbols
+
+from ..data import DataKeys, Frame, fit_reference_energies, frames_to_graphs, make_batch, read_frames
+from ..graph import element_indices
+from ..io.model_file import LoadedModel, load_model, model_paths, save_model
+from ..model.gradients import energy_forces_stress
+from ..model.mace import MaceModel
+from .config import DTYPES, TrainConfig
+from .loss import UNITS, ErrorMetrics
+from .report import _atomic_write
+from .trainer import TrainResult, _new_model, train
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """What fine-tuning does besides training (training settings live in ``TrainConfig``).
+
+    refit_e0: refit per-element reference energies to the new data first (see module doc).
+    replay_data: extxyz/db path of labelled frames to rehearse (None: no replay).
+    replay_count: how many of them to sample (seeded by ``TrainConfig.seed``; 0: all).
+    replay_weight: loss weight of each replayed frame (1: like a new frame).
+    relabel_replay: label the replayed structures with the parent model instead of their
+        stored labels (for structures without labels, or to rehearse the parent exactly).
+    parent_test_data: the parent's own test set, to measure forgetting before and after.
+    """
+
+    refit_e0: bool = True
+    replay_data: str | None = None
+    replay_count: int = 200
+    replay_weight: float = 1.0
+    relabel_replay: bool = False
+    parent_test_data: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.replay_count < 0:
+            raise ValueError(f"FinetuneConfig.replay_count must be >= 0, got {self.replay_count}")
+        if not self.replay_weight >= 0:
+            raise ValueError(
+                f"FinetuneConfig.replay_weight must be >= 0, got {self.replay_weight}"
+            )
+
+
+# defaults of TrainConfig that differ when fine-tuning: a gentle learning rate, short runs
+FINETUNE_TRAIN_DEFAULTS = {"lr": 1e-3, "epochs": 50, "scheduler": "cosine", "ema_decay": 0.99}
+
+
+@dataclass
+class FinetuneResult:
+    """The fine-tuned model, the training result and the before/after errors (meV units)."""
+
+    model: MaceModel
+    train_result: TrainResult
+    report: dict[str, Any]
+    model_path: Path | None
+
+
+def load_parent(parent: str | os.PathLike | LoadedModel | MaceModel) -> LoadedModel:
+    """A zoo name, a model file, a MACE ``.model`` file, or a model in memory."""
+    if isinstance(parent, LoadedModel):
+        return parent
+    if isinstance(parent, MaceModel):
+        return LoadedModel(model=parent, config=parent.config, card={}, source="")
+    from ..calculator import _resolve
+
+    return _resolve(parent, device="cpu", dtype=torch.float64)
+
+
+def add_elements(model: MaceModel, new: Sequence[int], *, seed: int = 0) -> MaceModel:
+    """``model`` extended by the elements ``new`` (appended; existing weights unchanged).
+
+    The new elements' weights (embedding rows, self-connection slices, symmetric-contraction
+    weights) come from a freshly initialised model with ``seed``; their E0 are 0 until refitted.
+    The old elements' energies and forces are unchanged (to rounding).
+    """
+    new = [int(z) for z in new if int(z) not in model.config.elements]
+    if not new:
+        return model
+    old_cfg = model.config
+    cfg = dataclasses.replace(
+        old_cfg,
+        elements=tuple(old_cfg.elements) + tuple(new),
+        reference_energies=tuple(old_cfg.reference_energies) + (0.0,) * len(new),
+    )
+    dtype = next(model.parameters()).dtype
+    fresh = _new_model(cfg, seed).to(dtype)
+    n_old, n_new = len(old_cfg.elements), len(cfg.elements)
+    # e3nn normalises the embedding and the self-connection by 1/sqrt(fan-in), and the fan-in
+    # grows with the number of elements: rescaled copies keep the old elements' outputs equal
+    rescale = (n_new / n_old) ** 0.5
+    old_state, state = model.state_dict(), fresh.state_dict()
+    modules = dict(fresh.named_modules())
+    for key, value in old_state.items():
+        target = state[key]
+        if value.shape == target.shape:
+            state[key] = value.clone()
+        elif key == "reference_energies" or ".weights." in key:  # [n_elements, ...]
+            target[:n_old] = value
+        elif key == "node_embedding.linear.weight":  # [n_elements × C] (0e → 0e, row-major)
+            target.view(n_new, -1)[:n_old] = value.view(n_old, -1) * rescale
+        elif key.endswith("skip_tp.weight"):  # uvw paths, v = element
+            tp = modules[key.rsplit(".", 1)[0]]
+            start_old = start_new = 0
+            for ins in tp.instructions:
+                u, _, w = ins.path_shape
+                size_old, size_new = u * n_old * w, u * n_new * w
+                block = target[start_new : start_new + size_new].view(u, n_new, w)
+                old_block = value[start_old : start_old + size_old].view(u, n_old, w)
+                block[:, :n_old] = old_block * rescale
+                start_old, start_new = start_old + size_old, start_new + size_new
+        else:
+            raise ValueError(f"cannot extend {key} {tuple(value.shape)} to new elements")
+    fresh.load_state_dict(state)
+    return fresh
+
+
+@torch.no_grad()
+def predict_energies(model: MaceModel, frames: Sequence[Frame], batch_size: int = 8) -> np.ndarray:
+    """Total energies (eV) of ``frames`` by ``model`` (no gradients)."""
+    dtype = next(model.parameters()).dtype
+    graphs = frames_to_graphs(frames, model.config.elements, model.config.r_max, dtype=dtype)
+    out = []
+    for start in range(0, len(frames), batch_size):
+        batch = make_batch(frames[start : start + batch_size], graphs[start : start + batch_size])
+        pred = energy_forces_stress(model, batch.graph, forces=False, stress=False)
+        out.append(pred["energy"].double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def refit_reference_energies(model: MaceModel, frames: Sequence[Frame]) -> np.ndarray:
+    """New E0 [n_elements] (eV) for ``model`` on ``frames`` by least squares on the residual
+    ``E_ref − E_int`` (see the module docstring); the model is not changed."""
+    elements = list(model.config.elements)
+    e0_old = model.reference_energies.detach().double().cpu().numpy()
+    counts = np.stack(
+        [np.bincount(element_indices(f.atoms.numbers, elements), minlength=len(elements))
+         for f in frames]
+    )
+    interaction = predict_energies(model, frames) - counts @ e0_old
+    residual = [dataclasses.replace(f, energy=f.energy - e) for f, e in zip(frames, interaction)]
+    for f, r in zip(frames, residual):  # isolated atoms keep their own energy as E0
+        if f.is_isolated_atom:
+            r.energy = f.energy
+    return fit_reference_energies(residual, elements)
+
+
+def _set_reference_energies(model: MaceModel, e0: np.ndarray) -> None:
+    with torch.no_grad():
+        model.reference_energies.copy_(torch.as_tensor(e0, dtype=model.reference_energies.dtype))
+    model.config = dataclasses.replace(model.config, reference_energies=tuple(float(x) for x in e0))
+
+
+def evaluate(model: MaceModel, frames: Sequence[Frame], batch_size: int = 8) -> dict[str, float]:
+    """MAE/RMSE (meV units) of ``model`` on ``frames``; stress where every cell allows it."""
+    metrics = ErrorMetrics()
+    dtype = next(model.parameters()).dtype
+    graphs = frames_to_graphs(frames, model.config.elements, model.config.r_max, dtype=dtype)
+    for start in range(0, len(frames), batch_size):
+        batch = make_batch(frames[start : start + batch_size], graphs[start : start + batch_size])
+        stress = bool(batch.stress_mask.any()) and batch.stress_computable
+        pred = energy_forces_stress(model, batch.graph, forces=True, stress=stress)
+        metrics.update({k: v.detach() for k, v in pred.items()}, batch)
+    return metrics.summary()
+
+
+def _sample(frames: list[Frame], count: int, seed: int) -> list[Frame]:
+    if count == 0 or count >= len(frames):
+        return frames
+    rng = np.random.default_rng(seed)
+    return [frames[k] for k in sorted(rng.choice(len(frames), size=count, replace=False))]
+
+
+def _relabel(model: MaceModel, frames: Sequence[Frame]) -> list[Frame]:
+    out = []
+    dtype = next(model.parameters()).dtype
+    for f in frames:
+        g = frames_to_graphs([f], model.config.elements, model.config.r_max, dtype=dtype)[0]
+        batch = make_batch([f], [g])
+        pred = energy_forces_stress(model, batch.graph, forces=True, stress=f.has_stress)
+        stress = None
+        if f.has_stress:
+            from ase.stress import full_3x3_to_voigt_6_stress
+
+            stress = full_3x3_to_voigt_6_stress(pred["stress"][0].detach().double().numpy())
+        out.append(dataclasses.replace(
+            f,
+            energy=float(pred["energy"].detach().double().sum()),
+            forces=pred["forces"].detach().double().numpy().reshape(-1, 3),
+            stress=stress,
+        ))
+    return out
+
+
+def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    ft_fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    tr_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(options) - ft_fields - tr_fields
+    if unknown:
+        raise TypeError(
+            f"finetune() got unknown options {sorted(unknown)}; it takes FinetuneConfig fields "
+            f"{sorted(ft_fields)} and TrainConfig fields {sorted(tr_fields - {'output_dir'})}"
+        )
+    return (
+        {k: v for k, v in options.items() if k in ft_fields},
+        {k: v for k, v in options.items() if k in tr_fields},
+    )
+
+
+def finetune(
+    parent: str | os.PathLike | LoadedModel | MaceModel,
+    data: str | os.PathLike | Sequence[Frame],
+    *,
+    out: str | os.PathLike,
+    name: str | None = None,
+    keys: DataKeys | None = None,
+    level_of_theory: str = "",
+    progress: Any = None,
+    **options: Any,
+) -> FinetuneResult:
+    """Fine-tune ``parent`` on ``data``; write the model, its card and a before/after report.
+
+    Parameters
+    ----------
+    parent:
+        Zoo name (``"metals"``), model file, MACE ``.model`` file or a model in memory.
+    data:
+        The new labelled frames (extxyz / ASE db path, or frames).
+    out:
+        Output directory; rerunning with the same directory resumes a killed run.
+    name:
+        Model file name in ``out`` (default: ``<parent>-finetuned``).
+    keys:
+        Label names (:class:`~ase_equi.data.DataKeys`; e.g. ``DataKeys.ref()``).
+    options:
+        Fields of :class:`FinetuneConfig` (``refit_e0``, ``replay_data``, ``replay_count``,
+        ``replay_weight``, ``relabel_replay``, ``parent_test_data``) and of
+        :class:`~ase_equi.training.TrainConfig` (``epochs``, ``lr``, ``freeze``, ``dtype`` …);
+        the training defaults differ from training from scratch: ``FINETUNE_TRAIN_DEFAULTS``.
+
+    Examples
+    --------
+    >>> result = finetune("metals", "my_dft.xyz", out="my-run", epochs=30)  # doctest: +SKIP
+    >>> EquivariantCalculator("my-run/metals-finetuned.json")  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    ft_options, tr_options = _split_options(options)
+    ft = FinetuneConfig(**ft_options)
+    cfg = TrainConfig(**{**FINETUNE_TRAIN_DEFAULTS, **tr_options, "output_dir": str(out)})
+    loaded = load_parent(parent)
+    parent_name = loaded.name if loaded.source or loaded.card else "model"
+    name = name or f"{parent_name}-finetuned"
+    dtype = DTYPES[cfg.dtype]
+    base = loaded.model.to(dtype)
+    if isinstance(data, (str, os.PathLike)):
+        source, frames = str(data), read_frames(data, keys=keys)
+    elif data and all(isinstance(f, Frame) for f in data):
+        source, frames = "", list(data)
+    else:
+        source, frames = "", read_frames(list(data), keys=keys)
+    model = add_elements(copy.deepcopy(base), sorted({int(z) for f in frames for z in f.atoms.numbers}),
+                         seed=cfg.seed)
+    new_elements = [z for z in model.config.elements if z not in base.config.elements]
+
+    state_exists = (Path(out) / "checkpoints" / "last.pt").exists()
+    e0_parent = model.reference_energies.detach().double().cpu().numpy().copy()
+    e0 = e0_parent
+    if ft.refit_e0 or new_elements:
+        # refit on the training frames only (the split is fixed by the seed, as in train())
+        e0 = refit_reference_energies(model, _train_frames(frames, cfg, out))
+        if not ft.refit_e0:  # only the new elements take fitted values
+            known = np.isin(model.config.elements, base.config.elements)
+            e0 = np.where(known, e0_parent, e0)
+        if not state_exists:
+            _set_reference_energies(model, e0)
+
+    replay: list[Frame] = []
+    if ft.replay_data:
+        replay = _sample(read_frames(ft.replay_data, elements=model.config.elements),
+                         ft.replay_count, cfg.seed)
+        if ft.relabel_replay:
+            replay = _relabel(base, replay)
+        shift = e0 - e0_parent
+        replay = [
+            dataclasses.replace(
+                f,
+                energy=f.energy + float(
+                    shift[element_indices(f.atoms.numbers, model.config.elements)].sum()),
+                weight=ft.replay_weight,
+            )
+            for f in replay
+        ]
+
+    result = train(
+        model,
+        frames,
+        cfg,
+        keys=keys,
+        name=name,
+        level_of_theory=level_of_theory or loaded.card.get("level_of_theory", ""),
+        data_description=f"fine-tuned from {parent_name} on {source or 'given frames'}",
+        progress=progress,
+        replay=replay,
+    )
+    report = _before_after(loaded.model.to(dtype), result, frames, ft, cfg)
+    report.update(
+        parent=parent_name,
+        parent_sha256=_parent_sha(loaded),
+        new_elements=[chemical_symbols[z] for z in new_elements],
+        n_replay=len(replay),
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    path = None
+    if result.model_path is not None:
+        _write_report(Path(out), report)
+        card = load_model(result.model_path, dtype=None).card
+        card.update(
+            parent={"name": parent_name, "weights_sha256": report["parent_sha256"],
+                    "source": loaded.source},
+            finetuning={"data": source or "given frames", "settings": dataclasses.asdict(ft),
+                        "report": {k: report[k] for k in ("new_test", "parent_test")
+                                   if k in report}},
+        )
+        path = save_model(result.model, model_paths(result.model_path)[0], card=card)
+    return FinetuneResult(model=result.model, train_result=result, report=report,
+                          model_path=path)
+
+
+def _train_frames(frames: list[Frame], cfg: TrainConfig, out: str | os.PathLike) -> list[Frame]:
+    """The frames that :func:`train` will put in its training split (plus isolated atoms)."""
+    from ..data import split_indices
+
+    rest = [k for k, f in enumerate(frames) if not f.is_isolated_atom]
+    parts = split_indices(len(rest), valid_fraction=cfg.valid_fraction,
+                          test_fraction=cfg.test_fraction, seed=cfg.seed)
+    ids = [rest[i] for i in parts["train"]] + [k for k, f in enumerate(frames)
+                                                if f.is_isolated_atom]
+    return [frames[k] for k in sorted(ids)]
+
+
+def _parent_sha(loaded: LoadedModel) -> str:
+    from ..io.model_file import read_header
+
+    try:
+        return str(read_header(loaded.source)["weights_sha256"])
+    except Exception:  # a MACE file or a model in memory: no header
+        return ""
+
+
+def _before_after(parent: MaceModel, result: TrainResult, frames, ft: FinetuneConfig,
+                  cfg: TrainConfig) -> dict[str, Any]:
+    import json
+
+    split = json.loads((Path(cfg.output_dir) / "split.json").read_text())
+    test = [frames[k] for k in split["test"]]
+    report: dict[str, Any] = {"units": UNITS}
+    known = set(parent.config.elements)
+    if test:
+        # the parent can only be asked about frames made of elements it knows
+        old = [f for f in test if set(f.atoms.numbers.tolist()) <= known]
+        report["new_test"] = {
+            "n_frames": len(test),
+            "n_frames_parent_can_evaluate": len(old),
+            "before": evaluate(parent, old) if old else {},
+            "after": evaluate(result.model, test),
+        }
+    if ft.parent_test_data:
+        own = read_frames(ft.parent_test_data, elements=parent.config.elements)
+        report["parent_test"] = {"n_frames": len(own), "before": evaluate(parent, own),
+                                 "after": evaluate(result.model, own)}
+    return report
+
+
+def _write_report(out: Path, report: dict[str, Any]) -> None:
+    import json
+
+    _atomic_write(out / "finetune_report.json", lambda fh: fh.write(json.dumps(report, indent=2)),
+                  "w")
+    lines = [f"# Fine-tuning report: {report['parent']} → new data", "",
+             "| test set | quantity | MAE before | MAE after | RMSE before | RMSE after | unit |",
+             "|---|---|---|---|---|---|---|"]
+    for label, key in (("new data (test split)", "new_test"), ("parent's test set", "parent_test")):
+        if key not in report:
+            continue
+        b, a = report[key]["before"], report[key]["after"]
+
+        def cell(d: dict, k: str) -> str:
+            return f"{d[k]:.4g}" if k in d else "–"
+
+        for q in ("energy", "forces", "stress"):
+            if f"{q}_mae" in a:
+                lines.append(
+                    f"| {label} | {q} | {cell(b, f'{q}_mae')} | {cell(a, f'{q}_mae')} | "
+                    f"{cell(b, f'{q}_rmse')} | {cell(a, f'{q}_rmse')} | {UNITS[q]} |"
+                )
+    lines += ["", f"Replayed frames: {report['n_replay']}; new elements: "
+              f"{', '.join(report['new_elements']) or 'none'}; time {report['seconds']} s."]
+    _atomic_write(out / "finetune_report.md", lambda fh: fh.write("\n".join(lines) + "\n"), "w")
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return
+    sets = [k for k in ("new_test", "parent_test") if k in report]
+    qs = [q for q in ("energy", "forces") if all(f"{q}_mae" in report[k]["before"] for k in sets)]
+    # (a new element leaves the parent without "before" numbers: no plot then)
+    if not sets or not qs:
+        return
+    fig = Figure(figsize=(4.5 * len(qs), 3.5), layout="constrained")
+    for ax, q in zip(fig.subplots(1, len(qs), squeeze=False)[0], qs):
+        x = np.arange(len(sets))
+        ax.bar(x - 0.2, [report[k]["before"][f"{q}_mae"] for k in sets], 0.4, label="parent")
+        ax.bar(x + 0.2, [report[k]["after"][f"{q}_mae"] for k in sets], 0.4, label="fine-tuned")
+        ax.set_xticks(x, ["new data" if k == "new_test" else "parent's test" for k in sets])
+        ax.set_ylabel(f"{q} MAE ({UNITS[q]})")
+        ax.legend()
+    fig.savefig(out / "finetune_report.png", dpi=120)
