@@ -15,6 +15,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from .graph import atoms_to_graph
 from .io.model_file import LoadedModel, load_model, model_paths
 from .model.gradients import energy_forces_stress
+from .verlet_list import VerletNeighbourList
 from .zoo import is_zoo_name, zoo_names, zoo_path
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,11 @@ class EquivariantCalculator(Calculator):
     dtype:
         ``"float64"`` (default: relaxations, phonons, finite differences) or ``"float32"``
         (molecular dynamics, faster).
+    skin:
+        Verlet skin (Å) of the neighbour list: it is rebuilt only when an atom has moved more
+        than ``skin / 2`` since the last build, or the cell, periodicity or atoms changed;
+        the graph, and so every result, is identical to a fresh build. ``0`` rebuilds at
+        every new geometry.
 
     Notes
     -----
@@ -66,6 +72,7 @@ class EquivariantCalculator(Calculator):
         *,
         device: str = "cpu",
         dtype: str = "float64",
+        skin: float = 1.0,
         **kwargs: Any,
     ) -> None:
         if dtype not in DTYPES:
@@ -86,6 +93,7 @@ class EquivariantCalculator(Calculator):
         self.torch_dtype = DTYPES[dtype]
         self._stress_wanted = False
         self.model_calls = 0
+        self.neighbours = VerletNeighbourList(loaded.config.r_max, skin)
 
     def calculate(
         self,
@@ -115,6 +123,7 @@ class EquivariantCalculator(Calculator):
             dtype=self.torch_dtype,
             device=self.device,
             model_name=f"model '{self.loaded.name}'",
+            neighbours=self._neighbour_list(atoms),
         )
         out = energy_forces_stress(self.model, graph, forces=want_forces, stress=want_stress)
         self.model_calls += 1
@@ -129,6 +138,13 @@ class EquivariantCalculator(Calculator):
         for key in ("energies", "forces"):
             if key in self.results and not np.isfinite(self.results[key]).all():
                 raise FloatingPointError(f"model produced non-finite {key} for this structure")
+
+
+    def _neighbour_list(self, atoms: Atoms):
+        # the graph builder validates the atoms first (NaN, unknown elements, empty cells)
+        if not np.isfinite(atoms.positions).all():
+            return None
+        return self.neighbours.update(atoms)
 
 
 def _resolve(model: str | os.PathLike, *, device: str, dtype: torch.dtype) -> LoadedModel:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from .neighbours import neighbour_list_from_atoms
+from .neighbours import NeighbourList, neighbour_list_from_atoms
 
 
 @dataclass
@@ -95,8 +95,12 @@ def atoms_to_graph(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
     model_name: str = "model",
+    neighbours: NeighbourList | None = None,
 ) -> Graph:
     """Build the graph of one structure (neighbour list with matscipy, any periodicity).
+
+    ``neighbours`` is a list already built for these positions and ``cutoff`` (e.g. by a
+    :class:`~ase_equi.verlet_list.VerletNeighbourList`); without it one is built here.
 
     Raises
     ------
@@ -105,7 +109,7 @@ def atoms_to_graph(
         zero cell vector, or two atoms at the same position.
     """
     species = element_indices(atoms.numbers, elements, model_name)
-    nl = neighbour_list_from_atoms(atoms, cutoff)
+    nl = neighbour_list_from_atoms(atoms, cutoff) if neighbours is None else neighbours
     n = len(atoms)
 
     def tensor(x, dt):
