@@ -18,7 +18,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     from .zoo import is_zoo_name, zoo_path
 
-    path = zoo_path(args.model) if is_zoo_name(args.model) else args.model
+    bare_name = not any(p.exists() for p in model_paths(args.model)) and not any(
+        c in args.model for c in "./\\"
+    )
+    path = zoo_path(args.model) if is_zoo_name(args.model) or bare_name else args.model
     header = read_header(path)
     card_path = model_paths(path)[2]
     text = card_path.read_text() if card_path.exists() else render_card(header)
@@ -100,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, KeyError, FileNotFoundError) as err:
-        print(f"ase-equi {args.command}: error: {err}", file=sys.stderr)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"ase-equi {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

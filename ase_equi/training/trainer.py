@@ -315,7 +315,9 @@ class _Run:
         return split
 
     def _check_resumable(self, state: dict[str, Any], model: ModelConfig | MaceModel) -> None:
-        saved, now = state["train_config"], self.cfg.to_dict()
+        # a field added after the checkpoint was written counts as its default
+        saved = {**TrainConfig().to_dict(), **state["train_config"]}
+        now = self.cfg.to_dict()
         differ = [k for k in now if k not in RESUMABLE_FIELDS and saved.get(k) != now[k]]
         if isinstance(model, ModelConfig):  # constants fitted to the data may differ
             fitted = {"reference_energies", "scale", "shift", "avg_num_neighbors", "extra"}
