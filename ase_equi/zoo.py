@@ -33,7 +33,7 @@ def zoo_names() -> list[str]:
 def zoo_path(name: str) -> Path:
     """The ``NAME.json`` of zoo model ``name``; ``KeyError`` naming the known models if absent."""
     path = ZOO_DIR / f"{name}.json"
-    if not name or os.sep in name or not path.is_file():
+    if not name or "/" in name or os.sep in name or not path.is_file():
         known = ", ".join(zoo_names()) or "(none installed)"
         raise KeyError(f"unknown zoo model {name!r}; the zoo has: {known}")
     return path
@@ -42,7 +42,9 @@ def zoo_path(name: str) -> Path:
 def is_zoo_name(model: str | os.PathLike) -> bool:
     """True when ``model`` names a zoo model rather than a file on disk."""
     text = os.fspath(model)
-    return not Path(text).exists() and (ZOO_DIR / f"{text}.json").is_file()
+    if not text or "/" in text or os.sep in text or Path(text).exists():
+        return False
+    return (ZOO_DIR / f"{text}.json").is_file()
 
 
 def zoo_entries() -> list[dict[str, Any]]:

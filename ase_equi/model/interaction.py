@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from e3nn import nn, o3
 
-from .tensor_product import ChannelwiseTensorProduct
+from .tensor_product import ChannelwiseTensorProduct, NeighbourLayout
 
 
 def channelwise_instructions(
@@ -157,17 +157,14 @@ class InteractionBlock(torch.nn.Module):
         edge_radial: torch.Tensor,
         senders: torch.Tensor,
         receivers: torch.Tensor,
+        layout: NeighbourLayout | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         sc = self.skip_tp(node_features, node_onehot) if self.residual else None
         h = self.linear_up(node_features)
         weights = self.radial_mlp(edge_radial)  # [n_edges, conv_tp.weight_numel]
-        pieces = self.conv_tp.forward_channels(h, senders, edge_sh, weights)  # [E, C, S_i]
-        summed = [
-            torch.zeros((h.shape[0], *p.shape[1:]), dtype=p.dtype, device=p.device).index_add_(
-                0, receivers, p
-            )
-            for p in pieces
-        ]  # sum over neighbours: [n_nodes, C, S_i]
+        if layout is None:
+            layout = NeighbourLayout(senders, receivers, h.shape[0])
+        summed = self.conv_tp.forward_nodes(h, edge_sh, weights, layout)  # [n_nodes, C, S_i]
         messages = self.linear(self.conv_tp.to_irreps(summed)) / self.avg_num_neighbors
         if not self.residual:
             messages = self.skip_tp(messages, node_onehot)

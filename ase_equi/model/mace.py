@@ -21,6 +21,7 @@ from e3nn import o3
 
 from .config import ModelConfig
 from .interaction import InteractionBlock
+from .tensor_product import NeighbourLayout
 from .product import ProductBasis
 from .radial import RadialEmbedding
 from .readout import LinearReadout, NonLinearReadout
@@ -152,11 +153,14 @@ class MaceModel(torch.nn.Module):
         edge_radial = self.radial_embedding(edge_lengths)  # [n_edges, num_bessel]
 
         h = self.node_embedding(onehot)
+        layout = NeighbourLayout(senders, receivers, elements.shape[0])  # shared by all layers
         readout_energy = edge_vectors.new_zeros(elements.shape[0])
         for interaction, product, readout in zip(
             self.interactions, self.products, self.readouts, strict=True
         ):
-            messages, sc = interaction(onehot, h, edge_sh, edge_radial, senders, receivers)
+            messages, sc = interaction(
+                onehot, h, edge_sh, edge_radial, senders, receivers, layout
+            )
             h = product(messages, sc, elements)
             readout_energy = readout_energy + readout(h)
 

@@ -24,6 +24,36 @@ import torch
 from e3nn import o3
 
 
+class NeighbourLayout:
+    """Edges arranged per receiver in ``K`` padded slots (K = the largest in-degree).
+
+    ``slots [N·K]`` holds, for slot k of node i, the edge index (or E, a zero row, where node
+    i has fewer than K edges); ``padded_senders [N·K]`` the sender of that edge (node 0 for
+    empty slots, whose weights are zero). Built once per graph and shared by all layers.
+    """
+
+    def __init__(self, senders: torch.Tensor, receivers: torch.Tensor, num_nodes: int) -> None:
+        e = receivers.shape[0]
+        self.num_nodes, self.num_edges = num_nodes, e
+        counts = torch.bincount(receivers, minlength=num_nodes)
+        self.max_neighbours = int(counts.max()) if e else 0  # one host sync per graph
+        order = torch.argsort(receivers, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        sorted_receivers = receivers[order]
+        rank = torch.arange(e, device=receivers.device) - starts[sorted_receivers]
+        slots = torch.full((num_nodes * self.max_neighbours,), e, dtype=torch.long,
+                           device=receivers.device)
+        slots[sorted_receivers * self.max_neighbours + rank] = order
+        self.slots = slots
+        padded = torch.cat([senders, senders.new_zeros(1)])
+        self.padded_senders = padded[slots]
+
+    def pad(self, edge_values: torch.Tensor) -> torch.Tensor:
+        """``[E, ...]`` → ``[N·K, ...]`` with zeros in the empty slots."""
+        zero = edge_values.new_zeros((1, *edge_values.shape[1:]))
+        return torch.cat([edge_values, zero])[self.slots]
+
+
 class ChannelwiseTensorProduct(torch.nn.Module):
     """``(h [E, irreps_nodes.dim], Y [E, irreps_edges.dim], w [E, weight_numel]) -> [E, irreps_mid.dim]``.
 
@@ -100,6 +130,17 @@ class ChannelwiseTensorProduct(torch.nn.Module):
                     k += d3
             cg = g.reshape(self.irreps_edges.dim, ir1.dim * s)
             self.register_buffer(f"cg_{i_node}", cg, persistent=False)
+            self.register_buffer(
+                f"paths_by_class_{i_node}",
+                torch.tensor([n for _, _, paths in group_classes for n in paths], dtype=torch.long),
+                persistent=False,
+            )
+            # which instruction (weight) each of the S columns belongs to
+            columns = [n for _, d3, paths in group_classes for n in paths for _ in range(d3)]
+            self.register_buffer(
+                f"path_of_column_{i_node}", torch.tensor(columns, dtype=torch.long),
+                persistent=False,
+            )
             self.groups.append((i_node, ir1.dim, s))
             self.classes.append(group_classes)
             piece += 1
@@ -125,16 +166,54 @@ class ChannelwiseTensorProduct(torch.nn.Module):
             x = blocks[i_node][senders].reshape(e, self.channels, d1)
             z = torch.matmul(y, getattr(self, f"cg_{i_node}").to(y.dtype)).reshape(e, d1, s)
             r = torch.bmm(x, z)  # [E, C, S]
-            split = torch.split(r, [len(paths) * d3 for _, d3, paths in classes], dim=-1)
+            # one multiplication by the weights spread over the columns: no split/cat of the
+            # large [E, C, S] tensor, whose backward would zero-fill and copy it per piece
+            pieces.append(r * w.index_select(2, getattr(self, f"path_of_column_{i_node}")))
+        return pieces
+
+    def forward_nodes(
+        self,
+        h: torch.Tensor,
+        y: torch.Tensor,
+        w: torch.Tensor,
+        layout: NeighbourLayout,
+    ) -> list[torch.Tensor]:
+        """Messages summed over each node's incoming edges, per node irrep ``[N, C, S_i]``.
+
+        Equal to ``index_add`` over receivers of :meth:`forward_channels`, but evaluated per
+        receiver as a matrix product over its (padded) neighbours: for a class of n paths with
+        output dimension d₃, ``A [N·n, C, K·d₁] @ Z [N·n, K·d₁, d₃]`` where
+        ``A = h_sender ⊗ w`` and ``Z`` the CG-contracted harmonics. The per-edge tensor
+        ``[E, C, S]`` is never formed, in the forward nor in the backward pass.
+        """
+        e, n_nodes, k_max = y.shape[0], layout.num_nodes, layout.max_neighbours
+        c = self.channels
+        if e == 0:
+            return [h.new_zeros((n_nodes, c, s)) for _, _, s in self.groups]
+        w = w.reshape(e, self.weight_numel // c, c)  # [E, P, C]
+        w_pad = layout.pad(w)  # [N·K, P, C], zero rows where a receiver has fewer edges
+        y_pad = layout.pad(y)  # [N·K, D_edges]
+        blocks = torch.split(h, [stop - start for start, stop in self.node_slices], dim=-1)
+        pieces = []
+        for (i_node, d1, s), classes in zip(self.groups, self.classes, strict=True):
+            x = blocks[i_node][layout.padded_senders].reshape(n_nodes, k_max, c, d1)
+            z = torch.matmul(y_pad, getattr(self, f"cg_{i_node}").to(y.dtype))
+            z = z.reshape(n_nodes, k_max, d1, s)
+            # one split each (cheap backward: a concatenation, no zero-filled slice gradients)
+            order = getattr(self, f"paths_by_class_{i_node}")
+            w_group = w_pad.index_select(1, order).reshape(n_nodes, k_max, len(order), c)
+            w_classes = torch.split(w_group, [len(paths) for _, _, paths in classes], dim=2)
+            z_classes = torch.split(z, [len(paths) * d3 for _, d3, paths in classes], dim=-1)
             parts = []
-            for block, (_, d3, paths) in zip(split, classes, strict=True):
+            for (_, d3, paths), wp, zc in zip(classes, w_classes, z_classes, strict=True):
                 n = len(paths)
-                if paths == list(range(paths[0], paths[0] + n)):
-                    wp = w[:, :, paths[0] : paths[0] + n]
-                else:
-                    wp = w[:, :, paths]
-                weighted = block.reshape(e, self.channels, n, d3) * wp.unsqueeze(-1)
-                parts.append(weighted.reshape(e, self.channels, n * d3))
+                # A [N, n, C, K, d1] = w[N, K, n, C] · x[N, K, C, d1]
+                a = wp.permute(0, 2, 3, 1).unsqueeze(-1) * x.permute(0, 2, 1, 3).unsqueeze(1)
+                a = a.reshape(n_nodes * n, c, k_max * d1)
+                zc = zc.reshape(n_nodes, k_max, d1, n, d3)
+                zc = zc.permute(0, 3, 1, 2, 4).reshape(n_nodes * n, k_max * d1, d3)
+                m = torch.bmm(a, zc).reshape(n_nodes, n, c, d3).transpose(1, 2)
+                parts.append(m.reshape(n_nodes, c, n * d3))
             pieces.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1))
         return pieces
 
