@@ -150,22 +150,43 @@ class SymmetricContraction(torch.nn.Module):
         scale = getattr(self, f"unfold_scale_{order}").to(folded.dtype)
         return (folded[index] * scale[:, None, None]).transpose(0, 1)  # [M, D^ν, K]
 
+    def contracted_weights(self, dtype: torch.dtype) -> list[torch.Tensor | None]:
+        """``T_ν[z] = Σ_k U_ν[.., k] w_ν[z, k, c]`` per order ν: ``[n_elements, C, M·D^ν]``.
+
+        They depend on the weights only. With weights that need no gradient (a calculator),
+        they are computed once and reused until a weight changes (in place or replaced): for
+        small structures this contraction would otherwise cost more than the atoms do.
+        """
+        frozen = not any(w.requires_grad for w in self.weights)
+        tensors = [*self.weights, *(getattr(self, f"coupling_{o}") for o in
+                                    range(1, self.correlation + 1))]
+        key = (dtype, *((id(t), t._version, t.device) for t in tensors))
+        cached = self.__dict__.get("_contracted_cache")
+        if frozen and cached is not None and cached[0] == key:
+            return cached[1]
+        contracted: list[torch.Tensor | None] = []
+        for order in range(1, self.correlation + 1):
+            u = self.symmetric_couplings(order).to(dtype)
+            if u.shape[-1] == 0:
+                contracted.append(None)
+                continue
+            t = torch.matmul(u.reshape(-1, u.shape[-1]), self.weights[order - 1])  # [Z, M·D^ν, C]
+            contracted.append(t.transpose(1, 2))  # [Z, C, M·D^ν]
+        if frozen:
+            self.__dict__["_contracted_cache"] = (key, contracted)
+        else:
+            self.__dict__.pop("_contracted_cache", None)
+        return contracted
+
     def forward(self, features: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
         """``features [n, C, D]``, ``elements [n]`` (element indices) → ``[n, C·(2L+1)]``."""
         n, channels, dim = features.shape
         m = self.irrep_out.dim
         out = features.new_zeros(n, channels, m)
         present = torch.unique(elements)
-        # T_ν[z] = Σ_k U_ν[.., k] w_ν[z, k, c] for the elements present: [E', C, M·D^ν]
-        contracted = []
-        for order in range(1, self.correlation + 1):
-            u = self.symmetric_couplings(order).to(features.dtype)
-            w = self.weights[order - 1][present]  # [E', K, C]
-            if u.shape[-1] == 0:
-                contracted.append(None)
-                continue
-            t = torch.matmul(u.reshape(-1, u.shape[-1]), w)  # [E', M·D^ν, C]
-            contracted.append(t.transpose(1, 2))  # [E', C, M·D^ν]
+        contracted = [
+            None if t is None else t[present] for t in self.contracted_weights(features.dtype)
+        ]
         single = present.numel() == 1
         for slot, z in enumerate(present.tolist()):
             nodes = None if single else torch.nonzero(elements == z).squeeze(1)

@@ -27,6 +27,7 @@ from ase import Atoms
 from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
+from generate_metals_emt import strained  # same random homogeneous strain
 
 A0 = 5.63  # Å, GFN1-xTB's Γ-point lattice constant of the 64-atom cell
 
@@ -48,15 +49,6 @@ def label(atoms: Atoms, config_type: str) -> Atoms:
 
 def crystal(a: float = A0) -> Atoms:
     return bulk("Si", "diamond", a=a, cubic=True).repeat((2, 2, 2))
-
-
-def strained(atoms: Atoms, rng: np.random.Generator, volume: float, shear: float) -> Atoms:
-    eps = rng.uniform(-shear, shear, (3, 3))
-    eps = 0.5 * (eps + eps.T)
-    eps += np.eye(3) * ((1 + rng.uniform(-volume, volume)) ** (1 / 3) - 1)
-    atoms = atoms.copy()
-    atoms.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
-    return atoms
 
 
 def rattled(atoms: Atoms, rng: np.random.Generator, sigma: float) -> Atoms:

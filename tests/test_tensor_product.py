@@ -1,0 +1,81 @@
+"""The per-receiver (padded neighbour) message contraction equals the per-edge one + scatter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from e3nn import o3
+
+from ase_equi.model.interaction import channelwise_instructions
+from ase_equi.model.tensor_product import ChannelwiseTensorProduct, NeighbourLayout
+
+
+def test_forward_nodes_equals_edge_products_summed_per_receiver():
+    torch.manual_seed(0)
+    nodes = o3.Irreps("4x0e+4x1o")
+    edges = o3.Irreps.spherical_harmonics(3)
+    target = o3.Irreps("4x0e+4x1o+4x2e+4x3o")
+    mid, instructions = channelwise_instructions(nodes, edges, target)
+    tp = ChannelwiseTensorProduct(nodes, edges, mid, instructions).double()
+    n_nodes, n_edges = 7, 40
+    senders = torch.randint(0, n_nodes, (n_edges,))
+    receivers = torch.randint(0, n_nodes - 1, (n_edges,))  # the last node receives nothing
+    h = torch.randn(n_nodes, nodes.dim, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(n_edges, edges.dim, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(n_edges, tp.weight_numel, dtype=torch.float64, requires_grad=True)
+
+    per_edge = tp.forward_channels(h, senders, y, w)
+    reference = [torch.zeros(n_nodes, *p.shape[1:], dtype=p.dtype).index_add(0, receivers, p)
+                 for p in per_edge]
+    layout = NeighbourLayout(senders, receivers, n_nodes)
+    assert layout.max_neighbours == int(torch.bincount(receivers).max())
+    got = tp.forward_nodes(h, y, w, layout)
+    for a, b in zip(got, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert all(float(p[-1].abs().max()) == 0.0 for p in got)  # no edges, no message
+
+    # gradients agree too (what forces are made of)
+    probe = [torch.randn_like(p) for p in got]
+    g1 = torch.autograd.grad(sum((p * q).sum() for p, q in zip(got, probe)), (h, y, w))
+    g2 = torch.autograd.grad(sum((p * q).sum() for p, q in zip(reference, probe)), (h, y, w))
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_forward_nodes_without_edges():
+    nodes, edges = o3.Irreps("2x0e"), o3.Irreps.spherical_harmonics(1)
+    mid, instructions = channelwise_instructions(nodes, edges, o3.Irreps("2x0e+2x1o"))
+    tp = ChannelwiseTensorProduct(nodes, edges, mid, instructions)
+    empty = torch.zeros(0, dtype=torch.long)
+    layout = NeighbourLayout(empty, empty, 3)
+    out = tp.forward_nodes(torch.randn(3, 2), torch.zeros(0, 4), torch.zeros(0, tp.weight_numel),
+                           layout)
+    assert [tuple(p.shape) for p in out] == [(3, 2, size) for _, _, size in tp.groups]
+    assert all(float(p.abs().sum()) == 0.0 for p in out)
+
+
+def test_cached_contracted_weights_follow_weight_changes(loaded_model):
+    """The calculator's cache of weight×coupling contractions is refreshed when weights change."""
+    import copy
+
+    from ase.build import bulk
+
+    from ase_equi import EquivariantCalculator
+    from ase_equi.io.model_file import LoadedModel
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.numbers[0] = 13
+    model = copy.deepcopy(loaded_model.model)
+    calc = EquivariantCalculator(LoadedModel(model, loaded_model.config), skin=0.0)
+    atoms.calc = calc
+    before = atoms.get_potential_energy()
+    with torch.no_grad():
+        model.products[0].contractions[0].weights[1].mul_(1.5)  # in place: version bumps
+    atoms.rattle(1e-3, seed=1)
+    changed = atoms.get_potential_energy()
+    fresh = copy.deepcopy(model)  # no cache: computes the contraction from scratch
+    for p in fresh.parameters():
+        p.requires_grad_(True)
+    atoms.calc = EquivariantCalculator(LoadedModel(fresh, loaded_model.config))
+    assert changed == pytest.approx(atoms.get_potential_energy(), rel=1e-12, abs=1e-12)
+    assert abs(changed - before) > 1e-6
