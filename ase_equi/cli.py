@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from .io.model_file import model_paths, read_header, render_card
-
     from .zoo import is_zoo_name, zoo_path
 
     bare_name = not any(p.exists() for p in model_paths(args.model)) and not any(

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import ase.io
 import numpy as np
 import pytest
 import torch
-from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from test_data import _broken, emt_structures
@@ -16,7 +13,7 @@ from test_training import TINY, Killed, _loss_on, _states_equal
 
 from ase_equi.cli import main
 from ase_equi.data import read_frames
-from ase_equi.io.model_file import load_model, save_model
+from ase_equi.io.model_file import load_model
 from ase_equi.training import LossWeights, TrainConfig, train
 from ase_equi.training.finetune import (
     add_elements,
@@ -25,7 +22,7 @@ from ase_equi.training.finetune import (
     predict_energies,
     refit_reference_energies,
 )
-from ase_equi.training.trainer import _new_model, load_checkpoint
+from ase_equi.training.trainer import load_checkpoint
 
 FAST = dict(batch_size=2, valid_fraction=0.2, test_fraction=0.2, plots=False, seed=1)
 

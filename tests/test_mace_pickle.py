@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import pickle
 import struct
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from mace_data import NAMES, model_file
+from mace_data import reference as _reference
 
 from ase_equi.io.mace_pickle import (
     GlobalRef,
@@ -28,9 +29,6 @@ from ase_equi.io.mace_pickle import (
     read_mace_model,
     state_dict,
 )
-
-from mace_data import NAMES, model_file
-from mace_data import reference as _reference
 
 
 def _walk(module: PickledModule, prefix: str = ""):

@@ -36,8 +36,8 @@ def test_forward_nodes_equals_edge_products_summed_per_receiver():
 
     # gradients agree too (what forces are made of)
     probe = [torch.randn_like(p) for p in got]
-    g1 = torch.autograd.grad(sum((p * q).sum() for p, q in zip(got, probe)), (h, y, w))
-    g2 = torch.autograd.grad(sum((p * q).sum() for p, q in zip(reference, probe)), (h, y, w))
+    g1 = torch.autograd.grad(sum((p * q).sum() for p, q in zip(got, probe, strict=True)), (h, y, w))
+    g2 = torch.autograd.grad(sum((p * q).sum() for p, q in zip(reference, probe, strict=True)), (h, y, w))
     for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 

@@ -14,7 +14,7 @@ from ase_equi.verlet_list import VerletNeighbourList
 
 
 def _edge_set(nl) -> set:
-    return {(int(i), int(j), *map(int, s)) for i, j, s in zip(nl.senders, nl.receivers, nl.shifts)}
+    return {(int(i), int(j), *map(int, s)) for i, j, s in zip(nl.senders, nl.receivers, nl.shifts, strict=True)}
 
 
 @pytest.mark.parametrize(

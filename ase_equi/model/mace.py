@@ -21,11 +21,11 @@ from e3nn import o3
 
 from .config import ModelConfig
 from .interaction import InteractionBlock
-from .tensor_product import NeighbourLayout
 from .product import ProductBasis
 from .radial import RadialEmbedding
 from .readout import LinearReadout, NonLinearReadout
 from .spherical import edge_spherical_harmonics
+from .tensor_product import NeighbourLayout
 
 
 class ElementEmbedding(torch.nn.Module):

@@ -162,7 +162,7 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         w = w.reshape(e, self.weight_numel // self.channels, self.channels).transpose(1, 2)
         blocks = torch.split(h, [stop - start for start, stop in self.node_slices], dim=-1)
         pieces = []
-        for (i_node, d1, s), classes in zip(self.groups, self.classes, strict=True):
+        for i_node, d1, s in self.groups:
             x = blocks[i_node][senders].reshape(e, self.channels, d1)
             z = torch.matmul(y, getattr(self, f"cg_{i_node}").to(y.dtype)).reshape(e, d1, s)
             r = torch.bmm(x, z)  # [E, C, S]

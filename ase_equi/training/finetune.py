@@ -36,7 +36,14 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from ..data import DataKeys, Frame, fit_reference_energies, frames_to_graphs, make_batch, read_frames
+from ..data import (
+    DataKeys,
+    Frame,
+    fit_reference_energies,
+    frames_to_graphs,
+    make_batch,
+    read_frames,
+)
 from ..graph import element_indices
 from ..io.model_file import LoadedModel, load_model, model_paths, save_model
 from ..model.gradients import energy_forces_stress
@@ -172,8 +179,8 @@ def refit_reference_energies(model: MaceModel, frames: Sequence[Frame]) -> np.nd
          for f in frames]
     )
     interaction = predict_energies(model, frames) - counts @ e0_old
-    residual = [dataclasses.replace(f, energy=f.energy - e) for f, e in zip(frames, interaction)]
-    for f, r in zip(frames, residual):  # isolated atoms keep their own energy as E0
+    residual = [dataclasses.replace(f, energy=f.energy - e) for f, e in zip(frames, interaction, strict=True)]
+    for f, r in zip(frames, residual, strict=True):  # isolated atoms keep their own energy as E0
         if f.is_isolated_atom:
             r.energy = f.energy
     return fit_reference_energies(residual, elements)
@@ -331,7 +338,8 @@ def finetune(
         cfg,
         keys=keys,
         name=name,
-        level_of_theory=level_of_theory or loaded.card.get("level_of_theory", ""),
+        level_of_theory=level_of_theory
+        or f"not stated (parent {parent_name}: {loaded.card.get('level_of_theory', 'unknown')})",
         data_description=f"fine-tuned from {parent_name} on {source or 'given frames'}",
         progress=progress,
         replay=replay,
@@ -440,7 +448,7 @@ def _write_report(out: Path, report: dict[str, Any]) -> None:
     if not sets or not qs:
         return
     fig = Figure(figsize=(4.5 * len(qs), 3.5), layout="constrained")
-    for ax, q in zip(fig.subplots(1, len(qs), squeeze=False)[0], qs):
+    for ax, q in zip(fig.subplots(1, len(qs), squeeze=False)[0], qs, strict=True):
         x = np.arange(len(sets))
         ax.bar(x - 0.2, [report[k]["before"][f"{q}_mae"] for k in sets], 0.4, label="parent")
         ax.bar(x + 0.2, [report[k]["after"][f"{q}_mae"] for k in sets], 0.4, label="fine-tuned")

@@ -42,7 +42,7 @@ def dft(atoms: Atoms, xc: str, spin: int = 0) -> tuple[float, np.ndarray]:
     from pyscf import gto
 
     mol = gto.M(
-        atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)],
+        atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)],
         unit="Angstrom",
         basis=BASIS,
         spin=spin,

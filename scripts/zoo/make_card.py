@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from ase import Atoms
 from ase.build import bulk, molecule
 
@@ -146,7 +145,7 @@ def molecules_checks(calc) -> tuple[dict, list[Atoms]]:
         checks["harmonic_frequencies_cm-1"][name] = {
             "model": [round(w, 1) for w in w_m],
             "reference": [round(w, 1) for w in w_r],
-            "max_abs_deviation": round(max(abs(a - b) for a, b in zip(w_m, w_r)), 1),
+            "max_abs_deviation": round(max(abs(a - b) for a, b in zip(w_m, w_r, strict=True)), 1),
         }
         print(name, checks["harmonic_frequencies_cm-1"][name], flush=True)
     checks["notes"] = (
