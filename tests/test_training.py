@@ -204,3 +204,21 @@ def test_ddp_two_gloo_processes_match_one(tmp_path):
         assert ddp["history"][0][key] == pytest.approx(one["history"][0][key], rel=1e-8)
     for name, value in one["model"].items():
         torch.testing.assert_close(ddp["model"][name], value, rtol=1e-9, atol=1e-12)
+
+
+def test_metrics_keep_values_when_stress_is_not_computed():
+    """A batch mixing a bulk frame (stress label) and a molecule: stress is not predicted, the
+    parity values must still be collected for energy and forces (the final test report)."""
+    bulk_frame = emt_structures(1)[0]
+    molecule = Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.4]])
+    molecule.calc = SinglePointCalculator(molecule, energy=0.5, forces=[[0, 0, -1], [0, 0, 1]])
+    frames = read_frames([bulk_frame, molecule])
+    graphs = frames_to_graphs(frames, TINY.elements, TINY.r_max)
+    batch = make_batch(frames, graphs)
+    assert bool(batch.stress_mask.any()) and not batch.stress_computable
+    pred = energy_forces_stress(_new_model(TINY, 0).double(), batch.graph, stress=False)
+    metrics = ErrorMetrics(keep_values=True)
+    metrics.update(pred, batch)
+    assert metrics.parity("energy")[0].numel() == 2
+    assert metrics.parity("stress")[0].numel() == 0
+    assert "stress_mae" not in metrics.summary()

@@ -147,8 +147,10 @@ class ErrorMetrics:
                 "stress": batch.stress[batch.stress_mask],
             }
             for name in QUANTITIES:
-                ref = refs[name].detach().to(torch.float64).reshape(-1)
                 err = errors[name].detach().to(torch.float64).reshape(-1)
+                if err.numel() == 0:  # e.g. stress labels in a batch where it was not computed
+                    continue
+                ref = refs[name].detach().to(torch.float64).reshape(-1)
                 self.values[name][0].append(ref)
                 self.values[name][1].append(ref + err)
 
