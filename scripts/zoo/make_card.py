@@ -45,11 +45,15 @@ def _rel(model: float, ref: float) -> float:
 
 
 def _compare(model: dict, ref: dict, digits: int = 4) -> dict:
-    return {
-        k: {"model": round(model[k], digits), "reference": round(ref[k], digits),
-            "deviation_percent": _rel(model[k], ref[k])}
-        for k in model
-    }
+    out = {}
+    for k in model:
+        row = {"model": round(model[k], digits), "reference": round(ref[k], digits)}
+        if k == "E0":  # an energy zero is arbitrary: the difference, not a percentage
+            row["deviation_meV_per_atom"] = round(1000.0 * (model[k] - ref[k]), 2)
+        else:
+            row["deviation_percent"] = _rel(model[k], ref[k])
+        out[k] = row
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
