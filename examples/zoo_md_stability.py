@@ -2,7 +2,7 @@
 
     python examples/zoo_md_stability.py metals          # 108-atom fcc CuAu-alloy cell, 5 fs steps
     python examples/zoo_md_stability.py molecules-pbe   # one ethanol molecule in vacuum, 1 fs
-    python examples/zoo_md_stability.py silicon-xtb     # 64-atom diamond Si cell, 2 fs
+    python examples/zoo_md_stability.py silicon-xtb     # 64-atom diamond Si cell, 3 fs
     python examples/zoo_md_stability.py metals --ps 5   # shorter
 
 Float32 model, 1 torch thread. Every 100 steps it records the temperature, the shortest
@@ -34,7 +34,7 @@ SYSTEMS = {
     # name: (structure, timestep in fs, friction in 1/fs)
     "metals": (lambda: _alloy(), 5.0, 0.01),
     "molecules-pbe": (lambda: molecule("CH3CH2OH"), 1.0, 0.01),
-    "silicon-xtb": (lambda: bulk("Si", "diamond", a=5.63, cubic=True).repeat(2), 2.0, 0.01),
+    "silicon-xtb": (lambda: bulk("Si", "diamond", a=5.63, cubic=True).repeat(2), 3.0, 0.01),
 }
 
 

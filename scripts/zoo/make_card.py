@@ -191,7 +191,10 @@ RECIPES = {
         "level_of_theory": "GFN1-xTB (tblite 0.8), periodic, Γ point of a 64-atom cell",
         "intended_use": "Crystalline diamond Si near its GFN1-xTB lattice constant (5.63 Å): "
         "MD up to a few hundred K, NPT and cell relaxations, elastic response, point defects.",
-        "limits": "GFN1-xTB, not DFT (its a0 is 3.7 % above experiment); no liquid, "
+        "limits": "A small first model (153 training frames): a0 within 0.4 % of GFN1-xTB "
+        "but elastic constants and bulk modulus 17–25 % too soft and the vacancy energy far "
+        "too low (see physics_checks): use for dynamics near the crystal, not for defects or "
+        "mechanics. GFN1-xTB, not DFT (its a0 is 3.7 % above experiment); no liquid, "
         "amorphous or surface data; cells should be ≥ 64 atoms to match the Γ-point data.",
     },
 }
