@@ -51,9 +51,10 @@ class EquivariantCalculator(Calculator):
     ``(n_atoms, 3)``), ``stress`` (eV/Å³, ASE Voigt order xx yy zz yz xz xy, positive =
     tensile). Stress exists only for a cell of rank 3 (bulk, or a slab/wire in a finite box:
     then it is the exact strain derivative of the energy); otherwise it raises
-    ``PropertyNotImplementedError``. Stress is computed when asked; once asked, it is computed
-    in every later pass of the same calculator, so a cell relaxation or NPT run costs one model
-    evaluation per geometry.
+    ``PropertyNotImplementedError``. Forces and stress are computed when first asked; once
+    asked, they are computed in every later pass of the same calculator, so MD, a relaxation
+    or an NPT run costs one model evaluation per geometry, and energy-only use (Monte Carlo)
+    never pays for a backward pass.
 
     Examples
     --------
@@ -92,6 +93,7 @@ class EquivariantCalculator(Calculator):
         self.device = torch.device(device)
         self.torch_dtype = DTYPES[dtype]
         self._stress_wanted = False
+        self._forces_wanted = False
         self.model_calls = 0
         self.neighbours = VerletNeighbourList(loaded.config.r_max, skin)
 
@@ -113,8 +115,12 @@ class EquivariantCalculator(Calculator):
                 )
             self._stress_wanted = True
         want_stress = self._stress_wanted and rank3
-        # forces come with every pass (energy-then-forces costs one model call per geometry)
-        want_forces = True
+        # forces (one backward pass) from the first time they are asked on: an energy-only
+        # user (Monte Carlo, screening) never pays for them, and in MD or a relaxation
+        # energy and forces of a geometry cost one model call
+        if "forces" in properties:
+            self._forces_wanted = True
+        want_forces = self._forces_wanted or want_stress
 
         graph = atoms_to_graph(
             atoms,
