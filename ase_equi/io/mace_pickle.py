@@ -63,10 +63,20 @@ import os
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from .pickled_objects import (
+    GlobalRef,
+    ModelFileError,
+    PickledModule,
+    PickledObject,
+    UnsafeModelError,
+    _Placeholder,
+    _StorageType,
+)
+from .pickled_tree import _Converter, _is_bookkeeping, _tensors
 
 __all__ = [
     "GlobalRef",
@@ -78,91 +88,6 @@ __all__ = [
     "state_dict",
 ]
 
-
-class UnsafeModelError(ValueError):
-    """The pickle names a callable that is not on the allow-list; nothing was executed."""
-
-
-class ModelFileError(ValueError):
-    """The file is not a readable torch zip archive (truncated, corrupt, wrong format)."""
-
-
-@dataclass
-class PickledModule:
-    """One ``torch.nn.Module`` of the pickled tree, as inert data.
-
-    Attributes
-    ----------
-    class_path : str
-        Dotted class name, e.g. ``"mace.modules.models.ScaleShiftMACE"``.
-    attributes : dict[str, Any]
-        Plain attributes from the module's ``__dict__`` (``torch.nn.Module`` bookkeeping such
-        as hooks removed): numbers, strings, lists, dicts, irreps as e3nn strings, bytes,
-        :class:`GlobalRef` for functions, :class:`PickledObject` for other objects.
-    parameters, buffers : dict[str, torch.Tensor]
-        This module's own ``_parameters`` and ``_buffers`` (entries registered as ``None`` are
-        left out).
-    children : dict[str, PickledModule]
-        The submodules (``_modules``), in registration order.
-    non_persistent_buffers : frozenset[str]
-        Buffers that ``state_dict()`` leaves out.
-    """
-
-    class_path: str
-    attributes: dict[str, Any]
-    parameters: dict[str, torch.Tensor]
-    buffers: dict[str, torch.Tensor]
-    children: dict[str, PickledModule]
-    non_persistent_buffers: frozenset[str] = field(default_factory=frozenset)
-
-
-@dataclass(frozen=True)
-class GlobalRef:
-    """A function or class named by the pickle, kept as its dotted name, never imported.
-
-    >>> GlobalRef("torch.nn.functional.silu").name
-    'silu'
-    """
-
-    path: str
-
-    @property
-    def name(self) -> str:
-        return self.path.rsplit(".", 1)[-1]
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise UnsafeModelError(f"the pickle tries to call {self.path}; calls to it are refused")
-
-
-@dataclass
-class PickledObject:
-    """A non-module object of the pickle: class name, constructor arguments and state.
-
-    ``fields`` names the arguments of the namedtuples we know (e3nn's ``Instruction``\\ s).
-    """
-
-    class_path: str
-    args: tuple
-    state: Any = None
-
-    @property
-    def fields(self) -> dict[str, Any] | None:
-        names = _NAMEDTUPLE_FIELDS.get(self.class_path)
-        return None if names is None else dict(zip(names, self.args, strict=True))
-
-
-_NAMEDTUPLE_FIELDS = {
-    "e3nn.o3._linear.Instruction": ("i_in", "i_out", "path_shape", "path_weight"),
-    "e3nn.o3._tensor_product._instruction.Instruction": (
-        "i_in1",
-        "i_in2",
-        "i_out",
-        "connection_mode",
-        "has_weight",
-        "path_weight",
-        "path_shape",
-    ),
-}
 
 # Class namespaces whose members become inert placeholders (never imported).
 _PLACEHOLDER_PREFIXES = ("mace.", "e3nn.", "torch.nn.modules.", "torch.fx.")
@@ -176,11 +101,7 @@ _ACTIVATIONS = frozenset(
         "torch.nn.functional.tanh",
     }
 )
-_IRREPS_CLASSES = ("e3nn.o3._irreps.Irreps", "e3nn.o3._irreps._MulIr", "e3nn.o3._irreps.Irrep")
 _GRAPH_MODULE = "torch.fx.graph_module.GraphModule"
-_MODULE_BOOKKEEPING = frozenset(
-    {"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", "_is_full_backward_hook"}
-)
 _STORAGE_DTYPES = {
     "DoubleStorage": torch.float64,
     "FloatStorage": torch.float32,
@@ -193,29 +114,6 @@ _STORAGE_DTYPES = {
     "ByteStorage": torch.uint8,
     "BoolStorage": torch.bool,
 }
-
-
-class _Placeholder:
-    """Base of the inert stand-in classes: records constructor arguments and pickled state."""
-
-    class_path = "<placeholder>"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Placeholder:
-        instance = super().__new__(cls)
-        instance._args = args
-        instance._state = None
-        return instance
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        self._state = state
-
-
-@dataclass(frozen=True)
-class _StorageType:
-    dtype: torch.dtype
 
 
 def _strip_type_tag(value: Any, *type_tag: Any) -> Any:
@@ -377,116 +275,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 # ----------------------------------------------------------------------------------------------
-# From placeholders to plain data
-
-
-def _irrep(value: Any) -> str:
-    """``Irrep`` placeholder (args ``((l, p),)`` or ``(l, p)``) → ``"1o"``."""
-    args = value._args[0] if len(value._args) == 1 else value._args
-    l, p = args
-    return f"{l}{'e' if p == 1 else 'o'}"
-
-
-def _mul_irrep(value: Any) -> str:
-    args = value._args[0] if len(value._args) == 1 else value._args
-    multiplicity, irrep = args
-    return f"{multiplicity}x{_irrep(irrep)}"
-
-
-def _irreps_string(value: _Placeholder) -> str:
-    try:
-        if value.class_path.endswith(".Irrep"):
-            return _irrep(value)
-        if value.class_path.endswith("._MulIr"):
-            return _mul_irrep(value)
-        entries = value._args[0] if value._args else ()
-        return "+".join(_mul_irrep(entry) for entry in entries)
-    except (AttributeError, TypeError, ValueError):
-        raise ModelFileError(
-            f"unexpected pickled layout of {value.class_path}: {value._args!r}"
-        ) from None
-
-
-class _Converter:
-    """Turns the placeholder tree into :class:`PickledModule` / plain Python values."""
-
-    def __init__(self, label: str) -> None:
-        self._label = label
-        self._done: dict[int, Any] = {}
-
-    def __call__(self, value: Any) -> Any:
-        if isinstance(value, (str, bytes, int, float, type(None), torch.Tensor, torch.dtype)):
-            return value
-        if isinstance(value, GlobalRef):
-            return value
-        if isinstance(value, type) and issubclass(value, _Placeholder):
-            return GlobalRef(value.class_path)
-        if id(value) in self._done:
-            return self._done[id(value)]
-        if isinstance(value, _Placeholder):
-            return self._placeholder(value)
-        if isinstance(value, dict):
-            return {self(k): self(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple, set, frozenset)):
-            return type(value)(self(item) for item in value)
-        raise ModelFileError(f"unexpected {type(value).__name__} object in the pickle")
-
-    def _placeholder(self, value: _Placeholder) -> Any:
-        if value.class_path in _IRREPS_CLASSES:
-            return _irreps_string(value)
-        state = value._state
-        if not (
-            isinstance(state, dict) and {"_parameters", "_buffers", "_modules"} <= state.keys()
-        ):
-            converted = PickledObject(value.class_path, self(value._args), self(state))
-            self._done[id(value)] = converted
-            return converted
-        module = PickledModule(value.class_path, {}, {}, {}, {})
-        self._done[id(value)] = module
-        module.parameters = _tensors(state["_parameters"], value.class_path)
-        module.buffers = _tensors(state["_buffers"], value.class_path)
-        module.non_persistent_buffers = frozenset(state.get("_non_persistent_buffers_set", ()))
-        for name, child in state["_modules"].items():
-            if child is not None:
-                module.children[name] = self._module(child, f"submodule {name!r}")
-        module.attributes = {
-            key: self(item) for key, item in state.items() if not _is_bookkeeping(key)
-        }
-        codegen = module.attributes.get("__codegen__")
-        if isinstance(codegen, dict):  # as e3nn's CodeGenMixin.__setstate__ does
-            for name, blob in codegen.items():
-                module.children[name] = _read_torchscript(blob, f"{self._label} [{name}]")
-            module.attributes["__codegen__"] = list(codegen)
-        return module
-
-    def _module(self, value: Any, what: str) -> PickledModule:
-        converted = self(value)
-        if not isinstance(converted, PickledModule):
-            raise ModelFileError(f"{what} is a {type(converted).__name__}, not a torch module")
-        return converted
-
-
-def _is_bookkeeping(key: str) -> bool:
-    """``torch.nn.Module`` internals that are not attributes of the architecture."""
-    return key in _MODULE_BOOKKEEPING or key.endswith(
-        ("_hooks", "_hooks_with_kwargs", "_hooks_always_called")
-    )
-
-
-def _tensors(entries: Any, owner: str) -> dict[str, torch.Tensor]:
-    if not isinstance(entries, dict):
-        raise ModelFileError(f"{owner}: parameters/buffers are not a dict")
-    out = {}
-    for name, tensor in entries.items():
-        if tensor is None:
-            continue
-        if not isinstance(tensor, torch.Tensor):
-            raise ModelFileError(f"{owner}: entry {name!r} is not a tensor")
-        out[name] = tensor
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
 # TorchScript archives nested in e3nn's __codegen__
 
 
@@ -516,7 +304,7 @@ def _read_torchscript(blob: Any, label: str) -> PickledModule:
         with zipfile.ZipFile(io.BytesIO(blob)) as archive:
             unpickler = _RestrictedUnpickler(archive, label, torchscript=True)
             tree = unpickler.load()
-            return _script_module(tree, archive, unpickler.root, _Converter(label))
+            return _script_module(tree, archive, unpickler.root, _Converter(label, _read_torchscript))
     except zipfile.BadZipFile as error:
         raise ModelFileError(f"{label}: unreadable TorchScript archive ({error})") from None
 
@@ -570,7 +358,7 @@ def read_mace_model(path: str | os.PathLike) -> PickledModule:
     try:
         with zipfile.ZipFile(label) as archive:
             tree = _RestrictedUnpickler(archive, label).load()
-            return _Converter(label)._module(tree, "the pickled object")
+            return _Converter(label, _read_torchscript)._module(tree, "the pickled object")
     except UnsafeModelError:
         raise
     except ModelFileError as error:
