@@ -13,16 +13,9 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from ase_equi.data import (
-    DataKeys,
-    Frame,
-    data_statistics,
-    fit_reference_energies,
-    frames_to_graphs,
-    make_batch,
-    read_frames,
-    split_indices,
-)
+from ase_equi.batch import frames_to_graphs, make_batch
+from ase_equi.data import DataKeys, Frame, read_frames, split_indices
+from ase_equi.statistics import data_statistics, fit_reference_energies
 
 
 def emt_structures(n: int = 6, seed: int = 0) -> list[Atoms]:

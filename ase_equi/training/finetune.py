@@ -36,14 +36,9 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from ..data import (
-    DataKeys,
-    Frame,
-    fit_reference_energies,
-    frames_to_graphs,
-    make_batch,
-    read_frames,
-)
+from ..batch import frames_to_graphs, make_batch
+from ..data import DataKeys, Frame, read_frames
+from ..statistics import fit_reference_energies
 from ..graph import element_indices
 from ..io.model_file import LoadedModel, load_model, model_paths, save_model
 from ..model.gradients import energy_forces_stress

@@ -51,15 +51,9 @@ import torch
 import torch.distributed as dist
 from ase import Atoms
 
-from ..data import (
-    DataKeys,
-    Frame,
-    fit_model_config,
-    frames_to_graphs,
-    make_batch,
-    read_frames,
-    split_indices,
-)
+from ..batch import frames_to_graphs, make_batch
+from ..data import DataKeys, Frame, read_frames, split_indices
+from ..statistics import fit_model_config
 from ..io.model_file import save_model
 from ..model.config import ModelConfig
 from ..model.gradients import energy_forces_stress
