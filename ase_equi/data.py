@@ -27,7 +27,7 @@ from .graph import element_indices
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DataKeys", "Frame", "read_frames", "split_indices"]
+__all__ = ["DataKeys", "Frame", "read_frames", "split_frames", "split_indices"]
 
 
 @dataclass(frozen=True)
@@ -312,3 +312,21 @@ def split_indices(
         "test": sorted(order[n_valid : n_valid + n_test]),
         "train": sorted(order[n_valid + n_test :]),
     }
+
+
+def split_frames(
+    frames: Sequence[Frame], *, valid_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[int]]:
+    """Frame indices ``train``/``valid``/``test`` (:func:`split_indices` over the frames that
+    are not isolated atoms) and ``isolated`` (one-atom frames, which only fix E0).
+
+    This is the split :func:`ase_equi.training.train` makes and records in ``split.json``.
+    """
+    isolated = [k for k, f in enumerate(frames) if f.is_isolated_atom]
+    rest = [k for k, f in enumerate(frames) if not f.is_isolated_atom]
+    parts = split_indices(
+        len(rest), valid_fraction=valid_fraction, test_fraction=test_fraction, seed=seed
+    )
+    split = {name: [rest[i] for i in ids] for name, ids in parts.items()}
+    split["isolated"] = isolated
+    return split

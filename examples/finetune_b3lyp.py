@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ase_equi.data import read_frames, split_indices
+from ase_equi.data import read_frames, split_frames
 from ase_equi.io.model_file import load_model
 from ase_equi.training import TrainConfig, train
 from ase_equi.training.finetune import evaluate, finetune
@@ -42,11 +42,8 @@ OUT = Path(__file__).parent / "out" / "finetune-b3lyp"
 def parent_split(card: dict) -> dict[str, list[int]]:
     """The parent's train/test frame indices, recomputed exactly as its training run made them."""
     settings = card["training"]["settings"]
-    frames = read_frames(PARENT_DATA)
-    rest = [k for k, f in enumerate(frames) if not f.is_isolated_atom]
-    parts = split_indices(len(rest), valid_fraction=settings["valid_fraction"],
-                          test_fraction=settings["test_fraction"], seed=settings["seed"])
-    return {name: [rest[i] for i in ids] for name, ids in parts.items()}
+    return split_frames(read_frames(PARENT_DATA), valid_fraction=settings["valid_fraction"],
+                        test_fraction=settings["test_fraction"], seed=settings["seed"])
 
 
 def main() -> None:

@@ -37,12 +37,12 @@ import torch
 from ase.data import chemical_symbols
 
 from ..batch import frames_to_graphs, make_batch
-from ..data import DataKeys, Frame, read_frames
-from ..statistics import fit_reference_energies
+from ..data import DataKeys, Frame, read_frames, split_frames
 from ..graph import element_indices
 from ..io.model_file import LoadedModel, load_model, model_paths, save_model
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
+from ..statistics import fit_reference_energies
 from .config import DTYPES, TrainConfig
 from .loss import UNITS, ErrorMetrics
 from .report import _atomic_write
@@ -303,7 +303,7 @@ def finetune(
     e0 = e0_parent
     if ft.refit_e0 or new_elements:
         # refit on the training frames only (the split is fixed by the seed, as in train())
-        e0 = refit_reference_energies(model, _train_frames(frames, cfg, out))
+        e0 = refit_reference_energies(model, _train_frames(frames, cfg))
         if not ft.refit_e0:  # only the new elements take fitted values
             known = np.isin(model.config.elements, base.config.elements)
             e0 = np.where(known, e0_parent, e0)
@@ -363,16 +363,11 @@ def finetune(
                           model_path=path)
 
 
-def _train_frames(frames: list[Frame], cfg: TrainConfig, out: str | os.PathLike) -> list[Frame]:
+def _train_frames(frames: list[Frame], cfg: TrainConfig) -> list[Frame]:
     """The frames that :func:`train` will put in its training split (plus isolated atoms)."""
-    from ..data import split_indices
-
-    rest = [k for k, f in enumerate(frames) if not f.is_isolated_atom]
-    parts = split_indices(len(rest), valid_fraction=cfg.valid_fraction,
-                          test_fraction=cfg.test_fraction, seed=cfg.seed)
-    ids = [rest[i] for i in parts["train"]] + [k for k, f in enumerate(frames)
-                                                if f.is_isolated_atom]
-    return [frames[k] for k in sorted(ids)]
+    split = split_frames(frames, valid_fraction=cfg.valid_fraction,
+                         test_fraction=cfg.test_fraction, seed=cfg.seed)
+    return [frames[k] for k in sorted(split["train"] + split["isolated"])]
 
 
 def _parent_sha(loaded: LoadedModel) -> str:

@@ -52,12 +52,12 @@ import torch.distributed as dist
 from ase import Atoms
 
 from ..batch import frames_to_graphs, make_batch
-from ..data import DataKeys, Frame, read_frames, split_indices
-from ..statistics import fit_model_config
+from ..data import DataKeys, Frame, read_frames, split_frames
 from ..io.model_file import save_model
 from ..model.config import ModelConfig
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
+from ..statistics import fit_model_config
 from .config import BLOCKS, CHECKPOINT_FORMAT, DTYPES, RESUMABLE_FIELDS, TrainConfig
 from .loss import UNITS, ErrorMetrics, squared_error_sums, weighted_loss
 from .report import _atomic_write, _summary_line, write_plots, write_test_report
@@ -284,20 +284,15 @@ class _Run:
                         f"{getattr(cfg, key)!r}; use a new output directory"
                     )
             return split
-        own = self.frames[: self.n_own]
-        isolated = [k for k, f in enumerate(own) if f.is_isolated_atom]
-        rest = [k for k, f in enumerate(own) if not f.is_isolated_atom]
-        parts = split_indices(
-            len(rest),
+        split = split_frames(
+            self.frames[: self.n_own],
             valid_fraction=cfg.valid_fraction,
             test_fraction=cfg.test_fraction,
             seed=cfg.seed,
         )
-        split = {name: [rest[i] for i in ids] for name, ids in parts.items()}
         split["replay"] = list(range(self.n_own, len(self.frames)))
         split["train"] = split["train"] + split["replay"]
         split.update(
-            isolated=isolated,
             seed=cfg.seed,
             valid_fraction=cfg.valid_fraction,
             test_fraction=cfg.test_fraction,
