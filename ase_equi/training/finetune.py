@@ -42,11 +42,25 @@ from ..graph import element_indices
 from ..io.model_file import LoadedModel, load_model, model_paths, save_model
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
-from ..statistics import fit_reference_energies
+from .adaptation import (
+    _set_reference_energies,
+    add_elements,
+    predict_energies,
+    refit_reference_energies,
+)
 from .config import DTYPES, TrainConfig
-from .loss import UNITS, ErrorMetrics
-from .report import _atomic_write
-from .trainer import TrainResult, _new_model, train
+from .finetune_report import before_after, evaluate, write_report
+from .trainer import TrainResult, train
+
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneResult",
+    "add_elements",
+    "evaluate",
+    "finetune",
+    "predict_energies",
+    "refit_reference_energies",
+]
 
 
 @dataclass(frozen=True)
@@ -101,103 +115,6 @@ def load_parent(parent: str | os.PathLike | LoadedModel | MaceModel) -> LoadedMo
     from ..calculator import _resolve
 
     return _resolve(parent, device="cpu", dtype=torch.float64)
-
-
-def add_elements(model: MaceModel, new: Sequence[int], *, seed: int = 0) -> MaceModel:
-    """``model`` extended by the elements ``new`` (appended; existing weights unchanged).
-
-    The new elements' weights (embedding rows, self-connection slices, symmetric-contraction
-    weights) come from a freshly initialised model with ``seed``; their E0 are 0 until refitted.
-    The old elements' energies and forces are unchanged (to rounding).
-    """
-    new = [int(z) for z in new if int(z) not in model.config.elements]
-    if not new:
-        return model
-    old_cfg = model.config
-    cfg = dataclasses.replace(
-        old_cfg,
-        elements=tuple(old_cfg.elements) + tuple(new),
-        reference_energies=tuple(old_cfg.reference_energies) + (0.0,) * len(new),
-    )
-    dtype = next(model.parameters()).dtype
-    fresh = _new_model(cfg, seed).to(dtype)
-    n_old, n_new = len(old_cfg.elements), len(cfg.elements)
-    # e3nn normalises the embedding and the self-connection by 1/sqrt(fan-in), and the fan-in
-    # grows with the number of elements: rescaled copies keep the old elements' outputs equal
-    rescale = (n_new / n_old) ** 0.5
-    old_state, state = model.state_dict(), fresh.state_dict()
-    modules = dict(fresh.named_modules())
-    for key, value in old_state.items():
-        target = state[key]
-        if value.shape == target.shape:
-            state[key] = value.clone()
-        elif key == "reference_energies" or ".weights." in key:  # [n_elements, ...]
-            target[:n_old] = value
-        elif key == "node_embedding.linear.weight":  # [n_elements × C] (0e → 0e, row-major)
-            target.view(n_new, -1)[:n_old] = value.view(n_old, -1) * rescale
-        elif key.endswith("skip_tp.weight"):  # uvw paths, v = element
-            tp = modules[key.rsplit(".", 1)[0]]
-            start_old = start_new = 0
-            for ins in tp.instructions:
-                u, _, w = ins.path_shape
-                size_old, size_new = u * n_old * w, u * n_new * w
-                block = target[start_new : start_new + size_new].view(u, n_new, w)
-                old_block = value[start_old : start_old + size_old].view(u, n_old, w)
-                block[:, :n_old] = old_block * rescale
-                start_old, start_new = start_old + size_old, start_new + size_new
-        else:
-            raise ValueError(f"cannot extend {key} {tuple(value.shape)} to new elements")
-    fresh.load_state_dict(state)
-    return fresh
-
-
-@torch.no_grad()
-def predict_energies(model: MaceModel, frames: Sequence[Frame], batch_size: int = 8) -> np.ndarray:
-    """Total energies (eV) of ``frames`` by ``model`` (no gradients)."""
-    dtype = next(model.parameters()).dtype
-    graphs = frames_to_graphs(frames, model.config.elements, model.config.r_max, dtype=dtype)
-    out = []
-    for start in range(0, len(frames), batch_size):
-        batch = make_batch(frames[start : start + batch_size], graphs[start : start + batch_size])
-        pred = energy_forces_stress(model, batch.graph, forces=False, stress=False)
-        out.append(pred["energy"].double().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
-
-
-def refit_reference_energies(model: MaceModel, frames: Sequence[Frame]) -> np.ndarray:
-    """New E0 [n_elements] (eV) for ``model`` on ``frames`` by least squares on the residual
-    ``E_ref − E_int`` (see the module docstring); the model is not changed."""
-    elements = list(model.config.elements)
-    e0_old = model.reference_energies.detach().double().cpu().numpy()
-    counts = np.stack(
-        [np.bincount(element_indices(f.atoms.numbers, elements), minlength=len(elements))
-         for f in frames]
-    )
-    interaction = predict_energies(model, frames) - counts @ e0_old
-    residual = [dataclasses.replace(f, energy=f.energy - e) for f, e in zip(frames, interaction, strict=True)]
-    for f, r in zip(frames, residual, strict=True):  # isolated atoms keep their own energy as E0
-        if f.is_isolated_atom:
-            r.energy = f.energy
-    return fit_reference_energies(residual, elements)
-
-
-def _set_reference_energies(model: MaceModel, e0: np.ndarray) -> None:
-    with torch.no_grad():
-        model.reference_energies.copy_(torch.as_tensor(e0, dtype=model.reference_energies.dtype))
-    model.config = dataclasses.replace(model.config, reference_energies=tuple(float(x) for x in e0))
-
-
-def evaluate(model: MaceModel, frames: Sequence[Frame], batch_size: int = 8) -> dict[str, float]:
-    """MAE/RMSE (meV units) of ``model`` on ``frames``; stress where every cell allows it."""
-    metrics = ErrorMetrics()
-    dtype = next(model.parameters()).dtype
-    graphs = frames_to_graphs(frames, model.config.elements, model.config.r_max, dtype=dtype)
-    for start in range(0, len(frames), batch_size):
-        batch = make_batch(frames[start : start + batch_size], graphs[start : start + batch_size])
-        stress = bool(batch.stress_mask.any()) and batch.stress_computable
-        pred = energy_forces_stress(model, batch.graph, forces=True, stress=stress)
-        metrics.update({k: v.detach() for k, v in pred.items()}, batch)
-    return metrics.summary()
 
 
 def _sample(frames: list[Frame], count: int, seed: int) -> list[Frame]:
@@ -339,7 +256,7 @@ def finetune(
         progress=progress,
         replay=replay,
     )
-    report = _before_after(loaded.model.to(dtype), result, frames, ft, cfg)
+    report = before_after(loaded.model.to(dtype), result, frames, ft.parent_test_data, cfg)
     report.update(
         parent=parent_name,
         parent_sha256=_parent_sha(loaded),
@@ -349,7 +266,7 @@ def finetune(
     )
     path = None
     if result.model_path is not None:
-        _write_report(Path(out), report)
+        write_report(Path(out), report)
         card = load_model(result.model_path, dtype=None).card
         card.update(
             parent={"name": parent_name, "weights_sha256": report["parent_sha256"],
@@ -377,72 +294,3 @@ def _parent_sha(loaded: LoadedModel) -> str:
         return str(read_header(loaded.source)["weights_sha256"])
     except Exception:  # a MACE file or a model in memory: no header
         return ""
-
-
-def _before_after(parent: MaceModel, result: TrainResult, frames, ft: FinetuneConfig,
-                  cfg: TrainConfig) -> dict[str, Any]:
-    import json
-
-    split = json.loads((Path(cfg.output_dir) / "split.json").read_text())
-    test = [frames[k] for k in split["test"]]
-    report: dict[str, Any] = {"units": UNITS}
-    known = set(parent.config.elements)
-    if test:
-        # the parent can only be asked about frames made of elements it knows
-        old = [f for f in test if set(f.atoms.numbers.tolist()) <= known]
-        report["new_test"] = {
-            "n_frames": len(test),
-            "n_frames_parent_can_evaluate": len(old),
-            "before": evaluate(parent, old) if old else {},
-            "after": evaluate(result.model, test),
-        }
-    if ft.parent_test_data:
-        own = read_frames(ft.parent_test_data, elements=parent.config.elements)
-        report["parent_test"] = {"n_frames": len(own), "before": evaluate(parent, own),
-                                 "after": evaluate(result.model, own)}
-    return report
-
-
-def _write_report(out: Path, report: dict[str, Any]) -> None:
-    import json
-
-    _atomic_write(out / "finetune_report.json", lambda fh: fh.write(json.dumps(report, indent=2)),
-                  "w")
-    lines = [f"# Fine-tuning report: {report['parent']} → new data", "",
-             "| test set | quantity | MAE before | MAE after | RMSE before | RMSE after | unit |",
-             "|---|---|---|---|---|---|---|"]
-    for label, key in (("new data (test split)", "new_test"), ("parent's test set", "parent_test")):
-        if key not in report:
-            continue
-        b, a = report[key]["before"], report[key]["after"]
-
-        def cell(d: dict, k: str) -> str:
-            return f"{d[k]:.4g}" if k in d else "–"
-
-        for q in ("energy", "forces", "stress"):
-            if f"{q}_mae" in a:
-                lines.append(
-                    f"| {label} | {q} | {cell(b, f'{q}_mae')} | {cell(a, f'{q}_mae')} | "
-                    f"{cell(b, f'{q}_rmse')} | {cell(a, f'{q}_rmse')} | {UNITS[q]} |"
-                )
-    lines += ["", f"Replayed frames: {report['n_replay']}; new elements: "
-              f"{', '.join(report['new_elements']) or 'none'}; time {report['seconds']} s."]
-    _atomic_write(out / "finetune_report.md", lambda fh: fh.write("\n".join(lines) + "\n"), "w")
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        return
-    sets = [k for k in ("new_test", "parent_test") if k in report]
-    qs = [q for q in ("energy", "forces") if all(f"{q}_mae" in report[k]["before"] for k in sets)]
-    # (a new element leaves the parent without "before" numbers: no plot then)
-    if not sets or not qs:
-        return
-    fig = Figure(figsize=(4.5 * len(qs), 3.5), layout="constrained")
-    for ax, q in zip(fig.subplots(1, len(qs), squeeze=False)[0], qs, strict=True):
-        x = np.arange(len(sets))
-        ax.bar(x - 0.2, [report[k]["before"][f"{q}_mae"] for k in sets], 0.4, label="parent")
-        ax.bar(x + 0.2, [report[k]["after"][f"{q}_mae"] for k in sets], 0.4, label="fine-tuned")
-        ax.set_xticks(x, ["new data" if k == "new_test" else "parent's test" for k in sets])
-        ax.set_ylabel(f"{q} MAE ({UNITS[q]})")
-        ax.legend()
-    fig.savefig(out / "finetune_report.png", dpi=120)

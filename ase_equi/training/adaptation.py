@@ -1,0 +1,106 @@
+"""Adapting a trained model to new data before fine-tuning: new elements, refitted E0.
+
+A change of level of theory shifts energies mostly by a per-element constant: with the
+parent's interaction energy ``E_int(k) = E_parent(k) − Σ_z N_kz E0_z`` on each frame k, new
+reference energies solve ``min ||N E0' − (E_ref − E_int)||₂`` (:func:`refit_reference_energies`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..batch import frames_to_graphs, make_batch
+from ..data import Frame
+from ..graph import element_indices
+from ..model.gradients import energy_forces_stress
+from ..model.mace import MaceModel
+from ..statistics import fit_reference_energies
+from .trainer import _new_model
+
+
+def add_elements(model: MaceModel, new: Sequence[int], *, seed: int = 0) -> MaceModel:
+    """``model`` extended by the elements ``new`` (appended; existing weights unchanged).
+
+    The new elements' weights (embedding rows, self-connection slices, symmetric-contraction
+    weights) come from a freshly initialised model with ``seed``; their E0 are 0 until refitted.
+    The old elements' energies and forces are unchanged (to rounding).
+    """
+    new = [int(z) for z in new if int(z) not in model.config.elements]
+    if not new:
+        return model
+    old_cfg = model.config
+    cfg = dataclasses.replace(
+        old_cfg,
+        elements=tuple(old_cfg.elements) + tuple(new),
+        reference_energies=tuple(old_cfg.reference_energies) + (0.0,) * len(new),
+    )
+    dtype = next(model.parameters()).dtype
+    fresh = _new_model(cfg, seed).to(dtype)
+    n_old, n_new = len(old_cfg.elements), len(cfg.elements)
+    # e3nn normalises the embedding and the self-connection by 1/sqrt(fan-in), and the fan-in
+    # grows with the number of elements: rescaled copies keep the old elements' outputs equal
+    rescale = (n_new / n_old) ** 0.5
+    old_state, state = model.state_dict(), fresh.state_dict()
+    modules = dict(fresh.named_modules())
+    for key, value in old_state.items():
+        target = state[key]
+        if value.shape == target.shape:
+            state[key] = value.clone()
+        elif key == "reference_energies" or ".weights." in key:  # [n_elements, ...]
+            target[:n_old] = value
+        elif key == "node_embedding.linear.weight":  # [n_elements × C] (0e → 0e, row-major)
+            target.view(n_new, -1)[:n_old] = value.view(n_old, -1) * rescale
+        elif key.endswith("skip_tp.weight"):  # uvw paths, v = element
+            tp = modules[key.rsplit(".", 1)[0]]
+            start_old = start_new = 0
+            for ins in tp.instructions:
+                u, _, w = ins.path_shape
+                size_old, size_new = u * n_old * w, u * n_new * w
+                block = target[start_new : start_new + size_new].view(u, n_new, w)
+                old_block = value[start_old : start_old + size_old].view(u, n_old, w)
+                block[:, :n_old] = old_block * rescale
+                start_old, start_new = start_old + size_old, start_new + size_new
+        else:
+            raise ValueError(f"cannot extend {key} {tuple(value.shape)} to new elements")
+    fresh.load_state_dict(state)
+    return fresh
+
+
+@torch.no_grad()
+def predict_energies(model: MaceModel, frames: Sequence[Frame], batch_size: int = 8) -> np.ndarray:
+    """Total energies (eV) of ``frames`` by ``model`` (no gradients)."""
+    dtype = next(model.parameters()).dtype
+    graphs = frames_to_graphs(frames, model.config.elements, model.config.r_max, dtype=dtype)
+    out = []
+    for start in range(0, len(frames), batch_size):
+        batch = make_batch(frames[start : start + batch_size], graphs[start : start + batch_size])
+        pred = energy_forces_stress(model, batch.graph, forces=False, stress=False)
+        out.append(pred["energy"].double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def refit_reference_energies(model: MaceModel, frames: Sequence[Frame]) -> np.ndarray:
+    """New E0 [n_elements] (eV) for ``model`` on ``frames`` by least squares on the residual
+    ``E_ref − E_int`` (see the module docstring); the model is not changed."""
+    elements = list(model.config.elements)
+    e0_old = model.reference_energies.detach().double().cpu().numpy()
+    counts = np.stack(
+        [np.bincount(element_indices(f.atoms.numbers, elements), minlength=len(elements))
+         for f in frames]
+    )
+    interaction = predict_energies(model, frames) - counts @ e0_old
+    residual = [dataclasses.replace(f, energy=f.energy - e) for f, e in zip(frames, interaction, strict=True)]
+    for f, r in zip(frames, residual, strict=True):  # isolated atoms keep their own energy as E0
+        if f.is_isolated_atom:
+            r.energy = f.energy
+    return fit_reference_energies(residual, elements)
+
+
+def _set_reference_energies(model: MaceModel, e0: np.ndarray) -> None:
+    with torch.no_grad():
+        model.reference_energies.copy_(torch.as_tensor(e0, dtype=model.reference_energies.dtype))
+    model.config = dataclasses.replace(model.config, reference_energies=tuple(float(x) for x in e0))
