@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import os
@@ -52,13 +50,14 @@ import torch.distributed as dist
 from ase import Atoms
 
 from ..batch import frames_to_graphs, make_batch
-from ..data import DataKeys, Frame, read_frames, split_frames
+from ..data import DataKeys, Frame, read_frames
 from ..io.model_file import save_model
 from ..model.config import ModelConfig
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
 from ..statistics import fit_model_config
-from .config import BLOCKS, CHECKPOINT_FORMAT, DTYPES, RESUMABLE_FIELDS, TrainConfig
+from .checkpoint import check_resumable, freeze_blocks, load_checkpoint, load_or_make_split
+from .config import CHECKPOINT_FORMAT, DTYPES, TrainConfig
 from .loss import UNITS, ErrorMetrics, squared_error_sums, weighted_loss
 from .report import _atomic_write, _summary_line, write_plots, write_test_report
 
@@ -139,23 +138,6 @@ def train(
             dist.destroy_process_group()
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a training checkpoint written by :func:`train` (``weights_only=True``)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an ase_equi training checkpoint")
-    return state
-
-
-def _fingerprint(frames: Sequence[Frame]) -> str:
-    h = hashlib.sha256()
-    for f in frames:
-        h.update(f.atoms.numbers.astype("int64").tobytes())
-        h.update(f.atoms.positions.astype("float64").tobytes())
-        h.update(repr(f.energy).encode())
-    return h.hexdigest()
-
-
 def _new_model(config: ModelConfig, seed: int, *, init_coupling: bool = True) -> MaceModel:
     with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
         torch.manual_seed(seed)
@@ -187,11 +169,13 @@ class _Run:
         self.frames += [
             dataclasses.replace(f, index=self.n_own + k) for k, f in enumerate(replay)
         ]
-        self.split = self._split()
+        self.split = load_or_make_split(
+            self.out, self.frames, self.n_own, config, write=self.rank == 0
+        )
 
         state = load_checkpoint(self.ckpt_path) if self.ckpt_path.exists() else None
         if state is not None:
-            self._check_resumable(state, model)
+            check_resumable(self.ckpt_path, state, config, model)
             model_config = ModelConfig.from_dict(state["model_config"])
         else:
             model_config = base
@@ -219,7 +203,7 @@ class _Run:
             self.net.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
         self.ema.requires_grad_(False)
-        self._freeze(config.freeze)
+        freeze_blocks(self.net, config.freeze)
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
         if not self.trainable:
             raise ValueError(f"freeze={list(config.freeze)} leaves no parameter to train")
@@ -252,74 +236,7 @@ class _Run:
         )
         self._warned_stress = False
 
-    def _freeze(self, blocks: Sequence[str]) -> None:
-        """Switch off the gradients of the parameters of ``blocks`` (see ``config.BLOCKS``)."""
-        import fnmatch
-
-        patterns = [p for b in blocks for p in BLOCKS[b]]
-        for name, param in self.net.named_parameters():
-            owner = name.rsplit(".", 1)[0]
-            if any(
-                fnmatch.fnmatch(owner, pat) or fnmatch.fnmatch(owner, pat + ".*")
-                for pat in patterns
-            ):
-                param.requires_grad_(False)
-
     # -- split and checkpoints --------------------------------------------------------------
-
-    def _split(self) -> dict[str, Any]:
-        cfg, path = self.cfg, self.out / "split.json"
-        fingerprint = _fingerprint(self.frames)
-        if path.exists():
-            split = json.loads(path.read_text())
-            if split.get("fingerprint") != fingerprint:
-                raise ValueError(
-                    f"{self.out} was used with other data (split.json fingerprint differs); "
-                    "use a new output directory"
-                )
-            for key in ("seed", "valid_fraction", "test_fraction"):
-                if split.get(key) != getattr(cfg, key):
-                    raise ValueError(
-                        f"{path} was made with {key}={split.get(key)!r}, this run asks for "
-                        f"{getattr(cfg, key)!r}; use a new output directory"
-                    )
-            return split
-        split = split_frames(
-            self.frames[: self.n_own],
-            valid_fraction=cfg.valid_fraction,
-            test_fraction=cfg.test_fraction,
-            seed=cfg.seed,
-        )
-        split["replay"] = list(range(self.n_own, len(self.frames)))
-        split["train"] = split["train"] + split["replay"]
-        split.update(
-            seed=cfg.seed,
-            valid_fraction=cfg.valid_fraction,
-            test_fraction=cfg.test_fraction,
-            n_frames=len(self.frames),
-            fingerprint=fingerprint,
-        )
-        if self.rank == 0:
-            _atomic_write(path, lambda fh: fh.write(json.dumps(split, indent=1)), "w")
-        return split
-
-    def _check_resumable(self, state: dict[str, Any], model: ModelConfig | MaceModel) -> None:
-        # a field added after the checkpoint was written counts as its default
-        saved = {**TrainConfig().to_dict(), **state["train_config"]}
-        now = self.cfg.to_dict()
-        differ = [k for k in now if k not in RESUMABLE_FIELDS and saved.get(k) != now[k]]
-        if isinstance(model, ModelConfig):  # constants fitted to the data may differ
-            fitted = {"reference_energies", "scale", "shift", "avg_num_neighbors", "extra"}
-            saved_model, now_model = state["model_config"], model.to_dict()
-            differ += [k for k in now_model if k not in fitted and saved_model[k] != now_model[k]]
-            saved = {**saved, **saved_model}
-            now = {**now, **now_model}
-        if differ:
-            listed = ", ".join(f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in differ)
-            raise ValueError(
-                f"{self.ckpt_path} was written with other settings: {listed}; use the same "
-                "settings to resume or a new output directory"
-            )
 
     def _state(self) -> dict[str, Any]:
         return {

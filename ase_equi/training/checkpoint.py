@@ -1,0 +1,117 @@
+"""Where a training run keeps its state between processes: ``split.json`` and checkpoints.
+
+``split.json`` records the frame split, its settings and a fingerprint of the data, so that a
+rerun with the same output directory trains on the same frames; a checkpoint is resumed only
+with the settings it was written with (``RESUMABLE_FIELDS`` may change).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import Frame, split_frames
+from ..model.config import ModelConfig
+from ..model.mace import MaceModel
+from .config import BLOCKS, CHECKPOINT_FORMAT, RESUMABLE_FIELDS, TrainConfig
+from .report import _atomic_write
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint written by :func:`train` (``weights_only=True``)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an ase_equi training checkpoint")
+    return state
+
+
+def _fingerprint(frames: Sequence[Frame]) -> str:
+    h = hashlib.sha256()
+    for f in frames:
+        h.update(f.atoms.numbers.astype("int64").tobytes())
+        h.update(f.atoms.positions.astype("float64").tobytes())
+        h.update(repr(f.energy).encode())
+    return h.hexdigest()
+
+
+def freeze_blocks(model: torch.nn.Module, blocks: Sequence[str]) -> None:
+    """Switch off the gradients of the parameters of ``blocks`` (see ``config.BLOCKS``)."""
+    patterns = [p for b in blocks for p in BLOCKS[b]]
+    for name, param in model.named_parameters():
+        owner = name.rsplit(".", 1)[0]
+        if any(
+            fnmatch.fnmatch(owner, pat) or fnmatch.fnmatch(owner, pat + ".*") for pat in patterns
+        ):
+            param.requires_grad_(False)
+
+
+def load_or_make_split(
+    out: Path, frames: Sequence[Frame], n_own: int, cfg: TrainConfig, *, write: bool
+) -> dict[str, Any]:
+    """The run's split: read from ``out/split.json`` (checked against the data and settings)
+    or made by :func:`~ase_equi.data.split_frames` over the first ``n_own`` frames, the rest
+    (replayed frames) joining the training split only; written when ``write``."""
+    path = out / "split.json"
+    fingerprint = _fingerprint(frames)
+    if path.exists():
+        split = json.loads(path.read_text())
+        if split.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"{out} was used with other data (split.json fingerprint differs); "
+                "use a new output directory"
+            )
+        for key in ("seed", "valid_fraction", "test_fraction"):
+            if split.get(key) != getattr(cfg, key):
+                raise ValueError(
+                    f"{path} was made with {key}={split.get(key)!r}, this run asks for "
+                    f"{getattr(cfg, key)!r}; use a new output directory"
+                )
+        return split
+    split = split_frames(
+        frames[:n_own],
+        valid_fraction=cfg.valid_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+    )
+    split["replay"] = list(range(n_own, len(frames)))
+    split["train"] = split["train"] + split["replay"]
+    split.update(
+        seed=cfg.seed,
+        valid_fraction=cfg.valid_fraction,
+        test_fraction=cfg.test_fraction,
+        n_frames=len(frames),
+        fingerprint=fingerprint,
+    )
+    if write:
+        _atomic_write(path, lambda fh: fh.write(json.dumps(split, indent=1)), "w")
+    return split
+
+
+def check_resumable(
+    path: str | os.PathLike, state: dict[str, Any], cfg: TrainConfig,
+    model: ModelConfig | MaceModel,
+) -> None:
+    """Refuse to resume checkpoint ``path`` with settings other than those it was written with."""
+    # a field added after the checkpoint was written counts as its default
+    saved = {**TrainConfig().to_dict(), **state["train_config"]}
+    now = cfg.to_dict()
+    differ = [k for k in now if k not in RESUMABLE_FIELDS and saved.get(k) != now[k]]
+    if isinstance(model, ModelConfig):  # constants fitted to the data may differ
+        fitted = {"reference_energies", "scale", "shift", "avg_num_neighbors", "extra"}
+        saved_model, now_model = state["model_config"], model.to_dict()
+        differ += [k for k in now_model if k not in fitted and saved_model[k] != now_model[k]]
+        saved = {**saved, **saved_model}
+        now = {**now, **now_model}
+    if differ:
+        listed = ", ".join(f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in differ)
+        raise ValueError(
+            f"{path} was written with other settings: {listed}; use the same "
+            "settings to resume or a new output directory"
+        )
