@@ -34,6 +34,31 @@ def _summary_line(report: dict[str, Any]) -> str:
     return "; ".join(parts) or "no test frames"
 
 
+def model_card(
+    *,
+    name: str,
+    level_of_theory: str,
+    data_description: str,
+    source: str,
+    sizes: dict[str, int],
+    test_metrics: dict[str, float],
+    training: dict[str, Any],
+) -> dict[str, Any]:
+    """The card of a freshly trained model: data, level of theory, measured test errors."""
+    training_data = {"description": data_description, **sizes}
+    if source:
+        training_data["source"] = source
+    return {
+        "name": name,
+        "description": data_description or f"trained on {source or 'given frames'}",
+        "level_of_theory": level_of_theory or "not stated",
+        "training_data": training_data,
+        "test_errors": {k: round(v, 4) for k, v in test_metrics.items()},
+        "test_error_units": UNITS,
+        "training": training,
+    }
+
+
 def write_test_report(out: Path, report: dict[str, Any]) -> None:
     """``test_report.json`` and ``test_report.md`` in ``out``."""
     _atomic_write(out / "test_report.json", lambda fh: fh.write(json.dumps(report, indent=2)), "w")

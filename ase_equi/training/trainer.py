@@ -59,7 +59,7 @@ from ..statistics import fit_model_config
 from .checkpoint import check_resumable, freeze_blocks, load_checkpoint, load_or_make_split
 from .config import CHECKPOINT_FORMAT, DTYPES, TrainConfig
 from .loss import UNITS, ErrorMetrics, squared_error_sums, weighted_loss
-from .report import _atomic_write, _summary_line, write_plots, write_test_report
+from .report import _atomic_write, _summary_line, model_card, write_plots, write_test_report
 
 log = logging.getLogger(__name__)
 
@@ -451,23 +451,20 @@ class _Run:
         write_test_report(self.out, report)
         if self.cfg.plots:
             write_plots(self.out, metrics, self.history)
-        training_data = {"description": data_description, **sizes}
-        if self.source:
-            training_data["source"] = self.source
-        card = {
-            "name": name,
-            "description": data_description or f"trained on {self.source or 'given frames'}",
-            "level_of_theory": level_of_theory or "not stated",
-            "training_data": training_data,
-            "test_errors": {k: round(v, 4) for k, v in result.test_metrics.items()},
-            "test_error_units": UNITS,
-            "training": {
+        card = model_card(
+            name=name,
+            level_of_theory=level_of_theory,
+            data_description=data_description,
+            source=self.source,
+            sizes=sizes,
+            test_metrics=result.test_metrics,
+            training={
                 "epochs": self.epoch,
                 "steps": self.step,
                 "best_epoch": self.best_epoch + 1,
                 "settings": self.cfg.to_dict(),
             },
-        }
+        )
         result.model_path = save_model(final, self.out / name, card=card)
         self._emit(
             "done",
