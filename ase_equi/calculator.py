@@ -13,10 +13,10 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .graph import atoms_to_graph
-from .io.model_file import LoadedModel, load_model, model_paths
+from .io.model_file import LoadedModel, load_model
 from .model.gradients import energy_forces_stress
 from .verlet_list import VerletNeighbourList
-from .zoo import is_zoo_name, zoo_names, zoo_path
+from .zoo import resolve as resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ class EquivariantCalculator(Calculator):
     ----------
     model:
         A zoo name (``"metals"``, ``"molecules-pbe"``, ``"silicon-xtb"``; see
-        :func:`ase_equi.zoo.zoo_names`), a path to a model file (``NAME.json``/``NAME.safetensors`` or the stem ``NAME``), a MACE
+        :func:`ase_equi.zoo.zoo_names`), a path to a model file (``NAME.json``,
+        ``NAME.safetensors`` or the stem ``NAME``), a MACE
         ``.model`` file (read without executing pickled code), or an already loaded
         :class:`~ase_equi.io.model_file.LoadedModel`.
     device:
@@ -145,9 +146,8 @@ class EquivariantCalculator(Calculator):
             if key in self.results and not np.isfinite(self.results[key]).all():
                 raise FloatingPointError(f"model produced non-finite {key} for this structure")
 
-
     def _neighbour_list(self, atoms: Atoms):
-        # the graph builder validates the atoms first (NaN, unknown elements, empty cells)
+        # NaN/inf positions: no list, so that atoms_to_graph raises its error naming the atom
         if not np.isfinite(atoms.positions).all():
             return None
         return self.neighbours.update(atoms)
@@ -155,17 +155,9 @@ class EquivariantCalculator(Calculator):
 
 def _resolve(model: str | os.PathLike, *, device: str, dtype: torch.dtype) -> LoadedModel:
     """Load a model: a zoo name, a MACE ``.model`` file, or one of our model files."""
-    text = os.fspath(model)
-    if is_zoo_name(text):
-        return load_model(zoo_path(text), dtype=dtype, device=device)
-    if text.endswith(".model"):
+    model = resolve_model(model)
+    if os.fspath(model).endswith(".model"):
         from .io.mace_import import load_mace_model
 
         return load_mace_model(model, dtype=dtype, device=device)
-    stem_exists = any(p.exists() for p in model_paths(text))
-    if not stem_exists and os.sep not in text and "." not in text:
-        raise ValueError(
-            f"{text!r} is neither a model file nor a zoo model; the zoo has: "
-            + ", ".join(zoo_names())
-        )
     return load_model(model, dtype=dtype, device=device)

@@ -15,12 +15,9 @@ from collections.abc import Sequence
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from .io.model_file import model_paths, read_header, render_card
-    from .zoo import is_zoo_name, zoo_path
+    from .zoo import resolve
 
-    bare_name = not any(p.exists() for p in model_paths(args.model)) and not any(
-        c in args.model for c in "./\\"
-    )
-    path = zoo_path(args.model) if is_zoo_name(args.model) or bare_name else args.model
+    path = resolve(args.model)
     header = read_header(path)
     card_path = model_paths(path)[2]
     text = card_path.read_text() if card_path.exists() else render_card(header)

@@ -47,6 +47,27 @@ def is_zoo_name(model: str | os.PathLike) -> bool:
     return (ZOO_DIR / f"{text}.json").is_file()
 
 
+def resolve(model: str | os.PathLike) -> str | os.PathLike:
+    """``model`` as a path: a zoo name becomes its ``NAME.json``; a file path stays as it is.
+
+    A bare name (no directory, no suffix) that is neither a file nor in the zoo raises
+    ``ValueError`` listing the zoo.
+    """
+    text = os.fspath(model)
+    if is_zoo_name(text):
+        return zoo_path(text)
+    from .io.model_file import model_paths
+
+    bare = not any(c in text for c in ("/", os.sep, "."))
+    if bare and not any(p.exists() for p in model_paths(text)):
+        known = ", ".join(zoo_names()) or "(none installed)"
+        raise ValueError(
+            f"{text!r} is neither a model file nor a zoo model (unknown zoo model {text!r}; "
+            f"the zoo has: {known})"
+        )
+    return model
+
+
 def zoo_entries() -> list[dict[str, Any]]:
     """One summary row per zoo model, from the cards (no weights are read)."""
     from .io.model_file import read_header
