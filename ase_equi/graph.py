@@ -64,8 +64,10 @@ def edge_vectors(
     batch: torch.Tensor,
 ) -> torch.Tensor:
     """``[e, 3]`` vectors r_j − r_i + S·cell from sender i to (the image of) receiver j, Å."""
-    lattice = torch.einsum("ek,ekc->ec", shifts, cell[batch[senders]])
-    return positions[receivers] - positions[senders] + lattice
+    # index_select rather than advanced indexing: its backward is an index_add, which on CPU
+    # is far cheaper than the accumulating index_put of indexing's backward
+    lattice = torch.einsum("ek,ekc->ec", shifts, cell.index_select(0, batch[senders]))
+    return positions.index_select(0, receivers) - positions.index_select(0, senders) + lattice
 
 
 def element_indices(atomic_numbers: np.ndarray, elements: Sequence[int], model_name: str = "model"):

@@ -107,9 +107,9 @@ class InteractionBlock(torch.nn.Module):
     Shapes
     ------
     ``forward(node_onehot [n_nodes, n_elements], node_features [n_nodes, node_irreps.dim],
-    edge_sh [n_edges, edge_irreps.dim], edge_radial [n_edges, num_radial], senders [n_edges],
-    receivers [n_edges])`` → ``(messages [n_nodes, channels, Σ(2l+1)], sc [n_nodes,
-    hidden_irreps.dim] | None)``.
+    edge_sh [N·K, edge_irreps.dim], edge_radial [N·K, num_radial], layout)`` →
+    ``(messages [n_nodes, channels, Σ(2l+1)], sc [n_nodes, hidden_irreps.dim] | None)``, with
+    the edge features in the slot order of the :class:`NeighbourLayout` (K slots per node).
     """
 
     def __init__(
@@ -155,16 +155,19 @@ class InteractionBlock(torch.nn.Module):
         node_features: torch.Tensor,
         edge_sh: torch.Tensor,
         edge_radial: torch.Tensor,
-        senders: torch.Tensor,
-        receivers: torch.Tensor,
-        layout: NeighbourLayout | None = None,
+        layout: NeighbourLayout,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Messages and self-connection of one layer.
+
+        ``edge_sh`` and ``edge_radial`` are in the slot order of ``layout`` (``layout.pad``
+        of the per-edge tensors, ``[N·K, ...]``), so that the radial MLP writes the
+        tensor-product weights directly in that order; empty slots have zero radial features
+        and so zero weights (the MLP has no biases).
+        """
         sc = self.skip_tp(node_features, node_onehot) if self.residual else None
         h = self.linear_up(node_features)
-        weights = self.radial_mlp(edge_radial)  # [n_edges, conv_tp.weight_numel]
-        if layout is None:
-            layout = NeighbourLayout(senders, receivers, h.shape[0])
-        summed = self.conv_tp.forward_nodes(h, edge_sh, weights, layout)  # [n_nodes, C, S_i]
+        weights = self.radial_mlp(edge_radial)  # [N·K, conv_tp.weight_numel]
+        summed = self.conv_tp.forward_nodes(h, edge_sh, weights, layout, padded=True)
         messages = self.linear(self.conv_tp.to_irreps(summed)) / self.avg_num_neighbors
         if not self.residual:
             messages = self.skip_tp(messages, node_onehot)

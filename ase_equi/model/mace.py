@@ -153,14 +153,15 @@ class MaceModel(torch.nn.Module):
         edge_radial = self.radial_embedding(edge_lengths)  # [n_edges, num_bessel]
 
         h = self.node_embedding(onehot)
-        layout = NeighbourLayout(senders, receivers, elements.shape[0])  # shared by all layers
+        # per receiver, in padded slots: shared by all layers, and the small edge features are
+        # padded once here (not the large per-layer tensor-product weights)
+        layout = NeighbourLayout(senders, receivers, elements.shape[0])
+        edge_sh, edge_radial = layout.pad(edge_sh), layout.pad(edge_radial)
         readout_energy = edge_vectors.new_zeros(elements.shape[0])
         for interaction, product, readout in zip(
             self.interactions, self.products, self.readouts, strict=True
         ):
-            messages, sc = interaction(
-                onehot, h, edge_sh, edge_radial, senders, receivers, layout
-            )
+            messages, sc = interaction(onehot, h, edge_sh, edge_radial, layout)
             h = product(messages, sc, elements)
             readout_energy = readout_energy + readout(h)
 

@@ -43,15 +43,20 @@ class NeighbourLayout:
         rank = torch.arange(e, device=receivers.device) - starts[sorted_receivers]
         slots = torch.full((num_nodes * self.max_neighbours,), e, dtype=torch.long,
                            device=receivers.device)
-        slots[sorted_receivers * self.max_neighbours + rank] = order
-        self.slots = slots
+        edge_slots = torch.empty_like(order)
+        edge_slots[order] = sorted_receivers * self.max_neighbours + rank
+        slots[edge_slots] = torch.arange(e, device=receivers.device)
+        self.slots, self.edge_slots = slots, edge_slots
+        self.dense = e == num_nodes * self.max_neighbours  # no empty slot
         padded = torch.cat([senders, senders.new_zeros(1)])
-        self.padded_senders = padded[slots]
+        self.padded_senders = padded.index_select(0, slots)
 
     def pad(self, edge_values: torch.Tensor) -> torch.Tensor:
         """``[E, ...]`` → ``[N·K, ...]`` with zeros in the empty slots."""
-        zero = edge_values.new_zeros((1, *edge_values.shape[1:]))
-        return torch.cat([edge_values, zero])[self.slots]
+        if self.dense:  # a permutation; backward: index_add with distinct indices
+            return edge_values.index_select(0, self.slots)
+        out = edge_values.new_zeros((self.num_nodes * self.max_neighbours, *edge_values.shape[1:]))
+        return out.index_copy(0, self.edge_slots, edge_values)  # backward: a gather
 
 
 class ChannelwiseTensorProduct(torch.nn.Module):
@@ -163,7 +168,7 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         blocks = torch.split(h, [stop - start for start, stop in self.node_slices], dim=-1)
         pieces = []
         for i_node, d1, s in self.groups:
-            x = blocks[i_node][senders].reshape(e, self.channels, d1)
+            x = blocks[i_node].index_select(0, senders).reshape(e, self.channels, d1)
             z = torch.matmul(y, getattr(self, f"cg_{i_node}").to(y.dtype)).reshape(e, d1, s)
             r = torch.bmm(x, z)  # [E, C, S]
             # one multiplication by the weights spread over the columns: no split/cat of the
@@ -177,6 +182,8 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         y: torch.Tensor,
         w: torch.Tensor,
         layout: NeighbourLayout,
+        *,
+        padded: bool = False,
     ) -> list[torch.Tensor]:
         """Messages summed over each node's incoming edges, per node irrep ``[N, C, S_i]``.
 
@@ -185,18 +192,24 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         output dimension d₃, ``A [N·n, C, K·d₁] @ Z [N·n, K·d₁, d₃]`` where
         ``A = h_sender ⊗ w`` and ``Z`` the CG-contracted harmonics. The per-edge tensor
         ``[E, C, S]`` is never formed, in the forward nor in the backward pass.
+
+        ``y [E, D_edges]`` and ``w [E, weight_numel]`` are per edge, or already in the
+        layout's slot order ``[N·K, ...]`` (zero in empty slots) when ``padded``: a model pads
+        the small edge features once, so that the radial MLP writes its weights in slot order.
         """
-        e, n_nodes, k_max = y.shape[0], layout.num_nodes, layout.max_neighbours
+        n_nodes, k_max = layout.num_nodes, layout.max_neighbours
         c = self.channels
-        if e == 0:
+        if layout.num_edges == 0:
             return [h.new_zeros((n_nodes, c, s)) for _, _, s in self.groups]
-        w = w.reshape(e, self.weight_numel // c, c)  # [E, P, C]
-        w_pad = layout.pad(w)  # [N·K, P, C], zero rows where a receiver has fewer edges
-        y_pad = layout.pad(y)  # [N·K, D_edges]
+        if not padded:
+            w, y = layout.pad(w), layout.pad(y)
+        w_pad = w.reshape(n_nodes * k_max, self.weight_numel // c, c)  # [N·K, P, C]
+        y_pad = y
         blocks = torch.split(h, [stop - start for start, stop in self.node_slices], dim=-1)
         pieces = []
         for (i_node, d1, s), classes in zip(self.groups, self.classes, strict=True):
-            x = blocks[i_node][layout.padded_senders].reshape(n_nodes, k_max, c, d1)
+            x = blocks[i_node].index_select(0, layout.padded_senders)
+            x = x.reshape(n_nodes, k_max, c, d1)
             z = torch.matmul(y_pad, getattr(self, f"cg_{i_node}").to(y.dtype))
             z = z.reshape(n_nodes, k_max, d1, s)
             # one split each (cheap backward: a concatenation, no zero-filled slice gradients)
