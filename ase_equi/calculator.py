@@ -12,6 +12,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .allocator import retain_freed_memory
 from .graph import atoms_to_graph
 from .io.model_file import LoadedModel, load_model
 from .model.gradients import energy_forces_stress
@@ -44,6 +45,11 @@ class EquivariantCalculator(Calculator):
         than ``skin / 2`` since the last build, or the cell, periodicity or atoms changed;
         the graph, and so every result, is identical to a fresh build. ``0`` rebuilds at
         every new geometry.
+    retain_memory:
+        On CPU, keep freed tensor memory in the process heap for the next step instead of
+        handing it back to the OS (:func:`ase_equi.allocator.retain_freed_memory`, a setting
+        of the whole process; about 20 % of an MD step on 2 cores). The peak memory is
+        unchanged.
 
     Notes
     -----
@@ -75,6 +81,7 @@ class EquivariantCalculator(Calculator):
         device: str = "cpu",
         dtype: str = "float64",
         skin: float = 1.0,
+        retain_memory: bool = True,
         **kwargs: Any,
     ) -> None:
         if dtype not in DTYPES:
@@ -92,6 +99,8 @@ class EquivariantCalculator(Calculator):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.device = torch.device(device)
+        if retain_memory and self.device.type == "cpu":
+            retain_freed_memory()
         self.torch_dtype = DTYPES[dtype]
         self._stress_wanted = False
         self._forces_wanted = False
@@ -135,7 +144,7 @@ class EquivariantCalculator(Calculator):
         out = energy_forces_stress(self.model, graph, forces=want_forces, stress=want_stress)
         self.model_calls += 1
         energies = out["node_energies"].detach().cpu().double().numpy()
-        energy = float(out["energy"].detach().cpu().double().sum())
+        energy = float(energies.sum())  # accumulated in float64, whatever the model's dtype
         self.results = {"energy": energy, "free_energy": energy, "energies": energies}
         if want_forces:
             self.results["forces"] = out["forces"].detach().cpu().double().numpy().reshape(-1, 3)

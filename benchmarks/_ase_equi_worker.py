@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from typing import Any
 
 import _bench_common as common
@@ -91,6 +92,8 @@ def time_calls(request: dict[str, Any]) -> dict[str, Any]:
         prepare=prepare,
         synchronize=synchronize,
     )
+    if request["mode"] == "stress" and request.get("paired_stress", 0) > 0:
+        out["paired_stress"] = paired_stress(calc, request, synchronize)
     out.update(
         n_atoms=len(atoms),
         load_s=load_s,
@@ -100,6 +103,51 @@ def time_calls(request: dict[str, Any]) -> dict[str, Any]:
         model_calls=calc.model_calls,
     )
     return out
+
+
+def paired_stress(
+    calc: Any, request: dict[str, Any], synchronize: Callable[[], None]
+) -> dict[str, Any]:
+    """Stress overhead from paired calls in one process: forces vs forces + stress.
+
+    Two calculators on the same model (one that was asked for stress, one never) evaluate
+    the same new geometries, alternating which goes first; the overhead is the median over
+    geometries of t_stress / t_forces − 1, free of the process-to-process spread of separate
+    rows.
+    """
+    from ase_equi import EquivariantCalculator
+
+    forces_calc = EquivariantCalculator(calc.loaded, device=request["device"],
+                                        dtype=request["dtype"])
+    stress_calc = calc  # already asked for stress in every call of the timed row
+    atoms = common.fcc_copper(request["n_cells"])
+    reference = atoms.get_positions()
+    rng = np.random.default_rng(request["seed"] + 1)
+    calls = {
+        "forces": lambda a: a.get_forces(),
+        "stress": lambda a: (a.get_forces(), a.get_stress()),
+    }
+    times: dict[str, list[float]] = {"forces": [], "stress": []}
+    for index in range(request["paired_stress"] + 1):  # the first pair warms forces_calc up
+        atoms.set_positions(reference + common.DISPLACEMENT * rng.standard_normal(reference.shape))
+        order = ("forces", "stress") if index % 2 else ("stress", "forces")
+        for mode in order:
+            copy = atoms.copy()
+            copy.calc = forces_calc if mode == "forces" else stress_calc
+            synchronize()
+            start = time.perf_counter()
+            calls[mode](copy)
+            synchronize()
+            if index:
+                times[mode].append(time.perf_counter() - start)
+    ratios = [s / f for s, f in zip(times["stress"], times["forces"], strict=True)]
+    return {
+        "pairs": len(ratios),
+        "forces_median_s": float(np.median(times["forces"])),
+        "stress_median_s": float(np.median(times["stress"])),
+        "overhead_median": float(np.median(ratios)) - 1.0,
+        "times_s": times,
+    }
 
 
 def main() -> None:

@@ -40,7 +40,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 MACE_WORKER = HERE / "_mace_worker.py"
 ASE_EQUI_WORKER = HERE / "_ase_equi_worker.py"
-SIDES = ("ase_equi", "mace")
+SIDES = ("ase_equi", "mace", "mace_retain")  # the last only with --mace-retain-memory
+# what ase_equi.allocator.retain_freed_memory sets, for a process that does not call it
+RETAIN_ENV = {"MALLOC_MMAP_THRESHOLD_": "2147483647", "MALLOC_TRIM_THRESHOLD_": "2147483647"}
 TARGET_RATIO = 0.6  # ase_equi / mace, medium float32 forces, 64–864 atoms, 2 CPU threads
 
 # The MACE-MP-0 recipe for one element (Cu); only the hidden irreps differ between models.
@@ -83,6 +85,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads per worker")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--seed", type=int, default=0, help="seed of the displacements")
+    parser.add_argument(
+        "--paired-stress",
+        type=int,
+        default=10,
+        help="stress rows: also time N paired forces / forces+stress calls in one ase_equi "
+        "process (0: off)",
+    )
+    parser.add_argument(
+        "--mace-retain-memory",
+        action="store_true",
+        help="also run mace-torch with the allocator setting ase_equi takes by itself "
+        "(MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_), as a third column",
+    )
     parser.add_argument("--row-timeout", type=float, default=600.0, help="seconds per worker")
     parser.add_argument("--mace-venv", type=Path, default=Path("/work/venvs/mace"))
     parser.add_argument("--cache", type=Path, default=HERE / ".cache", help="model files")
@@ -257,18 +272,26 @@ def ratio(a: float | None, b: float | None, fmt: str = "{:.2f}") -> str:
 
 def model_tables(rows: list[dict[str, Any]], device: str) -> list[str]:
     """The two Markdown tables and the derived lines of one (model, dtype)."""
-    lines = [
-        "| atoms | mode | ase_equi median [min–max] s | mace median [min–max] s "
-        "| ratio ase_equi/mace |",
-        "|---:|---|---|---|---:|",
-    ]
+    retain = any("mace_retain" in row for row in rows)
+    head = "| atoms | mode | ase_equi median [min–max] s | mace median [min–max] s | ratio ase_equi/mace |"
+    rule = "|---:|---|---|---|---:|"
+    if retain:
+        head += " mace, memory retained, median [min–max] s | ratio ase_equi/that |"
+        rule += "---|---:|"
+    lines = [head, rule]
     for row in rows:
-        lines.append(
+        line = (
             f"| {row['n_atoms']} | {row['mode']}"
             f" | {timing_cell(row['ase_equi'], row['ase_equi_error'])}"
             f" | {timing_cell(row['mace'], row['mace_error'])}"
             f" | {ratio(median(row, 'ase_equi'), median(row, 'mace'))} |"
         )
+        if retain:
+            line += (
+                f" {timing_cell(row['mace_retain'], row['mace_retain_error'])}"
+                f" | {ratio(median(row, 'ase_equi'), median(row, 'mace_retain'))} |"
+            )
+        lines.append(line)
     cuda = device == "cuda"
     head = (
         "| atoms | mode | edges | ase_equi graph build s | fraction of step | mace data prep s "
@@ -300,7 +323,7 @@ def model_tables(rows: list[dict[str, Any]], device: str) -> list[str]:
     for n_atoms in sorted({row["n_atoms"] for row in rows}):
         by_mode = {row["mode"]: row for row in rows if row["n_atoms"] == n_atoms}
         parts = []
-        for side in SIDES:
+        for side in SIDES[:2]:
             t = {mode: median(row, side) for mode, row in by_mode.items()}
             speedup = ratio(t.get("forces"), t.get("energy"), "{:.2f}×")
             overhead = ratio(t.get("stress"), t.get("forces"), "{:.2f}")
@@ -311,6 +334,14 @@ def model_tables(rows: list[dict[str, Any]], device: str) -> list[str]:
             f"ase_equi {parts[0][0]} (mace {parts[1][0]}); stress overhead "
             f"(t_stress/t_forces − 1) ase_equi {parts[0][1]} (mace {parts[1][1]})"
         )
+        paired = (by_mode.get("stress", {}).get("ase_equi") or {}).get("paired_stress")
+        if paired:
+            lines.append(
+                f"- {n_atoms} atoms, stress overhead from {paired['pairs']} paired calls in one "
+                f"process (median of t_stress/t_forces − 1): ase_equi "
+                f"{paired['overhead_median']:+.1%} (forces {seconds(paired['forces_median_s'])} "
+                f"s, forces + stress {seconds(paired['stress_median_s'])} s)"
+            )
     return lines
 
 
@@ -346,9 +377,14 @@ def checks(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     for row in target if args.device == "cpu" and args.threads == 2 else []:
         value = ratio(median(row, "ase_equi"), median(row, "mace"))
         verdict = "n/a" if value == "n/a" else "meets" if float(value) <= TARGET_RATIO else "misses"
+        retained = ""
+        if row.get("mace_retain"):
+            other = ratio(median(row, "ase_equi"), median(row, "mace_retain"))
+            mark = "n/a" if other == "n/a" else "≤" if float(other) <= TARGET_RATIO else ">"
+            retained = f"; against mace with memory retained {other} ({mark} {TARGET_RATIO})"
         lines.append(
             f"- CPU target (medium, float32, forces, {row['n_atoms']} atoms, 2 threads): "
-            f"ase_equi/mace = {value}, target ≤ {TARGET_RATIO}: {verdict}"
+            f"ase_equi/mace = {value}, target ≤ {TARGET_RATIO}: {verdict}{retained}"
         )
     return lines
 
@@ -389,8 +425,10 @@ def main() -> int:
         "ase_equi": (Path(sys.executable), ASE_EQUI_WORKER),
         "mace": (mace_python, MACE_WORKER),
     }
+    if args.mace_retain_memory:
+        pythons["mace_retain"] = (mace_python, MACE_WORKER)
     versions = {}
-    for side, (python, script) in pythons.items():
+    for side, (python, script) in list(pythons.items())[:2]:
         result, error = run_worker(
             python, script, {"action": "info", "device": args.device}, env=env, timeout=300
         )
@@ -418,19 +456,22 @@ def main() -> int:
             threads=args.threads,
             device=args.device,
             seed=args.seed,
+            paired_stress=args.paired_stress,
         )
         row: dict[str, Any] = dict(model=model, dtype=dtype, n_atoms=4 * n_cells**3, mode=mode)
-        order = SIDES if index % 2 else SIDES[::-1]  # alternate who runs first against drift
+        sides = list(pythons)
+        order = sides if index % 2 else sides[::-1]  # alternate who runs first against drift
         for side in order:
             python, script = pythons[side]
+            side_env = dict(env, **RETAIN_ENV) if side == "mace_retain" else env
             row[side], row[f"{side}_error"] = run_worker(
-                python, script, request, env=env, timeout=args.row_timeout
+                python, script, request, env=side_env, timeout=args.row_timeout
             )
         rows.append(row)
         print(
             f"[{index}/{len(combos)}] {model} {dtype} {row['n_atoms']} atoms {mode}: "
-            f"ase_equi {timing_cell(row['ase_equi'], row['ase_equi_error'])} s, "
-            f"mace {timing_cell(row['mace'], row['mace_error'])} s",
+            + ", ".join(f"{side} {timing_cell(row[side], row[side + '_error'])} s"
+                        for side in pythons),
             file=sys.stderr,
             flush=True,
         )
@@ -469,6 +510,12 @@ def main() -> int:
         "- mace-torch's calculator computes energy, forces and stress in every call, so its "
         "three modes cost the same; ase_equi computes only what is asked (stress in every call "
         "once asked)",
+        "- memory allocator: ase_equi's calculator keeps freed tensor memory in the heap "
+        "(`ase_equi.allocator.retain_freed_memory`, glibc mallopt) unless told not to; "
+        "mace-torch runs as installed"
+        + (", and in the third column with the same setting through the environment "
+           f"({', '.join(f'{k}={v}' for k, v in RETAIN_ENV.items())})"
+           if args.mace_retain_memory else ""),
         f"- total wall time of this run: {total / 60:.1f} min",
     ]
     text = report(rows, header, args)

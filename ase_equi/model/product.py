@@ -171,7 +171,8 @@ class SymmetricContraction(torch.nn.Module):
                 contracted.append(None)
                 continue
             t = torch.matmul(u.reshape(-1, u.shape[-1]), self.weights[order - 1])  # [Z, M·D^ν, C]
-            contracted.append(t.transpose(1, 2))  # [Z, C, M·D^ν]
+            # contiguous: bmm would otherwise copy every channel's matrix, at every call
+            contracted.append(t.transpose(1, 2).contiguous())  # [Z, C, M·D^ν]
         if frozen:
             self.__dict__["_contracted_cache"] = (key, contracted)
         else:
