@@ -149,6 +149,29 @@ class InteractionBlock(torch.nn.Module):
                 target_irreps, element_irreps, target_irreps
             )
 
+    def radial_weights(self, edge_radial: torch.Tensor, layout: NeighbourLayout) -> torch.Tensor:
+        """Tensor-product weights ``[N, P, C, K]`` of the radial MLP, in the layout of
+        :meth:`ChannelwiseTensorProduct.forward_grouped`.
+
+        ``radial_mlp(edge_radial)`` with the output columns reordered and the slot axis moved
+        last. The last (linear) layer is applied here as ``W[:, columns]ᵀ @ hiddenᵀ`` per
+        receiver, so that its product comes out in that layout: reordering the small weight
+        matrix instead of the large output saves a copy and, in the backward pass, a
+        zero-filled scatter of the output's size.
+        """
+        *hidden_layers, last = list(self.radial_mlp.children())
+        x = edge_radial
+        for layer in hidden_layers:
+            x = layer(x)
+        # e3nn's last layer: x @ weight / sqrt(h_in var_in / var_out), no activation
+        scale = (last.h_in * last.var_in / last.var_out) ** -0.5
+        c = self.conv_tp.channels
+        weight = last.weight.reshape(last.h_in, -1, c).index_select(1, self.conv_tp.grouped_paths)
+        weight = (weight * scale).reshape(last.h_in, -1).transpose(0, 1)  # [P·C, hidden]
+        n, k = layout.num_nodes, layout.max_neighbours
+        out = torch.matmul(weight, x.reshape(n, k, last.h_in).transpose(1, 2))  # [N, P·C, K]
+        return out.reshape(n, self.conv_tp.weight_numel // c, c, k)
+
     def forward(
         self,
         node_onehot: torch.Tensor,
@@ -166,8 +189,8 @@ class InteractionBlock(torch.nn.Module):
         """
         sc = self.skip_tp(node_features, node_onehot) if self.residual else None
         h = self.linear_up(node_features)
-        weights = self.radial_mlp(edge_radial)  # [N·K, conv_tp.weight_numel]
-        summed = self.conv_tp.forward_nodes(h, edge_sh, weights, layout, padded=True)
+        weights = self.radial_weights(edge_radial, layout)  # [N, P, C, K]
+        summed = self.conv_tp.forward_grouped(h, edge_sh, weights, layout)
         messages = self.linear(self.conv_tp.to_irreps(summed)) / self.avg_num_neighbors
         if not self.residual:
             messages = self.skip_tp(messages, node_onehot)

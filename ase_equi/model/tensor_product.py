@@ -149,6 +149,9 @@ class ChannelwiseTensorProduct(torch.nn.Module):
             self.groups.append((i_node, ir1.dim, s))
             self.classes.append(group_classes)
             piece += 1
+        # all paths, group by group and class by class: the order of forward_grouped's weights
+        grouped = torch.cat([getattr(self, f"paths_by_class_{i}") for i, _, _ in self.groups])
+        self.register_buffer("grouped_paths", grouped, persistent=False)
         # e3nn output order: slot-major (slots = instructions, in order), then channel, component
         self.slots = [
             (*position[n], self.irreps_mid[instructions[n][2]].ir.dim)
@@ -187,42 +190,60 @@ class ChannelwiseTensorProduct(torch.nn.Module):
     ) -> list[torch.Tensor]:
         """Messages summed over each node's incoming edges, per node irrep ``[N, C, S_i]``.
 
-        Equal to ``index_add`` over receivers of :meth:`forward_channels`, but evaluated per
-        receiver as a matrix product over its (padded) neighbours: for a class of n paths with
-        output dimension d₃, ``A [N·n, C, K·d₁] @ Z [N·n, K·d₁, d₃]`` where
-        ``A = h_sender ⊗ w`` and ``Z`` the CG-contracted harmonics. The per-edge tensor
-        ``[E, C, S]`` is never formed, in the forward nor in the backward pass.
+        Equal to ``index_add`` over receivers of :meth:`forward_channels`. ``y [E, D_edges]``
+        and ``w [E, weight_numel]`` (e3nn's weight order) are per edge, or already in the
+        layout's slot order ``[N·K, ...]`` (zero in empty slots) when ``padded``. This
+        rearranges the weights for :meth:`forward_grouped`, which does the work.
+        """
+        if not padded:
+            w, y = layout.pad(w), layout.pad(y)
+        n, k, c = layout.num_nodes, layout.max_neighbours, self.channels
+        w = w.reshape(n, k, self.weight_numel // c, c).index_select(2, self.grouped_paths)
+        return self.forward_grouped(h, y, w.permute(0, 2, 3, 1), layout)
 
-        ``y [E, D_edges]`` and ``w [E, weight_numel]`` are per edge, or already in the
-        layout's slot order ``[N·K, ...]`` (zero in empty slots) when ``padded``: a model pads
-        the small edge features once, so that the radial MLP writes its weights in slot order.
+    def forward_grouped(
+        self,
+        h: torch.Tensor,
+        y: torch.Tensor,
+        w: torch.Tensor,
+        layout: NeighbourLayout,
+    ) -> list[torch.Tensor]:
+        """:meth:`forward_nodes` with the edge data already arranged per receiver.
+
+        ``y [N·K, D_edges]`` are the harmonics in slot order and ``w [N, P, C, K]`` the weights
+        with the paths in ``grouped_paths`` order (node irrep, then output dimension d₃) and
+        the K neighbour slots last; zeros in empty slots. An interaction block writes its
+        radial MLP's output directly in this layout (:meth:`InteractionBlock.radial_weights`).
+
+        For a class of n paths with output dimension d₃ and node irrep dimension d₁, the
+        messages are ``A [N·n, C, K·d₁] @ Z [N·n, K·d₁, d₃]`` with ``A = w ⊗ h_sender`` and
+        ``Z`` the CG-contracted harmonics: a matrix product over each receiver's neighbours.
+        The per-edge tensor ``[E, C, S]`` is never formed, in the forward nor in the backward
+        pass, and every large operand is produced contiguous (no reordering copies).
         """
         n_nodes, k_max = layout.num_nodes, layout.max_neighbours
         c = self.channels
         if layout.num_edges == 0:
             return [h.new_zeros((n_nodes, c, s)) for _, _, s in self.groups]
-        if not padded:
-            w, y = layout.pad(w), layout.pad(y)
-        w_pad = w.reshape(n_nodes * k_max, self.weight_numel // c, c)  # [N·K, P, C]
-        y_pad = y
         blocks = torch.split(h, [stop - start for start, stop in self.node_slices], dim=-1)
+        w_groups = torch.split(w, [sum(len(p) for _, _, p in cl) for cl in self.classes], dim=1)
         pieces = []
-        for (i_node, d1, s), classes in zip(self.groups, self.classes, strict=True):
-            x = blocks[i_node].index_select(0, layout.padded_senders)
-            x = x.reshape(n_nodes, k_max, c, d1)
-            z = torch.matmul(y_pad, getattr(self, f"cg_{i_node}").to(y.dtype))
+        for (i_node, d1, s), classes, w_group in zip(
+            self.groups, self.classes, w_groups, strict=True
+        ):
+            # senders' features gathered channel-major: x [C, N·K, d1] viewed as [N, C, K, d1]
+            x = blocks[i_node].reshape(-1, c, d1).transpose(0, 1)
+            x = x.index_select(1, layout.padded_senders).reshape(c, n_nodes, k_max, d1)
+            x = x.permute(1, 0, 2, 3)
+            z = torch.matmul(y, getattr(self, f"cg_{i_node}").to(y.dtype))
             z = z.reshape(n_nodes, k_max, d1, s)
-            # one split each (cheap backward: a concatenation, no zero-filled slice gradients)
-            order = getattr(self, f"paths_by_class_{i_node}")
-            w_group = w_pad.index_select(1, order).reshape(n_nodes, k_max, len(order), c)
-            w_classes = torch.split(w_group, [len(paths) for _, _, paths in classes], dim=2)
+            w_classes = torch.split(w_group, [len(paths) for _, _, paths in classes], dim=1)
             z_classes = torch.split(z, [len(paths) * d3 for _, d3, paths in classes], dim=-1)
             parts = []
             for (_, d3, paths), wp, zc in zip(classes, w_classes, z_classes, strict=True):
                 n = len(paths)
-                # A [N, n, C, K, d1] = w[N, K, n, C] · x[N, K, C, d1]
-                a = wp.permute(0, 2, 3, 1).unsqueeze(-1) * x.permute(0, 2, 1, 3).unsqueeze(1)
-                a = a.reshape(n_nodes * n, c, k_max * d1)
+                # A [N, n, C, K, d1] = w [N, n, C, K, 1] · x [N, 1, C, K, d1]
+                a = (wp.unsqueeze(-1) * x.unsqueeze(1)).reshape(n_nodes * n, c, k_max * d1)
                 zc = zc.reshape(n_nodes, k_max, d1, n, d3)
                 zc = zc.permute(0, 3, 1, 2, 4).reshape(n_nodes * n, k_max * d1, d3)
                 m = torch.bmm(a, zc).reshape(n_nodes, n, c, d3).transpose(1, 2)
