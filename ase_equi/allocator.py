@@ -25,11 +25,16 @@ log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
-THRESHOLD_BYTES = 2**31 - 1  # the largest value mallopt's int argument takes
+MMAP_THRESHOLD_BYTES = 2**31 - 1  # the largest value mallopt's int argument takes
+NEVER_TRIM = -1  # glibc reads the trim threshold as size_t: -1 is SIZE_MAX, "never trim"
 
 
 def retain_freed_memory() -> bool:
-    """Keep freed blocks of up to 2 GiB in the heap for reuse; True if glibc took the setting.
+    """Keep freed blocks in the heap for reuse; True if glibc took the setting.
+
+    Blocks of up to 2 GiB come from the heap rather than fresh ``mmap`` pages, and the heap is
+    never trimmed (a large step frees gigabytes at once: trimming them would make the next
+    step fault them in again).
 
     Idempotent. Does nothing (returns False) on other platforms or C libraries.
     """
@@ -42,6 +47,6 @@ def retain_freed_memory() -> bool:
         log.debug("no mallopt in this C library: allocator settings unchanged")
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    ok = mallopt(M_MMAP_THRESHOLD, THRESHOLD_BYTES) == 1
-    ok = mallopt(M_TRIM_THRESHOLD, THRESHOLD_BYTES) == 1 and ok
+    ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    ok = mallopt(M_TRIM_THRESHOLD, NEVER_TRIM) == 1 and ok
     return ok
