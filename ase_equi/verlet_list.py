@@ -60,21 +60,49 @@ class VerletNeighbourList:
         self.calls += 1
         positions = np.asarray(atoms.positions, dtype=float)
         cell = np.asarray(atoms.cell.array, dtype=float)
-        key = (atoms.numbers.tobytes(), cell.tobytes(), np.asarray(atoms.pbc).tobytes())
-        if self._candidates is not None and key == self._key and np.isfinite(positions).all():
-            moved = np.sqrt(((positions - self._reference) ** 2).sum(axis=1).max(initial=0.0))
-            if moved <= 0.5 * self.skin and (self.skin > 0 or moved == 0.0):
-                kept = self._select(positions, cell, self._candidates)
-                if kept is not None:
-                    return kept
-        candidates = _canonical(
+        if self._still_valid(atoms, positions, cell):
+            kept = self._select(positions, cell, self._candidates)
+            if kept is not None:
+                return kept
+        self._rebuild(atoms, positions, cell)
+        kept = self._select(positions, cell, self._candidates)
+        assert kept is not None  # neighbour_list already refused coincident atoms
+        return kept
+
+    def candidates(self, atoms: ase.Atoms) -> tuple[NeighbourList, bool]:
+        """All pairs closer than ``cutoff + skin`` at the last build, and whether it was now.
+
+        A superset of the current edges within ``cutoff`` (same validity rule as
+        :meth:`update`), unfiltered: a caller that keeps these edges on a device for several
+        steps (pairs beyond the cutoff have a zero envelope) uploads them only when the
+        second value is True.
+        """
+        self.calls += 1
+        positions = np.asarray(atoms.positions, dtype=float)
+        cell = np.asarray(atoms.cell.array, dtype=float)
+        rebuilt = not self._still_valid(atoms, positions, cell)
+        if rebuilt:
+            self._rebuild(atoms, positions, cell)
+        assert self._candidates is not None
+        return self._candidates, rebuilt
+
+    def _key_of(self, atoms: ase.Atoms, cell: np.ndarray) -> tuple:
+        return (atoms.numbers.tobytes(), cell.tobytes(), np.asarray(atoms.pbc).tobytes())
+
+    def _still_valid(self, atoms: ase.Atoms, positions: np.ndarray, cell: np.ndarray) -> bool:
+        if self._candidates is None or self._key_of(atoms, cell) != self._key:
+            return False
+        if not np.isfinite(positions).all():
+            return False
+        moved = np.sqrt(((positions - self._reference) ** 2).sum(axis=1).max(initial=0.0))
+        return moved <= 0.5 * self.skin and (self.skin > 0 or moved == 0.0)
+
+    def _rebuild(self, atoms: ase.Atoms, positions: np.ndarray, cell: np.ndarray) -> None:
+        self._candidates = _canonical(
             neighbour_list(positions, cell, atoms.pbc, self.cutoff + self.skin)
         )
         self.builds += 1
-        self._key, self._reference, self._candidates = key, positions.copy(), candidates
-        kept = self._select(positions, cell, candidates)
-        assert kept is not None  # neighbour_list already refused coincident atoms
-        return kept
+        self._key, self._reference = self._key_of(atoms, cell), positions.copy()
 
     def _select(
         self, positions: np.ndarray, cell: np.ndarray, nl: NeighbourList

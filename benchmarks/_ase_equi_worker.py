@@ -61,21 +61,33 @@ def time_calls(request: dict[str, Any]) -> dict[str, Any]:
     atoms.calc = calc
     config = calc.loaded.config
 
-    # the data preparation as the calculator does it: a Verlet-skin list (its own instance,
-    # built once on the lattice) filtered per call, then the tensors
-    verlet = VerletNeighbourList(config.r_max, calc.neighbours.skin)
-    verlet.update(atoms)
+    # the data preparation as the calculator does it, with instances of its own: on CPU a
+    # Verlet-skin list built once on the lattice and filtered per call, then the tensors; with
+    # a resident graph (GPU default) the upload of the positions (and, at a rebuild, the graph)
+    if calc.resident is not None:
+        from ase_equi.resident_graph import ResidentGraph
 
-    def prepare(atoms: ase.Atoms) -> int:
-        graph = atoms_to_graph(
-            atoms,
-            config.elements,
-            config.r_max,
-            dtype=calc.torch_dtype,
-            device=calc.device,
-            neighbours=verlet.update(atoms),
-        )
-        return int(graph.senders.shape[0])
+        resident = ResidentGraph(config.elements, config.r_max, calc.neighbours.skin,
+                                 dtype=calc.torch_dtype, device=calc.device)
+        resident.update(atoms)
+
+        def prepare(atoms: ase.Atoms) -> int:
+            graph, _, _ = resident.update(atoms)
+            return int(graph.senders.shape[0])
+    else:
+        verlet = VerletNeighbourList(config.r_max, calc.neighbours.skin)
+        verlet.update(atoms)
+
+        def prepare(atoms: ase.Atoms) -> int:
+            graph = atoms_to_graph(
+                atoms,
+                config.elements,
+                config.r_max,
+                dtype=calc.torch_dtype,
+                device=calc.device,
+                neighbours=verlet.update(atoms),
+            )
+            return int(graph.senders.shape[0])
 
     cuda = device == "cuda"
 
@@ -101,6 +113,7 @@ def time_calls(request: dict[str, Any]) -> dict[str, Any]:
         cuda_peak_mib=torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         threads=torch.get_num_threads(),
         model_calls=calc.model_calls,
+        resident_graph=calc.resident is not None,
     )
     return out
 

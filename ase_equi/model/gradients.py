@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 
 from ..graph import Graph, edge_vectors
+from .product import ElementGroups
+from .tensor_product import NeighbourLayout
 
 
 def energy_forces_stress(
@@ -28,6 +30,9 @@ def energy_forces_stress(
     forces: bool = True,
     stress: bool = False,
     training: bool = False,
+    layout: NeighbourLayout | None = None,
+    groups: ElementGroups | None = None,
+    check_volume: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Energies, and on request forces and stress, of a graph batch.
 
@@ -43,6 +48,13 @@ def energy_forces_stress(
     training:
         Keep the graph of the derivatives (``create_graph``) so a loss on forces or stress can be
         back-propagated to the weights.
+    layout, groups:
+        Passed to the model (:class:`~ase_equi.model.mace.MaceModel`): kept by a caller that
+        reuses the graph between calls.
+    check_volume:
+        Refuse a zero-volume cell when stress is asked (a host read of the volume). A caller
+        that checked the cell on the host passes False, and then with ``layout`` and
+        ``groups`` the whole pass reads nothing back from the device.
 
     Returns
     -------
@@ -57,7 +69,7 @@ def energy_forces_stress(
         positions, cell = base, graph.cell
         if stress:
             volume = torch.linalg.det(cell).abs()  # [G]
-            if bool((volume <= 0).any()):
+            if check_volume and bool((volume <= 0).any()):
                 raise ValueError("stress needs a cell of rank 3; this cell has zero volume")
             displacement = torch.zeros_like(cell).requires_grad_(True)  # [G, 3, 3]
             strain = 0.5 * (displacement + displacement.transpose(1, 2))
@@ -67,8 +79,15 @@ def energy_forces_stress(
         vectors = edge_vectors(
             positions, cell, graph.shifts, graph.senders, graph.receivers, graph.batch
         )
+        extra = {k: v for k, v in (("layout", layout), ("groups", groups)) if v is not None}
         out = model(
-            graph.elements, vectors, graph.senders, graph.receivers, graph.batch, graph.num_graphs
+            graph.elements,
+            vectors,
+            graph.senders,
+            graph.receivers,
+            graph.batch,
+            graph.num_graphs,
+            **extra,
         )
         result = {"energy": out["energy"], "node_energies": out["node_energies"]}
         if not grad_inputs:

@@ -21,7 +21,7 @@ from e3nn import o3
 
 from .config import ModelConfig
 from .interaction import InteractionBlock
-from .product import ProductBasis
+from .product import ElementGroups, ProductBasis
 from .radial import RadialEmbedding
 from .readout import LinearReadout, NonLinearReadout
 from .spherical import edge_spherical_harmonics
@@ -126,6 +126,9 @@ class MaceModel(torch.nn.Module):
         receivers: torch.Tensor,
         batch: torch.Tensor,
         num_graphs: int,
+        *,
+        layout: NeighbourLayout | None = None,
+        groups: ElementGroups | None = None,
     ) -> dict[str, torch.Tensor]:
         """Energies of a batch.
 
@@ -141,6 +144,10 @@ class MaceModel(torch.nn.Module):
             ``[n_nodes]`` graph index of each node.
         num_graphs:
             Number of graphs G in the batch.
+        layout, groups:
+            The edges arranged per receiver and the nodes grouped by element, when the caller
+            keeps them between calls on the same graph (a graph resident on the device);
+            built here otherwise. With both given, the call reads nothing back to the host.
 
         Returns
         -------
@@ -155,14 +162,17 @@ class MaceModel(torch.nn.Module):
         h = self.node_embedding(onehot)
         # per receiver, in padded slots: shared by all layers, and the small edge features are
         # padded once here (not the large per-layer tensor-product weights)
-        layout = NeighbourLayout(senders, receivers, elements.shape[0])
+        if layout is None:
+            layout = NeighbourLayout(senders, receivers, elements.shape[0])
+        if groups is None:
+            groups = ElementGroups(elements)
         edge_sh, edge_radial = layout.pad(edge_sh), layout.pad(edge_radial)
         readout_energy = edge_vectors.new_zeros(elements.shape[0])
         for interaction, product, readout in zip(
             self.interactions, self.products, self.readouts, strict=True
         ):
             messages, sc = interaction(onehot, h, edge_sh, edge_radial, layout)
-            h = product(messages, sc, elements)
+            h = product(messages, sc, groups)
             readout_energy = readout_energy + readout(h)
 
         e0 = self.reference_energies.to(edge_vectors.dtype)[elements]

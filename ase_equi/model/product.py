@@ -77,6 +77,26 @@ def fold_symmetric(coupling: torch.Tensor, dim: int, order: int) -> torch.Tensor
     return folded.index_add_(0, target, flat.transpose(0, 1))
 
 
+class ElementGroups:
+    """The nodes of a graph grouped by element, for the per-element contraction weights.
+
+    ``present`` lists the element indices that occur (host ints, ascending) and ``nodes[k]``
+    the node indices of ``present[k]`` (``None`` when all nodes are of one element). Built once
+    per graph, with one host read (the set of elements), and shared by every contraction of
+    every layer; a caller that keeps a graph between steps keeps its groups too.
+    """
+
+    def __init__(self, elements: torch.Tensor) -> None:
+        present = torch.unique(elements)
+        self.present: list[int] = present.tolist()  # the one host read
+        self.index = present  # [n_present] on the device
+        self.single = len(self.present) == 1
+        self.nodes: list[torch.Tensor | None] = [
+            None if self.single else torch.nonzero(elements == z).squeeze(1)
+            for z in self.present
+        ]
+
+
 class SymmetricContraction(torch.nn.Module):
     """Contraction for one output irrep L: ``A [n, C, D] -> B [n, C·(2L+1)]`` (e3nn layout).
 
@@ -179,19 +199,18 @@ class SymmetricContraction(torch.nn.Module):
             self.__dict__.pop("_contracted_cache", None)
         return contracted
 
-    def forward(self, features: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
-        """``features [n, C, D]``, ``elements [n]`` (element indices) → ``[n, C·(2L+1)]``."""
+    def forward(self, features: torch.Tensor, groups: ElementGroups) -> torch.Tensor:
+        """``features [n, C, D]``, nodes grouped by element → ``[n, C·(2L+1)]``."""
         n, channels, dim = features.shape
         m = self.irrep_out.dim
         out = features.new_zeros(n, channels, m)
-        present = torch.unique(elements)
         contracted = [
-            None if t is None else t[present] for t in self.contracted_weights(features.dtype)
+            None if t is None else t.index_select(0, groups.index)
+            for t in self.contracted_weights(features.dtype)
         ]
-        single = present.numel() == 1
-        for slot, z in enumerate(present.tolist()):
-            nodes = None if single else torch.nonzero(elements == z).squeeze(1)
-            x = features if single else features[nodes]  # [n_z, C, D]
+        single = groups.single
+        for slot, nodes in enumerate(groups.nodes):
+            x = features if single else features.index_select(0, nodes)  # [n_z, C, D]
             xt = x.permute(1, 2, 0).contiguous()  # [C, D, n_z]
             acc = None  # [C, M·D^(ν-1), n_z] once order ν is contracted
             for order in range(self.correlation, 0, -1):
@@ -216,8 +235,9 @@ class ProductBasis(torch.nn.Module):
     """Symmetric contractions for every irrep of ``hidden_irreps``, a linear map, and the
     element-dependent self-connection (residual) added back.
 
-    ``forward(messages [n, C, D], sc [n, hidden.dim] | None, elements [n])`` →
-    node features ``[n, hidden_irreps.dim]``.
+    ``forward(messages [n, C, D], sc [n, hidden.dim] | None, groups)`` →
+    node features ``[n, hidden_irreps.dim]``, with the nodes grouped by element
+    (:class:`ElementGroups`).
     """
 
     def __init__(
@@ -249,9 +269,9 @@ class ProductBasis(torch.nn.Module):
         self.linear = o3.Linear(hidden_irreps, hidden_irreps)
 
     def forward(
-        self, messages: torch.Tensor, sc: torch.Tensor | None, elements: torch.Tensor
+        self, messages: torch.Tensor, sc: torch.Tensor | None, groups: ElementGroups
     ) -> torch.Tensor:
-        b = torch.cat([c(messages, elements) for c in self.contractions], dim=-1)
+        b = torch.cat([c(messages, groups) for c in self.contractions], dim=-1)
         out = self.linear(b)
         if self.use_sc and sc is not None:
             out = out + sc
