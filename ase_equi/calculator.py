@@ -57,6 +57,13 @@ class EquivariantCalculator(Calculator):
         back before its results (:class:`ase_equi.resident_graph.ResidentGraph`). Default:
         on for GPUs, off on CPU (where the extra edges of the skin cost more than the
         per-step filtering). Same results up to the order of floating-point sums.
+    chunk_mib:
+        Memory bound (MiB) on the largest intermediates of a model call: a structure whose
+        per-receiver message and contraction products would be larger is evaluated in chunks
+        of atoms that are recomputed in the backward pass (about a third more time, memory
+        bounded by one chunk). The default, 2048, leaves MD-sized systems unchunked (medium
+        MACE-MP, float32: up to about 2,400 atoms of fcc Cu) and lets large ones fit;
+        ``None`` never chunks.
 
     Notes
     -----
@@ -90,6 +97,7 @@ class EquivariantCalculator(Calculator):
         skin: float = 1.0,
         retain_memory: bool = True,
         resident_graph: bool | None = None,
+        chunk_mib: float | None = 2048.0,
         **kwargs: Any,
     ) -> None:
         if dtype not in DTYPES:
@@ -114,6 +122,7 @@ class EquivariantCalculator(Calculator):
         self._forces_wanted = False
         self.model_calls = 0
         self.neighbours = VerletNeighbourList(loaded.config.r_max, skin)
+        self.max_chunk_bytes = None if chunk_mib is None else int(chunk_mib * 2**20)
         if resident_graph is None:
             resident_graph = self.device.type != "cpu" and skin > 0
         self.resident = (
@@ -166,6 +175,7 @@ class EquivariantCalculator(Calculator):
                 layout=layout,
                 groups=groups,
                 check_volume=False,
+                max_chunk_bytes=self.max_chunk_bytes,
             )
         else:
             graph = atoms_to_graph(
@@ -177,7 +187,13 @@ class EquivariantCalculator(Calculator):
                 model_name=f"model '{self.loaded.name}'",
                 neighbours=self._neighbour_list(atoms),
             )
-            out = energy_forces_stress(self.model, graph, forces=want_forces, stress=want_stress)
+            out = energy_forces_stress(
+                self.model,
+                graph,
+                forces=want_forces,
+                stress=want_stress,
+                max_chunk_bytes=self.max_chunk_bytes,
+            )
         self.model_calls += 1
         energies = out["node_energies"].detach().cpu().double().numpy()
         energy = float(energies.sum())  # accumulated in float64, whatever the model's dtype

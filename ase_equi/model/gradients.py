@@ -33,6 +33,7 @@ def energy_forces_stress(
     layout: NeighbourLayout | None = None,
     groups: ElementGroups | None = None,
     check_volume: bool = True,
+    max_chunk_bytes: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Energies, and on request forces and stress, of a graph batch.
 
@@ -55,6 +56,8 @@ def energy_forces_stress(
         Refuse a zero-volume cell when stress is asked (a host read of the volume). A caller
         that checked the cell on the host passes False, and then with ``layout`` and
         ``groups`` the whole pass reads nothing back from the device.
+    max_chunk_bytes:
+        Memory bound passed to the model (evaluation in recomputed chunks of receivers).
 
     Returns
     -------
@@ -79,7 +82,11 @@ def energy_forces_stress(
         vectors = edge_vectors(
             positions, cell, graph.shifts, graph.senders, graph.receivers, graph.batch
         )
-        extra = {k: v for k, v in (("layout", layout), ("groups", groups)) if v is not None}
+        extra = {
+            k: v
+            for k, v in (("layout", layout), ("groups", groups), ("max_chunk_bytes", max_chunk_bytes))
+            if v is not None
+        }
         out = model(
             graph.elements,
             vectors,

@@ -22,6 +22,7 @@ itself instead.
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 from e3nn import nn, o3
 
 from .tensor_product import ChannelwiseTensorProduct, NeighbourLayout
@@ -149,28 +150,41 @@ class InteractionBlock(torch.nn.Module):
                 target_irreps, element_irreps, target_irreps
             )
 
-    def radial_weights(self, edge_radial: torch.Tensor, layout: NeighbourLayout) -> torch.Tensor:
-        """Tensor-product weights ``[N, P, C, K]`` of the radial MLP, in the layout of
-        :meth:`ChannelwiseTensorProduct.forward_grouped`.
-
-        ``radial_mlp(edge_radial)`` with the output columns reordered and the slot axis moved
-        last. The last (linear) layer is applied here as ``W[:, columns]ᵀ @ hiddenᵀ`` per
-        receiver, so that its product comes out in that layout: reordering the small weight
-        matrix instead of the large output saves a copy and, in the backward pass, a
-        zero-filled scatter of the output's size.
-        """
-        *hidden_layers, last = list(self.radial_mlp.children())
+    def radial_hidden(self, edge_radial: torch.Tensor) -> torch.Tensor:
+        """The radial MLP up to its last (linear) layer: ``[N·K, num_radial] -> [N·K, hidden]``."""
         x = edge_radial
-        for layer in hidden_layers:
+        for layer in list(self.radial_mlp.children())[:-1]:
             x = layer(x)
+        return x
+
+    def radial_weights(self, hidden: torch.Tensor, layout: NeighbourLayout) -> torch.Tensor:
+        """Tensor-product weights ``[N, P, C, K]`` from the MLP's last hidden layer, in the
+        layout of :meth:`ChannelwiseTensorProduct.forward_grouped`.
+
+        The last (linear) layer of ``radial_mlp`` with its output columns reordered and the slot
+        axis moved last: applied as ``W[:, columns]ᵀ @ hiddenᵀ`` per receiver, so that the
+        product comes out in that layout. Reordering the small weight matrix instead of the
+        large output saves a copy and, in the backward pass, a zero-filled scatter of the
+        output's size.
+        """
+        last = list(self.radial_mlp.children())[-1]
         # e3nn's last layer: x @ weight / sqrt(h_in var_in / var_out), no activation
         scale = (last.h_in * last.var_in / last.var_out) ** -0.5
         c = self.conv_tp.channels
         weight = last.weight.reshape(last.h_in, -1, c).index_select(1, self.conv_tp.grouped_paths)
         weight = (weight * scale).reshape(last.h_in, -1).transpose(0, 1)  # [P·C, hidden]
         n, k = layout.num_nodes, layout.max_neighbours
-        out = torch.matmul(weight, x.reshape(n, k, last.h_in).transpose(1, 2))  # [N, P·C, K]
+        out = torch.matmul(weight, hidden.reshape(n, k, last.h_in).transpose(1, 2))  # [N, P·C, K]
         return out.reshape(n, self.conv_tp.weight_numel // c, c, k)
+
+    def summed_messages(
+        self, h: torch.Tensor, edge_radial: torch.Tensor, edge_sh: torch.Tensor,
+        layout: NeighbourLayout,
+    ) -> list[torch.Tensor]:
+        """Tensor-product messages summed per receiver, ``[N, C, S_i]`` per node irrep, from
+        the radial features and harmonics in slot order."""
+        weights = self.radial_weights(self.radial_hidden(edge_radial), layout)  # [N, P, C, K]
+        return self.conv_tp.forward_grouped(h, edge_sh, weights, layout)
 
     def forward(
         self,
@@ -179,6 +193,8 @@ class InteractionBlock(torch.nn.Module):
         edge_sh: torch.Tensor,
         edge_radial: torch.Tensor,
         layout: NeighbourLayout,
+        *,
+        chunk_nodes: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Messages and self-connection of one layer.
 
@@ -186,12 +202,40 @@ class InteractionBlock(torch.nn.Module):
         of the per-edge tensors, ``[N·K, ...]``), so that the radial MLP writes the
         tensor-product weights directly in that order; empty slots have zero radial features
         and so zero weights (the MLP has no biases).
+
+        ``chunk_nodes``: evaluate the messages for at most that many receivers at a time, and
+        recompute them in the backward pass instead of keeping their intermediates
+        (checkpointing), so that memory is bounded by one chunk; None: all at once.
         """
         sc = self.skip_tp(node_features, node_onehot) if self.residual else None
         h = self.linear_up(node_features)
-        weights = self.radial_weights(edge_radial, layout)  # [N, P, C, K]
-        summed = self.conv_tp.forward_grouped(h, edge_sh, weights, layout)
+        n, k = layout.num_nodes, layout.max_neighbours
+        if chunk_nodes is None or n <= chunk_nodes:
+            summed = self.summed_messages(h, edge_radial, edge_sh, layout)
+        else:
+            # the radial MLP too: its activations, [N·K, hidden] per layer, are kept otherwise
+            chunks = [
+                run_chunk(
+                    self.summed_messages, h, edge_radial[i * k : j * k], edge_sh[i * k : j * k],
+                    layout.receiver_rows(i, j),
+                )
+                for i, j in node_ranges(n, chunk_nodes)
+            ]
+            summed = [torch.cat(parts) for parts in zip(*chunks, strict=True)]
         messages = self.linear(self.conv_tp.to_irreps(summed)) / self.avg_num_neighbors
         if not self.residual:
             messages = self.skip_tp(messages, node_onehot)
         return irreps_to_channels(messages, self.target_irreps), sc
+
+
+def node_ranges(n: int, chunk: int) -> list[tuple[int, int]]:
+    """``[(0, chunk), (chunk, 2 chunk), …]`` covering ``range(n)``."""
+    return [(i, min(i + chunk, n)) for i in range(0, n, max(1, chunk))]
+
+
+def run_chunk(function, *args):  # noqa: ANN001, ANN201
+    """``function(*args)``, recomputed in the backward pass (checkpointing) when gradients are
+    on, so that its intermediates are not kept; plainly otherwise."""
+    if not torch.is_grad_enabled():
+        return function(*args)
+    return torch.utils.checkpoint.checkpoint(function, *args, use_reentrant=False)

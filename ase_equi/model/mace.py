@@ -118,6 +118,20 @@ class MaceModel(torch.nn.Module):
                 self.readouts.append(LinearReadout(out_irreps))
             node_irreps = out_irreps
 
+    def chunk_nodes(
+        self, max_neighbours: int, max_chunk_bytes: int | None, dtype: torch.dtype
+    ) -> int | None:
+        """Receivers per chunk so that no per-chunk intermediate exceeds ``max_chunk_bytes``
+        (at least one receiver per chunk); None when unbounded."""
+        if max_chunk_bytes is None:
+            return None
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        per_node = max(
+            max(i.conv_tp.bytes_per_receiver(max_neighbours, itemsize) for i in self.interactions),
+            max(p.bytes_per_node(itemsize) for p in self.products),
+        )
+        return max(1, int(max_chunk_bytes) // max(per_node, 1))
+
     def forward(
         self,
         elements: torch.Tensor,
@@ -129,6 +143,7 @@ class MaceModel(torch.nn.Module):
         *,
         layout: NeighbourLayout | None = None,
         groups: ElementGroups | None = None,
+        max_chunk_bytes: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Energies of a batch.
 
@@ -148,6 +163,11 @@ class MaceModel(torch.nn.Module):
             The edges arranged per receiver and the nodes grouped by element, when the caller
             keeps them between calls on the same graph (a graph resident on the device);
             built here otherwise. With both given, the call reads nothing back to the host.
+        max_chunk_bytes:
+            Bound on the largest intermediates (the per-receiver products of the messages and
+            of the symmetric contraction): a graph whose intermediates would be larger is
+            evaluated in chunks of receivers that are recomputed in the backward pass
+            (:meth:`chunk_nodes`). None: no bound, no recomputation.
 
         Returns
         -------
@@ -167,12 +187,13 @@ class MaceModel(torch.nn.Module):
         if groups is None:
             groups = ElementGroups(elements)
         edge_sh, edge_radial = layout.pad(edge_sh), layout.pad(edge_radial)
+        chunk = self.chunk_nodes(layout.max_neighbours, max_chunk_bytes, edge_vectors.dtype)
         readout_energy = edge_vectors.new_zeros(elements.shape[0])
         for interaction, product, readout in zip(
             self.interactions, self.products, self.readouts, strict=True
         ):
-            messages, sc = interaction(onehot, h, edge_sh, edge_radial, layout)
-            h = product(messages, sc, groups)
+            messages, sc = interaction(onehot, h, edge_sh, edge_radial, layout, chunk_nodes=chunk)
+            h = product(messages, sc, groups, chunk_nodes=chunk)
             readout_energy = readout_energy + readout(h)
 
         e0 = self.reference_energies.to(edge_vectors.dtype)[elements]

@@ -199,9 +199,23 @@ class SymmetricContraction(torch.nn.Module):
             self.__dict__.pop("_contracted_cache", None)
         return contracted
 
-    def forward(self, features: torch.Tensor, groups: ElementGroups) -> torch.Tensor:
-        """``features [n, C, D]``, nodes grouped by element → ``[n, C·(2L+1)]``."""
-        n, channels, dim = features.shape
+    def bytes_per_node(self, itemsize: int) -> int:
+        """Size of the largest intermediate per node, bytes: ``C · M · D^(N-1)``."""
+        return self.weights[0].shape[-1] * self.irrep_out.dim * self.dim ** (
+            self.correlation - 1
+        ) * itemsize
+
+    def forward(
+        self, features: torch.Tensor, groups: ElementGroups, *, chunk_nodes: int | None = None
+    ) -> torch.Tensor:
+        """``features [n, C, D]``, nodes grouped by element → ``[n, C·(2L+1)]``.
+
+        ``chunk_nodes``: contract at most that many nodes at a time, recomputing them in the
+        backward pass (see :func:`~ase_equi.model.interaction.run_chunk`); None: all at once.
+        """
+        from .interaction import node_ranges, run_chunk
+
+        n, channels, _ = features.shape
         m = self.irrep_out.dim
         out = features.new_zeros(n, channels, m)
         contracted = [
@@ -211,24 +225,38 @@ class SymmetricContraction(torch.nn.Module):
         single = groups.single
         for slot, nodes in enumerate(groups.nodes):
             x = features if single else features.index_select(0, nodes)  # [n_z, C, D]
-            xt = x.permute(1, 2, 0).contiguous()  # [C, D, n_z]
-            acc = None  # [C, M·D^(ν-1), n_z] once order ν is contracted
-            for order in range(self.correlation, 0, -1):
-                t = contracted[order - 1]
-                if acc is None:
-                    if t is None:
-                        continue
-                    # [C, M·D^(ν-1), D] @ [C, D, n_z]: a batched matrix product over channels
-                    acc = torch.bmm(t[slot].reshape(channels, -1, dim), xt)
-                    continue
-                if t is not None:
-                    acc = acc + t[slot].unsqueeze(-1)  # [C, M·D^ν, n_z]
-                acc = (acc.reshape(channels, -1, dim, acc.shape[-1]) * xt.unsqueeze(1)).sum(2)
-            if acc is None:
+            tensors = [None if t is None else t[slot] for t in contracted]
+            if all(t is None for t in tensors):
                 continue
-            b = acc.reshape(channels, m, -1).permute(2, 0, 1)  # [n_z, C, M]
+            if chunk_nodes is None or x.shape[0] <= chunk_nodes:
+                b = self._contract(x, *tensors)
+            else:
+                b = torch.cat([
+                    run_chunk(self._contract, x[i:j], *tensors)
+                    for i, j in node_ranges(x.shape[0], chunk_nodes)
+                ])
             out = b if single else out.index_copy(0, nodes, b)
         return out.reshape(n, channels * m)
+
+    def _contract(self, x: torch.Tensor, *tensors: torch.Tensor | None) -> torch.Tensor:
+        """Horner evaluation for nodes of one element: ``x [n_z, C, D]``, ``tensors[ν-1]
+        [C, M·D^ν]`` (or None) → ``B [n_z, C, M]``."""
+        n_z, channels, dim = x.shape
+        xt = x.permute(1, 2, 0).contiguous()  # [C, D, n_z]
+        acc = None  # [C, M·D^(ν-1), n_z] once order ν is contracted
+        for order in range(self.correlation, 0, -1):
+            t = tensors[order - 1]
+            if acc is None:
+                if t is None:
+                    continue
+                # [C, M·D^(ν-1), D] @ [C, D, n_z]: a batched matrix product over channels
+                acc = torch.bmm(t.reshape(channels, -1, dim), xt)
+                continue
+            if t is not None:
+                acc = acc + t.unsqueeze(-1)  # [C, M·D^ν, n_z]
+            acc = (acc.reshape(channels, -1, dim, n_z) * xt.unsqueeze(1)).sum(2)
+        assert acc is not None
+        return acc.reshape(channels, self.irrep_out.dim, n_z).permute(2, 0, 1)  # [n_z, C, M]
 
 
 class ProductBasis(torch.nn.Module):
@@ -268,10 +296,21 @@ class ProductBasis(torch.nn.Module):
         )
         self.linear = o3.Linear(hidden_irreps, hidden_irreps)
 
+    def bytes_per_node(self, itemsize: int) -> int:
+        """The largest per-node intermediate of the contractions, bytes."""
+        return max(c.bytes_per_node(itemsize) for c in self.contractions)
+
     def forward(
-        self, messages: torch.Tensor, sc: torch.Tensor | None, groups: ElementGroups
+        self,
+        messages: torch.Tensor,
+        sc: torch.Tensor | None,
+        groups: ElementGroups,
+        *,
+        chunk_nodes: int | None = None,
     ) -> torch.Tensor:
-        b = torch.cat([c(messages, groups) for c in self.contractions], dim=-1)
+        b = torch.cat(
+            [c(messages, groups, chunk_nodes=chunk_nodes) for c in self.contractions], dim=-1
+        )
         out = self.linear(b)
         if self.use_sc and sc is not None:
             out = out + sc

@@ -51,6 +51,15 @@ class NeighbourLayout:
         padded = torch.cat([senders, senders.new_zeros(1)])
         self.padded_senders = padded.index_select(0, slots)
 
+    def receiver_rows(self, start: int, stop: int) -> NeighbourLayout:
+        """The layout of receivers ``start … stop-1`` alone (their slots, same K): what a
+        chunk of :meth:`ChannelwiseTensorProduct.forward_grouped` needs."""
+        part = object.__new__(NeighbourLayout)
+        part.num_nodes, part.num_edges = stop - start, self.num_edges
+        part.max_neighbours = k = self.max_neighbours
+        part.padded_senders = self.padded_senders[start * k : stop * k]
+        return part
+
     def pad(self, edge_values: torch.Tensor) -> torch.Tensor:
         """``[E, ...]`` → ``[N·K, ...]`` with zeros in the empty slots."""
         if self.dense:  # a permutation; backward: index_add with distinct indices
@@ -250,6 +259,14 @@ class ChannelwiseTensorProduct(torch.nn.Module):
                 parts.append(m.reshape(n_nodes, c, n * d3))
             pieces.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1))
         return pieces
+
+    def bytes_per_receiver(self, max_neighbours: int, itemsize: int) -> int:
+        """Size of the largest intermediates of :meth:`forward_grouped` per receiver node, bytes:
+        the products ``A`` of all classes, ``K · C · Σ n·d₁``."""
+        total = sum(len(paths) * d1 for (_, d1, _), classes in zip(self.groups, self.classes,
+                                                                   strict=True)
+                    for _, _, paths in classes)
+        return max_neighbours * self.channels * total * itemsize
 
     def to_irreps(self, pieces: list[torch.Tensor]) -> torch.Tensor:
         """Pieces ``[N, C, S_i]`` in the grouped layout → ``[N, irreps_mid.dim]`` (e3nn layout)."""
