@@ -75,7 +75,8 @@ def parse_args() -> argparse.Namespace:
         "--sizes",
         type=csv_of(int),
         default=[2, 3, 4, 6],
-        help="n of the n×n×n cubic Cu cell (4n³ atoms), 1..10 (default 2,3,4,6)",
+        help="n of the n×n×n cubic Cu cell (4n³ atoms), 1..10 on CPU, 1..30 on cuda "
+        "(default 2,3,4,6)",
     )
     parser.add_argument("--models", type=csv_of(str), default=["small", "medium"])
     parser.add_argument("--dtypes", type=csv_of(str), default=["float32", "float64"])
@@ -104,7 +105,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=HERE / "results", help="report folder")
     args = parser.parse_args()
     checks = {
-        "--sizes": all(1 <= n <= 10 for n in args.sizes) and args.sizes,
+        "--sizes": all(1 <= n <= (30 if args.device == "cuda" else 10) for n in args.sizes)
+        and args.sizes,
         "--models": set(args.models) <= set(MODELS) and args.models,
         "--dtypes": set(args.dtypes) <= {"float32", "float64"} and args.dtypes,
         "--modes": set(args.modes) <= set(common.MODES) and args.modes,

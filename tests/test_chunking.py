@@ -18,15 +18,15 @@ def _bulk():
     return atoms
 
 
-@pytest.mark.parametrize("chunk_mib", [1e-3, 0.05])  # one receiver per chunk; a few per chunk
+@pytest.mark.parametrize("chunk_mib", [1e-3, 0.2])  # one receiver per chunk; a few per chunk
 def test_chunked_calls_give_the_same_results(loaded_model, chunk_mib):
     atoms = _bulk()
     whole = EquivariantCalculator(loaded_model, dtype="float64", chunk_mib=None)
     chunked = EquivariantCalculator(loaded_model, dtype="float64", chunk_mib=chunk_mib)
     graph = atoms_to_graph(atoms, loaded_model.config.elements, loaded_model.config.r_max)
     k = int(torch.bincount(graph.receivers).max())
-    chunk = loaded_model.model.chunk_nodes(k, chunked.max_chunk_bytes, torch.float64)
-    assert 1 <= chunk < len(atoms)  # really chunked
+    chunk = loaded_model.model.chunk_nodes(len(atoms), k, chunked.max_chunk_bytes, torch.float64)
+    assert chunk is not None and 1 <= chunk < len(atoms)  # really chunked
     results = []
     for calc in (whole, chunked):
         atoms.calc = calc
@@ -55,3 +55,12 @@ def test_chunking_bounds_what_is_kept_for_backward(loaded_model):
     whole = _saved_bytes(model, graph, None)
     chunked = _saved_bytes(model, graph, 2**16)
     assert chunked < 0.5 * whole, (chunked, whole)
+
+
+def test_no_chunks_below_the_threshold(loaded_model):
+    model = loaded_model.model
+    assert model.chunk_nodes(100, 30, None, torch.float64) is None
+    per_node_bound = model.chunk_nodes(2, 30, 1, torch.float64)  # forced: one node a chunk
+    assert per_node_bound == 1
+    whole = 10**9
+    assert model.chunk_nodes(100, 30, whole, torch.float64) is None  # everything fits

