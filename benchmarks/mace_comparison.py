@@ -275,7 +275,10 @@ def ratio(a: float | None, b: float | None, fmt: str = "{:.2f}") -> str:
 def model_tables(rows: list[dict[str, Any]], device: str) -> list[str]:
     """The two Markdown tables and the derived lines of one (model, dtype)."""
     retain = any("mace_retain" in row for row in rows)
-    head = "| atoms | mode | ase_equi median [min–max] s | mace median [min–max] s | ratio ase_equi/mace |"
+    head = (
+        "| atoms | mode | ase_equi median [min–max] s | mace median [min–max] s "
+        "| ratio ase_equi/mace |"
+    )
     rule = "|---:|---|---|---|---:|"
     if retain:
         head += " mace, memory retained, median [min–max] s | ratio ase_equi/that |"

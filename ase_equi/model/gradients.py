@@ -82,11 +82,8 @@ def energy_forces_stress(
         vectors = edge_vectors(
             positions, cell, graph.shifts, graph.senders, graph.receivers, graph.batch
         )
-        extra = {
-            k: v
-            for k, v in (("layout", layout), ("groups", groups), ("max_chunk_bytes", max_chunk_bytes))
-            if v is not None
-        }
+        given = {"layout": layout, "groups": groups, "max_chunk_bytes": max_chunk_bytes}
+        extra = {k: v for k, v in given.items() if v is not None}
         out = model(
             graph.elements,
             vectors,
