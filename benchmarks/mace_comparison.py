@@ -365,6 +365,22 @@ def checks(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
                 f"- same model, same geometry, {dtype}: max |E_ase_equi − E_mace| / atom = "
                 f"{worst:.2e} eV over {len(pairs)} rows; edge counts equal: {same_edges}"
             )
+    by_key = {(r["model"], r["n_atoms"], r["mode"], r["dtype"]): r for r in rows}
+    errors: dict[str, list[float]] = {side: [] for side in SIDES}
+    for (model, n_atoms, mode, dtype), row in by_key.items():
+        reference = by_key.get((model, n_atoms, mode, "float64"))
+        if dtype != "float32" or reference is None:
+            continue
+        for side in SIDES:
+            if row.get(side) and reference.get(side):
+                e32, e64 = row[side]["energy_eV"], reference[side]["energy_eV"]
+                errors[side].append(abs(e32 - e64) / n_atoms)
+    if errors["ase_equi"]:
+        lines.append(
+            "- float32 against float64, same code and geometry: max |E32 − E64| / atom "
+            + ", ".join(f"{side} {max(v):.2e} eV" for side, v in errors.items() if v)
+            + f" over {len(errors['ase_equi'])} rows"
+        )
     target = [
         r
         for r in rows
