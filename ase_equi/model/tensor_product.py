@@ -12,8 +12,11 @@ with e3nn's real Wigner 3j symbols C, per-edge weights w from the radial MLP, an
 "element" path normalisation). This is numerically e3nn's ``TensorProduct(..., "uvu")`` with the
 same weight layout, evaluated differently: the harmonics are first contracted with the Clebsch–
 Gordan symbols of every path that starts from the same node irrep (edge-only work, no channels),
-``Z [n_edges, d₁, S]``, and then one batched matrix product per node irrep,
-``h [n_edges, C, d₁] @ Z → [n_edges, C, S]``, gives all its paths at once.
+``Z [n_edges, d₁, S]``. The per-edge form (:meth:`ChannelwiseTensorProduct.forward_channels`)
+then takes one batched matrix product per node irrep, ``h [n_edges, C, d₁] @ Z → [n_edges, C,
+S]``. The form a model uses (:meth:`ChannelwiseTensorProduct.forward_grouped`) sums over each
+receiver's neighbours inside the matrix product, per class of paths, so that the per-edge
+``[E, C, S]`` tensor is never formed.
 """
 
 from __future__ import annotations
