@@ -14,7 +14,9 @@ rebuilds, everything but the positions on the device:
   sizes back from the device once per build.
 
 A step then uploads the positions (``[n, 3]``) and runs the model with no read from the
-device until the results are copied back. The price is the edges within the skin: about
+device until the results are copied back. On a GPU the rebuilds themselves run there too
+(:func:`~ase_equi.device_neighbours.device_neighbour_list`), so that the edges are never
+uploaded; on CPU the host list (matscipy) is used. The price is the edges within the skin: about
 ``((r_max + skin) / r_max)³`` times as many (1.6× for 6 Å and a 1 Å skin). That is why the
 CPU path, where the cost follows the edges, filters instead (the calculator uses this class
 on GPUs by default, and on CPU only when asked).
@@ -29,9 +31,11 @@ import ase
 import numpy as np
 import torch
 
+from .device_neighbours import device_neighbour_list
 from .graph import Graph, atoms_to_graph
 from .model.product import ElementGroups
 from .model.tensor_product import NeighbourLayout
+from .neighbours import NeighbourList
 from .verlet_list import VerletNeighbourList
 
 
@@ -50,6 +54,9 @@ class ResidentGraph:
         Of the graph's floating-point tensors.
     model_name:
         For error messages (unknown elements).
+    device_list:
+        Build the neighbour list on ``device`` with torch (default: when it is not the CPU)
+        rather than with matscipy on the host.
     """
 
     def __init__(
@@ -61,12 +68,16 @@ class ResidentGraph:
         dtype: torch.dtype,
         device: torch.device | str,
         model_name: str = "model",
+        device_list: bool | None = None,
     ) -> None:
         if not skin > 0:
             raise ValueError(f"a resident graph needs a Verlet skin > 0 Å, got {skin}")
         self.elements, self.r_max = tuple(elements), float(r_max)
         self.dtype, self.device, self.model_name = dtype, torch.device(device), model_name
         self.neighbours = VerletNeighbourList(r_max, skin)
+        if device_list is None:
+            device_list = self.device.type != "cpu"
+        self.device_list = device_list
         self.graph: Graph | None = None
         self.layout: NeighbourLayout | None = None
         self.groups: ElementGroups | None = None
@@ -80,17 +91,28 @@ class ResidentGraph:
         """
         if not np.isfinite(atoms.positions).all():
             atoms_to_graph(atoms, self.elements, self.r_max, model_name=self.model_name)
-        candidates, rebuilt = self.neighbours.candidates(atoms)
+        build = self._device_build if self.device_list else None
+        candidates, rebuilt = self.neighbours.candidates(atoms, build)
         if rebuilt or self.graph is None:
-            self.graph = atoms_to_graph(
-                atoms,
-                self.elements,
-                self.r_max,
-                dtype=self.dtype,
-                device=self.device,
-                model_name=self.model_name,
-                neighbours=candidates,
-            )
+            if self.device_list:
+                senders, receivers, shifts = candidates
+                graph = atoms_to_graph(
+                    atoms, self.elements, self.r_max, dtype=self.dtype, device=self.device,
+                    model_name=self.model_name, neighbours=NO_EDGES,
+                )
+                self.graph = dataclasses.replace(
+                    graph, senders=senders, receivers=receivers, shifts=shifts.to(self.dtype)
+                )
+            else:
+                self.graph = atoms_to_graph(
+                    atoms,
+                    self.elements,
+                    self.r_max,
+                    dtype=self.dtype,
+                    device=self.device,
+                    model_name=self.model_name,
+                    neighbours=candidates,
+                )
             self.layout = NeighbourLayout(
                 self.graph.senders, self.graph.receivers, self.graph.num_atoms
             )
@@ -103,3 +125,15 @@ class ResidentGraph:
             self.graph = dataclasses.replace(self.graph, positions=positions)
         assert self.layout is not None and self.groups is not None
         return self.graph, self.layout, self.groups
+
+    def _device_build(
+        self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return device_neighbour_list(positions, cell, pbc, cutoff, device=self.device)
+
+
+NO_EDGES = NeighbourList(
+    senders=np.zeros(0, dtype=np.int64),
+    receivers=np.zeros(0, dtype=np.int64),
+    shifts=np.zeros((0, 3), dtype=np.int64),
+)

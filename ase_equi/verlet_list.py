@@ -21,10 +21,21 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import ase
 import numpy as np
 
 from .neighbours import COINCIDENT_DISTANCE, NeighbourList, neighbour_list
+
+
+# (positions [n, 3], cell [3, 3], pbc [3], cutoff) -> a neighbour list of some kind
+Builder = Callable[[np.ndarray, np.ndarray, np.ndarray, float], Any]
+
+
+def _host_build(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float):
+    return _canonical(neighbour_list(positions, cell, pbc, cutoff))
 
 
 def _canonical(nl: NeighbourList) -> NeighbourList:
@@ -69,20 +80,23 @@ class VerletNeighbourList:
         assert kept is not None  # neighbour_list already refused coincident atoms
         return kept
 
-    def candidates(self, atoms: ase.Atoms) -> tuple[NeighbourList, bool]:
+    def candidates(self, atoms: ase.Atoms, build: Builder | None = None) -> tuple[Any, bool]:
         """All pairs closer than ``cutoff + skin`` at the last build, and whether it was now.
 
         A superset of the current edges within ``cutoff`` (same validity rule as
         :meth:`update`), unfiltered: a caller that keeps these edges on a device for several
         steps (pairs beyond the cutoff have a zero envelope) uploads them only when the
-        second value is True.
+        second value is True. ``build(positions, cell, pbc, cutoff)`` makes the list (default:
+        matscipy on the host, a :class:`NeighbourList`); whatever it returns is kept and
+        returned as it is, e.g. device tensors from
+        :func:`~ase_equi.device_neighbours.device_neighbour_list`.
         """
         self.calls += 1
         positions = np.asarray(atoms.positions, dtype=float)
         cell = np.asarray(atoms.cell.array, dtype=float)
         rebuilt = not self._still_valid(atoms, positions, cell)
         if rebuilt:
-            self._rebuild(atoms, positions, cell)
+            self._rebuild(atoms, positions, cell, build)
         assert self._candidates is not None
         return self._candidates, rebuilt
 
@@ -97,10 +111,12 @@ class VerletNeighbourList:
         moved = np.sqrt(((positions - self._reference) ** 2).sum(axis=1).max(initial=0.0))
         return moved <= 0.5 * self.skin and (self.skin > 0 or moved == 0.0)
 
-    def _rebuild(self, atoms: ase.Atoms, positions: np.ndarray, cell: np.ndarray) -> None:
-        self._candidates = _canonical(
-            neighbour_list(positions, cell, atoms.pbc, self.cutoff + self.skin)
-        )
+    def _rebuild(
+        self, atoms: ase.Atoms, positions: np.ndarray, cell: np.ndarray,
+        build: Builder | None = None,
+    ) -> None:
+        build = build or _host_build
+        self._candidates = build(positions, cell, np.asarray(atoms.pbc), self.cutoff + self.skin)
         self.builds += 1
         self._key, self._reference = self._key_of(atoms, cell), positions.copy()
 

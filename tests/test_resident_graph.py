@@ -14,14 +14,19 @@ from ase_equi.model.gradients import energy_forces_stress
 from ase_equi.resident_graph import ResidentGraph
 
 
+@pytest.mark.parametrize("device_list", [False, True], ids=["host-list", "torch-list"])
 @pytest.mark.parametrize("name", sorted(STRUCTURES))
-def test_resident_graph_gives_the_filtered_results(loaded_model, name):
+def test_resident_graph_gives_the_filtered_results(loaded_model, name, device_list):
     """Unfiltered skin edges have zero weight: energies, forces, stress as with the filtered
-    graph, over steps that reuse the graph and steps that rebuild it."""
+    graph, over steps that reuse the graph and steps that rebuild it; with the neighbour list
+    from matscipy on the host or from torch (what a GPU uses)."""
     atoms = make_structure(name)
     filtered = EquivariantCalculator(loaded_model, dtype="float64", skin=0.8)
     resident = EquivariantCalculator(loaded_model, dtype="float64", skin=0.8, resident_graph=True)
     assert resident.resident is not None and filtered.resident is None
+    config = loaded_model.config
+    resident.resident = ResidentGraph(config.elements, config.r_max, 0.8, dtype=torch.float64,
+                                      device="cpu", device_list=device_list)
     stress = atoms.cell.rank == 3
     rng = np.random.default_rng(5)
     extra_edges = 0

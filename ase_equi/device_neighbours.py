@@ -1,0 +1,159 @@
+"""Neighbour list computed with torch on the compute device (a GPU), any periodicity.
+
+Same convention and same edge set as :func:`ase_equi.neighbours.neighbour_list` (every ordered
+pair and periodic image closer than the cutoff, strictly; ``edge_vectors = positions[receivers]
+− positions[senders] + shifts @ cell``), for the cutoff larger than the cell too; only the order
+of the edges differs. The inputs are checked on the host exactly as there (they come from ASE,
+on the host anyway), and the search cell, whose non-periodic vectors enclose the atoms, is the
+same. The pair search itself runs on ``device``:
+
+1. atoms are wrapped into the cell along periodic directions (the integer offsets are kept);
+2. periodic images ("ghosts") of all atoms are made for every lattice shift that can reach
+   within the cutoff (``ceil(cutoff / plane spacing)`` per periodic direction), and those
+   farther than the cutoff from the atoms' bounding box are dropped;
+3. the ghosts are sorted into a grid of bins at least ``cutoff`` wide; each atom compares its
+   distance with the ghosts of its own and the 26 neighbouring bins.
+
+Building a list reads sizes back from the device (the number of ghosts and of candidate
+pairs): it is meant for a graph that stays on the device between Verlet-list rebuilds
+(:class:`~ase_equi.resident_graph.ResidentGraph`), not for every step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .neighbours import COINCIDENT_DISTANCE, _search_cell, _validate
+
+# Candidate pairs examined at once (bounds the memory of a build: about 100 bytes a pair).
+PAIRS_PER_BATCH = 2**24
+
+
+def device_neighbour_list(
+    positions: np.ndarray,
+    cell: np.ndarray,
+    pbc: Sequence[bool] | np.ndarray,
+    cutoff: float,
+    *,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(senders [E], receivers [E], shifts [E, 3])``, int64 tensors on ``device``.
+
+    Raises ``ValueError`` for the same inputs as :func:`ase_equi.neighbours.neighbour_list`
+    (shapes, NaN, zero or dependent periodic cell vectors, coincident atoms).
+    """
+    positions_nc, cell_cc, pbc_c, cutoff = _validate(positions, cell, pbc, cutoff)
+    search_cc = _search_cell(positions_nc, cell_cc, pbc_c, cutoff)
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    if positions_nc.shape[0] == 0:
+        return empty, empty, empty.reshape(0, 3)
+
+    # images per periodic direction: the lattice planes of direction i are |det| / |a_j × a_k|
+    # apart, so shifts up to ceil(cutoff / spacing) can bring an image within the cutoff
+    volume = abs(float(np.linalg.det(search_cc)))
+    spacing = [
+        volume / float(np.linalg.norm(np.cross(search_cc[(i + 1) % 3], search_cc[(i + 2) % 3])))
+        for i in range(3)
+    ]
+    reach = [int(np.ceil(cutoff / spacing[i])) if pbc_c[i] else 0 for i in range(3)]
+    lattice_shifts = torch.tensor(
+        list(itertools.product(*(range(-r, r + 1) for r in reach))),
+        dtype=torch.float64,
+        device=device,
+    )  # [n_s, 3]
+
+    f64 = dict(dtype=torch.float64, device=device)
+    pos = torch.as_tensor(positions_nc, **f64)
+    basis = torch.as_tensor(search_cc, **f64)
+    periodic = torch.as_tensor(pbc_c, device=device)
+    fractional = torch.linalg.solve(basis.T, pos.T).T
+    offsets = torch.where(periodic, torch.floor(fractional), torch.zeros_like(fractional))
+    wrapped = pos - offsets @ basis  # [n, 3]
+
+    # ghosts: every atom under every shift, kept if within the cutoff of the atoms' box
+    n = pos.shape[0]
+    low, high = wrapped.min(0).values - cutoff, wrapped.max(0).values + cutoff
+    ghosts = (wrapped[None] + (lattice_shifts @ basis)[:, None]).reshape(-1, 3)
+    keep = ((ghosts >= low) & (ghosts <= high)).all(1)
+    kept = torch.nonzero(keep).squeeze(1)
+    ghosts = ghosts.index_select(0, kept)
+    ghost_atom = kept % n
+    ghost_shift = lattice_shifts.index_select(0, kept // n)
+
+    # bins at least the cutoff wide
+    extent = high - low
+    n_bins = torch.clamp(torch.floor(extent / cutoff), min=1).long()
+    width = extent / n_bins
+
+    def bin_of(x: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(torch.floor((x - low) / width).long(), n_bins - 1).clamp(min=0)
+
+    def linear(b: torch.Tensor) -> torch.Tensor:
+        return (b[..., 0] * n_bins[1] + b[..., 1]) * n_bins[2] + b[..., 2]
+
+    ghost_bins = linear(bin_of(ghosts))
+    ghost_bins, order = torch.sort(ghost_bins)
+    ghosts, ghost_atom, ghost_shift = ghosts[order], ghost_atom[order], ghost_shift[order]
+
+    neighbour_bins = torch.tensor(
+        list(itertools.product((-1, 0, 1), repeat=3)), dtype=torch.long, device=device
+    )  # [27, 3]
+    query_bins = bin_of(wrapped)[:, None, :] + neighbour_bins[None]  # [n, 27, 3]
+    inside = ((query_bins >= 0) & (query_bins < n_bins)).all(-1)
+    keys = linear(query_bins.clamp(min=0))
+    start = torch.searchsorted(ghost_bins, keys, right=False)
+    stop = torch.searchsorted(ghost_bins, keys, right=True)
+    counts = torch.where(inside, stop - start, torch.zeros_like(start))  # [n, 27]
+
+    senders, receivers, shifts = [], [], []
+    per_atom = counts.sum(1)
+    bounds = _batches(per_atom.cumsum(0).tolist(), PAIRS_PER_BATCH)
+    for first, last in bounds:
+        c = counts[first:last].reshape(-1)
+        total = int(c.sum())
+        if total == 0:
+            continue
+        query = torch.arange(first, last, device=device).repeat_interleave(27)
+        i = query.repeat_interleave(c)
+        begin = start[first:last].reshape(-1).repeat_interleave(c)
+        group_start = torch.cumsum(c, 0) - c
+        within = torch.arange(total, device=device) - group_start.repeat_interleave(c)
+        g = begin + within
+        vectors = ghosts[g] - wrapped[i]
+        lengths = torch.linalg.norm(vectors, dim=1)
+        j, s = ghost_atom[g], ghost_shift[g]
+        itself = (i == j) & (s == 0).all(1)
+        close = (lengths < COINCIDENT_DISTANCE) & ~itself
+        if bool(close.any()):
+            p = int(torch.nonzero(close)[0])
+            raise ValueError(
+                f"atoms {int(i[p])} and {int(j[p])} are at the same position: distance "
+                f"{float(lengths[p]):.3g} Å is below {COINCIDENT_DISTANCE:g} Å; remove the "
+                "duplicate atom"
+            )
+        edge = torch.nonzero((lengths < cutoff) & ~itself).squeeze(1)
+        i, j, s = i[edge], j[edge], s[edge]
+        # wrapped = positions − offsets @ cell, so the shift for the original positions is
+        # S_ghost − offsets[j] + offsets[i]
+        senders.append(i)
+        receivers.append(j)
+        shifts.append((s - offsets[j] + offsets[i]).round().long())
+    if not senders:
+        return empty, empty, empty.reshape(0, 3)
+    return torch.cat(senders), torch.cat(receivers), torch.cat(shifts)
+
+
+def _batches(cumulative: list[int], limit: int) -> list[tuple[int, int]]:
+    """Consecutive atom ranges whose candidate pairs add up to about ``limit`` at most (one
+    atom at least per range), from the running totals of candidates per atom."""
+    ranges, first, base = [], 0, 0
+    for atom, total in enumerate(cumulative):
+        if total - base > limit and atom > first:
+            ranges.append((first, atom))
+            first, base = atom, cumulative[atom - 1]
+    ranges.append((first, len(cumulative)))
+    return ranges
