@@ -29,7 +29,6 @@ import numpy as np
 
 from .neighbours import COINCIDENT_DISTANCE, NeighbourList, neighbour_list
 
-
 # (positions [n, 3], cell [3, 3], pbc [3], cutoff) -> a neighbour list of some kind
 Builder = Callable[[np.ndarray, np.ndarray, np.ndarray, float], Any]
 
