@@ -222,6 +222,24 @@ def _read_db(path: Path) -> list[Atoms]:
     return out
 
 
+def load_frames(
+    data: str | os.PathLike | Sequence[Frame] | Sequence[Atoms],
+    *,
+    keys: DataKeys | None = None,
+    elements: Sequence[int] | None = None,
+) -> tuple[str, list[Frame]]:
+    """``(source, frames)`` from a file path, labelled ``Atoms`` or ready :class:`Frame` objects.
+
+    ``source`` is the path as given (for a model card), or ``""`` for objects in memory.
+    Paths and ``Atoms`` go through :func:`read_frames`; ``Frame`` objects are taken as they are.
+    """
+    if isinstance(data, (str, os.PathLike)):
+        return str(data), read_frames(data, keys=keys, elements=elements)
+    if data and all(isinstance(f, Frame) for f in data):
+        return "", list(data)
+    return "", read_frames(list(data), keys=keys, elements=elements)
+
+
 def read_frames(
     source: str | os.PathLike | Sequence[Atoms],
     *,

@@ -19,7 +19,7 @@ from ..graph import element_indices
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
 from ..statistics import fit_reference_energies
-from .trainer import _new_model
+from .checkpoint import new_model
 
 
 def add_elements(model: MaceModel, new: Sequence[int], *, seed: int = 0) -> MaceModel:
@@ -39,7 +39,7 @@ def add_elements(model: MaceModel, new: Sequence[int], *, seed: int = 0) -> Mace
         reference_energies=tuple(old_cfg.reference_energies) + (0.0,) * len(new),
     )
     dtype = next(model.parameters()).dtype
-    fresh = _new_model(cfg, seed).to(dtype)
+    fresh = new_model(cfg, seed).to(dtype)
     n_old, n_new = len(old_cfg.elements), len(cfg.elements)
     # e3nn normalises the embedding and the self-connection by 1/sqrt(fan-in), and the fan-in
     # grows with the number of elements: rescaled copies keep the old elements' outputs equal

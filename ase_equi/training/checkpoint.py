@@ -1,12 +1,15 @@
-"""Where a training run keeps its state between processes: ``split.json`` and checkpoints.
+"""Where a training run starts from and keeps its state between processes.
 
 ``split.json`` records the frame split, its settings and a fingerprint of the data, so that a
 rerun with the same output directory trains on the same frames; a checkpoint is resumed only
 with the settings it was written with (``RESUMABLE_FIELDS`` may change).
+:func:`starting_models` gives the weights a run begins with: new ones, a copy of the given
+model, or those of the checkpoint.
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import hashlib
 import json
@@ -20,8 +23,49 @@ import torch
 from ..data import Frame, split_frames
 from ..model.config import ModelConfig
 from ..model.mace import MaceModel
+from ..statistics import fit_model_config
 from .config import BLOCKS, CHECKPOINT_FORMAT, RESUMABLE_FIELDS, TrainConfig
+from .evaluation import LabelledSet
 from .report import _atomic_write
+
+
+def new_model(config: ModelConfig, seed: int, *, init_coupling: bool = True) -> MaceModel:
+    """A model with weights drawn from ``seed``, without touching the caller's RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MaceModel(config, init_coupling=init_coupling)
+
+
+def starting_models(
+    model: ModelConfig | MaceModel,
+    state: dict[str, Any] | None,
+    config: ModelConfig,
+    fit_data: LabelledSet,
+    seed: int,
+    dtype: torch.dtype,
+) -> tuple[MaceModel, MaceModel]:
+    """``(net, ema)`` a run begins with, in ``dtype``.
+
+    From a checkpoint ``state`` (with its ``config``): its weights and EMA. Otherwise a copy of
+    the given :class:`MaceModel`, or for a :class:`ModelConfig` a new model whose E0, scale,
+    shift and average neighbour count are fitted on ``fit_data`` (the training split).
+    """
+    if state is not None:
+        net = new_model(config, seed, init_coupling=False)  # buffers and weights from state
+    elif isinstance(model, ModelConfig):
+        fitted = fit_model_config(config, fit_data.frames, graphs=fit_data.graphs)
+        net = new_model(fitted, seed)
+    else:
+        net = copy.deepcopy(model)
+    net = net.to(dtype).train()  # before loading: checkpoint values go into params of its dtype
+    ema = copy.deepcopy(net)
+    if state is not None:
+        # before any optimiser is built: loading may replace Parameter objects (product.py
+        # adopts stored shapes), and the optimiser must hold the ones the model uses
+        net.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+    ema.requires_grad_(False)
+    return net, ema
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

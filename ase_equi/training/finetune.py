@@ -37,7 +37,7 @@ import torch
 from ase.data import chemical_symbols
 
 from ..batch import frames_to_graphs, make_batch
-from ..data import DataKeys, Frame, read_frames, split_frames
+from ..data import DataKeys, Frame, load_frames, read_frames, split_frames
 from ..graph import element_indices
 from ..io.model_file import LoadedModel, load_model, model_paths, save_model
 from ..model.gradients import energy_forces_stress
@@ -205,12 +205,7 @@ def finetune(
     name = name or f"{parent_name}-finetuned"
     dtype = DTYPES[cfg.dtype]
     base = loaded.model.to(dtype)
-    if isinstance(data, (str, os.PathLike)):
-        source, frames = str(data), read_frames(data, keys=keys)
-    elif data and all(isinstance(f, Frame) for f in data):
-        source, frames = "", list(data)
-    else:
-        source, frames = "", read_frames(list(data), keys=keys)
+    source, frames = load_frames(data, keys=keys)
     model = add_elements(copy.deepcopy(base), sorted({int(z) for f in frames for z in f.atoms.numbers}),
                          seed=cfg.seed)
     new_elements = [z for z in model.config.elements if z not in base.config.elements]

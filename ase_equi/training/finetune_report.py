@@ -9,27 +9,18 @@ from typing import Any
 
 import numpy as np
 
-from ..batch import frames_to_graphs, make_batch
 from ..data import Frame, read_frames
-from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
 from .config import TrainConfig
-from .loss import UNITS, ErrorMetrics
+from .evaluation import LabelledSet
+from .loss import UNITS
 from .report import _atomic_write
 from .trainer import TrainResult
 
 
 def evaluate(model: MaceModel, frames: Sequence[Frame], batch_size: int = 8) -> dict[str, float]:
     """MAE/RMSE (meV units) of ``model`` on ``frames``; stress where every cell allows it."""
-    metrics = ErrorMetrics()
-    dtype = next(model.parameters()).dtype
-    graphs = frames_to_graphs(frames, model.config.elements, model.config.r_max, dtype=dtype)
-    for start in range(0, len(frames), batch_size):
-        batch = make_batch(frames[start : start + batch_size], graphs[start : start + batch_size])
-        stress = bool(batch.stress_mask.any()) and batch.stress_computable
-        pred = energy_forces_stress(model, batch.graph, forces=True, stress=stress)
-        metrics.update({k: v.detach() for k, v in pred.items()}, batch)
-    return metrics.summary()
+    return LabelledSet.for_model(frames, model).evaluate(model, batch_size=batch_size).summary()
 
 
 def before_after(parent: MaceModel, result: TrainResult, frames: Sequence[Frame],

@@ -34,6 +34,24 @@ def _summary_line(report: dict[str, Any]) -> str:
     return "; ".join(parts) or "no test frames"
 
 
+def epoch_line(
+    record: dict[str, float], epochs: int, seconds: float, *, best_epoch: int | None = None
+) -> str:
+    """The printable line of one epoch's ``record`` (``best_epoch``, 0-based: the run stopped
+    early, with no better validation loss since then)."""
+    line = f"epoch {int(record['epoch'])}/{epochs}  step {int(record['step'])}"
+    line += f"  loss {record['train_loss']:.4g}"
+    if "valid_loss" in record:
+        line += f"  valid loss {record['valid_loss']:.4g}"
+        for q in ("energy", "forces", "stress"):
+            if f"valid_{q}_mae" in record:
+                line += f"  {q[0].upper()} {record[f'valid_{q}_mae']:.3g} {UNITS[q]}"
+    line += f"  lr {record['lr']:.2e}  ({seconds:.1f} s)"
+    if best_epoch is not None:
+        line += f"  early stop: no better valid loss since epoch {best_epoch + 1}"
+    return line
+
+
 def model_card(
     *,
     name: str,
@@ -57,6 +75,31 @@ def model_card(
         "test_error_units": UNITS,
         "training": training,
     }
+
+
+def test_report(
+    split: dict[str, list[int]],
+    test_metrics: dict[str, float],
+    *,
+    epochs: int,
+    steps: int,
+    best_epoch: int,
+    stopped_early: bool,
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """``(sizes, report)`` of a finished run: the split sizes, and the report that
+    :func:`write_test_report` writes (``best_epoch`` is 0-based here, 1-based in the report)."""
+    sizes = {f"n_{k}": len(split[k]) for k in ("train", "valid", "test")}
+    sizes["n_isolated_atoms"] = len(split["isolated"])
+    report = {
+        **sizes,
+        "test": test_metrics,
+        "units": UNITS,
+        "epochs": epochs,
+        "steps": steps,
+        "best_epoch": best_epoch + 1,
+        "stopped_early": stopped_early,
+    }
+    return sizes, report
 
 
 def write_test_report(out: Path, report: dict[str, Any]) -> None:

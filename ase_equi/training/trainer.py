@@ -17,13 +17,11 @@ read back with ``torch.load(weights_only=True)``. Calling :func:`train` again wi
 output directory continues from it, and the parameters then match those of an uninterrupted run
 bit for bit (same machine, same threads).
 
-**Choices.** Weight decay applies to all parameters. The EMA decay at step t is
-``min(ema_decay, (1 + t) / (10 + t))`` so that early averages do not remember the random
-initialisation. ``scheduler="plateau"`` (default) multiplies the learning rate by ``lr_factor``
-after ``scheduler_patience`` epochs without a better validation loss (train loss when there is
-no validation split); ``"cosine"`` anneals it to 0 over ``epochs``; ``"constant"`` keeps it.
-Validation uses the EMA weights; the final model is the EMA of the epoch with the best
-validation loss. Isolated-atom frames (one atom, no periodicity) only fix reference energies.
+**Choices.** AdamW, the learning-rate schedule (``"plateau"`` by default, watching the
+validation loss, or the train loss when there is no validation split) and the weight EMA are
+described in :mod:`ase_equi.training.optimiser`. Validation uses the EMA weights; the final model
+is the EMA of the epoch with the best validation loss. Isolated-atom frames (one atom, no
+periodicity) only fix reference energies.
 
 **Data parallel.** Under ``torchrun`` (``WORLD_SIZE > 1``) a gloo process group is started, the
 model is wrapped in ``DistributedDataParallel`` and every global batch (the same batches as one
@@ -49,17 +47,32 @@ import torch
 import torch.distributed as dist
 from ase import Atoms
 
-from ..batch import frames_to_graphs, make_batch
-from ..data import DataKeys, Frame, read_frames
+from ..batch import frames_to_graphs
+from ..data import DataKeys, Frame, load_frames
 from ..io.model_file import save_model
 from ..model.config import ModelConfig
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
-from ..statistics import fit_model_config
-from .checkpoint import check_resumable, freeze_blocks, load_checkpoint, load_or_make_split
+from .checkpoint import (
+    check_resumable,
+    freeze_blocks,
+    load_checkpoint,
+    load_or_make_split,
+    starting_models,
+)
 from .config import CHECKPOINT_FORMAT, DTYPES, TrainConfig
-from .loss import UNITS, ErrorMetrics, squared_error_sums, weighted_loss
-from .report import _atomic_write, _summary_line, model_card, write_plots, write_test_report
+from .evaluation import LabelledSet
+from .loss import squared_error_sums, weighted_loss
+from .optimiser import make_optimiser, step_scheduler, update_ema
+from .report import (
+    _atomic_write,
+    _summary_line,
+    epoch_line,
+    model_card,
+    test_report,
+    write_plots,
+    write_test_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +151,6 @@ def train(
             dist.destroy_process_group()
 
 
-def _new_model(config: ModelConfig, seed: int, *, init_coupling: bool = True) -> MaceModel:
-    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
-        torch.manual_seed(seed)
-        return MaceModel(config, init_coupling=init_coupling)
-
-
 class _Run:
     """One call of :func:`train`: the state that a checkpoint saves, and the steps."""
 
@@ -157,14 +164,7 @@ class _Run:
         self.dtype = DTYPES[config.dtype]
         base = model if isinstance(model, ModelConfig) else model.config
 
-        if isinstance(data, (str, os.PathLike)):
-            self.source = str(data)
-            self.frames = read_frames(data, keys=keys, elements=base.elements)
-        elif data and all(isinstance(f, Frame) for f in data):
-            self.source, self.frames = "", list(data)
-        else:
-            self.source = ""
-            self.frames = read_frames(list(data), keys=keys, elements=base.elements)
+        self.source, self.frames = load_frames(data, keys=keys, elements=base.elements)
         self.n_own = len(self.frames)
         self.frames += [
             dataclasses.replace(f, index=self.n_own + k) for k, f in enumerate(replay)
@@ -179,47 +179,22 @@ class _Run:
             model_config = ModelConfig.from_dict(state["model_config"])
         else:
             model_config = base
-        self.graphs = frames_to_graphs(
-            self.frames, model_config.elements, model_config.r_max, dtype=self.dtype
+        self.data = LabelledSet(
+            self.frames,
+            frames_to_graphs(
+                self.frames, model_config.elements, model_config.r_max, dtype=self.dtype
+            ),
         )
-        if state is None and isinstance(model, ModelConfig):
-            fit_ids = self.split["train"] + self.split["isolated"]
-            model_config = fit_model_config(
-                model_config,
-                [self.frames[i] for i in fit_ids],
-                graphs=[self.graphs[i] for i in fit_ids],
-            )
-            net = _new_model(model_config, config.seed)
-        elif state is None:
-            net = copy.deepcopy(model)
-        else:
-            net = _new_model(model_config, config.seed, init_coupling=False)  # weights from state
-        self.model_config = model_config
-        self.net = net.to(self.dtype).train()
-        self.ema = copy.deepcopy(self.net)
-        if state is not None:
-            # before the optimiser is built: loading may replace Parameter objects (product.py
-            # adopts stored shapes), and the optimiser must hold the ones the model uses
-            self.net.load_state_dict(state["model"])
-            self.ema.load_state_dict(state["ema"])
-        self.ema.requires_grad_(False)
+        fit_ids = self.split["train"] + self.split["isolated"]
+        self.net, self.ema = starting_models(
+            model, state, model_config, self.data.subset(fit_ids), config.seed, self.dtype
+        )
+        self.model_config = self.net.config
         freeze_blocks(self.net, config.freeze)
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
         if not self.trainable:
             raise ValueError(f"freeze={list(config.freeze)} leaves no parameter to train")
-        self.optimizer = torch.optim.AdamW(
-            self.trainable, lr=config.lr, weight_decay=config.weight_decay
-        )
-        if config.scheduler == "plateau":
-            self.scheduler: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, factor=config.lr_factor, patience=config.scheduler_patience
-            )
-        elif config.scheduler == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                self.optimizer, T_max=config.epochs
-            )
-        else:
-            self.scheduler = None
+        self.optimizer, self.scheduler = make_optimiser(self.trainable, config)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.epoch = self.step = self.batch_in_epoch = 0
         self.order: torch.Tensor | None = None
@@ -234,7 +209,6 @@ class _Run:
         self.ddp = (
             torch.nn.parallel.DistributedDataParallel(self.net) if self.world > 1 else self.net
         )
-        self._warned_stress = False
 
     # -- split and checkpoints --------------------------------------------------------------
 
@@ -290,32 +264,16 @@ class _Run:
 
     # -- steps --------------------------------------------------------------------------------
 
-    def _batch(self, ids: Sequence[int]):
-        return make_batch([self.frames[i] for i in ids], [self.graphs[i] for i in ids])
-
-    def _wants_stress(self, batch, weight: float) -> bool:
-        if weight <= 0 or not bool(batch.stress_mask.any()):
-            return False
-        if not batch.stress_computable:
-            if not self._warned_stress:
-                log.warning(
-                    "stress labels skipped in batches that mix periodic and "
-                    "non-periodic cells (stress needs a cell of rank 3 for every graph)"
-                )
-                self._warned_stress = True
-            return False
-        return True
-
     def _train_step(self, ids: list[int]) -> float:
         mine, share = ids[self.rank :: self.world], 1.0
         if not mine:  # fewer structures than ranks: take part with a zero-weight copy
             mine, share = ids[:1], 0.0
-        batch = self._batch(mine)
+        batch = self.data.batch(mine)
         pred = energy_forces_stress(
             self.ddp,
             batch.graph,
             forces=True,
-            stress=self._wants_stress(batch, self.cfg.stress_weight),
+            stress=self.data.uses_stress(batch, self.cfg.stress_weight),
             training=True,
         )
         sums = {q: (s * share, n * share) for q, (s, n) in squared_error_sums(pred, batch).items()}
@@ -331,35 +289,11 @@ class _Run:
         if self.cfg.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
         self.optimizer.step()
-        self._update_ema()
+        update_ema(self.ema, self.net, self.cfg.ema_decay, self.step)
         value = loss.detach().to(torch.float64) / self.world
         if self.world > 1:
             dist.all_reduce(value)
         return float(value)
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
-        for averaged, current in zip(self.ema.parameters(), self.net.parameters(), strict=True):
-            if current.requires_grad:  # frozen weights stay bit-identical
-                averaged.lerp_(current, 1.0 - decay)
-
-    def evaluate(
-        self, model, ids: Sequence[int], *, distributed: bool = True, keep_values: bool = False
-    ) -> ErrorMetrics:
-        """Errors of ``model`` on frames ``ids`` (shared out over ranks when distributed)."""
-        metrics = ErrorMetrics(keep_values=keep_values)
-        rank, world = (self.rank, self.world) if distributed else (0, 1)
-        mine = list(ids)[rank::world]
-        for start in range(0, len(mine), self.cfg.batch_size):
-            batch = self._batch(mine[start : start + self.cfg.batch_size])
-            pred = energy_forces_stress(
-                model, batch.graph, forces=True, stress=self._wants_stress(batch, 1.0)
-            )
-            metrics.update(pred, batch)
-        if distributed and world > 1:
-            metrics.all_reduce()
-        return metrics
 
     def _end_epoch(self, started: float) -> None:
         cfg = self.cfg
@@ -371,32 +305,29 @@ class _Run:
             "train_loss": train_loss,
         }
         if self.split["valid"]:
-            metrics = self.evaluate(self.ema, self.split["valid"])
+            metrics = self.data.evaluate(
+                self.ema, self.split["valid"], batch_size=cfg.batch_size, rank=self.rank,
+                world=self.world,
+            )
             record["valid_loss"] = metrics.loss(cfg.loss_weights)
             record.update({f"valid_{k}": v for k, v in metrics.summary().items()})
         monitor = record.get("valid_loss", train_loss)
         if monitor < self.best_valid:
             self.best_valid, self.best_epoch = monitor, self.epoch
             self.best_ema = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(monitor)
-        elif self.scheduler is not None:
-            self.scheduler.step()
+        step_scheduler(self.scheduler, monitor)
         self.history.append(record)
         self.epoch += 1
         self.order, self.batch_in_epoch, self.epoch_loss = None, 0, [0.0, 0]
         if cfg.patience is not None and self.epoch - 1 - self.best_epoch >= cfg.patience:
             self.stopped_early = True
         self._save()
-        line = f"epoch {self.epoch}/{cfg.epochs}  step {self.step}  loss {train_loss:.4g}"
-        if "valid_loss" in record:
-            line += f"  valid loss {record['valid_loss']:.4g}"
-            for q in ("energy", "forces", "stress"):
-                if f"valid_{q}_mae" in record:
-                    line += f"  {q[0].upper()} {record[f'valid_{q}_mae']:.3g} {UNITS[q]}"
-        line += f"  lr {record['lr']:.2e}  ({time.perf_counter() - started:.1f} s)"
-        if self.stopped_early:
-            line += f"  early stop: no better valid loss since epoch {self.best_epoch + 1}"
+        line = epoch_line(
+            record,
+            cfg.epochs,
+            time.perf_counter() - started,
+            best_epoch=self.best_epoch if self.stopped_early else None,
+        )
         self._emit("epoch", line=line, **record)
 
     def run(self, name: str, level_of_theory: str, data_description: str) -> TrainResult:
@@ -434,20 +365,14 @@ class _Run:
         )
         if self.rank != 0:
             return result
-        split = self.split
-        metrics = self.evaluate(final, split["test"], distributed=False, keep_values=True)
+        metrics = self.data.evaluate(
+            final, self.split["test"], batch_size=self.cfg.batch_size, keep_values=True
+        )
         result.test_metrics = metrics.summary()
-        sizes = {f"n_{k}": len(split[k]) for k in ("train", "valid", "test")}
-        sizes["n_isolated_atoms"] = len(split["isolated"])
-        report = {
-            **sizes,
-            "test": result.test_metrics,
-            "units": UNITS,
-            "epochs": self.epoch,
-            "steps": self.step,
-            "best_epoch": self.best_epoch + 1,
-            "stopped_early": self.stopped_early,
-        }
+        sizes, report = test_report(
+            self.split, result.test_metrics, epochs=self.epoch, steps=self.step,
+            best_epoch=self.best_epoch, stopped_early=self.stopped_early,
+        )
         write_test_report(self.out, report)
         if self.cfg.plots:
             write_plots(self.out, metrics, self.history)

@@ -1,0 +1,50 @@
+"""Parameter updates of a training run: AdamW, the learning-rate schedule and the weight EMA.
+
+Weight decay applies to all trainable parameters. ``scheduler="plateau"`` multiplies the learning
+rate by ``lr_factor`` after ``scheduler_patience`` epochs without a better monitored loss;
+``"cosine"`` anneals it to 0 over ``epochs``; ``"constant"`` keeps it. The EMA decay at step t is
+``min(ema_decay, (1 + t) / (10 + t))``, so that early averages do not remember the random
+initialisation; frozen parameters are never averaged (they stay bit-identical).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .config import TrainConfig
+
+
+def make_optimiser(
+    parameters: Sequence[torch.nn.Parameter], config: TrainConfig
+) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over ``parameters`` and its scheduler (None for a constant learning rate)."""
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    if config.scheduler == "plateau":
+        scheduler: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=config.lr_factor, patience=config.scheduler_patience
+        )
+    elif config.scheduler == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    else:
+        scheduler = None
+    return optimizer, scheduler
+
+
+def step_scheduler(scheduler: Any, monitor: float) -> None:
+    """End-of-epoch scheduler step; ``monitor`` is the loss a plateau scheduler watches."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(monitor)
+    elif scheduler is not None:
+        scheduler.step()
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, net: torch.nn.Module, decay: float, step: int) -> None:
+    """``ema ← ema + (1 − d)(net − ema)`` with ``d = min(decay, (1 + step) / (10 + step))``."""
+    d = min(decay, (1 + step) / (10 + step))
+    for averaged, current in zip(ema.parameters(), net.parameters(), strict=True):
+        if current.requires_grad:  # frozen weights stay bit-identical
+            averaged.lerp_(current, 1.0 - d)
