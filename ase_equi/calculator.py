@@ -166,18 +166,10 @@ class EquivariantCalculator(Calculator):
 
         if want_stress and not abs(atoms.cell.volume) > 0:
             raise ValueError("stress needs a cell of rank 3; this cell has zero volume")
+        extra: dict[str, Any] = {}
         if self.resident is not None:
             graph, layout, groups = self.resident.update(atoms)
-            out = energy_forces_stress(
-                self.model,
-                graph,
-                forces=want_forces,
-                stress=want_stress,
-                layout=layout,
-                groups=groups,
-                check_volume=False,
-                max_chunk_bytes=self.max_chunk_bytes,
-            )
+            extra = {"layout": layout, "groups": groups, "check_volume": False}  # checked above
         else:
             graph = atoms_to_graph(
                 atoms,
@@ -188,13 +180,14 @@ class EquivariantCalculator(Calculator):
                 model_name=f"model '{self.loaded.name}'",
                 neighbours=self._neighbour_list(atoms),
             )
-            out = energy_forces_stress(
-                self.model,
-                graph,
-                forces=want_forces,
-                stress=want_stress,
-                max_chunk_bytes=self.max_chunk_bytes,
-            )
+        out = energy_forces_stress(
+            self.model,
+            graph,
+            forces=want_forces,
+            stress=want_stress,
+            max_chunk_bytes=self.max_chunk_bytes,
+            **extra,
+        )
         self.model_calls += 1
         energies = out["node_energies"].detach().cpu().double().numpy()
         energy = float(energies.sum())  # accumulated in float64, whatever the model's dtype

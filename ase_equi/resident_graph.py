@@ -94,24 +94,19 @@ class ResidentGraph:
         build = self._device_build if self.device_list else None
         candidates, rebuilt = self.neighbours.candidates(atoms, build)
         if rebuilt or self.graph is None:
-            if self.device_list:
+            self.graph = atoms_to_graph(
+                atoms,
+                self.elements,
+                self.r_max,
+                dtype=self.dtype,
+                device=self.device,
+                model_name=self.model_name,
+                neighbours=NO_EDGES if self.device_list else candidates,
+            )
+            if self.device_list:  # the edges are already device tensors
                 senders, receivers, shifts = candidates
-                graph = atoms_to_graph(
-                    atoms, self.elements, self.r_max, dtype=self.dtype, device=self.device,
-                    model_name=self.model_name, neighbours=NO_EDGES,
-                )
                 self.graph = dataclasses.replace(
-                    graph, senders=senders, receivers=receivers, shifts=shifts.to(self.dtype)
-                )
-            else:
-                self.graph = atoms_to_graph(
-                    atoms,
-                    self.elements,
-                    self.r_max,
-                    dtype=self.dtype,
-                    device=self.device,
-                    model_name=self.model_name,
-                    neighbours=candidates,
+                    self.graph, senders=senders, receivers=receivers, shifts=shifts.to(self.dtype)
                 )
             self.layout = NeighbourLayout(
                 self.graph.senders, self.graph.receivers, self.graph.num_atoms

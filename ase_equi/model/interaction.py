@@ -22,9 +22,9 @@ itself instead.
 from __future__ import annotations
 
 import torch
-import torch.utils.checkpoint
 from e3nn import nn, o3
 
+from .chunking import node_ranges, run_chunk
 from .tensor_product import ChannelwiseTensorProduct, NeighbourLayout
 
 
@@ -226,16 +226,3 @@ class InteractionBlock(torch.nn.Module):
         if not self.residual:
             messages = self.skip_tp(messages, node_onehot)
         return irreps_to_channels(messages, self.target_irreps), sc
-
-
-def node_ranges(n: int, chunk: int) -> list[tuple[int, int]]:
-    """``[(0, chunk), (chunk, 2 chunk), …]`` covering ``range(n)``."""
-    return [(i, min(i + chunk, n)) for i in range(0, n, max(1, chunk))]
-
-
-def run_chunk(function, *args):  # noqa: ANN001, ANN201
-    """``function(*args)``, recomputed in the backward pass (checkpointing) when gradients are
-    on, so that its intermediates are not kept; plainly otherwise."""
-    if not torch.is_grad_enabled():
-        return function(*args)
-    return torch.utils.checkpoint.checkpoint(function, *args, use_reentrant=False)

@@ -33,6 +33,7 @@ import math
 import torch
 from e3nn import o3
 
+from .chunking import node_ranges, run_chunk
 from .coupling import symmetric_coupling_basis
 
 
@@ -211,10 +212,8 @@ class SymmetricContraction(torch.nn.Module):
         """``features [n, C, D]``, nodes grouped by element → ``[n, C·(2L+1)]``.
 
         ``chunk_nodes``: contract at most that many nodes at a time, recomputing them in the
-        backward pass (see :func:`~ase_equi.model.interaction.run_chunk`); None: all at once.
+        backward pass (see :func:`~ase_equi.model.chunking.run_chunk`); None: all at once.
         """
-        from .interaction import node_ranges, run_chunk
-
         n, channels, _ = features.shape
         m = self.irrep_out.dim
         out = features.new_zeros(n, channels, m)
