@@ -37,11 +37,12 @@ from typing import Any
 
 import torch
 
+from ..errors import UnsupportedMaceFeature
 from ..model.config import ModelConfig
 from ..model.mace import MaceModel
 from ..model.product import fold_symmetric
 from .mace_pickle import PickledModule, read_mace_model, state_dict
-from .model_file import LoadedModel, ModelFileError, build_from_state_dict
+from .model_file import LoadedModel, build_from_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,6 @@ UNSUPPORTED_CHILDREN = {
     "les": "LES long-range electrostatics",
     "field_dependence": "field-dependent (polarisation) blocks",
 }
-
-
-class UnsupportedMaceFeature(ModelFileError):
-    """The MACE file uses a feature ase_equi does not reproduce exactly."""
 
 
 def _refuse(feature: str, path: str) -> None:

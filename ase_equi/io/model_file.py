@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from ..errors import ModelFileError
 from ..model.config import ModelConfig
 from ..model.mace import MaceModel
 
@@ -38,10 +39,6 @@ FORMAT_VERSION = 1
 PACKAGE_VERSION = "0.1.0"
 
 log = logging.getLogger(__name__)
-
-
-class ModelFileError(ValueError):
-    """A model file is missing, corrupt, tampered with, or from a newer format."""
 
 
 @dataclass

@@ -12,13 +12,9 @@ from typing import Any
 
 import torch
 
+from ..errors import ModelFileError, UnsafeModelError
 
-class UnsafeModelError(ValueError):
-    """The pickle names a callable that is not on the allow-list; nothing was executed."""
-
-
-class ModelFileError(ValueError):
-    """The file is not a readable torch zip archive (truncated, corrupt, wrong format)."""
+__all__ = ["GlobalRef", "ModelFileError", "PickledModule", "PickledObject", "UnsafeModelError"]
 
 
 @dataclass
