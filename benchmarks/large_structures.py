@@ -83,7 +83,7 @@ def main() -> int:
     model = args.model or next(iter(sorted((HERE / ".cache").glob("cu_medium_*.model"))), None)
     if model is None:
         raise SystemExit("no model: run mace_comparison.py once (it builds the medium model)")
-    print("command:", " ".join([sys.executable, *sys.argv]))
+    print("command:", " ".join(["python", *sys.argv]))
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores; threads {args.threads}; "
           f"dtype {args.dtype}; model {Path(model).name}; load average {os.getloadavg()[0]:.2f}")
     print("| atoms | chunk_mib | retain_memory | step median s (runs) | minor page faults per "

@@ -100,7 +100,13 @@ def parse_args() -> argparse.Namespace:
         "(MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_), as a third column",
     )
     parser.add_argument("--row-timeout", type=float, default=600.0, help="seconds per worker")
-    parser.add_argument("--mace-venv", type=Path, default=Path("/work/venvs/mace"))
+    parser.add_argument(
+        "--mace-venv",
+        type=Path,
+        default=Path(os.environ.get("MACE_VENV", HERE.parent / ".venv-mace")),
+        help="virtual environment with mace-torch (default: $MACE_VENV, else .venv-mace/ in "
+        "the repository; created if missing)",
+    )
     parser.add_argument("--cache", type=Path, default=HERE / ".cache", help="model files")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="report folder")
     args = parser.parse_args()
@@ -437,7 +443,7 @@ def output_path(folder: Path, host: str, cpu: str) -> Path:
 def main() -> int:
     args = parse_args()
     started = time.perf_counter()
-    command = shlex.join([sys.executable, *sys.argv])
+    command = shlex.join(["python", *sys.argv])  # no machine path in the committed report
     print("command:", command, flush=True)
     env = worker_env(args.threads)
     mace_python = ensure_mace_venv(args.mace_venv)
@@ -513,7 +519,7 @@ def main() -> int:
         f"- device: {args.device}; torch threads per worker: {args.threads} "
         f"(also OMP/MKL/OPENBLAS_NUM_THREADS)",
         f"- ase_equi side: {versions['ase_equi']}, git {git_commit()}",
-        f"- mace side ({mace_python}): {versions['mace']}",
+        f"- mace side (python of --mace-venv): {versions['mace']}",
         "- models: random-weight ScaleShiftMACE, MACE-MP-0 recipe for Cu only: r_max "
         f"{spec['r_max']} Å, {spec['num_bessel']} Bessel, p={spec['num_polynomial_cutoff']}, "
         f"max_ell {spec['max_ell']}, correlation {spec['correlation']}, "

@@ -54,7 +54,7 @@ def main() -> int:
     far_s = median_seconds(far, repeats)
     ratio = far_s / origin_s
 
-    print("command:", shlex.join([sys.executable, *sys.argv]))
+    print("command:", shlex.join(["python", *sys.argv]))
     print(
         f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}"

@@ -3,7 +3,7 @@
 This script runs in a separate virtual environment that has the reference implementation
 installed (mace-torch 0.3.16, e3nn 0.4.4, CPU torch); ase_equi itself never imports mace::
 
-    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 /work/venvs/mace/bin/python scripts/make_mace_reference.py
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $MACE_VENV/bin/python scripts/make_mace_reference.py
 
 For every architecture in ``ARCHITECTURES`` it
 
@@ -53,7 +53,7 @@ from mace.modules import wrapper_ops
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "mace"
 COMMAND = (
-    "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 /work/venvs/mace/bin/python scripts/make_mace_reference.py"
+    "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $MACE_VENV/bin/python scripts/make_mace_reference.py"
 )
 PERTURBATION = 0.1
 RESIDUAL = "RealAgnosticResidualInteractionBlock"
@@ -368,7 +368,7 @@ def atoms_record(atoms: Atoms) -> dict:
 
 
 def compress(path: Path) -> Path:
-    """``x.model`` → ``x.model.xz`` (the U matrices are sparse: ~3x smaller); removes ``x.model``."""
+    """``x.model`` → ``x.model.xz`` (sparse U matrices: ~3x smaller); removes ``x.model``."""
     out = path.with_name(path.name + ".xz")
     out.write_bytes(lzma.compress(path.read_bytes(), preset=9))
     path.unlink()

@@ -4,7 +4,7 @@ two-head model with mace-torch's results for each head.
 Run in the reference virtual environment (mace-torch 0.3.16, e3nn 0.4.4), from the repository
 root::
 
-    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 /work/venvs/mace/bin/python scripts/make_mace_unsupported.py
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $MACE_VENV/bin/python scripts/make_mace_unsupported.py
 
 Writes ``tests/data/mace/unsupported_<feature>.model.xz`` (the tests check that loading each is
 refused with a message naming the feature) and ``multihead.model.xz`` with
