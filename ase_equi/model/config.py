@@ -3,10 +3,61 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 from e3nn import o3
+
+#: Supported range of every integer and real hyper-parameter, inclusive. Generous (every MACE
+#: foundation model, e.g. MACE-MP-0 large: 128 channels, max_L 2, max_ell 3, r_max 6 Å, lies
+#: well inside) but finite, so that a hostile or mistyped file fails before anything is built.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "r_max": (0.0, 30.0),  # Å; the neighbour search grows as r_max³
+    "num_bessel": (1, 64),
+    "envelope_p": (1, 32),
+    "max_ell": (0, 8),  # e3nn's spherical harmonics go to 11; 8 bounds the cost
+    "channels": (1, 1024),
+    "max_L": (0, 4),
+    "num_interactions": (1, 8),
+    "readout_hidden": (1, 4096),
+    "avg_num_neighbors": (0.0, 1.0e4),
+}
+MAX_INTERACTIONS = 8
+MAX_RADIAL_LAYERS = 8
+MAX_RADIAL_WIDTH = 4096
+INT_FIELDS = ("num_bessel", "envelope_p", "max_ell", "channels", "max_L", "num_interactions",
+              "readout_hidden")
+
+
+def _check_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"ModelConfig.{name} must be an integer, got {value!r}")
+
+
+def _check_real(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"ModelConfig.{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"ModelConfig.{name} must be finite, got {value!r}")
+
+
+def _sequence(name: str, value: Any, max_len: int) -> tuple[Any, ...]:
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__"):
+        raise ValueError(f"ModelConfig.{name} must be a list, got {value!r:.80}")
+    if len(value) > max_len:
+        raise ValueError(
+            f"ModelConfig.{name} has {len(value)} entries; at most {max_len} are supported"
+        )
+    return tuple(value)
+
+
+def _int_tuple(name: str, value: Any, max_len: int) -> tuple[int, ...]:
+    items = _sequence(name, value, max_len)
+    for v in items:
+        _check_int(name, v)
+    return tuple(int(v) for v in items)
 
 
 @dataclass(frozen=True)
@@ -18,7 +69,9 @@ class ModelConfig:
     elements:
         Atomic numbers the model knows, in the order of its one-hot element embedding.
     reference_energies:
-        Per-element reference energies E0 (eV), same order as ``elements``.
+        Per-element reference energies E0 (eV), same order as ``elements``; ``None`` (the
+        default) means "not yet fitted": ``train()`` fits them from the data, and building a
+        :class:`~ase_equi.model.mace.MaceModel` from a config without them is refused.
     r_max:
         Cutoff radius (Å).
     num_bessel:
@@ -54,10 +107,16 @@ class ModelConfig:
     '8x0e+8x1o'
     >>> ModelConfig.from_dict(cfg.to_dict()) == cfg
     True
+    >>> ModelConfig(elements=(29,)).reference_energies is None  # fitted later by train()
+    True
+    >>> ModelConfig(elements=(29,), channels=30000)
+    Traceback (most recent call last):
+    ...
+    ValueError: ModelConfig.channels = 30000 is outside the supported range 1..1024
     """
 
     elements: tuple[int, ...]
-    reference_energies: tuple[float, ...]
+    reference_energies: tuple[float, ...] | None = None
     r_max: float = 5.0
     num_bessel: int = 8
     envelope_p: int = 5
@@ -76,31 +135,49 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "elements", tuple(int(z) for z in self.elements))
-        set_(self, "reference_energies", tuple(float(e) for e in self.reference_energies))
-        set_(self, "radial_mlp", tuple(int(w) for w in self.radial_mlp))
+        for name in INT_FIELDS:
+            _check_int(name, getattr(self, name))
+        for name in ("r_max", "avg_num_neighbors", "scale", "shift"):
+            _check_real(name, getattr(self, name))
+        if not isinstance(self.residual_first, bool):
+            raise ValueError(
+                f"ModelConfig.residual_first must be true or false, got {self.residual_first!r}"
+            )
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"ModelConfig.extra must be a dict, got {type(self.extra).__name__}")
+        # bounds first: num_interactions fixes how long correlation may be
+        for name, (low, high) in BOUNDS.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(
+                    f"ModelConfig.{name} = {value!r} is outside the supported range {low}..{high}"
+                )
+        set_(self, "elements", _int_tuple("elements", self.elements, 118))
+        set_(self, "radial_mlp", _int_tuple("radial_mlp", self.radial_mlp, MAX_RADIAL_LAYERS))
         corr = self.correlation
-        if isinstance(corr, int):
-            corr = (corr,) * self.num_interactions
-        set_(self, "correlation", tuple(int(c) for c in corr))
+        if isinstance(corr, numbers.Integral) and not isinstance(corr, bool):
+            corr = (int(corr),) * self.num_interactions
+        set_(self, "correlation", _int_tuple("correlation", corr, MAX_INTERACTIONS))
+        if self.reference_energies is not None:
+            energies = _sequence("reference_energies", self.reference_energies, 118)
+            for e in energies:
+                _check_real("reference_energies", e)
+            set_(self, "reference_energies", tuple(float(e) for e in energies))
         if not self.elements:
             raise ValueError("ModelConfig.elements is empty: a model needs at least one element")
         if len(set(self.elements)) != len(self.elements):
             raise ValueError(f"ModelConfig.elements has duplicates: {self.elements}")
         if any(not 1 <= z <= 118 for z in self.elements):
             raise ValueError(f"ModelConfig.elements must be atomic numbers 1..118: {self.elements}")
-        if len(self.reference_energies) != len(self.elements):
+        if self.reference_energies is not None and len(self.reference_energies) != len(
+            self.elements
+        ):
             raise ValueError(
                 f"ModelConfig.reference_energies has {len(self.reference_energies)} values for "
                 f"{len(self.elements)} elements"
             )
         if not self.r_max > 0:
             raise ValueError(f"ModelConfig.r_max must be positive, got {self.r_max}")
-        for name in ("num_bessel", "channels", "num_interactions", "readout_hidden"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_ell < 0 or self.max_L < 0:
-            raise ValueError("ModelConfig.max_ell and max_L must be >= 0")
         if len(self.correlation) != self.num_interactions:
             raise ValueError(
                 f"ModelConfig.correlation has {len(self.correlation)} entries for "
@@ -108,6 +185,11 @@ class ModelConfig:
             )
         if any(not 1 <= c <= 4 for c in self.correlation):
             raise ValueError(f"ModelConfig.correlation must be in 1..4, got {self.correlation}")
+        if any(not 1 <= w <= MAX_RADIAL_WIDTH for w in self.radial_mlp):
+            raise ValueError(
+                f"ModelConfig.radial_mlp widths must be in 1..{MAX_RADIAL_WIDTH}, "
+                f"got {self.radial_mlp}"
+            )
         if not self.avg_num_neighbors > 0:
             raise ValueError("ModelConfig.avg_num_neighbors must be positive")
 
@@ -131,6 +213,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown fields are refused (a typo must not pass)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"ModelConfig must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -64,6 +64,11 @@ class MaceModel(torch.nn.Module):
 
     def __init__(self, config: ModelConfig, *, init_coupling: bool = True) -> None:
         super().__init__()
+        if config.reference_energies is None:
+            raise ValueError(
+                "ModelConfig.reference_energies is None (not yet fitted): give one E0 (eV) per "
+                "element, or let train() fit them from the data before the model is built"
+            )
         self.config = config
         num_elements = len(config.elements)
         c = config.channels
