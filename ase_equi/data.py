@@ -16,13 +16,14 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .data_file import SourcedAtoms, read_structures
+from .errors import DataFileError
 from .graph import element_indices
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,25 @@ class Frame:
         return bool(self.stress is not None and self.atoms.cell.rank == 3)
 
 
-def _where(k: int, source: str) -> str:
-    return f"frame {k}" + (f" of {source}" if source else "")
+@dataclass(frozen=True)
+class _Where:
+    """Names a frame in an error: ``frame k`` or ``frame k of FILE``, and for files the line
+    and a reminder that frames are counted from 0."""
+
+    item: SourcedAtoms
+    source: str = ""
+
+    def __str__(self) -> str:
+        return f"frame {self.item.index}" + (f" of {self.source}" if self.source else "")
+
+    def error(self, text: str, *, atom: int | None = None, header: bool = False) -> DataFileError:
+        """``DataFileError("frame k[ of FILE]" + text + location)``."""
+        message = f"{self}{text}"
+        if self.source:
+            line = self.item.line_of(atom=atom, header=header)
+            at = f"line {line}; " if line is not None else ""
+            message += f" [{at}frames are counted from 0]"
+        return DataFileError(message)
 
 
 def _candidates(atoms: Atoms, name: str) -> list[tuple[str, Any]]:
@@ -112,7 +130,7 @@ def _same(a: Any, b: Any) -> bool:
     return a.size == b.size and np.allclose(a.ravel(), b.ravel(), rtol=1e-6, atol=1e-8)
 
 
-def _label(atoms: Atoms, quantity: str, keys: DataKeys | None, where: str) -> Any:
+def _label(atoms: Atoms, quantity: str, keys: DataKeys | None, where: _Where) -> Any:
     """The value of one label, or None; raises when it is ambiguous."""
     name = getattr(keys or DataKeys(), quantity)
     found = _candidates(atoms, name)
@@ -123,103 +141,107 @@ def _label(atoms: Atoms, quantity: str, keys: DataKeys | None, where: str) -> An
     everything = found_named + rivals
     if found_named and any(not _same(everything[0][1], v) for _, v in everything[1:]):
         listed = ", ".join(label for label, _ in everything)
-        raise ValueError(
-            f"{where}: {quantity} is ambiguous, {listed} hold different values; choose one "
+        raise where.error(
+            f": {quantity} is ambiguous, {listed} hold different values; choose one "
             f"with keys=DataKeys({quantity}=...) (CLI: --{quantity}-key). "
-            f"Keys found: {_keys_found(atoms)}"
+            f"Keys found: {_keys_found(atoms)}",
+            header=True,
         )
     return found_named[0][1] if found_named else None
 
 
+def _first_bad_row(values: np.ndarray) -> int | None:
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    return int(bad[0]) if bad.size else None
+
+
 def _frame_from_atoms(
     atoms: Atoms,
-    k: int,
+    where: _Where,
     *,
     keys: DataKeys | None,
     elements: Sequence[int] | None,
     require_forces: bool,
-    source: str,
 ) -> Frame:
-    where = _where(k, source)
     n = len(atoms)
     if n == 0:
-        raise ValueError(f"{where} has no atoms")
+        raise where.error(" has no atoms")
     positions = np.asarray(atoms.positions, dtype=float)
-    bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
-    if bad.size:
-        raise ValueError(f"{where}: positions contain NaN or inf at atom {int(bad[0])}")
+    bad = _first_bad_row(positions)
+    if bad is not None:
+        raise where.error(f": positions contain NaN or inf at atom {bad}", atom=bad)
     if not np.isfinite(atoms.cell.array).all():
-        raise ValueError(f"{where}: cell contains NaN or inf")
+        raise where.error(": cell contains NaN or inf", header=True)
     odd = np.flatnonzero((atoms.numbers < 1) | (atoms.numbers > 118))
     if odd.size:
-        raise ValueError(
-            f"{where}: atom {int(odd[0])} has atomic number Z={int(atoms.numbers[odd[0]])}, "
-            "which is no element"
+        i = int(odd[0])
+        raise where.error(
+            f": atom {i} has atomic number Z={int(atoms.numbers[i])}, which is no element",
+            atom=i,
         )
     if elements is not None:
         try:
             element_indices(atoms.numbers, elements, "the model's elements")
         except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
+            first = int(np.flatnonzero(~np.isin(atoms.numbers, list(elements)))[0])
+            raise where.error(f": {err}", atom=first) from None
     used = keys or DataKeys()
 
     energy = _label(atoms, "energy", keys, where)
     if energy is None:
-        raise ValueError(
-            f"{where} has no energy under '{used.energy}'. Keys found: {_keys_found(atoms)}; "
-            "pass keys=DataKeys(energy=..., forces=..., stress=...) (CLI: --energy-key ...)"
+        raise where.error(
+            f" has no energy under '{used.energy}'. Keys found: {_keys_found(atoms)}; "
+            "pass keys=DataKeys(energy=..., forces=..., stress=...) (CLI: --energy-key ...)",
+            header=True,
         )
     try:
         energy = float(np.asarray(energy, dtype=float).reshape(()))
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: energy '{used.energy}' is not one number: {energy!r}") from None
+        raise where.error(
+            f": energy '{used.energy}' is not one number: {energy!r}", header=True
+        ) from None
     if not np.isfinite(energy):
-        raise ValueError(f"{where}: energy is {energy}")
+        raise where.error(f": energy is {energy}", header=True)
 
     forces = _label(atoms, "forces", keys, where)
     if forces is None and require_forces:
-        raise ValueError(
-            f"{where} has no forces under '{used.forces}'. Keys found: {_keys_found(atoms)}"
+        raise where.error(
+            f" has no forces under '{used.forces}'. Keys found: {_keys_found(atoms)}",
+            header=True,
         )
     if forces is not None:
-        forces = np.array(forces, dtype=float)
+        try:
+            forces = np.array(forces, dtype=float)
+        except (TypeError, ValueError):
+            raise where.error(f": forces '{used.forces}' are not numbers", header=True) from None
         if forces.shape != (n, 3):
-            raise ValueError(f"{where}: forces have shape {forces.shape}, expected ({n}, 3)")
-        bad = np.flatnonzero(~np.isfinite(forces).all(axis=1))
-        if bad.size:
-            raise ValueError(f"{where}: forces contain NaN or inf at atom {int(bad[0])}")
+            raise where.error(
+                f": forces have shape {forces.shape}, expected ({n}, 3)", header=True
+            )
+        bad = _first_bad_row(forces)
+        if bad is not None:
+            raise where.error(f": forces contain NaN or inf at atom {bad}", atom=bad)
 
     stress = _label(atoms, "stress", keys, where)
     if stress is not None:
-        stress = np.array(stress, dtype=float)
+        try:
+            stress = np.array(stress, dtype=float)
+        except (TypeError, ValueError):
+            raise where.error(
+                f": stress '{used.stress}' is not numbers: {stress!r}", header=True
+            ) from None
         if stress.shape in ((9,), (3, 3)):
             stress = full_3x3_to_voigt_6_stress(stress.reshape(3, 3))
         if stress.shape != (6,):
-            raise ValueError(
-                f"{where}: stress has shape {stress.shape}, expected Voigt (6,) or 3x3"
+            raise where.error(
+                f": stress has shape {stress.shape}, expected Voigt (6,) or 3x3 (9 values)",
+                header=True,
             )
         if not np.isfinite(stress).all():
-            raise ValueError(f"{where}: stress contains NaN or inf")
+            raise where.error(": stress contains NaN or inf", header=True)
 
     bare = Atoms(numbers=atoms.numbers, positions=positions, cell=atoms.cell, pbc=atoms.pbc)
-    return Frame(atoms=bare, energy=energy, forces=forces, stress=stress, index=k)
-
-
-def _read_db(path: Path) -> list[Atoms]:
-    import ase.db
-
-    out = []
-    with ase.db.connect(path) as db:
-        for row in db.select():
-            atoms = row.toatoms()
-            atoms.info.update(row.key_value_pairs)
-            for name, value in (row.get("data") or {}).items():
-                if np.ndim(value) == 2 and np.shape(value)[0] == len(atoms):  # per-atom
-                    atoms.arrays[name] = np.asarray(value)
-                else:
-                    atoms.info[name] = value
-            out.append(atoms)
-    return out
+    return Frame(atoms=bare, energy=energy, forces=forces, stress=stress, index=where.item.index)
 
 
 def load_frames(
@@ -265,9 +287,15 @@ def read_frames(
 
     Raises
     ------
-    ValueError
-        Naming the frame: missing or ambiguous labels (with the keys found), NaN/inf in
-        positions, cell, energy, forces or stress, forces not ``[n, 3]``, an unknown element.
+    FileNotFoundError
+        ``source`` is a path that does not exist.
+    DataFileError
+        (a ``ValueError``) Naming the file, the frame (counted from 0) and, for extxyz, the
+        line: a file that is empty, not text or not extxyz, a line with the wrong number of
+        columns, a word where a number belongs, an unknown element symbol (see
+        :func:`ase_equi.data_file.read_structures`); missing or ambiguous labels (with the keys
+        found), NaN/inf in positions, cell, energy, forces or stress, forces not ``[n, 3]``,
+        stress neither 6 nor 9 values, an element the model does not know.
 
     Examples
     --------
@@ -283,25 +311,20 @@ def read_frames(
     ((1, 3), (6,), True)
     """
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"data file {path} does not exist")
-        if path.suffix == ".db":
-            images = _read_db(path)
-        else:
-            from ase.io import read
-
-            images = read(path, index=":")
-        name = str(path)
+        items, name = read_structures(source), str(source)
     else:
-        images, name = list(source), ""
-    if not images:
-        raise ValueError(f"no structures in {name or 'the data'}")
+        items, name = [SourcedAtoms(a, k) for k, a in enumerate(source)], ""
+        if not items:
+            raise DataFileError("no structures in the data (an empty list)")
     return [
         _frame_from_atoms(
-            a, k, keys=keys, elements=elements, require_forces=require_forces, source=name
+            item.atoms,
+            _Where(item, name),
+            keys=keys,
+            elements=elements,
+            require_forces=require_forces,
         )
-        for k, a in enumerate(images)
+        for item in items
     ]
 
 

@@ -15,6 +15,7 @@ from ase.stress import voigt_6_to_full_3x3_stress
 
 from ase_equi.batch import frames_to_graphs, make_batch
 from ase_equi.data import DataKeys, Frame, read_frames, split_indices
+from ase_equi.errors import DataFileError
 from ase_equi.statistics import data_statistics, fit_reference_energies
 
 
@@ -224,3 +225,155 @@ def test_batch_labels_and_stress_mask():
     assert batch.forces.shape == (10, 3) and batch.stress.shape == (3, 3, 3)
     expected = voigt_6_to_full_3x3_stress(images[0].calc.results["stress"])
     torch.testing.assert_close(batch.stress[0], torch.as_tensor(expected))
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged data files: each error is a DataFileError naming the file, the frame (from 0) and the
+# line (from 1). The files below hold frames of 4 atoms, so frame k starts on line 6k + 1, its
+# comment line is 6k + 2 and atom i of it is on line 6k + 3 + i.
+
+
+def _write_lines(tmp_path, edit=None, name="d.xyz") -> tuple[str, list[str]]:
+    """Two labelled 4-atom frames written by ASE, with ``edit(lines)`` applied; path, lines."""
+    path = tmp_path / name
+    ase.io.write(path, emt_structures(2))
+    lines = path.read_text().splitlines(keepends=True)
+    assert len(lines) == 12 and lines[6].strip() == "4"
+    if edit is not None:
+        edit(lines)
+    path.write_text("".join(lines))
+    return str(path), lines
+
+
+def _replace_token(lines, line_number, column, value):
+    tokens = lines[line_number - 1].split()
+    tokens[column] = value
+    lines[line_number - 1] = " ".join(tokens) + "\n"
+
+
+def _drop_last_column(lines):
+    lines[10] = " ".join(lines[10].split()[:-1]) + "\n"  # line 11: frame 1, atom 2
+
+
+FRAME_1 = r"frame 1 of .*d\.xyz"
+COUNTED = r"frames are counted from 0"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_drop_last_column, r"frame 1 \(" + COUNTED + r"\), line 11 \(atom 2\): 6 columns, but "
+         r"Properties=species:S:1:pos:R:3:forces:R:3 needs 7"),
+        (lambda ls: _replace_token(ls, 12, 5, "abc"),
+         r"frame 1 .*line 12 \(atom 3\), column 'forces': 'abc' is not a number"),
+        (lambda ls: _replace_token(ls, 3, 2, "1.0.0"),
+         r"frame 0 .*line 3 \(atom 0\), column 'pos': '1.0.0' is not a number"),
+        (lambda ls: _replace_token(ls, 10, 0, "Xx"),
+         r"frame 1 .*line 10 \(atom 1\), column 'species': 'Xx' is not a chemical element"),
+        (lambda ls: ls.__setitem__(7, ls[7].replace("energy=", "other=")),
+         FRAME_1 + r" has no energy under 'energy'.* \[line 8; " + COUNTED),
+        (lambda ls: ls.__setitem__(7, ls[7].replace("energy=", "energy=nan other=")),
+         FRAME_1 + r": energy is nan \[line 8; " + COUNTED),
+        (lambda ls: _replace_token(ls, 12, 4, "nan"),
+         FRAME_1 + r": forces contain NaN or inf at atom 3 \[line 12; " + COUNTED),
+        (lambda ls: ls.__setitem__(7, ls[7].replace('stress="', 'REF_stress="1 2 3 4" old="')),
+         FRAME_1 + r": stress has shape \(4,\), expected Voigt .*\[line 8; " + COUNTED),
+        (lambda ls: ls.__setitem__(7, ls[7].replace('stress="', 'stress="1 2 3 4" old="')),
+         r"frame 1 \(" + COUNTED + r"\), line 8: the comment line is not .*stress"),
+        (lambda ls: ls.insert(6, "\n"),
+         r"d\.xyz, line 7: blank line after frame 0 .*more text follows at line 8"),
+        (lambda ls: ls.__setitem__(6, "four\n"),
+         r"frame 1 \(" + COUNTED + r"\), line 7: expected the number of atoms .*'four'"),
+        (lambda ls: ls.__setitem__(6, "9\n"),
+         r"frame 1 .*line 7: the frame declares 9 atoms but the file ends after 4 atom lines"),
+    ],
+    ids=["columns", "word", "two-dots", "element", "no-energy", "nan-energy", "nan-forces",
+         "ref-stress-4", "stress-4", "blank-line", "not-a-count", "truncated"],
+)
+def test_damaged_extxyz_names_file_frame_and_line(tmp_path, edit, message):
+    path, _ = _write_lines(tmp_path, edit)
+    with pytest.raises(DataFileError, match=message) as info:
+        keys = DataKeys(stress="REF_stress") if r"shape \(4,\)" in message else None
+        read_frames(path, keys=keys)
+    assert path in str(info.value)
+
+
+def test_unknown_element_for_the_model_names_the_atom_line(tmp_path):
+    path, _ = _write_lines(tmp_path)
+    with pytest.raises(DataFileError, match=r"element Al \(Z=13\).*\[line (3|9|10|11|12); "):
+        read_frames(path, elements=[29])
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", r"empty\.xyz contains no structures \(it is empty\)"),
+        (b"\n\n", r"empty\.xyz contains no structures"),
+        (b"POSCAR of Cu\n1.0\n3.6 0 0\n", r"line 1: expected the number of atoms .*extxyz"),
+        (b"\x89PNG\r\n\x1a\n\xff\xfe\x00binary", r"line 1: not a text \(UTF-8\) file"),
+    ],
+    ids=["empty", "blank", "poscar", "binary"],
+)
+def test_files_that_are_not_extxyz(tmp_path, content, message):
+    path = tmp_path / "empty.xyz"
+    path.write_bytes(content)
+    with pytest.raises(DataFileError, match=message):
+        read_frames(path)
+
+
+def test_compressed_extxyz_and_overlong_line(tmp_path, monkeypatch):
+    import lzma
+
+    from ase_equi import data_file
+
+    path, lines = _write_lines(tmp_path)
+    packed = tmp_path / "d.xyz.xz"
+    packed.write_bytes(lzma.compress("".join(lines).encode()))
+    assert [f.index for f in read_frames(packed)] == [0, 1]
+    monkeypatch.setattr(data_file, "MAX_LINE_CHARS", 200)  # comment lines are ~400 characters
+    with pytest.raises(DataFileError, match=r"d\.xyz\.xz, line 2: longer than 200 characters"):
+        read_frames(packed)
+
+
+HOSTILE_CHILD = r"""
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+from ase_equi.data import read_frames
+from ase_equi.errors import DataFileError
+for path in sys.argv[1:]:
+    try:
+        read_frames(path)
+        print("read without error")
+    except DataFileError as err:
+        print("DataFileError:", err)
+"""
+
+HOSTILE_FILES = {
+    "huge-count": (
+        b"1000000000000\nenergy=1\nCu 0 0 0\n",
+        "declares 1000000000000 atoms but the file ends after 1 atom lines",
+    ),
+    "negative-count": (b"-5\nenergy=1\n", "negative number of atoms -5"),
+    "long-comment": (b"1\nenergy=1 " + b"x" * 300_000 + b"\nCu 0 0 0\n", "has no forces"),
+}
+
+
+def test_hostile_counts_fail_fast_in_bounded_memory(tmp_path):
+    """In a child limited to 3 GiB of address space and 120 s: a count of 10^12 atoms must not
+    allocate for them, a negative count must not loop."""
+    import subprocess
+    import sys
+
+    paths = []
+    for name, (content, _) in HOSTILE_FILES.items():
+        paths.append(tmp_path / f"{name}.xyz")
+        paths[-1].write_bytes(content)
+    done = subprocess.run(
+        [sys.executable, "-c", HOSTILE_CHILD, *map(str, paths)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(HOSTILE_FILES)
+    for line, (name, (_, message)) in zip(lines, HOSTILE_FILES.items(), strict=True):
+        assert line.startswith("DataFileError:") and name in line and message in line, line
