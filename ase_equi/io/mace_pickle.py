@@ -58,15 +58,27 @@ from __future__ import annotations
 
 import ast
 import collections
+import functools
 import io
+import math
 import os
 import pickle
 import re
 import zipfile
+import zlib
 from typing import Any
 
 import torch
 
+from .pickle_bounds import (
+    MAX_TENSOR_DIMS,
+    ByteBudget,
+    WorkBudget,
+    check_archive,
+    read_entry,
+    scan_pickle,
+    short_repr,
+)
 from .pickled_objects import (
     GlobalRef,
     ModelFileError,
@@ -74,7 +86,9 @@ from .pickled_objects import (
     PickledObject,
     UnsafeModelError,
     _Placeholder,
+    _Storage,
     _StorageType,
+    _TensorRecord,
 )
 from .pickled_tree import _Converter, _is_bookkeeping, _tensors
 
@@ -102,6 +116,7 @@ _ACTIVATIONS = frozenset(
     }
 )
 _GRAPH_MODULE = "torch.fx.graph_module.GraphModule"
+MAX_SCRIPT_MODULES = 10_000  # modules in one TorchScript archive (e3nn's hold one or two)
 _STORAGE_DTYPES = {
     "DoubleStorage": torch.float64,
     "FloatStorage": torch.float32,
@@ -129,11 +144,21 @@ _TORCHSCRIPT_TAGS = frozenset(
 
 def _encode(text: Any, encoding: str = "utf-8") -> bytes:
     """``_codecs.encode`` restricted to what protocol 2 uses for ``bytes``: latin-1 text."""
-    if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
+    if (
+        not isinstance(text, str)
+        or not isinstance(encoding, str)
+        or encoding.replace("-", "").lower() != "latin1"
+    ):
         raise UnsafeModelError(
-            f"_codecs.encode is only allowed on str with latin1, got {encoding!r}"
+            f"_codecs.encode is only allowed on str with latin1, got {short_repr(encoding)}"
         )
     return text.encode("latin1")
+
+
+def _length(items: Any, what: str) -> int:
+    if not isinstance(items, (list, tuple, dict, set, frozenset, str, bytes)):
+        raise ModelFileError(f"{what} called on a {type(items).__name__}")
+    return len(items)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -143,37 +168,49 @@ class _RestrictedUnpickler(pickle.Unpickler):
     also accepts TorchScript's ``__torch__.*`` classes (as placeholders) and type tags.
     """
 
-    def __init__(self, archive: zipfile.ZipFile, label: str, *, torchscript: bool = False) -> None:
+    def __init__(
+        self,
+        archive: zipfile.ZipFile,
+        label: str,
+        budget: ByteBudget,
+        *,
+        torchscript: bool = False,
+    ) -> None:
         pickles = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
         if len(pickles) != 1:
             raise ModelFileError(f"{label}: expected one <root>/data.pkl in the archive")
-        super().__init__(io.BytesIO(archive.read(pickles[0])), encoding="utf-8")
+        check_archive(archive, budget, label)  # declared sizes, before decompressing anything
+        data = read_entry(archive, pickles[0], label)
+        scan_pickle(data, label)
+        super().__init__(io.BytesIO(data), encoding="utf-8")
         self.root = pickles[0].split("/", 1)[0]
         self._archive = archive
         self._path = label
+        self._budget = budget
+        self._work = WorkBudget.for_pickle(len(data), label)
         self._torchscript = torchscript
         self._big_endian = self._read_byteorder() == "big"
-        self._storages: dict[str, torch.Tensor] = {}
+        self._storages: dict[str, _Storage] = {}
         self._classes: dict[str, type] = {}
 
     def _read_byteorder(self) -> str:
         name = f"{self.root}/byteorder"
         if name not in self._archive.namelist():
             return "little"
-        order = self._archive.read(name).decode("ascii").strip()
+        order = bytes(read_entry(self._archive, name, self._path)).decode("ascii").strip()
         if order not in ("little", "big"):
-            raise ModelFileError(f"{self._path}: unknown byte order {order!r} in {name}")
+            raise ModelFileError(f"{self._path}: unknown byte order {short_repr(order)} in {name}")
         return order
 
     # -- globals ---------------------------------------------------------------------------
     def find_class(self, module: str, name: str) -> Any:
         path = f"{module}.{name}"
         if module in ("builtins", "__builtin__") and name in ("set", "frozenset"):
-            return {"set": set, "frozenset": frozenset}[name]
+            return self._counted({"set": set, "frozenset": frozenset}[name])
         if path == "collections.OrderedDict":
-            return collections.OrderedDict
+            return self._counted(collections.OrderedDict)
         if path == "_codecs.encode":
-            return _encode
+            return self._encode
         if path == "torch._utils._rebuild_tensor_v2":
             return self._rebuild_tensor
         if path == "torch._utils._rebuild_parameter":
@@ -197,22 +234,37 @@ class _RestrictedUnpickler(pickle.Unpickler):
             "allow-list of safe callables or module classes (unpickling it could run code)"
         )
 
+    def _counted(self, kind: type) -> Any:
+        """``kind(items)``, charging the items it copies to the work budget."""
+
+        def build(items: Any = ()) -> Any:
+            self._work.charge(_length(items, kind.__name__), f"{kind.__name__}(...)")
+            return kind(items)
+
+        return build
+
+    def _encode(self, text: Any, encoding: str = "utf-8") -> bytes:
+        self._work.charge(_length(text, "_codecs.encode"), "_codecs.encode(...)")
+        return _encode(text, encoding)
+
     def _placeholder_class(self, path: str) -> type:
         if path not in self._classes:
             name = path.rsplit(".", 1)[-1]
-            self._classes[path] = type(name, (_Placeholder,), {"class_path": path})
+            attributes = {"class_path": path, "_work": self._work}
+            self._classes[path] = type(name, (_Placeholder,), attributes)
         return self._classes[path]
 
     def _reduce_graph_module(self, body: dict, import_block: str) -> _Placeholder:
         """Stand-in for a ``torch.fx.GraphModule``: keep its generated code as text only."""
         if not isinstance(body, dict) or not isinstance(import_block, str):
             raise ModelFileError(f"{self._path}: malformed torch.fx GraphModule record")
+        self._work.charge(len(body), "torch.fx GraphModule record")
         module = self._placeholder_class(_GRAPH_MODULE)()
         module.__setstate__({**body, "_import_block": import_block})
         return module
 
     # -- tensors ---------------------------------------------------------------------------
-    def persistent_load(self, pid: Any) -> torch.Tensor:
+    def persistent_load(self, pid: Any) -> _Storage:
         if not (
             isinstance(pid, tuple)
             and len(pid) == 5
@@ -221,25 +273,31 @@ class _RestrictedUnpickler(pickle.Unpickler):
             and isinstance(pid[2], str)
             and isinstance(pid[4], int)
         ):
-            raise ModelFileError(f"{self._path}: unexpected persistent id {pid!r}")
+            raise ModelFileError(f"{self._path}: unexpected persistent id {short_repr(pid)}")
         _, storage_type, key, _location, numel = pid
         if key not in self._storages:
-            self._storages[key] = self._read_storage(key, storage_type.dtype, numel)
+            data = self._read_storage(key, storage_type.dtype, numel)
+            self._storages[key] = _Storage(key, data)
         return self._storages[key]
 
     def _read_storage(self, key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
-        """One storage blob as a 1-D tensor ``[numel]`` of ``dtype``, in native byte order."""
+        """One storage blob as a 1-D tensor ``[numel]`` of ``dtype``, in native byte order.
+
+        The size the pickle declares (``numel × itemsize``) must equal the size the zip entry
+        declares, checked before the entry is decompressed.
+        """
         itemsize = torch.empty((), dtype=dtype).element_size()
         name = f"{self.root}/data/{key}"
         try:
-            blob = bytearray(self._archive.read(name))
+            declared = self._archive.getinfo(name).file_size
         except KeyError:
             raise ModelFileError(f"{self._path}: storage record {name} is missing") from None
-        if len(blob) != numel * itemsize:
+        if numel < 0 or declared != numel * itemsize:
             raise ModelFileError(
-                f"{self._path}: storage {name} holds {len(blob)} bytes, expected "
+                f"{self._path}: storage {name} holds {declared} bytes, expected "
                 f"{numel * itemsize} ({numel} x {dtype}); the file is truncated or corrupt"
             )
+        blob = read_entry(self._archive, name, self._path)
         if numel == 0:
             return torch.empty(0, dtype=dtype)
         raw = torch.frombuffer(blob, dtype=torch.uint8)
@@ -256,22 +314,54 @@ class _RestrictedUnpickler(pickle.Unpickler):
         requires_grad: bool = False,
         backward_hooks: Any = None,
         metadata: Any = None,
-    ) -> torch.Tensor:
-        if not isinstance(storage, torch.Tensor):
+    ) -> _TensorRecord:
+        """A view of ``storage``, checked to lie inside it; its logical bytes are charged."""
+        if not isinstance(storage, _Storage):
             raise ModelFileError(f"{self._path}: tensor record without a storage")
-        try:
-            return storage.as_strided(tuple(size), tuple(stride), int(storage_offset))
-        except RuntimeError as error:
+        if backward_hooks:
+            raise UnsafeModelError(f"{self._path}: a tensor record carries backward hooks")
+        size, stride = _int_tuple(size), _int_tuple(stride)
+        offset = storage_offset
+        if (
+            size is None
+            or stride is None
+            or len(size) != len(stride)
+            or len(size) > MAX_TENSOR_DIMS
+            or type(offset) is not int
+            or offset < 0
+            or min(size + stride, default=0) < 0
+        ):
             raise ModelFileError(
-                f"{self._path}: tensor does not fit its storage ({error})"
-            ) from None
+                f"{self._path}: malformed tensor record of storage {storage.key}: size "
+                f"{short_repr(size)}, stride {short_repr(stride)}, offset {short_repr(offset)} "
+                f"(at most {MAX_TENSOR_DIMS} dimensions, sizes, strides and offset >= 0)"
+            )
+        numel = math.prod(size)
+        available = storage.data.numel()
+        last = offset + sum((n - 1) * step for n, step in zip(size, stride, strict=True))
+        if (numel > 0 and last >= available) or offset > available:
+            raise ModelFileError(
+                f"{self._path}: tensor view of storage {storage.key} (size {list(size)}, "
+                f"stride {list(stride)}, offset {offset}) reaches beyond its {available} elements"
+            )
+        self._budget.charge(numel * storage.data.element_size(), "tensor views (logical sizes)")
+        return _TensorRecord(storage, offset, size, stride)
 
     def _rebuild_parameter(
         self, data: Any, requires_grad: bool, backward_hooks: Any
-    ) -> torch.Tensor:
-        if not isinstance(data, torch.Tensor):
+    ) -> _TensorRecord:
+        if not isinstance(data, _TensorRecord):
             raise ModelFileError(f"{self._path}: parameter record without tensor data")
+        if backward_hooks:
+            raise UnsafeModelError(f"{self._path}: a parameter record carries backward hooks")
         return data
+
+
+def _int_tuple(value: Any) -> tuple[int, ...] | None:
+    """``value`` as a tuple of plain ints, or None if it is not one."""
+    if not isinstance(value, (tuple, list)) or any(type(v) is not int for v in value):
+        return None
+    return tuple(value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,10 +372,9 @@ def _script_members(archive: zipfile.ZipFile, root: str, class_path: str) -> dic
     """``__parameters__`` / ``__buffers__`` of a TorchScript class, read from its source text."""
     module_path, class_name = class_path.rsplit(".", 1)
     source_name = f"{root}/code/{module_path.replace('.', '/')}.py"
-    try:
-        source = archive.read(source_name).decode("utf-8")
-    except KeyError:
-        raise ModelFileError(f"TorchScript source {source_name} is missing") from None
+    if source_name not in archive.namelist():
+        raise ModelFileError(f"TorchScript source {source_name} is missing")
+    source = bytes(read_entry(archive, source_name, source_name)).decode("utf-8")
     block = re.search(rf"^class {re.escape(class_name)}\(Module\):\n((?:  .*\n)*)", source, re.M)
     members = {"__parameters__": [], "__buffers__": []}
     for key in members:
@@ -296,25 +385,38 @@ def _script_members(archive: zipfile.ZipFile, root: str, class_path: str) -> dic
     return members
 
 
-def _read_torchscript(blob: Any, label: str) -> PickledModule:
-    """An e3nn ``__codegen__`` TorchScript archive (``bytes``) as an inert module."""
+def _read_torchscript(blob: Any, label: str, *, budget: ByteBudget) -> PickledModule:
+    """An e3nn ``__codegen__`` TorchScript archive (``bytes``) as an inert module.
+
+    Its entries draw on the byte budget of the file that holds it.
+    """
     if not isinstance(blob, bytes):
         raise ModelFileError(f"{label}: __codegen__ entry is {type(blob).__name__}, not bytes")
+    read_script = functools.partial(_read_torchscript, budget=budget)
     try:
         with zipfile.ZipFile(io.BytesIO(blob)) as archive:
-            unpickler = _RestrictedUnpickler(archive, label, torchscript=True)
+            unpickler = _RestrictedUnpickler(archive, label, budget, torchscript=True)
             tree = unpickler.load()
-            return _script_module(tree, archive, unpickler.root, _Converter(label, _read_torchscript))
+            convert = _Converter(label, read_script)
+            return _script_module(tree, archive, unpickler.root, convert, {})
     except zipfile.BadZipFile as error:
         raise ModelFileError(f"{label}: unreadable TorchScript archive ({error})") from None
 
 
 def _script_module(
-    value: Any, archive: zipfile.ZipFile, root: str, convert: _Converter
+    value: Any, archive: zipfile.ZipFile, root: str, convert: _Converter, seen: dict[Any, Any]
 ) -> PickledModule:
+    """One ``__torch__`` module; ``seen`` holds the ids of modules read and each class's members."""
     if not isinstance(value, _Placeholder) or not isinstance(value._state, dict):
         raise ModelFileError(f"TorchScript archive holds {type(value).__name__}, not a module")
-    members = _script_members(archive, root, value.class_path)
+    if id(value) in seen:
+        raise ModelFileError(f"TorchScript module {value.class_path} is attached twice")
+    if len(seen) >= MAX_SCRIPT_MODULES:
+        raise ModelFileError(f"TorchScript archive holds more than {MAX_SCRIPT_MODULES} modules")
+    seen[id(value)] = None
+    if value.class_path not in seen:  # each class's source is read once
+        seen[value.class_path] = _script_members(archive, root, value.class_path)
+    members = seen[value.class_path]
     module = PickledModule(value.class_path, {}, {}, {}, {})
     for key, item in value._state.items():
         if key in members["__parameters__"]:
@@ -322,7 +424,7 @@ def _script_module(
         elif key in members["__buffers__"]:
             module.buffers[key] = item
         elif isinstance(item, _Placeholder) and item.class_path.startswith("__torch__."):
-            module.children[key] = _script_module(item, archive, root, convert)
+            module.children[key] = _script_module(item, archive, root, convert, seen)
         elif not _is_bookkeeping(key):
             module.attributes[key] = convert(item)
     module.parameters = _tensors(module.parameters, value.class_path)
@@ -356,14 +458,18 @@ def read_mace_model(path: str | os.PathLike) -> PickledModule:
     """
     label = os.fspath(path)
     try:
+        budget = ByteBudget.for_file(label)
         with zipfile.ZipFile(label) as archive:
-            tree = _RestrictedUnpickler(archive, label).load()
-            return _Converter(label, _read_torchscript)._module(tree, "the pickled object")
-    except UnsafeModelError:
-        raise
-    except ModelFileError as error:
+            tree = _RestrictedUnpickler(archive, label, budget).load()
+            read_script = functools.partial(_read_torchscript, budget=budget)
+            return _Converter(label, read_script)._module(tree, "the pickled object")
+    except ModelFileError as error:  # and its subclasses: the same class, with the file named
         message = str(error)
-        raise ModelFileError(message if label in message else f"{label}: {message}") from None
+        raise type(error)(message if label in message else f"{label}: {message}") from None
+    except RecursionError:
+        raise ModelFileError(
+            f"{label}: the pickle nests objects too deeply to read (Python's recursion limit)"
+        ) from None
     except FileNotFoundError:
         raise ModelFileError(f"{label}: no such file") from None
     except zipfile.BadZipFile as error:
@@ -371,8 +477,23 @@ def read_mace_model(path: str | os.PathLike) -> PickledModule:
             f"{label}: not a readable torch zip archive ({error}); the file may be truncated or "
             "corrupt, or written by torch < 1.6 in the legacy format"
         ) from None
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, OSError) as error:
-        raise ModelFileError(f"{label}: cannot read the pickled model ({error!r})") from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        ValueError,
+        TypeError,
+        RuntimeError,
+        NotImplementedError,
+        OSError,
+        zlib.error,
+    ) as error:
+        raise ModelFileError(
+            f"{label}: cannot read the pickled model ({type(error).__name__}: "
+            f"{short_repr(str(error))})"
+        ) from None
 
 
 def state_dict(root: PickledModule) -> dict[str, torch.Tensor]:

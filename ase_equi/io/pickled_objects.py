@@ -95,12 +95,26 @@ _NAMEDTUPLE_FIELDS = {
 }
 
 
+def _refuse_build(what: str) -> None:
+    raise UnsafeModelError(
+        f"the pickle applies BUILD (__setstate__) to {what}; refused (on a tensor this would "
+        "let the file resize or replace its storage)"
+    )
+
+
 class _Placeholder:
-    """Base of the inert stand-in classes: records constructor arguments and pickled state."""
+    """Base of the inert stand-in classes: records constructor arguments and pickled state.
+
+    The unpickler makes one subclass per class name, with ``_work`` set to its work budget,
+    charged with the number of arguments each construction copies.
+    """
 
     class_path = "<placeholder>"
+    _work: Any = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _Placeholder:
+        if cls._work is not None:
+            cls._work.charge(len(args) + len(kwargs), f"arguments of {cls.class_path}")
         instance = super().__new__(cls)
         instance._args = args
         instance._state = None
@@ -116,3 +130,38 @@ class _Placeholder:
 @dataclass(frozen=True)
 class _StorageType:
     dtype: torch.dtype
+
+    def __setstate__(self, state: Any) -> None:
+        _refuse_build("a storage type")
+
+
+class _Storage:
+    """One storage blob of the archive as a 1-D tensor ``[numel]``; inert to BUILD."""
+
+    def __init__(self, key: str, data: torch.Tensor) -> None:
+        self.key = key
+        self.data = data
+
+    def __setstate__(self, state: Any) -> None:
+        _refuse_build(f"storage {self.key}")
+
+
+class _TensorRecord:
+    """A tensor as ``_rebuild_tensor_v2`` describes it: a view of a storage, made on demand.
+
+    The unpickler hands these out instead of tensors, so that a ``BUILD`` opcode cannot reach
+    ``torch.Tensor.__setstate__`` (whose ``set_`` resizes storages); bounds are checked by the
+    unpickler before one is made.
+    """
+
+    def __init__(
+        self, storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...]
+    ) -> None:
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+    def tensor(self) -> torch.Tensor:
+        """The view ``[*size]`` of the storage."""
+        return self.storage.data.as_strided(self.size, self.stride, self.offset)
+
+    def __setstate__(self, state: Any) -> None:
+        _refuse_build(f"a tensor of storage {self.storage.key}")

@@ -12,7 +12,15 @@ from typing import Any
 
 import torch
 
-from .pickled_objects import GlobalRef, ModelFileError, PickledModule, PickledObject, _Placeholder
+from .pickle_bounds import MAX_DEPTH, MAX_EXPANDED, short_repr
+from .pickled_objects import (
+    GlobalRef,
+    ModelFileError,
+    PickledModule,
+    PickledObject,
+    _Placeholder,
+    _TensorRecord,
+)
 
 _IRREPS_CLASSES = ("e3nn.o3._irreps.Irreps", "e3nn.o3._irreps._MulIr", "e3nn.o3._irreps.Irrep")
 _MODULE_BOOKKEEPING = frozenset(
@@ -41,19 +49,29 @@ def _irreps_string(value: _Placeholder) -> str:
             return _mul_irrep(value)
         entries = value._args[0] if value._args else ()
         return "+".join(_mul_irrep(entry) for entry in entries)
-    except (AttributeError, TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError):
         raise ModelFileError(
-            f"unexpected pickled layout of {value.class_path}: {value._args!r}"
+            f"unexpected pickled layout of {value.class_path}: {short_repr(value._args)}"
         ) from None
 
 
 class _Converter:
-    """Turns the placeholder tree into :class:`PickledModule` / plain Python values."""
+    """Turns the placeholder tree into :class:`PickledModule` / plain Python values.
+
+    The pickle's objects form a graph (memo references share objects): each object is converted
+    once and its result reused, so shared references stay shared and cost nothing more. A
+    reference cycle, nesting deeper than ``MAX_DEPTH``, or a module tree that would expand to
+    more than ``MAX_EXPANDED`` modules and tensors when shared submodules are repeated (as
+    ``state_dict`` repeats them) raise :class:`ModelFileError`.
+    """
 
     def __init__(self, label: str, read_script: Callable[[Any, str], PickledModule]) -> None:
         self._label = label
         self._read_script = read_script  # TorchScript blob, label -> PickledModule
         self._done: dict[int, Any] = {}
+        self._active: set[int] = set()
+        self._sizes: dict[int, int] = {}  # id(PickledModule) -> expanded size
+        self._depth = 0
 
     def __call__(self, value: Any) -> Any:
         if isinstance(value, (str, bytes, int, float, type(None), torch.Tensor, torch.dtype)):
@@ -62,8 +80,29 @@ class _Converter:
             return value
         if isinstance(value, type) and issubclass(value, _Placeholder):
             return GlobalRef(value.class_path)
-        if id(value) in self._done:
-            return self._done[id(value)]
+        key = id(value)
+        if key in self._done:
+            return self._done[key]
+        if key in self._active:
+            raise ModelFileError(
+                f"the pickle holds a reference cycle (a {type(value).__name__} that contains "
+                "itself); a model file has none"
+            )
+        if self._depth >= MAX_DEPTH:
+            raise ModelFileError(f"the pickle nests objects more than {MAX_DEPTH} levels deep")
+        self._active.add(key)
+        self._depth += 1
+        try:
+            converted = self._convert(value)
+        finally:
+            self._active.discard(key)
+            self._depth -= 1
+        self._done[key] = converted
+        return converted
+
+    def _convert(self, value: Any) -> Any:
+        if isinstance(value, _TensorRecord):
+            return value.tensor()
         if isinstance(value, _Placeholder):
             return self._placeholder(value)
         if isinstance(value, dict):
@@ -79,17 +118,19 @@ class _Converter:
         if not (
             isinstance(state, dict) and {"_parameters", "_buffers", "_modules"} <= state.keys()
         ):
-            converted = PickledObject(value.class_path, self(value._args), self(state))
-            self._done[id(value)] = converted
-            return converted
+            return PickledObject(value.class_path, self(value._args), self(state))
         module = PickledModule(value.class_path, {}, {}, {}, {})
-        self._done[id(value)] = module
         module.parameters = _tensors(state["_parameters"], value.class_path)
         module.buffers = _tensors(state["_buffers"], value.class_path)
-        module.non_persistent_buffers = frozenset(state.get("_non_persistent_buffers_set", ()))
-        for name, child in state["_modules"].items():
+        module.non_persistent_buffers = frozenset(
+            self(state.get("_non_persistent_buffers_set", ()))
+        )
+        children = state["_modules"]
+        if not isinstance(children, dict):
+            raise ModelFileError(f"{value.class_path}: _modules is not a dict")
+        for name, child in children.items():
             if child is not None:
-                module.children[name] = self._module(child, f"submodule {name!r}")
+                module.children[str(name)] = self._module(child, f"submodule {name!r}")
         module.attributes = {
             key: self(item) for key, item in state.items() if not _is_bookkeeping(key)
         }
@@ -104,7 +145,20 @@ class _Converter:
         converted = self(value)
         if not isinstance(converted, PickledModule):
             raise ModelFileError(f"{what} is a {type(converted).__name__}, not a torch module")
+        if self._expanded(converted) > MAX_EXPANDED:
+            raise ModelFileError(
+                f"{what} ({converted.class_path}) expands to more than {MAX_EXPANDED} modules "
+                "and tensors (shared submodules repeated); a model file has far fewer"
+            )
         return converted
+
+    def _expanded(self, module: PickledModule) -> int:
+        """Modules + tensors of ``module`` with shared submodules counted at every use."""
+        key = id(module)
+        if key not in self._sizes:
+            children = sum(self._expanded(child) for child in module.children.values())
+            self._sizes[key] = 1 + len(module.parameters) + len(module.buffers) + children
+        return self._sizes[key]
 
 
 def _is_bookkeeping(key: str) -> bool:
@@ -121,6 +175,8 @@ def _tensors(entries: Any, owner: str) -> dict[str, torch.Tensor]:
     for name, tensor in entries.items():
         if tensor is None:
             continue
+        if isinstance(tensor, _TensorRecord):
+            tensor = tensor.tensor()
         if not isinstance(tensor, torch.Tensor):
             raise ModelFileError(f"{owner}: entry {name!r} is not a tensor")
         out[name] = tensor
