@@ -178,8 +178,8 @@ def test_cli_train_with_json_config(tmp_path, capsys):
     files = ["--data", str(tmp_path / "d.xyz"), "--out", str(tmp_path / "run")]
     code = main(["train", *files, "--config", str(tmp_path / "cfg.json"), *flags.split()])
     assert code == 0
-    out = capsys.readouterr().out
-    assert "epoch 1/1" in out and "# Test report" in out
+    captured = capsys.readouterr()
+    assert "epoch 1/1" in captured.err and "# Test report" in captured.out
     loaded = load_model(tmp_path / "run/model")
     assert loaded.config.channels == 4 and loaded.config.elements == (29, 13)  # flags win
     assert loaded.card["level_of_theory"] == "EMT"
@@ -197,7 +197,7 @@ def test_ddp_two_gloo_processes_match_one(tmp_path):
     cmd += ["--out", str(tmp_path / "ddp"), *args]
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.count("epoch 1/1") == 1  # only rank 0 prints
+    assert run.stderr.count("epoch 1/1") == 1  # only rank 0 shows progress
     ddp = load_checkpoint(tmp_path / "ddp/checkpoints/last.pt")
     assert ddp["step"] == 2  # 4 training frames, global batch 3: batches of 3 and 1
     assert main(["train", "--out", str(tmp_path / "one"), *args]) == 0

@@ -2,7 +2,8 @@
 
 A change of level of theory shifts energies mostly by a per-element constant: with the
 parent's interaction energy ``E_int(k) = E_parent(k) − Σ_z N_kz E0_z`` on each frame k, new
-reference energies solve ``min ||N E0' − (E_ref − E_int)||₂`` (:func:`refit_reference_energies`).
+reference energies solve ``min ||N E0' − (E_ref − E_int)||₂``, the solution nearest the parent's
+E0 (:func:`refit_reference_energies`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ import torch
 
 from ..batch import frames_to_graphs, make_batch
 from ..data import Frame
-from ..graph import element_indices
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
-from ..statistics import fit_reference_energies
+from ..statistics import ReferenceEnergyFit, composition_matrix, reference_energy_fit
 from .checkpoint import new_model
 
 
@@ -83,24 +83,41 @@ def predict_energies(model: MaceModel, frames: Sequence[Frame], batch_size: int 
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def refit_reference_energies(model: MaceModel, frames: Sequence[Frame]) -> np.ndarray:
-    """New E0 [n_elements] (eV) for ``model`` on ``frames`` by least squares on the residual
-    ``E_ref − E_int`` (see the module docstring); the model is not changed."""
+def refit_reference_energies(
+    model: MaceModel,
+    frames: Sequence[Frame],
+    *,
+    new_elements: Sequence[int] = (),
+    refit_known: bool = True,
+) -> ReferenceEnergyFit:
+    """E0 [n_elements] (eV) for ``model`` on ``frames``, closest to the model's own E0.
+
+    The target of frame k is ``E_ref(k) − E_int(k)`` (see the module docstring); the fit is
+    :func:`~ase_equi.statistics.reference_energy_fit` with the model's E0 as the prior: an
+    element in no frame keeps its E0 exactly, and of the least-squares solutions the one
+    nearest the model's E0 is taken (with water alone, only ``2 E0_H + E0_O`` moves).
+    ``new_elements`` (just added, placeholder E0) have no prior; with ``refit_known=False``
+    only they are fitted. The model is not changed.
+
+    Returns
+    -------
+    ReferenceEnergyFit
+        ``.values [n_elements]`` and ``.status`` (fitted / partly fitted / kept per element).
+    """
     elements = list(model.config.elements)
     e0_old = model.reference_energies.detach().double().cpu().numpy()
-    counts = np.stack(
-        [np.bincount(element_indices(f.atoms.numbers, elements), minlength=len(elements))
-         for f in frames]
-    )
+    counts = composition_matrix(frames, elements)
     interaction = predict_energies(model, frames) - counts @ e0_old
-    residual = [dataclasses.replace(f, energy=f.energy - e) for f, e in zip(frames, interaction, strict=True)]
-    for f, r in zip(frames, residual, strict=True):  # isolated atoms keep their own energy as E0
-        if f.is_isolated_atom:
-            r.energy = f.energy
-    return fit_reference_energies(residual, elements)
+    residual = [  # isolated atoms keep their own energy as E0
+        f if f.is_isolated_atom else dataclasses.replace(f, energy=f.energy - e)
+        for f, e in zip(frames, interaction, strict=True)
+    ]
+    prior = np.where(np.isin(elements, list(new_elements)), np.nan, e0_old)
+    return reference_energy_fit(residual, elements, prior, refit_prior=refit_known)
 
 
 def _set_reference_energies(model: MaceModel, e0: np.ndarray) -> None:
+    """The one place that changes a model's E0 ``[n_elements]`` (eV): buffer and config."""
     with torch.no_grad():
         model.reference_energies.copy_(torch.as_tensor(e0, dtype=model.reference_energies.dtype))
     model.config = dataclasses.replace(model.config, reference_energies=tuple(float(x) for x in e0))

@@ -4,12 +4,14 @@
 rerun with the same output directory trains on the same frames; a checkpoint is resumed only
 with the settings it was written with (``RESUMABLE_FIELDS`` may change).
 :func:`starting_models` gives the weights a run begins with: new ones, a copy of the given
-model, or those of the checkpoint.
+model, or those of the checkpoint. The checkpoint files themselves (checksum, previous copy,
+fallback) are :mod:`ase_equi.training.checkpoint_file`'s.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fnmatch
 import hashlib
 import json
@@ -23,10 +25,22 @@ import torch
 from ..data import Frame, split_frames
 from ..model.config import ModelConfig
 from ..model.mace import MaceModel
-from ..statistics import fit_model_config
-from .config import BLOCKS, CHECKPOINT_FORMAT, RESUMABLE_FIELDS, TrainConfig
+from ..statistics import data_statistics
+from .checkpoint_file import load_checkpoint, resume_checkpoint, save_checkpoint
+from .config import BLOCKS, RESUMABLE_FIELDS, TrainConfig
 from .evaluation import LabelledSet
 from .report import _atomic_write
+
+__all__ = [
+    "check_resumable",
+    "freeze_blocks",
+    "load_checkpoint",
+    "load_or_make_split",
+    "new_model",
+    "resume_checkpoint",
+    "save_checkpoint",
+    "starting_models",
+]
 
 
 def new_model(config: ModelConfig, seed: int, *, init_coupling: bool = True) -> MaceModel:
@@ -43,18 +57,25 @@ def starting_models(
     fit_data: LabelledSet,
     seed: int,
     dtype: torch.dtype,
-) -> tuple[MaceModel, MaceModel]:
-    """``(net, ema)`` a run begins with, in ``dtype``.
+) -> tuple[MaceModel, MaceModel, dict[str, str]]:
+    """``(net, ema, e0_status)`` a run begins with, in ``dtype``.
 
     From a checkpoint ``state`` (with its ``config``): its weights and EMA. Otherwise a copy of
     the given :class:`MaceModel`, or for a :class:`ModelConfig` a new model whose E0, scale,
-    shift and average neighbour count are fitted on ``fit_data`` (the training split).
+    shift and average neighbour count are fitted on ``fit_data`` (the training split); the
+    config's E0, when given, are the prior of the fit. ``e0_status`` says per element symbol
+    how E0 was set (see :class:`~ase_equi.statistics.ReferenceEnergyFit`; empty unless fitted
+    here).
     """
+    e0_status: dict[str, str] = {}
     if state is not None:
         net = new_model(config, seed, init_coupling=False)  # buffers and weights from state
     elif isinstance(model, ModelConfig):
-        fitted = fit_model_config(config, fit_data.frames, graphs=fit_data.graphs)
-        net = new_model(fitted, seed)
+        stats = data_statistics(fit_data.frames, config.elements, config.r_max,
+                                graphs=fit_data.graphs, prior=config.reference_energies)
+        fitted = dataclasses.asdict(stats)
+        e0_status = fitted.pop("reference_energy_status")
+        net = new_model(dataclasses.replace(config, **fitted), seed)
     else:
         net = copy.deepcopy(model)
     net = net.to(dtype).train()  # before loading: checkpoint values go into params of its dtype
@@ -65,15 +86,7 @@ def starting_models(
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
     ema.requires_grad_(False)
-    return net, ema
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a training checkpoint written by :func:`train` (``weights_only=True``)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an ase_equi training checkpoint")
-    return state
+    return net, ema, e0_status
 
 
 def _fingerprint(frames: Sequence[Frame]) -> str:

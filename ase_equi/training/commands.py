@@ -52,9 +52,12 @@ def _blocks(text: str) -> tuple[str, ...]:
     return tuple(b.strip() for b in text.split(",") if b.strip())
 
 
-def _train_flags() -> list[tuple[str, Any, str]]:
+def _train_flags(defaults: dict[str, Any] | None = None) -> list[tuple[str, Any, str]]:
+    """``(name, type, help)`` of the TrainConfig flags; ``defaults`` overrides the defaults
+    shown (fine-tuning's differ from training's)."""
     from .trainer import TrainConfig
 
+    defaults = defaults or {}
     flags = []
     for f in dataclasses.fields(TrainConfig):
         if f.name == "output_dir":
@@ -65,7 +68,8 @@ def _train_flags() -> list[tuple[str, Any, str]]:
             "plots": _boolean,
             "freeze": _blocks,
         }.get(f.name, type(f.default))
-        flags.append((f.name, kind, f"TrainConfig.{f.name} (default {f.default})"))
+        shown = defaults.get(f.name, f.default)
+        flags.append((f.name, kind, f"TrainConfig.{f.name} (default {shown})"))
     return flags
 
 
@@ -104,7 +108,9 @@ def _keys(args: argparse.Namespace):
 
 
 def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
-    from .finetune import FINETUNE_TRAIN_DEFAULTS
+    from .finetune import FINETUNE_TRAIN_DEFAULTS, FinetuneConfig
+
+    ft = FinetuneConfig()
 
     p = subparsers.add_parser(
         "finetune",
@@ -122,14 +128,18 @@ def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
     for q in ("energy", "forces", "stress"):
         p.add_argument(f"--{q}-key", help=f"label name of the {q} (default: {q}); e.g. REF_{q}")
     g = p.add_argument_group("fine-tuning (FinetuneConfig)")
-    g.add_argument("--refit-e0", type=_boolean, help="refit per-element E0 first (default true)")
+    g.add_argument("--refit-e0", type=_boolean, help="refit the E0 of the elements in the data "
+                   f"first, nearest the parent's; the others are kept (default {ft.refit_e0})")
     g.add_argument("--replay-data", help="labelled frames of the parent's data to rehearse")
-    g.add_argument("--replay-count", type=int, help="how many replay frames (default 200)")
-    g.add_argument("--replay-weight", type=float, help="loss weight of a replay frame (1)")
-    g.add_argument("--relabel-replay", type=_boolean, help="label replay frames by the parent")
+    g.add_argument("--replay-count", type=int,
+                   help=f"how many replay frames (default {ft.replay_count})")
+    g.add_argument("--replay-weight", type=float,
+                   help=f"loss weight of a replay frame (default {ft.replay_weight})")
+    g.add_argument("--relabel-replay", type=_boolean,
+                   help=f"label replay frames by the parent (default {ft.relabel_replay})")
     g.add_argument("--parent-test-data", help="the parent's test set, to measure forgetting")
-    g = p.add_argument_group("training (TrainConfig)")
-    for name, kind, text in _train_flags():
+    g = p.add_argument_group("training (TrainConfig; fine-tuning defaults)")
+    for name, kind, text in _train_flags(FINETUNE_TRAIN_DEFAULTS):
         g.add_argument(f"--{name.replace('_', '-')}", dest=f"train_{name}", type=kind, help=text)
     p.set_defaults(func=_cmd_finetune)
 
@@ -144,12 +154,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
 
-    def show(info: dict[str, Any]) -> None:
-        if info["event"] != "step":
-            print(info["line"], flush=True)
-
+    # progress on stderr (train()'s default); the report on stdout
     result = finetune(args.parent, args.data, out=args.out, name=args.name, keys=_keys(args),
-                      level_of_theory=args.level_of_theory, progress=show, **options)
+                      level_of_theory=args.level_of_theory, **options)
     if result.model_path is not None:
         print((Path(args.out) / "finetune_report.md").read_text(), end="")
     return 0
@@ -213,18 +220,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     model_config = ModelConfig.from_dict(model)  # E0, scale, shift fitted by train()
     train_config = TrainConfig.from_dict({**settings["train"], "output_dir": args.out})
 
-    def show(info: dict[str, Any]) -> None:
-        if info["event"] != "step":
-            print(info["line"], flush=True)
-
-    result = train(
+    result = train(  # progress on stderr (train()'s default); the report on stdout
         model_config,
         frames,
         train_config,
         name=args.name,
         level_of_theory=args.level_of_theory,
-        data_description=args.description or f"labelled structures from {args.data}",
-        progress=show,
+        data_description=args.description or f"labelled structures from {Path(args.data).name}",
     )
     if result.model_path is not None and int(os.environ.get("RANK", "0")) == 0:
         print((Path(args.out) / "test_report.md").read_text(), end="")

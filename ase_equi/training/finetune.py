@@ -8,23 +8,31 @@
 2. **E0 refit** (``refit_e0``). A change of level of theory shifts energies mostly by a
    per-element constant. With the parent's interaction energy
    ``E_int(k) = E_parent(k) − Σ_z N_kz E0_z`` on each training frame k, the new reference
-   energies solve the least-squares problem ``min ||N E0' − (E_ref − E_int)||₂`` (isolated-atom
-   frames, where present, fix their element exactly). Replayed frames get the same shift,
-   ``E ← E + Σ_z N_z (E0'_z − E0_z)``, so old and new labels agree on what E0 means.
+   energies solve the least-squares problem ``min ||N E0' − (E_ref − E_int)||₂``, and of its
+   solutions the one **closest to the parent's E0**: ``E0' = E0 + N⁺ (E_ref − E_int − N E0)``.
+   Elements absent from the new data keep the parent's E0 exactly, and directions the data do
+   not determine (water alone fixes only ``2 E0_H + E0_O``) keep the parent's values; new
+   elements absorb the shift first. Isolated-atom frames, where present, fix their element
+   exactly. The card and the report list which E0 were fitted and which kept. Replayed frames
+   get the same shift, ``E ← E + Σ_z N_z (E0'_z − E0_z)``, so old and new labels agree on what
+   E0 means.
 3. **Replay** (``replay_data``). A seeded sample of ``replay_count`` labelled frames of the
    parent's own data (or, with ``relabel_replay``, any structures labelled by the parent model
    itself) joins the training split with loss weight ``replay_weight`` against forgetting.
 4. **Training** with :func:`ase_equi.training.train` (lower learning rate by default, chosen
    blocks frozen with ``freeze``), checkpointed and resumable like any training run.
-5. **Before/after report**: errors of the parent and of the fine-tuned model on the new data's
-   test split and, when ``parent_test_data`` is given, on the parent's own test set
-   (``finetune_report.md/.json``, ``finetune_report.png``); the card names the parent.
+5. **Before/after report**: errors on the new data's test split of the parent **after the E0
+   refit** ("before": what training itself changed) and of the fine-tuned model ("after");
+   when ``parent_test_data`` is given, also on the parent's own test set
+   (``finetune_report.md/.json``, ``finetune_report.png``). The card names the parent by zoo
+   name or file name and the SHA-256 of its weights (never a path).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -50,7 +58,10 @@ from .adaptation import (
 )
 from .config import DTYPES, TrainConfig
 from .finetune_report import before_after, evaluate, write_report
+from .loss import UNITS
 from .trainer import TrainResult, train
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FinetuneConfig",
@@ -96,7 +107,7 @@ class FinetuneConfig:
 FINETUNE_TRAIN_DEFAULTS = {"lr": 1e-3, "epochs": 50, "scheduler": "cosine", "ema_decay": 0.99}
 
 
-@dataclass
+@dataclass(repr=False)
 class FinetuneResult:
     """The fine-tuned model, the training result and the before/after errors (meV units)."""
 
@@ -104,6 +115,22 @@ class FinetuneResult:
     train_result: TrainResult
     report: dict[str, Any]
     model_path: Path | None
+
+    def __repr__(self) -> str:
+        """One line: parent, the fitted/kept E0 count, test errors before → after, file."""
+        text = f"FinetuneResult(from {self.report.get('parent', '?')}"
+        e0 = self.report.get("reference_energies", {})
+        if e0:
+            kept = sum(v["status"] == "kept" for v in e0.values())
+            text += f", E0 {len(e0) - kept} fitted / {kept} kept"
+        test = self.report.get("new_test", {})
+        for q, short in (("energy", "E"), ("forces", "F")):
+            b, a = test.get("before", {}), test.get("after", {})
+            if f"{q}_mae" in a:
+                was = f"{b[f'{q}_mae']:.3g} → " if f"{q}_mae" in b else ""
+                text += f", test {short} MAE {was}{a[f'{q}_mae']:.3g} {UNITS[q]}"
+        path = f"'{self.model_path}'" if self.model_path else "None"
+        return text + f", model_path={path})"
 
 
 def load_parent(parent: str | os.PathLike | LoadedModel | MaceModel) -> LoadedModel:
@@ -115,6 +142,25 @@ def load_parent(parent: str | os.PathLike | LoadedModel | MaceModel) -> LoadedMo
     from ..calculator import _resolve
 
     return _resolve(parent, device="cpu", dtype=torch.float64)
+
+
+def parent_identity(
+    parent: str | os.PathLike | LoadedModel | MaceModel, loaded: LoadedModel
+) -> dict[str, str]:
+    """How a card names the parent: ``{"name", "zoo" or "file", "weights_sha256"}``.
+
+    A zoo model by its zoo name, a file by its file name (never a directory: the card must
+    not carry a path of the machine it was made on), and the SHA-256 of its weights.
+    """
+    from ..zoo import is_zoo_name
+
+    ident = {"name": loaded.name if loaded.source or loaded.card else "model"}
+    if isinstance(parent, (str, os.PathLike)) and is_zoo_name(parent):
+        ident["zoo"] = os.fspath(parent)
+    elif loaded.source:
+        ident["file"] = Path(loaded.source).name
+    ident["weights_sha256"] = _parent_sha(loaded)
+    return ident
 
 
 def _sample(frames: list[Frame], count: int, seed: int) -> list[Frame]:
@@ -169,6 +215,7 @@ def finetune(
     keys: DataKeys | None = None,
     level_of_theory: str = "",
     progress: Any = None,
+    verbose: bool = True,
     **options: Any,
 ) -> FinetuneResult:
     """Fine-tune ``parent`` on ``data``; write the model, its card and a before/after report.
@@ -185,6 +232,11 @@ def finetune(
         Model file name in ``out`` (default: ``<parent>-finetuned``).
     keys:
         Label names (:class:`~ase_equi.data.DataKeys`; e.g. ``DataKeys.ref()``).
+    progress:
+        Callback of :func:`~ase_equi.training.train`'s events.
+    verbose:
+        Show progress on stderr (an epoch line each epoch, a live step line on a terminal);
+        the E0 refit and other messages go through ``logging``.
     options:
         Fields of :class:`FinetuneConfig` (``refit_e0``, ``replay_data``, ``replay_count``,
         ``replay_weight``, ``relabel_replay``, ``parent_test_data``) and of
@@ -201,26 +253,31 @@ def finetune(
     ft = FinetuneConfig(**ft_options)
     cfg = TrainConfig(**{**FINETUNE_TRAIN_DEFAULTS, **tr_options, "output_dir": str(out)})
     loaded = load_parent(parent)
-    parent_name = loaded.name if loaded.source or loaded.card else "model"
+    ident = parent_identity(parent, loaded)
+    parent_name = ident["name"]
     name = name or f"{parent_name}-finetuned"
     dtype = DTYPES[cfg.dtype]
     base = loaded.model.to(dtype)
     source, frames = load_frames(data, keys=keys)
-    model = add_elements(copy.deepcopy(base), sorted({int(z) for f in frames for z in f.atoms.numbers}),
-                         seed=cfg.seed)
+    in_data = sorted({int(z) for f in frames for z in f.atoms.numbers})
+    model = add_elements(copy.deepcopy(base), in_data, seed=cfg.seed)
     new_elements = [z for z in model.config.elements if z not in base.config.elements]
 
-    state_exists = (Path(out) / "checkpoints" / "last.pt").exists()
     e0_parent = model.reference_energies.detach().double().cpu().numpy().copy()
-    e0 = e0_parent
+    e0, e0_status = e0_parent, {chemical_symbols[z]: "kept" for z in model.config.elements}
     if ft.refit_e0 or new_elements:
         # refit on the training frames only (the split is fixed by the seed, as in train())
-        e0 = refit_reference_energies(model, _train_frames(frames, cfg))
-        if not ft.refit_e0:  # only the new elements take fitted values
-            known = np.isin(model.config.elements, base.config.elements)
-            e0 = np.where(known, e0_parent, e0)
-        if not state_exists:
-            _set_reference_energies(model, e0)
+        fit = refit_reference_energies(model, _train_frames(frames, cfg),
+                                       new_elements=new_elements, refit_known=ft.refit_e0)
+        e0, e0_status = fit.values, fit.summary()
+        _set_reference_energies(model, e0)  # (a resumed run takes the checkpoint's weights)
+    e0_report = {
+        sym: {"parent": None if z in new_elements else float(old), "now": float(now),
+              "status": e0_status[sym]}
+        for sym, z, old, now in zip(e0_status, model.config.elements, e0_parent, e0, strict=True)
+    }
+    log.info("E0 after the refit: %s", ", ".join(
+        f"{sym} {v['now']:.6g} eV ({v['status']})" for sym, v in e0_report.items()))
 
     replay: list[Frame] = []
     if ft.replay_data:
@@ -247,15 +304,18 @@ def finetune(
         name=name,
         level_of_theory=level_of_theory
         or f"not stated (parent {parent_name}: {loaded.card.get('level_of_theory', 'unknown')})",
-        data_description=f"fine-tuned from {parent_name} on {source or 'given frames'}",
+        data_description=f"fine-tuned from {parent_name} on {_file_name(source)}",
         progress=progress,
         replay=replay,
+        verbose=verbose,
     )
-    report = before_after(loaded.model.to(dtype), result, frames, ft.parent_test_data, cfg)
+    report = before_after(model, result, frames, ft.parent_test_data, cfg,
+                          parent=loaded.model.to(dtype))
     report.update(
         parent=parent_name,
-        parent_sha256=_parent_sha(loaded),
+        parent_sha256=ident["weights_sha256"],
         new_elements=[chemical_symbols[z] for z in new_elements],
+        reference_energies=e0_report,
         n_replay=len(replay),
         seconds=round(time.perf_counter() - started, 1),
     )
@@ -263,10 +323,13 @@ def finetune(
     if result.model_path is not None:
         write_report(Path(out), report)
         card = load_model(result.model_path, dtype=None).card
+        settings = dataclasses.asdict(ft)
+        for key in ("replay_data", "parent_test_data"):
+            settings[key] = settings[key] and _file_name(settings[key])
         card.update(
-            parent={"name": parent_name, "weights_sha256": report["parent_sha256"],
-                    "source": loaded.source},
-            finetuning={"data": source or "given frames", "settings": dataclasses.asdict(ft),
+            parent=ident,
+            finetuning={"data": _file_name(source), "settings": settings,
+                        "reference_energies": e0_report,
                         "report": {k: report[k] for k in ("new_test", "parent_test")
                                    if k in report}},
         )
@@ -280,6 +343,11 @@ def _train_frames(frames: list[Frame], cfg: TrainConfig) -> list[Frame]:
     split = split_frames(frames, valid_fraction=cfg.valid_fraction,
                          test_fraction=cfg.test_fraction, seed=cfg.seed)
     return [frames[k] for k in sorted(split["train"] + split["isolated"])]
+
+
+def _file_name(source: str | os.PathLike | None) -> str:
+    """A data or model file as a card names it: the file name only (no machine's path)."""
+    return Path(source).name if source else "given frames"
 
 
 def _parent_sha(loaded: LoadedModel) -> str:

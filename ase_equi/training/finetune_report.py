@@ -23,24 +23,32 @@ def evaluate(model: MaceModel, frames: Sequence[Frame], batch_size: int = 8) -> 
     return LabelledSet.for_model(frames, model).evaluate(model, batch_size=batch_size).summary()
 
 
-def before_after(parent: MaceModel, result: TrainResult, frames: Sequence[Frame],
-                 parent_test_data: str | None, cfg: TrainConfig) -> dict[str, Any]:
-    """Errors of the parent and the fine-tuned model on the new test split and, when given,
-    on the parent's own test set (meV units)."""
+def before_after(adapted: MaceModel, result: TrainResult, frames: Sequence[Frame],
+                 parent_test_data: str | None, cfg: TrainConfig, *,
+                 parent: MaceModel | None = None) -> dict[str, Any]:
+    """Errors (meV units) on the new data's test split of ``adapted`` (the parent after the E0
+    refit, before any training: "before") and of the fine-tuned model ("after"), plus the
+    unadapted ``parent``'s, when given ("parent_as_is": what the E0 refit alone changed);
+    and, with ``parent_test_data``, of ``parent`` and the fine-tuned model on that set.
+
+    "before" uses the frames whose elements the parent knew (a new element's weights are
+    untrained).
+    """
     import json
 
+    parent = adapted if parent is None else parent
     split = json.loads((Path(cfg.output_dir) / "split.json").read_text())
     test = [frames[k] for k in split["test"]]
     report: dict[str, Any] = {"units": UNITS}
     known = set(parent.config.elements)
     if test:
-        # the parent can only be asked about frames made of elements it knows
         old = [f for f in test if set(f.atoms.numbers.tolist()) <= known]
         report["new_test"] = {
             "n_frames": len(test),
             "n_frames_parent_can_evaluate": len(old),
-            "before": evaluate(parent, old) if old else {},
+            "before": evaluate(adapted, old) if old else {},
             "after": evaluate(result.model, test),
+            "parent_as_is": evaluate(parent, old) if old and parent is not adapted else {},
         }
     if parent_test_data:
         own = read_frames(parent_test_data, elements=parent.config.elements)
@@ -72,6 +80,17 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
                     f"| {label} | {q} | {cell(b, f'{q}_mae')} | {cell(a, f'{q}_mae')} | "
                     f"{cell(b, f'{q}_rmse')} | {cell(a, f'{q}_rmse')} | {UNITS[q]} |"
                 )
+    lines += ["", "\"before\": the parent after the E0 refit, before training."]
+    as_is = report.get("new_test", {}).get("parent_as_is", {})
+    if "energy_mae" in as_is:
+        lines += [f"The parent as it was (before the E0 refit): energy MAE "
+                  f"{as_is['energy_mae']:.4g} {UNITS['energy']}."]
+    e0 = report.get("reference_energies", {})
+    if e0:
+        lines += ["", "| element | E0 parent (eV) | E0 now (eV) | |", "|---|---|---|---|"]
+        for sym, v in e0.items():
+            was = "new" if v["parent"] is None else f"{v['parent']:.6f}"
+            lines.append(f"| {sym} | {was} | {v['now']:.6f} | {v['status']} |")
     lines += ["", f"Replayed frames: {report['n_replay']}; new elements: "
               f"{', '.join(report['new_elements']) or 'none'}; time {report['seconds']} s."]
     _atomic_write(out / "finetune_report.md", lambda fh: fh.write("\n".join(lines) + "\n"), "w")

@@ -3,7 +3,8 @@
 Everything a run writes lies in ``TrainConfig.output_dir``::
 
     split.json                 train/valid/test frame indices (fixed by the seed) + data fingerprint
-    checkpoints/last.pt        the whole training state (see below), replaced atomically
+    checkpoints/last.pt        the whole training state (see below), checksummed, replaced
+                               atomically; checkpoints/previous.pt: the one before it
     test_report.json / .md     MAE and RMSE on the test split (energy/atom, forces, stress)
     parity.png                 predicted against reference on the test split
     learning_curves.png        train and valid loss, valid errors per epoch
@@ -12,10 +13,12 @@ Everything a run writes lies in ``TrainConfig.output_dir``::
 **Resume.** ``checkpoints/last.pt`` holds model, optimiser, scheduler, EMA and best-EMA weights,
 the state of the shuffling generator, the current epoch's data order, the epoch, step and batch
 position, the running epoch loss, the history and the best validation loss: plain tensors and
-dicts written with ``torch.save`` to a temporary file and moved into place with ``os.replace``,
-read back with ``torch.load(weights_only=True)``. Calling :func:`train` again with the same
-output directory continues from it, and the parameters then match those of an uninterrupted run
-bit for bit (same machine, same threads).
+dicts written with ``torch.save`` plus a SHA-256 footer (:mod:`.checkpoint_file`), read back with
+``torch.load(weights_only=True)`` once the checksum matched. A damaged ``last.pt`` (truncated,
+overwritten) is reported by name and the run resumes from ``previous.pt``; a resume prints
+``resumed from <file>, epoch N, step M`` (N epochs and M steps done). Calling :func:`train`
+again with the same output directory continues from it, and the parameters then match those of
+an uninterrupted run bit for bit (same machine, same threads).
 
 **Choices.** AdamW, the learning-rate schedule (``"plateau"`` by default, watching the
 validation loss, or the train loss when there is no validation split) and the weight EMA are
@@ -38,7 +41,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,14 +61,17 @@ from .checkpoint import (
     freeze_blocks,
     load_checkpoint,
     load_or_make_split,
+    resume_checkpoint,
+    save_checkpoint,
     starting_models,
 )
+from .checkpoint_file import remove_stale_temporaries
 from .config import CHECKPOINT_FORMAT, DTYPES, TrainConfig
 from .evaluation import LabelledSet
 from .loss import squared_error_sums, weighted_loss
 from .optimiser import make_optimiser, step_scheduler, update_ema
+from .progress import ProgressCallback, ProgressLine, combine
 from .report import (
-    _atomic_write,
     _summary_line,
     epoch_line,
     model_card,
@@ -76,8 +82,10 @@ from .report import (
 
 log = logging.getLogger(__name__)
 
+__all__ = ["TrainConfig", "TrainResult", "load_checkpoint", "train"]
 
-@dataclass
+
+@dataclass(repr=False)
 class TrainResult:
     """What :func:`train` produced. ``model`` holds the final (best-valid EMA) weights;
     ``model_path`` and ``test_metrics`` (meV units, see ``training.loss.UNITS``) are set on
@@ -91,9 +99,27 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from_step: int | None = None
     stopped_early: bool = False
+    resumed_from: Path | None = None
+    reference_energies: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        """One line: elements, weights, epochs, test errors, file (not the whole module)."""
+        return f"TrainResult({_describe(self.model, self.history, self.test_metrics)}, " + (
+            f"model_path='{self.model_path}')" if self.model_path else "model_path=None)"
+        )
 
 
-ProgressCallback = Callable[[dict[str, Any]], None]
+def _describe(model: MaceModel, history: list[dict[str, float]], test: dict[str, float]) -> str:
+    from ase.data import chemical_symbols
+
+    from .loss import UNITS
+
+    n = sum(p.numel() for p in model.parameters())
+    text = f"{'-'.join(chemical_symbols[z] for z in model.config.elements)} model, {n:,} weights"
+    text += f", {int(history[-1]['epoch']) if history else 0} epochs"
+    errors = [f"{q[0].upper()} MAE {test[f'{q}_mae']:.3g} {UNITS[q]}"
+              for q in ("energy", "forces") if f"{q}_mae" in test]
+    return text + (f", test {', '.join(errors)}" if errors else "")
 
 
 def train(
@@ -107,6 +133,7 @@ def train(
     data_description: str = "",
     progress: ProgressCallback | None = None,
     replay: Sequence[Frame] = (),
+    verbose: bool = True,
 ) -> TrainResult:
     """Train a model and write checkpoints, a test report, plots and the model file.
 
@@ -125,17 +152,31 @@ def train(
     name, level_of_theory, data_description:
         Model file name (``output_dir/NAME.json``) and card entries.
     progress:
-        Called on rank 0 with ``{"event": "step" | "epoch" | "done", ...}``; the ``"epoch"``
-        and ``"done"`` dicts carry a printable ``"line"``. The library itself only logs.
+        Called on rank 0 with ``{"event": "resume" | "step" | "epoch" | "done", ...}``; the
+        ``"resume"``, ``"epoch"`` and ``"done"`` dicts carry a printable ``"line"``.
     replay:
         Extra labelled frames that join the training split only (never valid or test), with
         their own ``Frame.weight``: fine-tuning's rehearsal of the parent's data.
+    verbose:
+        Show progress on stderr (rank 0): a live step line on a terminal, one line per epoch
+        (:class:`~ase_equi.training.progress.ProgressLine`). Other messages use ``logging``.
+
+    Examples
+    --------
+    The E0 of a :class:`ModelConfig` without ``reference_energies`` are fitted to the data:
+
+    >>> result = train(ModelConfig(elements=(29,)), "cu.xyz", TrainConfig())  # doctest: +SKIP
+    >>> result  # doctest: +SKIP
+    TrainResult(Cu model, 40,128 weights, 100 epochs, test E MAE 1.2 meV/atom, ...)
 
     Raises
     ------
     ValueError
         Invalid data (naming the frame), a checkpoint from other settings or other data.
+    CheckpointError
+        Checkpoint files exist in ``output_dir`` but none verifies (each named).
     """
+    progress = combine([ProgressLine() if verbose else None, progress])
     owns_group = False
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -169,13 +210,16 @@ class _Run:
         self.frames += [
             dataclasses.replace(f, index=self.n_own + k) for k, f in enumerate(replay)
         ]
+        if self.rank == 0:  # files a kill during a write left behind
+            remove_stale_temporaries(self.out, self.ckpt_path.parent)
         self.split = load_or_make_split(
             self.out, self.frames, self.n_own, config, write=self.rank == 0
         )
 
-        state = load_checkpoint(self.ckpt_path) if self.ckpt_path.exists() else None
+        found = resume_checkpoint(self.ckpt_path.parent)
+        state, self.resumed_path = found if found is not None else (None, None)
         if state is not None:
-            check_resumable(self.ckpt_path, state, config, model)
+            check_resumable(self.resumed_path, state, config, model)
             model_config = ModelConfig.from_dict(state["model_config"])
         else:
             model_config = base
@@ -186,7 +230,7 @@ class _Run:
             ),
         )
         fit_ids = self.split["train"] + self.split["isolated"]
-        self.net, self.ema = starting_models(
+        self.net, self.ema, self.e0_status = starting_models(
             model, state, model_config, self.data.subset(fit_ids), config.seed, self.dtype
         )
         self.model_config = self.net.config
@@ -215,7 +259,7 @@ class _Run:
     def _state(self) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,
-            "format_version": 1,
+            "format_version": 2,
             "train_config": self.cfg.to_dict(),
             "model_config": self.model_config.to_dict(),
             "model": self.net.state_dict(),
@@ -233,6 +277,7 @@ class _Run:
             "best_valid": self.best_valid,
             "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early,
+            "reference_energy_status": self.e0_status,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -248,16 +293,22 @@ class _Run:
         self.best_valid, self.best_epoch = float(state["best_valid"]), int(state["best_epoch"])
         self.best_ema = state["best_ema"]
         self.stopped_early = bool(state["stopped_early"])
+        self.e0_status = dict(state.get("reference_energy_status", {}))
         self.resumed_from = self.step
-        log.info("resuming from %s at epoch %d, step %d", self.ckpt_path, self.epoch, self.step)
+        self._emit(
+            "resume",
+            line=f"resumed from {self.resumed_path}, epoch {self.epoch}, step {self.step}",
+            path=str(self.resumed_path),
+            epoch=self.epoch,
+            step=self.step,
+        )
 
     def _save(self) -> None:
         if self.rank == 0:
-            state = self._state()
-            _atomic_write(self.ckpt_path, lambda fh: torch.save(state, fh))
+            save_checkpoint(self.ckpt_path, self._state())
 
     def _emit(self, event: str, **info: Any) -> None:
-        if event != "step":
+        if event != "step" and self.rank == 0:
             log.info("%s", info.get("line", ""))
         if self.progress is not None and self.rank == 0:
             self.progress({"event": event, **info})
@@ -362,6 +413,8 @@ class _Run:
             history=self.history,
             resumed_from_step=self.resumed_from,
             stopped_early=self.stopped_early,
+            resumed_from=self.resumed_path,
+            reference_energies=self.e0_status,
         )
         if self.rank != 0:
             return result
@@ -388,6 +441,7 @@ class _Run:
                 "steps": self.step,
                 "best_epoch": self.best_epoch + 1,
                 "settings": self.cfg.to_dict(),
+                "reference_energies": self.e0_status,
             },
         )
         result.model_path = save_model(final, self.out / name, card=card)
