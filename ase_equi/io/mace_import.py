@@ -4,27 +4,33 @@ The pickled module tree is read as inert data by :mod:`ase_equi.io.mace_pickle`;
 checks that it is an architecture we reproduce exactly, reads the hyper-parameters, and renames
 the tensors onto :class:`~ase_equi.model.mace.MaceModel`:
 
-==========================================================  ==========================================
-MACE (``ScaleShiftMACE`` / ``MACE``)                        ase_equi
-==========================================================  ==========================================
-``node_embedding.linear.*``                                 same
-``radial_embedding.bessel_fn.bessel_weights``, ``prefactor`` ``radial_embedding.bessel.frequencies``,
-                                                            ``prefactor``
-``atomic_energies_fn.atomic_energies`` (one head)           ``reference_energies``
-``scale_shift.scale``, ``shift`` (one head)                 ``scale``, ``shift``
-``interactions.t.conv_tp_weights.layerK.weight``            ``interactions.t.radial_mlp.layerK.weight``
-``interactions.t.{linear_up,conv_tp,linear,skip_tp}.*``     same
-``products.t.symmetric_contractions.contractions.k.``       ``products.t.contractions.k.``
-``weights_max`` / ``weights.j``                             ``weights.{N-1}`` / ``weights.{N-2-j}``
-``U_matrix_ν [(2L+1), D…D, K]``                             ``coupling_ν`` folded onto monomials
-``products.t.linear.*``, ``readouts.*`` (one head)          same
-==========================================================  ==========================================
+=====================================================  ==========================================
+MACE (``ScaleShiftMACE`` / ``MACE``)                   ase_equi
+=====================================================  ==========================================
+``node_embedding.linear.*``                            same
+``radial_embedding.bessel_fn.bessel_weights``,         ``radial_embedding.bessel.frequencies``,
+``prefactor``                                          ``prefactor``
+``atomic_energies_fn.atomic_energies`` (one head)      ``reference_energies``
+``scale_shift.scale``, ``shift`` (one head)            ``scale``, ``shift``
+``interactions.t.conv_tp_weights.layerK.weight``       ``interactions.t.radial_mlp.layerK.weight``
+``interactions.t.{linear_up,conv_tp,linear,skip_tp}.*`` same
+``products.t.symmetric_contractions.contractions.k.``  ``products.t.contractions.k.``
+``weights_max`` / ``weights.j``                        ``weights.{N-1}`` / ``weights.{N-2-j}``
+``U_matrix_ν [(2L+1), D…D, K]``                        ``coupling_ν`` folded onto monomials
+``products.t.linear.*``, ``readouts.*`` (one head)     same
+=====================================================  ==========================================
 
 What we had to choose to keep this one-to-one: the same e3nn modules and instruction order for
 the linear maps and tensor products (so their flat weight vectors mean the same thing), the same
 normalisation constants (e3nn's ``normalize2mom`` SiLU constant, ``avg_num_neighbors``), and the
 coupling tensors carried in the file rather than recomputed (MACE keeps linearly dependent
 coupling paths; folding them onto symmetric monomials is exact).
+
+A damaged or hostile file fails with :class:`~ase_equi.errors.ModelFileError` naming the file
+and the missing or inconsistent part: every submodule, attribute and tensor is looked up through
+a helper that names it, and the hyper-parameters read from tensor sizes (channels, elements,
+``max_ell``, readout width) are checked against each other and against ModelConfig's bounds
+*before* anything is built, so a stretched mask cannot make the importer build a huge model.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UnsupportedMaceFeature
+from ..errors import AseEquiError, ModelFileError, UnsupportedMaceFeature
 from ..model.config import ModelConfig
 from ..model.mace import MaceModel
 from ..model.product import fold_symmetric
@@ -66,6 +72,45 @@ def _refuse(feature: str, path: str) -> None:
     )
 
 
+def _child(module: PickledModule, name: str, path: str, where: str = "the MACE model") -> Any:
+    """``module.children[name]``, or a :class:`ModelFileError` naming what is missing."""
+    try:
+        return module.children[name]
+    except (KeyError, AttributeError):
+        raise ModelFileError(
+            f"{path}: {where} has no submodule {name!r} ({module.class_path}); the file is not "
+            "a complete MACE model"
+        ) from None
+
+
+def _attribute(module: PickledModule, name: str, path: str, where: str) -> Any:
+    """``module.attributes[name]``, or a :class:`ModelFileError` naming what is missing."""
+    try:
+        return module.attributes[name]
+    except KeyError:
+        raise ModelFileError(
+            f"{path}: {where} ({module.class_path}) has no attribute {name!r}; the file is not "
+            "a complete MACE model"
+        ) from None
+
+
+def _tensor(sd: dict[str, torch.Tensor], key: str, path: str) -> torch.Tensor:
+    """``sd[key]``, or a :class:`ModelFileError` naming the missing tensor."""
+    try:
+        return sd[key]
+    except KeyError:
+        raise ModelFileError(
+            f"{path}: the MACE model has no tensor {key!r}; the file is not a complete MACE model"
+        ) from None
+
+
+def _scalar(sd: dict[str, torch.Tensor], key: str, path: str) -> float:
+    value = _tensor(sd, key, path)
+    if value.numel() != 1:
+        raise ModelFileError(f"{path}: {key} should hold one number, it holds {value.numel()}")
+    return value.item()
+
+
 def _check_supported(root: PickledModule, path: str) -> None:
     if root.class_path not in SUPPORTED_MODELS:
         _refuse(f"the model class {root.class_path}", path)
@@ -83,18 +128,24 @@ def _check_supported(root: PickledModule, path: str) -> None:
         _refuse("a cutoff applied to the radial MLP output (apply_cutoff=False)", path)
     if attrs.get("edge_irreps") not in (None, "None"):
         _refuse(f"reduced edge irreps (edge_irreps={attrs.get('edge_irreps')})", path)
-    radial = root.children["radial_embedding"]
+    radial = _child(root, "radial_embedding", path)
     if "distance_transform" in radial.children:
         kind = radial.children["distance_transform"].class_path.rsplit(".", 1)[-1]
         kind = kind.removesuffix("Transform")
         _refuse(f"the {kind} distance transform", path)
-    basis = radial.children["bessel_fn"].class_path
+    basis = _child(radial, "bessel_fn", path, "radial_embedding").class_path
     if not basis.endswith(".BesselBasis"):
         _refuse(f"the radial basis {basis.rsplit('.', 1)[-1]}", path)
-    cutoff = radial.children["cutoff_fn"].class_path
+    cutoff = _child(radial, "cutoff_fn", path, "radial_embedding").class_path
     if not cutoff.endswith(".PolynomialCutoff"):
         _refuse(f"the cutoff function {cutoff.rsplit('.', 1)[-1]}", path)
-    interactions = root.children["interactions"].children
+    for name in ("node_embedding", "atomic_energies_fn", "products"):
+        _child(root, name, path)
+    interactions = _child(root, "interactions", path).children
+    if not interactions or list(interactions) != [str(t) for t in range(len(interactions))]:
+        raise ModelFileError(
+            f"{path}: interactions should be numbered 0, 1, ...; found {list(interactions)[:10]}"
+        )
     for t, block in interactions.items():
         allowed = (RESIDUAL, NON_RESIDUAL) if t == "0" else (RESIDUAL,)
         if block.class_path not in allowed:
@@ -104,20 +155,29 @@ def _check_supported(root: PickledModule, path: str) -> None:
             "oeq_config"
         ) not in (None, "None"):
             _refuse("cuEquivariance/OpenEquivariance layouts (convert to e3nn first)", path)
-    for t, readout in root.children["readouts"].children.items():
+    for t, readout in _child(root, "readouts", path).children.items():
         kind = readout.class_path.rsplit(".", 1)[-1]
         if kind not in ("LinearReadoutBlock", "NonLinearReadoutBlock"):
             _refuse(f"the readout {kind} (layer {t})", path)
         if kind == "NonLinearReadoutBlock":
-            act = readout.children["non_linearity"].children["acts"].children["0"]
+            where = f"readouts.{t}"
+            gate = _child(readout, "non_linearity", path, where)
+            acts = _child(gate, "acts", path, f"{where}.non_linearity")
+            act = _child(acts, "0", path, f"{where}.non_linearity.acts")
             f = act.attributes.get("f")
             name = getattr(f, "path", str(f))
             if name != "torch.nn.functional.silu":
                 _refuse(f"the readout activation {name}", path)
 
 
+MAX_HEADS = 64
+
+
 def mace_heads(root: PickledModule) -> list[str]:
+    """The head names of a MACE model (``["Default"]`` for a model without heads)."""
     heads = root.attributes.get("heads") or ["Default"]
+    if not isinstance(heads, (list, tuple)) or not 1 <= len(heads) <= MAX_HEADS:
+        raise ModelFileError(f"the MACE model's 'heads' should be a list of 1..{MAX_HEADS} names")
     return [str(h) for h in heads]
 
 
@@ -131,68 +191,142 @@ def _pick_head(heads: list[str], head: str | None, path: str) -> int:
     return heads.index(head)
 
 
+def _check_sizes(sd: dict[str, torch.Tensor], path: str, n_elements: int, n_heads: int) -> None:
+    """Sizes the file states twice must agree, before anything is built from them.
+
+    ``channels`` is read from ``node_embedding.linear.output_mask`` and must match the node
+    embedding's weights ``[n_elements × channels]``; ``max_ell`` from the coupling tensors must
+    match the spherical-harmonics dimension ``(max_ell + 1)²``; the readout width from its mask
+    must match its weights.
+    """
+    channels = _tensor(sd, "node_embedding.linear.output_mask", path).numel()
+    weight = _tensor(sd, "node_embedding.linear.weight", path).numel()
+    if weight != n_elements * channels:
+        raise ModelFileError(
+            f"{path}: inconsistent channels: node_embedding.linear.output_mask has {channels} "
+            f"entries but node_embedding.linear.weight has {weight} = {n_elements} elements x "
+            f"{weight / max(n_elements, 1):g} channels"
+        )
+    u = _tensor(sd, "products.0.symmetric_contractions.contractions.0.U_matrix_1", path)
+    if u.dim() < 2 or math.isqrt(u.shape[-2]) ** 2 != u.shape[-2]:
+        raise ModelFileError(
+            f"{path}: products.0...U_matrix_1 has shape {list(u.shape)}; its second-to-last "
+            "size should be (max_ell + 1)^2"
+        )
+    energies = _tensor(sd, "atomic_energies_fn.atomic_energies", path).numel()
+    if energies != n_heads * n_elements:
+        raise ModelFileError(
+            f"{path}: atomic_energies has {energies} entries, expected {n_heads} heads x "
+            f"{n_elements} elements"
+        )
+
+
 def mace_to_ase_equi(
     path: str | os.PathLike, *, head: str | None = None
 ) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a MACE file into ``(config, state_dict for MaceModel, card)``."""
+    """Read a MACE file into ``(config, state_dict for MaceModel, card)``.
+
+    Raises
+    ------
+    ModelFileError
+        The file is unreadable, incomplete or inconsistent (the message names the part).
+    UnsupportedMaceFeature
+        The model uses a feature ase_equi does not reproduce.
+    """
     path = str(path)
     root = read_mace_model(path)
+    try:
+        return _convert(root, path, head)
+    except AseEquiError as error:
+        message = str(error)
+        raise type(error)(message if path in message else f"{path}: {message}") from None
+    except (KeyError, IndexError, TypeError, AttributeError, RuntimeError, ValueError) as error:
+        if isinstance(error, ValueError) and "has no head" in str(error):
+            raise
+        raise ModelFileError(
+            f"{path}: malformed MACE model ({type(error).__name__}: {str(error)[:300]})"
+        ) from None
+
+
+def _convert(
+    root: PickledModule, path: str, head: str | None
+) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
     _check_supported(root, path)
     sd = state_dict(root)
     heads = mace_heads(root)
     h = _pick_head(heads, head, path)
     n_heads = len(heads)
 
-    elements = [int(z) for z in sd["atomic_numbers"].tolist()]
-    e0 = sd["atomic_energies_fn.atomic_energies"].to(torch.float64)
+    numbers = _tensor(sd, "atomic_numbers", path)
+    if numbers.dim() != 1 or not 1 <= numbers.numel() <= 118:
+        raise ModelFileError(
+            f"{path}: atomic_numbers has shape {list(numbers.shape)}; expected [1..118]"
+        )
+    elements = [int(z) for z in numbers.tolist()]
+    _check_sizes(sd, path, len(elements), n_heads)
+    e0 = _tensor(sd, "atomic_energies_fn.atomic_energies", path).to(torch.float64)
     e0 = e0.reshape(n_heads, len(elements))[h] if e0.dim() == 2 or n_heads > 1 else e0
     scale = shift = None
     if "scale_shift.scale" in sd:
         scale = torch.atleast_1d(sd["scale_shift.scale"]).to(torch.float64)
-        shift = torch.atleast_1d(sd["scale_shift.shift"]).to(torch.float64)
+        shift = torch.atleast_1d(_tensor(sd, "scale_shift.shift", path)).to(torch.float64)
+        if scale.numel() not in (1, n_heads) or shift.numel() not in (1, n_heads):
+            raise ModelFileError(f"{path}: scale_shift should hold 1 or {n_heads} values")
         scale = scale[h] if scale.numel() > 1 else scale[0]
         shift = shift[h] if shift.numel() > 1 else shift[0]
 
-    interactions = root.children["interactions"].children
+    interactions = _child(root, "interactions", path).children
     num_interactions = len(interactions)
     first = interactions["0"]
     channels = sd["node_embedding.linear.output_mask"].numel()
-    products = root.children["products"].children
+    products = _child(root, "products", path)
     correlation = []
     for t in range(num_interactions):
         prefix = f"products.{t}.symmetric_contractions.contractions.0."
         correlation.append(sum(1 for k in sd if k.startswith(prefix + "U_matrix_")))
     coupling_dim = sd["products.0.symmetric_contractions.contractions.0.U_matrix_1"].shape[-2]
     max_ell = math.isqrt(coupling_dim) - 1
-    hidden = first.attributes["hidden_irreps"] if num_interactions > 1 else None
-    max_L = (
-        len(products["0"].children["symmetric_contractions"].children["contractions"].children) - 1
+    hidden = (
+        _attribute(first, "hidden_irreps", path, "interactions.0") if num_interactions > 1 else None
     )
+    product = _child(products, "0", path, "products")
+    contractions = _child(
+        _child(product, "symmetric_contractions", path, "products.0"),
+        "contractions",
+        path,
+        "products.0.symmetric_contractions",
+    )
+    max_L = len(contractions.children) - 1
     if hidden is not None and "0o" in str(hidden):
         _refuse("odd-parity scalars in the hidden irreps", path)
     mlp_layers = sorted(k for k in sd if k.startswith("interactions.0.conv_tp_weights.layer"))
     radial_mlp = [sd[k].shape[1] for k in mlp_layers[:-1]]
     last = str(num_interactions - 1)
-    readout_hidden = sd[f"readouts.{last}.linear_1.output_mask"].numel() // n_heads
+    readout_hidden = _tensor(sd, f"readouts.{last}.linear_1.output_mask", path).numel() // n_heads
 
-    config = ModelConfig(
-        elements=tuple(elements),
-        reference_energies=tuple(e0.tolist()),
-        r_max=float(sd["r_max"]),
-        num_bessel=sd["radial_embedding.bessel_fn.bessel_weights"].numel(),
-        envelope_p=int(sd["radial_embedding.cutoff_fn.p"]),
-        max_ell=max_ell,
-        channels=channels,
-        max_L=max_L,
-        num_interactions=num_interactions,
-        correlation=tuple(correlation),
-        radial_mlp=tuple(radial_mlp),
-        readout_hidden=readout_hidden,
-        avg_num_neighbors=float(first.attributes["avg_num_neighbors"]),
-        scale=float(scale) if scale is not None else 1.0,
-        shift=float(shift) if shift is not None else 0.0,
-        residual_first=first.class_path == RESIDUAL,
-    )
+    try:
+        config = ModelConfig(
+            elements=tuple(elements),
+            reference_energies=tuple(e0.tolist()),
+            r_max=float(_scalar(sd, "r_max", path)),
+            num_bessel=_tensor(sd, "radial_embedding.bessel_fn.bessel_weights", path).numel(),
+            envelope_p=int(_scalar(sd, "radial_embedding.cutoff_fn.p", path)),
+            max_ell=max_ell,
+            channels=channels,
+            max_L=max_L,
+            num_interactions=num_interactions,
+            correlation=tuple(correlation),
+            radial_mlp=tuple(radial_mlp),
+            readout_hidden=readout_hidden,
+            avg_num_neighbors=float(_attribute(first, "avg_num_neighbors", path, "interactions.0")),
+            scale=float(scale) if scale is not None else 1.0,
+            shift=float(shift) if shift is not None else 0.0,
+            residual_first=first.class_path == RESIDUAL,
+        )
+    except ValueError as error:
+        raise ModelFileError(
+            f"{path}: the hyper-parameters read from the file are out of bounds: {error}"
+        ) from None
     ours = _rename(sd, config, h, n_heads)
     card = {
         "name": Path(path).stem,
