@@ -216,8 +216,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     frames = read_frames(args.data, keys=keys, elements=elements)
     if elements is None:
         elements = sorted({int(z) for f in frames for z in f.atoms.numbers})
-    model.update(elements=elements, reference_energies=[0.0] * len(elements))
-    model_config = ModelConfig.from_dict(model)  # E0, scale, shift fitted by train()
+    model["elements"] = elements
+    # E0 (the config file's, as the prior, or None), scale and shift are fitted by train()
+    model_config = ModelConfig.from_dict(model)
     train_config = TrainConfig.from_dict({**settings["train"], "output_dir": args.out})
 
     result = train(  # progress on stderr (train()'s default); the report on stdout

@@ -64,6 +64,7 @@ def model_card(
 ) -> dict[str, Any]:
     """The card of a freshly trained model: data, level of theory, measured test errors."""
     training_data = {"description": data_description, **sizes}
+    source = Path(source).name if source else ""  # the file's name: no path of this machine
     if source:
         training_data["source"] = source
     return {

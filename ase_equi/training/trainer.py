@@ -440,7 +440,8 @@ class _Run:
                 "epochs": self.epoch,
                 "steps": self.step,
                 "best_epoch": self.best_epoch + 1,
-                "settings": self.cfg.to_dict(),
+                # the directory's name only: a card carries no path of this machine
+                "settings": {**self.cfg.to_dict(), "output_dir": self.out.name},
                 "reference_energies": self.e0_status,
             },
         )
