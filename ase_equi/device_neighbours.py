@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .neighbours import COINCIDENT_DISTANCE, _search_cell, _validate
+from .neighbours import COINCIDENT_DISTANCE, _search_cell, _validate, check_periodic_images
 
 # Candidate pairs examined at once (bounds the memory of a build: about 100 bytes a pair).
 PAIRS_PER_BATCH = 2**24
@@ -44,13 +44,15 @@ def device_neighbour_list(
     """``(senders [E], receivers [E], shifts [E, 3])``, int64 tensors on ``device``.
 
     Raises ``ValueError`` for the same inputs as :func:`ase_equi.neighbours.neighbour_list`
-    (shapes, NaN, zero or dependent periodic cell vectors, coincident atoms).
+    (shapes, NaN, zero or dependent periodic cell vectors, coincident atoms, a periodic cell
+    so thin that the search would need too many images).
     """
     positions_nc, cell_cc, pbc_c, cutoff = _validate(positions, cell, pbc, cutoff)
     search_cc = _search_cell(positions_nc, cell_cc, pbc_c, cutoff)
     empty = torch.zeros(0, dtype=torch.long, device=device)
     if positions_nc.shape[0] == 0:
         return empty, empty, empty.reshape(0, 3)
+    check_periodic_images(search_cc, pbc_c, cutoff, positions_nc.shape[0])
 
     # images per periodic direction: the lattice planes of direction i are |det| / |a_j × a_k|
     # apart, so shifts up to ceil(cutoff / spacing) can bring an image within the cutoff

@@ -26,6 +26,19 @@ Non-periodic directions need no cell vector (a zero row is fine): the search run
 temporary box whose non-periodic vectors are orthogonal to the periodic ones and sized by the
 extent of the atoms along them, never by their distance from the origin, so a molecule far
 from the origin costs the same as one at the origin.
+
+Cost bounds
+-----------
+- A periodic cell much thinner than the cutoff needs ``ceil(cutoff / height)`` images on each
+  side along the thin direction; more than ``MAX_PERIODIC_IMAGES`` lattice shifts in all (or
+  more than ``MAX_IMAGE_ATOMS`` atom images) is refused before anything is allocated, with a
+  ``ValueError`` naming the cell height, the cutoff and the number of images.
+- Few atoms in a large box (matscipy bins the whole box, so its time and memory follow the box
+  volume, not the atoms): a periodic direction with a vacuum gap of at least the cutoff between
+  the atoms' periodic images is searched as a non-periodic one (no pair can cross the gap), and
+  a search box that still holds more than ``SPARSE_BINS_PER_ATOM`` cutoff-sized bins per atom
+  is searched directly, pair by pair, in bounded chunks, for up to ``DIRECT_MAX_ATOMS`` atoms.
+  The edges are the same set either way.
 """
 
 from __future__ import annotations
@@ -45,6 +58,15 @@ COINCIDENT_DISTANCE = 1e-8
 _PADDING = 1.0
 # Relative tolerance below which periodic cell vectors count as linearly dependent.
 _RANK_TOLERANCE = 1e-10
+# Lattice shifts a search may examine (product over periodic directions of 2 ceil(rc / h) + 1).
+MAX_PERIODIC_IMAGES = 100_000
+# Atom images a search may examine (atoms x lattice shifts).
+MAX_IMAGE_ATOMS = 2**27
+# A search box with more cutoff-sized bins than this per atom is searched pair by pair ...
+SPARSE_BINS_PER_ATOM = 64
+# ... for up to this many atoms (n^2 x shifts distances, in chunks of _DIRECT_CHUNK_PAIRS).
+DIRECT_MAX_ATOMS = 4096
+_DIRECT_CHUNK_PAIRS = 2**20
 
 
 @dataclass(frozen=True)
@@ -132,6 +154,32 @@ def neighbour_list(
     search_cell_cc = _search_cell(positions_nc, cell_cc, pbc_c, cutoff)
     if n_atoms == 0:
         return _as_neighbour_list(np.empty(0), np.empty(0), np.empty((0, 3)))
+    check_periodic_images(search_cell_cc, pbc_c, cutoff, n_atoms)
+    unwrap_nc = np.zeros((n_atoms, 3), dtype=np.int64)
+    if _is_sparse(search_cell_cc, cutoff, n_atoms):
+        # periodic directions with a vacuum gap >= cutoff are searched as non-periodic, with
+        # the atoms moved by whole cell vectors (unwrap_nc) so that none straddles the gap
+        for axis in np.flatnonzero(pbc_c):
+            moves_n = _vacuum_unwrap(positions_nc, search_cell_cc, axis, cutoff)
+            if moves_n is None:
+                continue
+            positions_nc = positions_nc + moves_n[:, None] * cell_cc[axis]
+            unwrap_nc[:, axis] = moves_n
+            pbc_c = pbc_c.copy()
+            pbc_c[axis] = False
+            search_cell_cc = _search_cell(positions_nc, cell_cc, pbc_c, cutoff)
+    nl = _search(positions_nc, search_cell_cc, pbc_c, cutoff)
+    if not unwrap_nc.any():
+        return nl
+    # positions' = positions + unwrap @ cell, so S = S' + unwrap[j] - unwrap[i]
+    shifts = nl.shifts + unwrap_nc[nl.receivers] - unwrap_nc[nl.senders]
+    return _as_neighbour_list(nl.senders, nl.receivers, shifts)
+
+
+def _search(
+    positions_nc: np.ndarray, search_cell_cc: np.ndarray, pbc_c: np.ndarray, cutoff: float
+) -> NeighbourList:
+    """The pair search of :func:`neighbour_list` on checked inputs and their search cell."""
 
     # Move every atom into the search box: wrap along periodic directions (remembering the
     # integer offsets) and translate along the non-periodic ones, which by construction are
@@ -144,12 +192,12 @@ def neighbour_list(
     translation_c = np.where(pbc_c, 0.0, fractional_nc.min(axis=0) - _PADDING / lengths_c)
     inside_nc = positions_nc - (offsets_nc + translation_c) @ search_cell_cc
 
-    i_p, j_p, shifts_inside_pc, vectors_inside_pc = _matscipy_neighbour_list(
-        "ijSD",
-        positions=inside_nc,
-        cell=search_cell_cc,
-        pbc=pbc_c,
-        cutoff=float(cutoff),
+    if _is_sparse(search_cell_cc, cutoff, len(inside_nc)) and len(inside_nc) <= DIRECT_MAX_ATOMS:
+        search = _direct_search  # matscipy's bins would follow the box volume, not the atoms
+    else:
+        search = _matscipy_search
+    i_p, j_p, shifts_inside_pc, vectors_inside_pc = search(
+        inside_nc, search_cell_cc, pbc_c, float(cutoff)
     )
     i_p = i_p.astype(np.int64)
     j_p = j_p.astype(np.int64)
@@ -170,6 +218,119 @@ def neighbour_list(
 
     keep_p = lengths_p < cutoff  # the convention is strict; matscipy may keep d == cutoff
     return _as_neighbour_list(i_p[keep_p], j_p[keep_p], shifts_pc[keep_p])
+
+
+def check_periodic_images(
+    search_cell_cc: np.ndarray, pbc_c: np.ndarray, cutoff: float, n_atoms: int
+) -> None:
+    """Refuse a search that needs too many periodic images (a cell far thinner than the cutoff).
+
+    Along periodic direction i, lattice planes are ``h_i = V / |a_j x a_k|`` apart (Å), and
+    shifts up to ``k_i = ceil(cutoff / h_i)`` can bring an image within the cutoff.
+
+    Raises
+    ------
+    ValueError
+        If ``prod(2 k_i + 1)`` exceeds ``MAX_PERIODIC_IMAGES`` or ``n_atoms`` times it exceeds
+        ``MAX_IMAGE_ATOMS``; the message names the thinnest direction, its height and the
+        cutoff.
+    """
+    heights_c = _plane_spacings(search_cell_cc)
+    reach_c = np.where(pbc_c, np.ceil(cutoff / heights_c), 0.0)
+    images = float(np.prod(2.0 * reach_c + 1.0))
+    if images <= MAX_PERIODIC_IMAGES and images * n_atoms <= MAX_IMAGE_ATOMS:
+        return
+    axis = int(np.argmax(reach_c))
+    raise ValueError(
+        f"periodic cell height along cell vector {axis} is {heights_c[axis]:.4g} Å, far below "
+        f"the neighbour-list cutoff {cutoff:g} Å: the search would need {int(reach_c[axis])} "
+        f"periodic images on each side along it ({images:.4g} lattice shifts for {n_atoms} "
+        f"atoms; limits {MAX_PERIODIC_IMAGES} shifts and {MAX_IMAGE_ATOMS} atom images). "
+        "Check the cell (cell vectors are rows, in Å), or set pbc to False along that direction"
+    )
+
+
+def _plane_spacings(search_cell_cc: np.ndarray) -> np.ndarray:
+    """[3] distances (Å) between the lattice planes spanned by each pair of cell rows."""
+    volume = abs(float(np.linalg.det(search_cell_cc)))
+    areas_c = _row_norms(np.cross(np.roll(search_cell_cc, -1, 0), np.roll(search_cell_cc, -2, 0)))
+    return volume / areas_c
+
+
+def _is_sparse(search_cell_cc: np.ndarray, cutoff: float, n_atoms: int) -> bool:
+    """True when the search box holds many more cutoff-sized bins than atoms."""
+    bins = abs(float(np.linalg.det(search_cell_cc))) / cutoff**3
+    return bins > SPARSE_BINS_PER_ATOM * max(n_atoms, 1)
+
+
+def _vacuum_unwrap(
+    positions_nc: np.ndarray, search_cell_cc: np.ndarray, axis: int, cutoff: float
+) -> np.ndarray | None:
+    """[n] integer moves along periodic cell vector ``axis`` that close the atoms up, or None.
+
+    If the atoms' fractional coordinates along ``axis`` leave a gap g (fraction of the cell)
+    with ``g h >= cutoff`` (h: plane spacing, Å), every image across the gap is at least the
+    cutoff away, so after moving the atoms by whole cell vectors to one side of the gap the
+    direction can be searched as non-periodic. None when there is no such gap.
+    """
+    fractional_n = np.linalg.solve(search_cell_cc.T, positions_nc.T).T[:, axis]
+    wrapped_n = fractional_n - np.floor(fractional_n)
+    sorted_n = np.sort(wrapped_n)
+    gaps_n = np.diff(sorted_n, append=sorted_n[0] + 1.0)  # gap after each atom, with wrap
+    largest = int(np.argmax(gaps_n))
+    height = _plane_spacings(search_cell_cc)[axis]
+    if not gaps_n[largest] * height >= cutoff * (1.0 + 1e-9) + 1e-9:
+        return None
+    start = sorted_n[(largest + 1) % len(sorted_n)]  # the first atom after the gap
+    return -np.floor(fractional_n - start + 1e-12).astype(np.int64)
+
+
+def _matscipy_search(
+    inside_nc: np.ndarray, search_cell_cc: np.ndarray, pbc_c: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """matscipy's cell-list search: ``(i [p], j [p], S [p, 3], D [p, 3])``."""
+    return _matscipy_neighbour_list(
+        "ijSD", positions=inside_nc, cell=search_cell_cc, pbc=pbc_c, cutoff=cutoff
+    )
+
+
+def _direct_search(
+    inside_nc: np.ndarray, search_cell_cc: np.ndarray, pbc_c: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair and lattice shift, in chunks of senders: ``(i [p], j [p], S [p, 3], D [p, 3])``.
+
+    For atoms wrapped into the cell (fractional coordinates in [0, 1) along periodic
+    directions), shifts ``|S_c| <= ceil(cutoff / h_c)`` reach every image within the cutoff.
+    Sorted by sender; the trivial pair (i, i, 0) is left out; ``|D| <= cutoff``, as matscipy.
+    """
+    n_atoms = len(inside_nc)
+    reach_c = np.where(pbc_c, np.ceil(cutoff / _plane_spacings(search_cell_cc)), 0).astype(int)
+    grids = np.meshgrid(*(np.arange(-r, r + 1) for r in reach_c), indexing="ij")
+    shifts_sc = np.stack([g.ravel() for g in grids], axis=1)  # [n_s, 3]
+    images_sc = shifts_sc @ search_cell_cc
+    shift_chunk = max(1, _DIRECT_CHUNK_PAIRS // n_atoms)
+    sender_chunk = max(1, _DIRECT_CHUNK_PAIRS // (n_atoms * min(len(shifts_sc), shift_chunk)))
+    parts = []
+    for first in range(0, n_atoms, sender_chunk):
+        senders = np.arange(first, min(first + sender_chunk, n_atoms))
+        for first_s in range(0, len(shifts_sc), shift_chunk):
+            shifts = np.arange(first_s, min(first_s + shift_chunk, len(shifts_sc)))
+            # [c, s, n, 3]: D = inside[j] - inside[i] + S @ cell
+            d_csnx = (
+                inside_nc[None, None, :, :]
+                + images_sc[shifts][None, :, None, :]
+                - inside_nc[senders][:, None, None, :]
+            )
+            near_csn = np.einsum("csnx,csnx->csn", d_csnx, d_csnx) <= cutoff * cutoff
+            c, s, j = np.nonzero(near_csn)
+            i, shift_p = senders[c], shifts[s]
+            keep = (i != j) | shifts_sc[shift_p].any(axis=1)
+            parts.append(
+                (i[keep], j[keep], shifts_sc[shift_p[keep]], d_csnx[c[keep], s[keep], j[keep]])
+            )
+    i_p, j_p, s_pc, d_pc = (np.concatenate(column) for column in zip(*parts, strict=True))
+    order = np.argsort(i_p, kind="stable")
+    return i_p[order], j_p[order], s_pc[order], d_pc[order]
 
 
 def neighbour_list_from_atoms(atoms: ase.Atoms, cutoff: float) -> NeighbourList:
