@@ -1,7 +1,8 @@
 """``ase-equi``: a thin command line over the Python API.
 
-Sub-commands: ``zoo`` (the bundled models as a table), ``info MODEL`` (print a model card), ``import-mace FILE -o OUT`` (MACE ``.model`` →
-our safe format), ``eval MODEL STRUCTURES`` (energies/forces of an extxyz file). Training
+Sub-commands: ``zoo`` (the bundled models as a table), ``info MODEL`` (print a model card),
+``import-mace FILE -o OUT`` (MACE ``.model`` → our safe format), ``eval MODEL STRUCTURES``
+(predictions, and errors against the file's labels). Training
 sub-commands are registered by :mod:`ase_equi.training` when it is present.
 """
 
@@ -45,19 +46,31 @@ def _cmd_import_mace(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ase.io import read
+    from ase.io import write
 
-    from .calculator import EquivariantCalculator
+    from .data import DataKeys
+    from .data_file import read_structures
+    from .evaluate import evaluate, has_energy_labels, label_errors
 
-    calc = EquivariantCalculator(args.model, dtype=args.dtype)
-    for k, atoms in enumerate(read(args.structures, index=":")):
-        atoms.calc = calc
+    structures = [item.atoms for item in read_structures(args.structures)]
+    predicted = evaluate(structures, args.model, dtype=args.dtype, device=args.device,
+                         verbose=not args.quiet)
+    for k, atoms in enumerate(predicted):
         energy = atoms.get_potential_energy()
         fmax = float((atoms.get_forces() ** 2).sum(1).max() ** 0.5)
         print(
             f"{k:5d} {atoms.get_chemical_formula():>16s}  E = {energy:.6f} eV  "
             f"E/atom = {energy / len(atoms):.6f} eV  max|F| = {fmax:.4f} eV/Å"
         )
+    if args.output:
+        write(args.output, predicted, format="extxyz")
+        print(f"wrote predictions of {len(predicted)} structures to {args.output}")
+    keys = DataKeys(args.energy_key, args.forces_key, args.stress_key)
+    if has_energy_labels(structures, keys):
+        print()
+        print(label_errors(predicted, structures, keys=keys).table(), end="")
+    else:
+        print(f"no '{keys.energy}' labels in {args.structures}: predictions only")
     return 0
 
 
@@ -79,10 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=None, help="head of a multi-head model (default: MACE's)")
     p.set_defaults(func=_cmd_import_mace)
 
-    p = sub.add_parser("eval", help="energies and forces of the structures in a file")
-    p.add_argument("model")
-    p.add_argument("structures", help="any file ase.io.read understands (extxyz, ...)")
+    p = sub.add_parser(
+        "eval", help="predictions for a data file; errors against its labels where present"
+    )
+    p.add_argument("model", help="a zoo name or a model file")
+    p.add_argument("structures", help="extxyz, ASE .db or any file ase.io.read understands")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("-o", "--output", help="write the structures with predictions (extxyz)")
+    p.add_argument("--energy-key", default="energy", help="name of the energy label")
+    p.add_argument("--forces-key", default="forces", help="name of the forces label")
+    p.add_argument("--stress-key", default="stress", help="name of the stress label")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=_cmd_eval)
 
     try:

@@ -1,0 +1,370 @@
+"""A model's predictions on many structures, and their errors against reference labels.
+
+Two steps, as a user checks a model on their own data before trusting it:
+
+1. :func:`evaluate` runs the model on every structure and returns copies carrying the
+   predictions (energy, free_energy and per-atom ``energies`` in eV, ``forces [n, 3]`` in eV/Å,
+   ``stress [6]`` in eV/Å³, ASE Voigt order, for cells of rank 3) in a
+   ``SinglePointCalculator``; ``ase.io.write("out.xyz", predicted)`` saves them.
+2. :func:`label_errors` compares those predictions with the labels of the same structures
+   (read as :func:`ase_equi.data.read_frames` reads training data) and returns a
+   :class:`LabelErrors`: MAE and RMSE of the energy per atom (meV/atom), of the force
+   components (meV/Å), of the stress components (meV/Å³; 1 meV/Å³ = 0.1602 GPa), the force
+   errors by the element of the atom, and all three per ``config_type`` (``atoms.info``).
+
+``ase-equi eval MODEL DATA [--output OUT.xyz]`` does both from the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import chemical_symbols
+
+from .data import DataKeys, Frame, read_frames
+from .data_file import read_structures
+
+__all__ = ["ErrorStats", "GroupErrors", "LabelErrors", "evaluate", "label_errors"]
+
+PREDICTED = ("energy", "free_energy", "energies", "forces", "stress")
+MEV_PER_A3_IN_GPA = 0.1602176634  # 1 meV/Å³ = 0.1602 GPa
+
+
+class _Progress:
+    """One live line on ``stream``: structures done, atoms per second, time left.
+
+    On a terminal the line is redrawn in place; otherwise a line is written at most every
+    ``every`` seconds, and once at the end.
+    """
+
+    def __init__(self, total: int, stream: TextIO | None, every: float = 5.0) -> None:
+        self.total, self.stream, self.every = total, stream, every
+        self.start = self.last = time.perf_counter()
+        self.atoms = 0
+        self.live = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
+
+    def step(self, done: int, n_atoms: int) -> None:
+        if self.stream is None:
+            return
+        self.atoms += n_atoms
+        now = time.perf_counter()
+        final = done == self.total
+        if not (self.live or final or now - self.last >= self.every):
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        left = elapsed / done * (self.total - done)
+        text = (
+            f"evaluate: {done}/{self.total} structures, {self.atoms / elapsed:.0f} atoms/s, "
+            f"{elapsed:.0f} s elapsed, ~{left:.0f} s left"
+        )
+        end = "\n" if final or not self.live else ""
+        self.stream.write(("\r" if self.live else "") + text + end)
+        self.stream.flush()
+
+
+def _calculator(model: Any, *, dtype: str, device: str) -> Any:
+    from .calculator import EquivariantCalculator
+
+    if isinstance(model, EquivariantCalculator):
+        return model
+    return EquivariantCalculator(model, dtype=dtype, device=device)
+
+
+def evaluate(
+    structures: str | os.PathLike | Sequence[Atoms],
+    model: Any,
+    *,
+    dtype: str = "float64",
+    device: str = "cpu",
+    verbose: bool = True,
+) -> list[Atoms]:
+    """Copies of ``structures`` carrying the model's predictions.
+
+    Parameters
+    ----------
+    structures:
+        ``Atoms`` objects, or a data file (extxyz, ASE database, ...; errors name the frame).
+    model:
+        A zoo name, a model file path, a MACE ``.model`` file, a loaded model, or an
+        :class:`~ase_equi.calculator.EquivariantCalculator` (as the calculator takes them).
+    dtype, device:
+        As for the calculator (float64 by default, for numbers comparable with labels).
+    verbose:
+        Write a live progress line on stderr.
+
+    Returns
+    -------
+    list of Atoms
+        Same order, numbers, positions, cell, pbc, ``info`` and ``arrays`` as the input, less
+        any ``info``/``arrays`` entry named like a prediction (``energy``, ``forces``,
+        ``stress``, ``energies``, ``free_energy``: those labels are not carried over), with a
+        ``SinglePointCalculator`` holding ``energy``, ``free_energy`` (eV), ``energies``
+        (eV per atom), ``forces [n, 3]`` (eV/Å) and, for cells of rank 3, ``stress [6]``
+        (eV/Å³, Voigt order xx yy zz yz xz xy).
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> predicted = evaluate([bulk("Cu", "fcc", a=3.6)], "metals", verbose=False)
+    >>> sorted(predicted[0].calc.results)
+    ['energies', 'energy', 'forces', 'free_energy', 'stress']
+    """
+    if isinstance(structures, (str, os.PathLike)):
+        images = [item.atoms for item in read_structures(structures)]
+    else:
+        images = list(structures)
+    calc = _calculator(model, dtype=dtype, device=device)
+    progress = _Progress(len(images), sys.stderr if verbose else None)
+    out = []
+    for k, atoms in enumerate(images):
+        work = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        work.calc = calc
+        results = {
+            "energy": work.get_potential_energy(),
+            "forces": work.get_forces(),
+            "energies": work.get_potential_energies(),
+        }
+        if work.cell.rank == 3:
+            results["stress"] = work.get_stress()
+        results["free_energy"] = results["energy"]
+        copy = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        copy.info.update({k: v for k, v in atoms.info.items() if k not in PREDICTED})
+        for name, values in atoms.arrays.items():
+            if name not in PREDICTED and name not in copy.arrays:
+                copy.arrays[name] = np.array(values)
+        copy.calc = SinglePointCalculator(copy, **results)
+        out.append(copy)
+        progress.step(k + 1, len(atoms))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# errors against labels
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """Mean absolute and root-mean-square error over ``count`` values (units: see the owner)."""
+
+    mae: float
+    rmse: float
+    count: int
+
+    @classmethod
+    def of(cls, errors: np.ndarray) -> ErrorStats | None:
+        """Statistics of an array of signed errors; None when it is empty."""
+        errors = np.asarray(errors, dtype=float).ravel()
+        if errors.size == 0:
+            return None
+        return cls(float(np.abs(errors).mean()), float(np.sqrt((errors**2).mean())), errors.size)
+
+
+@dataclass(frozen=True)
+class GroupErrors:
+    """Errors of one set of frames.
+
+    ``energy``: per frame, (E_pred − E_ref) / n_atoms in meV/atom, ``count`` = frames;
+    ``forces``: per Cartesian component of each labelled atom, meV/Å, ``count`` = components;
+    ``stress``: per Voigt component of each frame with a stress label and a cell of rank 3,
+    meV/Å³, ``count`` = components. None where the frames have no such label.
+    """
+
+    energy: ErrorStats | None
+    forces: ErrorStats | None
+    stress: ErrorStats | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: None if v is None else vars(v) for k, v in vars(self).items()}
+
+
+@dataclass(frozen=True)
+class LabelErrors:
+    """Errors of predictions against labels: ``overall``, ``forces_by_element`` (symbol →
+    force-component errors of the atoms of that element, meV/Å) and ``by_config_type``
+    (``atoms.info["config_type"]`` → :class:`GroupErrors`; frames without one are not
+    grouped). Units: meV/atom, meV/Å, meV/Å³ (× 0.1602 for GPa)."""
+
+    overall: GroupErrors
+    forces_by_element: dict[str, ErrorStats] = field(default_factory=dict)
+    by_config_type: dict[str, GroupErrors] = field(default_factory=dict)
+    n_frames: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-clean form (units in the keys' documentation above)."""
+        return {
+            "units": {"energy": "meV/atom", "forces": "meV/A", "stress": "meV/A^3"},
+            "n_frames": self.n_frames,
+            "overall": self.overall.as_dict(),
+            "forces_by_element": {k: vars(v) for k, v in self.forces_by_element.items()},
+            "by_config_type": {k: v.as_dict() for k, v in self.by_config_type.items()},
+        }
+
+    def table(self) -> str:
+        """A markdown table: one row per group, MAE / RMSE of energy, forces and stress."""
+
+        def number(x: float) -> str:
+            return f"{x:.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+        def cell(stats: ErrorStats | None) -> str:
+            return "–" if stats is None else f"{number(stats.mae)} / {number(stats.rmse)}"
+
+        rows = [("all", self.overall)] + [
+            (f"config_type={name}", group) for name, group in self.by_config_type.items()
+        ]
+        lines = [
+            f"errors against the labels of {self.n_frames} frames (MAE / RMSE)",
+            "",
+            "| frames | E (meV/atom) | F (meV/Å) | σ (meV/Å³) |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {cell(g.energy)} | {cell(g.forces)} | {cell(g.stress)} |"
+            for name, g in rows
+        ]
+        if self.forces_by_element:
+            lines += ["", "| element | F (meV/Å) | components |", "|---|---|---|"]
+            lines += [
+                f"| {symbol} | {cell(stats)} | {stats.count} |"
+                for symbol, stats in self.forces_by_element.items()
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def _labels(
+    labelled: str | os.PathLike | Sequence[Atoms] | Sequence[Frame], keys: DataKeys | None
+) -> list[Frame]:
+    if not isinstance(labelled, (str, os.PathLike)) and all(
+        isinstance(f, Frame) for f in labelled
+    ):
+        return list(labelled)  # type: ignore[arg-type]
+    return read_frames(labelled, keys=keys, require_forces=False)  # type: ignore[arg-type]
+
+
+def _predictions(atoms: Atoms, k: int) -> dict[str, Any]:
+    results = getattr(atoms.calc, "results", None) or {}
+    if "energy" not in results:
+        raise ValueError(
+            f"predicted structure {k} carries no energy: pass the output of evaluate() "
+            "(structures with a calculator's results)"
+        )
+    return results
+
+
+def label_errors(
+    predicted: Sequence[Atoms],
+    labelled: str | os.PathLike | Sequence[Atoms] | Sequence[Frame],
+    *,
+    keys: DataKeys | None = None,
+) -> LabelErrors:
+    """MAE and RMSE of ``predicted`` (from :func:`evaluate`) against the labels of ``labelled``.
+
+    Parameters
+    ----------
+    predicted:
+        Structures with predictions in their calculator's results (``energy``, ``forces``,
+        ``stress``), in the same order as ``labelled``.
+    labelled:
+        The same structures with reference labels: a data file, ``Atoms`` or
+        :class:`~ase_equi.data.Frame` objects. Every frame needs an energy; forces and stress
+        are compared where present (stress only for cells of rank 3).
+    keys:
+        Names of the labels (default ``energy``/``forces``/``stress``, see
+        :class:`~ase_equi.data.DataKeys`).
+
+    Returns
+    -------
+    LabelErrors
+        Energy per atom in meV/atom, force components in meV/Å, stress components in meV/Å³.
+
+    Raises
+    ------
+    ValueError
+        The two lists differ in length, or a pair differs in atoms or positions (naming the
+        frame); a labelled frame is invalid (:class:`~ase_equi.errors.DataFileError`).
+
+    Examples
+    --------
+    >>> from ase import Atoms
+    >>> from ase.calculators.singlepoint import SinglePointCalculator
+    >>> ref, pred = Atoms("H2", [[0, 0, 0], [0, 0, 0.74]]), Atoms("H2", [[0, 0, 0], [0, 0, 0.74]])
+    >>> ref.calc = SinglePointCalculator(ref, energy=-1.0)
+    >>> pred.calc = SinglePointCalculator(pred, energy=-0.99)
+    >>> round(label_errors([pred], [ref]).overall.energy.mae, 6)  # 10 meV over 2 atoms
+    5.0
+    """
+    frames = _labels(labelled, keys)
+    if len(frames) != len(predicted):
+        raise ValueError(
+            f"{len(predicted)} predicted structures but {len(frames)} labelled frames"
+        )
+    energy: list[float] = []
+    forces: list[np.ndarray] = []
+    stress: list[np.ndarray] = []
+    groups: dict[str, list[int]] = {}
+    by_element: dict[int, list[np.ndarray]] = {}
+    frame_forces: list[np.ndarray | None] = []
+    frame_stress: list[np.ndarray | None] = []
+    for k, (atoms, frame) in enumerate(zip(predicted, frames, strict=True)):
+        ref = frame.atoms
+        if len(atoms) != len(ref) or not np.array_equal(atoms.numbers, ref.numbers):
+            raise ValueError(f"frame {k}: predicted and labelled structures have other atoms")
+        if not np.allclose(atoms.positions, ref.positions, rtol=0, atol=1e-6):
+            raise ValueError(f"frame {k}: predicted and labelled positions differ")
+        results = _predictions(atoms, k)
+        n = len(atoms)
+        energy.append((float(results["energy"]) - frame.energy) / n * 1e3)
+        df = None
+        if frame.forces is not None and results.get("forces") is not None:
+            df = (np.asarray(results["forces"]) - frame.forces) * 1e3  # [n, 3] meV/Å
+            forces.append(df)
+            for z in np.unique(atoms.numbers):
+                by_element.setdefault(int(z), []).append(df[atoms.numbers == z])
+        ds = None
+        if frame.has_stress and results.get("stress") is not None:
+            ds = (np.asarray(results["stress"]) - frame.stress) * 1e3  # [6] meV/Å³
+            stress.append(ds)
+        frame_forces.append(df)
+        frame_stress.append(ds)
+        config_type = atoms.info.get("config_type", ref.info.get("config_type"))
+        if config_type is not None:
+            groups.setdefault(str(config_type), []).append(k)
+
+    def group(ids: Sequence[int]) -> GroupErrors:
+        f = [frame_forces[i] for i in ids if frame_forces[i] is not None]
+        s = [frame_stress[i] for i in ids if frame_stress[i] is not None]
+        return GroupErrors(
+            energy=ErrorStats.of(np.array([energy[i] for i in ids])),
+            forces=ErrorStats.of(np.concatenate(f)) if f else None,
+            stress=ErrorStats.of(np.stack(s)) if s else None,
+        )
+
+    return LabelErrors(
+        overall=group(range(len(frames))),
+        forces_by_element={
+            chemical_symbols[z]: ErrorStats.of(np.concatenate(by_element[z]))  # type: ignore[misc]
+            for z in sorted(by_element)
+        },
+        by_config_type={name: group(ids) for name, ids in sorted(groups.items())},
+        n_frames=len(frames),
+    )
+
+
+def has_energy_labels(structures: Sequence[Atoms], keys: DataKeys | None = None) -> bool:
+    """Whether any structure holds an energy label under ``keys.energy`` (calculator results,
+    ``info`` or ``arrays``), i.e. whether :func:`label_errors` has something to compare."""
+    name = (keys or DataKeys()).energy
+    for atoms in structures:
+        results = getattr(atoms.calc, "results", None) or {}
+        if name in results or name in atoms.info:
+            return True
+    return False
+
