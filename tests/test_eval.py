@@ -1,0 +1,152 @@
+"""evaluate() and label_errors() against hand-computed errors, and ``ase-equi eval`` end to end."""
+
+from __future__ import annotations
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from test_data import emt_structures
+
+from ase_equi import EquivariantCalculator
+from ase_equi.cli import main
+from ase_equi.evaluate import evaluate, label_errors
+
+# Known offsets added to EMT labels to make "predictions": frame k is off by (k + 1) meV/atom,
+# every Al atom by +3 meV/Å in x, every Cu atom by −1 meV/Å in y, every stress by +0.1 meV/Å³
+# in xx.
+D_FORCE = {13: (0, 3e-3), 29: (1, -1e-3)}  # Z -> (component, eV/Å)
+D_STRESS_XX = 1e-4  # eV/Å³
+
+
+def _offset_predictions(labelled: list[Atoms]) -> list[Atoms]:
+    out = []
+    for k, atoms in enumerate(labelled):
+        res = atoms.calc.results
+        forces = res["forces"].copy()
+        for z, (component, shift) in D_FORCE.items():
+            forces[atoms.numbers == z, component] += shift
+        stress = res["stress"].copy()
+        stress[0] += D_STRESS_XX
+        pred = atoms.copy()
+        pred.calc = SinglePointCalculator(
+            pred, energy=res["energy"] + len(atoms) * (k + 1) * 1e-3, forces=forces, stress=stress
+        )
+        out.append(pred)
+    return out
+
+
+def test_label_errors_against_hand_computed_numbers():
+    labelled = emt_structures(4)  # Cu4, Cu2Al2, Al4, Cu4 (4 atoms each)
+    for k, atoms in enumerate(labelled):
+        atoms.info["config_type"] = "a" if k < 2 else "b"
+    n_al = sum(int((a.numbers == 13).sum()) for a in labelled)
+    n_cu = 16 - n_al
+    assert (n_al, n_cu) == (6, 10)
+
+    errors = label_errors(_offset_predictions(labelled), labelled)
+
+    assert errors.n_frames == 4
+    e = errors.overall.energy  # per-frame errors 1, 2, 3, 4 meV/atom
+    assert (e.mae, e.rmse, e.count) == pytest.approx((2.5, np.sqrt(30 / 4), 4))
+    f = errors.overall.forces  # one component of 48 per atom: 3 (Al) or 1 (Cu) meV/Å
+    assert f.count == 48
+    assert f.mae == pytest.approx((3 * n_al + 1 * n_cu) / 48)
+    assert f.rmse == pytest.approx(np.sqrt((9 * n_al + 1 * n_cu) / 48))
+    s = errors.overall.stress  # 0.1 meV/Å³ in one of 6 components
+    assert s.count == 24
+    assert (s.mae, s.rmse) == pytest.approx((0.1 / 6, np.sqrt(0.01 / 6)))
+
+    al, cu = errors.forces_by_element["Al"], errors.forces_by_element["Cu"]
+    assert (al.mae, al.rmse, al.count) == pytest.approx((1.0, np.sqrt(3.0), 3 * n_al))
+    assert (cu.mae, cu.rmse, cu.count) == pytest.approx((1 / 3, np.sqrt(1 / 3), 3 * n_cu))
+
+    a, b = errors.by_config_type["a"].energy, errors.by_config_type["b"].energy
+    assert (a.mae, a.rmse) == pytest.approx((1.5, np.sqrt(2.5)))
+    assert (b.mae, b.rmse) == pytest.approx((3.5, np.sqrt(12.5)))
+    assert list(errors.by_config_type) == ["a", "b"]
+    table = errors.table()
+    assert "| config_type=b | 3.5 / 3.54 |" in table and "| Al | 1 / 1.73 | 18 |" in table
+
+
+def test_label_errors_without_forces_or_stress_labels():
+    molecule = Atoms("CuAl", positions=[[0, 0, 0], [0, 0, 2.4]])  # no cell: no stress
+    molecule.calc = SinglePointCalculator(molecule, energy=-1.0)  # energy label only
+    pred = molecule.copy()
+    pred.calc = SinglePointCalculator(pred, energy=-1.1, forces=np.ones((2, 3)))
+    errors = label_errors([pred], [molecule])
+    assert errors.overall.energy.mae == pytest.approx(50.0)  # 100 meV over 2 atoms
+    assert errors.overall.forces is None and errors.overall.stress is None
+    assert errors.forces_by_element == {} and errors.by_config_type == {}
+
+
+def test_label_errors_refuses_mismatched_lists():
+    labelled = emt_structures(2)
+    pred = _offset_predictions(labelled)
+    with pytest.raises(ValueError, match="1 predicted structures but 2 labelled frames"):
+        label_errors(pred[:1], labelled)
+    pred[1].numbers[0] = 13 if pred[1].numbers[0] == 29 else 29
+    with pytest.raises(ValueError, match="frame 1: predicted and labelled structures have other"):
+        label_errors(pred, labelled)
+    with pytest.raises(ValueError, match="predicted structure 0 carries no energy"):
+        label_errors([a.copy() for a in labelled], labelled)
+
+
+def test_evaluate_matches_the_calculator_and_keeps_info(loaded_model, capsys):
+    bulk_cell, molecule = emt_structures(1)[0], Atoms("AlCu", positions=[[0, 0, 0], [0, 0, 2.5]])
+    bulk_cell.info["config_type"] = "bulk"
+    predicted = evaluate([bulk_cell, molecule], loaded_model, verbose=True)
+    assert "evaluate: 2/2 structures" in capsys.readouterr().err
+    calc = EquivariantCalculator(loaded_model, dtype="float64")
+    for pred, atoms in zip(predicted, [bulk_cell, molecule], strict=True):
+        atoms = atoms.copy()
+        atoms.calc = calc
+        assert pred.get_potential_energy() == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
+        np.testing.assert_allclose(pred.get_forces(), atoms.get_forces(), atol=1e-10)
+        assert pred.calc.results["energies"].sum() == pytest.approx(pred.get_potential_energy())
+    np.testing.assert_allclose(predicted[0].calc.results["stress"], calc.get_stress(bulk_cell))
+    assert "stress" not in predicted[1].calc.results  # no cell
+    assert predicted[0].info == {"config_type": "bulk"}
+    evaluate([molecule], loaded_model, verbose=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_cli_eval_compares_with_labels_and_writes_predictions(model_path, tmp_path, capsys):
+    labelled = emt_structures(3)
+    for atoms in labelled:
+        atoms.info["config_type"] = "emt"
+    data, out = tmp_path / "data.xyz", tmp_path / "pred.xyz"
+    ase.io.write(data, labelled)
+
+    assert main(["eval", str(model_path), str(data), "--output", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+
+    predicted = ase.io.read(out, index=":")
+    assert len(predicted) == 3 and predicted[0].info["config_type"] == "emt"
+    calc = EquivariantCalculator(str(model_path), dtype="float64")
+    per_atom = []
+    for pred, atoms in zip(predicted, labelled, strict=True):
+        energy = calc.get_potential_energy(atoms.copy())
+        assert pred.get_potential_energy() == pytest.approx(energy, abs=1e-8)
+        per_atom.append((energy - atoms.calc.results["energy"]) / len(atoms) * 1e3)
+    mae, rmse = np.mean(np.abs(per_atom)), np.sqrt(np.mean(np.square(per_atom)))
+    assert f"| all | {mae:.3g} / {rmse:.3g} |" in printed
+    assert "| config_type=emt |" in printed and "wrote predictions of 3 structures" in printed
+
+    unlabelled = tmp_path / "bare.xyz"
+    ase.io.write(unlabelled, [Atoms(a.numbers, a.positions, cell=a.cell, pbc=True)
+                              for a in labelled])
+    assert main(["eval", str(model_path), str(unlabelled), "-q"]) == 0
+    assert "no 'energy' labels" in capsys.readouterr().out
+
+
+def test_cli_eval_names_the_frame_of_a_damaged_file(model_path, tmp_path, capsys):
+    path = tmp_path / "bad.xyz"
+    ase.io.write(path, emt_structures(2))
+    lines = path.read_text().splitlines(keepends=True)
+    lines[9] = " ".join(lines[9].split()[:-2]) + "\n"  # frame 1, atom 1: 5 of 7 columns
+    path.write_text("".join(lines))
+    assert main(["eval", str(model_path), str(path), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.xyz, frame 1 (frames are counted from 0), line 10 (atom 1): 5 columns" in err
