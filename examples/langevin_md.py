@@ -1,11 +1,14 @@
 """Langevin MD and a cell relaxation with the bundled ``metals`` zoo model (about a minute).
 
-    python examples/langevin_md.py [--steps 400] [--model metals]
+    python examples/langevin_md.py [--steps 400] [--model metals] [--relax-steps 1000]
 
 1. NVT Langevin dynamics of a 108-atom Cu3Au-like fcc alloy at 300 K (float32, 5 fs steps),
-   with a live progress line (temperature, potential energy, steps per second).
-2. A cell relaxation (FIRE on a FrechetCellFilter, float64) of strained, rattled fcc Cu,
+   with a live progress line on stderr (temperature, potential energy, steps per second).
+2. A cell relaxation (FIRE on a FrechetCellFilter, float64) of strained, rattled fcc Cu, with a
+   live progress line on stderr (step, largest force, lattice constant, steps per second),
    printing the relaxed lattice constant next to EMT's, the level of theory the model learned.
+
+Results go to stdout, progress to stderr (``2>/dev/null`` hides it).
 """
 
 from __future__ import annotations
@@ -39,29 +42,48 @@ def run_md(model: str, steps: int) -> None:
 
     def progress() -> None:
         rate = dyn.nsteps / max(time.perf_counter() - start, 1e-9)
-        sys.stdout.write(
+        sys.stderr.write(
             f"\rMD step {dyn.nsteps:5d}/{steps}  T = {atoms.get_temperature():6.1f} K  "
             f"E_pot = {atoms.get_potential_energy():10.4f} eV  ({rate:5.1f} steps/s)"
         )
-        sys.stdout.flush()
+        sys.stderr.flush()
 
     dyn.attach(progress, interval=1)
     dyn.run(steps)
-    print(f"\n{steps} steps ({steps * 5 / 1000:.1f} ps) of {len(atoms)} atoms "
+    sys.stderr.write("\n")
+    print(f"{steps} steps ({steps * 5 / 1000:.1f} ps) of {len(atoms)} atoms "
           f"({atoms.get_chemical_formula()}) with '{model}'")
 
 
-def relax_cell(model: str) -> None:
-    def relaxed_a(calc) -> float:
+def relax_cell(model: str, max_steps: int = 1000) -> None:
+    def relaxed_a(calc, label: str) -> tuple[float, bool]:
         atoms = bulk("Cu", "fcc", a=3.75, cubic=True).repeat(2)
         atoms.set_cell(atoms.cell.array @ np.diag([1.02, 0.99, 1.0]), scale_atoms=True)
         atoms.rattle(0.02, seed=0)
         atoms.calc = calc
-        FIRE(FrechetCellFilter(atoms), logfile=None).run(fmax=1e-3, steps=1000)
-        return float(np.cbrt(atoms.get_volume() / len(atoms) * 4))
+        cell_filter = FrechetCellFilter(atoms)
+        opt = FIRE(cell_filter, logfile=None)
+        start = time.perf_counter()
 
-    a_model = relaxed_a(EquivariantCalculator(model, dtype="float64"))
-    a_emt = relaxed_a(EMT())
+        def progress() -> None:
+            fmax = float(np.sqrt((cell_filter.get_forces() ** 2).sum(axis=1).max()))
+            a = np.cbrt(atoms.get_volume() / len(atoms) * 4)
+            rate = opt.nsteps / max(time.perf_counter() - start, 1e-9)
+            sys.stderr.write(
+                f"\rrelax ({label}) step {opt.nsteps:4d}  fmax = {fmax:.2e} eV/Å "
+                f"(target 1e-3)  a = {a:.4f} Å  ({rate:5.1f} steps/s)"
+            )
+            sys.stderr.flush()
+
+        opt.attach(progress, interval=1)
+        converged = opt.run(fmax=1e-3, steps=max_steps)
+        sys.stderr.write("\n")
+        return float(np.cbrt(atoms.get_volume() / len(atoms) * 4)), bool(converged)
+
+    a_model, done_model = relaxed_a(EquivariantCalculator(model, dtype="float64"), model)
+    a_emt, done_emt = relaxed_a(EMT(), "EMT")
+    if not (done_model and done_emt):
+        print(f"cell relaxation NOT converged to fmax 1e-3 eV/Å within {max_steps} steps:")
     print(f"cell relaxation of Cu: a = {a_model:.4f} Å ({model}), {a_emt:.4f} Å (EMT), "
           f"difference {100 * (a_model - a_emt) / a_emt:+.2f} %")
 
@@ -70,10 +92,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--model", default="metals", help="zoo name or model file")
+    parser.add_argument("--relax-steps", type=int, default=1000, help="FIRE step limit")
     args = parser.parse_args()
     torch.set_num_threads(1)
     run_md(args.model, args.steps)
-    relax_cell(args.model)
+    relax_cell(args.model, args.relax_steps)
 
 
 if __name__ == "__main__":

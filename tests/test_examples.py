@@ -1,0 +1,26 @@
+"""The README's example script runs and shows live progress on stderr for MD and relaxation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_langevin_example_prints_progress_for_md_and_relaxation():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "langevin_md.py"), "--steps", "2",
+         "--relax-steps", "3"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    progress = done.stderr.replace("\r", "\n").splitlines()
+    assert any(line.startswith("MD step     2/2") for line in progress)
+    for label in ("metals", "EMT"):  # one live line per FIRE step (steps 0..3)
+        steps = [line for line in progress if line.startswith(f"relax ({label}) step")]
+        assert len(steps) == 4 and "fmax = " in steps[-1] and "a = " in steps[-1]
+    assert "NOT converged" in done.stdout and "cell relaxation of Cu: a = " in done.stdout
