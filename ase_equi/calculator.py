@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import Any
@@ -13,6 +14,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .allocator import retain_freed_memory
+from .errors import AseEquiError
 from .graph import atoms_to_graph
 from .io.model_file import LoadedModel, load_model
 from .model.gradients import energy_forces_stress
@@ -23,6 +25,15 @@ from .zoo import resolve as resolve_model
 log = logging.getLogger(__name__)
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+# the constructor's options, all in ``parameters`` (the model too) and all changeable by ``set``
+OPTIONS = ("device", "dtype", "skin", "retain_memory", "resident_graph", "chunk_mib", "head")
+# keywords of other codes that mean something else here, or under another name
+HINTS = {
+    "default_dtype": "mace-torch's default_dtype is dtype here: dtype='float64' or 'float32'",
+    "model_path": "give the model (zoo name or file) as the first argument",
+    "model_paths": "give one model (zoo name or file) as the first argument",
+    "compute_stress": "stress is computed when asked (atoms.get_stress()), for a cell of rank 3",
+}
 
 
 class EquivariantCalculator(Calculator):
@@ -65,6 +76,27 @@ class EquivariantCalculator(Calculator):
         ``chunk_mib=128``; peak RSS grows by 0.6 MB per atom instead of 3.4). The default,
         2048, leaves MD-sized systems unchunked (there: up to about 2,400 atoms); ``None``
         never chunks.
+    head:
+        The output head of a model trained with several (a multi-head MACE file, or a model
+        file that lists heads): its name, e.g. ``"pbe"``. ``None`` takes the model's default
+        head (MACE's rule: ``"Default"`` if there is one, else the first); ``parameters``
+        then records the head used. An unknown head raises ``ValueError`` listing the heads.
+    label, directory:
+        ASE's own keywords (no files are written).
+
+    Any other keyword raises ``TypeError`` naming it. Every option is in ``parameters`` (and
+    ``todict()`` where not the default); ``set(...)`` of any of them rebuilds what depends on
+    it (reloading the model for ``dtype``, ``device`` and ``head``) and clears the results, or
+    raises; the model itself cannot be changed (make a new calculator).
+
+    Raises
+    ------
+    TypeError
+        An unknown keyword (the message lists the accepted ones).
+    ValueError
+        A bad option value (named), an unknown head (the heads are listed), a device that is
+        not available (e.g. ``device="cuda"`` without CUDA: the message says ``device="cpu"``),
+        or an unreadable model file (:class:`~ase_equi.errors.ModelFileError`).
 
     Notes
     -----
@@ -80,14 +112,37 @@ class EquivariantCalculator(Calculator):
 
     Examples
     --------
+    The zoo model ``metals`` on fcc copper: every atom is a centre of inversion, so the forces
+    vanish and the atoms have equal energies; a supercell twice as large has twice the energy.
+
+    >>> import numpy as np
     >>> from ase.build import bulk
-    >>> atoms = bulk("Cu", "fcc", a=3.6)
-    >>> atoms.calc = EquivariantCalculator(tiny_model_path)  # doctest: +SKIP
-    >>> atoms.get_potential_energy()  # doctest: +SKIP
+    >>> atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    >>> atoms.calc = EquivariantCalculator("metals")
+    >>> forces = atoms.get_forces()
+    >>> forces.shape, bool(np.abs(forces).max() < 1e-10)
+    ((4, 3), True)
+    >>> energy = atoms.get_potential_energy()
+    >>> bool(np.allclose(atoms.get_potential_energies(), energy / 4, rtol=0, atol=1e-10))
+    True
+    >>> double = atoms.repeat((2, 1, 1))
+    >>> double.calc = atoms.calc
+    >>> bool(abs(double.get_potential_energy() - 2 * energy) < 1e-8)
+    True
+    >>> atoms.calc.parameters["skin"], atoms.calc.parameters["dtype"]
+    (1.0, 'float64')
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
-    default_parameters: dict[str, Any] = {"device": "cpu", "dtype": "float64"}
+    default_parameters: dict[str, Any] = {
+        "device": "cpu",
+        "dtype": "float64",
+        "skin": 1.0,
+        "retain_memory": True,
+        "resident_graph": None,
+        "chunk_mib": 2048.0,
+        "head": None,
+    }
 
     def __init__(
         self,
@@ -99,45 +154,129 @@ class EquivariantCalculator(Calculator):
         retain_memory: bool = True,
         resident_graph: bool | None = None,
         chunk_mib: float | None = 2048.0,
+        head: str | None = None,
+        label: str | None = None,
+        directory: str | os.PathLike = ".",
         **kwargs: Any,
     ) -> None:
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+        accepted = ("model", *OPTIONS, "label", "directory")
+        _refuse_unknown(kwargs, "EquivariantCalculator()", accepted)
+        self._ready = False
+        self._retaining = False
+        super().__init__(label=label, directory=directory)
+        self._model_argument = model
         if isinstance(model, LoadedModel):
-            loaded = model
-            loaded.model.to(device=device, dtype=DTYPES[dtype])
-            model_name = loaded.source or loaded.name
+            model_name = model.source or model.name
         else:
-            loaded = _resolve(model, device=device, dtype=DTYPES[dtype])
             model_name = os.fspath(model)
-        super().__init__(model=model_name, device=device, dtype=dtype, **kwargs)
-        self.loaded = loaded
-        self.model = loaded.model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.device = torch.device(device)
-        if retain_memory and self.device.type == "cpu":
-            retain_freed_memory()
-        self.torch_dtype = DTYPES[dtype]
+        self.parameters.update(
+            model=model_name,
+            device=device,
+            dtype=dtype,
+            skin=skin,
+            retain_memory=retain_memory,
+            resident_graph=resident_graph,
+            chunk_mib=chunk_mib,
+            head=head,
+        )
         self._stress_wanted = False
         self._forces_wanted = False
         self.model_calls = 0
-        self.neighbours = VerletNeighbourList(loaded.config.r_max, skin)
-        self.max_chunk_bytes = None if chunk_mib is None else int(chunk_mib * 2**20)
+        self._configure(reload=True)
+        self._ready = True
+
+    def set(self, **kwargs: Any) -> dict[str, Any]:
+        """Change options (see the class docstring); returns those that changed.
+
+        Options that the model or the neighbour list depend on are applied at once (the model
+        is reloaded from its file for ``dtype``, ``device`` and ``head``); any change clears
+        the results. A bad value raises and leaves the calculator as it was.
+
+        Raises
+        ------
+        TypeError
+            An unknown keyword.
+        ValueError
+            A changed ``model`` (make a new calculator), a bad value, ``retain_memory=False``
+            after the process heap setting was taken (it cannot be undone in this process).
+        """
+        if not getattr(self, "_ready", False):  # ASE's own __init__
+            return super().set(**kwargs)
+        _refuse_unknown(kwargs, "EquivariantCalculator.set()", ("model", *OPTIONS))
+        if "model" in kwargs and kwargs["model"] != self.parameters["model"]:
+            raise ValueError(
+                f"the model of a calculator cannot be changed (it is {self.parameters['model']!r}"
+                f", asked {kwargs['model']!r}): make a new EquivariantCalculator for it"
+            )
+        before = dict(self.parameters)
+        changed = super().set(**kwargs)
+        if changed:
+            try:
+                self._configure(reload=bool({"device", "dtype", "head"} & set(changed)))
+            except BaseException:
+                self.parameters.clear()
+                self.parameters.update(before)
+                raise
+            self.reset()
+        return changed
+
+    def _configure(self, *, reload: bool) -> None:
+        """Check the options in ``parameters`` and build what depends on them.
+
+        Nothing is changed on this object before every check has passed and the model (when
+        ``reload``) has loaded.
+        """
+        p = self.parameters
+        device = _check_options(p)
+        dtype = DTYPES[p["dtype"]]
+        if p["retain_memory"] is False and self._retaining:
+            raise ValueError(
+                "retain_memory=False: freed memory is already kept in this process's heap "
+                "(a setting of the whole process that cannot be undone); start a new process "
+                "with EquivariantCalculator(..., retain_memory=False)"
+            )
+        loaded = self._load(device, dtype) if reload else self.loaded
+        config = loaded.config
+        resident_graph = p["resident_graph"]
         if resident_graph is None:
-            resident_graph = self.device.type != "cpu" and skin > 0
-        self.resident = (
+            resident_graph = device.type != "cpu" and p["skin"] > 0
+        neighbours = VerletNeighbourList(config.r_max, p["skin"])
+        resident = (
             ResidentGraph(
-                loaded.config.elements,
-                loaded.config.r_max,
-                skin,
-                dtype=self.torch_dtype,
-                device=self.device,
+                config.elements,
+                config.r_max,
+                p["skin"],
+                dtype=dtype,
+                device=device,
                 model_name=f"model '{loaded.name}'",
             )
             if resident_graph
             else None
         )
+        # every check passed: apply
+        self.loaded = loaded
+        self.model = loaded.model.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.device, self.torch_dtype = device, dtype
+        self.neighbours, self.resident = neighbours, resident
+        chunk_mib = p["chunk_mib"]
+        self.max_chunk_bytes = None if chunk_mib is None else int(chunk_mib * 2**20)
+        head = _head_of(loaded)
+        if head is not None:
+            p["head"] = head  # the head used, also when the model's default was taken
+        if p["retain_memory"] and device.type == "cpu" and not self._retaining:
+            retain_freed_memory()
+            self._retaining = True
+
+    def _load(self, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+        """The model in ``device`` and ``dtype`` with the asked head (see ``_resolve``)."""
+        model, head = self._model_argument, self.parameters["head"]
+        if isinstance(model, LoadedModel):
+            _check_head(model, head, f"the loaded model '{model.name}'")
+            model.model.to(device=device, dtype=dtype)
+            return model
+        return _resolve(model, device=device, dtype=dtype, head=head)
 
     def calculate(
         self,
@@ -146,6 +285,12 @@ class EquivariantCalculator(Calculator):
         system_changes: list[str] = all_changes,
     ) -> None:
         properties = properties or ["energy"]
+        unknown = [name for name in properties if name not in self.implemented_properties]
+        if unknown:
+            raise PropertyNotImplementedError(
+                f"{', '.join(map(repr, unknown))} not implemented: this calculator gives "
+                + ", ".join(self.implemented_properties)
+            )
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         rank3 = bool(atoms.cell.rank == 3)
@@ -166,6 +311,13 @@ class EquivariantCalculator(Calculator):
 
         if want_stress and not abs(atoms.cell.volume) > 0:
             raise ValueError("stress needs a cell of rank 3; this cell has zero volume")
+        if len(atoms) == 0:  # no atoms, no energy: nothing to evaluate
+            self.results = {"energy": 0.0, "free_energy": 0.0, "energies": np.zeros(0)}
+            if want_forces:
+                self.results["forces"] = np.zeros((0, 3))
+            if want_stress:
+                self.results["stress"] = np.zeros(6)
+            return
         extra: dict[str, Any] = {}
         if self.resident is not None:
             graph, layout, groups = self.resident.update(atoms)
@@ -208,11 +360,106 @@ class EquivariantCalculator(Calculator):
         return self.neighbours.update(atoms)
 
 
-def _resolve(model: str | os.PathLike, *, device: str, dtype: torch.dtype) -> LoadedModel:
+def _refuse_unknown(kwargs: dict[str, Any], where: str, accepted: tuple[str, ...]) -> None:
+    """``TypeError`` naming every keyword not in ``accepted`` (with a hint where one helps)."""
+    unknown = [key for key in kwargs if key not in accepted]
+    if not unknown:
+        return
+    hints = "".join(f"; {HINTS[key]}" for key in unknown if key in HINTS)
+    raise TypeError(
+        f"{where} got unknown keyword{'s' if len(unknown) > 1 else ''} "
+        f"{', '.join(map(repr, unknown))}; it accepts {', '.join(accepted)}{hints}"
+    )
+
+
+def _check_options(p: dict[str, Any]) -> torch.device:
+    """Check the option values in ``p``; return the torch device (available on this machine)."""
+    if p["dtype"] not in DTYPES:
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {p['dtype']!r}")
+    skin = p["skin"]
+    if isinstance(skin, bool) or not isinstance(skin, (int, float)) or not 0 <= skin < np.inf:
+        raise ValueError(f"skin must be a finite number >= 0 (Å), got {skin!r}")
+    chunk_mib = p["chunk_mib"]
+    if chunk_mib is not None and (
+        isinstance(chunk_mib, bool)
+        or not isinstance(chunk_mib, (int, float))
+        or not 0 < chunk_mib < np.inf
+    ):
+        raise ValueError(f"chunk_mib must be None or a number > 0 (MiB), got {chunk_mib!r}")
+    for key in ("retain_memory", "resident_graph"):
+        allowed = (True, False) if key == "retain_memory" else (True, False, None)
+        if not any(p[key] is value for value in allowed):
+            raise ValueError(f"{key} must be one of {allowed}, got {p[key]!r}")
+    if p["head"] is not None and not isinstance(p["head"], str):
+        raise ValueError(f"head must be None or a head's name (str), got {p['head']!r}")
+    return _available_device(p["device"])
+
+
+def _available_device(device: Any) -> torch.device:
+    """``torch.device(device)`` if it exists on this machine, else ``AseEquiError`` saying so."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        message = f"device={device!r} is not a torch device ('cpu', 'cuda'): {err}"
+        raise AseEquiError(message) from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AseEquiError(
+                f"device={device!r}, but no CUDA device is available to torch here "
+                f"(torch {torch.__version__}, torch.cuda.is_available() is False); "
+                'run on the CPU with device="cpu"'
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise AseEquiError(
+                f"device={device!r}, but this machine has {torch.cuda.device_count()} CUDA "
+                'device(s), numbered from 0; use device="cuda" or device="cpu"'
+            )
+        return dev
+    if dev.type == "mps" and torch.backends.mps.is_available():
+        return dev
+    raise AseEquiError(f'device={device!r} is not available here; use device="cpu"')
+
+
+def _heads_of(loaded: LoadedModel) -> list[str]:
+    """The names of the model's heads, as recorded ([] when it records none)."""
+    heads = getattr(loaded, "heads", None) or loaded.card.get("heads_in_file")
+    heads = heads or loaded.card.get("heads")
+    return [str(h) for h in heads] if heads else []
+
+
+def _head_of(loaded: LoadedModel) -> str | None:
+    """The name of the head the loaded model answers with, or None if it records none."""
+    head = getattr(loaded, "head", None) or loaded.card.get("head")
+    return None if head is None else str(head)
+
+
+def _check_head(loaded: LoadedModel, head: str | None, what: str) -> None:
+    """``ValueError`` unless ``head`` is None or the head ``loaded`` answers with."""
+    if head is None or head == _head_of(loaded):
+        return
+    heads = _heads_of(loaded)
+    if head in heads:
+        raise ValueError(
+            f"{what} answers with head {_head_of(loaded)!r}, not {head!r}: load it with "
+            f"head={head!r}, or give the calculator its file"
+        )
+    listed = f"its heads are {heads}" if heads else "it has one output and no named heads"
+    raise ValueError(f"{what} has no head {head!r}; {listed}")
+
+
+def _resolve(
+    model: str | os.PathLike, *, device: torch.device, dtype: torch.dtype, head: str | None
+) -> LoadedModel:
     """Load a model: a zoo name, a MACE ``.model`` file, or one of our model files."""
     model = resolve_model(model)
     if os.fspath(model).endswith(".model"):
         from .io.mace_import import load_mace_model
 
-        return load_mace_model(model, dtype=dtype, device=device)
-    return load_model(model, dtype=dtype, device=device)
+        return load_mace_model(model, dtype=dtype, device=device, head=head)
+    if head is not None and "head" in inspect.signature(load_model).parameters:
+        return load_model(model, dtype=dtype, device=device, head=head)
+    loaded = load_model(model, dtype=dtype, device=device)
+    _check_head(loaded, head, f"model {os.fspath(model)!r}")
+    return loaded
