@@ -51,12 +51,14 @@ def _shifted(images, shift: dict[int, float], scale: float = 1.0):
     return out
 
 
-def test_finetune_lowers_the_loss_on_new_data(parent, tmp_path):
+def test_finetune_lowers_the_loss_on_new_data(parent, tmp_path, capsys):
     frames = read_frames(_shifted(emt_structures(10, seed=5), {13: 0.3, 29: -0.2}, 1.15))
     model = load_model(parent).model
     weights = LossWeights()
     before = _loss_on(model, frames, weights)
+    capsys.readouterr()
     result = finetune(parent, frames, out=tmp_path / "ft", epochs=6, lr=2e-2, **FAST)
+    assert "epoch 6/6" in capsys.readouterr().err  # progress from Python too (verbose=True)
     after = _loss_on(result.model.double(), frames, weights)
     print(f"loss on the new data: {before:.4g} before, {after:.4g} after")
     assert after < 0.85 * before
@@ -205,3 +207,18 @@ def test_cli_finetune(parent, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Fine-tuning report" in out
     assert load_model(tmp_path / "run" / "mine.json").card["parent"]["name"] == "parent"
+
+
+def test_finetune_help_shows_the_finetuning_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "TrainConfig.lr (default 0.001)" in text  # not training's 0.01
+    assert "TrainConfig.epochs (default 50)" in text and "(default cosine)" in text
+
+
+def test_quiet_finetune_prints_nothing(parent, tmp_path, capsys):
+    frames = read_frames(_shifted(emt_structures(6, seed=23), {13: 0.0, 29: 0.1}, 1.0))
+    finetune(parent, frames, out=tmp_path / "ft", epochs=1, verbose=False, **FAST)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
