@@ -25,6 +25,7 @@ def test_reference_energies_are_optional_until_the_model_is_built():
         ("num_interactions", 10**6),
         ("r_max", 1e6),
         ("max_ell", 50),
+        ("max_ell", 8),
         ("max_L", 9),
         ("num_bessel", 10**4),
         ("envelope_p", 0),
@@ -57,3 +58,11 @@ def test_foundation_model_sizes_are_inside_the_bounds():
         ModelConfig(elements=tuple(range(1, 90)), channels=channels, max_L=2, max_ell=3,
                     r_max=6.0, num_interactions=2, correlation=3, avg_num_neighbors=61.0)
     assert BOUNDS["r_max"][1] >= 6.0
+
+
+def test_costly_max_ell_and_correlation_are_refused_together():
+    """max_ell 6 is fine at ν = 3 but not at ν = 4 (C(52, 4) = 270,725 monomials, a 25 s and
+    1.4 GB build); the message names both fields."""
+    ModelConfig(elements=(29,), max_ell=6, correlation=3, channels=4)
+    with pytest.raises(ValueError, match=r"ModelConfig\.max_ell = 6 with correlation 4.*270,725"):
+        ModelConfig(elements=(29,), max_ell=6, correlation=4, channels=4)

@@ -17,7 +17,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "r_max": (0.0, 30.0),  # Å; the neighbour search grows as r_max³
     "num_bessel": (1, 64),
     "envelope_p": (1, 32),
-    "max_ell": (0, 8),  # e3nn's spherical harmonics go to 11; 8 bounds the cost
+    "max_ell": (0, 6),  # e3nn's spherical harmonics go to 11; see also MAX_MONOMIALS
     "channels": (1, 1024),
     "max_L": (0, 4),
     "num_interactions": (1, 8),
@@ -25,6 +25,10 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "avg_num_neighbors": (0.0, 1.0e4),
 }
 MAX_INTERACTIONS = 8
+#: Bound on the monomials of the symmetric contraction, C(D + ν − 1, ν) with D = (max_ell + 1)²
+#: and ν = correlation: its index tables grow so (max_ell 6 with ν = 4, 270,725 monomials, takes
+#: 25 s and 1.4 GB to build). 50,000 admits max_ell 3 or 4 with ν ≤ 4 and max_ell ≤ 6 with ν ≤ 3.
+MAX_MONOMIALS = 50_000
 MAX_RADIAL_LAYERS = 8
 MAX_RADIAL_WIDTH = 4096
 INT_FIELDS = ("num_bessel", "envelope_p", "max_ell", "channels", "max_L", "num_interactions",
@@ -185,6 +189,14 @@ class ModelConfig:
             )
         if any(not 1 <= c <= 4 for c in self.correlation):
             raise ValueError(f"ModelConfig.correlation must be in 1..4, got {self.correlation}")
+        dim = (self.max_ell + 1) ** 2
+        monomials = math.comb(dim + max(self.correlation) - 1, max(self.correlation))
+        if monomials > MAX_MONOMIALS:
+            raise ValueError(
+                f"ModelConfig.max_ell = {self.max_ell} with correlation {max(self.correlation)} "
+                f"needs {monomials:,} monomials in the symmetric contraction; at most "
+                f"{MAX_MONOMIALS:,} are supported (lower max_ell or correlation)"
+            )
         if any(not 1 <= w <= MAX_RADIAL_WIDTH for w in self.radial_mlp):
             raise ValueError(
                 f"ModelConfig.radial_mlp widths must be in 1..{MAX_RADIAL_WIDTH}, "
