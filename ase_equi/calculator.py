@@ -14,7 +14,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .allocator import retain_freed_memory
-from .errors import AseEquiError
+from .calculator_options import DTYPES, OPTIONS, check_head, check_options, head_of, refuse_unknown
 from .graph import atoms_to_graph
 from .io.model_file import LoadedModel, load_model
 from .model.gradients import energy_forces_stress
@@ -23,17 +23,6 @@ from .verlet_list import VerletNeighbourList
 from .zoo import resolve as resolve_model
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
-# the constructor's options, all in ``parameters`` (the model too) and all changeable by ``set``
-OPTIONS = ("device", "dtype", "skin", "retain_memory", "resident_graph", "chunk_mib", "head")
-# keywords of other codes that mean something else here, or under another name
-HINTS = {
-    "default_dtype": "mace-torch's default_dtype is dtype here: dtype='float64' or 'float32'",
-    "model_path": "give the model (zoo name or file) as the first argument",
-    "model_paths": "give one model (zoo name or file) as the first argument",
-    "compute_stress": "stress is computed when asked (atoms.get_stress()), for a cell of rank 3",
-}
 
 
 class EquivariantCalculator(Calculator):
@@ -160,7 +149,7 @@ class EquivariantCalculator(Calculator):
         **kwargs: Any,
     ) -> None:
         accepted = ("model", *OPTIONS, "label", "directory")
-        _refuse_unknown(kwargs, "EquivariantCalculator()", accepted)
+        refuse_unknown(kwargs, "EquivariantCalculator()", accepted)
         self._ready = False
         self._retaining = False
         super().__init__(label=label, directory=directory)
@@ -202,7 +191,7 @@ class EquivariantCalculator(Calculator):
         """
         if not getattr(self, "_ready", False):  # ASE's own __init__
             return super().set(**kwargs)
-        _refuse_unknown(kwargs, "EquivariantCalculator.set()", ("model", *OPTIONS))
+        refuse_unknown(kwargs, "EquivariantCalculator.set()", ("model", *OPTIONS))
         if "model" in kwargs and kwargs["model"] != self.parameters["model"]:
             raise ValueError(
                 f"the model of a calculator cannot be changed (it is {self.parameters['model']!r}"
@@ -227,7 +216,7 @@ class EquivariantCalculator(Calculator):
         ``reload``) has loaded.
         """
         p = self.parameters
-        device = _check_options(p)
+        device = check_options(p)
         dtype = DTYPES[p["dtype"]]
         if p["retain_memory"] is False and self._retaining:
             raise ValueError(
@@ -262,7 +251,7 @@ class EquivariantCalculator(Calculator):
         self.neighbours, self.resident = neighbours, resident
         chunk_mib = p["chunk_mib"]
         self.max_chunk_bytes = None if chunk_mib is None else int(chunk_mib * 2**20)
-        head = _head_of(loaded)
+        head = head_of(loaded)
         if head is not None:
             p["head"] = head  # the head used, also when the model's default was taken
         if p["retain_memory"] and device.type == "cpu" and not self._retaining:
@@ -273,7 +262,7 @@ class EquivariantCalculator(Calculator):
         """The model in ``device`` and ``dtype`` with the asked head (see ``_resolve``)."""
         model, head = self._model_argument, self.parameters["head"]
         if isinstance(model, LoadedModel):
-            _check_head(model, head, f"the loaded model '{model.name}'")
+            check_head(model, head, f"the loaded model '{model.name}'")
             model.model.to(device=device, dtype=dtype)
             return model
         return _resolve(model, device=device, dtype=dtype, head=head)
@@ -360,95 +349,6 @@ class EquivariantCalculator(Calculator):
         return self.neighbours.update(atoms)
 
 
-def _refuse_unknown(kwargs: dict[str, Any], where: str, accepted: tuple[str, ...]) -> None:
-    """``TypeError`` naming every keyword not in ``accepted`` (with a hint where one helps)."""
-    unknown = [key for key in kwargs if key not in accepted]
-    if not unknown:
-        return
-    hints = "".join(f"; {HINTS[key]}" for key in unknown if key in HINTS)
-    raise TypeError(
-        f"{where} got unknown keyword{'s' if len(unknown) > 1 else ''} "
-        f"{', '.join(map(repr, unknown))}; it accepts {', '.join(accepted)}{hints}"
-    )
-
-
-def _check_options(p: dict[str, Any]) -> torch.device:
-    """Check the option values in ``p``; return the torch device (available on this machine)."""
-    if p["dtype"] not in DTYPES:
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {p['dtype']!r}")
-    skin = p["skin"]
-    if isinstance(skin, bool) or not isinstance(skin, (int, float)) or not 0 <= skin < np.inf:
-        raise ValueError(f"skin must be a finite number >= 0 (Å), got {skin!r}")
-    chunk_mib = p["chunk_mib"]
-    if chunk_mib is not None and (
-        isinstance(chunk_mib, bool)
-        or not isinstance(chunk_mib, (int, float))
-        or not 0 < chunk_mib < np.inf
-    ):
-        raise ValueError(f"chunk_mib must be None or a number > 0 (MiB), got {chunk_mib!r}")
-    for key in ("retain_memory", "resident_graph"):
-        allowed = (True, False) if key == "retain_memory" else (True, False, None)
-        if not any(p[key] is value for value in allowed):
-            raise ValueError(f"{key} must be one of {allowed}, got {p[key]!r}")
-    if p["head"] is not None and not isinstance(p["head"], str):
-        raise ValueError(f"head must be None or a head's name (str), got {p['head']!r}")
-    return _available_device(p["device"])
-
-
-def _available_device(device: Any) -> torch.device:
-    """``torch.device(device)`` if it exists on this machine, else ``AseEquiError`` saying so."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        message = f"device={device!r} is not a torch device ('cpu', 'cuda'): {err}"
-        raise AseEquiError(message) from None
-    if dev.type == "cpu":
-        return dev
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise AseEquiError(
-                f"device={device!r}, but no CUDA device is available to torch here "
-                f"(torch {torch.__version__}, torch.cuda.is_available() is False); "
-                'run on the CPU with device="cpu"'
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise AseEquiError(
-                f"device={device!r}, but this machine has {torch.cuda.device_count()} CUDA "
-                'device(s), numbered from 0; use device="cuda" or device="cpu"'
-            )
-        return dev
-    if dev.type == "mps" and torch.backends.mps.is_available():
-        return dev
-    raise AseEquiError(f'device={device!r} is not available here; use device="cpu"')
-
-
-def _heads_of(loaded: LoadedModel) -> list[str]:
-    """The names of the model's heads, as recorded ([] when it records none)."""
-    heads = getattr(loaded, "heads", None) or loaded.card.get("heads_in_file")
-    heads = heads or loaded.card.get("heads")
-    return [str(h) for h in heads] if heads else []
-
-
-def _head_of(loaded: LoadedModel) -> str | None:
-    """The name of the head the loaded model answers with, or None if it records none."""
-    head = getattr(loaded, "head", None) or loaded.card.get("head")
-    return None if head is None else str(head)
-
-
-def _check_head(loaded: LoadedModel, head: str | None, what: str) -> None:
-    """``ValueError`` unless ``head`` is None or the head ``loaded`` answers with."""
-    if head is None or head == _head_of(loaded):
-        return
-    heads = _heads_of(loaded)
-    if head in heads:
-        raise ValueError(
-            f"{what} answers with head {_head_of(loaded)!r}, not {head!r}: load it with "
-            f"head={head!r}, or give the calculator its file"
-        )
-    listed = f"its heads are {heads}" if heads else "it has one output and no named heads"
-    raise ValueError(f"{what} has no head {head!r}; {listed}")
-
-
 def _resolve(
     model: str | os.PathLike, *, device: torch.device, dtype: torch.dtype, head: str | None
 ) -> LoadedModel:
@@ -461,5 +361,5 @@ def _resolve(
     if head is not None and "head" in inspect.signature(load_model).parameters:
         return load_model(model, dtype=dtype, device=device, head=head)
     loaded = load_model(model, dtype=dtype, device=device)
-    _check_head(loaded, head, f"model {os.fspath(model)!r}")
+    check_head(loaded, head, f"model {os.fspath(model)!r}")
     return loaded
