@@ -24,3 +24,21 @@ def test_langevin_example_prints_progress_for_md_and_relaxation():
         steps = [line for line in progress if line.startswith(f"relax ({label}) step")]
         assert len(steps) == 4 and "fmax = " in steps[-1] and "a = " in steps[-1]
     assert "NOT converged" in done.stdout and "cell relaxation of Cu: a = " in done.stdout
+
+
+def _commands(text: str) -> list[str]:
+    """Shell commands of a script or a one-line ``a && b`` block, in order."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "set ", "cd ")):
+            out += [part.strip() for part in line.split("&&")]
+    return out
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Test (one command)", 1)[1]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert _commands(block) == _commands(ci)
