@@ -10,6 +10,7 @@ import torch
 from ase.stress import voigt_6_to_full_3x3_stress
 
 from .data import Frame
+from .errors import DataFileError
 from .graph import Graph, atoms_to_graph, batch_graphs
 
 __all__ = ["Batch", "frames_to_graphs", "make_batch"]
@@ -22,13 +23,14 @@ def frames_to_graphs(
     *,
     dtype: torch.dtype = torch.float64,
 ) -> list[Graph]:
-    """One graph per frame; an error names the frame it comes from."""
+    """One graph per frame; an error (:class:`~ase_equi.errors.DataFileError`) names the frame
+    it comes from (``Frame.index``, its position in the source, counted from 0)."""
     graphs = []
     for frame in frames:
         try:
             graphs.append(atoms_to_graph(frame.atoms, elements, cutoff, dtype=dtype))
         except ValueError as err:
-            raise ValueError(f"frame {frame.index}: {err}") from None
+            raise DataFileError(f"frame {frame.index}: {err}") from None
     return graphs
 
 
