@@ -2,7 +2,9 @@
 
 A zoo model ``NAME`` is a model file (``NAME.json`` + ``NAME.safetensors`` + ``NAME.md``) in the
 package's ``models`` folder; its card records the data, level of theory and measured errors.
-Nothing is downloaded: what is listed here is what is installed.
+Nothing is downloaded: what is listed here is what is installed. Each zoo model's header hash
+(which covers its config, heads, card and the weights' SHA-256) is pinned in :data:`ZOO_PINS`,
+so a zoo file replaced after installation is refused when resolved by name.
 
 Examples
 --------
@@ -22,21 +24,55 @@ from typing import Any
 
 from ase.data import chemical_symbols
 
+from .errors import ModelFileError
+
 ZOO_DIR = Path(__file__).parent / "models"
+
+#: ``header_sha256`` of every zoo model as released (update with the model, in the same commit).
+ZOO_PINS: dict[str, str] = {
+    "metals": "e366b53c20494db39bb6ec2025c2cfe34c5923bc951cfc890c492ecdfb8d85e0",
+    "molecules-pbe": "f8217ca2a9d0d693bfeea20a3f79e5b985c2b3adceacbeb34645828b6312fc39",
+    "silicon-xtb": "2ac77bd603fff0f7acb6e6a31bdcf330bfd2f5124c47ea29f3a5ff7445b72533",
+}
 
 
 def zoo_names() -> list[str]:
-    """Names of the bundled models, sorted."""
-    return sorted(p.stem for p in ZOO_DIR.glob("*.json"))
+    """Names of the bundled models (pinned and installed), sorted."""
+    return sorted(name for name in ZOO_PINS if (ZOO_DIR / f"{name}.json").is_file())
 
 
 def zoo_path(name: str) -> Path:
-    """The ``NAME.json`` of zoo model ``name``; ``KeyError`` naming the known models if absent."""
-    path = ZOO_DIR / f"{name}.json"
-    if not name or "/" in name or os.sep in name or not path.is_file():
+    """The ``NAME.json`` of zoo model ``name``, checked against its pin.
+
+    Raises
+    ------
+    KeyError
+        ``name`` is not a zoo model (the message lists the zoo).
+    ModelFileError
+        The installed file's header hash differs from the pin: the zoo file was replaced.
+    """
+    if name not in ZOO_PINS or not (ZOO_DIR / f"{name}.json").is_file():
         known = ", ".join(zoo_names()) or "(none installed)"
         raise KeyError(f"unknown zoo model {name!r}; the zoo has: {known}")
+    path = ZOO_DIR / f"{name}.json"
+    check_pin(name, path)
     return path
+
+
+def check_pin(name: str, path: Path) -> None:
+    """``ModelFileError`` unless the header at ``path`` carries the pinned hash of ``name``."""
+    from .io.model_file import read_header
+
+    try:
+        digest = read_header(path).get("header_sha256")
+    except ModelFileError as err:
+        raise ModelFileError(f"zoo model {name!r} was replaced or damaged: {err}") from err
+    if digest != ZOO_PINS[name]:
+        raise ModelFileError(
+            f"zoo model {name!r} at {path} was replaced: its header hash "
+            f"{str(digest)[:16]}… is not the pinned {ZOO_PINS[name][:16]}…; reinstall ase_equi "
+            "or load the file by its path if you trust it"
+        )
 
 
 def is_zoo_name(model: str | os.PathLike) -> bool:
@@ -44,19 +80,22 @@ def is_zoo_name(model: str | os.PathLike) -> bool:
     text = os.fspath(model)
     if not text or "/" in text or os.sep in text or Path(text).exists():
         return False
-    return (ZOO_DIR / f"{text}.json").is_file()
+    return text in ZOO_PINS and (ZOO_DIR / f"{text}.json").is_file()
 
 
 def resolve(model: str | os.PathLike) -> str | os.PathLike:
     """``model`` as a path: a zoo name becomes its ``NAME.json``; a file path stays as it is.
 
     A bare name (no directory, no suffix) that is neither a file nor in the zoo raises
-    ``ValueError`` listing the zoo.
+    ``ValueError`` listing the zoo; a compressed file (``.xz``, ``.gz``, ...) raises
+    ``ModelFileError`` asking to decompress it first.
     """
+    from .io.model_file import model_paths, refuse_compressed
+
     text = os.fspath(model)
     if is_zoo_name(text):
         return zoo_path(text)
-    from .io.model_file import model_paths
+    refuse_compressed(text)
 
     bare = not any(c in text for c in ("/", os.sep, "."))
     if bare and not any(p.exists() for p in model_paths(text)):

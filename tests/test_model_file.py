@@ -72,7 +72,7 @@ def test_newer_format_version_is_refused(model_copy):
     header = json.loads(model_copy.read_text())
     header["format_version"] += 1
     model_copy.write_text(json.dumps(header))
-    with pytest.raises(ModelFileError, match=r"format version 2, newer .* upgrade"):
+    with pytest.raises(ModelFileError, match=r"format version 3, newer .* upgrade"):
         load_model(model_copy)
 
 

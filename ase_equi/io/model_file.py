@@ -1,27 +1,38 @@
-"""Model files: safetensors weights + a JSON header + a markdown card, hash-checked.
+"""Model files: safetensors weights + a JSON header + a markdown card, all hash-checked.
 
 A model named ``NAME`` is three files side by side:
 
 ``NAME.json``
-    ``{"format": "ase_equi-model", "format_version": 1, "package_version": ...,
-    "config": ModelConfig.to_dict(), "dtype": "float64", "weights": "NAME.safetensors",
-    "weights_sha256": ..., "weights_bytes": ..., "card": {...}}``. The card holds elements,
-    cutoff, units, level of theory, training data and measured errors (free-form, JSON-clean).
+    The header (format version 2, see :mod:`ase_equi.io.model_header`): architecture config,
+    dtype, weights file name, size and SHA-256, the heads (E0, scale, shift), the card, and
+    ``header_sha256`` over the canonical form of all of it.
 ``NAME.safetensors``
-    Every tensor of the model's ``state_dict`` (parameters and buffers), nothing executable.
+    Every tensor of the model's ``state_dict`` except E0, scale and shift (which live in the
+    header's heads, once), nothing executable.
 ``NAME.md``
     The card rendered for people (written on save; never read back).
 
-Loading checks the format version, the size and the SHA-256 of the weights before parsing them,
-and the tensor names and shapes against the architecture in the config.
+Loading checks, in this order and before anything is allocated for the model: the header's size
+(≤ 16 MiB), types and version; its hash; the config's supported bounds; that the weights are a
+regular file inside the header's folder of exactly ``weights_bytes`` bytes; their SHA-256; that
+the tensor names and the element and layer counts agree with the config. Only then is the model
+built and the tensors copied in (strictly: every name, every shape).
+
+Version-1 files (E0, scale and shift in the config *and* the weights; no header hash) still
+load, with a ``UserWarning`` that their header is not covered; :func:`upgrade_model_file`
+(``ase-equi upgrade FILE``) rewrites them as version 2.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import logging
 import os
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,30 +44,62 @@ from safetensors.torch import save as save_safetensors
 from ..errors import ModelFileError
 from ..model.config import ModelConfig
 from ..model.mace import MaceModel
+from .model_header import (
+    FORMAT,
+    FORMAT_VERSION,
+    HEAD_CONSTANTS,
+    check_head,
+    header_digest,
+    read_header,
+    read_regular_file,
+    safetensors_layout,
+)
 
-FORMAT = "ase_equi-model"
-FORMAT_VERSION = 1
 PACKAGE_VERSION = "0.1.0"
+DEFAULT_HEAD = "Default"
+COMPRESSED_SUFFIXES = (".xz", ".gz", ".bz2", ".zst", ".zip", ".lzma", ".tgz", ".7z")
+
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "LoadedModel", "ModelFileError", "load_model", "model_paths",
+    "read_header", "save_model", "upgrade_model_file",
+]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class LoadedModel:
-    """A model together with its config, card and where it came from."""
+    """A model together with its config, card, head and where it came from.
+
+    ``config`` carries the E0, scale and shift of ``head`` (one of ``heads``).
+    """
 
     model: MaceModel
     config: ModelConfig
     card: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    head: str | None = None
+    heads: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return str(self.card.get("name") or Path(self.source).stem or "model")
 
 
+def refuse_compressed(path: str | os.PathLike) -> None:
+    """``ModelFileError`` when ``path`` names a compressed file: it must be decompressed first."""
+    name = Path(path).name
+    for suffix in COMPRESSED_SUFFIXES:
+        if name.lower().endswith(suffix):
+            raise ModelFileError(
+                f"{os.fspath(path)} is compressed ({suffix}); decompress it first (e.g. "
+                f"`xz -dk FILE`, `gunzip -k FILE`) and give the decompressed file"
+            )
+
+
 def model_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
     """``(NAME.json, NAME.safetensors, NAME.md)`` for any of the three paths or the bare stem."""
+    refuse_compressed(path)
     p = Path(path)
     stem = p.name
     for suffix in (".json", ".safetensors", ".md"):
@@ -68,73 +111,197 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (never half a file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _head_of_model(model: MaceModel) -> dict[str, Any]:
+    """E0 (eV), scale and shift (eV) exactly as the model computes with them (its buffers)."""
+    return {
+        "reference_energies": [float(x) for x in model.reference_energies.double().tolist()],
+        "scale": float(model.scale.double()),
+        "shift": float(model.shift.double()),
+    }
+
+
 def save_model(
     model: MaceModel,
     path: str | os.PathLike,
     *,
     card: dict[str, Any] | None = None,
+    heads: dict[str, dict[str, Any]] | None = None,
+    default_head: str = DEFAULT_HEAD,
 ) -> Path:
-    """Write ``model`` as NAME.json + NAME.safetensors + NAME.md; returns the JSON path.
+    """Write ``model`` as NAME.json + NAME.safetensors + NAME.md (format 2); returns the JSON path.
+
+    Every file is written through a temporary file and a rename, the header last, so a kill
+    leaves either the old header (which then fails its weights hash) or a complete new model.
+
+    Parameters
+    ----------
+    model:
+        The model; its E0, scale and shift buffers become head ``default_head`` unless
+        ``heads`` is given.
+    path:
+        NAME, NAME.json, NAME.safetensors or NAME.md.
+    card:
+        Free-form JSON-clean description (name, elements, cutoff and units are filled in).
+    heads:
+        ``{name: {"reference_energies": [...], "scale": s, "shift": m, "card": {...}}}``:
+        several energy references that share the model's readouts.
 
     Examples
     --------
     >>> import tempfile
-    >>> cfg = ModelConfig(elements=(29,), reference_energies=(0.0,), channels=4, max_ell=1,
-    ...                   correlation=2, radial_mlp=(8,))
+    >>> cfg = ModelConfig(elements=(29,), reference_energies=(-0.1234567890123456,),
+    ...                   channels=4, max_ell=1, correlation=2, radial_mlp=(8,))
     >>> with tempfile.TemporaryDirectory() as d:
     ...     p = save_model(MaceModel(cfg), f"{d}/tiny", card={"name": "tiny"})
-    ...     load_model(p).config == cfg
+    ...     load_model(p).config == cfg  # E0 in float64, exactly
     True
     """
     json_path, weights_path, card_path = model_paths(path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {
+        k: v.detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+        if k not in HEAD_CONSTANTS
+    }
     blob = save_safetensors(tensors)
+    if heads is None:
+        heads = {default_head: _head_of_model(model)}
+    for name, head in heads.items():
+        check_head(name, head, len(model.config.elements), "save_model")
+    if default_head not in heads:
+        raise ModelFileError(f"save_model: default_head {default_head!r} is not in {list(heads)}")
     card = dict(card or {})
     card.setdefault("name", json_path.stem)
     card.setdefault("elements", [int(z) for z in model.config.elements])
     card.setdefault("cutoff_angstrom", model.config.r_max)
     card.setdefault("units", {"energy": "eV", "length": "Å", "stress": "eV/Å³"})
+    config = {k: v for k, v in model.config.to_dict().items() if k not in HEAD_CONSTANTS}
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "package_version": PACKAGE_VERSION,
-        "config": model.config.to_dict(),
+        "config": config,
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "weights": weights_path.name,
         "weights_sha256": sha256_bytes(blob),
         "weights_bytes": len(blob),
+        "heads": heads,
+        "default_head": default_head,
+        "committee": None,
+        "uncertainty_calibration": None,
         "card": card,
     }
-    tmp = weights_path.with_suffix(".safetensors.tmp")
-    tmp.write_bytes(blob)
-    os.replace(tmp, weights_path)
-    json_path.write_text(json.dumps(header, indent=2, ensure_ascii=False) + "\n")
-    card_path.write_text(render_card(header))
+    header["header_sha256"] = header_digest(header)
+    _write_atomic(weights_path, blob)
+    _write_atomic(card_path, render_card(header).encode("utf-8"))
+    text = json.dumps(header, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    _write_atomic(json_path, text.encode("utf-8"))  # last: it vouches for the others
     return json_path
 
 
-def read_header(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON header of a model file, with its format checked."""
-    json_path, _, _ = model_paths(path)
-    if not json_path.exists():
-        raise ModelFileError(f"model config {json_path} is missing (expected beside the weights)")
-    try:
-        header = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelFileError(f"model config {json_path} is not valid JSON: {err}") from err
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ModelFileError(f"{json_path} is not an ase_equi model file (no 'format': '{FORMAT}')")
-    version = header.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+def weights_path_of(header: dict[str, Any], json_path: Path) -> Path:
+    """The weights file a header names, confined to the header's folder."""
+    name = header.get("weights", model_paths(json_path)[1].name)
+    folder = json_path.parent
+    path = folder / name
+    real, real_folder = os.path.realpath(path), os.path.realpath(folder)
+    if os.path.dirname(real) != real_folder:
         raise ModelFileError(
-            f"{json_path} has format version {version}, newer than this ase_equi reads "
-            f"({FORMAT_VERSION}); upgrade ase_equi"
+            f"model weights {path} resolve to {real}, outside the header's folder {real_folder}"
         )
-    for key in ("config", "weights_sha256", "weights_bytes"):
-        if key not in header:
-            raise ModelFileError(f"{json_path} lacks the field '{key}'")
-    return header
+    return path
+
+
+def read_weights(header: dict[str, Any], json_path: Path) -> bytes:
+    """The weights bytes, after checking the file kind and size, then their SHA-256."""
+    path = weights_path_of(header, json_path)
+    expected = header["weights_bytes"]
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError as err:
+        raise ModelFileError(f"model weights {path} are missing") from err
+    if size != expected:
+        raise ModelFileError(
+            f"model weights {path} truncated or padded: expected {expected} bytes, found {size}"
+        )
+    blob = read_regular_file(path, expected, "model weights")
+    digest = sha256_bytes(blob)
+    if digest != header["weights_sha256"]:
+        raise ModelFileError(
+            f"model weights {path} fail the SHA-256 check (expected "
+            f"{header['weights_sha256'][:16]}…, found {digest[:16]}…): the file was modified"
+        )
+    return blob
+
+
+def _check_layout(
+    layout: dict[str, tuple[str, tuple[int, ...]]], config: ModelConfig, version: int,
+    source: str,
+) -> None:
+    """Names and the element/channel/layer counts of the weights against the config, before
+    the model is built (so a config that claims a larger model than the file holds costs
+    nothing)."""
+    inside = sorted(set(HEAD_CONSTANTS) & set(layout))
+    if version >= 2 and inside:
+        raise ModelFileError(
+            f"{source} holds {inside}; in format 2 they live only in the header's heads"
+        )
+    if version == 1 and len(inside) != len(HEAD_CONSTANTS):
+        raise ModelFileError(f"{source} lacks {sorted(set(HEAD_CONSTANTS) - set(layout))}")
+    embedding = layout.get("node_embedding.linear.weight")
+    want = len(config.elements) * config.channels
+    if embedding is None or (len(embedding[1]) != 1 or embedding[1][0] != want):
+        raise ModelFileError(
+            f"{source} does not fit the architecture in its config: the element embedding has "
+            f"shape {embedding[1] if embedding else None}, the config needs [{want}] "
+            f"({len(config.elements)} elements × {config.channels} channels)"
+        )
+    layers = {int(k.split(".")[1]) for k in layout if k.startswith("interactions.")}
+    if layers != set(range(config.num_interactions)):
+        raise ModelFileError(
+            f"{source} does not fit the architecture in its config: it has interaction layers "
+            f"{sorted(layers)[:10]}, the config {config.num_interactions}"
+        )
+    floats = {"F32": "float32", "F64": "float64"}
+    odd = sorted({d for d, _ in layout.values()} - set(floats))
+    if odd:
+        raise ModelFileError(f"{source} holds tensors of dtype {odd}; only F32 and F64 are read")
+
+
+def head_tensors(head: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A head's E0 ``[n_elements]``, scale ``[]`` and shift ``[]`` as float64 buffers."""
+    return {
+        "reference_energies": torch.tensor(head["reference_energies"], dtype=torch.float64),
+        "scale": torch.tensor(float(head["scale"]), dtype=torch.float64),
+        "shift": torch.tensor(float(head["shift"]), dtype=torch.float64),
+    }
+
+
+def _select_head(
+    header: dict[str, Any], head: str | None, json_path: Path
+) -> tuple[str, dict[str, Any]]:
+    heads = header["heads"]
+    name = header["default_head"] if head is None else head
+    if name not in heads:
+        raise ModelFileError(
+            f"{json_path} has no head {name!r}; its heads are {sorted(heads)} (default "
+            f"{header['default_head']!r})"
+        )
+    return name, heads[name]
 
 
 def load_model(
@@ -142,48 +309,162 @@ def load_model(
     *,
     dtype: torch.dtype | None = None,
     device: torch.device | str = "cpu",
+    head: str | None = None,
 ) -> LoadedModel:
-    """Load a model file after checking its format version, size and SHA-256.
+    """Load a model file after checking its header, bounds, weights file, size and SHA-256.
+
+    Parameters
+    ----------
+    path:
+        NAME, NAME.json, NAME.safetensors or NAME.md.
+    dtype:
+        Parameter dtype; None keeps float64 (E0 and couplings stay exact).
+    device:
+        Where the model goes.
+    head:
+        Which head's E0, scale and shift to use; None: the file's ``default_head``.
 
     Raises
     ------
     ModelFileError
-        Missing config or weights, newer format, truncated or tampered weights, tensors that do
-        not fit the architecture.
+        Missing, compressed, oversized or foreign file; newer format; mistyped header field;
+        edited header (hash); config outside the supported bounds; weights outside the folder,
+        not a regular file, truncated or tampered; tensors that do not fit the config; unknown
+        head.
     """
     header = read_header(path)
-    json_path, weights_path, _ = model_paths(path)
-    weights_path = json_path.parent / header.get("weights", weights_path.name)
-    if not weights_path.exists():
-        raise ModelFileError(f"model weights {weights_path} are missing")
-    blob = weights_path.read_bytes()
-    expected = int(header["weights_bytes"])
-    if len(blob) != expected:
-        raise ModelFileError(
-            f"model weights {weights_path} truncated or padded: expected {expected} bytes, "
-            f"found {len(blob)}"
+    json_path = model_paths(path)[0]
+    version = header["format_version"]
+    if version == 1:
+        warnings.warn(
+            f"{json_path} is a format-1 model file: its header (config, E0, card) is not "
+            "covered by a hash; rewrite it with `ase-equi upgrade FILE`",
+            UserWarning,
+            stacklevel=2,
         )
-    digest = sha256_bytes(blob)
-    if digest != header["weights_sha256"]:
-        raise ModelFileError(
-            f"model weights {weights_path} fail the SHA-256 check (expected "
-            f"{header['weights_sha256'][:16]}…, found {digest[:16]}…): the file was modified"
-        )
+        if head not in (None, DEFAULT_HEAD):
+            raise ModelFileError(
+                f"{json_path} has no head {head!r}; its heads are ['{DEFAULT_HEAD}']"
+            )
+        head_name, head_values = DEFAULT_HEAD, {}
+        heads = [DEFAULT_HEAD]
+        config_data = header["config"]
+    else:
+        head_name, head_values = _select_head(header, head, json_path)
+        heads = list(header["heads"])
+        config_data = {**header["config"],
+                       **{k: head_values[k] for k in HEAD_CONSTANTS}}
+    try:
+        config = ModelConfig.from_dict(config_data)
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"model config {json_path} is invalid: {err}") from err
+    blob = read_weights(header, json_path)
+    source = str(weights_path_of(header, json_path))
+    _check_layout(safetensors_layout(blob, source), config, version, source)
     try:
         tensors = load_safetensors(blob)
     except Exception as err:  # safetensors raises its own error types
-        raise ModelFileError(f"model weights {weights_path} cannot be parsed: {err}") from err
-    try:
-        config = ModelConfig.from_dict(header["config"])
-    except (TypeError, ValueError) as err:
-        raise ModelFileError(f"model config {json_path} is invalid: {err}") from err
-    model = build_from_state_dict(config, tensors, source=str(weights_path))
+        raise ModelFileError(f"model weights {source} cannot be parsed: {err}") from err
+    del blob
+    if version == 1:  # the weights' E0, scale and shift are what the model computes with
+        config = dataclasses.replace(
+            config,
+            reference_energies=tuple(tensors["reference_energies"].double().tolist()),
+            scale=float(tensors["scale"].double()),
+            shift=float(tensors["shift"].double()),
+        )
+    else:
+        tensors.update(head_tensors(head_values))
+    model = build_from_state_dict(config, tensors, source=source)
     # without a dtype nothing is narrowed: float64 buffers (E0, couplings) stay exact
     model = model.to(device=device, dtype=dtype or torch.float64)
     model.eval()
+    card = dict(header.get("card", {}))
+    if head_values.get("card"):
+        card["head_card"] = head_values["card"]
     return LoadedModel(
-        model=model, config=config, card=header.get("card", {}), source=str(json_path)
+        model=model, config=config, card=card, source=str(json_path), head=head_name,
+        heads=heads,
     )
+
+
+def upgrade_model_file(
+    path: str | os.PathLike,
+    *,
+    energies: Callable[[MaceModel], torch.Tensor] | None = None,
+) -> Path:
+    """Rewrite a format-1 model file as format 2, in place; returns the JSON path.
+
+    The weights hash is checked first (a damaged file is refused, not upgraded). E0, scale and
+    shift move from the weights into the header's single head, with the values the weights held
+    (what the model computed with), so the energies are unchanged: this is verified by
+    evaluating the model before and after (``energies(model) -> tensor``, default: a small
+    cluster of every element), bit for bit, before the new files replace the old ones.
+    A format-2 file is left as it is.
+    """
+    json_path = model_paths(path)[0]
+    header = read_header(json_path)
+    if header["format_version"] == FORMAT_VERSION:
+        log.info("%s is already format %d", json_path, FORMAT_VERSION)
+        return json_path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        # in the file's own dtype, so the tensors are written back as they were
+        old = load_model(json_path, dtype=getattr(torch, header.get("dtype", "float64")))
+        reference = load_model(json_path)  # float64, as the probe of the staged file
+    probe = energies or _probe_energies
+    before = probe(reference.model)
+    card = dict(header.get("card", {}))
+    tmp_dir = json_path.parent
+    staged = save_model(old.model, tmp_dir / f".upgrade-{os.getpid()}-{json_path.stem}",
+                        card=card)
+    try:
+        new_header = json.loads(staged.read_text())
+        new_header["weights"] = model_paths(json_path)[1].name
+        new_header["header_sha256"] = header_digest(new_header)
+        staged.write_text(json.dumps(new_header, indent=2, ensure_ascii=False) + "\n")
+        staged_weights = model_paths(staged)[1]
+        # check the staged model under its final weights name: load with the blob renamed
+        after_model = _load_staged(new_header, staged_weights)
+        after = probe(after_model)
+        if not torch.equal(before, after):
+            raise ModelFileError(
+                f"upgrading {json_path} would change its energies (max difference "
+                f"{(before - after).abs().max().item():.3g} eV); the file was left as it was"
+            )
+        os.replace(staged_weights, model_paths(json_path)[1])
+        os.replace(model_paths(staged)[2], model_paths(json_path)[2])
+        _write_atomic(json_path, staged.read_bytes())
+    finally:
+        for p in model_paths(staged):
+            if p.exists():
+                p.unlink()
+    return json_path
+
+
+def _load_staged(header: dict[str, Any], weights: Path) -> MaceModel:
+    head = header["heads"][header["default_head"]]
+    config = ModelConfig.from_dict({**header["config"], **{k: head[k] for k in HEAD_CONSTANTS}})
+    tensors = {**load_safetensors(weights.read_bytes()), **head_tensors(head)}
+    return build_from_state_dict(config, tensors, source=str(weights)).double().eval()
+
+
+def _probe_energies(model: MaceModel) -> torch.Tensor:
+    """Per-atom energies of a small distorted cluster holding every element of the model."""
+    n = max(4, len(model.config.elements))
+    gen = torch.Generator().manual_seed(0)
+    positions = torch.rand(n, 3, generator=gen, dtype=torch.float64) * 4.0
+    elements = torch.arange(n) % len(model.config.elements)
+    pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+    senders = torch.tensor([i for i, _ in pairs])
+    receivers = torch.tensor([j for _, j in pairs])
+    vectors = positions[receivers] - positions[senders]
+    keep = torch.linalg.norm(vectors, dim=1) < model.config.r_max
+    model = copy.deepcopy(model).double()  # the caller keeps its dtype
+    with torch.no_grad():
+        out = model(elements, vectors[keep], senders[keep], receivers[keep],
+                    torch.zeros(n, dtype=torch.long), 1)
+    return out["node_energies"]
 
 
 def build_from_state_dict(
@@ -226,6 +507,11 @@ def render_card(header: dict[str, Any]) -> str:
         f"{header.get('package_version')} |",
         f"| weights SHA-256 | `{header['weights_sha256']}` |",
     ]
+    if header.get("header_sha256"):
+        lines.append(f"| header SHA-256 | `{header['header_sha256']}` |")
+    if header.get("heads"):
+        lines.append(f"| heads | {', '.join(header['heads'])} (default "
+                     f"{header.get('default_head')}) |")
     skip = {"name", "description", "elements", "cutoff_angstrom"}
     for key, value in card.items():
         if key in skip:
