@@ -15,16 +15,22 @@ from collections.abc import Sequence
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .io.model_file import model_paths, read_header, render_card
+    from .io.model_file import read_header, render_card
     from .zoo import resolve
 
     path = resolve(args.model)
-    header = read_header(path)
-    card_path = model_paths(path)[2]
-    text = card_path.read_text() if card_path.exists() else render_card(header)
-    print(text, end="")
+    header = read_header(path)  # hash-checked: the card is rendered from it, not from NAME.md
+    print(render_card(header), end="")
     if args.json:
         print(json.dumps(header, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    from .io.model_file import upgrade_model_file
+
+    for name in args.files:
+        print(f"upgraded {upgrade_model_file(name)} to format version 2")
     return 0
 
 
@@ -82,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a zoo name, or NAME.json, NAME.safetensors or NAME")
     p.add_argument("--json", action="store_true", help="also print the full JSON header")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("upgrade", help="rewrite format-1 model files as format 2, in place")
+    p.add_argument("files", nargs="+", help="NAME.json (or NAME, NAME.safetensors)")
+    p.set_defaults(func=_cmd_upgrade)
 
     p = sub.add_parser("zoo", help="list the bundled models (name, elements, errors)")
     p.set_defaults(func=_cmd_zoo)

@@ -62,3 +62,38 @@ def test_cli_zoo_and_info(capsys):
     assert "EMT" in card and "weights SHA-256" in card
     assert main(["info", "no-such-zoo-model"]) == 2
     assert "unknown zoo model 'no-such-zoo-model'; the zoo has: metals" in capsys.readouterr().err
+
+
+def test_every_zoo_model_is_format_2_and_pinned():
+    from ase_equi.io.model_header import header_digest
+    from ase_equi.zoo import ZOO_PINS
+
+    for name in EXPECTED:
+        header = json.loads(zoo_path(name).read_text())
+        assert header["format_version"] == 2
+        assert header_digest(header) == header["header_sha256"] == ZOO_PINS[name]
+
+
+def test_a_replaced_zoo_file_is_refused(tmp_path, monkeypatch):
+    """Someone re-saves a zoo model with another card (a valid, self-consistent file): by name
+    it is refused, since its hash is not the pinned one; by path it still loads."""
+    import ase_equi.zoo as zoo
+    from ase_equi.io.model_file import ModelFileError, load_model, save_model
+
+    for source in ZOO_DIR.glob("silicon-xtb.*"):
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    loaded = load_model(tmp_path / "silicon-xtb.json", dtype=None)
+    save_model(loaded.model.float(), tmp_path / "silicon-xtb",
+               card={**loaded.card, "level_of_theory": "DFT (not really)"})
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path)
+    with pytest.raises(ModelFileError, match="zoo model 'silicon-xtb' .* was replaced"):
+        EquivariantCalculator("silicon-xtb")
+    assert load_model(tmp_path / "silicon-xtb.json").card["level_of_theory"].startswith("DFT")
+
+
+def test_cli_info_prints_the_physical_checks_as_a_table(capsys):
+    assert main(["info", "metals"]) == 0
+    out = capsys.readouterr().out
+    assert "| quantity | model | reference | deviation |" in out
+    assert "| equation of state / Cu / a0 | 3.589 | 3.59 | -0.03 % |" in out
+    assert '{"equation_of_state"' not in out  # not one line of JSON
