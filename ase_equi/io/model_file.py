@@ -25,14 +25,12 @@ load, with a ``UserWarning`` that their header is not covered; :func:`upgrade_mo
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -388,83 +386,11 @@ def load_model(
     )
 
 
-def upgrade_model_file(
-    path: str | os.PathLike,
-    *,
-    energies: Callable[[MaceModel], torch.Tensor] | None = None,
-) -> Path:
-    """Rewrite a format-1 model file as format 2, in place; returns the JSON path.
+def upgrade_model_file(path: str | os.PathLike, **options: Any) -> Path:
+    """Rewrite a format-1 model file as format 2 (see :mod:`ase_equi.io.model_upgrade`)."""
+    from .model_upgrade import upgrade_model_file as upgrade
 
-    The weights hash is checked first (a damaged file is refused, not upgraded). E0, scale and
-    shift move from the weights into the header's single head, with the values the weights held
-    (what the model computed with), so the energies are unchanged: this is verified by
-    evaluating the model before and after (``energies(model) -> tensor``, default: a small
-    cluster of every element), bit for bit, before the new files replace the old ones.
-    A format-2 file is left as it is.
-    """
-    json_path = model_paths(path)[0]
-    header = read_header(json_path)
-    if header["format_version"] == FORMAT_VERSION:
-        log.info("%s is already format %d", json_path, FORMAT_VERSION)
-        return json_path
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        # in the file's own dtype, so the tensors are written back as they were
-        old = load_model(json_path, dtype=getattr(torch, header.get("dtype", "float64")))
-        reference = load_model(json_path)  # float64, as the probe of the staged file
-    probe = energies or _probe_energies
-    before = probe(reference.model)
-    card = dict(header.get("card", {}))
-    tmp_dir = json_path.parent
-    staged = save_model(old.model, tmp_dir / f".upgrade-{os.getpid()}-{json_path.stem}",
-                        card=card)
-    try:
-        new_header = json.loads(staged.read_text())
-        new_header["weights"] = model_paths(json_path)[1].name
-        new_header["header_sha256"] = header_digest(new_header)
-        staged.write_text(json.dumps(new_header, indent=2, ensure_ascii=False) + "\n")
-        staged_weights = model_paths(staged)[1]
-        # check the staged model under its final weights name: load with the blob renamed
-        after_model = _load_staged(new_header, staged_weights)
-        after = probe(after_model)
-        if not torch.equal(before, after):
-            raise ModelFileError(
-                f"upgrading {json_path} would change its energies (max difference "
-                f"{(before - after).abs().max().item():.3g} eV); the file was left as it was"
-            )
-        os.replace(staged_weights, model_paths(json_path)[1])
-        os.replace(model_paths(staged)[2], model_paths(json_path)[2])
-        _write_atomic(json_path, staged.read_bytes())
-    finally:
-        for p in model_paths(staged):
-            if p.exists():
-                p.unlink()
-    return json_path
-
-
-def _load_staged(header: dict[str, Any], weights: Path) -> MaceModel:
-    head = header["heads"][header["default_head"]]
-    config = ModelConfig.from_dict({**header["config"], **{k: head[k] for k in HEAD_CONSTANTS}})
-    tensors = {**load_safetensors(weights.read_bytes()), **head_tensors(head)}
-    return build_from_state_dict(config, tensors, source=str(weights)).double().eval()
-
-
-def _probe_energies(model: MaceModel) -> torch.Tensor:
-    """Per-atom energies of a small distorted cluster holding every element of the model."""
-    n = max(4, len(model.config.elements))
-    gen = torch.Generator().manual_seed(0)
-    positions = torch.rand(n, 3, generator=gen, dtype=torch.float64) * 4.0
-    elements = torch.arange(n) % len(model.config.elements)
-    pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
-    senders = torch.tensor([i for i, _ in pairs])
-    receivers = torch.tensor([j for _, j in pairs])
-    vectors = positions[receivers] - positions[senders]
-    keep = torch.linalg.norm(vectors, dim=1) < model.config.r_max
-    model = copy.deepcopy(model).double()  # the caller keeps its dtype
-    with torch.no_grad():
-        out = model(elements, vectors[keep], senders[keep], receivers[keep],
-                    torch.zeros(n, dtype=torch.long), 1)
-    return out["node_energies"]
+    return upgrade(path, **options)
 
 
 def build_from_state_dict(
@@ -487,74 +413,7 @@ def build_from_state_dict(
 
 
 def render_card(header: dict[str, Any]) -> str:
-    """Markdown model card from a header (config and card)."""
-    card, cfg = header.get("card", {}), header["config"]
-    from ase.data import chemical_symbols
+    """Markdown model card from a header (see :mod:`ase_equi.io.model_card`)."""
+    from .model_card import render_card as render
 
-    lines = [f"# {card.get('name', 'model')}", ""]
-    if card.get("description"):
-        lines += [str(card["description"]), ""]
-    elements = ", ".join(chemical_symbols[z] for z in cfg["elements"])
-    lines += [
-        "| field | value |",
-        "|---|---|",
-        f"| elements | {elements} |",
-        f"| cutoff | {cfg['r_max']} Å |",
-        f"| architecture | MACE, {cfg['num_interactions']} layers, {cfg['channels']} channels, "
-        f"max_L={cfg['max_L']}, max_ell={cfg['max_ell']}, correlation={cfg['correlation']} |",
-        f"| dtype | {header.get('dtype')} |",
-        f"| format | {header['format']} v{header['format_version']}, ase_equi "
-        f"{header.get('package_version')} |",
-        f"| weights SHA-256 | `{header['weights_sha256']}` |",
-    ]
-    if header.get("header_sha256"):
-        lines.append(f"| header SHA-256 | `{header['header_sha256']}` |")
-    if header.get("heads"):
-        lines.append(f"| heads | {', '.join(header['heads'])} (default "
-                     f"{header.get('default_head')}) |")
-    skip = {"name", "description", "elements", "cutoff_angstrom", "physics_checks"}
-    for key, value in card.items():
-        if key in skip:
-            continue
-        text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
-        lines.append(f"| {key.replace('_', ' ')} | {text} |")
-    if isinstance(card.get("physics_checks"), dict):
-        lines += ["", "## Physical checks", ""] + physics_table(card["physics_checks"])
-    return "\n".join(lines) + "\n"
-
-
-def physics_table(checks: dict[str, Any]) -> list[str]:
-    """Markdown rows ``quantity | model | reference | deviation`` of a card's physical checks.
-
-    A leaf ``{"model": m, "reference": r, "deviation_<unit>": d}`` is one row named by its path
-    (``equation of state / Cu / a0``); other leaves (notes) follow the table as text.
-
-    Examples
-    --------
-    >>> print("\\n".join(physics_table({"eos": {"Cu": {"a0": {"model": 3.589,
-    ...     "reference": 3.59, "deviation_percent": -0.03}}}, "notes": "BM fit"})))
-    | quantity | model | reference | deviation |
-    |---|---|---|---|
-    | eos / Cu / a0 | 3.589 | 3.59 | -0.03 % |
-    <BLANKLINE>
-    notes: BM fit
-    """
-    rows, notes = [], []
-
-    def walk(path: list[str], node: Any) -> None:
-        if isinstance(node, dict) and "model" in node:
-            dev = [(k, v) for k, v in node.items() if k.startswith("deviation")]
-            unit = dev[0][0].removeprefix("deviation").removeprefix("_") if dev else ""
-            unit = {"percent": "%"}.get(unit, unit.replace("_per_", "/"))
-            shown = f"{dev[0][1]} {unit}".strip() if dev else ""
-            label = " / ".join(p.replace("_", " ") for p in path)
-            rows.append(f"| {label} | {node['model']} | {node.get('reference', '')} | {shown} |")
-        elif isinstance(node, dict):
-            for key, value in node.items():
-                walk([*path, str(key)], value)
-        else:
-            notes.append(f"{' / '.join(path)}: {node}")
-
-    walk([], checks)
-    out = ["| quantity | model | reference | deviation |", "|---|---|---|---|", *rows]
-    return out + ([""] + notes if notes else [])
+    return render(header)
