@@ -1,14 +1,29 @@
 """ase_equi: E(3)-equivariant MACE-architecture interatomic potentials for ASE.
 
-Public API::
+Public API (examples and the README import only these)::
 
-    from ase_equi import EquivariantCalculator, ModelConfig, MaceModel, load_model, save_model
+    from ase_equi import (EquivariantCalculator, load_model, save_model, MaceModel, ModelConfig,
+                          train, TrainConfig, finetune, evaluate, label_errors)
 """
 
 from .calculator import EquivariantCalculator
+from .evaluate import evaluate, label_errors
 from .io.model_file import load_model, save_model
 from .model.config import ModelConfig
 from .model.mace import MaceModel
+from .training.finetune import finetune
+from .training.trainer import TrainConfig, train
 
-__all__ = ["EquivariantCalculator", "MaceModel", "ModelConfig", "load_model", "save_model"]
+__all__ = [
+    "EquivariantCalculator",
+    "MaceModel",
+    "ModelConfig",
+    "TrainConfig",
+    "evaluate",
+    "finetune",
+    "label_errors",
+    "load_model",
+    "save_model",
+    "train",
+]
 __version__ = "0.1.0"
