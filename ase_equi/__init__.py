@@ -8,7 +8,8 @@ Public API (examples and the README import only these)::
 
 from .calculator import EquivariantCalculator
 from .evaluate import evaluate, label_errors
-from .io.model_file import load_model, save_model
+from .io.model_file import save_model
+from .loading import load_model
 from .model.config import ModelConfig
 from .model.mace import MaceModel
 from .training.finetune import finetune

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from typing import Any
@@ -14,13 +13,13 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .allocator import retain_freed_memory
-from .calculator_options import DTYPES, OPTIONS, check_head, check_options, head_of, refuse_unknown
+from .calculator_options import DTYPES, OPTIONS, check_options, head_of, refuse_unknown
 from .graph import atoms_to_graph
-from .io.model_file import LoadedModel, load_model
+from .io.model_file import LoadedModel
+from .loading import load_model
 from .model.gradients import energy_forces_stress
 from .resident_graph import ResidentGraph
 from .verlet_list import VerletNeighbourList
-from .zoo import resolve as resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -259,13 +258,10 @@ class EquivariantCalculator(Calculator):
             self._retaining = True
 
     def _load(self, device: torch.device, dtype: torch.dtype) -> LoadedModel:
-        """The model in ``device`` and ``dtype`` with the asked head (see ``_resolve``)."""
-        model, head = self._model_argument, self.parameters["head"]
-        if isinstance(model, LoadedModel):
-            check_head(model, head, f"the loaded model '{model.name}'")
-            model.model.to(device=device, dtype=dtype)
-            return model
-        return _resolve(model, device=device, dtype=dtype, head=head)
+        """The model in ``device`` and ``dtype`` with the asked head."""
+        return load_model(
+            self._model_argument, device=device, dtype=dtype, head=self.parameters["head"]
+        )
 
     def calculate(
         self,
@@ -347,19 +343,3 @@ class EquivariantCalculator(Calculator):
         if not np.isfinite(atoms.positions).all():
             return None
         return self.neighbours.update(atoms)
-
-
-def _resolve(
-    model: str | os.PathLike, *, device: torch.device, dtype: torch.dtype, head: str | None
-) -> LoadedModel:
-    """Load a model: a zoo name, a MACE ``.model`` file, or one of our model files."""
-    model = resolve_model(model)
-    if os.fspath(model).endswith(".model"):
-        from .io.mace_import import load_mace_model
-
-        return load_mace_model(model, dtype=dtype, device=device, head=head)
-    if head is not None and "head" in inspect.signature(load_model).parameters:
-        return load_model(model, dtype=dtype, device=device, head=head)
-    loaded = load_model(model, dtype=dtype, device=device)
-    check_head(loaded, head, f"model {os.fspath(model)!r}")
-    return loaded

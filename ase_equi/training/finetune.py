@@ -139,13 +139,9 @@ def load_parent(parent: str | os.PathLike | LoadedModel | MaceModel) -> LoadedMo
         return parent
     if isinstance(parent, MaceModel):
         return LoadedModel(model=parent, config=parent.config, card={}, source="")
-    import inspect
+    from ..loading import load_model
 
-    from ..calculator import _resolve
-
-    # (the head argument is new in the calculator; a fine-tuned parent uses its default head)
-    head = {"head": None} if "head" in inspect.signature(_resolve).parameters else {}
-    return _resolve(parent, device=torch.device("cpu"), dtype=torch.float64, **head)
+    return load_model(parent, device="cpu", dtype=torch.float64)  # the default head
 
 
 def parent_identity(
