@@ -6,6 +6,7 @@ Public API (examples and the README import only these)::
                           train, TrainConfig, finetune, evaluate, label_errors)
 """
 
+from . import _moved
 from .calculator import EquivariantCalculator
 from .evaluate import evaluate, label_errors
 from .io.model_file import save_model
@@ -28,3 +29,5 @@ __all__ = [
     "train",
 ]
 __version__ = "0.1.0"
+
+_moved.install()  # old module paths keep working for one release, with a DeprecationWarning
