@@ -23,7 +23,16 @@ from collections.abc import Sequence
 MOVED: dict[str, str] = {
     # --- neighbours/ and graph/ ---
     # --- io/ ---
+    "ase_equi.io.mace_import": "ase_equi.io.mace.convert",
+    "ase_equi.io.mace_pickle": "ase_equi.io.mace.reader",
+    "ase_equi.io.pickled_tree": "ase_equi.io.mace.tree",
+    "ase_equi.io.pickled_objects": "ase_equi.io.mace.objects",
+    "ase_equi.io.pickle_bounds": "ase_equi.io.mace.bounds",
     # --- data/, training/, cli/ ---
+    "ase_equi.data_file": "ase_equi.data.extxyz",
+    "ase_equi.batch": "ase_equi.data.batch",
+    "ase_equi.statistics": "ase_equi.data.statistics",
+    "ase_equi.training.commands": "ase_equi.cli.training",
     # --- model/ ---
 }
 
