@@ -44,10 +44,10 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from ..batch import frames_to_graphs, make_batch
-from ..data import DataKeys, Frame, load_frames, read_frames, split_frames
+from ..data.batch import frames_to_graphs, make_batch
+from ..data.frames import DataKeys, Frame, load_frames, read_frames, split_frames
 from ..graph import element_indices
-from ..io.model_file import LoadedModel, load_model, model_paths, save_model
+from ..io.model_file import LoadedModel, model_paths, read_model_file, save_model
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
 from .adaptation import (
@@ -322,7 +322,7 @@ def finetune(
     path = None
     if result.model_path is not None:
         write_report(Path(out), report)
-        card = load_model(result.model_path, dtype=None).card
+        card = read_model_file(result.model_path, dtype=None).card
         settings = dataclasses.asdict(ft)
         for key in ("replay_data", "parent_test_data"):
             settings[key] = settings[key] and _file_name(settings[key])
@@ -353,7 +353,9 @@ def _file_name(source: str | os.PathLike | None) -> str:
 def _parent_sha(loaded: LoadedModel) -> str:
     from ..io.model_file import read_header
 
+    if not loaded.source:  # a model in memory: no header
+        return ""
     try:
         return str(read_header(loaded.source)["weights_sha256"])
-    except Exception:  # a MACE file or a model in memory: no header
+    except (ValueError, OSError):  # a MACE file: no header of ours (ModelFileError is a ValueError)
         return ""
