@@ -27,6 +27,7 @@ from ase.md.verlet import VelocityVerlet
 from ase.neighborlist import neighbor_list
 from ase.stress import voigt_6_to_full_3x3_stress
 from conftest import R_MAX
+from helpers import SYMMETRY_RTOL, assert_covariant, max_relative_error, random_rotation, rotated
 
 PERIODIC_BOX = ["bulk", "small_cell", "slab", "wire"]  # some periodicity, cell of rank 3
 ALL = ["bulk", "small_cell", "slab", "wire", "molecule"]
@@ -35,7 +36,6 @@ FD_FORCE_STEP = 1e-4  # Å; truncation ~step²·E''' ≈ 1e-9 eV/Å, round-off ~
 FD_FORCE_TOL = 1e-6  # eV/Å (issue's acceptance tolerance)
 FD_STRAIN_STEP = 1e-5  # truncation ~1e-10 relative, round-off ~1e-16·E/(step·V) ≈ 1e-12 eV/Å³
 FD_STRESS_RTOL, FD_STRESS_ATOL = 1e-6, 1e-8  # relative, eV/Å³
-SYMMETRY_RTOL = 1e-10
 
 
 def evaluate(atoms: Atoms, calc) -> dict[str, np.ndarray | float | None]:
@@ -51,21 +51,6 @@ def evaluate(atoms: Atoms, calc) -> dict[str, np.ndarray | float | None]:
         "forces": forces,
         "stress": stress,
     }
-
-
-def max_relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    """max |actual − expected| / max |expected|: a relative error for arrays of mixed scale."""
-    actual, expected = np.asarray(actual, dtype=float), np.asarray(expected, dtype=float)
-    return float(np.abs(actual - expected).max() / np.abs(expected).max())
-
-
-def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A uniformly random proper rotation matrix (det = +1)."""
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,22 +145,6 @@ def test_molecule_stress_not_implemented(structure, calc):
 # Symmetries
 
 
-def assert_covariant(before: dict, after: dict, rotation: np.ndarray, permutation=None) -> float:
-    """E' = E, F'_k = R F_{p(k)}, σ' = R σ Rᵀ, e'_k = e_{p(k)}; returns the worst relative error."""
-    p = np.arange(len(before["forces"])) if permutation is None else permutation
-    errors = {
-        "energy": abs(after["energy"] - before["energy"]) / abs(before["energy"]),
-        "energies": max_relative_error(after["energies"], before["energies"][p]),
-        "forces": max_relative_error(after["forces"], before["forces"][p] @ rotation.T),
-    }
-    if before["stress"] is not None:
-        expected = rotation @ before["stress"] @ rotation.T
-        errors["stress"] = max_relative_error(after["stress"], expected)
-    for key, error in errors.items():
-        assert error <= SYMMETRY_RTOL, f"{key}: relative error {error:.2e}"
-    return max(errors.values())
-
-
 SYMMETRY_CASES = ["bulk", "small_cell", "slab", "wire", "molecule"]
 
 
@@ -187,15 +156,13 @@ def test_rotation_and_inversion(name, improper, structure, make_calc):
     rng = np.random.default_rng(10 + SYMMETRY_CASES.index(name) + 100 * improper)
     atoms = structure(name)
     before = evaluate(atoms, make_calc())
-    rotations = [random_rotation(rng) for _ in range(2)]
+    rotations = [random_rotation(rng, improper=improper) for _ in range(2)]
     if improper:
-        rotations = [-r for r in rotations] + [-np.eye(3)]
+        rotations.append(-np.eye(3))
     worst = 0.0
     for rotation in rotations:
-        turned = atoms.copy()
-        turned.set_cell(atoms.cell.array @ rotation.T, scale_atoms=False)
-        turned.positions = atoms.positions @ rotation.T
-        worst = max(worst, assert_covariant(before, evaluate(turned, make_calc()), rotation))
+        after = evaluate(rotated(atoms, rotation), make_calc())
+        worst = max(worst, assert_covariant(before, after, rotation))
     print(f"\n{'rotoinversion' if improper else 'rotation'} {name}: worst relative {worst:.1e}")
 
 
