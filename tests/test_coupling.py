@@ -11,9 +11,11 @@ import itertools
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 from e3nn import o3
+from helpers import random_rotation
 
 from ase_equi.model.coupling import MAX_ENTRIES, symmetric_coupling_basis
 
@@ -103,12 +105,6 @@ def default_float64() -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-def random_rotation(generator: torch.Generator) -> torch.Tensor:
-    """A random proper rotation matrix from random Euler angles, ``[3, 3]``."""
-    alpha, beta, gamma = (torch.rand(3, dtype=torch.float64, generator=generator) * 2 - 1) * math.pi
-    return o3.angles_to_matrix(alpha, beta, gamma)
-
-
 # == properties of the basis ==
 
 
@@ -129,11 +125,9 @@ EQUIVARIANCE_CASES = (
 @pytest.mark.parametrize(("irreps", "irrep_out", "order"), EQUIVARIANCE_CASES)
 def test_equivariant_under_rotations_and_inversion(irreps, irrep_out, order):
     u = full_shape(symmetric_coupling_basis(irreps, irrep_out, order), irreps, irrep_out, order)
-    generator = torch.Generator().manual_seed(order)
+    rng = np.random.default_rng(order)
     for improper in (False, True):
-        rotation = random_rotation(generator)
-        if improper:
-            rotation = -rotation
+        rotation = torch.from_numpy(random_rotation(rng, improper=improper))  # [3, 3] float64
         with default_float64():
             d_in = o3.Irreps(irreps).D_from_matrix(rotation)  # [D, D]
             d_out = o3.Irrep(irrep_out).D_from_matrix(rotation)  # [2L+1, 2L+1]
