@@ -10,6 +10,7 @@ from ase import Atoms
 from ase.build import molecule
 from ase.geometry import cellpar_to_cell
 from ase.neighborlist import neighbor_list as ase_neighbor_list
+from helpers import random_rotation
 
 from ase_equi.neighbours import NeighbourList, neighbour_list, neighbour_list_from_atoms
 
@@ -47,8 +48,7 @@ def random_case(rng: np.random.Generator, pbc: tuple[bool, bool, bool]) -> tuple
         if abs(np.linalg.det(cell)) < 0.5 * np.prod(lengths):
             continue  # too flat a cell for a "reasonable" test case
         if rng.random() < 0.3:  # random rotation: cell vectors no longer aligned with x
-            q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-            cell = cell @ q
+            cell = cell @ random_rotation(rng)
         n_atoms = int(rng.integers(1, 13))
         low, high = (0.0, 1.0) if rng.random() < 0.5 else (-1.5, 2.5)
         positions = rng.uniform(low, high, size=(n_atoms, 3)) @ cell
