@@ -1,16 +1,54 @@
-"""The per-receiver (padded neighbour) message contraction equals the per-edge one + scatter."""
+"""The channel-wise tensor product: e3nn's "uvu" product per edge, and the per-receiver
+(padded neighbour) contraction the model uses equal to that per-edge product plus a scatter.
+
+The slow per-edge forms live in ``reference_paths.py`` (test-only code).
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from e3nn import o3
+from reference_paths import edge_messages, edge_tensor_product, receiver_messages_from_edges
 
+from ase_equi.graph.layout import NeighbourLayout
 from ase_equi.model.interaction import channelwise_instructions
-from ase_equi.model.tensor_product import ChannelwiseTensorProduct, NeighbourLayout
+from ase_equi.model.tensor_product import ChannelwiseTensorProduct
 
 
-def test_forward_nodes_equals_edge_products_summed_per_receiver():
+@pytest.mark.parametrize(
+    ("nodes", "max_ell", "target"),
+    [
+        ("4x0e", 3, "4x0e+4x1o+4x2e+4x3o"),  # first layer
+        ("3x0e+3x1o", 2, "3x0e+3x1o+3x2e+3x1e"),  # later layer, several paths per output
+    ],
+)
+def test_edge_product_equals_e3nn_uvu_tensor_product(nodes, max_ell, target):
+    """Same numbers as e3nn's ``TensorProduct`` with the same instructions and weight layout
+    (the layout MACE files store), an independent implementation of the same product."""
+    torch.manual_seed(1)
+    nodes, edges = o3.Irreps(nodes), o3.Irreps.spherical_harmonics(max_ell)
+    mid, instructions = channelwise_instructions(nodes, edges, o3.Irreps(target))
+    tp = ChannelwiseTensorProduct(nodes, edges, mid, instructions).double()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # e3nn bakes its 3j symbols in the default dtype
+    try:
+        e3nn_tp = o3.TensorProduct(
+            nodes, edges, mid, instructions, shared_weights=False, internal_weights=False
+        )
+    finally:
+        torch.set_default_dtype(default)
+    assert e3nn_tp.weight_numel == tp.weight_numel
+    n_edges = 11
+    h = torch.randn(n_edges, nodes.dim, dtype=torch.float64)
+    y = torch.randn(n_edges, edges.dim, dtype=torch.float64)
+    w = torch.randn(n_edges, tp.weight_numel, dtype=torch.float64)
+    torch.testing.assert_close(
+        edge_tensor_product(tp, h, y, w), e3nn_tp(h, y, w), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_receiver_messages_equal_edge_products_summed_per_receiver():
     torch.manual_seed(0)
     nodes = o3.Irreps("4x0e+4x1o")
     edges = o3.Irreps.spherical_harmonics(3)
@@ -24,33 +62,38 @@ def test_forward_nodes_equals_edge_products_summed_per_receiver():
     y = torch.randn(n_edges, edges.dim, dtype=torch.float64, requires_grad=True)
     w = torch.randn(n_edges, tp.weight_numel, dtype=torch.float64, requires_grad=True)
 
-    per_edge = tp.forward_channels(h, senders, y, w)
+    per_edge = edge_messages(tp, h, senders, y, w)
     reference = [torch.zeros(n_nodes, *p.shape[1:], dtype=p.dtype).index_add(0, receivers, p)
                  for p in per_edge]
     layout = NeighbourLayout(senders, receivers, n_nodes)
     assert layout.max_neighbours == int(torch.bincount(receivers).max())
-    got = tp.forward_nodes(h, y, w, layout)
+    got = receiver_messages_from_edges(tp, h, y, w, layout)
     for a, b in zip(got, reference, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert all(float(p[-1].abs().max()) == 0.0 for p in got)  # no edges, no message
 
     # gradients agree too (what forces are made of)
     probe = [torch.randn_like(p) for p in got]
-    g1 = torch.autograd.grad(sum((p * q).sum() for p, q in zip(got, probe, strict=True)), (h, y, w))
-    g2 = torch.autograd.grad(sum((p * q).sum() for p, q in zip(reference, probe, strict=True)), (h, y, w))
+    def projected(pieces):
+        return sum((p * q).sum() for p, q in zip(pieces, probe, strict=True))
+
+    g1 = torch.autograd.grad(projected(got), (h, y, w))
+    g2 = torch.autograd.grad(projected(reference), (h, y, w))
     for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_forward_nodes_without_edges():
+def test_receiver_messages_without_edges():
     nodes, edges = o3.Irreps("2x0e"), o3.Irreps.spherical_harmonics(1)
     mid, instructions = channelwise_instructions(nodes, edges, o3.Irreps("2x0e+2x1o"))
     tp = ChannelwiseTensorProduct(nodes, edges, mid, instructions)
     empty = torch.zeros(0, dtype=torch.long)
     layout = NeighbourLayout(empty, empty, 3)
-    out = tp.forward_nodes(torch.randn(3, 2), torch.zeros(0, 4), torch.zeros(0, tp.weight_numel),
-                           layout)
-    assert [tuple(p.shape) for p in out] == [(3, 2, size) for _, _, size in tp.groups]
+    out = receiver_messages_from_edges(
+        tp, torch.randn(3, 2), torch.zeros(0, 4), torch.zeros(0, tp.weight_numel), layout
+    )
+    # one piece per node irrep (here 2x0e): 0e ⊗ (0e + 1o) → 0e + 1o, 1 + 3 columns
+    assert [tuple(p.shape) for p in out] == [(3, 2, 4)]
     assert all(float(p.abs().sum()) == 0.0 for p in out)
 
 

@@ -34,8 +34,8 @@ def channelwise_instructions(
     """Paths of the channel-wise product ``irreps_nodes ⊗ irreps_edges`` that land in ``target``.
 
     Every allowed (node irrep, edge irrep, output irrep) triple keeps the node multiplicity
-    ("uvu" mode). Output slots are listed in e3nn's sorted irrep order (so the following linear
-    layer sees grouped irreps), and the instructions are ordered by output slot, which fixes the
+    ("uvu" mode). Output blocks are listed in e3nn's sorted irrep order (so the following linear
+    layer sees sorted irreps), and the instructions are ordered by output block, which fixes the
     layout of the per-edge weight vector produced by the radial MLP.
 
     Returns
@@ -50,15 +50,15 @@ def channelwise_instructions(
     >>> str(mid), [i[:3] for i in ins]
     ('4x0e+4x1o', [(0, 0, 0), (0, 1, 1)])
     """
-    slots: list[tuple[int, o3.Irrep]] = []
+    outputs: list[tuple[int, o3.Irrep]] = []  # one output block per path
     paths: list[tuple[int, int, int]] = []
     for i_node, (mul, ir_node) in enumerate(irreps_nodes):
         for i_edge, (_, ir_edge) in enumerate(irreps_edges):
             for ir_out in ir_node * ir_edge:
                 if ir_out in target:
-                    paths.append((i_node, i_edge, len(slots)))
-                    slots.append((mul, ir_out))
-    irreps_mid, order, _ = o3.Irreps(slots).sort()
+                    paths.append((i_node, i_edge, len(outputs)))
+                    outputs.append((mul, ir_out))
+    irreps_mid, order, _ = o3.Irreps(outputs).sort()
     instructions = sorted(
         ((i_node, i_edge, order[k], "uvu", True) for i_node, i_edge, k in paths),
         key=lambda ins: ins[2],
@@ -89,8 +89,9 @@ class InteractionBlock(torch.nn.Module):
         Irreps of the incoming node features h (e.g. ``"128x0e"`` on the first layer).
     edge_irreps:
         Irreps of the spherical harmonics Y, e.g. ``"1x0e+1x1o+1x2e+1x3o"``.
-    num_radial:
-        Number of radial basis functions feeding the radial MLP.
+    num_bessel:
+        Number of Bessel radial basis functions feeding the radial MLP
+        (``ModelConfig.num_bessel``).
     target_irreps:
         Irreps kept from the tensor product (``channels × Y`` irreps), the message irreps.
     hidden_irreps:
@@ -108,7 +109,7 @@ class InteractionBlock(torch.nn.Module):
     Shapes
     ------
     ``forward(node_onehot [n_nodes, n_elements], node_features [n_nodes, node_irreps.dim],
-    edge_sh [N·K, edge_irreps.dim], edge_radial [N·K, num_radial], layout)`` →
+    edge_sh [N·K, edge_irreps.dim], edge_radial [N·K, num_bessel], layout)`` →
     ``(messages [n_nodes, channels, Σ(2l+1)], sc [n_nodes, hidden_irreps.dim] | None)``, with
     the edge features in the slot order of the :class:`NeighbourLayout` (K slots per node).
     """
@@ -117,7 +118,7 @@ class InteractionBlock(torch.nn.Module):
         self,
         node_irreps: o3.Irreps,
         edge_irreps: o3.Irreps,
-        num_radial: int,
+        num_bessel: int,
         target_irreps: o3.Irreps,
         hidden_irreps: o3.Irreps,
         num_elements: int,
@@ -138,7 +139,7 @@ class InteractionBlock(torch.nn.Module):
         irreps_mid, instructions = channelwise_instructions(node_irreps, edge_irreps, target_irreps)
         self.conv_tp = ChannelwiseTensorProduct(node_irreps, edge_irreps, irreps_mid, instructions)
         self.radial_mlp = nn.FullyConnectedNet(
-            [num_radial, *radial_mlp, self.conv_tp.weight_numel], torch.nn.functional.silu
+            [num_bessel, *radial_mlp, self.conv_tp.weight_numel], torch.nn.functional.silu
         )
         self.linear = o3.Linear(irreps_mid, target_irreps)
         if residual:
@@ -151,7 +152,7 @@ class InteractionBlock(torch.nn.Module):
             )
 
     def radial_hidden(self, edge_radial: torch.Tensor) -> torch.Tensor:
-        """The radial MLP up to its last (linear) layer: ``[N·K, num_radial] -> [N·K, hidden]``."""
+        """The radial MLP up to its last (linear) layer: ``[N·K, num_bessel] -> [N·K, hidden]``."""
         x = edge_radial
         for layer in list(self.radial_mlp.children())[:-1]:
             x = layer(x)
@@ -159,7 +160,7 @@ class InteractionBlock(torch.nn.Module):
 
     def radial_weights(self, hidden: torch.Tensor, layout: NeighbourLayout) -> torch.Tensor:
         """Tensor-product weights ``[N, P, C, K]`` from the MLP's last hidden layer, in the
-        layout of :meth:`ChannelwiseTensorProduct.forward_grouped`.
+        layout of :meth:`ChannelwiseTensorProduct.receiver_messages`.
 
         The last (linear) layer of ``radial_mlp`` with its output columns reordered and the slot
         axis moved last: applied as ``W[:, columns]ᵀ @ hiddenᵀ`` per receiver, so that the
@@ -171,7 +172,7 @@ class InteractionBlock(torch.nn.Module):
         # e3nn's last layer: x @ weight / sqrt(h_in var_in / var_out), no activation
         scale = (last.h_in * last.var_in / last.var_out) ** -0.5
         c = self.conv_tp.channels
-        weight = last.weight.reshape(last.h_in, -1, c).index_select(1, self.conv_tp.grouped_paths)
+        weight = last.weight.reshape(last.h_in, -1, c).index_select(1, self.conv_tp.piece_paths)
         weight = (weight * scale).reshape(last.h_in, -1).transpose(0, 1)  # [P·C, hidden]
         n, k = layout.num_nodes, layout.max_neighbours
         out = torch.matmul(weight, hidden.reshape(n, k, last.h_in).transpose(1, 2))  # [N, P·C, K]
@@ -181,10 +182,10 @@ class InteractionBlock(torch.nn.Module):
         self, h: torch.Tensor, edge_radial: torch.Tensor, edge_sh: torch.Tensor,
         layout: NeighbourLayout,
     ) -> list[torch.Tensor]:
-        """Tensor-product messages summed per receiver, ``[N, C, S_i]`` per node irrep, from
-        the radial features and harmonics in slot order."""
+        """Tensor-product messages summed per receiver, ``[N, C, S_p]`` per piece (node
+        irrep), from the radial features and harmonics in slot order."""
         weights = self.radial_weights(self.radial_hidden(edge_radial), layout)  # [N, P, C, K]
-        return self.conv_tp.forward_grouped(h, edge_sh, weights, layout)
+        return self.conv_tp.receiver_messages(h, edge_sh, weights, layout)
 
     def forward(
         self,
