@@ -29,8 +29,8 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 
-from .data import DataKeys, Frame, read_frames
-from .data_file import read_structures
+from .data.extxyz import read_structures
+from .data.frames import DataKeys, Frame, read_frames
 
 __all__ = ["ErrorStats", "GroupErrors", "LabelErrors", "evaluate", "label_errors"]
 

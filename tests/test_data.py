@@ -13,10 +13,10 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from ase_equi.batch import frames_to_graphs, make_batch
 from ase_equi.data import DataKeys, Frame, read_frames, split_indices
+from ase_equi.data.batch import frames_to_graphs, make_batch
+from ase_equi.data.statistics import data_statistics, fit_reference_energies
 from ase_equi.errors import DataFileError
-from ase_equi.statistics import data_statistics, fit_reference_energies
 
 
 def emt_structures(n: int = 6, seed: int = 0) -> list[Atoms]:
@@ -324,13 +324,13 @@ def test_files_that_are_not_extxyz(tmp_path, content, message):
 def test_compressed_extxyz_and_overlong_line(tmp_path, monkeypatch):
     import lzma
 
-    from ase_equi import data_file
+    from ase_equi.data import extxyz
 
     path, lines = _write_lines(tmp_path)
     packed = tmp_path / "d.xyz.xz"
     packed.write_bytes(lzma.compress("".join(lines).encode()))
     assert [f.index for f in read_frames(packed)] == [0, 1]
-    monkeypatch.setattr(data_file, "MAX_LINE_CHARS", 200)  # comment lines are ~400 characters
+    monkeypatch.setattr(extxyz, "MAX_LINE_CHARS", 200)  # comment lines are ~400 characters
     with pytest.raises(DataFileError, match=r"d\.xyz\.xz, line 2: longer than 200 characters"):
         read_frames(packed)
 

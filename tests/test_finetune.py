@@ -11,14 +11,14 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from test_data import _broken, emt_structures
 from test_training import TINY, Killed, _loss_on, _states_equal
 
+from ase_equi import load_model
 from ase_equi.cli import main
 from ase_equi.data import read_frames
-from ase_equi.io.model_file import load_model
 from ase_equi.training import LossWeights, TrainConfig, train
 from ase_equi.training.finetune import (
     add_elements,
-    evaluate,
     finetune,
+    measure_errors,
     predict_energies,
     refit_reference_energies,
 )
@@ -63,7 +63,7 @@ def test_finetune_lowers_the_loss_on_new_data(parent, tmp_path, capsys):
     print(f"loss on the new data: {before:.4g} before, {after:.4g} after")
     assert after < 0.85 * before
     assert set(result.report["new_test"]["before"]) == set(result.report["new_test"]["after"])
-    errors = [evaluate(m, frames)["energy_rmse"] for m in (model, result.model)]
+    errors = [measure_errors(m, frames)["energy_rmse"] for m in (model, result.model)]
     assert errors[1] < errors[0]
     card = load_model(result.model_path).card
     assert card["parent"]["name"] == "parent"

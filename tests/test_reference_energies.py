@@ -17,12 +17,12 @@ from ase.build import bulk, molecule
 from conftest import tiny_config
 from test_data import emt_structures
 
+from ase_equi import load_model, save_model
 from ase_equi.data import Frame, read_frames
+from ase_equi.data.statistics import reference_energy_fit
 from ase_equi.errors import AseEquiError
-from ase_equi.io.model_file import load_model, save_model
 from ase_equi.model.config import ModelConfig
 from ase_equi.model.mace import MaceModel
-from ase_equi.statistics import reference_energy_fit
 from ase_equi.training import TrainConfig, train
 from ase_equi.training.finetune import finetune, predict_energies, refit_reference_energies
 

@@ -15,10 +15,10 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from test_data import emt_structures
 
-from ase_equi.batch import frames_to_graphs, make_batch
+from ase_equi import load_model
 from ase_equi.cli import main
 from ase_equi.data import read_frames
-from ase_equi.io.model_file import load_model
+from ase_equi.data.batch import frames_to_graphs, make_batch
 from ase_equi.model.config import ModelConfig
 from ase_equi.model.gradients import energy_forces_stress
 from ase_equi.training import ErrorMetrics, TrainConfig, train

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..batch import frames_to_graphs, make_batch
-from ..data import Frame
+from ..data.batch import frames_to_graphs, make_batch
+from ..data.frames import Frame
+from ..data.statistics import ReferenceEnergyFit, composition_matrix, reference_energy_fit
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
-from ..statistics import ReferenceEnergyFit, composition_matrix, reference_energy_fit
 from .checkpoint import new_model
 
 
@@ -116,7 +116,7 @@ def refit_reference_energies(
     return reference_energy_fit(residual, elements, prior, refit_prior=refit_known)
 
 
-def _set_reference_energies(model: MaceModel, e0: np.ndarray) -> None:
+def set_reference_energies(model: MaceModel, e0: np.ndarray) -> None:
     """The one place that changes a model's E0 ``[n_elements]`` (eV): buffer and config."""
     with torch.no_grad():
         model.reference_energies.copy_(torch.as_tensor(e0, dtype=model.reference_energies.dtype))

@@ -22,14 +22,13 @@ from typing import Any
 
 import torch
 
-from ..data import Frame, split_frames
+from ..data.frames import Frame, split_frames
+from ..data.statistics import data_statistics
 from ..model.config import ModelConfig
 from ..model.mace import MaceModel
-from ..statistics import data_statistics
-from .checkpoint_file import load_checkpoint, resume_checkpoint, save_checkpoint
+from .checkpoint_file import atomic_write, load_checkpoint, resume_checkpoint, save_checkpoint
 from .config import BLOCKS, RESUMABLE_FIELDS, TrainConfig
 from .evaluation import LabelledSet
-from .report import _atomic_write
 
 __all__ = [
     "check_resumable",
@@ -147,7 +146,7 @@ def load_or_make_split(
         fingerprint=fingerprint,
     )
     if write:
-        _atomic_write(path, lambda fh: fh.write(json.dumps(split, indent=1)), "w")
+        atomic_write(path, lambda fh: fh.write(json.dumps(split, indent=1)), "w")
     return split
 
 

@@ -21,8 +21,9 @@ import logging
 import os
 import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -48,6 +49,43 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[IO[Any]], None], mode: str = "wb"
+) -> Path:
+    """Write ``path`` through ``path.tmp<pid>``, fsync it and rename it into place: a reader
+    sees the old file or the whole new one, never half a file. A kill during ``write`` leaves
+    only the temporary, which :func:`remove_stale_temporaries` deletes later.
+
+    Parameters
+    ----------
+    path:
+        The file to (re)write; missing parent directories are created.
+    write:
+        Called once with the open temporary file (opened with ``mode``), e.g.
+        ``lambda fh: fh.write(text)``.
+    mode:
+        ``"wb"`` (bytes) or ``"w"`` (text).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> atomic_write(folder / "note.txt", lambda fh: fh.write("done\\n"), "w").read_text()
+    'done\\n'
+    >>> sorted(p.name for p in folder.iterdir())  # no temporary left behind
+    ['note.txt']
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    with open(tmp, mode) as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -119,7 +157,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     payload = _verified_payload(path)
     try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    except Exception as err:  # checksum matched, yet unreadable: not ours
+    # checksum matched, yet unreadable: not ours. torch.load raises many types here (pickle,
+    # zip, runtime errors), and each becomes the one CheckpointError that names the file
+    except Exception as err:  # noqa: BLE001
         raise CheckpointError(f"checkpoint {path} cannot be read: {err}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an ase_equi training checkpoint")

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ..batch import Batch, frames_to_graphs, make_batch
-from ..data import Frame
+from ..data.batch import Batch, frames_to_graphs, make_batch
+from ..data.frames import Frame
 from ..graph import Graph
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel

@@ -51,15 +51,16 @@ from ..io.model_file import LoadedModel, model_paths, read_model_file, save_mode
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
 from .adaptation import (
-    _set_reference_energies,
     add_elements,
     predict_energies,
     refit_reference_energies,
+    set_reference_energies,
 )
 from .config import DTYPES, TrainConfig
-from .finetune_report import before_after, evaluate, write_report
+from .finetune_report import before_after, measure_errors, write_report
 from .loss import UNITS
-from .trainer import TrainResult, train
+from .report import TrainResult
+from .trainer import train
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,8 @@ __all__ = [
     "FinetuneConfig",
     "FinetuneResult",
     "add_elements",
-    "evaluate",
     "finetune",
+    "measure_errors",
     "predict_energies",
     "refit_reference_energies",
 ]
@@ -259,42 +260,8 @@ def finetune(
     dtype = DTYPES[cfg.dtype]
     base = loaded.model.to(dtype)
     source, frames = load_frames(data, keys=keys)
-    in_data = sorted({int(z) for f in frames for z in f.atoms.numbers})
-    model = add_elements(copy.deepcopy(base), in_data, seed=cfg.seed)
-    new_elements = [z for z in model.config.elements if z not in base.config.elements]
-
-    e0_parent = model.reference_energies.detach().double().cpu().numpy().copy()
-    e0, e0_status = e0_parent, {chemical_symbols[z]: "kept" for z in model.config.elements}
-    if ft.refit_e0 or new_elements:
-        # refit on the training frames only (the split is fixed by the seed, as in train())
-        fit = refit_reference_energies(model, _train_frames(frames, cfg),
-                                       new_elements=new_elements, refit_known=ft.refit_e0)
-        e0, e0_status = fit.values, fit.summary()
-        _set_reference_energies(model, e0)  # (a resumed run takes the checkpoint's weights)
-    e0_report = {
-        sym: {"parent": None if z in new_elements else float(old), "now": float(now),
-              "status": e0_status[sym]}
-        for sym, z, old, now in zip(e0_status, model.config.elements, e0_parent, e0, strict=True)
-    }
-    log.info("E0 after the refit: %s", ", ".join(
-        f"{sym} {v['now']:.6g} eV ({v['status']})" for sym, v in e0_report.items()))
-
-    replay: list[Frame] = []
-    if ft.replay_data:
-        replay = _sample(read_frames(ft.replay_data, elements=model.config.elements),
-                         ft.replay_count, cfg.seed)
-        if ft.relabel_replay:
-            replay = _relabel(base, replay)
-        shift = e0 - e0_parent
-        replay = [
-            dataclasses.replace(
-                f,
-                energy=f.energy + float(
-                    shift[element_indices(f.atoms.numbers, model.config.elements)].sum()),
-                weight=ft.replay_weight,
-            )
-            for f in replay
-        ]
+    model, new_elements, e0_report, e0_shift = _adapt(base, frames, ft, cfg)
+    replay = _replay_frames(ft, cfg, base, model, e0_shift) if ft.replay_data else []
 
     result = train(
         model,
@@ -322,20 +289,81 @@ def finetune(
     path = None
     if result.model_path is not None:
         write_report(Path(out), report)
-        card = read_model_file(result.model_path, dtype=None).card
-        settings = dataclasses.asdict(ft)
-        for key in ("replay_data", "parent_test_data"):
-            settings[key] = settings[key] and _file_name(settings[key])
-        card.update(
-            parent=ident,
-            finetuning={"data": _file_name(source), "settings": settings,
-                        "reference_energies": e0_report,
-                        "report": {k: report[k] for k in ("new_test", "parent_test")
-                                   if k in report}},
-        )
-        path = save_model(result.model, model_paths(result.model_path)[0], card=card)
+        path = _save_with_parent(result, ident, ft, _file_name(source), report)
     return FinetuneResult(model=result.model, train_result=result, report=report,
                           model_path=path)
+
+
+def _adapt(
+    base: MaceModel, frames: Sequence[Frame], ft: FinetuneConfig, cfg: TrainConfig
+) -> tuple[MaceModel, list[int], dict[str, dict[str, Any]], np.ndarray]:
+    """Steps 1 and 2 of the module docstring on a copy of ``base``.
+
+    Returns the adapted model, the new elements (Z), the E0 report
+    ``{symbol: {"parent": eV or None (new element), "now": eV, "status": "fitted" | "kept" ...}}``
+    and the E0 change ``[n_elements]`` (eV) that replayed labels take.
+    """
+    in_data = sorted({int(z) for f in frames for z in f.atoms.numbers})
+    model = add_elements(copy.deepcopy(base), in_data, seed=cfg.seed)
+    new_elements = [z for z in model.config.elements if z not in base.config.elements]
+
+    e0_parent = model.reference_energies.detach().double().cpu().numpy().copy()
+    e0, e0_status = e0_parent, {chemical_symbols[z]: "kept" for z in model.config.elements}
+    if ft.refit_e0 or new_elements:
+        # refit on the training frames only (the split is fixed by the seed, as in train())
+        fit = refit_reference_energies(model, _train_frames(list(frames), cfg),
+                                       new_elements=new_elements, refit_known=ft.refit_e0)
+        e0, e0_status = fit.values, fit.summary()
+        set_reference_energies(model, e0)  # (a resumed run takes the checkpoint's weights)
+    e0_report = {
+        sym: {"parent": None if z in new_elements else float(old), "now": float(now),
+              "status": e0_status[sym]}
+        for sym, z, old, now in zip(e0_status, model.config.elements, e0_parent, e0, strict=True)
+    }
+    log.info("E0 after the refit: %s", ", ".join(
+        f"{sym} {v['now']:.6g} eV ({v['status']})" for sym, v in e0_report.items()))
+    return model, new_elements, e0_report, e0 - e0_parent
+
+
+def _replay_frames(
+    ft: FinetuneConfig, cfg: TrainConfig, base: MaceModel, model: MaceModel, e0_shift: np.ndarray
+) -> list[Frame]:
+    """Step 3: a seeded sample of ``ft.replay_data`` (labelled by ``base`` with
+    ``relabel_replay``), energies shifted by ``Σ_z N_z e0_shift_z`` (eV), loss weight
+    ``ft.replay_weight``."""
+    replay = _sample(read_frames(ft.replay_data, elements=model.config.elements),
+                     ft.replay_count, cfg.seed)
+    if ft.relabel_replay:
+        replay = _relabel(base, replay)
+    elements = model.config.elements
+    return [
+        dataclasses.replace(
+            f,
+            energy=f.energy + float(e0_shift[element_indices(f.atoms.numbers, elements)].sum()),
+            weight=ft.replay_weight,
+        )
+        for f in replay
+    ]
+
+
+def _save_with_parent(
+    result: TrainResult, ident: dict[str, str], ft: FinetuneConfig, data_name: str,
+    report: dict[str, Any],
+) -> Path:
+    """Rewrite the trained model's file with a card naming the parent (``ident``), the data
+    file's name, the fine-tuning settings (file names only) and the before/after errors."""
+    card = read_model_file(result.model_path, dtype=None).card
+    settings = dataclasses.asdict(ft)
+    for key in ("replay_data", "parent_test_data"):
+        settings[key] = settings[key] and _file_name(settings[key])
+    card.update(
+        parent=ident,
+        finetuning={"data": data_name, "settings": settings,
+                    "reference_energies": report["reference_energies"],
+                    "report": {k: report[k] for k in ("new_test", "parent_test")
+                               if k in report}},
+    )
+    return save_model(result.model, model_paths(result.model_path)[0], card=card)
 
 
 def _train_frames(frames: list[Frame], cfg: TrainConfig) -> list[Frame]:

@@ -9,17 +9,22 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Frame, read_frames
+from ..data.frames import Frame, read_frames
 from ..model.mace import MaceModel
+from .checkpoint_file import atomic_write
 from .config import TrainConfig
 from .evaluation import LabelledSet
 from .loss import UNITS
-from .report import _atomic_write
-from .trainer import TrainResult
+from .report import TrainResult
 
 
-def evaluate(model: MaceModel, frames: Sequence[Frame], batch_size: int = 8) -> dict[str, float]:
-    """MAE/RMSE (meV units) of ``model`` on ``frames``; stress where every cell allows it."""
+def measure_errors(
+    model: MaceModel, frames: Sequence[Frame], batch_size: int = 8
+) -> dict[str, float]:
+    """MAE/RMSE of ``model`` against the labels of ``frames``: ``{"energy_mae": meV/atom,
+    "forces_rmse": meV/Å, ...}`` (units in ``training.loss.UNITS``); stress where every cell
+    allows it. For predictions on ``Atoms`` see :func:`ase_equi.evaluate` and
+    :func:`ase_equi.label_errors`."""
     return LabelledSet.for_model(frames, model).evaluate(model, batch_size=batch_size).summary()
 
 
@@ -46,14 +51,14 @@ def before_after(adapted: MaceModel, result: TrainResult, frames: Sequence[Frame
         report["new_test"] = {
             "n_frames": len(test),
             "n_frames_parent_can_evaluate": len(old),
-            "before": evaluate(adapted, old) if old else {},
-            "after": evaluate(result.model, test),
-            "parent_as_is": evaluate(parent, old) if old and parent is not adapted else {},
+            "before": measure_errors(adapted, old) if old else {},
+            "after": measure_errors(result.model, test),
+            "parent_as_is": measure_errors(parent, old) if old and parent is not adapted else {},
         }
     if parent_test_data:
         own = read_frames(parent_test_data, elements=parent.config.elements)
-        report["parent_test"] = {"n_frames": len(own), "before": evaluate(parent, own),
-                                 "after": evaluate(result.model, own)}
+        report["parent_test"] = {"n_frames": len(own), "before": measure_errors(parent, own),
+                                 "after": measure_errors(result.model, own)}
     return report
 
 
@@ -61,7 +66,7 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     """``finetune_report.md``/``.json`` and, with matplotlib, ``finetune_report.png``."""
     import json
 
-    _atomic_write(out / "finetune_report.json", lambda fh: fh.write(json.dumps(report, indent=2)),
+    atomic_write(out / "finetune_report.json", lambda fh: fh.write(json.dumps(report, indent=2)),
                   "w")
     lines = [f"# Fine-tuning report: {report['parent']} → new data", "",
              "| test set | quantity | MAE before | MAE after | RMSE before | RMSE after | unit |",
@@ -93,7 +98,7 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
             lines.append(f"| {sym} | {was} | {v['now']:.6f} | {v['status']} |")
     lines += ["", f"Replayed frames: {report['n_replay']}; new elements: "
               f"{', '.join(report['new_elements']) or 'none'}; time {report['seconds']} s."]
-    _atomic_write(out / "finetune_report.md", lambda fh: fh.write("\n".join(lines) + "\n"), "w")
+    atomic_write(out / "finetune_report.md", lambda fh: fh.write("\n".join(lines) + "\n"), "w")
     try:
         from matplotlib.figure import Figure
     except ImportError:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..batch import Batch
+from ..data.batch import Batch
 
 QUANTITIES = ("energy", "forces", "stress")
 UNITS = {"energy": "meV/atom", "forces": "meV/Å", "stress": "meV/Å³"}

@@ -1,30 +1,64 @@
-"""After training: the test report (JSON + markdown) and the plots."""
+"""After training: the result, the test report (JSON + markdown), the card and the plots."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ase.data import chemical_symbols
+
+from ..model.config import ModelConfig
+from ..model.mace import MaceModel
+from .checkpoint_file import atomic_write
 from .loss import UNITS, ErrorMetrics
 
 log = logging.getLogger(__name__)
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, mode) as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+@dataclass(repr=False)
+class TrainResult:
+    """What :func:`train` produced. ``model`` holds the final (best-valid EMA) weights;
+    ``model_path`` and ``test_metrics`` (meV units, see ``training.loss.UNITS``) are set on
+    rank 0 only."""
+
+    model: MaceModel
+    config: ModelConfig
+    output_dir: Path
+    model_path: Path | None = None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from_step: int | None = None
+    stopped_early: bool = False
+    resumed_from: Path | None = None
+    reference_energies: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        """One line: elements, weights, epochs, test errors, file (not the whole module)."""
+        return f"TrainResult({describe(self.model, self.history, self.test_metrics)}, " + (
+            f"model_path='{self.model_path}')" if self.model_path else "model_path=None)"
+        )
 
 
-def _summary_line(report: dict[str, Any]) -> str:
+def describe(model: MaceModel, history: list[dict[str, float]], test: dict[str, float]) -> str:
+    """``model`` in a few words: elements, weights, epochs of ``history``, test MAE of
+    ``test`` (meV units, keys as :meth:`ErrorMetrics.summary` writes them)."""
+    n = sum(p.numel() for p in model.parameters())
+    text = f"{'-'.join(chemical_symbols[z] for z in model.config.elements)} model, {n:,} weights"
+    text += f", {int(history[-1]['epoch']) if history else 0} epochs"
+    errors = [f"{q[0].upper()} MAE {test[f'{q}_mae']:.3g} {UNITS[q]}"
+              for q in ("energy", "forces") if f"{q}_mae" in test]
+    return text + (f", test {', '.join(errors)}" if errors else "")
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """The test errors of ``report`` (see :func:`test_report`) on one line.
+
+    >>> summary_line({"test": {"energy_mae": 1.234, "energy_rmse": 2.0}})
+    'energy MAE 1.23 / RMSE 2 meV/atom'
+    """
     test = report["test"]
     parts = [
         f"{q} MAE {test[f'{q}_mae']:.3g} / RMSE {test[f'{q}_rmse']:.3g} {UNITS[q]}"
@@ -58,11 +92,16 @@ def model_card(
     level_of_theory: str,
     data_description: str,
     source: str,
-    sizes: dict[str, int],
-    test_metrics: dict[str, float],
-    training: dict[str, Any],
+    report: dict[str, Any],
+    settings: dict[str, Any],
+    reference_energies: dict[str, str],
 ) -> dict[str, Any]:
-    """The card of a freshly trained model: data, level of theory, measured test errors."""
+    """The card of a freshly trained model: data, level of theory, measured test errors.
+
+    ``report`` is :func:`test_report`'s (split sizes, test errors, epochs, steps, best epoch),
+    ``settings`` the ``TrainConfig`` as a dict, ``reference_energies`` how each E0 was set.
+    """
+    sizes = {k: report[k] for k in ("n_train", "n_valid", "n_test", "n_isolated_atoms")}
     training_data = {"description": data_description, **sizes}
     source = Path(source).name if source else ""  # the file's name: no path of this machine
     if source:
@@ -72,9 +111,13 @@ def model_card(
         "description": data_description or f"trained on {source or 'given frames'}",
         "level_of_theory": level_of_theory or "not stated",
         "training_data": training_data,
-        "test_errors": {k: round(v, 4) for k, v in test_metrics.items()},
+        "test_errors": {k: round(v, 4) for k, v in report["test"].items()},
         "test_error_units": UNITS,
-        "training": training,
+        "training": {
+            **{k: report[k] for k in ("epochs", "steps", "best_epoch")},
+            "settings": settings,
+            "reference_energies": reference_energies,
+        },
     }
 
 
@@ -86,9 +129,10 @@ def test_report(
     steps: int,
     best_epoch: int,
     stopped_early: bool,
-) -> tuple[dict[str, int], dict[str, Any]]:
-    """``(sizes, report)`` of a finished run: the split sizes, and the report that
-    :func:`write_test_report` writes (``best_epoch`` is 0-based here, 1-based in the report)."""
+) -> dict[str, Any]:
+    """The report of a finished run that :func:`write_test_report` writes: split sizes, test
+    errors (meV units), epochs, steps (``best_epoch`` is 0-based here, 1-based in the report).
+    """
     sizes = {f"n_{k}": len(split[k]) for k in ("train", "valid", "test")}
     sizes["n_isolated_atoms"] = len(split["isolated"])
     report = {
@@ -100,12 +144,12 @@ def test_report(
         "best_epoch": best_epoch + 1,
         "stopped_early": stopped_early,
     }
-    return sizes, report
+    return report
 
 
 def write_test_report(out: Path, report: dict[str, Any]) -> None:
     """``test_report.json`` and ``test_report.md`` in ``out``."""
-    _atomic_write(out / "test_report.json", lambda fh: fh.write(json.dumps(report, indent=2)), "w")
+    atomic_write(out / "test_report.json", lambda fh: fh.write(json.dumps(report, indent=2)), "w")
     lines = [
         "# Test report",
         "",
@@ -125,7 +169,7 @@ def write_test_report(out: Path, report: dict[str, Any]) -> None:
             )
     if not report["test"]:
         lines.append("| (no test frames) | | | | |")
-    _atomic_write(out / "test_report.md", lambda fh: fh.write("\n".join(lines) + "\n"), "w")
+    atomic_write(out / "test_report.md", lambda fh: fh.write("\n".join(lines) + "\n"), "w")
 
 
 def write_plots(out: Path, metrics: ErrorMetrics, history: list[dict[str, float]]) -> list[Path]:

@@ -26,11 +26,8 @@ described in :mod:`ase_equi.training.optimiser`. Validation uses the EMA weights
 is the EMA of the epoch with the best validation loss. Isolated-atom frames (one atom, no
 periodicity) only fix reference energies.
 
-**Data parallel.** Under ``torchrun`` (``WORLD_SIZE > 1``) a gloo process group is started, the
-model is wrapped in ``DistributedDataParallel`` and every global batch (the same batches as one
-process would see) is dealt out to the ranks as ``batch[rank::world_size]``. The loss divides
-the summed squared errors by the counts of the global batch, so the gradient equals the
-single-process one up to summation order. Only rank 0 writes files.
+**Data parallel.** Under ``torchrun`` each rank takes its share of every global batch and the
+gradient equals the single-process one up to summation order (:mod:`.parallel`).
 """
 
 from __future__ import annotations
@@ -42,16 +39,14 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from ase import Atoms
 
-from ..batch import frames_to_graphs
-from ..data import DataKeys, Frame, load_frames
+from ..data.batch import frames_to_graphs
+from ..data.frames import DataKeys, Frame, load_frames
 from ..io.model_file import save_model
 from ..model.config import ModelConfig
 from ..model.gradients import energy_forces_stress
@@ -70,11 +65,13 @@ from .config import CHECKPOINT_FORMAT, DTYPES, TrainConfig
 from .evaluation import LabelledSet
 from .loss import squared_error_sums, weighted_loss
 from .optimiser import make_optimiser, step_scheduler, update_ema
+from .parallel import global_counts, global_mean, process_group, rank_and_world
 from .progress import ProgressCallback, ProgressLine, combine
 from .report import (
-    _summary_line,
+    TrainResult,
     epoch_line,
     model_card,
+    summary_line,
     test_report,
     write_plots,
     write_test_report,
@@ -83,43 +80,6 @@ from .report import (
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "TrainResult", "load_checkpoint", "train"]
-
-
-@dataclass(repr=False)
-class TrainResult:
-    """What :func:`train` produced. ``model`` holds the final (best-valid EMA) weights;
-    ``model_path`` and ``test_metrics`` (meV units, see ``training.loss.UNITS``) are set on
-    rank 0 only."""
-
-    model: MaceModel
-    config: ModelConfig
-    output_dir: Path
-    model_path: Path | None = None
-    test_metrics: dict[str, float] = field(default_factory=dict)
-    history: list[dict[str, float]] = field(default_factory=list)
-    resumed_from_step: int | None = None
-    stopped_early: bool = False
-    resumed_from: Path | None = None
-    reference_energies: dict[str, str] = field(default_factory=dict)
-
-    def __repr__(self) -> str:
-        """One line: elements, weights, epochs, test errors, file (not the whole module)."""
-        return f"TrainResult({_describe(self.model, self.history, self.test_metrics)}, " + (
-            f"model_path='{self.model_path}')" if self.model_path else "model_path=None)"
-        )
-
-
-def _describe(model: MaceModel, history: list[dict[str, float]], test: dict[str, float]) -> str:
-    from ase.data import chemical_symbols
-
-    from .loss import UNITS
-
-    n = sum(p.numel() for p in model.parameters())
-    text = f"{'-'.join(chemical_symbols[z] for z in model.config.elements)} model, {n:,} weights"
-    text += f", {int(history[-1]['epoch']) if history else 0} epochs"
-    errors = [f"{q[0].upper()} MAE {test[f'{q}_mae']:.3g} {UNITS[q]}"
-              for q in ("energy", "forces") if f"{q}_mae" in test]
-    return text + (f", test {', '.join(errors)}" if errors else "")
 
 
 def train(
@@ -177,19 +137,10 @@ def train(
         Checkpoint files exist in ``output_dir`` but none verifies (each named).
     """
     progress = combine([ProgressLine() if verbose else None, progress])
-    owns_group = False
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
-        owns_group = True
-    try:
+    with process_group():
         return _Run(model, data, config, keys, progress, replay).run(
             name, level_of_theory, data_description
         )
-    finally:
-        if owns_group:
-            dist.barrier()
-            dist.destroy_process_group()
 
 
 class _Run:
@@ -198,8 +149,7 @@ class _Run:
     def __init__(self, model, data, config: TrainConfig, keys, progress, replay=()) -> None:
         self.cfg = config
         self.progress = progress
-        self.rank = dist.get_rank() if dist.is_initialized() else 0
-        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        self.rank, self.world = rank_and_world()
         self.out = Path(config.output_dir)
         self.ckpt_path = self.out / "checkpoints" / "last.pt"
         self.dtype = DTYPES[config.dtype]
@@ -328,11 +278,7 @@ class _Run:
             training=True,
         )
         sums = {q: (s * share, n * share) for q, (s, n) in squared_error_sums(pred, batch).items()}
-        counts = {q: n for q, (_, n) in sums.items()}
-        if self.world > 1:
-            stacked = torch.stack([counts[q] for q in counts]).to(torch.float64)
-            dist.all_reduce(stacked)
-            counts = {q: stacked[k].to(sums[q][0].dtype) for k, q in enumerate(counts)}
+        counts = global_counts({q: n for q, (_, n) in sums.items()}, self.world)
         # DDP averages gradients over ranks; × world turns that into the global-batch gradient
         loss = weighted_loss(sums, self.cfg.loss_weights, counts=counts) * self.world
         self.optimizer.zero_grad(set_to_none=True)
@@ -341,10 +287,7 @@ class _Run:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
         self.optimizer.step()
         update_ema(self.ema, self.net, self.cfg.ema_decay, self.step)
-        value = loss.detach().to(torch.float64) / self.world
-        if self.world > 1:
-            dist.all_reduce(value)
-        return float(value)
+        return global_mean(loss, self.world)
 
     def _end_epoch(self, started: float) -> None:
         cfg = self.cfg
@@ -422,7 +365,7 @@ class _Run:
             final, self.split["test"], batch_size=self.cfg.batch_size, keep_values=True
         )
         result.test_metrics = metrics.summary()
-        sizes, report = test_report(
+        report = test_report(
             self.split, result.test_metrics, epochs=self.epoch, steps=self.step,
             best_epoch=self.best_epoch, stopped_early=self.stopped_early,
         )
@@ -434,21 +377,15 @@ class _Run:
             level_of_theory=level_of_theory,
             data_description=data_description,
             source=self.source,
-            sizes=sizes,
-            test_metrics=result.test_metrics,
-            training={
-                "epochs": self.epoch,
-                "steps": self.step,
-                "best_epoch": self.best_epoch + 1,
-                # the directory's name only: a card carries no path of this machine
-                "settings": {**self.cfg.to_dict(), "output_dir": self.out.name},
-                "reference_energies": self.e0_status,
-            },
+            report=report,
+            # the directory's name only: a card carries no path of this machine
+            settings={**self.cfg.to_dict(), "output_dir": self.out.name},
+            reference_energies=self.e0_status,
         )
         result.model_path = save_model(final, self.out / name, card=card)
         self._emit(
             "done",
-            line=f"wrote {result.model_path}; test {_summary_line(report)}",
+            line=f"wrote {result.model_path}; test {summary_line(report)}",
             report=report,
             model_path=str(result.model_path),
         )

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from .data import Frame
-from .errors import DataFileError
-from .graph import Graph, atoms_to_graph, batch_graphs
+from ..errors import DataFileError
+from ..graph import Graph, atoms_to_graph, batch_graphs
+from .frames import Frame
 
 __all__ = ["Batch", "frames_to_graphs", "make_batch"]
 

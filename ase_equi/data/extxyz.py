@@ -30,7 +30,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
 
-from .errors import DataFileError
+from ..errors import DataFileError
 
 __all__ = ["MAX_LINE_CHARS", "SourcedAtoms", "read_structures"]
 

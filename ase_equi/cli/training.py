@@ -1,4 +1,5 @@
-"""``ase-equi train``: the command line over :func:`ase_equi.training.train`.
+"""``ase-equi train`` and ``ase-equi finetune``: the command line over :func:`ase_equi.train`
+and :func:`ase_equi.finetune`.
 
 Settings come, in increasing precedence, from the defaults of ``ModelConfig`` and
 ``TrainConfig``, a ``--config`` file (JSON, or YAML when pyyaml is installed) of the form
@@ -55,7 +56,7 @@ def _blocks(text: str) -> tuple[str, ...]:
 def _train_flags(defaults: dict[str, Any] | None = None) -> list[tuple[str, Any, str]]:
     """``(name, type, help)`` of the TrainConfig flags; ``defaults`` overrides the defaults
     shown (fine-tuning's differ from training's)."""
-    from .trainer import TrainConfig
+    from ..training.config import TrainConfig
 
     defaults = defaults or {}
     flags = []
@@ -74,7 +75,7 @@ def _train_flags(defaults: dict[str, Any] | None = None) -> list[tuple[str, Any,
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``train`` to the ``ase-equi`` sub-commands."""
+    """Add ``train`` and ``finetune`` to the ``ase-equi`` sub-commands."""
     p = subparsers.add_parser(
         "train",
         help="train a model on labelled structures (extxyz / ASE db)",
@@ -101,14 +102,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _keys(args: argparse.Namespace):
-    from ..data import DataKeys
+    from ..data.frames import DataKeys
 
     given = {q: getattr(args, f"{q}_key") for q in ("energy", "forces", "stress")}
     return DataKeys(**{q: k for q, k in given.items() if k}) if any(given.values()) else None
 
 
 def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
-    from .finetune import FINETUNE_TRAIN_DEFAULTS, FinetuneConfig
+    from ..training.finetune import FINETUNE_TRAIN_DEFAULTS, FinetuneConfig
 
     ft = FinetuneConfig()
 
@@ -145,7 +146,7 @@ def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from .finetune import finetune
+    from ..training.finetune import finetune
 
     options = {k[len("train_"):]: v for k, v in vars(args).items()
                if k.startswith("train_") and v is not None}
@@ -196,9 +197,9 @@ def _parse_elements(spec: Any) -> list[int]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..data import read_frames
+    from ..data.frames import read_frames
     from ..model.config import ModelConfig
-    from .trainer import TrainConfig, train
+    from ..training.trainer import TrainConfig, train
 
     settings = _read_config_file(args.config)
     for section in ("model", "train"):

@@ -6,8 +6,8 @@ are looked up, for each quantity, in the results of the structure's calculator (
 ``SinglePointCalculator`` holds after reading an extxyz file with ``energy=``/``forces``/
 ``stress=``), in ``atoms.info`` and in ``atoms.arrays``, under the names of a :class:`DataKeys`.
 
-Batching (graphs and label tensors) is in :mod:`ase_equi.batch`, the constants a new model
-takes from its data in :mod:`ase_equi.statistics`.
+Batching (graphs and label tensors) is in :mod:`ase_equi.data.batch`, the constants a new
+model takes from its data in :mod:`ase_equi.data.statistics`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import numpy as np
 from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .data_file import SourcedAtoms, read_structures
-from .errors import DataFileError
-from .graph import element_indices
+from ..errors import DataFileError
+from ..graph import element_indices
+from .extxyz import SourcedAtoms, read_structures
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def read_frames(
         (a ``ValueError``) Naming the file, the frame (counted from 0) and, for extxyz, the
         line: a file that is empty, not text or not extxyz, a line with the wrong number of
         columns, a word where a number belongs, an unknown element symbol (see
-        :func:`ase_equi.data_file.read_structures`); missing or ambiguous labels (with the keys
+        :func:`ase_equi.data.extxyz.read_structures`); missing or ambiguous labels (with the keys
         found), NaN/inf in positions, cell, energy, forces or stress, forces not ``[n, 3]``,
         stress neither 6 nor 9 values, an element the model does not know.
 

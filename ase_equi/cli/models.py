@@ -1,22 +1,21 @@
-"""``ase-equi``: a thin command line over the Python API.
+"""``ase-equi info | upgrade | zoo | import-mace | eval``: model files and predictions.
 
-Sub-commands: ``zoo`` (the bundled models as a table), ``info MODEL`` (print a model card),
-``import-mace FILE -o OUT`` (MACE ``.model`` → our safe format), ``eval MODEL STRUCTURES``
-(predictions, and errors against the file's labels). Training
-sub-commands are registered by :mod:`ase_equi.training` when it is present.
+Each command is a thin layer over the library: :func:`ase_equi.io.model_file.read_header`,
+:func:`ase_equi.io.model_file.upgrade_model_file`, :func:`ase_equi.zoo.zoo_table`,
+:func:`ase_equi.io.mace.load_mace_model` with :func:`ase_equi.save_model`, and
+:func:`ase_equi.evaluate` with :func:`ase_equi.label_errors`. Results go to stdout, progress
+to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Sequence
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .io.model_file import read_header, render_card
-    from .zoo import resolve
+    from ..io.model_file import read_header, render_card
+    from ..zoo import resolve
 
     path = resolve(args.model)
     header = read_header(path)  # hash-checked: the card is rendered from it, not from NAME.md
@@ -27,7 +26,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_upgrade(args: argparse.Namespace) -> int:
-    from .io.model_file import upgrade_model_file
+    from ..io.model_file import upgrade_model_file
 
     for name in args.files:
         print(f"upgraded {upgrade_model_file(name)} to format version 2")
@@ -35,15 +34,15 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_zoo(args: argparse.Namespace) -> int:
-    from .zoo import zoo_table
+    from ..zoo import zoo_table
 
     print(zoo_table(), end="")
     return 0
 
 
 def _cmd_import_mace(args: argparse.Namespace) -> int:
-    from .io.mace_import import load_mace_model
-    from .io.model_file import save_model
+    from ..io.mace import load_mace_model
+    from ..io.model_file import save_model
 
     loaded = load_mace_model(args.model, head=args.head)
     out = save_model(loaded.model, args.output, card=loaded.card)
@@ -54,9 +53,9 @@ def _cmd_import_mace(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ase.io import write
 
-    from .data import DataKeys
-    from .data_file import read_structures
-    from .evaluate import evaluate, has_energy_labels, label_errors
+    from ..data.extxyz import read_structures
+    from ..data.frames import DataKeys
+    from ..evaluate import evaluate, has_energy_labels, label_errors
 
     structures = [item.atoms for item in read_structures(args.structures)]
     predicted = evaluate(structures, args.model, dtype=args.dtype, device=args.device,
@@ -80,29 +79,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ase-equi", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("info", help="print a model file's card")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``info``, ``upgrade``, ``zoo``, ``import-mace`` and ``eval`` to the sub-commands."""
+    p = subparsers.add_parser("info", help="print a model file's card")
     p.add_argument("model", help="a zoo name, or NAME.json, NAME.safetensors or NAME")
     p.add_argument("--json", action="store_true", help="also print the full JSON header")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("upgrade", help="rewrite format-1 model files as format 2, in place")
+    p = subparsers.add_parser("upgrade", help="rewrite format-1 model files as format 2, in place")
     p.add_argument("files", nargs="+", help="NAME.json (or NAME, NAME.safetensors)")
     p.set_defaults(func=_cmd_upgrade)
 
-    p = sub.add_parser("zoo", help="list the bundled models (name, elements, errors)")
+    p = subparsers.add_parser("zoo", help="list the bundled models (name, elements, errors)")
     p.set_defaults(func=_cmd_zoo)
 
-    p = sub.add_parser("import-mace", help="convert a MACE .model file to our safe format")
+    p = subparsers.add_parser("import-mace", help="convert a MACE .model file to our safe format")
     p.add_argument("model", help="MACE .model file (read without executing pickled code)")
     p.add_argument("-o", "--output", required=True, help="output stem, e.g. my-model")
     p.add_argument("--head", default=None, help="head of a multi-head model (default: MACE's)")
     p.set_defaults(func=_cmd_import_mace)
 
-    p = sub.add_parser(
+    p = subparsers.add_parser(
         "eval", help="predictions for a data file; errors against its labels where present"
     )
     p.add_argument("model", help="a zoo name or a model file")
@@ -115,25 +112,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stress-key", default="stress", help="name of the stress label")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=_cmd_eval)
-
-    try:
-        from .training.commands import register  # training, fine-tuning, zoo commands
-    except ImportError:
-        register = None
-    if register is not None:
-        register(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"ase-equi {args.command}: error: {message}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

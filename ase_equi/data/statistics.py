@@ -29,11 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 from ase.data import chemical_symbols
 
+from ..errors import AseEquiError
+from ..graph import Graph, element_indices
+from ..model.config import ModelConfig
 from .batch import frames_to_graphs
-from .data import Frame
-from .errors import AseEquiError
-from .graph import Graph, element_indices
-from .model.config import ModelConfig
+from .frames import Frame
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def reference_energy_fit(
     free = np.isnan(e0)  # no prior value: the data alone decide
     e0[free] = 0.0
 
-    status = {z: "kept" for z in elements}
+    status = dict.fromkeys(elements, "kept")
     fitted = free | refit_prior  # the columns the data may change
     fixed = np.zeros(len(elements), dtype=bool)
     for j, z in enumerate(elements):
