@@ -19,7 +19,7 @@ from helpers import random_rotation
 
 from ase_equi.model.coupling import MAX_ENTRIES, symmetric_coupling_basis
 
-IRREPS = "0e+1o+2e+3o"  # lmax = 3, D = 16
+IRREPS = "0e+1o+2e+3o"  # max_ell = 3, D = 16
 BOTH_PARITIES = "0e+0o+1o+1e+2e+2o+3o+3e"  # D = 32
 ATOL = 1e-10  # float64
 

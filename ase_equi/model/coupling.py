@@ -20,12 +20,12 @@ dimension K is the multiplicity of L^p in the symmetric power :math:`\\mathrm{Sy
 
 Construction
 ------------
-V is a direct sum of irreps ("slots" a = 1 … n, each occupying a contiguous slice of the D
-components). U splits into blocks :math:`U[:, a_1, \\dots, a_\\nu]`, one per ordered slot tuple.
+V is a direct sum of irreps ("summands" a = 1 … n, each occupying a contiguous slice of the D
+components). U splits into blocks :math:`U[:, a_1, \\dots, a_\\nu]`, one per ordered summand tuple.
 Symmetry ties the block of a permuted tuple to the permuted block, so a symmetric U is fixed by
 its blocks on the *sorted* tuples :math:`a_1 \\le \\dots \\le a_\\nu` (multisets), each of which
 only has to be symmetric under the permutations that leave the tuple unchanged (its stabiliser,
-the permutations among equal slots). Blocks of different multisets never overlap, so the bases
+the permutations among equal summands). Blocks of different multisets never overlap, so the bases
 of the multisets are mutually orthogonal and are simply stacked.
 
 For one multiset, the iterated Clebsch–Gordan couplings
@@ -71,7 +71,7 @@ def symmetric_coupling_basis(
     ----------
     irreps_in:
         V, e.g. ``"0e + 1o + 2e + 3o"`` or, with odd scalars, ``"0e+0o+1o+1e+2e+2o+3o+3e"``.
-        Multiplicities are allowed: each copy of an irrep is a separate slot.
+        Multiplicities are allowed: each copy of an irrep is a separate summand.
     irrep_out:
         The output irrep L^p, e.g. ``"0e"``, ``"1o"``, ``"2e"``.
     correlation:
@@ -138,17 +138,17 @@ def symmetric_coupling_basis(
     if irreps_in.dim == 0:
         raise ValueError(f"irreps_in must contain at least one irrep, got {str(irreps_in)!r}")
 
-    slots = [ir for mul, ir in irreps_in for _ in range(mul)]  # one entry per copy
+    summands = [ir for mul, ir in irreps_in for _ in range(mul)]  # one entry per copy
     starts = [0]
-    for ir in slots:
+    for ir in summands:
         starts.append(starts[-1] + ir.dim)
     dim, out_dim = irreps_in.dim, irrep_out.dim
     _check_size(irreps_in, irrep_out, correlation, 1)  # before any work: one column must fit
 
-    # 1. an orthonormal basis [2L+1, d_1, …, d_ν, k] for every multiset of slots
+    # 1. an orthonormal basis [2L+1, d_1, …, d_ν, k] for every multiset of summands
     blocks: list[tuple[tuple[int, ...], torch.Tensor]] = []
-    for multiset in itertools.combinations_with_replacement(range(len(slots)), correlation):
-        basis = _multiset_basis(multiset, [slots[a] for a in multiset], irrep_out)
+    for multiset in itertools.combinations_with_replacement(range(len(summands)), correlation):
+        basis = _multiset_basis(multiset, [summands[a] for a in multiset], irrep_out)
         if basis.shape[-1] > 0:
             blocks.append((multiset, basis))
     num_columns = sum(basis.shape[-1] for _, basis in blocks)
@@ -184,7 +184,7 @@ def _check_size(irreps_in: o3.Irreps, irrep_out: o3.Irrep, correlation: int, col
             f"the coupling basis for {irreps_in} -> {irrep_out} at correlation {correlation} "
             f"would be a dense tensor of at least {entries:,} entries ({irrep_out.dim} x "
             f"{irreps_in.dim}^{correlation} x {columns} columns), above the limit "
-            f"MAX_ENTRIES = {MAX_ENTRIES:,}; use fewer irreps, a smaller lmax or a lower "
+            f"MAX_ENTRIES = {MAX_ENTRIES:,}; use fewer irreps, a smaller max_ell or a lower "
             "correlation"
         )
 
@@ -193,8 +193,8 @@ def _matching_axes(ordering: tuple[int, ...], multiset: tuple[int, ...]) -> list
     """π with ``ordering[i] == multiset[π[i]]``: axis i of the placed block is axis π[i]."""
     unused = list(range(len(multiset)))
     axes = []
-    for slot in ordering:
-        position = next(r for r in unused if multiset[r] == slot)
+    for summand in ordering:
+        position = next(r for r in unused if multiset[r] == summand)
         unused.remove(position)
         axes.append(position)
     return axes
@@ -236,9 +236,9 @@ def _multiset_basis(
     multiset: tuple[int, ...], irreps: list[o3.Irrep], irrep_out: o3.Irrep
 ) -> torch.Tensor:
     """Orthonormal basis ``[2L+1, d_1, …, d_ν, k]`` of the equivariant block tensors on the
-    sorted slot tuple ``multiset`` (with irreps ``irreps``) that are symmetric under its
-    stabiliser, the permutations among equal slots. Two copies of the same irrep are different
-    slots and are not exchanged.
+    sorted summand tuple ``multiset`` (with irreps ``irreps``) that are symmetric under its
+    stabiliser, the permutations among equal summands. Two copies of the same irrep are different
+    summands and are not exchanged.
     """
     shape = [irrep_out.dim] + [ir.dim for ir in irreps]
     if math.prod(ir.p for ir in irreps) != irrep_out.p:
@@ -263,10 +263,10 @@ def _multiset_basis(
 
 
 def _symmetrise(tensors: torch.Tensor, multiset: tuple[int, ...]) -> torch.Tensor:
-    """Average ``tensors [n, 2L+1, d_1, …, d_ν]`` over the stabiliser of the slot tuple.
+    """Average ``tensors [n, 2L+1, d_1, …, d_ν]`` over the stabiliser of the summand tuple.
 
     The stabiliser of a sorted tuple is the product of the symmetric groups of its runs of
-    equal slots. Each is averaged with the factorisation
+    equal summands. Each is averaged with the factorisation
     :math:`P_k = \\frac{1}{k}\\big(1 + \\sum_{i<k} \\tau_{ik}\\big) P_{k-1}` (τ a transposition of
     axes, from the coset decomposition :math:`S_k = \\bigsqcup_i \\tau_{ik} S_{k-1}`), which
     costs ν(ν-1)/2 transpositions instead of ν! permutations.
