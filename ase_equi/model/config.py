@@ -26,8 +26,9 @@ BOUNDS: dict[str, tuple[float, float]] = {
 }
 MAX_INTERACTIONS = 8
 #: Bound on the monomials of the symmetric contraction, C(D + ν − 1, ν) with D = (max_ell + 1)²
-#: and ν = correlation: its index tables grow so (max_ell 6 with ν = 4, 270,725 monomials, takes
-#: 25 s and 1.4 GB to build). 50,000 admits max_ell 3 or 4 with ν ≤ 4 and max_ell ≤ 6 with ν ≤ 3.
+#: and ν = correlation: its index tables and coupling bases grow with this count, and so do the
+#: time and memory to build a model (max_ell 6 with ν = 4 has 270,725 monomials). 50,000 admits
+#: max_ell 3 or 4 with ν ≤ 4 and max_ell ≤ 6 with ν ≤ 3.
 MAX_MONOMIALS = 50_000
 MAX_RADIAL_LAYERS = 8
 MAX_RADIAL_WIDTH = 4096
@@ -138,7 +139,12 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__
+        self._check_types()
+        self._normalise_sequences()
+        self._check_values()
+
+    def _check_types(self) -> None:
+        """Types of the scalar fields, then their supported ranges (:data:`BOUNDS`)."""
         for name in INT_FIELDS:
             _check_int(name, getattr(self, name))
         for name in ("r_max", "avg_num_neighbors", "scale", "shift"):
@@ -156,6 +162,10 @@ class ModelConfig:
                 raise ValueError(
                     f"ModelConfig.{name} = {value!r} is outside the supported range {low}..{high}"
                 )
+
+    def _normalise_sequences(self) -> None:
+        """Lists to tuples of checked ints or floats; one correlation per interaction."""
+        set_ = object.__setattr__
         set_(self, "elements", _int_tuple("elements", self.elements, 118))
         set_(self, "radial_mlp", _int_tuple("radial_mlp", self.radial_mlp, MAX_RADIAL_LAYERS))
         corr = self.correlation
@@ -167,6 +177,9 @@ class ModelConfig:
             for e in energies:
                 _check_real("reference_energies", e)
             set_(self, "reference_energies", tuple(float(e) for e in energies))
+
+    def _check_values(self) -> None:
+        """Consistency between fields and the bounds that depend on several of them."""
         if not self.elements:
             raise ValueError("ModelConfig.elements is empty: a model needs at least one element")
         if len(set(self.elements)) != len(self.elements):
