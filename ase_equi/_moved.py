@@ -22,6 +22,9 @@ from collections.abc import Sequence
 # old module path -> new module path (each stage adds its own moves to its block)
 MOVED: dict[str, str] = {
     # --- neighbours/ and graph/ ---
+    "ase_equi.verlet_list": "ase_equi.neighbours.verlet",
+    "ase_equi.device_neighbours": "ase_equi.neighbours.device",
+    "ase_equi.resident_graph": "ase_equi.graph.resident",
     # --- io/ ---
     "ase_equi.io.mace_import": "ase_equi.io.mace.convert",
     "ase_equi.io.mace_pickle": "ase_equi.io.mace.reader",

@@ -14,12 +14,11 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .allocator import retain_freed_memory
 from .calculator_options import DTYPES, OPTIONS, check_options, head_of, refuse_unknown
-from .graph import atoms_to_graph
+from .graph import GraphSource, HostGraph, ResidentGraph
 from .io.model_file import LoadedModel
 from .loading import load_model
 from .model.gradients import energy_forces_stress
-from .resident_graph import ResidentGraph
-from .verlet_list import VerletNeighbourList
+from .neighbours import check_positions
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +47,22 @@ class EquivariantCalculator(Calculator):
     retain_memory:
         On CPU, keep freed tensor memory in the process heap for the next step instead of
         handing it back to the OS (:func:`ase_equi.allocator.retain_freed_memory`, a setting
-        of the whole process): 2.5× faster MD steps at 864 atoms on 2 cores, for a higher
-        peak RSS (4.2 instead of 3.2 GB).
+        of the whole process): faster steps for a higher peak RSS (measured in the README's
+        performance section and ``benchmarks/results/``).
     resident_graph:
         Keep the graph on the device between Verlet-list rebuilds, with the edges within
         ``r_max + skin`` unfiltered, so that a step uploads only positions and reads nothing
-        back before its results (:class:`ase_equi.resident_graph.ResidentGraph`). Default:
+        back before its results (:class:`ase_equi.graph.resident.ResidentGraph`). Default:
         on for GPUs, off on CPU (where the extra edges of the skin cost more than the
         per-step filtering). Same results up to the order of floating-point sums.
     chunk_mib:
         Memory threshold (MiB) on the largest intermediates of a model call: a structure whose
         per-receiver message and contraction products would be larger is evaluated in chunks
-        of atoms (a quarter of this size each) that are recomputed in the backward pass
-        (medium MACE-MP, float32, fcc Cu: 35 % more time at 2,048 atoms with
-        ``chunk_mib=128``; peak RSS grows by 0.6 MB per atom instead of 3.4). The default,
-        2048, leaves MD-sized systems unchunked (there: up to about 2,400 atoms); ``None``
-        never chunks.
+        of atoms (a quarter of this size each) that are recomputed in the backward pass: less
+        memory for more time (see the README's performance section). The default, 2048,
+        leaves MD-sized systems unchunked; ``None`` never chunks. It reaches the model as
+        ``max_chunk_bytes`` (bytes) on each graph
+        (:attr:`ase_equi.graph.tensors.Graph.max_chunk_bytes`).
     head:
         The output head of a model trained with several (a multi-head MACE file, or a model
         file that lists heads): its name, e.g. ``"pbe"``. ``None`` takes the model's default
@@ -94,9 +93,14 @@ class EquivariantCalculator(Calculator):
     tensile). Stress exists only for a cell of rank 3 (bulk, or a slab/wire in a finite box:
     then it is the exact strain derivative of the energy); otherwise it raises
     ``PropertyNotImplementedError``. Forces and stress are computed when first asked; once
-    asked, they are computed in every later pass of the same calculator, so MD, a relaxation
-    or an NPT run costs one model evaluation per geometry, and energy-only use (Monte Carlo)
-    never pays for a backward pass.
+    asked, they are computed in every later pass of the same calculator (the set
+    ``derivatives``), so MD, a relaxation or an NPT run costs one model evaluation per
+    geometry, and energy-only use (Monte Carlo) never pays for a backward pass.
+
+    The graph of each geometry comes from one source chosen when the options are set
+    (``graph_source``): :class:`~ase_equi.graph.build.HostGraph` (a Verlet list on the host,
+    filtered to the cutoff) or :class:`~ase_equi.graph.resident.ResidentGraph` (kept on the
+    device); each owns the calculator's only Verlet list (``graph_source.neighbours``).
 
     Examples
     --------
@@ -167,8 +171,8 @@ class EquivariantCalculator(Calculator):
             chunk_mib=chunk_mib,
             head=head,
         )
-        self._stress_wanted = False
-        self._forces_wanted = False
+        # the derivatives asked so far ("forces", "stress"), computed in every later pass
+        self.derivatives: set[str] = set()
         self.model_calls = 0
         self._configure(reload=True)
         self._ready = True
@@ -224,22 +228,20 @@ class EquivariantCalculator(Calculator):
                 "with EquivariantCalculator(..., retain_memory=False)"
             )
         loaded = self._load(device, dtype) if reload else self.loaded
-        config = loaded.config
+        chunk_mib = p["chunk_mib"]
+        max_chunk_bytes = None if chunk_mib is None else int(chunk_mib * 2**20)
         resident_graph = p["resident_graph"]
         if resident_graph is None:
             resident_graph = device.type != "cpu" and p["skin"] > 0
-        neighbours = VerletNeighbourList(config.r_max, p["skin"])
-        resident = (
-            ResidentGraph(
-                config.elements,
-                config.r_max,
-                p["skin"],
-                dtype=dtype,
-                device=device,
-                model_name=f"model '{loaded.name}'",
-            )
-            if resident_graph
-            else None
+        source_class = ResidentGraph if resident_graph else HostGraph
+        graph_source: GraphSource = source_class(
+            loaded.config.elements,
+            loaded.config.r_max,
+            p["skin"],
+            dtype=dtype,
+            device=device,
+            model_name=f"model '{loaded.name}'",
+            max_chunk_bytes=max_chunk_bytes,
         )
         # every check passed: apply
         self.loaded = loaded
@@ -247,9 +249,7 @@ class EquivariantCalculator(Calculator):
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.device, self.torch_dtype = device, dtype
-        self.neighbours, self.resident = neighbours, resident
-        chunk_mib = p["chunk_mib"]
-        self.max_chunk_bytes = None if chunk_mib is None else int(chunk_mib * 2**20)
+        self.graph_source, self.max_chunk_bytes = graph_source, max_chunk_bytes
         head = head_of(loaded)
         if head is not None:
             p["head"] = head  # the head used, also when the model's default was taken
@@ -279,23 +279,18 @@ class EquivariantCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         rank3 = bool(atoms.cell.rank == 3)
-        if "stress" in properties:
-            if not rank3:
-                raise PropertyNotImplementedError(
-                    f"stress needs a cell of rank 3; this cell has rank {atoms.cell.rank} "
-                    "(pbc " + str(atoms.pbc.tolist()) + "): give the slab, wire or molecule a box"
-                )
-            self._stress_wanted = True
-        want_stress = self._stress_wanted and rank3
+        if "stress" in properties and not rank3:
+            raise PropertyNotImplementedError(
+                f"stress needs a cell of rank 3; this cell has rank {atoms.cell.rank} "
+                "(pbc " + str(atoms.pbc.tolist()) + "): give the slab, wire or molecule a box"
+            )
         # forces (one backward pass) from the first time they are asked on: an energy-only
         # user (Monte Carlo, screening) never pays for them, and in MD or a relaxation
         # energy and forces of a geometry cost one model call
-        if "forces" in properties:
-            self._forces_wanted = True
-        want_forces = self._forces_wanted or want_stress
-
-        if want_stress and not abs(atoms.cell.volume) > 0:
-            raise ValueError("stress needs a cell of rank 3; this cell has zero volume")
+        self.derivatives |= {"forces", "stress"} & set(properties)
+        want_stress = "stress" in self.derivatives and rank3
+        want_forces = "forces" in self.derivatives or want_stress
+        check_positions(atoms.positions)
         if len(atoms) == 0:  # no atoms, no energy: nothing to evaluate
             self.results = {"energy": 0.0, "free_energy": 0.0, "energies": np.zeros(0)}
             if want_forces:
@@ -303,43 +298,21 @@ class EquivariantCalculator(Calculator):
             if want_stress:
                 self.results["stress"] = np.zeros(6)
             return
-        extra: dict[str, Any] = {}
-        if self.resident is not None:
-            graph, layout, groups = self.resident.update(atoms)
-            extra = {"layout": layout, "groups": groups, "check_volume": False}  # checked above
-        else:
-            graph = atoms_to_graph(
-                atoms,
-                self.loaded.config.elements,
-                self.loaded.config.r_max,
-                dtype=self.torch_dtype,
-                device=self.device,
-                model_name=f"model '{self.loaded.name}'",
-                neighbours=self._neighbour_list(atoms),
-            )
-        out = energy_forces_stress(
-            self.model,
-            graph,
-            forces=want_forces,
-            stress=want_stress,
-            max_chunk_bytes=self.max_chunk_bytes,
-            **extra,
-        )
+        graph = self.graph_source.update(atoms)
+        out = energy_forces_stress(self.model, graph, forces=want_forces, stress=want_stress)
         self.model_calls += 1
+        self._store(out, forces=want_forces, stress=want_stress)
+
+    def _store(self, out: dict[str, torch.Tensor], *, forces: bool, stress: bool) -> None:
+        """Model outputs → ``self.results`` (numpy, float64; ASE's shapes and Voigt order)."""
         energies = out["node_energies"].detach().cpu().double().numpy()
         energy = float(energies.sum())  # accumulated in float64, whatever the model's dtype
         self.results = {"energy": energy, "free_energy": energy, "energies": energies}
-        if want_forces:
+        if forces:
             self.results["forces"] = out["forces"].detach().cpu().double().numpy().reshape(-1, 3)
-        if want_stress:
+        if stress:
             sigma = out["stress"][0].detach().cpu().double().numpy()
             self.results["stress"] = full_3x3_to_voigt_6_stress(sigma)
         for key in ("energies", "forces"):
             if key in self.results and not np.isfinite(self.results[key]).all():
                 raise FloatingPointError(f"model produced non-finite {key} for this structure")
-
-    def _neighbour_list(self, atoms: Atoms):
-        # NaN/inf positions: no list, so that atoms_to_graph raises its error naming the atom
-        if not np.isfinite(atoms.positions).all():
-            return None
-        return self.neighbours.update(atoms)

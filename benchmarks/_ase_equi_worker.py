@@ -8,7 +8,7 @@ One JSON request (first argument or stdin), one marked JSON result line on stdou
 ``time``
     Load the MACE ``.model`` file with ``EquivariantCalculator`` (safe reader, no mace import)
     and time MD-like calls on fcc Cu (see ``_bench_common.time_md_calls``). The data
-    preparation alone is ``ase_equi.graph.atoms_to_graph`` with the calculator's arguments
+    preparation alone is the calculator's graph source (``ase_equi.graph``) with its arguments
     (Verlet-skin neighbour list, as the calculator keeps it between MD steps, + tensors).
 """
 
@@ -49,8 +49,6 @@ def info(request: dict[str, Any]) -> dict[str, Any]:
 def time_calls(request: dict[str, Any]) -> dict[str, Any]:
     """Time EquivariantCalculator on ``4 n_cells³`` Cu atoms in one mode."""
     from ase_equi import EquivariantCalculator
-    from ase_equi.graph import atoms_to_graph
-    from ase_equi.verlet_list import VerletNeighbourList
 
     torch.set_num_threads(request["threads"])
     device = request["device"]
@@ -61,33 +59,21 @@ def time_calls(request: dict[str, Any]) -> dict[str, Any]:
     atoms.calc = calc
     config = calc.loaded.config
 
-    # the data preparation as the calculator does it, with instances of its own: on CPU a
-    # Verlet-skin list built once on the lattice and filtered per call, then the tensors; with
-    # a resident graph (GPU default) the upload of the positions (and, at a rebuild, the graph)
-    if calc.resident is not None:
-        from ase_equi.resident_graph import ResidentGraph
+    # the data preparation as the calculator does it, with a graph source of the same kind as
+    # the calculator's own: on CPU a Verlet-skin list built once on the lattice and filtered
+    # per call, then the tensors; with a resident graph (GPU default) the upload of the
+    # positions (and, at a rebuild, the graph)
+    source = type(calc.graph_source)(
+        config.elements,
+        config.r_max,
+        calc.graph_source.neighbours.skin,
+        dtype=calc.torch_dtype,
+        device=calc.device,
+    )
+    source.update(atoms)
 
-        resident = ResidentGraph(config.elements, config.r_max, calc.neighbours.skin,
-                                 dtype=calc.torch_dtype, device=calc.device)
-        resident.update(atoms)
-
-        def prepare(atoms: ase.Atoms) -> int:
-            graph, _, _ = resident.update(atoms)
-            return int(graph.senders.shape[0])
-    else:
-        verlet = VerletNeighbourList(config.r_max, calc.neighbours.skin)
-        verlet.update(atoms)
-
-        def prepare(atoms: ase.Atoms) -> int:
-            graph = atoms_to_graph(
-                atoms,
-                config.elements,
-                config.r_max,
-                dtype=calc.torch_dtype,
-                device=calc.device,
-                neighbours=verlet.update(atoms),
-            )
-            return int(graph.senders.shape[0])
+    def prepare(atoms: ase.Atoms) -> int:
+        return int(source.update(atoms).senders.shape[0])
 
     cuda = device == "cuda"
 
@@ -113,7 +99,7 @@ def time_calls(request: dict[str, Any]) -> dict[str, Any]:
         cuda_peak_mib=torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         threads=torch.get_num_threads(),
         model_calls=calc.model_calls,
-        resident_graph=calc.resident is not None,
+        resident_graph=type(calc.graph_source).__name__ == "ResidentGraph",
     )
     return out
 

@@ -22,6 +22,7 @@ from mace_data import DATA
 
 from ase_equi import EquivariantCalculator
 from ase_equi.calculator import OPTIONS
+from ase_equi.graph import ResidentGraph
 
 # ---------------------------------------------------------------------------------------------
 # head=
@@ -114,15 +115,15 @@ def test_set_takes_effect(structure, model_path):
     calls = calc.model_calls
 
     calc.set(skin=0.0)
-    assert calc.neighbours.skin == 0.0
+    assert calc.graph_source.neighbours.skin == 0.0
     calc.set(chunk_mib=64)
     assert calc.max_chunk_bytes == 64 * 2**20
     calc.set(chunk_mib=None)
     assert calc.max_chunk_bytes is None
     calc.set(skin=0.5, resident_graph=True)
-    assert calc.resident is not None and calc.neighbours.skin == 0.5
+    assert isinstance(calc.graph_source, ResidentGraph) and calc.graph_source.neighbours.skin == 0.5
     calc.set(resident_graph=False)
-    assert calc.resident is None
+    assert not isinstance(calc.graph_source, ResidentGraph)
 
     calc.set(dtype="float32")
     assert calc.results == {}  # a change clears the results

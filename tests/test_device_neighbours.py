@@ -7,8 +7,8 @@ import pytest
 from ase.build import bulk, fcc111, molecule
 from conftest import STRUCTURES, make_structure
 
-from ase_equi.device_neighbours import _batches, device_neighbour_list
 from ase_equi.neighbours import neighbour_list_from_atoms
+from ase_equi.neighbours.device import _batches, device_neighbour_list
 
 
 def _edges(senders, receivers, shifts) -> list:
@@ -43,7 +43,7 @@ def test_same_edges_as_the_host_list(name, cutoff):
 def test_small_batches_give_the_same_edges(monkeypatch):
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
     whole = _edges(*device_neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, 5.0))
-    monkeypatch.setattr("ase_equi.device_neighbours.PAIRS_PER_BATCH", 50)
+    monkeypatch.setattr("ase_equi.neighbours.device.PAIRS_PER_BATCH", 50)
     batched = _edges(*device_neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, 5.0))
     assert batched == whole
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import numpy as np
 import pytest
@@ -10,8 +11,8 @@ import torch
 from conftest import STRUCTURES, make_structure
 
 from ase_equi import EquivariantCalculator
+from ase_equi.graph import HostGraph, ResidentGraph
 from ase_equi.model.gradients import energy_forces_stress
-from ase_equi.resident_graph import ResidentGraph
 
 
 @pytest.mark.parametrize("device_list", [False, True], ids=["host-list", "torch-list"])
@@ -23,9 +24,10 @@ def test_resident_graph_gives_the_filtered_results(loaded_model, name, device_li
     atoms = make_structure(name)
     filtered = EquivariantCalculator(loaded_model, dtype="float64", skin=0.8)
     resident = EquivariantCalculator(loaded_model, dtype="float64", skin=0.8, resident_graph=True)
-    assert resident.resident is not None and filtered.resident is None
+    assert isinstance(resident.graph_source, ResidentGraph)
+    assert isinstance(filtered.graph_source, HostGraph)
     config = loaded_model.config
-    resident.resident = ResidentGraph(config.elements, config.r_max, 0.8, dtype=torch.float64,
+    resident.graph_source = ResidentGraph(config.elements, config.r_max, 0.8, dtype=torch.float64,
                                       device="cpu", device_list=device_list)
     stress = atoms.cell.rank == 3
     rng = np.random.default_rng(5)
@@ -46,10 +48,11 @@ def test_resident_graph_gives_the_filtered_results(loaded_model, name, device_li
         for key, value in results[0].items():
             np.testing.assert_allclose(results[1][key], value, rtol=1e-10, atol=1e-10,
                                        err_msg=f"{name} step {step} {key}")
-        graph = resident.resident.graph
-        kept = filtered.neighbours.update(atoms).senders.shape[0]
+        graph = resident.graph_source.graph
+        kept = filtered.graph_source.neighbours.update(atoms).senders.shape[0]
         extra_edges = max(extra_edges, graph.senders.shape[0] - kept)
-    assert resident.resident.uploads < resident.resident.neighbours.calls  # the graph was reused
+    source = resident.graph_source
+    assert source.uploads < source.neighbours.calls  # the graph was reused
     if len(atoms) > 1 or atoms.cell.rank == 3:
         assert extra_edges > 0  # the skin edges really were in the graph, with zero weight
 
@@ -84,18 +87,18 @@ def test_a_resident_step_reads_nothing_back(loaded_model):
     atoms = make_structure("bulk")
     resident = ResidentGraph(loaded_model.config.elements, loaded_model.config.r_max, 0.8,
                              dtype=torch.float64, device="cpu")
-    graph, layout, groups = resident.update(atoms)  # a build may read sizes back
+    graph = resident.update(atoms)  # a build may read sizes back
     atoms.positions += 0.01
-    graph, layout, groups = resident.update(atoms)
+    graph = resident.update(atoms)
     assert resident.uploads == 1
     with no_host_reads():
-        out = energy_forces_stress(loaded_model.model, graph, forces=True, stress=True,
-                                   layout=layout, groups=groups, check_volume=False)
+        out = energy_forces_stress(loaded_model.model, graph, forces=True, stress=True)
     assert torch.isfinite(out["forces"]).all() and torch.isfinite(out["stress"]).all()
 
     # the guard does catch the reads of the ordinary path (layout and groups built per call)
     with pytest.raises(AssertionError, match="host read"), no_host_reads():
-        energy_forces_stress(loaded_model.model, graph, forces=True, stress=True)
+        ordinary = dataclasses.replace(graph, layout=None, groups=None, volumes=None)
+        energy_forces_stress(loaded_model.model, ordinary, forces=True, stress=True)
 
 
 def test_resident_graph_errors(loaded_model):

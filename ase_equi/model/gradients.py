@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ..graph import Graph, edge_vectors
-from .product import ElementGroups
-from .tensor_product import NeighbourLayout
+from ..graph.tensors import Graph, edge_vectors
 
 
 def energy_forces_stress(
@@ -30,10 +28,6 @@ def energy_forces_stress(
     forces: bool = True,
     stress: bool = False,
     training: bool = False,
-    layout: NeighbourLayout | None = None,
-    groups: ElementGroups | None = None,
-    check_volume: bool = True,
-    max_chunk_bytes: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Energies, and on request forces and stress, of a graph batch.
 
@@ -41,28 +35,29 @@ def energy_forces_stress(
     ----------
     model:
         Maps ``(elements, edge_vectors, senders, receivers, batch, num_graphs)`` to a dict with
-        ``energy [G]`` and ``node_energies [n]``.
+        ``energy [G]`` and ``node_energies [n]``; it also gets the graph's ``layout``,
+        ``groups`` and ``max_chunk_bytes`` as keywords where the graph has them
+        (:class:`~ase_equi.model.mace.MaceModel` builds the first two itself otherwise).
     graph:
-        Positions, cells and neighbour list (see ``ase_equi.graph``).
+        Positions, cells and neighbour list (see :mod:`ase_equi.graph.tensors`). With its
+        ``layout``, ``groups`` and ``volumes`` given (a graph kept on the device), the whole
+        pass reads nothing back from the device.
     forces, stress:
-        What to differentiate. Stress needs every graph's cell to have rank 3.
+        What to differentiate. Stress needs every graph's cell to have a nonzero volume
+        (checked on ``graph.volumes``, or on ``cell`` when they are not known).
     training:
         Keep the graph of the derivatives (``create_graph``) so a loss on forces or stress can be
         back-propagated to the weights.
-    layout, groups:
-        Passed to the model (:class:`~ase_equi.model.mace.MaceModel`): kept by a caller that
-        reuses the graph between calls.
-    check_volume:
-        Refuse a zero-volume cell when stress is asked (a host read of the volume). A caller
-        that checked the cell on the host passes False, and then with ``layout`` and
-        ``groups`` the whole pass reads nothing back from the device.
-    max_chunk_bytes:
-        Memory bound passed to the model (evaluation in recomputed chunks of receivers).
 
     Returns
     -------
     dict with ``energy [G]``, ``node_energies [n]`` (eV), and ``forces [n, 3]`` (eV/Å),
     ``stress [G, 3, 3]`` (eV/Å³) when asked.
+
+    Raises
+    ------
+    ValueError
+        Stress asked for a cell of zero volume.
     """
     base = graph.positions.detach()  # [n, 3]
     if forces:
@@ -72,8 +67,7 @@ def energy_forces_stress(
         positions, cell = base, graph.cell
         if stress:
             volume = torch.linalg.det(cell).abs()  # [G]
-            if check_volume and bool((volume <= 0).any()):
-                raise ValueError("stress needs a cell of rank 3; this cell has zero volume")
+            _check_volumes(graph, volume)
             displacement = torch.zeros_like(cell).requires_grad_(True)  # [G, 3, 3]
             strain = 0.5 * (displacement + displacement.transpose(1, 2))
             positions = positions + torch.einsum("ni,nij->nj", positions, strain[graph.batch])
@@ -82,7 +76,11 @@ def energy_forces_stress(
         vectors = edge_vectors(
             positions, cell, graph.shifts, graph.senders, graph.receivers, graph.batch
         )
-        given = {"layout": layout, "groups": groups, "max_chunk_bytes": max_chunk_bytes}
+        given = {
+            "layout": graph.layout,
+            "groups": graph.groups,
+            "max_chunk_bytes": graph.max_chunk_bytes,
+        }
         extra = {k: v for k, v in given.items() if v is not None}
         out = model(
             graph.elements,
@@ -114,3 +112,14 @@ def energy_forces_stress(
     if stress:
         result["stress"] = grads[-1] / volume.view(-1, 1, 1)
     return result
+
+
+def _check_volumes(graph: Graph, volume: torch.Tensor) -> None:
+    """``ValueError`` if a cell has zero volume: on the host volumes where the graph has them
+    (no read from the device), else on ``volume [G]`` (one read)."""
+    if graph.volumes is not None:
+        flat = min(graph.volumes, default=1.0) <= 0
+    else:
+        flat = bool((volume <= 0).any())
+    if flat:
+        raise ValueError("stress needs a cell of rank 3; this cell has zero volume")

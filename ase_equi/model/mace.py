@@ -19,13 +19,13 @@ from __future__ import annotations
 import torch
 from e3nn import o3
 
+from ..graph.layout import ElementGroups, NeighbourLayout
 from .config import ModelConfig
 from .interaction import InteractionBlock
-from .product import ElementGroups, ProductBasis
+from .product import ProductBasis
 from .radial import RadialEmbedding
 from .readout import LinearReadout, NonLinearReadout
 from .spherical import edge_spherical_harmonics
-from .tensor_product import NeighbourLayout
 
 
 class ElementEmbedding(torch.nn.Module):

@@ -33,6 +33,7 @@ import math
 import torch
 from e3nn import o3
 
+from ..graph.layout import ElementGroups
 from .chunking import node_ranges, run_chunk
 from .coupling import symmetric_coupling_basis
 
@@ -76,26 +77,6 @@ def fold_symmetric(coupling: torch.Tensor, dim: int, order: int) -> torch.Tensor
     target, _ = monomial_map(dim, order)
     folded = torch.zeros(math.comb(dim + order - 1, order), m, k, dtype=coupling.dtype)
     return folded.index_add_(0, target, flat.transpose(0, 1))
-
-
-class ElementGroups:
-    """The nodes of a graph grouped by element, for the per-element contraction weights.
-
-    ``present`` lists the element indices that occur (host ints, ascending) and ``nodes[k]``
-    the node indices of ``present[k]`` (``None`` when all nodes are of one element). Built once
-    per graph, with one host read (the set of elements), and shared by every contraction of
-    every layer; a caller that keeps a graph between steps keeps its groups too.
-    """
-
-    def __init__(self, elements: torch.Tensor) -> None:
-        present = torch.unique(elements)
-        self.present: list[int] = present.tolist()  # the one host read
-        self.index = present  # [n_present] on the device
-        self.single = len(self.present) == 1
-        self.nodes: list[torch.Tensor | None] = [
-            None if self.single else torch.nonzero(elements == z).squeeze(1)
-            for z in self.present
-        ]
 
 
 class SymmetricContraction(torch.nn.Module):

@@ -27,7 +27,8 @@ from typing import Any
 import ase
 import numpy as np
 
-from .neighbours import COINCIDENT_DISTANCE, NeighbourList, neighbour_list
+from .cell import COINCIDENT_DISTANCE
+from .host import NeighbourList, neighbour_list
 
 # (positions [n, 3], cell [3, 3], pbc [3], cutoff) -> a neighbour list of some kind
 Builder = Callable[[np.ndarray, np.ndarray, np.ndarray, float], Any]
@@ -38,8 +39,9 @@ def _host_build(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff
 
 
 def _canonical(nl: NeighbourList) -> NeighbourList:
-    order = np.lexsort((nl.shifts[:, 2], nl.shifts[:, 1], nl.shifts[:, 0], nl.receivers,
-                        nl.senders))
+    order = np.lexsort(
+        (nl.shifts[:, 2], nl.shifts[:, 1], nl.shifts[:, 0], nl.receivers, nl.senders)
+    )
     return NeighbourList(
         senders=np.ascontiguousarray(nl.senders[order]),
         receivers=np.ascontiguousarray(nl.receivers[order]),
@@ -88,7 +90,7 @@ class VerletNeighbourList:
         second value is True. ``build(positions, cell, pbc, cutoff)`` makes the list (default:
         matscipy on the host, a :class:`NeighbourList`); whatever it returns is kept and
         returned as it is, e.g. device tensors from
-        :func:`~ase_equi.device_neighbours.device_neighbour_list`.
+        :func:`~ase_equi.neighbours.device.device_neighbour_list`.
         """
         self.calls += 1
         positions = np.asarray(atoms.positions, dtype=float)
@@ -111,7 +113,10 @@ class VerletNeighbourList:
         return moved <= 0.5 * self.skin and (self.skin > 0 or moved == 0.0)
 
     def _rebuild(
-        self, atoms: ase.Atoms, positions: np.ndarray, cell: np.ndarray,
+        self,
+        atoms: ase.Atoms,
+        positions: np.ndarray,
+        cell: np.ndarray,
         build: Builder | None = None,
     ) -> None:
         build = build or _host_build

@@ -9,17 +9,18 @@ rebuilds, everything but the positions on the device:
   now beyond ``r_max`` stay in the graph, where the radial envelope (exactly zero for
   r ≥ r_max, with its derivative) gives them zero weight, so energies, forces and stress are
   those of the filtered graph up to the order of floating-point sums;
-- the per-receiver layout (:class:`~ase_equi.model.tensor_product.NeighbourLayout`) and the
-  element groups (:class:`~ase_equi.model.product.ElementGroups`), whose construction reads
-  sizes back from the device once per build.
+- the per-receiver layout (:class:`~ase_equi.graph.layout.NeighbourLayout`) and the
+  element groups (:class:`~ase_equi.graph.layout.ElementGroups`), kept on the graph, whose
+  construction reads sizes back from the device once per build.
 
 A step then uploads the positions (``[n, 3]``) and runs the model with no read from the
 device until the results are copied back. On a GPU the rebuilds themselves run there too
-(:func:`~ase_equi.device_neighbours.device_neighbour_list`), so that the edges are never
+(:func:`~ase_equi.neighbours.device.device_neighbour_list`), so that the edges are never
 uploaded; on CPU the host list (matscipy) is used. The price is the edges within the skin: about
 ``((r_max + skin) / r_max)³`` times as many (1.6× for 6 Å and a 1 Å skin). That is why the
-CPU path, where the cost follows the edges, filters instead (the calculator uses this class
-on GPUs by default, and on CPU only when asked).
+CPU path, where the cost follows the edges, filters instead
+(:class:`~ase_equi.graph.build.HostGraph`; the calculator uses this class on GPUs by default,
+and on CPU only when asked). This class owns the only Verlet list in that mode.
 """
 
 from __future__ import annotations
@@ -31,12 +32,9 @@ import ase
 import numpy as np
 import torch
 
-from .device_neighbours import device_neighbour_list
-from .graph import Graph, atoms_to_graph
-from .model.product import ElementGroups
-from .model.tensor_product import NeighbourLayout
-from .neighbours import NeighbourList
-from .verlet_list import VerletNeighbourList
+from ..neighbours import NeighbourList, VerletNeighbourList, device_neighbour_list
+from .build import atoms_to_graph
+from .tensors import Graph
 
 
 class ResidentGraph:
@@ -57,6 +55,8 @@ class ResidentGraph:
     device_list:
         Build the neighbour list on ``device`` with torch (default: when it is not the CPU)
         rather than with matscipy on the host.
+    max_chunk_bytes:
+        Memory bound of the model call, put on every graph (``None``: no bound).
     """
 
     def __init__(
@@ -69,6 +69,7 @@ class ResidentGraph:
         device: torch.device | str,
         model_name: str = "model",
         device_list: bool | None = None,
+        max_chunk_bytes: int | None = None,
     ) -> None:
         if not skin > 0:
             raise ValueError(f"a resident graph needs a Verlet skin > 0 Å, got {skin}")
@@ -78,48 +79,45 @@ class ResidentGraph:
         if device_list is None:
             device_list = self.device.type != "cpu"
         self.device_list = device_list
+        self.max_chunk_bytes = max_chunk_bytes
         self.graph: Graph | None = None
-        self.layout: NeighbourLayout | None = None
-        self.groups: ElementGroups | None = None
         self.uploads = 0  # graph uploads (= Verlet-list builds)
 
-    def update(self, atoms: ase.Atoms) -> tuple[Graph, NeighbourLayout, ElementGroups]:
-        """Graph, layout and groups for the current positions of ``atoms``.
+    def update(self, atoms: ase.Atoms) -> Graph:
+        """The graph, with its layout and groups, for the current positions of ``atoms``.
 
-        Raises ``ValueError`` (from :func:`~ase_equi.graph.atoms_to_graph`) for non-finite
-        positions, unknown elements or coincident atoms at a build.
+        Raises ``ValueError`` (from the neighbour list or
+        :func:`~ase_equi.graph.build.atoms_to_graph`) for non-finite positions, unknown
+        elements or coincident atoms at a build; non-finite positions always rebuild.
         """
-        if not np.isfinite(atoms.positions).all():
-            atoms_to_graph(atoms, self.elements, self.r_max, model_name=self.model_name)
         build = self._device_build if self.device_list else None
         candidates, rebuilt = self.neighbours.candidates(atoms, build)
         if rebuilt or self.graph is None:
-            self.graph = atoms_to_graph(
+            graph = atoms_to_graph(
                 atoms,
                 self.elements,
                 self.r_max,
                 dtype=self.dtype,
                 device=self.device,
                 model_name=self.model_name,
-                neighbours=NO_EDGES if self.device_list else candidates,
+                neighbours=NO_EDGES,
+                max_chunk_bytes=self.max_chunk_bytes,
             )
             if self.device_list:  # the edges are already device tensors
                 senders, receivers, shifts = candidates
-                self.graph = dataclasses.replace(
-                    self.graph, senders=senders, receivers=receivers, shifts=shifts.to(self.dtype)
+            else:
+                senders, receivers, shifts = (
+                    torch.as_tensor(np.ascontiguousarray(x), device=self.device)
+                    for x in (candidates.senders, candidates.receivers, candidates.shifts)
                 )
-            self.layout = NeighbourLayout(
-                self.graph.senders, self.graph.receivers, self.graph.num_atoms
-            )
-            self.groups = ElementGroups(self.graph.elements)
+            self.graph = graph.with_edges(senders, receivers, shifts.to(self.dtype))
             self.uploads += 1
         else:
             positions = torch.as_tensor(
                 np.ascontiguousarray(atoms.positions), dtype=self.dtype, device=self.device
             )
             self.graph = dataclasses.replace(self.graph, positions=positions)
-        assert self.layout is not None and self.groups is not None
-        return self.graph, self.layout, self.groups
+        return self.graph
 
     def _device_build(
         self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float

@@ -1,4 +1,4 @@
-"""Neighbour lists for any periodicity, built on matscipy.
+"""Neighbour lists on the host for any periodicity, built on matscipy.
 
 Convention
 ----------
@@ -22,17 +22,13 @@ This is matscipy's ``neighbour_list('ijS', ...)`` with senders = i and receivers
   exceeds the cell size;
 - edges are sorted by sender, but not by receiver within one sender.
 
-Non-periodic directions need no cell vector (a zero row is fine): the search runs in a
-temporary box whose non-periodic vectors are orthogonal to the periodic ones and sized by the
-extent of the atoms along them, never by their distance from the origin, so a molecule far
-from the origin costs the same as one at the origin.
+Non-periodic directions need no cell vector (a zero row is fine); the inputs are checked and
+the search cell is built in :mod:`ase_equi.neighbours.cell`.
 
 Cost bounds
 -----------
-- A periodic cell much thinner than the cutoff needs ``ceil(cutoff / height)`` images on each
-  side along the thin direction; more than ``MAX_PERIODIC_IMAGES`` lattice shifts in all (or
-  more than ``MAX_IMAGE_ATOMS`` atom images) is refused before anything is allocated, with a
-  ``ValueError`` naming the cell height, the cutoff and the number of images.
+- A periodic cell far thinner than the cutoff is refused before anything is allocated
+  (:func:`~ase_equi.neighbours.cell.check_periodic_images`).
 - Few atoms in a large box (matscipy bins the whole box, so its time and memory follow the box
   volume, not the atoms): a periodic direction with a vacuum gap of at least the cutoff between
   the atoms' periodic images is searched as a non-periodic one (no pair can cross the gap), and
@@ -50,18 +46,18 @@ import ase
 import numpy as np
 from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
 
+from .cell import (
+    COINCIDENT_DISTANCE,
+    PADDING,
+    check_periodic_images,
+    plane_spacings,
+    row_norms,
+    search_cell,
+    validate_inputs,
+)
+
 __all__ = ["NeighbourList", "neighbour_list", "neighbour_list_from_atoms"]
 
-# Atoms closer than this (Å) are treated as coincident, which no potential can evaluate.
-COINCIDENT_DISTANCE = 1e-8
-# Empty space (Å) added on both sides of the atoms along non-periodic directions.
-_PADDING = 1.0
-# Relative tolerance below which periodic cell vectors count as linearly dependent.
-_RANK_TOLERANCE = 1e-10
-# Lattice shifts a search may examine (product over periodic directions of 2 ceil(rc / h) + 1).
-MAX_PERIODIC_IMAGES = 100_000
-# Atom images a search may examine (atoms x lattice shifts).
-MAX_IMAGE_ATOMS = 2**27
 # A search box with more cutoff-sized bins than this per atom is searched pair by pair ...
 SPARSE_BINS_PER_ATOM = 64
 # ... for up to this many atoms (n^2 x shifts distances, in chunks of _DIRECT_CHUNK_PAIRS).
@@ -149,9 +145,9 @@ def neighbour_list(
     >>> len(nl), int(np.abs(nl.shifts).sum(axis=1).max())
     (6, 1)
     """
-    positions_nc, cell_cc, pbc_c, cutoff = _validate(positions, cell, pbc, cutoff)
+    positions_nc, cell_cc, pbc_c, cutoff = validate_inputs(positions, cell, pbc, cutoff)
     n_atoms = positions_nc.shape[0]
-    search_cell_cc = _search_cell(positions_nc, cell_cc, pbc_c, cutoff)
+    search_cell_cc = search_cell(positions_nc, cell_cc, pbc_c, cutoff)
     if n_atoms == 0:
         return _as_neighbour_list(np.empty(0), np.empty(0), np.empty((0, 3)))
     check_periodic_images(search_cell_cc, pbc_c, cutoff, n_atoms)
@@ -167,7 +163,7 @@ def neighbour_list(
             unwrap_nc[:, axis] = moves_n
             pbc_c = pbc_c.copy()
             pbc_c[axis] = False
-            search_cell_cc = _search_cell(positions_nc, cell_cc, pbc_c, cutoff)
+            search_cell_cc = search_cell(positions_nc, cell_cc, pbc_c, cutoff)
     nl = _search(positions_nc, search_cell_cc, pbc_c, cutoff)
     if not unwrap_nc.any():
         return nl
@@ -188,8 +184,8 @@ def _search(
     # Cartesian terms, well inside [0, L) since L = extent + cutoff + 2 padding.
     fractional_nc = np.linalg.solve(search_cell_cc.T, positions_nc.T).T
     offsets_nc = np.where(pbc_c, np.floor(fractional_nc), 0.0)
-    lengths_c = _row_norms(search_cell_cc)
-    translation_c = np.where(pbc_c, 0.0, fractional_nc.min(axis=0) - _PADDING / lengths_c)
+    lengths_c = row_norms(search_cell_cc)
+    translation_c = np.where(pbc_c, 0.0, fractional_nc.min(axis=0) - PADDING / lengths_c)
     inside_nc = positions_nc - (offsets_nc + translation_c) @ search_cell_cc
 
     if _is_sparse(search_cell_cc, cutoff, len(inside_nc)) and len(inside_nc) <= DIRECT_MAX_ATOMS:
@@ -220,43 +216,6 @@ def _search(
     return _as_neighbour_list(i_p[keep_p], j_p[keep_p], shifts_pc[keep_p])
 
 
-def check_periodic_images(
-    search_cell_cc: np.ndarray, pbc_c: np.ndarray, cutoff: float, n_atoms: int
-) -> None:
-    """Refuse a search that needs too many periodic images (a cell far thinner than the cutoff).
-
-    Along periodic direction i, lattice planes are ``h_i = V / |a_j x a_k|`` apart (Å), and
-    shifts up to ``k_i = ceil(cutoff / h_i)`` can bring an image within the cutoff.
-
-    Raises
-    ------
-    ValueError
-        If ``prod(2 k_i + 1)`` exceeds ``MAX_PERIODIC_IMAGES`` or ``n_atoms`` times it exceeds
-        ``MAX_IMAGE_ATOMS``; the message names the thinnest direction, its height and the
-        cutoff.
-    """
-    heights_c = _plane_spacings(search_cell_cc)
-    reach_c = np.where(pbc_c, np.ceil(cutoff / heights_c), 0.0)
-    images = float(np.prod(2.0 * reach_c + 1.0))
-    if images <= MAX_PERIODIC_IMAGES and images * n_atoms <= MAX_IMAGE_ATOMS:
-        return
-    axis = int(np.argmax(reach_c))
-    raise ValueError(
-        f"periodic cell height along cell vector {axis} is {heights_c[axis]:.4g} Å, far below "
-        f"the neighbour-list cutoff {cutoff:g} Å: the search would need {int(reach_c[axis])} "
-        f"periodic images on each side along it ({images:.4g} lattice shifts for {n_atoms} "
-        f"atoms; limits {MAX_PERIODIC_IMAGES} shifts and {MAX_IMAGE_ATOMS} atom images). "
-        "Check the cell (cell vectors are rows, in Å), or set pbc to False along that direction"
-    )
-
-
-def _plane_spacings(search_cell_cc: np.ndarray) -> np.ndarray:
-    """[3] distances (Å) between the lattice planes spanned by each pair of cell rows."""
-    volume = abs(float(np.linalg.det(search_cell_cc)))
-    areas_c = _row_norms(np.cross(np.roll(search_cell_cc, -1, 0), np.roll(search_cell_cc, -2, 0)))
-    return volume / areas_c
-
-
 def _is_sparse(search_cell_cc: np.ndarray, cutoff: float, n_atoms: int) -> bool:
     """True when the search box holds many more cutoff-sized bins than atoms."""
     bins = abs(float(np.linalg.det(search_cell_cc))) / cutoff**3
@@ -278,7 +237,7 @@ def _vacuum_unwrap(
     sorted_n = np.sort(wrapped_n)
     gaps_n = np.diff(sorted_n, append=sorted_n[0] + 1.0)  # gap after each atom, with wrap
     largest = int(np.argmax(gaps_n))
-    height = _plane_spacings(search_cell_cc)[axis]
+    height = plane_spacings(search_cell_cc)[axis]
     if not gaps_n[largest] * height >= cutoff * (1.0 + 1e-9) + 1e-9:
         return None
     start = sorted_n[(largest + 1) % len(sorted_n)]  # the first atom after the gap
@@ -304,7 +263,7 @@ def _direct_search(
     Sorted by sender; the trivial pair (i, i, 0) is left out; ``|D| <= cutoff``, as matscipy.
     """
     n_atoms = len(inside_nc)
-    reach_c = np.where(pbc_c, np.ceil(cutoff / _plane_spacings(search_cell_cc)), 0).astype(int)
+    reach_c = np.where(pbc_c, np.ceil(cutoff / plane_spacings(search_cell_cc)), 0).astype(int)
     grids = np.meshgrid(*(np.arange(-r, r + 1) for r in reach_c), indexing="ij")
     shifts_sc = np.stack([g.ravel() for g in grids], axis=1)  # [n_s, 3]
     images_sc = shifts_sc @ search_cell_cc
@@ -356,109 +315,6 @@ def neighbour_list_from_atoms(atoms: ase.Atoms, cutoff: float) -> NeighbourList:
     4
     """
     return neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
-
-
-def _validate(
-    positions: np.ndarray,
-    cell: np.ndarray,
-    pbc: Sequence[bool] | np.ndarray,
-    cutoff: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Check and convert the inputs; raise ValueError naming the first problem found."""
-    positions_nc = np.asarray(positions, dtype=np.float64)
-    if positions_nc.ndim != 2 or positions_nc.shape[1] != 3:
-        raise ValueError(f"positions must have shape [n_atoms, 3], got {positions_nc.shape}")
-    bad_n = np.flatnonzero(~np.isfinite(positions_nc).all(axis=1))
-    if bad_n.size:
-        raise ValueError(
-            f"positions contain NaN or infinity at atom {bad_n[0]} "
-            f"({positions_nc[bad_n[0]].tolist()})"
-        )
-    cell_cc = np.asarray(cell, dtype=np.float64)
-    if cell_cc.shape != (3, 3):
-        raise ValueError(f"cell must have shape [3, 3] (vectors as rows), got {cell_cc.shape}")
-    pbc_c = np.asarray(pbc, dtype=bool)
-    if pbc_c.ndim == 0:
-        pbc_c = np.full(3, bool(pbc_c))
-    if pbc_c.shape != (3,):
-        raise ValueError(f"pbc must have three entries, got shape {pbc_c.shape}")
-    if not np.isfinite(cell_cc[pbc_c]).all():
-        raise ValueError(f"cell contains NaN or infinity in a periodic vector: {cell_cc.tolist()}")
-    try:
-        cutoff = float(cutoff)
-    except (TypeError, ValueError):
-        raise ValueError(f"cutoff must be a number in Å, got {cutoff!r}") from None
-    if not np.isfinite(cutoff) or cutoff <= 0.0:
-        raise ValueError(f"cutoff must be finite and positive, got {cutoff}")
-    return positions_nc, cell_cc, pbc_c, cutoff
-
-
-def _row_norms(matrix: np.ndarray) -> np.ndarray:
-    """Euclidean norm of each row: [k, 3] -> [k]."""
-    return np.sqrt(np.einsum("kc,kc->k", matrix, matrix))
-
-
-def _norm(vector: np.ndarray) -> float:
-    """Euclidean norm of one vector: [3] -> scalar (cheaper than np.linalg.norm)."""
-    return float(np.sqrt(vector @ vector))
-
-
-def _search_cell(
-    positions_nc: np.ndarray, cell_cc: np.ndarray, pbc_c: np.ndarray, cutoff: float
-) -> np.ndarray:
-    """Cell in which matscipy searches: the periodic vectors plus a finite box around the atoms.
-
-    Periodic rows are copied from ``cell``. Each non-periodic row becomes L u, where the unit
-    vectors u are orthonormal to each other and to the span of the periodic vectors (so
-    fractional coordinates along periodic vectors are unchanged by any translation along u),
-    and L = (extent of the atoms along u) + cutoff + padding. Where possible u follows the
-    caller's own non-periodic vector; otherwise a Cartesian axis is used.
-
-    Raises
-    ------
-    ValueError
-        If a periodic vector is zero or the periodic vectors are linearly dependent.
-    """
-    periodic = np.flatnonzero(pbc_c)
-    periodic_kc = cell_cc[periodic]
-    norms_k = _row_norms(periodic_kc)
-    for axis, norm in zip(periodic, norms_k, strict=True):
-        if norm == 0.0:
-            raise ValueError(
-                f"cell vector {axis} is zero but direction {axis} is periodic; give a nonzero "
-                "cell vector or set pbc to False along it"
-            )
-    # Orthonormal basis of the periodic span (Gram-Schmidt); a vanishing residual means the
-    # periodic vectors are linearly dependent and the periodic cell has zero volume.
-    basis_bc = np.zeros((0, 3))
-    for axis, vector_c, norm in zip(periodic, periodic_kc, norms_k, strict=True):
-        residual_c = vector_c - (basis_bc @ vector_c) @ basis_bc
-        residual_norm = _norm(residual_c)
-        if residual_norm <= _RANK_TOLERANCE * norm:
-            raise ValueError(
-                f"periodic cell has zero volume: cell vector {axis} lies in the span of the "
-                f"other periodic vectors (cell = {cell_cc.tolist()}, pbc = {pbc_c.tolist()})"
-            )
-        basis_bc = np.vstack([basis_bc, residual_c / residual_norm])
-
-    search_cell_cc = cell_cc.copy()
-    non_periodic = np.flatnonzero(~pbc_c)
-    candidates = [cell_cc[axis] for axis in non_periodic] + list(np.eye(3))
-    for axis in non_periodic:
-        for candidate_c in candidates:
-            norm = _norm(candidate_c)
-            if not np.isfinite(norm) or norm == 0.0:
-                continue
-            residual_c = candidate_c - (basis_bc @ candidate_c) @ basis_bc
-            residual_norm = _norm(residual_c)
-            if residual_norm > 1e-6 * norm:
-                break  # the three Cartesian axes guarantee that this happens
-        direction_c = residual_c / residual_norm
-        basis_bc = np.vstack([basis_bc, direction_c])
-        along_n = positions_nc @ direction_c
-        extent = float(along_n.max() - along_n.min()) if along_n.size else 0.0
-        search_cell_cc[axis] = (extent + cutoff + 2.0 * _PADDING) * direction_c
-    return search_cell_cc
 
 
 def _check_not_coincident(

@@ -1,6 +1,6 @@
 """Neighbour list computed with torch on the compute device (a GPU), any periodicity.
 
-Same convention and same edge set as :func:`ase_equi.neighbours.neighbour_list` (every ordered
+Same convention and same edge set as :func:`ase_equi.neighbours.host.neighbour_list` (every ordered
 pair and periodic image closer than the cutoff, strictly; ``edge_vectors = positions[receivers]
 − positions[senders] + shifts @ cell``), for the cutoff larger than the cell too; only the order
 of the edges differs. The inputs are checked on the host exactly as there (they come from ASE,
@@ -16,7 +16,7 @@ same. The pair search itself runs on ``device``:
 
 Building a list reads sizes back from the device (the number of ghosts and of candidate
 pairs): it is meant for a graph that stays on the device between Verlet-list rebuilds
-(:class:`~ase_equi.resident_graph.ResidentGraph`), not for every step.
+(:class:`~ase_equi.graph.resident.ResidentGraph`), not for every step.
 """
 
 from __future__ import annotations
@@ -27,7 +27,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .neighbours import COINCIDENT_DISTANCE, _search_cell, _validate, check_periodic_images
+from .cell import (
+    COINCIDENT_DISTANCE,
+    check_periodic_images,
+    plane_spacings,
+    search_cell,
+    validate_inputs,
+)
 
 # Candidate pairs examined at once (bounds the memory of a build: about 100 bytes a pair).
 PAIRS_PER_BATCH = 2**24
@@ -43,24 +49,20 @@ def device_neighbour_list(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(senders [E], receivers [E], shifts [E, 3])``, int64 tensors on ``device``.
 
-    Raises ``ValueError`` for the same inputs as :func:`ase_equi.neighbours.neighbour_list`
+    Raises ``ValueError`` for the same inputs as :func:`ase_equi.neighbours.host.neighbour_list`
     (shapes, NaN, zero or dependent periodic cell vectors, coincident atoms, a periodic cell
     so thin that the search would need too many images).
     """
-    positions_nc, cell_cc, pbc_c, cutoff = _validate(positions, cell, pbc, cutoff)
-    search_cc = _search_cell(positions_nc, cell_cc, pbc_c, cutoff)
+    positions_nc, cell_cc, pbc_c, cutoff = validate_inputs(positions, cell, pbc, cutoff)
+    search_cc = search_cell(positions_nc, cell_cc, pbc_c, cutoff)
     empty = torch.zeros(0, dtype=torch.long, device=device)
     if positions_nc.shape[0] == 0:
         return empty, empty, empty.reshape(0, 3)
     check_periodic_images(search_cc, pbc_c, cutoff, positions_nc.shape[0])
 
-    # images per periodic direction: the lattice planes of direction i are |det| / |a_j × a_k|
-    # apart, so shifts up to ceil(cutoff / spacing) can bring an image within the cutoff
-    volume = abs(float(np.linalg.det(search_cc)))
-    spacing = [
-        volume / float(np.linalg.norm(np.cross(search_cc[(i + 1) % 3], search_cc[(i + 2) % 3])))
-        for i in range(3)
-    ]
+    # images per periodic direction: shifts up to ceil(cutoff / plane spacing) can bring an
+    # image within the cutoff
+    spacing = plane_spacings(search_cc)
     reach = [int(np.ceil(cutoff / spacing[i])) if pbc_c[i] else 0 for i in range(3)]
     lattice_shifts = torch.tensor(
         list(itertools.product(*(range(-r, r + 1) for r in reach))),

@@ -1,0 +1,181 @@
+"""Atoms → :class:`~ase_equi.graph.tensors.Graph`: element indices, one structure, a batch.
+
+:func:`atoms_to_graph` builds the graph of one structure (neighbour list on the host, any
+periodicity), :func:`batch_graphs` joins several into one disconnected graph. A calculator gets
+its graphs from one :class:`GraphSource`, chosen once: :class:`HostGraph` (a Verlet list on the
+host, filtered to the cutoff, a fresh graph per geometry) or
+:class:`~ase_equi.graph.resident.ResidentGraph` (kept on the device between rebuilds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import ase
+import numpy as np
+import torch
+from ase.data import chemical_symbols
+
+from ..neighbours import NeighbourList, VerletNeighbourList, neighbour_list_from_atoms
+from .tensors import Graph
+
+__all__ = ["GraphSource", "HostGraph", "atoms_to_graph", "batch_graphs", "element_indices"]
+
+
+def element_indices(atomic_numbers: np.ndarray, elements: Sequence[int], model_name: str = "model"):
+    """Map atomic numbers to indices in ``elements``; unknown elements raise ``ValueError``.
+
+    Examples
+    --------
+    >>> element_indices(np.array([8, 1, 1]), (1, 8)).tolist()
+    [1, 0, 0]
+    """
+    table = np.full(119, -1, dtype=np.int64)
+    table[list(elements)] = np.arange(len(elements))
+    z = np.asarray(atomic_numbers, dtype=np.int64)
+    bad = sorted({int(x) for x in z if not 0 < x < 119 or table[x] < 0})
+    if bad:
+        known = ", ".join(chemical_symbols[e] for e in elements)
+        names = ", ".join(f"{chemical_symbols[x] if 0 < x < 119 else '?'} (Z={x})" for x in bad)
+        raise ValueError(f"element {names} is not in {model_name} ({known})")
+    return table[z]
+
+
+def atoms_to_graph(
+    atoms: ase.Atoms,
+    elements: Sequence[int],
+    cutoff: float,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+    model_name: str = "model",
+    neighbours: NeighbourList | None = None,
+    max_chunk_bytes: int | None = None,
+) -> Graph:
+    """Build the graph of one structure (neighbour list with matscipy, any periodicity).
+
+    ``neighbours`` is a list already built for these positions and ``cutoff`` (e.g. by a
+    :class:`~ase_equi.neighbours.verlet.VerletNeighbourList`); without it one is built here.
+    ``max_chunk_bytes`` is the memory bound of the model call
+    (:attr:`~ase_equi.graph.tensors.Graph.max_chunk_bytes`).
+
+    Raises
+    ------
+    ValueError
+        For an element the model does not know, NaN/inf positions, a periodic direction with a
+        zero cell vector, or two atoms at the same position.
+    """
+    species = element_indices(atoms.numbers, elements, model_name)
+    nl = neighbour_list_from_atoms(atoms, cutoff) if neighbours is None else neighbours
+    n = len(atoms)
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+
+    def tensor(x, dt):
+        return torch.as_tensor(np.ascontiguousarray(x), dtype=dt, device=device)
+
+    return Graph(
+        positions=tensor(atoms.positions, dtype),
+        cell=tensor(cell.reshape(1, 3, 3), dtype),
+        atomic_numbers=tensor(atoms.numbers, torch.long),
+        elements=tensor(species, torch.long),
+        senders=tensor(nl.senders, torch.long),
+        receivers=tensor(nl.receivers, torch.long),
+        shifts=tensor(nl.shifts, dtype),
+        batch=torch.zeros(n, dtype=torch.long, device=device),
+        num_graphs=1,
+        volumes=(abs(float(np.linalg.det(cell))),),
+        max_chunk_bytes=max_chunk_bytes,
+    )
+
+
+def batch_graphs(graphs: Sequence[Graph]) -> Graph:
+    """Concatenate graphs into one disconnected batch (node indices offset, ``batch`` set).
+
+    The batch has no layout or groups (the model builds them) and no memory bound.
+    """
+    volumes = [g.volumes for g in graphs]
+    offsets = np.cumsum([0] + [g.num_atoms for g in graphs[:-1]])
+    cat = torch.cat
+    return Graph(
+        positions=cat([g.positions for g in graphs]),
+        cell=cat([g.cell for g in graphs]),
+        atomic_numbers=cat([g.atomic_numbers for g in graphs]),
+        elements=cat([g.elements for g in graphs]),
+        senders=cat([g.senders + int(o) for g, o in zip(graphs, offsets, strict=True)]),
+        receivers=cat([g.receivers + int(o) for g, o in zip(graphs, offsets, strict=True)]),
+        shifts=cat([g.shifts for g in graphs]),
+        batch=cat([torch.full_like(g.batch, k) for k, g in enumerate(graphs)]),
+        num_graphs=len(graphs),
+        volumes=None if None in volumes else tuple(v for vs in volumes for v in vs),
+    )
+
+
+class GraphSource(Protocol):
+    """Where a calculator gets the graph of each geometry: chosen once, asked every step.
+
+    ``neighbours`` is the source's one Verlet list (its ``skin``, ``builds`` and ``calls``).
+    """
+
+    neighbours: VerletNeighbourList
+
+    def update(self, atoms: ase.Atoms) -> Graph:
+        """The graph of ``atoms`` at their current positions (``ValueError`` for bad input)."""
+        ...
+
+
+class HostGraph:
+    """A fresh graph per geometry, its edges from one Verlet list on the host.
+
+    The list is built for ``r_max + skin`` and filtered to ``r_max`` at every call
+    (:class:`~ase_equi.neighbours.verlet.VerletNeighbourList`), so each graph is identical to
+    a fresh build; it is uploaded to ``device`` at every call.
+
+    Parameters
+    ----------
+    elements:
+        The model's element table (atomic numbers).
+    r_max:
+        The model's cutoff, Å.
+    skin:
+        Verlet skin, Å (>= 0; 0 rebuilds the list at every new geometry).
+    dtype, device:
+        Of the graph's floating-point tensors.
+    model_name:
+        For error messages (unknown elements).
+    max_chunk_bytes:
+        Memory bound of the model call, put on every graph (``None``: no bound).
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> source = HostGraph((29,), 3.0, 0.5, dtype=torch.float64, device="cpu")
+    >>> source.update(bulk("Cu", "fcc", a=3.6)).senders.shape
+    torch.Size([12])
+    """
+
+    def __init__(
+        self,
+        elements: Sequence[int],
+        r_max: float,
+        skin: float,
+        *,
+        dtype: torch.dtype,
+        device: torch.device | str,
+        model_name: str = "model",
+        max_chunk_bytes: int | None = None,
+    ) -> None:
+        self.neighbours = VerletNeighbourList(r_max, skin)
+        self._graph_options = dict(
+            elements=tuple(elements),
+            cutoff=float(r_max),
+            dtype=dtype,
+            device=device,
+            model_name=model_name,
+            max_chunk_bytes=max_chunk_bytes,
+        )
+
+    def update(self, atoms: ase.Atoms) -> Graph:
+        """The graph of ``atoms`` (raises as :func:`atoms_to_graph`)."""
+        neighbours = self.neighbours.update(atoms)
+        return atoms_to_graph(atoms, neighbours=neighbours, **self._graph_options)
