@@ -68,7 +68,8 @@ class PolynomialEnvelope(torch.nn.Module):
     Examples
     --------
     >>> env = PolynomialEnvelope(r_max=4.0, p=5)
-    >>> env(torch.tensor([[0.0], [4.0], [5.0]], dtype=torch.float64)).flatten().tolist() == [1, 0, 0]
+    >>> r = torch.tensor([[0.0], [4.0], [5.0]], dtype=torch.float64)  # Å
+    >>> env(r).flatten().tolist() == [1, 0, 0]  # 1 at r = 0, 0 at and beyond r_max
     True
     """
 
