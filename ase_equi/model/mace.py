@@ -131,9 +131,9 @@ class MaceModel(torch.nn.Module):
 
         None when ``max_chunk_bytes`` is None or the intermediates of all ``num_nodes`` fit in
         it. Otherwise chunks of a quarter of that size (at least one receiver): once the
-        recomputation is paid for, smaller chunks cost little more time and lower the peak
-        (6,912 Cu atoms, medium float32: 5.8 instead of 10.5 GB peak RSS, 12 % slower, in a
-        one-off comparison with chunks of the full size).
+        recomputation is paid for, smaller chunks add little time and lower the peak memory
+        (measured in the README's Performance section, "Large structures", and
+        ``benchmarks/results/``).
         """
         if max_chunk_bytes is None:
             return None
