@@ -24,8 +24,9 @@ from __future__ import annotations
 import torch
 from e3nn import nn, o3
 
+from ..graph.layout import NeighbourLayout
 from .chunking import node_ranges, run_chunk
-from .tensor_product import ChannelwiseTensorProduct, NeighbourLayout
+from .tensor_product import ChannelwiseTensorProduct
 
 
 def channelwise_instructions(

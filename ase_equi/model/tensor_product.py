@@ -25,49 +25,7 @@ import math
 import torch
 from e3nn import o3
 
-
-class NeighbourLayout:
-    """Edges arranged per receiver in ``K`` padded slots (K = the largest in-degree).
-
-    ``slots [N·K]`` holds, for slot k of node i, the edge index (or E, a zero row, where node
-    i has fewer than K edges); ``padded_senders [N·K]`` the sender of that edge (node 0 for
-    empty slots, whose weights are zero). Built once per graph and shared by all layers.
-    """
-
-    def __init__(self, senders: torch.Tensor, receivers: torch.Tensor, num_nodes: int) -> None:
-        e = receivers.shape[0]
-        self.num_nodes, self.num_edges = num_nodes, e
-        counts = torch.bincount(receivers, minlength=num_nodes)
-        self.max_neighbours = int(counts.max()) if e else 0  # one host sync per graph
-        order = torch.argsort(receivers, stable=True)
-        starts = torch.cumsum(counts, 0) - counts
-        sorted_receivers = receivers[order]
-        rank = torch.arange(e, device=receivers.device) - starts[sorted_receivers]
-        slots = torch.full((num_nodes * self.max_neighbours,), e, dtype=torch.long,
-                           device=receivers.device)
-        edge_slots = torch.empty_like(order)
-        edge_slots[order] = sorted_receivers * self.max_neighbours + rank
-        slots[edge_slots] = torch.arange(e, device=receivers.device)
-        self.slots, self.edge_slots = slots, edge_slots
-        self.dense = e == num_nodes * self.max_neighbours  # no empty slot
-        padded = torch.cat([senders, senders.new_zeros(1)])
-        self.padded_senders = padded.index_select(0, slots)
-
-    def receiver_rows(self, start: int, stop: int) -> NeighbourLayout:
-        """The layout of receivers ``start … stop-1`` alone (their slots, same K): what a
-        chunk of :meth:`ChannelwiseTensorProduct.forward_grouped` needs."""
-        part = object.__new__(NeighbourLayout)
-        part.num_nodes, part.num_edges = stop - start, self.num_edges
-        part.max_neighbours = k = self.max_neighbours
-        part.padded_senders = self.padded_senders[start * k : stop * k]
-        return part
-
-    def pad(self, edge_values: torch.Tensor) -> torch.Tensor:
-        """``[E, ...]`` → ``[N·K, ...]`` with zeros in the empty slots."""
-        if self.dense:  # a permutation; backward: index_add with distinct indices
-            return edge_values.index_select(0, self.slots)
-        out = edge_values.new_zeros((self.num_nodes * self.max_neighbours, *edge_values.shape[1:]))
-        return out.index_copy(0, self.edge_slots, edge_values)  # backward: a gather
+from ..graph.layout import NeighbourLayout
 
 
 class ChannelwiseTensorProduct(torch.nn.Module):
