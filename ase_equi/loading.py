@@ -20,8 +20,7 @@ import os
 
 import torch
 
-from .io.model_file import LoadedModel
-from .io.model_file import load_model as load_model_file
+from .io.model_file import LoadedModel, read_model_file
 from .zoo import resolve
 
 __all__ = ["LoadedModel", "load_model"]
@@ -64,7 +63,7 @@ def load_model(
         return model
     path = resolve(model)
     if os.fspath(path).endswith(".model"):
-        from .io.mace_import import load_mace_model
+        from .io.mace import load_mace_model
 
         return load_mace_model(path, dtype=dtype or torch.float64, device=device, head=head)
-    return load_model_file(path, dtype=dtype, device=device, head=head)
+    return read_model_file(path, dtype=dtype, device=device, head=head)

@@ -1,7 +1,8 @@
-"""The bundled model zoo: models trained by this project, shipped in ``ase_equi/models/``.
+"""The bundled model zoo: models trained by this project, in the project's top-level ``models/``.
 
-A zoo model ``NAME`` is a model file (``NAME.json`` + ``NAME.safetensors`` + ``NAME.md``) in the
-package's ``models`` folder; its card records the data, level of theory and measured errors.
+A zoo model ``NAME`` is a model file (``NAME.json`` + ``NAME.safetensors`` + ``NAME.md``) in
+``models/``, which the wheel installs as the package-data package ``ase_equi_zoo`` (read with
+:mod:`importlib.resources`); its card records the data, level of theory and measured errors.
 Nothing is downloaded: what is listed here is what is installed. Each zoo model's header hash
 (which covers its config, heads, card and the weights' SHA-256) is pinned in :data:`ZOO_PINS`,
 so a zoo file replaced after installation is refused when resolved by name.
@@ -18,6 +19,7 @@ KeyError: "unknown zoo model 'no-such-model'; the zoo has: metals, molecules-pbe
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,28 @@ from ase.data import chemical_symbols
 
 from .errors import ModelFileError
 
-ZOO_DIR = Path(__file__).parent / "models"
+ZOO_PACKAGE = "ase_equi_zoo"
+
+
+def _zoo_dir() -> Path:
+    """The folder of the installed zoo package; in a source tree without an install, ``models/``.
+
+    A zoo inside a zip archive (not a folder) is refused: model files are read by path.
+    """
+    try:
+        root = importlib.resources.files(ZOO_PACKAGE)
+    except ModuleNotFoundError:  # running from a source tree that was never installed
+        return Path(__file__).resolve().parents[1] / "models"
+    if not isinstance(root, Path):
+        raise ModelFileError(
+            f"the zoo package {ZOO_PACKAGE} is installed as {root!r}, not as a folder; install "
+            "ase_equi from its wheel (pip unpacks it) to use zoo models"
+        )
+    return root
+
+
+#: Folder of the zoo files (``NAME.json``, ``NAME.safetensors``, ``NAME.md``).
+ZOO_DIR = _zoo_dir()
 
 #: ``header_sha256`` of every zoo model as released (update with the model, in the same commit).
 ZOO_PINS: dict[str, str] = {

@@ -19,7 +19,7 @@ from bounded_run import run_bounded
 from mace_data import model_file
 
 from ase_equi import EquivariantCalculator
-from ase_equi.io.mace_import import load_mace_model
+from ase_equi.io.mace import load_mace_model
 from ase_equi.io.model_file import ModelFileError  # the public class must catch MACE errors
 
 GIB = 1 << 30
@@ -328,8 +328,8 @@ def _cases(tmp: Path) -> dict[str, tuple[Path, str, str, str]]:
 def hostile(tmp_path_factory):
     cases = _cases(tmp_path_factory.mktemp("hostile"))
     setup = """
-    from ase_equi.io.mace_pickle import read_mace_model
-    from ase_equi.io.mace_import import load_mace_model
+    from ase_equi.io.mace import read_mace_model
+    from ase_equi.io.mace import load_mace_model
     """
     expressions = {name: f"{call}({str(path)!r})" for name, (path, call, *_) in cases.items()}
     records = run_bounded(expressions, setup=setup, limit_gib=3.0, timeout=180)
@@ -368,7 +368,7 @@ def test_hostile_file_fails_fast_with_a_named_error(hostile, name):
 
 def test_shared_references_stay_cheap(tmp_path):
     """Billion laughs inside a module attribute: read once, shared, in well under a second."""
-    from ase_equi.io.mace_pickle import read_mace_model
+    from ase_equi.io.mace import read_mace_model
 
     payload = _module({})[:-2] + _text("lol") + _laughs() + _get(9) + b"sb."
     root = read_mace_model(_archive(tmp_path / "laughs_module.model", payload))

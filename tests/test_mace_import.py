@@ -20,10 +20,10 @@ import torch
 from ase import Atoms
 from mace_data import DATA, NAMES, model_file, reference
 
-from ase_equi import EquivariantCalculator
+from ase_equi import EquivariantCalculator, load_model
 from ase_equi.cli import main as cli_main
-from ase_equi.io.mace_import import UnsupportedMaceFeature, load_mace_model
-from ase_equi.io.model_file import load_model
+from ase_equi.errors import UnsupportedMaceFeature
+from ase_equi.io.mace import load_mace_model
 
 TOL = {"float64": 1e-8, "float32": 1e-5}
 

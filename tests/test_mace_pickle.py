@@ -1,4 +1,4 @@
-"""Tests of the restricted MACE unpickler (``ase_equi.io.mace_pickle``).
+"""Tests of the restricted MACE unpickler (``ase_equi.io.mace.reader``).
 
 The expected keys, shapes, dtypes and SHA-256 hashes come from ``model.state_dict()`` computed
 by mace-torch itself (``scripts/make_mace_reference.py``, stored in
@@ -20,7 +20,7 @@ import torch
 from mace_data import NAMES, model_file
 from mace_data import reference as _reference
 
-from ase_equi.io.mace_pickle import (
+from ase_equi.io.mace.reader import (
     GlobalRef,
     ModelFileError,
     PickledModule,

@@ -143,3 +143,25 @@ def test_cli_info_reports_a_bad_file(model_copy, capsys):
     model_copy.write_text(json.dumps(header))
     assert main(["info", str(model_copy)]) == 2
     assert "format version 99" in capsys.readouterr().err
+
+
+def test_one_load_model_and_io_modules_import_no_private_names():
+    """Issue 13: ``ase_equi.load_model`` is the only ``load_model`` (io's reader of our files is
+    ``read_model_file``), no io/ module imports another's ``_private`` name, and every io/
+    module stays under 400 lines."""
+    import ast
+
+    import ase_equi.io.model_file as model_file
+
+    assert not hasattr(model_file, "load_model")
+    assert "read_model_file" in model_file.__all__
+    offenders, long_modules = [], []
+    for path in sorted(Path(model_file.__file__).parent.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") >= 400:
+            long_modules.append(path.name)
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                offenders += [f"{path.name}: {a.name}" for a in node.names if a.name[0] == "_"]
+    assert offenders == []
+    assert long_modules == []

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from ase import Atoms
 
+import ase_equi
 from ase_equi import EquivariantCalculator
 from ase_equi.cli import main
 from ase_equi.zoo import ZOO_DIR, zoo_names, zoo_path
@@ -78,7 +84,8 @@ def test_a_replaced_zoo_file_is_refused(tmp_path, monkeypatch):
     """Someone re-saves a zoo model with another card (a valid, self-consistent file): by name
     it is refused, since its hash is not the pinned one; by path it still loads."""
     import ase_equi.zoo as zoo
-    from ase_equi.io.model_file import ModelFileError, load_model, save_model
+    from ase_equi import load_model, save_model
+    from ase_equi.io.model_file import ModelFileError
 
     for source in ZOO_DIR.glob("silicon-xtb.*"):
         (tmp_path / source.name).write_bytes(source.read_bytes())
@@ -97,3 +104,39 @@ def test_cli_info_prints_the_physical_checks_as_a_table(capsys):
     assert "| quantity | model | reference | deviation |" in out
     assert "| equation of state / Cu / a0 | 3.589 | 3.59 | -0.03 % |" in out
     assert '{"equation_of_state"' not in out  # not one line of JSON
+
+
+def test_the_zoo_lives_in_top_level_models_shipped_as_its_own_package():
+    """Issue 13: the zoo is the project's top-level ``models/``, installed as the package-data
+    package ``ase_equi_zoo`` (a name no one confuses with ``ase_equi.model``)."""
+    assert not (Path(ase_equi.__file__).parent / "models").exists()
+    assert ZOO_DIR == Path(str(importlib.resources.files("ase_equi_zoo")))
+    assert {f"{name}.json" for name in EXPECTED} <= {p.name for p in ZOO_DIR.glob("*.json")}
+
+
+def test_every_package_folder_is_listed_in_pyproject():
+    """pyproject lists the packages (the zoo needs a package-dir mapping, so they are not
+    found automatically): a new subpackage missing from the list would be left out of the
+    wheel."""
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(ase_equi.__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():
+        pytest.skip("installed from a wheel: no pyproject.toml beside the package")
+    settings = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        ".".join(p.parent.relative_to(root).parts) for p in (root / "ase_equi").rglob("__init__.py")
+    }
+    assert folders - set(settings["packages"]) == set()
+    assert settings["package-dir"] == {"ase_equi_zoo": "models"}
+    assert "ase_equi_zoo" in settings["packages"]
+
+
+def test_the_installed_package_finds_the_zoo_from_any_directory(tmp_path):
+    """Run from a directory outside the checkout, the installed package (editable or not)
+    still finds the three zoo models."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = "import ase_equi.zoo as z; print(' '.join(z.zoo_names()))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert set(EXPECTED) <= set(result.stdout.split())

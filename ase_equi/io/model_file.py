@@ -42,24 +42,27 @@ from safetensors.torch import save as save_safetensors
 from ..errors import ModelFileError
 from ..model.config import ModelConfig
 from ..model.mace import MaceModel
+from .model_card import render_card
 from .model_header import (
     FORMAT,
     FORMAT_VERSION,
     HEAD_CONSTANTS,
     check_head,
     header_digest,
+    model_paths,
     read_header,
     read_regular_file,
+    refuse_compressed,
     safetensors_layout,
+    select_head,
 )
 
 PACKAGE_VERSION = "0.1.0"
 DEFAULT_HEAD = "Default"
-COMPRESSED_SUFFIXES = (".xz", ".gz", ".bz2", ".zst", ".zip", ".lzma", ".tgz", ".7z")
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "LoadedModel", "ModelFileError", "load_model", "model_paths",
-    "read_header", "save_model", "upgrade_model_file",
+    "FORMAT", "FORMAT_VERSION", "LoadedModel", "ModelFileError", "model_paths", "read_header",
+    "read_model_file", "refuse_compressed", "render_card", "save_model", "upgrade_model_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,32 +87,11 @@ class LoadedModel:
         return str(self.card.get("name") or Path(self.source).stem or "model")
 
 
-def refuse_compressed(path: str | os.PathLike) -> None:
-    """``ModelFileError`` when ``path`` names a compressed file: it must be decompressed first."""
-    name = Path(path).name
-    for suffix in COMPRESSED_SUFFIXES:
-        if name.lower().endswith(suffix):
-            raise ModelFileError(
-                f"{os.fspath(path)} is compressed ({suffix}); decompress it first (e.g. "
-                f"`xz -dk FILE`, `gunzip -k FILE`) and give the decompressed file"
-            )
-
-
-def model_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
-    """``(NAME.json, NAME.safetensors, NAME.md)`` for any of the three paths or the bare stem."""
-    refuse_compressed(path)
-    p = Path(path)
-    stem = p.name
-    for suffix in (".json", ".safetensors", ".md"):
-        stem = stem.removesuffix(suffix)
-    return tuple(p.with_name(stem + suffix) for suffix in (".json", ".safetensors", ".md"))
-
-
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename (never half a file)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -165,7 +147,7 @@ def save_model(
     ...                   channels=4, max_ell=1, correlation=2, radial_mlp=(8,))
     >>> with tempfile.TemporaryDirectory() as d:
     ...     p = save_model(MaceModel(cfg), f"{d}/tiny", card={"name": "tiny"})
-    ...     load_model(p).config == cfg  # E0 in float64, exactly
+    ...     read_model_file(p).config == cfg  # E0 in float64, exactly
     True
     """
     json_path, weights_path, card_path = model_paths(path)
@@ -204,10 +186,10 @@ def save_model(
         "card": card,
     }
     header["header_sha256"] = header_digest(header)
-    _write_atomic(weights_path, blob)
-    _write_atomic(card_path, render_card(header).encode("utf-8"))
+    write_atomic(weights_path, blob)
+    write_atomic(card_path, render_card(header).encode("utf-8"))
     text = json.dumps(header, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    _write_atomic(json_path, text.encode("utf-8"))  # last: it vouches for the others
+    write_atomic(json_path, text.encode("utf-8"))  # last: it vouches for the others
     return json_path
 
 
@@ -289,20 +271,38 @@ def head_tensors(head: dict[str, Any]) -> dict[str, torch.Tensor]:
     }
 
 
-def _select_head(
+def _config_and_head(
     header: dict[str, Any], head: str | None, json_path: Path
-) -> tuple[str, dict[str, Any]]:
-    heads = header["heads"]
-    name = header["default_head"] if head is None else head
-    if name not in heads:
-        raise ModelFileError(
-            f"{json_path} has no head {name!r}; its heads are {sorted(heads)} (default "
-            f"{header['default_head']!r})"
+) -> tuple[ModelConfig, str, dict[str, Any]]:
+    """The config with head ``head``'s E0, scale and shift, the head's name and its entry.
+
+    A format-1 header has one head (``DEFAULT_HEAD``) whose constants are in its config (and
+    in the weights, which :func:`read_model_file` then trusts); its entry is ``{}``.
+    """
+    if header["format_version"] == 1:
+        warnings.warn(
+            f"{json_path} is a format-1 model file: its header (config, E0, card) is not "
+            "covered by a hash; rewrite it with `ase-equi upgrade FILE`",
+            UserWarning,
+            stacklevel=3,
         )
-    return name, heads[name]
+        if head not in (None, DEFAULT_HEAD):
+            raise ModelFileError(
+                f"{json_path} has no head {head!r}; its heads are ['{DEFAULT_HEAD}']"
+            )
+        head_name, head_values = DEFAULT_HEAD, {}
+        config_data = header["config"]
+    else:
+        head_name, head_values = select_head(header, head, json_path)
+        config_data = {**header["config"], **{k: head_values[k] for k in HEAD_CONSTANTS}}
+    try:
+        config = ModelConfig.from_dict(config_data)
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"model config {json_path} is invalid: {err}") from err
+    return config, head_name, head_values
 
 
-def load_model(
+def read_model_file(
     path: str | os.PathLike,
     *,
     dtype: torch.dtype | None = None,
@@ -333,29 +333,8 @@ def load_model(
     header = read_header(path)
     json_path = model_paths(path)[0]
     version = header["format_version"]
-    if version == 1:
-        warnings.warn(
-            f"{json_path} is a format-1 model file: its header (config, E0, card) is not "
-            "covered by a hash; rewrite it with `ase-equi upgrade FILE`",
-            UserWarning,
-            stacklevel=2,
-        )
-        if head not in (None, DEFAULT_HEAD):
-            raise ModelFileError(
-                f"{json_path} has no head {head!r}; its heads are ['{DEFAULT_HEAD}']"
-            )
-        head_name, head_values = DEFAULT_HEAD, {}
-        heads = [DEFAULT_HEAD]
-        config_data = header["config"]
-    else:
-        head_name, head_values = _select_head(header, head, json_path)
-        heads = list(header["heads"])
-        config_data = {**header["config"],
-                       **{k: head_values[k] for k in HEAD_CONSTANTS}}
-    try:
-        config = ModelConfig.from_dict(config_data)
-    except (TypeError, ValueError) as err:
-        raise ModelFileError(f"model config {json_path} is invalid: {err}") from err
+    config, head_name, head_values = _config_and_head(header, head, json_path)
+    heads = [DEFAULT_HEAD] if version == 1 else list(header["heads"])
     blob = read_weights(header, json_path)
     source = str(weights_path_of(header, json_path))
     _check_layout(safetensors_layout(blob, source), config, version, source)
@@ -410,10 +389,3 @@ def build_from_state_dict(
             f"{source} does not fit the architecture in its config: {err}"
         ) from err
     return model
-
-
-def render_card(header: dict[str, Any]) -> str:
-    """Markdown model card from a header (see :mod:`ase_equi.io.model_card`)."""
-    from .model_card import render_card as render
-
-    return render(header)

@@ -45,6 +45,7 @@ MAX_HEADER_BYTES = 16 * 2**20  # a header is kilobytes; 16 MiB leaves room for l
 MAX_WEIGHTS_BYTES = 8 * 2**30  # MACE foundation models are < 0.5 GB
 MAX_HEADS = 64
 HEAD_CONSTANTS = ("reference_energies", "scale", "shift")
+COMPRESSED_SUFFIXES = (".xz", ".gz", ".bz2", ".zst", ".zip", ".lzma", ".tgz", ".7z")
 V2_FIELDS = frozenset(
     {"format", "format_version", "package_version", "config", "dtype", "weights",
      "weights_sha256", "weights_bytes", "heads", "default_head", "committee",
@@ -221,6 +222,41 @@ def check_head(name: str, head: Any, n_elements: int, where: Path | str) -> None
         raise ModelFileError(f"{label}: 'card' must be a JSON object")
 
 
+def select_head(
+    header: dict[str, Any], head: str | None, json_path: Path
+) -> tuple[str, dict[str, Any]]:
+    """``(name, entry)`` of head ``head`` (None: the default head) of a format-2 header."""
+    heads = header["heads"]
+    name = header["default_head"] if head is None else head
+    if name not in heads:
+        raise ModelFileError(
+            f"{json_path} has no head {name!r}; its heads are {sorted(heads)} (default "
+            f"{header['default_head']!r})"
+        )
+    return name, heads[name]
+
+
+def refuse_compressed(path: str | os.PathLike) -> None:
+    """``ModelFileError`` when ``path`` names a compressed file: it must be decompressed first."""
+    name = Path(path).name
+    for suffix in COMPRESSED_SUFFIXES:
+        if name.lower().endswith(suffix):
+            raise ModelFileError(
+                f"{os.fspath(path)} is compressed ({suffix}); decompress it first (e.g. "
+                f"`xz -dk FILE`, `gunzip -k FILE`) and give the decompressed file"
+            )
+
+
+def model_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """``(NAME.json, NAME.safetensors, NAME.md)`` for any of the three paths or the bare stem."""
+    refuse_compressed(path)
+    p = Path(path)
+    stem = p.name
+    for suffix in (".json", ".safetensors", ".md"):
+        stem = stem.removesuffix(suffix)
+    return tuple(p.with_name(stem + suffix) for suffix in (".json", ".safetensors", ".md"))
+
+
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
     """The type-checked (and, for format 2, hash-checked) JSON header of a model file.
 
@@ -230,8 +266,6 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         Missing, oversized (over 16 MiB) or foreign file, newer or invalid format version,
         mistyped field, failed header hash.
     """
-    from .model_file import model_paths
-
     json_path = model_paths(path)[0]
     if not json_path.exists():
         raise ModelFileError(f"model config {json_path} is missing (expected beside the weights)")

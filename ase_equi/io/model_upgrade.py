@@ -18,12 +18,12 @@ from ..errors import ModelFileError
 from ..model.config import ModelConfig
 from ..model.mace import MaceModel
 from .model_file import (
-    _write_atomic,
     build_from_state_dict,
     head_tensors,
-    load_model,
     model_paths,
+    read_model_file,
     save_model,
+    write_atomic,
 )
 from .model_header import FORMAT_VERSION, HEAD_CONSTANTS, header_digest, read_header
 
@@ -52,8 +52,8 @@ def upgrade_model_file(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         # in the file's own dtype, so the tensors are written back as they were
-        old = load_model(json_path, dtype=getattr(torch, header.get("dtype", "float64")))
-        reference = load_model(json_path)  # float64, as the probe of the staged file
+        old = read_model_file(json_path, dtype=getattr(torch, header.get("dtype", "float64")))
+        reference = read_model_file(json_path)  # float64, as the probe of the staged file
     probe = energies or _probe_energies
     before = probe(reference.model)
     card = dict(header.get("card", {}))
@@ -76,7 +76,7 @@ def upgrade_model_file(
             )
         os.replace(staged_weights, model_paths(json_path)[1])
         os.replace(model_paths(staged)[2], model_paths(json_path)[2])
-        _write_atomic(json_path, staged.read_bytes())
+        write_atomic(json_path, staged.read_bytes())
     finally:
         for p in model_paths(staged):
             if p.exists():

@@ -1,5 +1,5 @@
 """Finish a zoo model: measure its physics against the reference calculator, write the card,
-and install the model file into ``ase_equi/models/``.
+and install the model file into the zoo, the project's top-level ``models/``.
 
     python scripts/zoo/make_card.py metals          # reads runs/metals/metals.json
     python scripts/zoo/make_card.py molecules-pbe
@@ -32,8 +32,7 @@ from physics import (  # noqa: E402
     vacancy_formation_energy,
 )
 
-from ase_equi import EquivariantCalculator  # noqa: E402
-from ase_equi.io.model_file import load_model, save_model  # noqa: E402
+from ase_equi import EquivariantCalculator, load_model, save_model  # noqa: E402
 
 
 def _fcc(symbol: str) -> callable:
@@ -240,7 +239,7 @@ def main() -> None:
     )
     # weights stay in their training precision (float32): a few hundred kB
     model = load_model(run / f"{args.name}.json", dtype=None).model.float()
-    out = save_model(model, ROOT / "ase_equi" / "models" / args.name, card=card)
+    out = save_model(model, ROOT / "models" / args.name, card=card)
     docs = ROOT / "docs" / "zoo"
     docs.mkdir(parents=True, exist_ok=True)
     (docs / f"{args.name}.json").write_text(json.dumps(checks, indent=2, ensure_ascii=False))

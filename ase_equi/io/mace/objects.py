@@ -1,7 +1,7 @@
 """Inert stand-ins for what a MACE pickle contains: nothing here can run pickled code.
 
 :class:`PickledModule` is one ``torch.nn.Module`` as plain data, :class:`GlobalRef` a function
-or class kept as its dotted name, :class:`PickledObject` any other object; ``_Placeholder`` is
+or class kept as its dotted name, :class:`PickledObject` any other object; ``Placeholder`` is
 the base of the classes the restricted unpickler creates instead of importing anything.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelFileError, UnsafeModelError
+from ...errors import ModelFileError, UnsafeModelError
 
 __all__ = ["GlobalRef", "ModelFileError", "PickledModule", "PickledObject", "UnsafeModelError"]
 
@@ -102,7 +102,7 @@ def _refuse_build(what: str) -> None:
     )
 
 
-class _Placeholder:
+class Placeholder:
     """Base of the inert stand-in classes: records constructor arguments and pickled state.
 
     The unpickler makes one subclass per class name, with ``_work`` set to its work budget,
@@ -112,7 +112,7 @@ class _Placeholder:
     class_path = "<placeholder>"
     _work: Any = None
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Placeholder:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Placeholder:
         if cls._work is not None:
             cls._work.charge(len(args) + len(kwargs), f"arguments of {cls.class_path}")
         instance = super().__new__(cls)
@@ -128,14 +128,14 @@ class _Placeholder:
 
 
 @dataclass(frozen=True)
-class _StorageType:
+class StorageType:
     dtype: torch.dtype
 
     def __setstate__(self, state: Any) -> None:
         _refuse_build("a storage type")
 
 
-class _Storage:
+class Storage:
     """One storage blob of the archive as a 1-D tensor ``[numel]``; inert to BUILD."""
 
     def __init__(self, key: str, data: torch.Tensor) -> None:
@@ -146,7 +146,7 @@ class _Storage:
         _refuse_build(f"storage {self.key}")
 
 
-class _TensorRecord:
+class TensorRecord:
     """A tensor as ``_rebuild_tensor_v2`` describes it: a view of a storage, made on demand.
 
     The unpickler hands these out instead of tensors, so that a ``BUILD`` opcode cannot reach
@@ -155,7 +155,7 @@ class _TensorRecord:
     """
 
     def __init__(
-        self, storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...]
+        self, storage: Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...]
     ) -> None:
         self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
 

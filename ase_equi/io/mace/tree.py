@@ -12,14 +12,14 @@ from typing import Any
 
 import torch
 
-from .pickle_bounds import MAX_DEPTH, MAX_EXPANDED, short_repr
-from .pickled_objects import (
+from .bounds import MAX_DEPTH, MAX_EXPANDED, short_repr
+from .objects import (
     GlobalRef,
     ModelFileError,
     PickledModule,
     PickledObject,
-    _Placeholder,
-    _TensorRecord,
+    Placeholder,
+    TensorRecord,
 )
 
 _IRREPS_CLASSES = ("e3nn.o3._irreps.Irreps", "e3nn.o3._irreps._MulIr", "e3nn.o3._irreps.Irrep")
@@ -41,7 +41,7 @@ def _mul_irrep(value: Any) -> str:
     return f"{multiplicity}x{_irrep(irrep)}"
 
 
-def _irreps_string(value: _Placeholder) -> str:
+def _irreps_string(value: Placeholder) -> str:
     try:
         if value.class_path.endswith(".Irrep"):
             return _irrep(value)
@@ -55,7 +55,7 @@ def _irreps_string(value: _Placeholder) -> str:
         ) from None
 
 
-class _Converter:
+class Converter:
     """Turns the placeholder tree into :class:`PickledModule` / plain Python values.
 
     The pickle's objects form a graph (memo references share objects): each object is converted
@@ -78,7 +78,7 @@ class _Converter:
             return value
         if isinstance(value, GlobalRef):
             return value
-        if isinstance(value, type) and issubclass(value, _Placeholder):
+        if isinstance(value, type) and issubclass(value, Placeholder):
             return GlobalRef(value.class_path)
         key = id(value)
         if key in self._done:
@@ -101,9 +101,9 @@ class _Converter:
         return converted
 
     def _convert(self, value: Any) -> Any:
-        if isinstance(value, _TensorRecord):
+        if isinstance(value, TensorRecord):
             return value.tensor()
-        if isinstance(value, _Placeholder):
+        if isinstance(value, Placeholder):
             return self._placeholder(value)
         if isinstance(value, dict):
             return {self(k): self(v) for k, v in value.items()}
@@ -111,7 +111,7 @@ class _Converter:
             return type(value)(self(item) for item in value)
         raise ModelFileError(f"unexpected {type(value).__name__} object in the pickle")
 
-    def _placeholder(self, value: _Placeholder) -> Any:
+    def _placeholder(self, value: Placeholder) -> Any:
         if value.class_path in _IRREPS_CLASSES:
             return _irreps_string(value)
         state = value._state
@@ -120,8 +120,8 @@ class _Converter:
         ):
             return PickledObject(value.class_path, self(value._args), self(state))
         module = PickledModule(value.class_path, {}, {}, {}, {})
-        module.parameters = _tensors(state["_parameters"], value.class_path)
-        module.buffers = _tensors(state["_buffers"], value.class_path)
+        module.parameters = module_tensors(state["_parameters"], value.class_path)
+        module.buffers = module_tensors(state["_buffers"], value.class_path)
         module.non_persistent_buffers = frozenset(
             self(state.get("_non_persistent_buffers_set", ()))
         )
@@ -132,7 +132,7 @@ class _Converter:
             if child is not None:
                 module.children[str(name)] = self._module(child, f"submodule {name!r}")
         module.attributes = {
-            key: self(item) for key, item in state.items() if not _is_bookkeeping(key)
+            key: self(item) for key, item in state.items() if not is_bookkeeping(key)
         }
         codegen = module.attributes.get("__codegen__")
         if isinstance(codegen, dict):  # as e3nn's CodeGenMixin.__setstate__ does
@@ -161,21 +161,21 @@ class _Converter:
         return self._sizes[key]
 
 
-def _is_bookkeeping(key: str) -> bool:
+def is_bookkeeping(key: str) -> bool:
     """``torch.nn.Module`` internals that are not attributes of the architecture."""
     return key in _MODULE_BOOKKEEPING or key.endswith(
         ("_hooks", "_hooks_with_kwargs", "_hooks_always_called")
     )
 
 
-def _tensors(entries: Any, owner: str) -> dict[str, torch.Tensor]:
+def module_tensors(entries: Any, owner: str) -> dict[str, torch.Tensor]:
     if not isinstance(entries, dict):
         raise ModelFileError(f"{owner}: parameters/buffers are not a dict")
     out = {}
     for name, tensor in entries.items():
         if tensor is None:
             continue
-        if isinstance(tensor, _TensorRecord):
+        if isinstance(tensor, TensorRecord):
             tensor = tensor.tensor()
         if not isinstance(tensor, torch.Tensor):
             raise ModelFileError(f"{owner}: entry {name!r} is not a tensor")

@@ -53,7 +53,7 @@ import reprlib
 import zipfile
 from dataclasses import dataclass
 
-from ..errors import ModelFileError
+from ...errors import ModelFileError
 
 MAX_INFLATION = 32
 BUDGET_FLOOR = 16 << 20  # bytes

@@ -1,8 +1,8 @@
 """MACE ``.model`` files → our ModelConfig and weights, without mace-torch and without pickled code.
 
-The pickled module tree is read as inert data by :mod:`ase_equi.io.mace_pickle`; this module
-checks that it is an architecture we reproduce exactly, reads the hyper-parameters, and renames
-the tensors onto :class:`~ase_equi.model.mace.MaceModel`:
+The pickled module tree is read as inert data by :mod:`ase_equi.io.mace.reader`; this module
+checks (with :mod:`ase_equi.io.mace.support`) that it is an architecture we reproduce exactly,
+reads the hyper-parameters, and renames the tensors onto :class:`~ase_equi.model.mace.MaceModel`:
 
 =====================================================  ==========================================
 MACE (``ScaleShiftMACE`` / ``MACE``)                   ase_equi
@@ -43,55 +43,18 @@ from typing import Any
 
 import torch
 
-from ..errors import AseEquiError, ModelFileError, UnsupportedMaceFeature
-from ..model.config import ModelConfig
-from ..model.mace import MaceModel
-from ..model.product import fold_symmetric
-from .mace_pickle import PickledModule, read_mace_model, state_dict
-from .model_file import LoadedModel, build_from_state_dict
+from ...errors import AseEquiError, ModelFileError, UnsupportedMaceFeature
+from ...model.config import ModelConfig
+from ...model.mace import MaceModel
+from ...model.product import fold_symmetric
+from ..model_file import LoadedModel, build_from_state_dict
+from .objects import PickledModule
+from .reader import read_mace_model, state_dict
+from .support import RESIDUAL, check_supported, module_attribute, refuse_feature, submodule
+
+__all__ = ["UnsupportedMaceFeature", "load_mace_model", "mace_heads", "mace_to_ase_equi"]
 
 log = logging.getLogger(__name__)
-
-SUPPORTED_MODELS = ("mace.modules.models.ScaleShiftMACE", "mace.modules.models.MACE")
-RESIDUAL = "mace.modules.blocks.RealAgnosticResidualInteractionBlock"
-NON_RESIDUAL = "mace.modules.blocks.RealAgnosticInteractionBlock"
-
-# (child module or attribute that betrays a feature, the feature's name)
-UNSUPPORTED_CHILDREN = {
-    "pair_repulsion_fn": "ZBL pair repulsion (pair_repulsion=True)",
-    "joint_embedding": "embeddings of charge/spin/other graph features (embedding_specs)",
-    "embedding_readout": "embedding readout (use_embedding_readout=True)",
-    "les": "LES long-range electrostatics",
-    "field_dependence": "field-dependent (polarisation) blocks",
-}
-
-
-def _refuse(feature: str, path: str) -> None:
-    raise UnsupportedMaceFeature(
-        f"{path}: uses {feature}, which ase_equi does not support; nothing was loaded"
-    )
-
-
-def _child(module: PickledModule, name: str, path: str, where: str = "the MACE model") -> Any:
-    """``module.children[name]``, or a :class:`ModelFileError` naming what is missing."""
-    try:
-        return module.children[name]
-    except (KeyError, AttributeError):
-        raise ModelFileError(
-            f"{path}: {where} has no submodule {name!r} ({module.class_path}); the file is not "
-            "a complete MACE model"
-        ) from None
-
-
-def _attribute(module: PickledModule, name: str, path: str, where: str) -> Any:
-    """``module.attributes[name]``, or a :class:`ModelFileError` naming what is missing."""
-    try:
-        return module.attributes[name]
-    except KeyError:
-        raise ModelFileError(
-            f"{path}: {where} ({module.class_path}) has no attribute {name!r}; the file is not "
-            "a complete MACE model"
-        ) from None
 
 
 def _tensor(sd: dict[str, torch.Tensor], key: str, path: str) -> torch.Tensor:
@@ -109,65 +72,6 @@ def _scalar(sd: dict[str, torch.Tensor], key: str, path: str) -> float:
     if value.numel() != 1:
         raise ModelFileError(f"{path}: {key} should hold one number, it holds {value.numel()}")
     return value.item()
-
-
-def _check_supported(root: PickledModule, path: str) -> None:
-    if root.class_path not in SUPPORTED_MODELS:
-        _refuse(f"the model class {root.class_path}", path)
-    for child, feature in UNSUPPORTED_CHILDREN.items():
-        if child in root.children:
-            _refuse(feature, path)
-    attrs = root.attributes
-    if attrs.get("use_so3"):
-        _refuse("SO(3) (parity-free) spherical harmonics (use_so3=True)", path)
-    if attrs.get("use_agnostic_product"):
-        _refuse("element-agnostic products (use_agnostic_product=True)", path)
-    if attrs.get("use_last_readout_only"):
-        _refuse("a readout on the last layer only (use_last_readout_only=True)", path)
-    if attrs.get("apply_cutoff") is False:
-        _refuse("a cutoff applied to the radial MLP output (apply_cutoff=False)", path)
-    if attrs.get("edge_irreps") not in (None, "None"):
-        _refuse(f"reduced edge irreps (edge_irreps={attrs.get('edge_irreps')})", path)
-    radial = _child(root, "radial_embedding", path)
-    if "distance_transform" in radial.children:
-        kind = radial.children["distance_transform"].class_path.rsplit(".", 1)[-1]
-        kind = kind.removesuffix("Transform")
-        _refuse(f"the {kind} distance transform", path)
-    basis = _child(radial, "bessel_fn", path, "radial_embedding").class_path
-    if not basis.endswith(".BesselBasis"):
-        _refuse(f"the radial basis {basis.rsplit('.', 1)[-1]}", path)
-    cutoff = _child(radial, "cutoff_fn", path, "radial_embedding").class_path
-    if not cutoff.endswith(".PolynomialCutoff"):
-        _refuse(f"the cutoff function {cutoff.rsplit('.', 1)[-1]}", path)
-    for name in ("node_embedding", "atomic_energies_fn", "products"):
-        _child(root, name, path)
-    interactions = _child(root, "interactions", path).children
-    if not interactions or list(interactions) != [str(t) for t in range(len(interactions))]:
-        raise ModelFileError(
-            f"{path}: interactions should be numbered 0, 1, ...; found {list(interactions)[:10]}"
-        )
-    for t, block in interactions.items():
-        allowed = (RESIDUAL, NON_RESIDUAL) if t == "0" else (RESIDUAL,)
-        if block.class_path not in allowed:
-            kind = block.class_path.rsplit(".", 1)[-1]
-            _refuse(f"the interaction block {kind} (layer {t})", path)
-        if block.attributes.get("cueq_config") not in (None, "None") or block.attributes.get(
-            "oeq_config"
-        ) not in (None, "None"):
-            _refuse("cuEquivariance/OpenEquivariance layouts (convert to e3nn first)", path)
-    for t, readout in _child(root, "readouts", path).children.items():
-        kind = readout.class_path.rsplit(".", 1)[-1]
-        if kind not in ("LinearReadoutBlock", "NonLinearReadoutBlock"):
-            _refuse(f"the readout {kind} (layer {t})", path)
-        if kind == "NonLinearReadoutBlock":
-            where = f"readouts.{t}"
-            gate = _child(readout, "non_linearity", path, where)
-            acts = _child(gate, "acts", path, f"{where}.non_linearity")
-            act = _child(acts, "0", path, f"{where}.non_linearity.acts")
-            f = act.attributes.get("f")
-            name = getattr(f, "path", str(f))
-            if name != "torch.nn.functional.silu":
-                _refuse(f"the readout activation {name}", path)
 
 
 MAX_HEADS = 64
@@ -251,7 +155,7 @@ def mace_to_ase_equi(
 def _convert(
     root: PickledModule, path: str, head: str | None
 ) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    _check_supported(root, path)
+    check_supported(root, path)
     sd = state_dict(root)
     heads = mace_heads(root)
     h = _pick_head(heads, head, path)
@@ -264,46 +168,8 @@ def _convert(
         )
     elements = [int(z) for z in numbers.tolist()]
     _check_sizes(sd, path, len(elements), n_heads)
-    e0 = _tensor(sd, "atomic_energies_fn.atomic_energies", path).to(torch.float64)
-    e0 = e0.reshape(n_heads, len(elements))[h] if e0.dim() == 2 or n_heads > 1 else e0
-    scale = shift = None
-    if "scale_shift.scale" in sd:
-        scale = torch.atleast_1d(sd["scale_shift.scale"]).to(torch.float64)
-        shift = torch.atleast_1d(_tensor(sd, "scale_shift.shift", path)).to(torch.float64)
-        if scale.numel() not in (1, n_heads) or shift.numel() not in (1, n_heads):
-            raise ModelFileError(f"{path}: scale_shift should hold 1 or {n_heads} values")
-        scale = scale[h] if scale.numel() > 1 else scale[0]
-        shift = shift[h] if shift.numel() > 1 else shift[0]
-
-    interactions = _child(root, "interactions", path).children
-    num_interactions = len(interactions)
-    first = interactions["0"]
-    channels = sd["node_embedding.linear.output_mask"].numel()
-    products = _child(root, "products", path)
-    correlation = []
-    for t in range(num_interactions):
-        prefix = f"products.{t}.symmetric_contractions.contractions.0."
-        correlation.append(sum(1 for k in sd if k.startswith(prefix + "U_matrix_")))
-    coupling_dim = sd["products.0.symmetric_contractions.contractions.0.U_matrix_1"].shape[-2]
-    max_ell = math.isqrt(coupling_dim) - 1
-    hidden = (
-        _attribute(first, "hidden_irreps", path, "interactions.0") if num_interactions > 1 else None
-    )
-    product = _child(products, "0", path, "products")
-    contractions = _child(
-        _child(product, "symmetric_contractions", path, "products.0"),
-        "contractions",
-        path,
-        "products.0.symmetric_contractions",
-    )
-    max_L = len(contractions.children) - 1
-    if hidden is not None and "0o" in str(hidden):
-        _refuse("odd-parity scalars in the hidden irreps", path)
-    mlp_layers = sorted(k for k in sd if k.startswith("interactions.0.conv_tp_weights.layer"))
-    radial_mlp = [sd[k].shape[1] for k in mlp_layers[:-1]]
-    last = str(num_interactions - 1)
-    readout_hidden = _tensor(sd, f"readouts.{last}.linear_1.output_mask", path).numel() // n_heads
-
+    e0, scale, shift = _head_constants(sd, path, len(elements), n_heads, h)
+    layers = _architecture(root, sd, path, n_heads)  # outside the try: its errors name parts
     try:
         config = ModelConfig(
             elements=tuple(elements),
@@ -311,17 +177,9 @@ def _convert(
             r_max=float(_scalar(sd, "r_max", path)),
             num_bessel=_tensor(sd, "radial_embedding.bessel_fn.bessel_weights", path).numel(),
             envelope_p=int(_scalar(sd, "radial_embedding.cutoff_fn.p", path)),
-            max_ell=max_ell,
-            channels=channels,
-            max_L=max_L,
-            num_interactions=num_interactions,
-            correlation=tuple(correlation),
-            radial_mlp=tuple(radial_mlp),
-            readout_hidden=readout_hidden,
-            avg_num_neighbors=float(_attribute(first, "avg_num_neighbors", path, "interactions.0")),
             scale=float(scale) if scale is not None else 1.0,
             shift=float(shift) if shift is not None else 0.0,
-            residual_first=first.class_path == RESIDUAL,
+            **layers,
         )
     except ValueError as error:
         raise ModelFileError(
@@ -336,6 +194,71 @@ def _convert(
         "heads_in_file": heads,
     }
     return config, ours, card
+
+
+def _head_constants(
+    sd: dict[str, torch.Tensor], path: str, n_elements: int, n_heads: int, h: int
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Head ``h``'s E0 ``[n_elements]`` (eV), scale ``[]`` and shift ``[]`` (eV), float64.
+
+    scale and shift are None for a plain ``MACE`` model (no ``scale_shift`` block).
+    """
+    e0 = _tensor(sd, "atomic_energies_fn.atomic_energies", path).to(torch.float64)
+    e0 = e0.reshape(n_heads, n_elements)[h] if e0.dim() == 2 or n_heads > 1 else e0
+    scale = shift = None
+    if "scale_shift.scale" in sd:
+        scale = torch.atleast_1d(sd["scale_shift.scale"]).to(torch.float64)
+        shift = torch.atleast_1d(_tensor(sd, "scale_shift.shift", path)).to(torch.float64)
+        if scale.numel() not in (1, n_heads) or shift.numel() not in (1, n_heads):
+            raise ModelFileError(f"{path}: scale_shift should hold 1 or {n_heads} values")
+        scale = scale[h] if scale.numel() > 1 else scale[0]
+        shift = shift[h] if shift.numel() > 1 else shift[0]
+    return e0, scale, shift
+
+
+def _architecture(
+    root: PickledModule, sd: dict[str, torch.Tensor], path: str, n_heads: int
+) -> dict[str, Any]:
+    """The ModelConfig fields that describe the layers, read from module attributes and sizes."""
+    interactions = submodule(root, "interactions", path).children
+    num_interactions = len(interactions)
+    first = interactions["0"]
+    products = submodule(root, "products", path)
+    correlation = []
+    for t in range(num_interactions):
+        prefix = f"products.{t}.symmetric_contractions.contractions.0."
+        correlation.append(sum(1 for k in sd if k.startswith(prefix + "U_matrix_")))
+    coupling_dim = sd["products.0.symmetric_contractions.contractions.0.U_matrix_1"].shape[-2]
+    hidden = (
+        module_attribute(first, "hidden_irreps", path, "interactions.0")
+        if num_interactions > 1
+        else None
+    )
+    product = submodule(products, "0", path, "products")
+    contractions = submodule(
+        submodule(product, "symmetric_contractions", path, "products.0"),
+        "contractions",
+        path,
+        "products.0.symmetric_contractions",
+    )
+    if hidden is not None and "0o" in str(hidden):
+        refuse_feature("odd-parity scalars in the hidden irreps", path)
+    mlp_layers = sorted(k for k in sd if k.startswith("interactions.0.conv_tp_weights.layer"))
+    last = str(num_interactions - 1)
+    readout_mask = _tensor(sd, f"readouts.{last}.linear_1.output_mask", path)
+    return {
+        "max_ell": math.isqrt(coupling_dim) - 1,
+        "channels": sd["node_embedding.linear.output_mask"].numel(),
+        "max_L": len(contractions.children) - 1,
+        "num_interactions": num_interactions,
+        "correlation": tuple(correlation),
+        "radial_mlp": tuple(sd[k].shape[1] for k in mlp_layers[:-1]),
+        "readout_hidden": readout_mask.numel() // n_heads,
+        "avg_num_neighbors": float(
+            module_attribute(first, "avg_num_neighbors", path, "interactions.0")
+        ),
+        "residual_first": first.class_path == RESIDUAL,
+    }
 
 
 def _rename(

@@ -1,0 +1,121 @@
+"""Which MACE architectures we reproduce exactly; every other feature is refused by name.
+
+:func:`check_supported` runs on the inert module tree before any tensor is converted: the model
+class, the interaction blocks, the radial basis, cutoff, distance transform, readouts and their
+activation must be the ones :class:`~ase_equi.model.mace.MaceModel` computes; otherwise
+:class:`~ase_equi.errors.UnsupportedMaceFeature` names the feature and nothing is loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import ModelFileError, UnsupportedMaceFeature
+from .objects import PickledModule
+
+__all__ = ["RESIDUAL", "check_supported", "module_attribute", "refuse_feature", "submodule"]
+
+SUPPORTED_MODELS = ("mace.modules.models.ScaleShiftMACE", "mace.modules.models.MACE")
+RESIDUAL = "mace.modules.blocks.RealAgnosticResidualInteractionBlock"
+NON_RESIDUAL = "mace.modules.blocks.RealAgnosticInteractionBlock"
+
+# (child module or attribute that betrays a feature, the feature's name)
+UNSUPPORTED_CHILDREN = {
+    "pair_repulsion_fn": "ZBL pair repulsion (pair_repulsion=True)",
+    "joint_embedding": "embeddings of charge/spin/other graph features (embedding_specs)",
+    "embedding_readout": "embedding readout (use_embedding_readout=True)",
+    "les": "LES long-range electrostatics",
+    "field_dependence": "field-dependent (polarisation) blocks",
+}
+
+
+def refuse_feature(feature: str, path: str) -> None:
+    raise UnsupportedMaceFeature(
+        f"{path}: uses {feature}, which ase_equi does not support; nothing was loaded"
+    )
+
+
+def submodule(module: PickledModule, name: str, path: str, where: str = "the MACE model") -> Any:
+    """``module.children[name]``, or a :class:`ModelFileError` naming what is missing."""
+    try:
+        return module.children[name]
+    except (KeyError, AttributeError):
+        raise ModelFileError(
+            f"{path}: {where} has no submodule {name!r} ({module.class_path}); the file is not "
+            "a complete MACE model"
+        ) from None
+
+
+def module_attribute(module: PickledModule, name: str, path: str, where: str) -> Any:
+    """``module.attributes[name]``, or a :class:`ModelFileError` naming what is missing."""
+    try:
+        return module.attributes[name]
+    except KeyError:
+        raise ModelFileError(
+            f"{path}: {where} ({module.class_path}) has no attribute {name!r}; the file is not "
+            "a complete MACE model"
+        ) from None
+
+
+def check_supported(root: PickledModule, path: str) -> None:
+    """Refuse (``UnsupportedMaceFeature``) any part of ``root`` that we do not reproduce.
+
+    One check per feature, in the order the model computes; long but flat (no branch
+    depends on another), so it stays one function.
+    """
+    if root.class_path not in SUPPORTED_MODELS:
+        refuse_feature(f"the model class {root.class_path}", path)
+    for child, feature in UNSUPPORTED_CHILDREN.items():
+        if child in root.children:
+            refuse_feature(feature, path)
+    attrs = root.attributes
+    if attrs.get("use_so3"):
+        refuse_feature("SO(3) (parity-free) spherical harmonics (use_so3=True)", path)
+    if attrs.get("use_agnostic_product"):
+        refuse_feature("element-agnostic products (use_agnostic_product=True)", path)
+    if attrs.get("use_last_readout_only"):
+        refuse_feature("a readout on the last layer only (use_last_readout_only=True)", path)
+    if attrs.get("apply_cutoff") is False:
+        refuse_feature("a cutoff applied to the radial MLP output (apply_cutoff=False)", path)
+    if attrs.get("edge_irreps") not in (None, "None"):
+        refuse_feature(f"reduced edge irreps (edge_irreps={attrs.get('edge_irreps')})", path)
+    radial = submodule(root, "radial_embedding", path)
+    if "distance_transform" in radial.children:
+        kind = radial.children["distance_transform"].class_path.rsplit(".", 1)[-1]
+        kind = kind.removesuffix("Transform")
+        refuse_feature(f"the {kind} distance transform", path)
+    basis = submodule(radial, "bessel_fn", path, "radial_embedding").class_path
+    if not basis.endswith(".BesselBasis"):
+        refuse_feature(f"the radial basis {basis.rsplit('.', 1)[-1]}", path)
+    cutoff = submodule(radial, "cutoff_fn", path, "radial_embedding").class_path
+    if not cutoff.endswith(".PolynomialCutoff"):
+        refuse_feature(f"the cutoff function {cutoff.rsplit('.', 1)[-1]}", path)
+    for name in ("node_embedding", "atomic_energies_fn", "products"):
+        submodule(root, name, path)
+    interactions = submodule(root, "interactions", path).children
+    if not interactions or list(interactions) != [str(t) for t in range(len(interactions))]:
+        raise ModelFileError(
+            f"{path}: interactions should be numbered 0, 1, ...; found {list(interactions)[:10]}"
+        )
+    for t, block in interactions.items():
+        allowed = (RESIDUAL, NON_RESIDUAL) if t == "0" else (RESIDUAL,)
+        if block.class_path not in allowed:
+            kind = block.class_path.rsplit(".", 1)[-1]
+            refuse_feature(f"the interaction block {kind} (layer {t})", path)
+        if block.attributes.get("cueq_config") not in (None, "None") or block.attributes.get(
+            "oeq_config"
+        ) not in (None, "None"):
+            refuse_feature("cuEquivariance/OpenEquivariance layouts (convert to e3nn first)", path)
+    for t, readout in submodule(root, "readouts", path).children.items():
+        kind = readout.class_path.rsplit(".", 1)[-1]
+        if kind not in ("LinearReadoutBlock", "NonLinearReadoutBlock"):
+            refuse_feature(f"the readout {kind} (layer {t})", path)
+        if kind == "NonLinearReadoutBlock":
+            where = f"readouts.{t}"
+            gate = submodule(readout, "non_linearity", path, where)
+            acts = submodule(gate, "acts", path, f"{where}.non_linearity")
+            act = submodule(acts, "0", path, f"{where}.non_linearity.acts")
+            f = act.attributes.get("f")
+            name = getattr(f, "path", str(f))
+            if name != "torch.nn.functional.silu":
+                refuse_feature(f"the readout activation {name}", path)
