@@ -3,13 +3,11 @@
 A forward and backward pass of a MACE model allocates tens of MB per tensor (per-edge weights,
 per-receiver products) and frees them again at every step. glibc's ``malloc`` serves blocks of
 more than 32 MiB (by default, or less) with fresh ``mmap`` pages and unmaps them when freed, so
-that every step pays the kernel to fault in and zero those pages again: on a 2-core machine this
-was most of an MD step (864 Cu atoms, medium MACE-MP, float32, 2 threads: 2.1 million page
-faults and 4.1 s per step, against none and 1.6 s with this setting;
-``benchmarks/large_structures.py --sizes 6 --retain on,off``). :func:`retain_freed_memory`
-raises the ``mmap`` and trim thresholds so that freed blocks stay in the heap and the next step
-reuses them. The price is a higher peak RSS, since the kept heap fragments (there: 4.2 instead
-of 3.2 GB).
+that every step pays the kernel to fault in and zero those pages again, which on a small
+machine can be most of an MD step. :func:`retain_freed_memory` raises the ``mmap`` and trim
+thresholds so that freed blocks stay in the heap and the next step reuses them. The price is a
+higher peak RSS, since the kept heap fragments. The README's performance section and
+``benchmarks/large_structures.py --retain on,off`` measure both.
 
 This is a setting of the whole process (``mallopt``), taken only on Linux with glibc, and only
 when asked: :class:`~ase_equi.calculator.EquivariantCalculator` asks on CPU unless built with
