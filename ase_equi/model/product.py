@@ -51,9 +51,10 @@ def monomial_indices(dim: int, order: int) -> torch.Tensor:
 
 
 def monomial_map(dim: int, order: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For every index tuple ``(i_1 … i_ν)`` (row-major, ``[D^ν]``): its monomial and 1/multiplicity.
+    """Monomial and 1/multiplicity of every index tuple ``(i_1 … i_ν)``, each ``[D^ν]``.
 
-    ``U_sym[i] = Ũ[monomial(i)] / multiplicity`` is the symmetric tensor whose fold is Ũ.
+    The tuples run in row-major order. ``U_sym[i] = Ũ[monomial(i)] / multiplicity`` is the
+    symmetric tensor whose fold is Ũ.
     """
     grids = torch.cartesian_prod(*[torch.arange(dim)] * order).reshape(-1, order)
     keys = torch.sort(grids, dim=1).values
@@ -130,7 +131,7 @@ class SymmetricContraction(torch.nn.Module):
                 torch.nn.Parameter(torch.randn(num_elements, k, channels) / max(k, 1))
             )
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Coupling bases from files may have another number K of columns than ours (MACE keeps
         # linearly dependent coupling paths): adopt the stored shapes before copying.
         for order in range(1, self.correlation + 1):
@@ -203,9 +204,9 @@ class SymmetricContraction(torch.nn.Module):
             for t in self.contracted_weights(features.dtype)
         ]
         single = groups.single
-        for slot, nodes in enumerate(groups.nodes):
+        for position, nodes in enumerate(groups.nodes):  # position in groups.present
             x = features if single else features.index_select(0, nodes)  # [n_z, C, D]
-            tensors = [None if t is None else t[slot] for t in contracted]
+            tensors = [None if t is None else t[position] for t in contracted]
             if all(t is None for t in tensors):
                 continue
             if chunk_nodes is None or x.shape[0] <= chunk_nodes:
