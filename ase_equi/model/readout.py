@@ -24,11 +24,11 @@ class LinearReadout(torch.nn.Module):
 
 
 class NonLinearReadout(torch.nn.Module):
-    """``[n_nodes, irreps_in.dim] -> [n_nodes]`` through ``hidden`` SiLU scalars."""
+    """``[n_nodes, irreps_in.dim] -> [n_nodes]`` through ``readout_hidden`` SiLU scalars."""
 
-    def __init__(self, irreps_in: o3.Irreps, hidden: int = 16) -> None:
+    def __init__(self, irreps_in: o3.Irreps, readout_hidden: int = 16) -> None:
         super().__init__()
-        hidden_irreps = o3.Irreps(f"{hidden}x0e")
+        hidden_irreps = o3.Irreps(f"{readout_hidden}x0e")
         self.linear_1 = o3.Linear(o3.Irreps(irreps_in), hidden_irreps)
         self.non_linearity = nn.Activation(hidden_irreps, [torch.nn.functional.silu])
         self.linear_2 = o3.Linear(hidden_irreps, o3.Irreps("0e"))
