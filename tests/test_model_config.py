@@ -55,8 +55,16 @@ def test_foundation_model_sizes_are_inside_the_bounds():
     """MACE-MP-0 large (128 channels, max_L 2, max_ell 3, r_max 6 Å, 2 layers, ν = 3) and a
     256-channel OMAT-like model must stay supported."""
     for channels in (128, 256):
-        ModelConfig(elements=tuple(range(1, 90)), channels=channels, max_L=2, max_ell=3,
-                    r_max=6.0, num_interactions=2, correlation=3, avg_num_neighbors=61.0)
+        ModelConfig(
+            elements=tuple(range(1, 90)),
+            channels=channels,
+            max_L=2,
+            max_ell=3,
+            r_max=6.0,
+            num_interactions=2,
+            correlation=3,
+            avg_num_neighbors=61.0,
+        )
     assert BOUNDS["r_max"][1] >= 6.0
 
 

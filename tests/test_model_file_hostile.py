@@ -77,12 +77,16 @@ def load_in_child(*json_paths: Path, timeout: float = 90.0) -> dict[str, str]:
     """
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, *map(str, json_paths)], capture_output=True, text=True,
-        timeout=timeout, env=env,
+        [sys.executable, "-c", CHILD, *map(str, json_paths)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
     results = dict(line.split(" -> ", 1) for line in out.stdout.splitlines() if " -> " in line)
-    return {str(p): results.get(str(p), f"NO RESULT; stderr: {out.stderr[-1000:]}")
-            for p in json_paths}
+    return {
+        str(p): results.get(str(p), f"NO RESULT; stderr: {out.stderr[-1000:]}") for p in json_paths
+    }
 
 
 # --- issue 3: the header is covered by a hash --------------------------------------------------
@@ -127,8 +131,12 @@ def test_e0_scale_shift_live_only_in_the_heads(model_copy):
     weights.write_bytes(blob)
     import hashlib
 
-    edit(model_copy, lambda h: h.update(weights_sha256=hashlib.sha256(blob).hexdigest(),
-                                        weights_bytes=len(blob)))
+    edit(
+        model_copy,
+        lambda h: h.update(
+            weights_sha256=hashlib.sha256(blob).hexdigest(), weights_bytes=len(blob)
+        ),
+    )
     with pytest.raises(ModelFileError, match=r"\['scale'\].*only in the header's heads"):
         load_model(model_copy)
 
@@ -150,8 +158,12 @@ def test_heads_share_the_readouts_and_differ_by_e0_and_shift(tmp_path, structure
     model = MaceModel(tiny_config())
     heads = {
         "A": {"reference_energies": [-0.3, -0.5], "scale": 0.2, "shift": 0.0},
-        "B": {"reference_energies": [-1.3, -2.5], "scale": 0.2, "shift": 0.25,
-              "card": {"level_of_theory": "other"}},
+        "B": {
+            "reference_energies": [-1.3, -2.5],
+            "scale": 0.2,
+            "shift": 0.25,
+            "card": {"level_of_theory": "other"},
+        },
     }
     path = save_model(model, tmp_path / "two", heads=heads, default_head="A")
     atoms = structure("bulk")
@@ -200,8 +212,10 @@ def test_mistyped_header_fields_are_named(model_copy, change, message):
 
 HOSTILE = {
     "channels": (lambda h: h["config"].update(channels=30000), "channels = 30000 is outside"),
-    "num_interactions": (lambda h: h["config"].update(num_interactions=10**6, correlation=3),
-                         "num_interactions = 1000000 is outside"),
+    "num_interactions": (
+        lambda h: h["config"].update(num_interactions=10**6, correlation=3),
+        "num_interactions = 1000000 is outside",
+    ),
     "r_max": (lambda h: h["config"].update(r_max=1e6), "r_max = 1000000.0 is outside"),
     "max_ell": (lambda h: h["config"].update(max_ell=50), "max_ell = 50 is outside"),
     "dev-zero": (lambda h: h.update(weights="/dev/zero"), "'weights' must be a plain file name"),
@@ -258,8 +272,11 @@ def test_compressed_files_must_be_decompressed_first(tmp_path, name):
     from ase_equi.zoo import resolve
 
     (tmp_path / name).write_bytes(b"\xfd7zXZ\x00")
-    for call in (lambda: load_model(tmp_path / name), lambda: resolve(tmp_path / name),
-                 lambda: EquivariantCalculator(str(tmp_path / name))):
+    for call in (
+        lambda: load_model(tmp_path / name),
+        lambda: resolve(tmp_path / name),
+        lambda: EquivariantCalculator(str(tmp_path / name)),
+    ):
         with pytest.raises(ModelFileError, match="is compressed.*decompress it first"):
             call()
 
@@ -289,10 +306,14 @@ def write_v1(model: MaceModel, json_path: Path, config_edit: dict | None = None)
     import hashlib
 
     header = {
-        "format": "ase_equi-model", "format_version": 1, "package_version": "0.1.0",
-        "config": {**model.config.to_dict(), **(config_edit or {})}, "dtype": "float64",
+        "format": "ase_equi-model",
+        "format_version": 1,
+        "package_version": "0.1.0",
+        "config": {**model.config.to_dict(), **(config_edit or {})},
+        "dtype": "float64",
         "weights": json_path.stem + ".safetensors",
-        "weights_sha256": hashlib.sha256(blob).hexdigest(), "weights_bytes": len(blob),
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "weights_bytes": len(blob),
         "card": {"name": json_path.stem},
     }
     json_path.write_text(json.dumps(header))
@@ -322,8 +343,7 @@ def test_format_1_loads_with_a_warning_and_upgrades_bit_for_bit(tmp_path, struct
         warnings.simplefilter("error")
         atoms.calc = EquivariantCalculator(path, dtype="float64")
     np.testing.assert_array_equal(atoms.get_potential_energies(), before)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json", "old.md",
-                                                         "old.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json", "old.md", "old.safetensors"]
 
 
 def test_upgrade_refuses_damaged_weights(tmp_path):

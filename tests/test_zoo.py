@@ -33,8 +33,15 @@ def test_zoo_file_hash_and_card(name):
     assert hashlib.sha256(blob).hexdigest() == header["weights_sha256"]
     assert len(blob) == header["weights_bytes"] < 5 * 2**20  # a few MB at most
     card = header["card"]
-    for field in ("level_of_theory", "training_data", "test_errors", "intended_use", "limits",
-                  "physics_checks", "sample_energies"):
+    for field in (
+        "level_of_theory",
+        "training_data",
+        "test_errors",
+        "intended_use",
+        "limits",
+        "physics_checks",
+        "sample_energies",
+    ):
         assert card.get(field), f"{name}: card lacks {field}"
     assert (ZOO_DIR / f"{name}.md").exists()
 
@@ -44,12 +51,18 @@ def test_zoo_model_predicts_its_card_samples(name):
     header = json.loads(zoo_path(name).read_text())
     calc = EquivariantCalculator(name)  # by zoo name
     for sample in header["card"]["sample_energies"]:
-        atoms = Atoms(numbers=sample["numbers"], positions=sample["positions"],
-                      cell=sample["cell"], pbc=sample["pbc"])
+        atoms = Atoms(
+            numbers=sample["numbers"],
+            positions=sample["positions"],
+            cell=sample["cell"],
+            pbc=sample["pbc"],
+        )
         atoms.calc = calc
         energy = atoms.get_potential_energy()
         assert energy == pytest.approx(sample["energy_eV"], abs=1e-6 * len(atoms)), (
-            name, sample["formula"])
+            name,
+            sample["formula"],
+        )
         assert np.isfinite(atoms.get_forces()).all()
 
 
@@ -90,8 +103,11 @@ def test_a_replaced_zoo_file_is_refused(tmp_path, monkeypatch):
     for source in ZOO_DIR.glob("silicon-xtb.*"):
         (tmp_path / source.name).write_bytes(source.read_bytes())
     loaded = load_model(tmp_path / "silicon-xtb.json", dtype=None)
-    save_model(loaded.model.float(), tmp_path / "silicon-xtb",
-               card={**loaded.card, "level_of_theory": "DFT (not really)"})
+    save_model(
+        loaded.model.float(),
+        tmp_path / "silicon-xtb",
+        card={**loaded.card, "level_of_theory": "DFT (not really)"},
+    )
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path)
     with pytest.raises(ModelFileError, match="zoo model 'silicon-xtb' .* was replaced"):
         EquivariantCalculator("silicon-xtb")
@@ -136,7 +152,13 @@ def test_the_installed_package_finds_the_zoo_from_any_directory(tmp_path):
     still finds the three zoo models."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     code = "import ase_equi.zoo as z; print(' '.join(z.zoo_names()))"
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert set(EXPECTED) <= set(result.stdout.split())

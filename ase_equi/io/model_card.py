@@ -30,8 +30,9 @@ def render_card(header: dict[str, Any]) -> str:
     if header.get("header_sha256"):
         lines.append(f"| header SHA-256 | `{header['header_sha256']}` |")
     if header.get("heads"):
-        lines.append(f"| heads | {', '.join(header['heads'])} (default "
-                     f"{header.get('default_head')}) |")
+        lines.append(
+            f"| heads | {', '.join(header['heads'])} (default {header.get('default_head')}) |"
+        )
     skip = {"name", "description", "elements", "cutoff_angstrom", "physics_checks"}
     for key, value in card.items():
         if key in skip:

@@ -48,6 +48,7 @@ from .model_header import (
     FORMAT_VERSION,
     HEAD_CONSTANTS,
     check_head,
+    check_layout,
     header_digest,
     model_paths,
     read_header,
@@ -61,8 +62,17 @@ PACKAGE_VERSION = "0.1.0"
 DEFAULT_HEAD = "Default"
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "LoadedModel", "ModelFileError", "model_paths", "read_header",
-    "read_model_file", "refuse_compressed", "render_card", "save_model", "upgrade_model_file",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "LoadedModel",
+    "ModelFileError",
+    "model_paths",
+    "read_header",
+    "read_model_file",
+    "refuse_compressed",
+    "render_card",
+    "save_model",
+    "upgrade_model_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,9 +118,11 @@ def write_atomic(path: Path, data: bytes) -> None:
 def _head_of_model(model: MaceModel) -> dict[str, Any]:
     """E0 (eV), scale and shift (eV) exactly as the model computes with them (its buffers)."""
     return {
-        "reference_energies": [float(x) for x in model.reference_energies.double().tolist()],
-        "scale": float(model.scale.double()),
-        "shift": float(model.shift.double()),
+        "reference_energies": [
+            float(x) for x in model.get_buffer("reference_energies").double().tolist()
+        ],
+        "scale": float(model.get_buffer("scale").double()),
+        "shift": float(model.get_buffer("shift").double()),
     }
 
 
@@ -228,40 +240,6 @@ def read_weights(header: dict[str, Any], json_path: Path) -> bytes:
     return blob
 
 
-def _check_layout(
-    layout: dict[str, tuple[str, tuple[int, ...]]], config: ModelConfig, version: int,
-    source: str,
-) -> None:
-    """Names and the element/channel/layer counts of the weights against the config, before
-    the model is built (so a config that claims a larger model than the file holds costs
-    nothing)."""
-    inside = sorted(set(HEAD_CONSTANTS) & set(layout))
-    if version >= 2 and inside:
-        raise ModelFileError(
-            f"{source} holds {inside}; in format 2 they live only in the header's heads"
-        )
-    if version == 1 and len(inside) != len(HEAD_CONSTANTS):
-        raise ModelFileError(f"{source} lacks {sorted(set(HEAD_CONSTANTS) - set(layout))}")
-    embedding = layout.get("node_embedding.linear.weight")
-    want = len(config.elements) * config.channels
-    if embedding is None or (len(embedding[1]) != 1 or embedding[1][0] != want):
-        raise ModelFileError(
-            f"{source} does not fit the architecture in its config: the element embedding has "
-            f"shape {embedding[1] if embedding else None}, the config needs [{want}] "
-            f"({len(config.elements)} elements × {config.channels} channels)"
-        )
-    layers = {int(k.split(".")[1]) for k in layout if k.startswith("interactions.")}
-    if layers != set(range(config.num_interactions)):
-        raise ModelFileError(
-            f"{source} does not fit the architecture in its config: it has interaction layers "
-            f"{sorted(layers)[:10]}, the config {config.num_interactions}"
-        )
-    floats = {"F32": "float32", "F64": "float64"}
-    odd = sorted({d for d, _ in layout.values()} - set(floats))
-    if odd:
-        raise ModelFileError(f"{source} holds tensors of dtype {odd}; only F32 and F64 are read")
-
-
 def head_tensors(head: dict[str, Any]) -> dict[str, torch.Tensor]:
     """A head's E0 ``[n_elements]``, scale ``[]`` and shift ``[]`` as float64 buffers."""
     return {
@@ -279,6 +257,7 @@ def _config_and_head(
     A format-1 header has one head (``DEFAULT_HEAD``) whose constants are in its config (and
     in the weights, which :func:`read_model_file` then trusts); its entry is ``{}``.
     """
+    head_values: dict[str, Any]
     if header["format_version"] == 1:
         warnings.warn(
             f"{json_path} is a format-1 model file: its header (config, E0, card) is not "
@@ -337,7 +316,7 @@ def read_model_file(
     heads = [DEFAULT_HEAD] if version == 1 else list(header["heads"])
     blob = read_weights(header, json_path)
     source = str(weights_path_of(header, json_path))
-    _check_layout(safetensors_layout(blob, source), config, version, source)
+    check_layout(safetensors_layout(blob, source), config, version, source)
     try:
         tensors = load_safetensors(blob)
     except Exception as err:  # safetensors raises its own error types
@@ -360,7 +339,11 @@ def read_model_file(
     if head_values.get("card"):
         card["head_card"] = head_values["card"]
     return LoadedModel(
-        model=model, config=config, card=card, source=str(json_path), head=head_name,
+        model=model,
+        config=config,
+        card=card,
+        source=str(json_path),
+        head=head_name,
         heads=heads,
     )
 

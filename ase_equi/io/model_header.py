@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelFileError
+from ..model.config import ModelConfig
 
 FORMAT = "ase_equi-model"
 FORMAT_VERSION = 2
@@ -47,9 +48,22 @@ MAX_HEADS = 64
 HEAD_CONSTANTS = ("reference_energies", "scale", "shift")
 COMPRESSED_SUFFIXES = (".xz", ".gz", ".bz2", ".zst", ".zip", ".lzma", ".tgz", ".7z")
 V2_FIELDS = frozenset(
-    {"format", "format_version", "package_version", "config", "dtype", "weights",
-     "weights_sha256", "weights_bytes", "heads", "default_head", "committee",
-     "uncertainty_calibration", "card", "header_sha256"}
+    {
+        "format",
+        "format_version",
+        "package_version",
+        "config",
+        "dtype",
+        "weights",
+        "weights_sha256",
+        "weights_bytes",
+        "heads",
+        "default_head",
+        "committee",
+        "uncertainty_calibration",
+        "card",
+        "header_sha256",
+    }
 )
 DTYPES = ("float32", "float64")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -64,8 +78,9 @@ def canonical_json(header: dict[str, Any]) -> bytes:
     b'{"a":"\\\\u00c5","b":1.5}'
     """
     body = {k: v for k, v in header.items() if k != "header_sha256"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False)
+    text = json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
     return text.encode("ascii")
 
 
@@ -151,8 +166,13 @@ def _check_common_fields(header: dict[str, Any], where: Path) -> None:
     if "weights" in header:
         name = header["weights"]
         if (
-            not isinstance(name, str) or not name.endswith(".safetensors") or len(name) > 255
-            or "/" in name or "\\" in name or "\0" in name or name.startswith(".")
+            not isinstance(name, str)
+            or not name.endswith(".safetensors")
+            or len(name) > 255
+            or "/" in name
+            or "\\" in name
+            or "\0" in name
+            or name.startswith(".")
         ):
             raise bad("weights", "a plain file name NAME.safetensors in the header's folder")
     if header.get("dtype", "float64") not in DTYPES:
@@ -213,8 +233,11 @@ def check_head(name: str, head: Any, n_elements: int, where: Path | str) -> None
             f"{label}: 'reference_energies' must be a list of {n_elements} numbers (one per "
             "element)"
         )
-    for key, values in (("reference_energies", e0), ("scale", [head["scale"]]),
-                        ("shift", [head["shift"]])):
+    for key, values in (
+        ("reference_energies", e0),
+        ("scale", [head["scale"]]),
+        ("shift", [head["shift"]]),
+    ):
         for v in values:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ModelFileError(f"{label}: '{key}' must be finite numbers, got {v!r:.80}")
@@ -254,7 +277,11 @@ def model_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
     stem = p.name
     for suffix in (".json", ".safetensors", ".md"):
         stem = stem.removesuffix(suffix)
-    return tuple(p.with_name(stem + suffix) for suffix in (".json", ".safetensors", ".md"))
+    return (
+        p.with_name(stem + ".json"),
+        p.with_name(stem + ".safetensors"),
+        p.with_name(stem + ".md"),
+    )
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
@@ -299,3 +326,39 @@ def safetensors_layout(data: bytes, source: str) -> dict[str, tuple[str, tuple[i
         except (TypeError, KeyError, ValueError) as err:
             raise ModelFileError(f"{source}: tensor {name!r:.80} has no valid shape") from err
     return out
+
+
+def check_layout(
+    layout: dict[str, tuple[str, tuple[int, ...]]],
+    config: ModelConfig,
+    version: int,
+    source: str,
+) -> None:
+    """Names and the element/channel/layer counts of the weights against the config, before
+    the model is built (so a config that claims a larger model than the file holds costs
+    nothing)."""
+    inside = sorted(set(HEAD_CONSTANTS) & set(layout))
+    if version >= 2 and inside:
+        raise ModelFileError(
+            f"{source} holds {inside}; in format 2 they live only in the header's heads"
+        )
+    if version == 1 and len(inside) != len(HEAD_CONSTANTS):
+        raise ModelFileError(f"{source} lacks {sorted(set(HEAD_CONSTANTS) - set(layout))}")
+    embedding = layout.get("node_embedding.linear.weight")
+    want = len(config.elements) * config.channels
+    if embedding is None or (len(embedding[1]) != 1 or embedding[1][0] != want):
+        raise ModelFileError(
+            f"{source} does not fit the architecture in its config: the element embedding has "
+            f"shape {embedding[1] if embedding else None}, the config needs [{want}] "
+            f"({len(config.elements)} elements × {config.channels} channels)"
+        )
+    layers = {int(k.split(".")[1]) for k in layout if k.startswith("interactions.")}
+    if layers != set(range(config.num_interactions)):
+        raise ModelFileError(
+            f"{source} does not fit the architecture in its config: it has interaction layers "
+            f"{sorted(layers)[:10]}, the config {config.num_interactions}"
+        )
+    floats = {"F32": "float32", "F64": "float64"}
+    odd = sorted({d for d, _ in layout.values()} - set(floats))
+    if odd:
+        raise ModelFileError(f"{source} holds tensors of dtype {odd}; only F32 and F64 are read")

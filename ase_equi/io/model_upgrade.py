@@ -58,8 +58,7 @@ def upgrade_model_file(
     before = probe(reference.model)
     card = dict(header.get("card", {}))
     tmp_dir = json_path.parent
-    staged = save_model(old.model, tmp_dir / f".upgrade-{os.getpid()}-{json_path.stem}",
-                        card=card)
+    staged = save_model(old.model, tmp_dir / f".upgrade-{os.getpid()}-{json_path.stem}", card=card)
     try:
         new_header = json.loads(staged.read_text())
         new_header["weights"] = model_paths(json_path)[1].name
@@ -104,6 +103,12 @@ def _probe_energies(model: MaceModel) -> torch.Tensor:
     keep = torch.linalg.norm(vectors, dim=1) < model.config.r_max
     model = copy.deepcopy(model).double()  # the caller keeps its dtype
     with torch.no_grad():
-        out = model(elements, vectors[keep], senders[keep], receivers[keep],
-                    torch.zeros(n, dtype=torch.long), 1)
+        out = model(
+            elements,
+            vectors[keep],
+            senders[keep],
+            receivers[keep],
+            torch.zeros(n, dtype=torch.long),
+            1,
+        )
     return out["node_energies"]

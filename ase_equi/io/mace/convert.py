@@ -39,7 +39,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -283,7 +283,7 @@ def _rename(
             out[".".join(parts)] = value
         elif parts[0] == "products" and parts[2] == "symmetric_contractions":
             t, k, name = parts[1], parts[4], parts[5]
-            n = config.correlation[int(t)]
+            n = cast(tuple, config.correlation)[int(t)]  # a tuple after ModelConfig's checks
             dest = f"products.{t}.contractions.{k}."
             if name == "weights_max":
                 out[dest + f"weights.{n - 1}"] = value

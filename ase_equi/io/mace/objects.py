@@ -111,6 +111,8 @@ class Placeholder:
 
     class_path = "<placeholder>"
     _work: Any = None
+    _args: tuple = ()  # constructor arguments, set per instance in __new__
+    _state: Any = None  # what BUILD (__setstate__) gave
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Placeholder:
         if cls._work is not None:

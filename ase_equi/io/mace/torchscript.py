@@ -37,7 +37,7 @@ def _script_members(archive: zipfile.ZipFile, root: str, class_path: str) -> dic
         raise ModelFileError(f"TorchScript source {source_name} is missing")
     source = bytes(read_entry(archive, source_name, source_name)).decode("utf-8")
     block = re.search(rf"^class {re.escape(class_name)}\(Module\):\n((?:  .*\n)*)", source, re.M)
-    members = {"__parameters__": [], "__buffers__": []}
+    members: dict[str, list] = {"__parameters__": [], "__buffers__": []}
     for key in members:
         line = re.search(rf"^  {key} = (\[.*\])$", block.group(1) if block else "", re.M)
         if line is None:

@@ -247,8 +247,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         self,
         storage: Any,
         storage_offset: int,
-        size: tuple,
-        stride: tuple,
+        size: Any,  # as the pickle gives them: checked below
+        stride: Any,
         requires_grad: bool = False,
         backward_hooks: Any = None,
         metadata: Any = None,
