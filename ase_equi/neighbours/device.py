@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -77,18 +78,51 @@ def device_neighbour_list(
     fractional = torch.linalg.solve(basis.T, pos.T).T
     offsets = torch.where(periodic, torch.floor(fractional), torch.zeros_like(fractional))
     wrapped = pos - offsets @ basis  # [n, 3]
+    ghosts = _binned_ghosts(wrapped, lattice_shifts @ basis, lattice_shifts, cutoff)
 
-    # ghosts: every atom under every shift, kept if within the cutoff of the atoms' box
-    n = pos.shape[0]
+    senders, receivers, shifts = [], [], []
+    per_atom = ghosts.counts.sum(1)
+    for first, last in _batches(per_atom.cumsum(0).tolist(), PAIRS_PER_BATCH):
+        edges = _edges_of_atoms(first, last, wrapped, ghosts, cutoff)
+        if edges is None:
+            continue
+        i, j, s = edges
+        # wrapped = positions − offsets @ cell, so the shift for the original positions is
+        # S_ghost − offsets[j] + offsets[i]
+        senders.append(i)
+        receivers.append(j)
+        shifts.append((s - offsets[j] + offsets[i]).round().long())
+    if not senders:
+        return empty, empty, empty.reshape(0, 3)
+    return torch.cat(senders), torch.cat(receivers), torch.cat(shifts)
+
+
+@dataclass
+class _Ghosts:
+    """Periodic images of the wrapped atoms near their box, sorted by bin, and the candidate
+    ghosts of each atom: those of bins ``start[a, b] … start[a, b] + counts[a, b]`` for the
+    27 bins ``b`` around atom ``a``."""
+
+    positions: torch.Tensor  # [g, 3]
+    atom: torch.Tensor  # [g] the atom each ghost is an image of
+    shift: torch.Tensor  # [g, 3] its lattice shift (float)
+    start: torch.Tensor  # [n, 27]
+    counts: torch.Tensor  # [n, 27]
+
+
+def _binned_ghosts(
+    wrapped: torch.Tensor, images: torch.Tensor, lattice_shifts: torch.Tensor, cutoff: float
+) -> _Ghosts:
+    """Ghosts of ``wrapped [n, 3]`` under ``images [n_s, 3]`` (= lattice_shifts @ cell) within
+    the cutoff of the atoms' box, sorted into bins at least ``cutoff`` wide."""
+    n = wrapped.shape[0]
     low, high = wrapped.min(0).values - cutoff, wrapped.max(0).values + cutoff
-    ghosts = (wrapped[None] + (lattice_shifts @ basis)[:, None]).reshape(-1, 3)
-    keep = ((ghosts >= low) & (ghosts <= high)).all(1)
-    kept = torch.nonzero(keep).squeeze(1)
+    ghosts = (wrapped[None] + images[:, None]).reshape(-1, 3)
+    kept = torch.nonzero(((ghosts >= low) & (ghosts <= high)).all(1)).squeeze(1)
     ghosts = ghosts.index_select(0, kept)
     ghost_atom = kept % n
     ghost_shift = lattice_shifts.index_select(0, kept // n)
 
-    # bins at least the cutoff wide
     extent = high - low
     n_bins = torch.clamp(torch.floor(extent / cutoff), min=1).long()
     width = extent / n_bins
@@ -99,12 +133,9 @@ def device_neighbour_list(
     def linear(b: torch.Tensor) -> torch.Tensor:
         return (b[..., 0] * n_bins[1] + b[..., 1]) * n_bins[2] + b[..., 2]
 
-    ghost_bins = linear(bin_of(ghosts))
-    ghost_bins, order = torch.sort(ghost_bins)
-    ghosts, ghost_atom, ghost_shift = ghosts[order], ghost_atom[order], ghost_shift[order]
-
+    ghost_bins, order = torch.sort(linear(bin_of(ghosts)))
     neighbour_bins = torch.tensor(
-        list(itertools.product((-1, 0, 1), repeat=3)), dtype=torch.long, device=device
+        list(itertools.product((-1, 0, 1), repeat=3)), dtype=torch.long, device=wrapped.device
     )  # [27, 3]
     query_bins = bin_of(wrapped)[:, None, :] + neighbour_bins[None]  # [n, 27, 3]
     inside = ((query_bins >= 0) & (query_bins < n_bins)).all(-1)
@@ -112,43 +143,37 @@ def device_neighbour_list(
     start = torch.searchsorted(ghost_bins, keys, right=False)
     stop = torch.searchsorted(ghost_bins, keys, right=True)
     counts = torch.where(inside, stop - start, torch.zeros_like(start))  # [n, 27]
+    return _Ghosts(ghosts[order], ghost_atom[order], ghost_shift[order], start, counts)
 
-    senders, receivers, shifts = [], [], []
-    per_atom = counts.sum(1)
-    bounds = _batches(per_atom.cumsum(0).tolist(), PAIRS_PER_BATCH)
-    for first, last in bounds:
-        c = counts[first:last].reshape(-1)
-        total = int(c.sum())
-        if total == 0:
-            continue
-        query = torch.arange(first, last, device=device).repeat_interleave(27)
-        i = query.repeat_interleave(c)
-        begin = start[first:last].reshape(-1).repeat_interleave(c)
-        group_start = torch.cumsum(c, 0) - c
-        within = torch.arange(total, device=device) - group_start.repeat_interleave(c)
-        g = begin + within
-        vectors = ghosts[g] - wrapped[i]
-        lengths = torch.linalg.norm(vectors, dim=1)
-        j, s = ghost_atom[g], ghost_shift[g]
-        itself = (i == j) & (s == 0).all(1)
-        close = (lengths < COINCIDENT_DISTANCE) & ~itself
-        if bool(close.any()):
-            p = int(torch.nonzero(close)[0])
-            raise ValueError(
-                f"atoms {int(i[p])} and {int(j[p])} are at the same position: distance "
-                f"{float(lengths[p]):.3g} Å is below {COINCIDENT_DISTANCE:g} Å; remove the "
-                "duplicate atom"
-            )
-        edge = torch.nonzero((lengths < cutoff) & ~itself).squeeze(1)
-        i, j, s = i[edge], j[edge], s[edge]
-        # wrapped = positions − offsets @ cell, so the shift for the original positions is
-        # S_ghost − offsets[j] + offsets[i]
-        senders.append(i)
-        receivers.append(j)
-        shifts.append((s - offsets[j] + offsets[i]).round().long())
-    if not senders:
-        return empty, empty, empty.reshape(0, 3)
-    return torch.cat(senders), torch.cat(receivers), torch.cat(shifts)
+
+def _edges_of_atoms(
+    first: int, last: int, wrapped: torch.Tensor, ghosts: _Ghosts, cutoff: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Edges ``(i, j, S_ghost)`` of senders ``first … last-1`` (None if they have no
+    candidates); ``ValueError`` naming two coincident atoms."""
+    c = ghosts.counts[first:last].reshape(-1)
+    total = int(c.sum())
+    if total == 0:
+        return None
+    device = wrapped.device
+    query = torch.arange(first, last, device=device).repeat_interleave(27)
+    i = query.repeat_interleave(c)
+    begin = ghosts.start[first:last].reshape(-1).repeat_interleave(c)
+    group_start = torch.cumsum(c, 0) - c
+    g = begin + torch.arange(total, device=device) - group_start.repeat_interleave(c)
+    lengths = torch.linalg.norm(ghosts.positions[g] - wrapped[i], dim=1)
+    j, s = ghosts.atom[g], ghosts.shift[g]
+    itself = (i == j) & (s == 0).all(1)
+    close = (lengths < COINCIDENT_DISTANCE) & ~itself
+    if bool(close.any()):
+        p = int(torch.nonzero(close)[0])
+        raise ValueError(
+            f"atoms {int(i[p])} and {int(j[p])} are at the same position: distance "
+            f"{float(lengths[p]):.3g} Å is below {COINCIDENT_DISTANCE:g} Å; remove the "
+            "duplicate atom"
+        )
+    edge = torch.nonzero((lengths < cutoff) & ~itself).squeeze(1)
+    return i[edge], j[edge], s[edge]
 
 
 def _batches(cumulative: list[int], limit: int) -> list[tuple[int, int]]:
