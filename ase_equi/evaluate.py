@@ -242,9 +242,7 @@ class LabelErrors:
 def _labels(
     labelled: str | os.PathLike | Sequence[Atoms] | Sequence[Frame], keys: DataKeys | None
 ) -> list[Frame]:
-    if not isinstance(labelled, (str, os.PathLike)) and all(
-        isinstance(f, Frame) for f in labelled
-    ):
+    if not isinstance(labelled, (str, os.PathLike)) and all(isinstance(f, Frame) for f in labelled):
         return list(labelled)  # type: ignore[arg-type]
     return read_frames(labelled, keys=keys, require_forces=False)  # type: ignore[arg-type]
 
@@ -303,9 +301,7 @@ def label_errors(
     """
     frames = _labels(labelled, keys)
     if len(frames) != len(predicted):
-        raise ValueError(
-            f"{len(predicted)} predicted structures but {len(frames)} labelled frames"
-        )
+        raise ValueError(f"{len(predicted)} predicted structures but {len(frames)} labelled frames")
     energy: list[float] = []
     forces: list[np.ndarray] = []
     stress: list[np.ndarray] = []
@@ -367,4 +363,3 @@ def has_energy_labels(structures: Sequence[Atoms], keys: DataKeys | None = None)
         if name in results or name in atoms.info:
             return True
     return False
-

@@ -1,6 +1,6 @@
 """Fine-tune the ``molecules-pbe`` zoo model to B3LYP data, and compare with training from scratch.
 
-    python examples/finetune_b3lyp.py                 # the three runs below, ~15 min on 2 cores
+    python examples/finetune_b3lyp.py                 # the three runs (time: README, Performance)
     python examples/finetune_b3lyp.py --only replay   # one of: replay, no-replay, scratch
 
 The "user" data are 150 molecular frames at a different level of theory (B3LYP/def2-SVP, made
@@ -40,11 +40,19 @@ PARENT_DATA = ROOT / "data" / "molecules-pbe.xyz.xz"
 OUT = Path(__file__).parent / "out" / "finetune-b3lyp"
 
 
-def parent_split(card: dict) -> dict[str, list[int]]:
-    """The parent's train/test frame indices, recomputed exactly as its training run made them."""
+def write_parent_split(card: dict) -> None:
+    """``pbe-train.xyz`` and ``pbe-test.xyz`` in OUT: the parent's training and test frames,
+    split exactly as its training run split them (seed and fractions from its card)."""
     settings = card["training"]["settings"]
-    return split_frames(read_frames(PARENT_DATA), valid_fraction=settings["valid_fraction"],
-                        test_fraction=settings["test_fraction"], seed=settings["seed"])
+    split = split_frames(
+        read_frames(PARENT_DATA),
+        valid_fraction=settings["valid_fraction"],
+        test_fraction=settings["test_fraction"],
+        seed=settings["seed"],
+    )
+    pbe = ase.io.read(PARENT_DATA, ":")
+    ase.io.write(OUT / "pbe-test.xyz", [pbe[k] for k in split["test"]])
+    ase.io.write(OUT / "pbe-train.xyz", [pbe[k] for k in split["train"]])
 
 
 def errors(model_file: Path, structures: list) -> dict[str, float]:
@@ -52,6 +60,21 @@ def errors(model_file: Path, structures: list) -> dict[str, float]:
     labelled structures, named as in the fine-tuning report."""
     overall = label_errors(evaluate(structures, model_file, verbose=False), structures).overall
     return {"energy_mae": overall.energy.mae, "forces_mae": overall.forces.mae}
+
+
+def from_scratch(config, common: dict) -> dict:
+    """Train the parent's architecture from random weights on the B3LYP data alone; its errors
+    on the B3LYP test split and on the parent's PBE test frames."""
+    cfg = TrainConfig(output_dir=str(OUT / "scratch"), lr=1e-2, scheduler="cosine", **common)
+    result = train(config, NEW_DATA, cfg, name="scratch", level_of_theory="B3LYP/def2-SVP")
+    new_split = json.loads((OUT / "scratch" / "split.json").read_text())
+    new_data = ase.io.read(NEW_DATA, ":")
+    new_test = [new_data[k] for k in new_split["test"]]
+    pbe_test = ase.io.read(OUT / "pbe-test.xyz", ":")
+    return {
+        "new_test": {"after": errors(result.model_path, new_test)},
+        "parent_test": {"after": errors(result.model_path, pbe_test)},
+    }
 
 
 def main() -> None:
@@ -62,15 +85,18 @@ def main() -> None:
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
     parent = load_model("molecules-pbe")
-    split = parent_split(parent.card)
-    pbe = ase.io.read(PARENT_DATA, ":")
-    ase.io.write(OUT / "pbe-test.xyz", [pbe[k] for k in split["test"]])
-    ase.io.write(OUT / "pbe-train.xyz", [pbe[k] for k in split["train"]])
-    common = dict(epochs=args.epochs, batch_size=4, seed=0, dtype="float32",
-                  energy_weight=10.0, forces_weight=100.0, checkpoint_every=200)
+    write_parent_split(parent.card)
+    common = dict(
+        epochs=args.epochs,
+        batch_size=4,
+        seed=0,
+        dtype="float32",
+        energy_weight=10.0,
+        forces_weight=100.0,
+        checkpoint_every=200,
+    )
     runs = {
-        "replay": dict(replay_data=str(OUT / "pbe-train.xyz"), replay_count=100,
-                       replay_weight=0.3),
+        "replay": dict(replay_data=str(OUT / "pbe-train.xyz"), replay_count=100, replay_weight=0.3),
         "no-replay": {},
         "scratch": None,
     }
@@ -83,20 +109,18 @@ def main() -> None:
             continue
         started = time.perf_counter()
         if extra is None:
-            cfg = TrainConfig(output_dir=str(OUT / name), lr=1e-2, scheduler="cosine",
-                              **common)
-            result = train(parent.config, NEW_DATA, cfg, name="scratch",
-                           level_of_theory="B3LYP/def2-SVP")
-            new_split = json.loads((OUT / name / "split.json").read_text())
-            new_data = ase.io.read(NEW_DATA, ":")
-            new_test = [new_data[k] for k in new_split["test"]]
-            report = {"new_test": {"after": errors(result.model_path, new_test)},
-                      "parent_test": {"after": errors(result.model_path,
-                                                      ase.io.read(OUT / "pbe-test.xyz", ":"))}}
+            report = from_scratch(parent.config, common)
         else:
-            result = finetune("molecules-pbe", NEW_DATA, out=OUT / name, name=name,
-                              level_of_theory="B3LYP/def2-SVP",
-                              parent_test_data=str(OUT / "pbe-test.xyz"), **extra, **common)
+            result = finetune(
+                "molecules-pbe",
+                NEW_DATA,
+                out=OUT / name,
+                name=name,
+                level_of_theory="B3LYP/def2-SVP",
+                parent_test_data=str(OUT / "pbe-test.xyz"),
+                **extra,
+                **common,
+            )
             report = result.report
         report["seconds"] = round(time.perf_counter() - started, 1)
         results[name] = report
@@ -117,12 +141,16 @@ def write_summary(results: dict) -> None:
     any_run = next(iter(r for r in results.values() if "before" in r.get("new_test", {})), None)
     if any_run:
         b, p = any_run["new_test"]["before"], any_run["parent_test"]["before"]
-        lines.append(f"| parent (before) | {b['energy_mae']:.1f} | {b['forces_mae']:.1f} | "
-                     f"{p['energy_mae']:.1f} | {p['forces_mae']:.1f} | – |")
+        lines.append(
+            f"| parent (before) | {b['energy_mae']:.1f} | {b['forces_mae']:.1f} | "
+            f"{p['energy_mae']:.1f} | {p['forces_mae']:.1f} | – |"
+        )
     for name, r in results.items():
         a, p = r["new_test"]["after"], r["parent_test"]["after"]
-        lines.append(f"| {name} | {a['energy_mae']:.1f} | {a['forces_mae']:.1f} | "
-                     f"{p['energy_mae']:.1f} | {p['forces_mae']:.1f} | {r['seconds']} |")
+        lines.append(
+            f"| {name} | {a['energy_mae']:.1f} | {a['forces_mae']:.1f} | "
+            f"{p['energy_mae']:.1f} | {p['forces_mae']:.1f} | {r['seconds']} |"
+        )
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

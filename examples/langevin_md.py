@@ -36,8 +36,14 @@ def run_md(model: str, steps: int) -> None:
     atoms.numbers[rng.choice(len(atoms), size=len(atoms) // 4, replace=False)] = 79
     atoms.calc = EquivariantCalculator(model, dtype="float32")
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=rng)
-    dyn = Langevin(atoms, 5 * units.fs, temperature_K=300, friction=0.01 / units.fs,
-                   fixcm=False, rng=np.random.default_rng(1))
+    dyn = Langevin(
+        atoms,
+        5 * units.fs,
+        temperature_K=300,
+        friction=0.01 / units.fs,
+        fixcm=False,
+        rng=np.random.default_rng(1),
+    )
     start = time.perf_counter()
 
     def progress() -> None:
@@ -51,8 +57,10 @@ def run_md(model: str, steps: int) -> None:
     dyn.attach(progress, interval=1)
     dyn.run(steps)
     sys.stderr.write("\n")
-    print(f"{steps} steps ({steps * 5 / 1000:.1f} ps) of {len(atoms)} atoms "
-          f"({atoms.get_chemical_formula()}) with '{model}'")
+    print(
+        f"{steps} steps ({steps * 5 / 1000:.1f} ps) of {len(atoms)} atoms "
+        f"({atoms.get_chemical_formula()}) with '{model}'"
+    )
 
 
 def relax_cell(model: str, max_steps: int = 1000) -> None:
@@ -84,8 +92,10 @@ def relax_cell(model: str, max_steps: int = 1000) -> None:
     a_emt, done_emt = relaxed_a(EMT(), "EMT")
     if not (done_model and done_emt):
         print(f"cell relaxation NOT converged to fmax 1e-3 eV/Å within {max_steps} steps:")
-    print(f"cell relaxation of Cu: a = {a_model:.4f} Å ({model}), {a_emt:.4f} Å (EMT), "
-          f"difference {100 * (a_model - a_emt) / a_emt:+.2f} %")
+    print(
+        f"cell relaxation of Cu: a = {a_model:.4f} Å ({model}), {a_emt:.4f} Å (EMT), "
+        f"difference {100 * (a_model - a_emt) / a_emt:+.2f} %"
+    )
 
 
 def main() -> None:

@@ -86,8 +86,12 @@ def test_footer_claiming_a_huge_payload_is_refused_without_reading_it(tmp_path):
 
 
 def _dead_pid() -> int:
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                           capture_output=True, text=True, check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(child.stdout)
 
 
@@ -103,8 +107,15 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
 
 def test_train_resumes_from_previous_when_last_is_damaged(tmp_path, capsys, caplog):
     frames = read_frames(emt_structures(5))
-    cfg = TrainConfig(epochs=1, batch_size=2, checkpoint_every=1, valid_fraction=0.0,
-                      test_fraction=0.0, plots=False, output_dir=str(tmp_path / "run"))
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=2,
+        checkpoint_every=1,
+        valid_fraction=0.0,
+        test_fraction=0.0,
+        plots=False,
+        output_dir=str(tmp_path / "run"),
+    )
     train(TINY, frames, cfg, verbose=False)  # 5 frames, batches of 2: 3 steps
     ckpt = tmp_path / "run" / "checkpoints"
     assert load_checkpoint(ckpt / "last.pt")["step"] == 3
@@ -117,8 +128,7 @@ def test_train_resumes_from_previous_when_last_is_damaged(tmp_path, capsys, capl
     # saves: steps 1, 2, 3 (checkpoint_every=1), then the end of epoch 1 (last.pt); previous.pt
     # is the step-3 save, taken before the epoch was closed: 0 epochs done, 3 steps
     assert f"resumed from {ckpt / 'previous.pt'}, epoch 0, step 3" in err
-    assert any("last.pt" in r.getMessage() and "checksum" in r.getMessage()
-               for r in caplog.records)
+    assert any("last.pt" in r.getMessage() and "checksum" in r.getMessage() for r in caplog.records)
     assert result.resumed_from == ckpt / "previous.pt" and result.resumed_from_step == 3
     assert not stale.exists()
     assert "epoch 2/2" in err

@@ -262,33 +262,70 @@ COUNTED = r"frames are counted from 0"
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (_drop_last_column, r"frame 1 \(" + COUNTED + r"\), line 11 \(atom 2\): 6 columns, but "
-         r"Properties=species:S:1:pos:R:3:forces:R:3 needs 7"),
-        (lambda ls: _replace_token(ls, 12, 5, "abc"),
-         r"frame 1 .*line 12 \(atom 3\), column 'forces': 'abc' is not a number"),
-        (lambda ls: _replace_token(ls, 3, 2, "1.0.0"),
-         r"frame 0 .*line 3 \(atom 0\), column 'pos': '1.0.0' is not a number"),
-        (lambda ls: _replace_token(ls, 10, 0, "Xx"),
-         r"frame 1 .*line 10 \(atom 1\), column 'species': 'Xx' is not a chemical element"),
-        (lambda ls: ls.__setitem__(7, ls[7].replace("energy=", "other=")),
-         FRAME_1 + r" has no energy under 'energy'.* \[line 8; " + COUNTED),
-        (lambda ls: ls.__setitem__(7, ls[7].replace("energy=", "energy=nan other=")),
-         FRAME_1 + r": energy is nan \[line 8; " + COUNTED),
-        (lambda ls: _replace_token(ls, 12, 4, "nan"),
-         FRAME_1 + r": forces contain NaN or inf at atom 3 \[line 12; " + COUNTED),
-        (lambda ls: ls.__setitem__(7, ls[7].replace('stress="', 'REF_stress="1 2 3 4" old="')),
-         FRAME_1 + r": stress has shape \(4,\), expected Voigt .*\[line 8; " + COUNTED),
-        (lambda ls: ls.__setitem__(7, ls[7].replace('stress="', 'stress="1 2 3 4" old="')),
-         r"frame 1 \(" + COUNTED + r"\), line 8: the comment line is not .*stress"),
-        (lambda ls: ls.insert(6, "\n"),
-         r"d\.xyz, line 7: blank line after frame 0 .*more text follows at line 8"),
-        (lambda ls: ls.__setitem__(6, "four\n"),
-         r"frame 1 \(" + COUNTED + r"\), line 7: expected the number of atoms .*'four'"),
-        (lambda ls: ls.__setitem__(6, "9\n"),
-         r"frame 1 .*line 7: the frame declares 9 atoms but the file ends after 4 atom lines"),
+        (
+            _drop_last_column,
+            r"frame 1 \(" + COUNTED + r"\), line 11 \(atom 2\): 6 columns, but "
+            r"Properties=species:S:1:pos:R:3:forces:R:3 needs 7",
+        ),
+        (
+            lambda ls: _replace_token(ls, 12, 5, "abc"),
+            r"frame 1 .*line 12 \(atom 3\), column 'forces': 'abc' is not a number",
+        ),
+        (
+            lambda ls: _replace_token(ls, 3, 2, "1.0.0"),
+            r"frame 0 .*line 3 \(atom 0\), column 'pos': '1.0.0' is not a number",
+        ),
+        (
+            lambda ls: _replace_token(ls, 10, 0, "Xx"),
+            r"frame 1 .*line 10 \(atom 1\), column 'species': 'Xx' is not a chemical element",
+        ),
+        (
+            lambda ls: ls.__setitem__(7, ls[7].replace("energy=", "other=")),
+            FRAME_1 + r" has no energy under 'energy'.* \[line 8; " + COUNTED,
+        ),
+        (
+            lambda ls: ls.__setitem__(7, ls[7].replace("energy=", "energy=nan other=")),
+            FRAME_1 + r": energy is nan \[line 8; " + COUNTED,
+        ),
+        (
+            lambda ls: _replace_token(ls, 12, 4, "nan"),
+            FRAME_1 + r": forces contain NaN or inf at atom 3 \[line 12; " + COUNTED,
+        ),
+        (
+            lambda ls: ls.__setitem__(7, ls[7].replace('stress="', 'REF_stress="1 2 3 4" old="')),
+            FRAME_1 + r": stress has shape \(4,\), expected Voigt .*\[line 8; " + COUNTED,
+        ),
+        (
+            lambda ls: ls.__setitem__(7, ls[7].replace('stress="', 'stress="1 2 3 4" old="')),
+            r"frame 1 \(" + COUNTED + r"\), line 8: the comment line is not .*stress",
+        ),
+        (
+            lambda ls: ls.insert(6, "\n"),
+            r"d\.xyz, line 7: blank line after frame 0 .*more text follows at line 8",
+        ),
+        (
+            lambda ls: ls.__setitem__(6, "four\n"),
+            r"frame 1 \(" + COUNTED + r"\), line 7: expected the number of atoms .*'four'",
+        ),
+        (
+            lambda ls: ls.__setitem__(6, "9\n"),
+            r"frame 1 .*line 7: the frame declares 9 atoms but the file ends after 4 atom lines",
+        ),
     ],
-    ids=["columns", "word", "two-dots", "element", "no-energy", "nan-energy", "nan-forces",
-         "ref-stress-4", "stress-4", "blank-line", "not-a-count", "truncated"],
+    ids=[
+        "columns",
+        "word",
+        "two-dots",
+        "element",
+        "no-energy",
+        "nan-energy",
+        "nan-forces",
+        "ref-stress-4",
+        "stress-4",
+        "blank-line",
+        "not-a-count",
+        "truncated",
+    ],
 )
 def test_damaged_extxyz_names_file_frame_and_line(tmp_path, edit, message):
     path, _ = _write_lines(tmp_path, edit)
@@ -370,7 +407,9 @@ def test_hostile_counts_fail_fast_in_bounded_memory(tmp_path):
         paths[-1].write_bytes(content)
     done = subprocess.run(
         [sys.executable, "-c", HOSTILE_CHILD, *map(str, paths)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()

@@ -135,8 +135,9 @@ def test_cli_eval_compares_with_labels_and_writes_predictions(model_path, tmp_pa
     assert "| config_type=emt |" in printed and "wrote predictions of 3 structures" in printed
 
     unlabelled = tmp_path / "bare.xyz"
-    ase.io.write(unlabelled, [Atoms(a.numbers, a.positions, cell=a.cell, pbc=True)
-                              for a in labelled])
+    ase.io.write(
+        unlabelled, [Atoms(a.numbers, a.positions, cell=a.cell, pbc=True) for a in labelled]
+    )
     assert main(["eval", str(model_path), str(unlabelled), "-q"]) == 0
     assert "no 'energy' labels" in capsys.readouterr().out
 

@@ -13,9 +13,19 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_langevin_example_prints_progress_for_md_and_relaxation():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "langevin_md.py"), "--steps", "2",
-         "--relax-steps", "3"],
-        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "langevin_md.py"),
+            "--steps",
+            "2",
+            "--relax-steps",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     progress = done.stderr.replace("\r", "\n").splitlines()
@@ -43,7 +53,11 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     # CI runs the README's install and test commands, in order, plus the checks that are not
     # tests (lint, format, types, the wheel install); nothing else.
-    checks = {"ruff check .", "ruff format --check .", "mypy",
-              "if [ -f .ci/wheel_check ]; then bash .ci/wheel_check; fi"}
+    checks = {
+        "ruff check .",
+        "ruff format --check .",
+        "mypy",
+        "if [ -f .ci/wheel_check ]; then bash .ci/wheel_check; fi",
+    }
     assert [c for c in _commands(ci) if c not in checks] == _commands(block)
     assert checks <= set(_commands(ci))

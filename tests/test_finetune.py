@@ -88,8 +88,16 @@ def test_e0_refit_solves_the_least_squares_exactly(parent):
 def test_frozen_blocks_stay_bit_identical(parent, tmp_path):
     frames = read_frames(_shifted(emt_structures(8, seed=9), {13: 0.0, 29: 0.0}, 1.2))
     before = load_model(parent).model.state_dict()
-    result = finetune(parent, frames, out=tmp_path / "ft", epochs=2, lr=1e-2, refit_e0=False,
-                      freeze=("embedding", "interactions", "products"), **FAST)
+    result = finetune(
+        parent,
+        frames,
+        out=tmp_path / "ft",
+        epochs=2,
+        lr=1e-2,
+        refit_e0=False,
+        freeze=("embedding", "interactions", "products"),
+        **FAST,
+    )
     after = result.model.double().state_dict()
     frozen = ("node_embedding.", "interactions.", "products.")
     changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -125,8 +133,12 @@ def _with_nickel(n: int, seed: int):
         if k % 2 == 0:
             atoms.numbers[1] = 28
         atoms.calc = EMT()
-        atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(),
-                                           forces=atoms.get_forces(), stress=atoms.get_stress())
+        atoms.calc = SinglePointCalculator(
+            atoms,
+            energy=atoms.get_potential_energy(),
+            forces=atoms.get_forces(),
+            stress=atoms.get_stress(),
+        )
     return images
 
 
@@ -142,8 +154,9 @@ def test_a_new_element_is_added_and_the_old_ones_kept(parent, tmp_path):
     result = finetune(parent, frames, out=tmp_path / "ft", epochs=2, lr=5e-3, **FAST)
     assert result.model.config.elements == (13, 29, 28)
     assert result.report["new_elements"] == ["Ni"]
-    e0 = dict(zip(result.model.config.elements, result.model.config.reference_energies,
-                  strict=True))
+    e0 = dict(
+        zip(result.model.config.elements, result.model.config.reference_energies, strict=True)
+    )
     assert e0[28] != 0.0  # fitted by the E0 refit, not left at zero
 
 
@@ -151,9 +164,17 @@ def test_replay_frames_train_only_and_count(parent, tmp_path):
     replay_file = tmp_path / "parent-data.xyz"
     ase.io.write(replay_file, emt_structures(6, seed=17))
     frames = read_frames(_shifted(emt_structures(10, seed=19), {13: 0.05, 29: 0.0}, 1.1))
-    result = finetune(parent, frames, out=tmp_path / "ft", epochs=1, replay_data=str(replay_file),
-                      replay_count=4, replay_weight=0.5, parent_test_data=str(replay_file),
-                      **FAST)
+    result = finetune(
+        parent,
+        frames,
+        out=tmp_path / "ft",
+        epochs=1,
+        replay_data=str(replay_file),
+        replay_count=4,
+        replay_weight=0.5,
+        parent_test_data=str(replay_file),
+        **FAST,
+    )
     assert result.report["n_replay"] == 4
     assert "parent_test" in result.report
     split = (tmp_path / "ft" / "split.json").read_text()
@@ -200,9 +221,27 @@ def test_unknown_option_and_unknown_parent(parent, tmp_path):
 def test_cli_finetune(parent, tmp_path, capsys):
     data = tmp_path / "new.xyz"
     ase.io.write(data, _shifted(emt_structures(8, seed=21), {13: 0.1, 29: 0.1}, 1.05))
-    code = main(["finetune", "--from", str(parent), "--data", str(data), "--out",
-                 str(tmp_path / "run"), "--epochs", "1", "--batch-size", "2", "--plots", "false",
-                 "--freeze", "embedding", "--name", "mine"])
+    code = main(
+        [
+            "finetune",
+            "--from",
+            str(parent),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--plots",
+            "false",
+            "--freeze",
+            "embedding",
+            "--name",
+            "mine",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "Fine-tuning report" in out

@@ -91,8 +91,15 @@ def test_without_a_prior_an_element_in_no_frame_is_refused():
 
 
 def test_train_fits_e0_when_the_config_has_none(tmp_path):
-    config = ModelConfig(elements=(13, 29), r_max=3.5, num_bessel=4, channels=4, max_ell=1,
-                         correlation=2, radial_mlp=(8,))
+    config = ModelConfig(
+        elements=(13, 29),
+        r_max=3.5,
+        num_bessel=4,
+        channels=4,
+        max_ell=1,
+        correlation=2,
+        radial_mlp=(8,),
+    )
     assert config.reference_energies is None
     frames = read_frames(emt_structures(5))
     cfg = TrainConfig(epochs=1, output_dir=str(tmp_path / "run"), **FAST)
@@ -105,23 +112,27 @@ def test_train_fits_e0_when_the_config_has_none(tmp_path):
 
 def test_finetune_keeps_absent_e0_and_reports_before_after_the_refit(tmp_path):
     e0 = (-0.31, -0.42, -0.53)  # Al, Ni, Cu
-    parent = save_model(_tiny_model((13, 28, 29), e0), tmp_path / "models" / "parent",
-                        card={"name": "parent"})
+    parent = save_model(
+        _tiny_model((13, 28, 29), e0), tmp_path / "models" / "parent", card={"name": "parent"}
+    )
     images = [bulk("Cu", "fcc", a=3.55 + 0.02 * k, cubic=True) for k in range(8)]
     for k, a in enumerate(images):
         a.rattle(0.03, seed=k)
     frames = [Frame(a, 0.0, np.zeros((len(a), 3))) for a in images]
     for f, e in zip(frames, predict_energies(load_model(parent).model, frames), strict=True):
         f.energy = float(e) + 2.0 * len(f.atoms)  # the parent's energies, 2 eV/atom higher
-    result = finetune(parent, frames, out=tmp_path / "ft", epochs=1, lr=1e-4, verbose=False,
-                      **FAST)
-    got = dict(zip(result.model.config.elements, result.model.config.reference_energies,
-                   strict=True))
+    result = finetune(parent, frames, out=tmp_path / "ft", epochs=1, lr=1e-4, verbose=False, **FAST)
+    got = dict(
+        zip(result.model.config.elements, result.model.config.reference_energies, strict=True)
+    )
     assert got[13] == e0[0] and got[28] == e0[1]
     assert got[29] == pytest.approx(e0[2] + 2.0, abs=1e-9)
     e0_report = result.report["reference_energies"]
     assert {s: v["status"] for s, v in e0_report.items()} == {
-        "Al": "kept", "Ni": "kept", "Cu": "fitted"}
+        "Al": "kept",
+        "Ni": "kept",
+        "Cu": "fitted",
+    }
     test = result.report["new_test"]
     # 'before' is the parent after the refit: it reproduces the labels (to rounding)
     assert test["before"]["energy_mae"] < 1e-6  # meV/atom

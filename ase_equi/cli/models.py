@@ -58,8 +58,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, has_energy_labels, label_errors
 
     structures = [item.atoms for item in read_structures(args.structures)]
-    predicted = evaluate(structures, args.model, dtype=args.dtype, device=args.device,
-                         verbose=not args.quiet)
+    predicted = evaluate(
+        structures, args.model, dtype=args.dtype, device=args.device, verbose=not args.quiet
+    )
     for k, atoms in enumerate(predicted):
         energy = atoms.get_potential_energy()
         fmax = float((atoms.get_forces() ** 2).sum(1).max() ** 0.5)

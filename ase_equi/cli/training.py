@@ -129,15 +129,26 @@ def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
     for q in ("energy", "forces", "stress"):
         p.add_argument(f"--{q}-key", help=f"label name of the {q} (default: {q}); e.g. REF_{q}")
     g = p.add_argument_group("fine-tuning (FinetuneConfig)")
-    g.add_argument("--refit-e0", type=_boolean, help="refit the E0 of the elements in the data "
-                   f"first, nearest the parent's; the others are kept (default {ft.refit_e0})")
+    g.add_argument(
+        "--refit-e0",
+        type=_boolean,
+        help="refit the E0 of the elements in the data "
+        f"first, nearest the parent's; the others are kept (default {ft.refit_e0})",
+    )
     g.add_argument("--replay-data", help="labelled frames of the parent's data to rehearse")
-    g.add_argument("--replay-count", type=int,
-                   help=f"how many replay frames (default {ft.replay_count})")
-    g.add_argument("--replay-weight", type=float,
-                   help=f"loss weight of a replay frame (default {ft.replay_weight})")
-    g.add_argument("--relabel-replay", type=_boolean,
-                   help=f"label replay frames by the parent (default {ft.relabel_replay})")
+    g.add_argument(
+        "--replay-count", type=int, help=f"how many replay frames (default {ft.replay_count})"
+    )
+    g.add_argument(
+        "--replay-weight",
+        type=float,
+        help=f"loss weight of a replay frame (default {ft.replay_weight})",
+    )
+    g.add_argument(
+        "--relabel-replay",
+        type=_boolean,
+        help=f"label replay frames by the parent (default {ft.relabel_replay})",
+    )
     g.add_argument("--parent-test-data", help="the parent's test set, to measure forgetting")
     g = p.add_argument_group("training (TrainConfig; fine-tuning defaults)")
     for name, kind, text in _train_flags(FINETUNE_TRAIN_DEFAULTS):
@@ -148,16 +159,32 @@ def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from ..training.finetune import finetune
 
-    options = {k[len("train_"):]: v for k, v in vars(args).items()
-               if k.startswith("train_") and v is not None}
-    for name in ("refit_e0", "replay_data", "replay_count", "replay_weight", "relabel_replay",
-                 "parent_test_data"):
+    options = {
+        k[len("train_") :]: v
+        for k, v in vars(args).items()
+        if k.startswith("train_") and v is not None
+    }
+    for name in (
+        "refit_e0",
+        "replay_data",
+        "replay_count",
+        "replay_weight",
+        "relabel_replay",
+        "parent_test_data",
+    ):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
 
     # progress on stderr (train()'s default); the report on stdout
-    result = finetune(args.parent, args.data, out=args.out, name=args.name, keys=_keys(args),
-                      level_of_theory=args.level_of_theory, **options)
+    result = finetune(
+        args.parent,
+        args.data,
+        out=args.out,
+        name=args.name,
+        keys=_keys(args),
+        level_of_theory=args.level_of_theory,
+        **options,
+    )
     if result.model_path is not None:
         print((Path(args.out) / "finetune_report.md").read_text(), end="")
     return 0

@@ -1,4 +1,4 @@
-"""Labelled structures from extxyz / ASE db → graphs and label tensors for training.
+"""Labelled structures: ``Atoms`` (or a data file) with reference labels → checked frames.
 
 A :class:`Frame` is one structure with its reference energy (eV), forces (eV/Å, ``[n, 3]``) and,
 where present, stress (eV/Å³, ASE Voigt order xx yy zz yz xz xy, positive = tensile). Labels
@@ -12,7 +12,6 @@ model takes from its data in :mod:`ase_equi.data.statistics`.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,9 +25,7 @@ from ..errors import DataFileError
 from ..graph import element_indices
 from .extxyz import SourcedAtoms, read_structures
 
-log = logging.getLogger(__name__)
-
-__all__ = ["DataKeys", "Frame", "read_frames", "split_frames", "split_indices"]
+__all__ = ["DataKeys", "Frame", "load_frames", "read_frames", "split_frames", "split_indices"]
 
 
 @dataclass(frozen=True)
@@ -155,16 +152,9 @@ def _first_bad_row(values: np.ndarray) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
-def _frame_from_atoms(
-    atoms: Atoms,
-    where: _Where,
-    *,
-    keys: DataKeys | None,
-    elements: Sequence[int] | None,
-    require_forces: bool,
-) -> Frame:
-    n = len(atoms)
-    if n == 0:
+def _checked_positions(atoms: Atoms, where: _Where, elements: Sequence[int] | None) -> np.ndarray:
+    """``positions [n_atoms, 3]`` (Å) after checking atoms, positions, cell and elements."""
+    if len(atoms) == 0:
         raise where.error(" has no atoms")
     positions = np.asarray(atoms.positions, dtype=float)
     bad = _first_bad_row(positions)
@@ -185,8 +175,12 @@ def _frame_from_atoms(
         except ValueError as err:
             first = int(np.flatnonzero(~np.isin(atoms.numbers, list(elements)))[0])
             raise where.error(f": {err}", atom=first) from None
-    used = keys or DataKeys()
+    return positions
 
+
+def _energy(atoms: Atoms, where: _Where, keys: DataKeys | None) -> float:
+    """The energy label (eV): present, one number, finite."""
+    used = keys or DataKeys()
     energy = _label(atoms, "energy", keys, where)
     if energy is None:
         raise where.error(
@@ -202,44 +196,75 @@ def _frame_from_atoms(
         ) from None
     if not np.isfinite(energy):
         raise where.error(f": energy is {energy}", header=True)
+    return energy
 
+
+def _forces(
+    atoms: Atoms, where: _Where, keys: DataKeys | None, *, required: bool
+) -> np.ndarray | None:
+    """The forces label ``[n_atoms, 3]`` (eV/Å), finite; None when absent and not required."""
+    used = keys or DataKeys()
     forces = _label(atoms, "forces", keys, where)
-    if forces is None and require_forces:
-        raise where.error(
-            f" has no forces under '{used.forces}'. Keys found: {_keys_found(atoms)}",
-            header=True,
-        )
-    if forces is not None:
-        try:
-            forces = np.array(forces, dtype=float)
-        except (TypeError, ValueError):
-            raise where.error(f": forces '{used.forces}' are not numbers", header=True) from None
-        if forces.shape != (n, 3):
+    if forces is None:
+        if required:
             raise where.error(
-                f": forces have shape {forces.shape}, expected ({n}, 3)", header=True
-            )
-        bad = _first_bad_row(forces)
-        if bad is not None:
-            raise where.error(f": forces contain NaN or inf at atom {bad}", atom=bad)
-
-    stress = _label(atoms, "stress", keys, where)
-    if stress is not None:
-        try:
-            stress = np.array(stress, dtype=float)
-        except (TypeError, ValueError):
-            raise where.error(
-                f": stress '{used.stress}' is not numbers: {stress!r}", header=True
-            ) from None
-        if stress.shape in ((9,), (3, 3)):
-            stress = full_3x3_to_voigt_6_stress(stress.reshape(3, 3))
-        if stress.shape != (6,):
-            raise where.error(
-                f": stress has shape {stress.shape}, expected Voigt (6,) or 3x3 (9 values)",
+                f" has no forces under '{used.forces}'. Keys found: {_keys_found(atoms)}",
                 header=True,
             )
-        if not np.isfinite(stress).all():
-            raise where.error(": stress contains NaN or inf", header=True)
+        return None
+    try:
+        forces = np.array(forces, dtype=float)
+    except (TypeError, ValueError):
+        raise where.error(f": forces '{used.forces}' are not numbers", header=True) from None
+    if forces.shape != (len(atoms), 3):
+        raise where.error(
+            f": forces have shape {forces.shape}, expected ({len(atoms)}, 3)", header=True
+        )
+    bad = _first_bad_row(forces)
+    if bad is not None:
+        raise where.error(f": forces contain NaN or inf at atom {bad}", atom=bad)
+    return forces
 
+
+def _stress(atoms: Atoms, where: _Where, keys: DataKeys | None) -> np.ndarray | None:
+    """The stress label as Voigt ``[6]`` (eV/Å³; a 3×3 or 9-value label is converted), finite;
+    None when absent."""
+    used = keys or DataKeys()
+    stress = _label(atoms, "stress", keys, where)
+    if stress is None:
+        return None
+    try:
+        stress = np.array(stress, dtype=float)
+    except (TypeError, ValueError):
+        raise where.error(
+            f": stress '{used.stress}' is not numbers: {stress!r}", header=True
+        ) from None
+    if stress.shape in ((9,), (3, 3)):
+        stress = full_3x3_to_voigt_6_stress(stress.reshape(3, 3))
+    if stress.shape != (6,):
+        raise where.error(
+            f": stress has shape {stress.shape}, expected Voigt (6,) or 3x3 (9 values)",
+            header=True,
+        )
+    if not np.isfinite(stress).all():
+        raise where.error(": stress contains NaN or inf", header=True)
+    return stress
+
+
+def _frame_from_atoms(
+    atoms: Atoms,
+    where: _Where,
+    *,
+    keys: DataKeys | None,
+    elements: Sequence[int] | None,
+    require_forces: bool,
+) -> Frame:
+    """One checked :class:`Frame`: structure first, then energy, forces and stress labels (the
+    first problem found raises a :class:`DataFileError` naming the frame)."""
+    positions = _checked_positions(atoms, where, elements)
+    energy = _energy(atoms, where, keys)
+    forces = _forces(atoms, where, keys, required=require_forces)
+    stress = _stress(atoms, where, keys)
     bare = Atoms(numbers=atoms.numbers, positions=positions, cell=atoms.cell, pbc=atoms.pbc)
     return Frame(atoms=bare, energy=energy, forces=forces, stress=stress, index=where.item.index)
 

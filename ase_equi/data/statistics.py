@@ -184,8 +184,11 @@ def reference_energy_fit(
             status[z] = "fitted" if ok else "partly fitted"
         if not determined.all():
             loose = [chemical_symbols[z] for z, ok in zip(zs, determined, strict=True) if not ok]
-            no_prior = [chemical_symbols[z] for z, ok, f in
-                        zip(zs, determined, free[present & fitted], strict=True) if not ok and f]
+            no_prior = [
+                chemical_symbols[z]
+                for z, ok, f in zip(zs, determined, free[present & fitted], strict=True)
+                if not ok and f
+            ]
             log.warning(
                 "the data determine only %d combination(s) of the E0 of %s; the other "
                 "directions keep the prior's values (minimum change)%s",
@@ -193,7 +196,8 @@ def reference_energy_fit(
                 ", ".join(loose),
                 f"; {', '.join(no_prior)} had no prior value: minimum-norm rule (0 eV "
                 "prior), give ModelConfig.reference_energies to choose them"
-                if no_prior else "",
+                if no_prior
+                else "",
             )
     return ReferenceEnergyFit(tuple(elements), e0, status)
 

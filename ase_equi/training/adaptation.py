@@ -8,11 +8,15 @@ E0 (:func:`refit_reference_energies`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from ase.data import chemical_symbols
 
 from ..data.batch import frames_to_graphs, make_batch
 from ..data.frames import Frame
@@ -20,6 +24,8 @@ from ..data.statistics import ReferenceEnergyFit, composition_matrix, reference_
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
 from .checkpoint import new_model
+
+log = logging.getLogger(__name__)
 
 
 def add_elements(model: MaceModel, new: Sequence[int], *, seed: int = 0) -> MaceModel:
@@ -121,3 +127,48 @@ def set_reference_energies(model: MaceModel, e0: np.ndarray) -> None:
     with torch.no_grad():
         model.reference_energies.copy_(torch.as_tensor(e0, dtype=model.reference_energies.dtype))
     model.config = dataclasses.replace(model.config, reference_energies=tuple(float(x) for x in e0))
+
+
+def adapt_to_data(
+    base: MaceModel,
+    frames: Sequence[Frame],
+    fit_frames: Sequence[Frame],
+    *,
+    refit_e0: bool,
+    seed: int,
+) -> tuple[MaceModel, list[int], dict[str, dict[str, Any]], np.ndarray]:
+    """A copy of ``base`` with the elements of ``frames`` it lacks (:func:`add_elements`) and,
+    with ``refit_e0`` (always when elements were added), E0 refitted on ``fit_frames`` (the
+    training split) by :func:`refit_reference_energies`. ``base`` is not changed.
+
+    Returns
+    -------
+    model, new_elements, e0_report, e0_shift
+        The adapted model; the added elements (Z); per element symbol
+        ``{"parent": eV or None (new element), "now": eV, "status": "fitted" | "kept" | ...}``;
+        the E0 change ``[n_elements]`` (eV) that relabels replayed frames.
+    """
+    in_data = sorted({int(z) for f in frames for z in f.atoms.numbers})
+    model = add_elements(copy.deepcopy(base), in_data, seed=seed)
+    new_elements = [z for z in model.config.elements if z not in base.config.elements]
+    e0_parent = model.reference_energies.detach().double().cpu().numpy().copy()
+    e0, e0_status = e0_parent, {chemical_symbols[z]: "kept" for z in model.config.elements}
+    if refit_e0 or new_elements:
+        fit = refit_reference_energies(
+            model, fit_frames, new_elements=new_elements, refit_known=refit_e0
+        )
+        e0, e0_status = fit.values, fit.summary()
+        set_reference_energies(model, e0)  # (a resumed run takes the checkpoint's weights)
+    e0_report = {
+        sym: {
+            "parent": None if z in new_elements else float(old),
+            "now": float(now),
+            "status": e0_status[sym],
+        }
+        for sym, z, old, now in zip(e0_status, model.config.elements, e0_parent, e0, strict=True)
+    }
+    log.info(
+        "E0 after the refit: %s",
+        ", ".join(f"{sym} {v['now']:.6g} eV ({v['status']})" for sym, v in e0_report.items()),
+    )
+    return model, new_elements, e0_report, e0 - e0_parent

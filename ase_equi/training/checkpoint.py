@@ -70,8 +70,13 @@ def starting_models(
     if state is not None:
         net = new_model(config, seed, init_coupling=False)  # buffers and weights from state
     elif isinstance(model, ModelConfig):
-        stats = data_statistics(fit_data.frames, config.elements, config.r_max,
-                                graphs=fit_data.graphs, prior=config.reference_energies)
+        stats = data_statistics(
+            fit_data.frames,
+            config.elements,
+            config.r_max,
+            graphs=fit_data.graphs,
+            prior=config.reference_energies,
+        )
         fitted = dataclasses.asdict(stats)
         e0_status = fitted.pop("reference_energy_status")
         net = new_model(dataclasses.replace(config, **fitted), seed)
@@ -151,7 +156,9 @@ def load_or_make_split(
 
 
 def check_resumable(
-    path: str | os.PathLike, state: dict[str, Any], cfg: TrainConfig,
+    path: str | os.PathLike,
+    state: dict[str, Any],
+    cfg: TrainConfig,
     model: ModelConfig | MaceModel,
 ) -> None:
     """Refuse to resume checkpoint ``path`` with settings other than those it was written with."""

@@ -122,8 +122,7 @@ def _verified_payload(path: Path) -> bytes:
         raise CheckpointError(f"checkpoint {path} cannot be read: {err}") from None
     if size < FOOTER.size:
         raise CheckpointError(
-            f"checkpoint {path} is truncated: {size} bytes, less than its {FOOTER.size}-byte "
-            "footer"
+            f"checkpoint {path} is truncated: {size} bytes, less than its {FOOTER.size}-byte footer"
         )
     with open(path, "rb") as fh:
         fh.seek(size - FOOTER.size)

@@ -30,7 +30,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import os
@@ -51,10 +50,10 @@ from ..io.model_file import LoadedModel, model_paths, read_model_file, save_mode
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
 from .adaptation import (
+    adapt_to_data,
     add_elements,
     predict_energies,
     refit_reference_energies,
-    set_reference_energies,
 )
 from .config import DTYPES, TrainConfig
 from .finetune_report import before_after, measure_errors, write_report
@@ -99,9 +98,7 @@ class FinetuneConfig:
         if self.replay_count < 0:
             raise ValueError(f"FinetuneConfig.replay_count must be >= 0, got {self.replay_count}")
         if not self.replay_weight >= 0:
-            raise ValueError(
-                f"FinetuneConfig.replay_weight must be >= 0, got {self.replay_weight}"
-            )
+            raise ValueError(f"FinetuneConfig.replay_weight must be >= 0, got {self.replay_weight}")
 
 
 # defaults of TrainConfig that differ when fine-tuning: a gentle learning rate, short runs
@@ -183,12 +180,14 @@ def _relabel(model: MaceModel, frames: Sequence[Frame]) -> list[Frame]:
             from ase.stress import full_3x3_to_voigt_6_stress
 
             stress = full_3x3_to_voigt_6_stress(pred["stress"][0].detach().double().numpy())
-        out.append(dataclasses.replace(
-            f,
-            energy=float(pred["energy"].detach().double().sum()),
-            forces=pred["forces"].detach().double().numpy().reshape(-1, 3),
-            stress=stress,
-        ))
+        out.append(
+            dataclasses.replace(
+                f,
+                energy=float(pred["energy"].detach().double().sum()),
+                forces=pred["forces"].detach().double().numpy().reshape(-1, 3),
+                stress=stress,
+            )
+        )
     return out
 
 
@@ -260,7 +259,9 @@ def finetune(
     dtype = DTYPES[cfg.dtype]
     base = loaded.model.to(dtype)
     source, frames = load_frames(data, keys=keys)
-    model, new_elements, e0_report, e0_shift = _adapt(base, frames, ft, cfg)
+    model, new_elements, e0_report, e0_shift = adapt_to_data(
+        base, frames, _train_frames(frames, cfg), refit_e0=ft.refit_e0, seed=cfg.seed
+    )
     replay = _replay_frames(ft, cfg, base, model, e0_shift) if ft.replay_data else []
 
     result = train(
@@ -276,8 +277,9 @@ def finetune(
         replay=replay,
         verbose=verbose,
     )
-    report = before_after(model, result, frames, ft.parent_test_data, cfg,
-                          parent=loaded.model.to(dtype))
+    report = before_after(
+        model, result, frames, ft.parent_test_data, cfg, parent=loaded.model.to(dtype)
+    )
     report.update(
         parent=parent_name,
         parent_sha256=ident["weights_sha256"],
@@ -290,39 +292,7 @@ def finetune(
     if result.model_path is not None:
         write_report(Path(out), report)
         path = _save_with_parent(result, ident, ft, _file_name(source), report)
-    return FinetuneResult(model=result.model, train_result=result, report=report,
-                          model_path=path)
-
-
-def _adapt(
-    base: MaceModel, frames: Sequence[Frame], ft: FinetuneConfig, cfg: TrainConfig
-) -> tuple[MaceModel, list[int], dict[str, dict[str, Any]], np.ndarray]:
-    """Steps 1 and 2 of the module docstring on a copy of ``base``.
-
-    Returns the adapted model, the new elements (Z), the E0 report
-    ``{symbol: {"parent": eV or None (new element), "now": eV, "status": "fitted" | "kept" ...}}``
-    and the E0 change ``[n_elements]`` (eV) that replayed labels take.
-    """
-    in_data = sorted({int(z) for f in frames for z in f.atoms.numbers})
-    model = add_elements(copy.deepcopy(base), in_data, seed=cfg.seed)
-    new_elements = [z for z in model.config.elements if z not in base.config.elements]
-
-    e0_parent = model.reference_energies.detach().double().cpu().numpy().copy()
-    e0, e0_status = e0_parent, {chemical_symbols[z]: "kept" for z in model.config.elements}
-    if ft.refit_e0 or new_elements:
-        # refit on the training frames only (the split is fixed by the seed, as in train())
-        fit = refit_reference_energies(model, _train_frames(list(frames), cfg),
-                                       new_elements=new_elements, refit_known=ft.refit_e0)
-        e0, e0_status = fit.values, fit.summary()
-        set_reference_energies(model, e0)  # (a resumed run takes the checkpoint's weights)
-    e0_report = {
-        sym: {"parent": None if z in new_elements else float(old), "now": float(now),
-              "status": e0_status[sym]}
-        for sym, z, old, now in zip(e0_status, model.config.elements, e0_parent, e0, strict=True)
-    }
-    log.info("E0 after the refit: %s", ", ".join(
-        f"{sym} {v['now']:.6g} eV ({v['status']})" for sym, v in e0_report.items()))
-    return model, new_elements, e0_report, e0 - e0_parent
+    return FinetuneResult(model=result.model, train_result=result, report=report, model_path=path)
 
 
 def _replay_frames(
@@ -331,8 +301,9 @@ def _replay_frames(
     """Step 3: a seeded sample of ``ft.replay_data`` (labelled by ``base`` with
     ``relabel_replay``), energies shifted by ``Σ_z N_z e0_shift_z`` (eV), loss weight
     ``ft.replay_weight``."""
-    replay = _sample(read_frames(ft.replay_data, elements=model.config.elements),
-                     ft.replay_count, cfg.seed)
+    replay = _sample(
+        read_frames(ft.replay_data, elements=model.config.elements), ft.replay_count, cfg.seed
+    )
     if ft.relabel_replay:
         replay = _relabel(base, replay)
     elements = model.config.elements
@@ -347,7 +318,10 @@ def _replay_frames(
 
 
 def _save_with_parent(
-    result: TrainResult, ident: dict[str, str], ft: FinetuneConfig, data_name: str,
+    result: TrainResult,
+    ident: dict[str, str],
+    ft: FinetuneConfig,
+    data_name: str,
     report: dict[str, Any],
 ) -> Path:
     """Rewrite the trained model's file with a card naming the parent (``ident``), the data
@@ -358,18 +332,21 @@ def _save_with_parent(
         settings[key] = settings[key] and _file_name(settings[key])
     card.update(
         parent=ident,
-        finetuning={"data": data_name, "settings": settings,
-                    "reference_energies": report["reference_energies"],
-                    "report": {k: report[k] for k in ("new_test", "parent_test")
-                               if k in report}},
+        finetuning={
+            "data": data_name,
+            "settings": settings,
+            "reference_energies": report["reference_energies"],
+            "report": {k: report[k] for k in ("new_test", "parent_test") if k in report},
+        },
     )
     return save_model(result.model, model_paths(result.model_path)[0], card=card)
 
 
 def _train_frames(frames: list[Frame], cfg: TrainConfig) -> list[Frame]:
     """The frames that :func:`train` will put in its training split (plus isolated atoms)."""
-    split = split_frames(frames, valid_fraction=cfg.valid_fraction,
-                         test_fraction=cfg.test_fraction, seed=cfg.seed)
+    split = split_frames(
+        frames, valid_fraction=cfg.valid_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed
+    )
     return [frames[k] for k in sorted(split["train"] + split["isolated"])]
 
 

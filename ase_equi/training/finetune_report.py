@@ -28,9 +28,15 @@ def measure_errors(
     return LabelledSet.for_model(frames, model).evaluate(model, batch_size=batch_size).summary()
 
 
-def before_after(adapted: MaceModel, result: TrainResult, frames: Sequence[Frame],
-                 parent_test_data: str | None, cfg: TrainConfig, *,
-                 parent: MaceModel | None = None) -> dict[str, Any]:
+def before_after(
+    adapted: MaceModel,
+    result: TrainResult,
+    frames: Sequence[Frame],
+    parent_test_data: str | None,
+    cfg: TrainConfig,
+    *,
+    parent: MaceModel | None = None,
+) -> dict[str, Any]:
     """Errors (meV units) on the new data's test split of ``adapted`` (the parent after the E0
     refit, before any training: "before") and of the fine-tuned model ("after"), plus the
     unadapted ``parent``'s, when given ("parent_as_is": what the E0 refit alone changed);
@@ -57,8 +63,11 @@ def before_after(adapted: MaceModel, result: TrainResult, frames: Sequence[Frame
         }
     if parent_test_data:
         own = read_frames(parent_test_data, elements=parent.config.elements)
-        report["parent_test"] = {"n_frames": len(own), "before": measure_errors(parent, own),
-                                 "after": measure_errors(result.model, own)}
+        report["parent_test"] = {
+            "n_frames": len(own),
+            "before": measure_errors(parent, own),
+            "after": measure_errors(result.model, own),
+        }
     return report
 
 
@@ -66,11 +75,22 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     """``finetune_report.md``/``.json`` and, with matplotlib, ``finetune_report.png``."""
     import json
 
-    atomic_write(out / "finetune_report.json", lambda fh: fh.write(json.dumps(report, indent=2)),
-                  "w")
-    lines = [f"# Fine-tuning report: {report['parent']} → new data", "",
-             "| test set | quantity | MAE before | MAE after | RMSE before | RMSE after | unit |",
-             "|---|---|---|---|---|---|---|"]
+    atomic_write(
+        out / "finetune_report.json", lambda fh: fh.write(json.dumps(report, indent=2)), "w"
+    )
+    atomic_write(out / "finetune_report.md", lambda fh: fh.write(report_markdown(report)), "w")
+    _plot(out / "finetune_report.png", report)
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The markdown of :func:`write_report`: errors before/after per test set, E0 per element,
+    replay and time."""
+    lines = [
+        f"# Fine-tuning report: {report['parent']} → new data",
+        "",
+        "| test set | quantity | MAE before | MAE after | RMSE before | RMSE after | unit |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, key in (("new data (test split)", "new_test"), ("parent's test set", "parent_test")):
         if key not in report:
             continue
@@ -85,20 +105,29 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
                     f"| {label} | {q} | {cell(b, f'{q}_mae')} | {cell(a, f'{q}_mae')} | "
                     f"{cell(b, f'{q}_rmse')} | {cell(a, f'{q}_rmse')} | {UNITS[q]} |"
                 )
-    lines += ["", "\"before\": the parent after the E0 refit, before training."]
+    lines += ["", '"before": the parent after the E0 refit, before training.']
     as_is = report.get("new_test", {}).get("parent_as_is", {})
     if "energy_mae" in as_is:
-        lines += [f"The parent as it was (before the E0 refit): energy MAE "
-                  f"{as_is['energy_mae']:.4g} {UNITS['energy']}."]
+        lines += [
+            f"The parent as it was (before the E0 refit): energy MAE "
+            f"{as_is['energy_mae']:.4g} {UNITS['energy']}."
+        ]
     e0 = report.get("reference_energies", {})
     if e0:
         lines += ["", "| element | E0 parent (eV) | E0 now (eV) | |", "|---|---|---|---|"]
         for sym, v in e0.items():
             was = "new" if v["parent"] is None else f"{v['parent']:.6f}"
             lines.append(f"| {sym} | {was} | {v['now']:.6f} | {v['status']} |")
-    lines += ["", f"Replayed frames: {report['n_replay']}; new elements: "
-              f"{', '.join(report['new_elements']) or 'none'}; time {report['seconds']} s."]
-    atomic_write(out / "finetune_report.md", lambda fh: fh.write("\n".join(lines) + "\n"), "w")
+    lines += [
+        "",
+        f"Replayed frames: {report['n_replay']}; new elements: "
+        f"{', '.join(report['new_elements']) or 'none'}; time {report['seconds']} s.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(path: Path, report: dict[str, Any]) -> None:
+    """MAE before/after as bars per test set (skipped without matplotlib)."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -116,4 +145,4 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
         ax.set_xticks(x, ["new data" if k == "new_test" else "parent's test" for k in sets])
         ax.set_ylabel(f"{q} MAE ({UNITS[q]})")
         ax.legend()
-    fig.savefig(out / "finetune_report.png", dpi=120)
+    fig.savefig(path, dpi=120)

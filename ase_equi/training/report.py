@@ -48,8 +48,11 @@ def describe(model: MaceModel, history: list[dict[str, float]], test: dict[str, 
     n = sum(p.numel() for p in model.parameters())
     text = f"{'-'.join(chemical_symbols[z] for z in model.config.elements)} model, {n:,} weights"
     text += f", {int(history[-1]['epoch']) if history else 0} epochs"
-    errors = [f"{q[0].upper()} MAE {test[f'{q}_mae']:.3g} {UNITS[q]}"
-              for q in ("energy", "forces") if f"{q}_mae" in test]
+    errors = [
+        f"{q[0].upper()} MAE {test[f'{q}_mae']:.3g} {UNITS[q]}"
+        for q in ("energy", "forces")
+        if f"{q}_mae" in test
+    ]
     return text + (f", test {', '.join(errors)}" if errors else "")
 
 

@@ -157,9 +157,7 @@ class _Run:
 
         self.source, self.frames = load_frames(data, keys=keys, elements=base.elements)
         self.n_own = len(self.frames)
-        self.frames += [
-            dataclasses.replace(f, index=self.n_own + k) for k, f in enumerate(replay)
-        ]
+        self.frames += [dataclasses.replace(f, index=self.n_own + k) for k, f in enumerate(replay)]
         if self.rank == 0:  # files a kill during a write left behind
             remove_stale_temporaries(self.out, self.ckpt_path.parent)
         self.split = load_or_make_split(
@@ -300,7 +298,10 @@ class _Run:
         }
         if self.split["valid"]:
             metrics = self.data.evaluate(
-                self.ema, self.split["valid"], batch_size=cfg.batch_size, rank=self.rank,
+                self.ema,
+                self.split["valid"],
+                batch_size=cfg.batch_size,
+                rank=self.rank,
                 world=self.world,
             )
             record["valid_loss"] = metrics.loss(cfg.loss_weights)
@@ -366,8 +367,12 @@ class _Run:
         )
         result.test_metrics = metrics.summary()
         report = test_report(
-            self.split, result.test_metrics, epochs=self.epoch, steps=self.step,
-            best_epoch=self.best_epoch, stopped_early=self.stopped_early,
+            self.split,
+            result.test_metrics,
+            epochs=self.epoch,
+            steps=self.step,
+            best_epoch=self.best_epoch,
+            stopped_early=self.stopped_early,
         )
         write_test_report(self.out, report)
         if self.cfg.plots:
