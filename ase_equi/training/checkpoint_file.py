@@ -52,7 +52,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def atomic_write(
-    path: str | os.PathLike, write: Callable[[IO[Any]], None], mode: str = "wb"
+    path: str | os.PathLike, write: Callable[[IO[Any]], object], mode: str = "wb"
 ) -> Path:
     """Write ``path`` through ``path.tmp<pid>``, fsync it and rename it into place: a reader
     sees the old file or the whole new one, never half a file. A kill during ``write`` leaves

@@ -262,7 +262,9 @@ def finetune(
     model, new_elements, e0_report, e0_shift = adapt_to_data(
         base, frames, _train_frames(frames, cfg), refit_e0=ft.refit_e0, seed=cfg.seed
     )
-    replay = _replay_frames(ft, cfg, base, model, e0_shift) if ft.replay_data else []
+    replay = []
+    if ft.replay_data:
+        replay = _replay_frames(ft.replay_data, ft, cfg, base, model, e0_shift)
 
     result = train(
         model,
@@ -291,18 +293,23 @@ def finetune(
     path = None
     if result.model_path is not None:
         write_report(Path(out), report)
-        path = _save_with_parent(result, ident, ft, _file_name(source), report)
+        path = _save_with_parent(result.model_path, result, ident, ft, _file_name(source), report)
     return FinetuneResult(model=result.model, train_result=result, report=report, model_path=path)
 
 
 def _replay_frames(
-    ft: FinetuneConfig, cfg: TrainConfig, base: MaceModel, model: MaceModel, e0_shift: np.ndarray
+    replay_data: str,
+    ft: FinetuneConfig,
+    cfg: TrainConfig,
+    base: MaceModel,
+    model: MaceModel,
+    e0_shift: np.ndarray,
 ) -> list[Frame]:
-    """Step 3: a seeded sample of ``ft.replay_data`` (labelled by ``base`` with
+    """Step 3: a seeded sample of the frames in ``replay_data`` (labelled by ``base`` with
     ``relabel_replay``), energies shifted by ``Σ_z N_z e0_shift_z`` (eV), loss weight
     ``ft.replay_weight``."""
     replay = _sample(
-        read_frames(ft.replay_data, elements=model.config.elements), ft.replay_count, cfg.seed
+        read_frames(replay_data, elements=model.config.elements), ft.replay_count, cfg.seed
     )
     if ft.relabel_replay:
         replay = _relabel(base, replay)
@@ -318,6 +325,7 @@ def _replay_frames(
 
 
 def _save_with_parent(
+    model_path: Path,
     result: TrainResult,
     ident: dict[str, str],
     ft: FinetuneConfig,
@@ -326,7 +334,7 @@ def _save_with_parent(
 ) -> Path:
     """Rewrite the trained model's file with a card naming the parent (``ident``), the data
     file's name, the fine-tuning settings (file names only) and the before/after errors."""
-    card = read_model_file(result.model_path, dtype=None).card
+    card = read_model_file(model_path, dtype=None).card
     settings = dataclasses.asdict(ft)
     for key in ("replay_data", "parent_test_data"):
         settings[key] = settings[key] and _file_name(settings[key])
@@ -339,7 +347,7 @@ def _save_with_parent(
             "report": {k: report[k] for k in ("new_test", "parent_test") if k in report},
         },
     )
-    return save_model(result.model, model_paths(result.model_path)[0], card=card)
+    return save_model(result.model, model_paths(model_path)[0], card=card)
 
 
 def _train_frames(frames: list[Frame], cfg: TrainConfig) -> list[Frame]:

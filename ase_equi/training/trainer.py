@@ -165,8 +165,10 @@ class _Run:
         )
 
         found = resume_checkpoint(self.ckpt_path.parent)
-        state, self.resumed_path = found if found is not None else (None, None)
-        if state is not None:
+        state: dict[str, Any] | None = None
+        self.resumed_path: Path | None = None
+        if found is not None:
+            state, self.resumed_path = found
             check_resumable(self.resumed_path, state, config, model)
             model_config = ModelConfig.from_dict(state["model_config"])
         else:
@@ -195,7 +197,7 @@ class _Run:
         self.best_valid, self.best_epoch = math.inf, -1
         self.best_ema: dict[str, torch.Tensor] | None = None
         self.stopped_early = False
-        self.resumed_from = None
+        self.resumed_from: int | None = None
         if state is not None:
             self._restore(state)
         self.ddp = (
