@@ -63,8 +63,10 @@ def test_receiver_messages_equal_edge_products_summed_per_receiver():
     w = torch.randn(n_edges, tp.weight_numel, dtype=torch.float64, requires_grad=True)
 
     per_edge = edge_messages(tp, h, senders, y, w)
-    reference = [torch.zeros(n_nodes, *p.shape[1:], dtype=p.dtype).index_add(0, receivers, p)
-                 for p in per_edge]
+    reference = [
+        torch.zeros(n_nodes, *p.shape[1:], dtype=p.dtype).index_add(0, receivers, p)
+        for p in per_edge
+    ]
     layout = NeighbourLayout(senders, receivers, n_nodes)
     assert layout.max_neighbours == int(torch.bincount(receivers).max())
     got = receiver_messages_from_edges(tp, h, y, w, layout)
@@ -74,6 +76,7 @@ def test_receiver_messages_equal_edge_products_summed_per_receiver():
 
     # gradients agree too (what forces are made of)
     probe = [torch.randn_like(p) for p in got]
+
     def projected(pieces):
         return sum((p * q).sum() for p, q in zip(pieces, probe, strict=True))
 

@@ -6,7 +6,7 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from e3nn import o3
 
@@ -32,8 +32,15 @@ MAX_INTERACTIONS = 8
 MAX_MONOMIALS = 50_000
 MAX_RADIAL_LAYERS = 8
 MAX_RADIAL_WIDTH = 4096
-INT_FIELDS = ("num_bessel", "envelope_p", "max_ell", "channels", "max_L", "num_interactions",
-              "readout_hidden")
+INT_FIELDS = (
+    "num_bessel",
+    "envelope_p",
+    "max_ell",
+    "channels",
+    "max_L",
+    "num_interactions",
+    "readout_hidden",
+)
 
 
 def _check_int(name: str, value: Any) -> None:
@@ -180,6 +187,7 @@ class ModelConfig:
 
     def _check_values(self) -> None:
         """Consistency between fields and the bounds that depend on several of them."""
+        correlation = cast("tuple[int, ...]", self.correlation)  # a tuple once normalised
         if not self.elements:
             raise ValueError("ModelConfig.elements is empty: a model needs at least one element")
         if len(set(self.elements)) != len(self.elements):
@@ -195,18 +203,18 @@ class ModelConfig:
             )
         if not self.r_max > 0:
             raise ValueError(f"ModelConfig.r_max must be positive, got {self.r_max}")
-        if len(self.correlation) != self.num_interactions:
+        if len(correlation) != self.num_interactions:
             raise ValueError(
-                f"ModelConfig.correlation has {len(self.correlation)} entries for "
+                f"ModelConfig.correlation has {len(correlation)} entries for "
                 f"{self.num_interactions} interactions"
             )
-        if any(not 1 <= c <= 4 for c in self.correlation):
-            raise ValueError(f"ModelConfig.correlation must be in 1..4, got {self.correlation}")
+        if any(not 1 <= c <= 4 for c in correlation):
+            raise ValueError(f"ModelConfig.correlation must be in 1..4, got {correlation}")
         dim = (self.max_ell + 1) ** 2
-        monomials = math.comb(dim + max(self.correlation) - 1, max(self.correlation))
+        monomials = math.comb(dim + max(correlation) - 1, max(correlation))
         if monomials > MAX_MONOMIALS:
             raise ValueError(
-                f"ModelConfig.max_ell = {self.max_ell} with correlation {max(self.correlation)} "
+                f"ModelConfig.max_ell = {self.max_ell} with correlation {max(correlation)} "
                 f"needs {monomials:,} monomials in the symmetric contraction; at most "
                 f"{MAX_MONOMIALS:,} are supported (lower max_ell or correlation)"
             )

@@ -168,7 +168,7 @@ def symmetric_coupling_basis(
             axes = _matching_axes(ordering, multiset)
             block = scaled.permute(0, *[1 + a for a in axes], correlation + 1)
             index = tuple(slice(starts[a], starts[a + 1]) for a in ordering)
-            u[(slice(None), *index, slice(column, column + k))] = block
+            u[(slice(None),) + index + (slice(column, column + k),)] = block
         column += k
 
     if out_dim == 1:

@@ -180,7 +180,10 @@ class InteractionBlock(torch.nn.Module):
         return out.reshape(n, self.conv_tp.weight_numel // c, c, k)
 
     def summed_messages(
-        self, h: torch.Tensor, edge_radial: torch.Tensor, edge_sh: torch.Tensor,
+        self,
+        h: torch.Tensor,
+        edge_radial: torch.Tensor,
+        edge_sh: torch.Tensor,
         layout: NeighbourLayout,
     ) -> list[torch.Tensor]:
         """Tensor-product messages summed per receiver, ``[N, C, S_p]`` per piece (node
@@ -218,7 +221,10 @@ class InteractionBlock(torch.nn.Module):
             # the radial MLP too: its activations, [N·K, hidden] per layer, are kept otherwise
             chunks = [
                 run_chunk(
-                    self.summed_messages, h, edge_radial[i * k : j * k], edge_sh[i * k : j * k],
+                    self.summed_messages,
+                    h,
+                    edge_radial[i * k : j * k],
+                    edge_sh[i * k : j * k],
                     layout.receiver_rows(i, j),
                 )
                 for i, j in node_ranges(n, chunk_nodes)

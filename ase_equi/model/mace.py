@@ -16,6 +16,8 @@ that a MACE file maps onto it one parameter to one parameter (see ``io/mace_impo
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from e3nn import o3
 
@@ -61,6 +63,10 @@ class MaceModel(torch.nn.Module):
     >>> out["node_energies"].shape, out["energy"].shape
     (torch.Size([2]), torch.Size([1]))
     """
+
+    reference_energies: torch.Tensor  # [n_elements] E0, eV (float64)
+    scale: torch.Tensor  # [] (float64)
+    shift: torch.Tensor  # [] eV (float64)
 
     def __init__(self, config: ModelConfig, *, init_coupling: bool = True) -> None:
         super().__init__()
@@ -111,7 +117,7 @@ class MaceModel(torch.nn.Module):
                 ProductBasis(
                     message_irreps,
                     out_irreps,
-                    config.correlation[t],
+                    cast("tuple[int, ...]", config.correlation)[t],  # a tuple once validated
                     num_elements,
                     use_sc=residual,
                     init_coupling=init_coupling,
@@ -124,7 +130,10 @@ class MaceModel(torch.nn.Module):
             node_irreps = out_irreps
 
     def chunk_nodes(
-        self, num_nodes: int, max_neighbours: int, max_chunk_bytes: int | None,
+        self,
+        num_nodes: int,
+        max_neighbours: int,
+        max_chunk_bytes: int | None,
         dtype: torch.dtype,
     ) -> int | None:
         """Receivers per chunk, or None for no chunking.
@@ -138,9 +147,11 @@ class MaceModel(torch.nn.Module):
         if max_chunk_bytes is None:
             return None
         itemsize = torch.empty((), dtype=dtype).element_size()
+        interactions = cast("list[InteractionBlock]", list(self.interactions))
+        products = cast("list[ProductBasis]", list(self.products))
         per_node = max(
-            max(i.conv_tp.bytes_per_receiver(max_neighbours, itemsize) for i in self.interactions),
-            max(p.bytes_per_node(itemsize) for p in self.products),
+            max(i.conv_tp.bytes_per_receiver(max_neighbours, itemsize) for i in interactions),
+            max(p.bytes_per_node(itemsize) for p in products),
         )
         if num_nodes * per_node <= max_chunk_bytes:
             return None

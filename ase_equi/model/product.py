@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import cast
 
 import torch
 from e3nn import o3
@@ -161,8 +162,10 @@ class SymmetricContraction(torch.nn.Module):
         small structures this contraction would otherwise cost more than the atoms do.
         """
         frozen = not any(w.requires_grad for w in self.weights)
-        tensors = [*self.weights, *(getattr(self, f"coupling_{o}") for o in
-                                    range(1, self.correlation + 1))]
+        tensors = [
+            *self.weights,
+            *(getattr(self, f"coupling_{o}") for o in range(1, self.correlation + 1)),
+        ]
         key = (dtype, *((id(t), t._version, t.device) for t in tensors))
         cached = self.__dict__.get("_contracted_cache")
         if frozen and cached is not None and cached[0] == key:
@@ -184,9 +187,12 @@ class SymmetricContraction(torch.nn.Module):
 
     def bytes_per_node(self, itemsize: int) -> int:
         """Size of the largest intermediate per node, bytes: ``C · M · D^(N-1)``."""
-        return self.weights[0].shape[-1] * self.irrep_out.dim * self.dim ** (
-            self.correlation - 1
-        ) * itemsize
+        return (
+            self.weights[0].shape[-1]
+            * self.irrep_out.dim
+            * self.dim ** (self.correlation - 1)
+            * itemsize
+        )
 
     def forward(
         self, features: torch.Tensor, groups: ElementGroups, *, chunk_nodes: int | None = None
@@ -203,20 +209,24 @@ class SymmetricContraction(torch.nn.Module):
             None if t is None else t.index_select(0, groups.index)
             for t in self.contracted_weights(features.dtype)
         ]
-        single = groups.single
         for position, nodes in enumerate(groups.nodes):  # position in groups.present
-            x = features if single else features.index_select(0, nodes)  # [n_z, C, D]
+            if nodes is not None:
+                x = features.index_select(0, nodes)  # [n_z, C, D]
+            else:
+                x = features  # all nodes of one element
             tensors = [None if t is None else t[position] for t in contracted]
             if all(t is None for t in tensors):
                 continue
             if chunk_nodes is None or x.shape[0] <= chunk_nodes:
                 b = self._contract(x, *tensors)
             else:
-                b = torch.cat([
-                    run_chunk(self._contract, x[i:j], *tensors)
-                    for i, j in node_ranges(x.shape[0], chunk_nodes)
-                ])
-            out = b if single else out.index_copy(0, nodes, b)
+                b = torch.cat(
+                    [
+                        run_chunk(self._contract, x[i:j], *tensors)
+                        for i, j in node_ranges(x.shape[0], chunk_nodes)
+                    ]
+                )
+            out = b if nodes is None else out.index_copy(0, nodes, b)
         return out.reshape(n, channels * m)
 
     def _contract(self, x: torch.Tensor, *tensors: torch.Tensor | None) -> torch.Tensor:
@@ -279,7 +289,8 @@ class ProductBasis(torch.nn.Module):
 
     def bytes_per_node(self, itemsize: int) -> int:
         """The largest per-node intermediate of the contractions, bytes."""
-        return max(c.bytes_per_node(itemsize) for c in self.contractions)
+        contractions = cast("list[SymmetricContraction]", list(self.contractions))
+        return max(c.bytes_per_node(itemsize) for c in contractions)
 
     def forward(
         self,

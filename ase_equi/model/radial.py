@@ -47,6 +47,9 @@ class BesselBasis(torch.nn.Module):
     torch.Size([2, 8])
     """
 
+    frequencies: torch.Tensor  # [num_bessel], 1/Å
+    prefactor: torch.Tensor  # [], Å^(-1/2)
+
     def __init__(self, r_max: float, num_bessel: int = 8) -> None:
         super().__init__()
         n = torch.linspace(1.0, num_bessel, num_bessel, dtype=torch.float64)

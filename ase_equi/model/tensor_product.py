@@ -193,9 +193,11 @@ class ChannelwiseTensorProduct(torch.nn.Module):
     def bytes_per_receiver(self, max_neighbours: int, itemsize: int) -> int:
         """Size of the largest intermediates of :meth:`receiver_messages` per receiver node,
         bytes: the products ``A`` of all classes, ``K · C · Σ n·d₁``."""
-        total = sum(len(paths) * d1 for (_, d1, _), classes in zip(self.pieces, self.classes,
-                                                                   strict=True)
-                    for _, _, paths in classes)
+        total = sum(
+            len(paths) * d1
+            for (_, d1, _), classes in zip(self.pieces, self.classes, strict=True)
+            for _, _, paths in classes
+        )
         return max_neighbours * self.channels * total * itemsize
 
     def to_irreps(self, pieces: list[torch.Tensor]) -> torch.Tensor:
