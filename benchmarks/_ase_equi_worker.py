@@ -116,8 +116,9 @@ def paired_stress(
     """
     from ase_equi import EquivariantCalculator
 
-    forces_calc = EquivariantCalculator(calc.loaded, device=request["device"],
-                                        dtype=request["dtype"])
+    forces_calc = EquivariantCalculator(
+        calc.loaded, device=request["device"], dtype=request["dtype"]
+    )
     stress_calc = calc  # already asked for stress in every call of the timed row
     atoms = common.fcc_copper(request["n_cells"])
     reference = atoms.get_positions()

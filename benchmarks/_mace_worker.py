@@ -17,7 +17,6 @@ Note: ``MACECalculator.calculate`` evaluates energy, forces and stress in every 
 ASE asked for, so its ``energy``, ``forces`` and ``stress`` modes cost the same.
 """
 
-# ruff: noqa: E402  (the environment variable must be set before torch is imported)
 from __future__ import annotations
 
 import os

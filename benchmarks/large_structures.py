@@ -55,21 +55,26 @@ def worker(request: dict) -> None:
         atoms.get_forces()
         times.append(time.perf_counter() - start)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    common.emit({
-        "n_atoms": len(atoms),
-        "step_times_s": times[1:],
-        "median_s": float(np.median(times[1:])),
-        "median_faults": float(np.median(faults[1:])),
-        "peak_rss_mib": common.peak_rss_mib(),
-        "chunk_mib": calc.max_chunk_bytes / 2**20 if calc.max_chunk_bytes else None,
-    })
+    common.emit(
+        {
+            "n_atoms": len(atoms),
+            "step_times_s": times[1:],
+            "median_s": float(np.median(times[1:])),
+            "median_faults": float(np.median(faults[1:])),
+            "peak_rss_mib": common.peak_rss_mib(),
+            "chunk_mib": calc.max_chunk_bytes / 2**20 if calc.max_chunk_bytes else None,
+        }
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="8,12,16", help="n of the n×n×n cubic cell (4n³ atoms)")
-    parser.add_argument("--chunk-mib", default="default,128,none",
-                        help="chunk_mib values: numbers, 'default' or 'none'")
+    parser.add_argument(
+        "--chunk-mib",
+        default="default,128,none",
+        help="chunk_mib values: numbers, 'default' or 'none'",
+    )
     parser.add_argument("--retain", default="on", help="retain_memory values: on, off or on,off")
     parser.add_argument("--model", default=None, help="MACE .model file (default: cached medium)")
     parser.add_argument("--dtype", default="float32")
@@ -84,27 +89,48 @@ def main() -> int:
     if model is None:
         raise SystemExit("no model: run mace_comparison.py once (it builds the medium model)")
     print("command:", " ".join(["python", *sys.argv]))
-    print(f"machine: {platform.platform()}, {os.cpu_count()} cores; threads {args.threads}; "
-          f"dtype {args.dtype}; model {Path(model).name}; load average {os.getloadavg()[0]:.2f}")
-    print("| atoms | chunk_mib | retain_memory | step median s (runs) | minor page faults per "
-          "step | peak RSS MiB |")
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores; threads {args.threads}; "
+        f"dtype {args.dtype}; model {Path(model).name}; load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        "| atoms | chunk_mib | retain_memory | step median s (runs) | minor page faults per "
+        "step | peak RSS MiB |"
+    )
     print("|---:|---|---|---|---:|---:|")
-    combos = [(n, chunk, retain) for n in [int(x) for x in args.sizes.split(",")]
-              for chunk in args.chunk_mib.split(",") for retain in args.retain.split(",")]
+    combos = [
+        (n, chunk, retain)
+        for n in [int(x) for x in args.sizes.split(",")]
+        for chunk in args.chunk_mib.split(",")
+        for retain in args.retain.split(",")
+    ]
     for n, chunk, retain in combos:
-        request = dict(model=str(model), dtype=args.dtype, threads=args.threads,
-                       n_cells=n, chunk_mib=chunk, repeats=args.repeats, retain=retain)
-        done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(request)],
-                              capture_output=True, text=True)
+        request = dict(
+            model=str(model),
+            dtype=args.dtype,
+            threads=args.threads,
+            n_cells=n,
+            chunk_mib=chunk,
+            repeats=args.repeats,
+            retain=retain,
+        )
+        done = subprocess.run(
+            [sys.executable, __file__, "--worker", json.dumps(request)],
+            capture_output=True,
+            text=True,
+        )
         lines = [x for x in done.stdout.splitlines() if x.startswith("BENCH-RESULT ")]
         if done.returncode or not lines:
             print(f"| {4 * n**3} | {chunk} | {retain} | failed: {done.stderr.strip()[-200:]} | | |")
             continue
-        r = json.loads(lines[-1][len("BENCH-RESULT "):])
+        r = json.loads(lines[-1][len("BENCH-RESULT ") :])
         runs = ", ".join(f"{t:.2f}" for t in r["step_times_s"])
-        print(f"| {r['n_atoms']} | {chunk} ({r['chunk_mib']}) | {retain} "
-              f"| {r['median_s']:.2f} ({runs}) | {r['median_faults']:.0f} "
-              f"| {r['peak_rss_mib']:.0f} |", flush=True)
+        print(
+            f"| {r['n_atoms']} | {chunk} ({r['chunk_mib']}) | {retain} "
+            f"| {r['median_s']:.2f} ({runs}) | {r['median_faults']:.0f} "
+            f"| {r['peak_rss_mib']:.0f} |",
+            flush=True,
+        )
     return 0
 
 

@@ -497,8 +497,9 @@ def main() -> int:
         rows.append(row)
         print(
             f"[{index}/{len(combos)}] {model} {dtype} {row['n_atoms']} atoms {mode}: "
-            + ", ".join(f"{side} {timing_cell(row[side], row[side + '_error'])} s"
-                        for side in pythons),
+            + ", ".join(
+                f"{side} {timing_cell(row[side], row[side + '_error'])} s" for side in pythons
+            ),
             file=sys.stderr,
             flush=True,
         )
@@ -540,9 +541,12 @@ def main() -> int:
         "- memory allocator: ase_equi's calculator keeps freed tensor memory in the heap "
         "(`ase_equi.allocator.retain_freed_memory`, glibc mallopt) unless told not to; "
         "mace-torch runs as installed"
-        + (", and in the third column with the same setting through the environment "
-           f"({', '.join(f'{k}={v}' for k, v in RETAIN_ENV.items())})"
-           if args.mace_retain_memory else ""),
+        + (
+            ", and in the third column with the same setting through the environment "
+            f"({', '.join(f'{k}={v}' for k, v in RETAIN_ENV.items())})"
+            if args.mace_retain_memory
+            else ""
+        ),
         f"- total wall time of this run: {total / 60:.1f} min",
     ]
     text = report(rows, header, args)

@@ -20,7 +20,6 @@ For every architecture in ``ARCHITECTURES`` it
 Everything goes to ``tests/data/mace/<name>.model`` and ``reference_<name>.json``.
 """
 
-# ruff: noqa: E402  (the environment variable must be set before torch is imported)
 from __future__ import annotations
 
 import os
@@ -52,9 +51,7 @@ from mace.calculators import MACECalculator
 from mace.modules import wrapper_ops
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "mace"
-COMMAND = (
-    "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $MACE_VENV/bin/python scripts/make_mace_reference.py"
-)
+COMMAND = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $MACE_VENV/bin/python scripts/make_mace_reference.py"
 PERTURBATION = 0.1
 RESIDUAL = "RealAgnosticResidualInteractionBlock"
 NON_RESIDUAL = "RealAgnosticInteractionBlock"

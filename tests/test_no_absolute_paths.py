@@ -27,8 +27,21 @@ ALLOWED: dict[str, str] = {
 }
 
 TEXT_SUFFIXES = {
-    ".py", ".md", ".json", ".txt", ".toml", ".cfg", ".ini", ".yaml", ".yml", ".sh", ".rst",
-    ".xyz", ".csv", ".in", "",
+    ".py",
+    ".md",
+    ".json",
+    ".txt",
+    ".toml",
+    ".cfg",
+    ".ini",
+    ".yaml",
+    ".yml",
+    ".sh",
+    ".rst",
+    ".xyz",
+    ".csv",
+    ".in",
+    "",
 }
 
 

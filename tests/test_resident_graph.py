@@ -27,8 +27,14 @@ def test_resident_graph_gives_the_filtered_results(loaded_model, name, device_li
     assert isinstance(resident.graph_source, ResidentGraph)
     assert isinstance(filtered.graph_source, HostGraph)
     config = loaded_model.config
-    resident.graph_source = ResidentGraph(config.elements, config.r_max, 0.8, dtype=torch.float64,
-                                      device="cpu", device_list=device_list)
+    resident.graph_source = ResidentGraph(
+        config.elements,
+        config.r_max,
+        0.8,
+        dtype=torch.float64,
+        device="cpu",
+        device_list=device_list,
+    )
     stress = atoms.cell.rank == 3
     rng = np.random.default_rng(5)
     extra_edges = 0
@@ -46,8 +52,9 @@ def test_resident_graph_gives_the_filtered_results(loaded_model, name, device_li
                 got["stress"] = atoms.get_stress()
             results.append(got)
         for key, value in results[0].items():
-            np.testing.assert_allclose(results[1][key], value, rtol=1e-10, atol=1e-10,
-                                       err_msg=f"{name} step {step} {key}")
+            np.testing.assert_allclose(
+                results[1][key], value, rtol=1e-10, atol=1e-10, err_msg=f"{name} step {step} {key}"
+            )
         graph = resident.graph_source.graph
         kept = filtered.graph_source.neighbours.update(atoms).senders.shape[0]
         extra_edges = max(extra_edges, graph.senders.shape[0] - kept)
@@ -63,9 +70,11 @@ def no_host_reads():
     wait for the device): ``item``, ``tolist``, ``numpy``, truth values and conversions to
     Python numbers, and the ops whose output size depends on the data (``unique``,
     ``nonzero``)."""
+
     def refuse(name):
         def method(*args, **kwargs):
             raise AssertionError(f"host read in the step: {name}")
+
         return method
 
     patched = {
@@ -85,8 +94,13 @@ def no_host_reads():
 
 def test_a_resident_step_reads_nothing_back(loaded_model):
     atoms = make_structure("bulk")
-    resident = ResidentGraph(loaded_model.config.elements, loaded_model.config.r_max, 0.8,
-                             dtype=torch.float64, device="cpu")
+    resident = ResidentGraph(
+        loaded_model.config.elements,
+        loaded_model.config.r_max,
+        0.8,
+        dtype=torch.float64,
+        device="cpu",
+    )
     graph = resident.update(atoms)  # a build may read sizes back
     atoms.positions += 0.01
     graph = resident.update(atoms)

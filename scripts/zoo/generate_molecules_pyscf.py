@@ -42,7 +42,10 @@ def dft(atoms: Atoms, xc: str, spin: int = 0) -> tuple[float, np.ndarray]:
     from pyscf import gto
 
     mol = gto.M(
-        atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)],
+        atom=[
+            (s, tuple(p))
+            for s, p in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)
+        ],
         unit="Angstrom",
         basis=BASIS,
         spin=spin,
@@ -74,7 +77,9 @@ def sample(name: str, temperature: float, n: int, rng: np.random.Generator) -> l
     atoms = molecule(name)
     atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-    dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=temperature, friction=0.02, fixcm=False, rng=rng)
+    dyn = Langevin(
+        atoms, 0.5 * units.fs, temperature_K=temperature, friction=0.02, fixcm=False, rng=rng
+    )
     dyn.run(200)  # equilibrate
     frames = []
     for _ in range(n):
@@ -87,25 +92,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="data/molecules-pbe.xyz.xz")
     parser.add_argument("--xc", default="pbe", help="PySCF functional name (default: pbe)")
-    parser.add_argument("--per-temperature", type=int, default=30, help="snapshots per (molecule, T)")
+    parser.add_argument(
+        "--per-temperature", type=int, default=30, help="snapshots per (molecule, T)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
-    frames = [
-        labelled(Atoms(s), args.xc, "isolated_atom", spin) for s, spin in ATOM_SPIN.items()
-    ]
+    frames = [labelled(Atoms(s), args.xc, "isolated_atom", spin) for s, spin in ATOM_SPIN.items()]
     for name in MOLECULES:
         for temperature in TEMPERATURES:
             for atoms in sample(name, temperature, args.per_temperature, rng):
                 frames.append(labelled(atoms, args.xc, f"{name}_{int(temperature)}K"))
-            print(f"{name} {temperature:.0f} K: {len(frames)} frames, "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"{name} {temperature:.0f} K: {len(frames)} frames, "
+                f"{time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write(args.out, frames, format="extxyz")
     n_atoms = sum(len(a) for a in frames)
-    print(f"wrote {len(frames)} frames ({n_atoms} atoms) to {args.out} "
-          f"in {time.perf_counter() - started:.0f} s ({args.xc}/{BASIS})")
+    print(
+        f"wrote {len(frames)} frames ({n_atoms} atoms) to {args.out} "
+        f"in {time.perf_counter() - started:.0f} s ({args.xc}/{BASIS})"
+    )
 
 
 if __name__ == "__main__":

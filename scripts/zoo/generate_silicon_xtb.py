@@ -86,10 +86,16 @@ def main() -> None:
         frames.append(label(crystal(A0 * scale), "eos"))
     for sigma in (0.02, 0.05, 0.08, 0.11, 0.15):
         for _ in range(28):
-            frames.append(label(rattled(strained(crystal(), rng, 0.10, 0.04), rng, sigma),
-                                f"bulk_rattle{sigma:.2f}"))
-        print(f"bulk σ={sigma}: {len(frames)} frames, {time.perf_counter() - started:.0f} s",
-              flush=True)
+            frames.append(
+                label(
+                    rattled(strained(crystal(), rng, 0.10, 0.04), rng, sigma),
+                    f"bulk_rattle{sigma:.2f}",
+                )
+            )
+        print(
+            f"bulk σ={sigma}: {len(frames)} frames, {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
     for name, make in (("vacancy", vacancy), ("interstitial", interstitial)):
         for sigma in (0.0, 0.05, 0.1):
             for _ in range(1 if sigma == 0 else 10):
@@ -97,8 +103,10 @@ def main() -> None:
         print(f"{name}: {len(frames)} frames, {time.perf_counter() - started:.0f} s", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write(args.out, frames, format="extxyz")
-    print(f"wrote {len(frames)} frames ({sum(len(a) for a in frames)} atoms) to {args.out} "
-          f"in {time.perf_counter() - started:.0f} s (GFN1-xTB, tblite)")
+    print(
+        f"wrote {len(frames)} frames ({sum(len(a) for a in frames)} atoms) to {args.out} "
+        f"in {time.perf_counter() - started:.0f} s (GFN1-xTB, tblite)"
+    )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,11 @@ def metals_checks(calc) -> tuple[dict, list[Atoms]]:
     from ase.calculators.emt import EMT
 
     lattice = {"Cu": 3.61, "Ag": 4.09, "Au": 4.08, "Ni": 3.52, "Pd": 3.89, "Pt": 3.92, "Al": 4.05}
-    checks: dict = {"equation_of_state": {}, "elastic_constants_GPa": {}, "vacancy_formation_eV": {}}
+    checks: dict = {
+        "equation_of_state": {},
+        "elastic_constants_GPa": {},
+        "vacancy_formation_eV": {},
+    }
     for symbol, a in lattice.items():
         eos_m = equation_of_state(_fcc(symbol), a, calc)
         eos_r = equation_of_state(_fcc(symbol), a, EMT)
@@ -72,8 +76,12 @@ def metals_checks(calc) -> tuple[dict, list[Atoms]]:
             v_m = vacancy_formation_energy(_fcc(symbol)(eos_m["a0"]).repeat(3), calc)
             v_r = vacancy_formation_energy(_fcc(symbol)(eos_r["a0"]).repeat(3), EMT)
             checks["vacancy_formation_eV"][symbol] = _compare({"E_v": v_m}, {"E_v": v_r})["E_v"]
-        print(symbol, checks["equation_of_state"][symbol]["a0"],
-              checks["elastic_constants_GPa"][symbol], flush=True)
+        print(
+            symbol,
+            checks["equation_of_state"][symbol]["a0"],
+            checks["elastic_constants_GPa"][symbol],
+            flush=True,
+        )
     checks["notes"] = (
         "EOS: Birch–Murnaghan over a0·(1±5 %), 4-atom cubic cell. Elastic constants: central "
         "differences of stress at ±0.5 % strain at each calculator's own a0. Vacancy: 108-atom "

@@ -46,9 +46,7 @@ def _strained_stress(atoms: Atoms, strain: np.ndarray, calc: MakeCalc) -> np.nda
     return atoms.get_stress(voigt=False)
 
 
-def cubic_elastic_constants(
-    atoms: Atoms, calc: MakeCalc, delta: float = 0.005
-) -> dict[str, float]:
+def cubic_elastic_constants(atoms: Atoms, calc: MakeCalc, delta: float = 0.005) -> dict[str, float]:
     """Clamped-ion C11, C12, C44 (GPa) of a cubic crystal by central differences of stress.
 
     ε_xx = ±δ gives σ_xx = C11 ε and σ_yy = C12 ε; ε_yz = ε_zy = ±δ/2 gives σ_yz = C44 γ with
