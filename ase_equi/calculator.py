@@ -155,6 +155,7 @@ class EquivariantCalculator(Calculator):
         refuse_unknown(kwargs, "EquivariantCalculator()", accepted)
         self._ready = False
         self._retaining = False
+        self.loaded: LoadedModel  # set by _configure
         super().__init__(label=label, directory=directory)
         self._model_argument = model
         if isinstance(model, LoadedModel):
@@ -278,6 +279,7 @@ class EquivariantCalculator(Calculator):
             )
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
+        assert atoms is not None  # Calculator.calculate has just set it
         rank3 = bool(atoms.cell.rank == 3)
         if "stress" in properties and not rank3:
             raise PropertyNotImplementedError(

@@ -335,8 +335,8 @@ def label_errors(
             groups.setdefault(str(config_type), []).append(k)
 
     def group(ids: Sequence[int]) -> GroupErrors:
-        f = [frame_forces[i] for i in ids if frame_forces[i] is not None]
-        s = [frame_stress[i] for i in ids if frame_stress[i] is not None]
+        f = [x for x in (frame_forces[i] for i in ids) if x is not None]
+        s = [x for x in (frame_stress[i] for i in ids) if x is not None]
         return GroupErrors(
             energy=ErrorStats.of(np.array([energy[i] for i in ids])),
             forces=ErrorStats.of(np.concatenate(f)) if f else None,

@@ -21,10 +21,10 @@ import gzip
 import io
 import lzma
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 from ase import Atoms
@@ -35,7 +35,11 @@ from ..errors import DataFileError
 __all__ = ["MAX_LINE_CHARS", "SourcedAtoms", "read_structures"]
 
 MAX_LINE_CHARS = 1 << 24  # 16 Mi characters: far above any real extxyz line
-_COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_COMPRESSED: dict[str, Callable[..., IO[Any]]] = {
+    ".gz": gzip.open,
+    ".bz2": bz2.open,
+    ".xz": lzma.open,
+}
 _XYZ_SUFFIXES = {".xyz", ".extxyz"}
 _COUNTED_FROM_0 = "frames are counted from 0"
 
@@ -224,7 +228,9 @@ def _parse_frame(block: list[str], path: Path, k: int, first: int) -> Atoms:
     from ase.io import read
 
     try:
-        return read(io.StringIO("".join(block)), format="extxyz", index=0)
+        atoms = read(io.StringIO("".join(block)), format="extxyz", index=0)
+        assert isinstance(atoms, Atoms)  # index=0 reads one frame
+        return atoms
     except Exception as err:  # noqa: BLE001 - ASE raises many types; all become one message
         reason = _diagnose(block, first) or (
             f"line {first + 1}: ASE cannot read the frame: {type(err).__name__}: {err}"

@@ -4,10 +4,8 @@ A :class:`Frame` is one structure with its reference energy (eV), forces (eV/Å,
 where present, stress (eV/Å³, ASE Voigt order xx yy zz yz xz xy, positive = tensile). Labels
 are looked up, for each quantity, in the results of the structure's calculator (what ASE's
 ``SinglePointCalculator`` holds after reading an extxyz file with ``energy=``/``forces``/
-``stress=``), in ``atoms.info`` and in ``atoms.arrays``, under the names of a :class:`DataKeys`.
-
-Batching (graphs and label tensors) is in :mod:`ase_equi.data.batch`, the constants a new
-model takes from its data in :mod:`ase_equi.data.statistics`.
+``stress=``), in ``atoms.info`` and in ``atoms.arrays``, under the names of a :class:`DataKeys`
+(batching: :mod:`ase_equi.data.batch`; fitted constants: :mod:`ase_equi.data.statistics`).
 """
 
 from __future__ import annotations
@@ -282,9 +280,13 @@ def load_frames(
     """
     if isinstance(data, (str, os.PathLike)):
         return str(data), read_frames(data, keys=keys, elements=elements)
-    if data and all(isinstance(f, Frame) for f in data):
-        return "", list(data)
-    return "", read_frames(list(data), keys=keys, elements=elements)
+    frames = [f for f in data if isinstance(f, Frame)]
+    if frames and len(frames) == len(data):
+        return "", frames
+    structures = [a for a in data if isinstance(a, Atoms)]
+    if len(structures) != len(data):
+        raise TypeError("data must be a path, a sequence of Frame or a sequence of ase.Atoms")
+    return "", read_frames(structures, keys=keys, elements=elements)
 
 
 def read_frames(

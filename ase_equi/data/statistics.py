@@ -92,7 +92,7 @@ def composition_matrix(frames: Sequence[Frame], elements: Sequence[int]) -> np.n
 def reference_energy_fit(
     frames: Sequence[Frame],
     elements: Sequence[int],
-    prior: Sequence[float] | None = None,
+    prior: Sequence[float] | np.ndarray | None = None,
     *,
     refit_prior: bool = True,
 ) -> ReferenceEnergyFit:
@@ -284,7 +284,7 @@ def data_statistics(
         / len(frames[k].atoms)
         for k in bulk
     ]
-    forces = [frames[k].forces for k in bulk if frames[k].forces is not None]
+    forces = [f for f in (frames[k].forces for k in bulk) if f is not None]
     scale = float(np.sqrt(np.mean(np.concatenate(forces) ** 2))) if forces else 0.0
     if not scale > 0:
         log.warning("forces are all zero or absent: scale set to 1")

@@ -107,8 +107,18 @@ def batch_graphs(graphs: Sequence[Graph]) -> Graph:
         shifts=cat([g.shifts for g in graphs]),
         batch=cat([torch.full_like(g.batch, k) for k, g in enumerate(graphs)]),
         num_graphs=len(graphs),
-        volumes=None if None in volumes else tuple(v for vs in volumes for v in vs),
+        volumes=_joined_volumes(volumes),
     )
+
+
+def _joined_volumes(volumes: Sequence[tuple[float, ...] | None]) -> tuple[float, ...] | None:
+    """The batch's host volumes (Å³), or ``None`` when any graph lacks them."""
+    joined: list[float] = []
+    for vs in volumes:
+        if vs is None:
+            return None
+        joined.extend(vs)
+    return tuple(joined)
 
 
 class GraphSource(Protocol):
@@ -166,16 +176,20 @@ class HostGraph:
         max_chunk_bytes: int | None = None,
     ) -> None:
         self.neighbours = VerletNeighbourList(r_max, skin)
-        self._graph_options = dict(
-            elements=tuple(elements),
-            cutoff=float(r_max),
-            dtype=dtype,
-            device=device,
-            model_name=model_name,
-            max_chunk_bytes=max_chunk_bytes,
-        )
+        self.elements, self.r_max = tuple(elements), float(r_max)
+        self.dtype, self.device, self.model_name = dtype, device, model_name
+        self.max_chunk_bytes = max_chunk_bytes
 
     def update(self, atoms: ase.Atoms) -> Graph:
         """The graph of ``atoms`` (raises as :func:`atoms_to_graph`)."""
         neighbours = self.neighbours.update(atoms)
-        return atoms_to_graph(atoms, neighbours=neighbours, **self._graph_options)
+        return atoms_to_graph(
+            atoms,
+            self.elements,
+            self.r_max,
+            dtype=self.dtype,
+            device=self.device,
+            model_name=self.model_name,
+            neighbours=neighbours,
+            max_chunk_bytes=self.max_chunk_bytes,
+        )

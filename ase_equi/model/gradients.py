@@ -16,6 +16,8 @@ leaves E unchanged) drops out (Knuth et al., Comput. Phys. Commun. 190, 33 (2015
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ..graph.tensors import Graph, edge_vectors
@@ -94,6 +96,7 @@ def energy_forces_stress(
         result = {"energy": out["energy"], "node_energies": out["node_energies"]}
         if not grad_inputs:
             return result
+        grads: Sequence[torch.Tensor | None]
         if not out["energy"].requires_grad:  # energy independent of positions (e.g. no edges)
             grads = [None] * len(grad_inputs)
         else:
@@ -104,13 +107,13 @@ def energy_forces_stress(
                 retain_graph=training,
                 allow_unused=True,
             )
-    grads = [
+    derivatives = [
         g if g is not None else torch.zeros_like(x) for g, x in zip(grads, grad_inputs, strict=True)
     ]
     if forces:
-        result["forces"] = -grads[0]
+        result["forces"] = -derivatives[0]
     if stress:
-        result["stress"] = grads[-1] / volume.view(-1, 1, 1)
+        result["stress"] = derivatives[-1] / volume.view(-1, 1, 1)
     return result
 
 

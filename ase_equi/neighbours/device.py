@@ -71,9 +71,8 @@ def device_neighbour_list(
         device=device,
     )  # [n_s, 3]
 
-    f64 = dict(dtype=torch.float64, device=device)
-    pos = torch.as_tensor(positions_nc, **f64)
-    basis = torch.as_tensor(search_cc, **f64)
+    pos = torch.as_tensor(positions_nc, dtype=torch.float64, device=device)
+    basis = torch.as_tensor(search_cc, dtype=torch.float64, device=device)
     periodic = torch.as_tensor(pbc_c, device=device)
     fractional = torch.linalg.solve(basis.T, pos.T).T
     offsets = torch.where(periodic, torch.floor(fractional), torch.zeros_like(fractional))

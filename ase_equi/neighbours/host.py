@@ -156,7 +156,7 @@ def neighbour_list(
         # periodic directions with a vacuum gap >= cutoff are searched as non-periodic, with
         # the atoms moved by whole cell vectors (unwrap_nc) so that none straddles the gap
         for axis in np.flatnonzero(pbc_c):
-            moves_n = _vacuum_unwrap(positions_nc, search_cell_cc, axis, cutoff)
+            moves_n = _vacuum_unwrap(positions_nc, search_cell_cc, int(axis), cutoff)
             if moves_n is None:
                 continue
             positions_nc = positions_nc + moves_n[:, None] * cell_cc[axis]

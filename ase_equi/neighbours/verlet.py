@@ -72,12 +72,12 @@ class VerletNeighbourList:
         self.calls += 1
         positions = np.asarray(atoms.positions, dtype=float)
         cell = np.asarray(atoms.cell.array, dtype=float)
-        if self._still_valid(atoms, positions, cell):
+        if self._candidates is not None and self._still_valid(atoms, positions, cell):
             kept = self._select(positions, cell, self._candidates)
             if kept is not None:
                 return kept
-        self._rebuild(atoms, positions, cell)
-        kept = self._select(positions, cell, self._candidates)
+        candidates = self._rebuild(atoms, positions, cell)
+        kept = self._select(positions, cell, candidates)
         assert kept is not None  # neighbour_list already refused coincident atoms
         return kept
 
@@ -118,11 +118,13 @@ class VerletNeighbourList:
         positions: np.ndarray,
         cell: np.ndarray,
         build: Builder | None = None,
-    ) -> None:
+    ) -> NeighbourList:
         build = build or _host_build
-        self._candidates = build(positions, cell, np.asarray(atoms.pbc), self.cutoff + self.skin)
+        candidates = build(positions, cell, np.asarray(atoms.pbc), self.cutoff + self.skin)
+        self._candidates = candidates
         self.builds += 1
         self._key, self._reference = self._key_of(atoms, cell), positions.copy()
+        return candidates
 
     def _select(
         self, positions: np.ndarray, cell: np.ndarray, nl: NeighbourList

@@ -42,7 +42,7 @@ def add_elements(model: MaceModel, new: Sequence[int], *, seed: int = 0) -> Mace
     cfg = dataclasses.replace(
         old_cfg,
         elements=tuple(old_cfg.elements) + tuple(new),
-        reference_energies=tuple(old_cfg.reference_energies) + (0.0,) * len(new),
+        reference_energies=tuple(old_cfg.reference_energies or ()) + (0.0,) * len(new),
     )
     dtype = next(model.parameters()).dtype
     fresh = new_model(cfg, seed).to(dtype)

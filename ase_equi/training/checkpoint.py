@@ -121,6 +121,7 @@ def load_or_make_split(
     (replayed frames) joining the training split only; written when ``write``."""
     path = out / "split.json"
     fingerprint = _fingerprint(frames)
+    split: dict[str, Any]
     if path.exists():
         split = json.loads(path.read_text())
         if split.get("fingerprint") != fingerprint:
@@ -135,12 +136,13 @@ def load_or_make_split(
                     f"{getattr(cfg, key)!r}; use a new output directory"
                 )
         return split
-    split = split_frames(
+    indices = split_frames(
         frames[:n_own],
         valid_fraction=cfg.valid_fraction,
         test_fraction=cfg.test_fraction,
         seed=cfg.seed,
     )
+    split = {**indices}  # the index lists, then the settings that made them
     split["replay"] = list(range(n_own, len(frames)))
     split["train"] = split["train"] + split["replay"]
     split.update(

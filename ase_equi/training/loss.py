@@ -100,13 +100,14 @@ def weighted_loss(
     >>> float(weighted_loss(s, LossWeights(energy=1.0, forces=10.0)))
     5.5
     """
-    total = 0.0
+    total: torch.Tensor | None = None
     for name, (sq, n) in sums.items():
         n = n if counts is None else counts[name]
         w = getattr(weights, name)
         if w > 0 and float(n) > 0:
-            total = total + w * sq / n
-    if not torch.is_tensor(total):
+            term = w * sq / n
+            total = term if total is None else total + term
+    if total is None:  # nothing labelled: a zero on the sums' device and graph
         total = next(iter(sums.values()))[0] * 0.0
     return total
 

@@ -41,7 +41,7 @@ Examples
 --------
 >>> import lzma, tempfile
 >>> from pathlib import Path
->>> packed = Path(__file__).parents[3] / "tests" / "data" / "mace" / "mp0_medium.model.xz"
+>>> packed = Path(__file__).parents[3] / "tests" / "fixtures" / "mace" / "mp0_medium.model.xz"
 >>> path = Path(tempfile.mkdtemp()) / "mp0_medium.model"
 >>> path.write_bytes(lzma.decompress(packed.read_bytes())) > 0
 True
