@@ -1,4 +1,4 @@
-"""Generate the MACE reference models and results under ``tests/data/mace/``.
+"""Generate the MACE reference models and results under ``tests/fixtures/mace/``.
 
 This script runs in a separate virtual environment that has the reference implementation
 installed (mace-torch 0.3.16, e3nn 0.4.4, CPU torch); ase_equi itself never imports mace::
@@ -17,7 +17,7 @@ For every architecture in ``ARCHITECTURES`` it
    with ``mace.calculators.MACECalculator`` in float64 and float32 and stores energy,
    free_energy, forces, stress (3-D cells only), ``energies`` and ``node_energy``.
 
-Everything goes to ``tests/data/mace/<name>.model`` and ``reference_<name>.json``.
+Everything goes to ``tests/fixtures/mace/<name>.model`` and ``reference_<name>.json``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from mace import modules
 from mace.calculators import MACECalculator
 from mace.modules import wrapper_ops
 
-OUT_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "mace"
+OUT_DIR = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mace"
 COMMAND = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $MACE_VENV/bin/python scripts/make_mace_reference.py"
 PERTURBATION = 0.1
 RESIDUAL = "RealAgnosticResidualInteractionBlock"
@@ -81,7 +81,7 @@ ARCHITECTURES: dict[str, dict] = {
         COMMON, seed=102, hidden_irreps="128x0e+128x1o", r_max=6.0, atomic_numbers=[1, 8, 29]
     ),
     # The U matrices alone take 17 MB in float64 (they do not depend on the number of
-    # elements); the large model is therefore stored in float32 to keep tests/data small.
+    # elements); the large model is therefore stored in float32 to keep tests/fixtures small.
     "mp0_large": dict(
         COMMON,
         seed=103,
@@ -420,7 +420,7 @@ def main() -> None:
         print(f"{name}: {model_path.stat().st_size / 1e6:.2f} MB model, {json_path.name}")
         compress(model_path)
     total = sum(path.stat().st_size for path in OUT_DIR.iterdir())
-    print(f"total tests/data/mace: {total / 1e6:.2f} MB", file=sys.stderr)
+    print(f"total tests/fixtures/mace: {total / 1e6:.2f} MB", file=sys.stderr)
 
 
 if __name__ == "__main__":

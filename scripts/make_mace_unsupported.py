@@ -6,7 +6,7 @@ root::
 
     TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $MACE_VENV/bin/python scripts/make_mace_unsupported.py
 
-Writes ``tests/data/mace/unsupported_<feature>.model.xz`` (the tests check that loading each is
+Writes ``tests/fixtures/mace/unsupported_<feature>.model.xz`` (the tests check that loading each is
 refused with a message naming the feature) and ``multihead.model.xz`` with
 ``reference_multihead.json`` (energies and forces of each head, float64).
 """
@@ -24,7 +24,7 @@ from e3nn import o3
 from mace import modules
 from mace.calculators import MACECalculator
 
-OUT_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "mace"
+OUT_DIR = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mace"
 
 FEATURES = {
     "zbl": {"pair_repulsion": True},

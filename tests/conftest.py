@@ -19,6 +19,8 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk, fcc111
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.geometry import cellpar_to_cell
 from ase.neighborlist import neighbor_list
 
@@ -177,3 +179,50 @@ def make_structure(name: str) -> Atoms:
 def structure() -> Callable[[str], Atoms]:
     """``structure(name)``: a fresh copy of one of the test structures in ``STRUCTURES``."""
     return make_structure
+
+
+def emt_structures(n: int = 6, seed: int = 0) -> list[Atoms]:
+    """Rattled, strained fcc Cu, Al and CuAl cells (4 atoms) labelled by EMT."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        atoms = (
+            bulk("Al", "fcc", a=4.05, cubic=True)
+            if k % 3 == 2
+            else bulk("Cu", "fcc", a=3.6, cubic=True)
+        )
+        if k % 3 == 1:
+            atoms.numbers[[0, 2]] = 13
+        atoms.set_cell(atoms.cell * (1 + 0.02 * rng.standard_normal()), scale_atoms=True)
+        atoms.rattle(0.1, seed=seed * 1000 + k)
+        atoms.calc = EMT()
+        atoms.calc = SinglePointCalculator(
+            atoms,
+            energy=atoms.get_potential_energy(),
+            forces=atoms.get_forces(),
+            stress=atoms.get_stress(),
+        )
+        out.append(atoms)
+    return out
+
+
+def broken_emt_structures(kind: str) -> list[Atoms]:
+    """Two ``emt_structures`` with one defect of ``kind`` in frame 1 (a label or a position)."""
+    images = emt_structures(2)
+    bad = images[1]
+    res = bad.calc.results
+    if kind == "missing forces":
+        del res["forces"]
+    elif kind == "nan position":
+        bad.positions[2, 1] = np.nan
+    elif kind == "nan energy":
+        res["energy"] = np.nan
+    elif kind == "inf forces":
+        res["forces"][3, 0] = np.inf
+    elif kind == "forces shape":
+        res["forces"] = res["forces"][:3]
+    elif kind == "unknown element":
+        bad.numbers[0] = 54
+    elif kind == "missing energy":
+        del res["energy"]
+    return images

@@ -1,7 +1,7 @@
 """Helpers shared by the tests: one random rotation, one covariance assertion.
 
-Imported by name (``from helpers import random_rotation``), like ``conftest``: pytest puts
-``tests/`` first on ``sys.path``.
+Imported by name (``from helpers import random_rotation``) from any folder of ``tests/``, like
+``conftest``: ``pythonpath = ["tests"]`` in ``pyproject.toml`` puts ``tests/`` on ``sys.path``.
 
 The covariance assertion states what a symmetry operation g = (R, permutation p) does to the
 calculator's results, whatever the weights of the model are:

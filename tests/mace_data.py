@@ -1,4 +1,4 @@
-"""The MACE reference files in tests/data/mace, decompressed on first use.
+"""The MACE reference files in tests/fixtures/mace, decompressed on first use.
 
 The ``.model`` files are stored xz-compressed (their symmetric-contraction U matrices are sparse);
 each test process decompresses the ones it needs into one temporary folder.
@@ -12,7 +12,7 @@ import lzma
 import tempfile
 from pathlib import Path
 
-DATA = Path(__file__).parent / "data" / "mace"
+DATA = Path(__file__).parent / "fixtures" / "mace"
 NAMES = sorted(
     p.name.removesuffix(".model.xz")
     for p in DATA.glob("*.model.xz")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from test_data import emt_structures
+from conftest import emt_structures
 
 from ase_equi import EquivariantCalculator
 from ase_equi.cli import main

@@ -23,7 +23,7 @@ from ase_equi.graph import Graph, ResidentGraph, atoms_to_graph, batch_graphs
 from ase_equi.model.gradients import energy_forces_stress
 from ase_equi.neighbours import VerletNeighbourList
 
-PACKAGE = Path(__file__).resolve().parents[1] / "ase_equi"
+PACKAGE = Path(__file__).resolve().parents[2] / "ase_equi"
 
 # per stage: the third-party roots and the ase_equi modules it may import (besides the stdlib
 # and its own package)

@@ -9,39 +9,14 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk
-from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import voigt_6_to_full_3x3_stress
+from conftest import broken_emt_structures, emt_structures
 
 from ase_equi.data import DataKeys, Frame, read_frames, split_indices
 from ase_equi.data.batch import frames_to_graphs, make_batch
 from ase_equi.data.statistics import data_statistics, fit_reference_energies
 from ase_equi.errors import DataFileError
-
-
-def emt_structures(n: int = 6, seed: int = 0) -> list[Atoms]:
-    """Rattled, strained fcc Cu, Al and CuAl cells (4 atoms) labelled by EMT."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for k in range(n):
-        atoms = (
-            bulk("Al", "fcc", a=4.05, cubic=True)
-            if k % 3 == 2
-            else bulk("Cu", "fcc", a=3.6, cubic=True)
-        )
-        if k % 3 == 1:
-            atoms.numbers[[0, 2]] = 13
-        atoms.set_cell(atoms.cell * (1 + 0.02 * rng.standard_normal()), scale_atoms=True)
-        atoms.rattle(0.1, seed=seed * 1000 + k)
-        atoms.calc = EMT()
-        atoms.calc = SinglePointCalculator(
-            atoms,
-            energy=atoms.get_potential_energy(),
-            forces=atoms.get_forces(),
-            stress=atoms.get_stress(),
-        )
-        out.append(atoms)
-    return out
 
 
 def _with_ref_labels(atoms: Atoms, stress_3x3: bool = False) -> Atoms:
@@ -96,27 +71,6 @@ def test_ambiguous_keys_need_a_choice():
     assert read_frames([atoms])[0].energy == pytest.approx(atoms.calc.results["energy"])
 
 
-def _broken(kind: str) -> list[Atoms]:
-    images = emt_structures(2)
-    bad = images[1]
-    res = bad.calc.results
-    if kind == "missing forces":
-        del res["forces"]
-    elif kind == "nan position":
-        bad.positions[2, 1] = np.nan
-    elif kind == "nan energy":
-        res["energy"] = np.nan
-    elif kind == "inf forces":
-        res["forces"][3, 0] = np.inf
-    elif kind == "forces shape":
-        res["forces"] = res["forces"][:3]
-    elif kind == "unknown element":
-        bad.numbers[0] = 54
-    elif kind == "missing energy":
-        del res["energy"]
-    return images
-
-
 @pytest.mark.parametrize(
     "kind, message",
     [
@@ -131,11 +85,11 @@ def _broken(kind: str) -> list[Atoms]:
 )
 def test_invalid_frames_name_the_frame(kind, message):
     with pytest.raises(ValueError, match=message):
-        read_frames(_broken(kind), elements=[13, 29])
+        read_frames(broken_emt_structures(kind), elements=[13, 29])
 
 
 def test_forces_optional_when_asked():
-    images = _broken("missing forces")
+    images = broken_emt_structures("missing forces")
     frames = read_frames(images, require_forces=False)
     assert frames[1].forces is None
     graphs = frames_to_graphs(frames, [13, 29], 3.5)

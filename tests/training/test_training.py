@@ -13,7 +13,7 @@ import pytest
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from test_data import emt_structures
+from conftest import emt_structures
 
 from ase_equi import load_model
 from ase_equi.cli import main

@@ -2,7 +2,7 @@
 
 The expected keys, shapes, dtypes and SHA-256 hashes come from ``model.state_dict()`` computed
 by mace-torch itself (``scripts/make_mace_reference.py``, stored in
-``tests/data/mace/reference_<name>.json``); nothing here imports mace.
+``tests/fixtures/mace/reference_<name>.json``); nothing here imports mace.
 """
 
 from __future__ import annotations

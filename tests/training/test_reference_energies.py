@@ -14,8 +14,7 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk, molecule
-from conftest import tiny_config
-from test_data import emt_structures
+from conftest import emt_structures, tiny_config
 
 from ase_equi import load_model, save_model
 from ase_equi.data import Frame, read_frames

@@ -8,7 +8,7 @@ import pytest
 import torch
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
-from test_data import _broken, emt_structures
+from conftest import broken_emt_structures, emt_structures
 from test_training import TINY, Killed, _loss_on, _states_equal
 
 from ase_equi import load_model
@@ -197,7 +197,7 @@ def test_replay_frames_train_only_and_count(parent, tmp_path):
     ],
 )
 def test_bad_data_names_the_frame(parent, tmp_path, kind, message):
-    images = _broken(kind if kind != "unknown element" else "none")
+    images = broken_emt_structures(kind if kind != "unknown element" else "none")
     if kind == "unknown element":
         images[1].numbers[0] = 0  # 'X', no element
     with pytest.raises(ValueError, match=message):
@@ -206,7 +206,7 @@ def test_bad_data_names_the_frame(parent, tmp_path, kind, message):
 
 def test_bad_data_file_names_the_file_and_frame(parent, tmp_path):
     path = tmp_path / "bad.xyz"
-    ase.io.write(path, _broken("missing forces"))
+    ase.io.write(path, broken_emt_structures("missing forces"))
     with pytest.raises(ValueError, match=r"frame 1 of .*bad.xyz has no forces under 'forces'"):
         finetune(parent, str(path), out=tmp_path / "ft", epochs=1, **FAST)
 

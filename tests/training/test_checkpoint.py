@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from test_data import emt_structures
+from conftest import emt_structures
 from test_training import TINY
 
 from ase_equi.data import read_frames
