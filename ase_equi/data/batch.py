@@ -19,7 +19,7 @@ __all__ = ["Batch", "frames_to_graphs", "make_batch"]
 def frames_to_graphs(
     frames: Sequence[Frame],
     elements: Sequence[int],
-    cutoff: float,
+    r_max: float,
     *,
     dtype: torch.dtype = torch.float64,
 ) -> list[Graph]:
@@ -28,7 +28,7 @@ def frames_to_graphs(
     graphs = []
     for frame in frames:
         try:
-            graphs.append(atoms_to_graph(frame.atoms, elements, cutoff, dtype=dtype))
+            graphs.append(atoms_to_graph(frame.atoms, elements, r_max, dtype=dtype))
         except ValueError as err:
             raise DataFileError(f"frame {frame.index}: {err}") from None
     return graphs

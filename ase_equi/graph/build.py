@@ -45,7 +45,7 @@ def element_indices(atomic_numbers: np.ndarray, elements: Sequence[int], model_n
 def atoms_to_graph(
     atoms: ase.Atoms,
     elements: Sequence[int],
-    cutoff: float,
+    r_max: float,
     *,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
@@ -55,7 +55,8 @@ def atoms_to_graph(
 ) -> Graph:
     """Build the graph of one structure (neighbour list with matscipy, any periodicity).
 
-    ``neighbours`` is a list already built for these positions and ``cutoff`` (e.g. by a
+    ``elements`` are the model's atomic numbers (``ModelConfig.elements``), ``r_max`` its cutoff
+    radius (Å). ``neighbours`` is a list already built for these positions and ``r_max`` (e.g. by a
     :class:`~ase_equi.neighbours.verlet.VerletNeighbourList`); without it one is built here.
     ``max_chunk_bytes`` is the memory bound of the model call
     (:attr:`~ase_equi.graph.tensors.Graph.max_chunk_bytes`).
@@ -66,8 +67,8 @@ def atoms_to_graph(
         For an element the model does not know, NaN/inf positions, a periodic direction with a
         zero cell vector, or two atoms at the same position.
     """
-    species = element_indices(atoms.numbers, elements, model_name)
-    nl = neighbour_list_from_atoms(atoms, cutoff) if neighbours is None else neighbours
+    element_index = element_indices(atoms.numbers, elements, model_name)
+    nl = neighbour_list_from_atoms(atoms, r_max) if neighbours is None else neighbours
     n = len(atoms)
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
 
@@ -78,7 +79,7 @@ def atoms_to_graph(
         positions=tensor(atoms.positions, dtype),
         cell=tensor(cell.reshape(1, 3, 3), dtype),
         atomic_numbers=tensor(atoms.numbers, torch.long),
-        elements=tensor(species, torch.long),
+        element_index=tensor(element_index, torch.long),
         senders=tensor(nl.senders, torch.long),
         receivers=tensor(nl.receivers, torch.long),
         shifts=tensor(nl.shifts, dtype),
@@ -101,7 +102,7 @@ def batch_graphs(graphs: Sequence[Graph]) -> Graph:
         positions=cat([g.positions for g in graphs]),
         cell=cat([g.cell for g in graphs]),
         atomic_numbers=cat([g.atomic_numbers for g in graphs]),
-        elements=cat([g.elements for g in graphs]),
+        element_index=cat([g.element_index for g in graphs]),
         senders=cat([g.senders + int(o) for g, o in zip(graphs, offsets, strict=True)]),
         receivers=cat([g.receivers + int(o) for g, o in zip(graphs, offsets, strict=True)]),
         shifts=cat([g.shifts for g in graphs]),

@@ -1,6 +1,6 @@
 """Index bookkeeping on a graph: edges arranged per receiver, nodes grouped by element.
 
-Both are pure functions of a graph's ``senders``, ``receivers`` and ``elements`` (torch only),
+Both are pure functions of a graph's ``senders``, ``receivers`` and ``element_index`` (torch only),
 built once per graph and shared by every layer of a model. Building them reads a few sizes
 back from the device (the largest in-degree, the set of elements present); a caller that keeps
 a graph between steps (:class:`~ase_equi.graph.resident.ResidentGraph`) keeps them on the
@@ -83,11 +83,12 @@ class ElementGroups:
     ([0, 1], [[1], [0, 2]])
     """
 
-    def __init__(self, elements: torch.Tensor) -> None:
-        present = torch.unique(elements)
+    def __init__(self, element_index: torch.Tensor) -> None:
+        present = torch.unique(element_index)
         self.present: list[int] = present.tolist()  # the one host read
         self.index = present  # [n_present] on the device
         self.single = len(self.present) == 1
         self.nodes: list[torch.Tensor | None] = [
-            None if self.single else torch.nonzero(elements == z).squeeze(1) for z in self.present
+            None if self.single else torch.nonzero(element_index == z).squeeze(1)
+            for z in self.present
         ]

@@ -8,7 +8,7 @@ field              shape           meaning
 ``positions``      [n, 3]          Cartesian positions, Å
 ``cell``           [G, 3, 3]       cell vectors as rows, Å (zero rows allowed where not periodic)
 ``atomic_numbers`` [n]             Z of each atom
-``elements``       [n]             index of each atom's Z in the model's element table
+``element_index``  [n]             index of each atom's Z in the model's ``elements`` (config)
 ``senders``        [e]             atom i of matscipy's pair (i, j)
 ``receivers``      [e]             atom j; messages go sender → receiver
 ``shifts``         [e, 3]          integer cell offsets S of the image of j (stored as float)
@@ -45,7 +45,7 @@ class Graph:
         G, the number of structures in the batch.
     layout, groups:
         :class:`~ase_equi.graph.layout.NeighbourLayout` of ``senders``/``receivers`` and
-        :class:`~ase_equi.graph.layout.ElementGroups` of ``elements``, when the builder keeps
+        :class:`~ase_equi.graph.layout.ElementGroups` of ``element_index``, when the builder keeps
         them (a graph resident on the device); ``None``: the model builds them per call, which
         reads a few sizes back from the device. They describe the edges and elements of this
         graph: replace them together with those fields (:meth:`with_edges` does).
@@ -66,7 +66,7 @@ class Graph:
     positions: torch.Tensor
     cell: torch.Tensor
     atomic_numbers: torch.Tensor
-    elements: torch.Tensor
+    element_index: torch.Tensor
     senders: torch.Tensor
     receivers: torch.Tensor
     shifts: torch.Tensor
@@ -100,7 +100,7 @@ class Graph:
             receivers=receivers,
             shifts=shifts,
             layout=NeighbourLayout(senders, receivers, self.num_atoms),
-            groups=ElementGroups(self.elements) if self.groups is None else self.groups,
+            groups=ElementGroups(self.element_index) if self.groups is None else self.groups,
         )
 
 

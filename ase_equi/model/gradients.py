@@ -36,7 +36,7 @@ def energy_forces_stress(
     Parameters
     ----------
     model:
-        Maps ``(elements, edge_vectors, senders, receivers, batch, num_graphs)`` to a dict with
+        Maps ``(element_index, edge_vectors, senders, receivers, batch, num_graphs)`` to a dict with
         ``energy [G]`` and ``node_energies [n]``; it also gets the graph's ``layout``,
         ``groups`` and ``max_chunk_bytes`` as keywords where the graph has them
         (:class:`~ase_equi.model.mace.MaceModel` builds the first two itself otherwise).
@@ -85,7 +85,7 @@ def energy_forces_stress(
         }
         extra = {k: v for k, v in given.items() if v is not None}
         out = model(
-            graph.elements,
+            graph.element_index,
             vectors,
             graph.senders,
             graph.receivers,

@@ -159,7 +159,7 @@ class MaceModel(torch.nn.Module):
 
     def forward(
         self,
-        elements: torch.Tensor,
+        element_index: torch.Tensor,
         edge_vectors: torch.Tensor,
         senders: torch.Tensor,
         receivers: torch.Tensor,
@@ -174,7 +174,7 @@ class MaceModel(torch.nn.Module):
 
         Parameters
         ----------
-        elements:
+        element_index:
             ``[n_nodes]`` index of each atom's element in ``config.elements``.
         edge_vectors:
             ``[n_edges, 3]`` r_receiver − r_sender (+ lattice shift), Å.
@@ -199,7 +199,7 @@ class MaceModel(torch.nn.Module):
         dict with ``node_energies [n_nodes]`` and ``energy [G]`` (eV).
         """
         num_elements = len(self.config.elements)
-        onehot = torch.nn.functional.one_hot(elements, num_elements).to(edge_vectors.dtype)
+        onehot = torch.nn.functional.one_hot(element_index, num_elements).to(edge_vectors.dtype)
         edge_lengths = torch.linalg.norm(edge_vectors, dim=-1, keepdim=True)  # [n_edges, 1]
         edge_sh = self.spherical_harmonics(edge_vectors)
         edge_radial = self.radial_embedding(edge_lengths)  # [n_edges, num_bessel]
@@ -208,14 +208,14 @@ class MaceModel(torch.nn.Module):
         # per receiver, in padded slots: shared by all layers, and the small edge features are
         # padded once here (not the large per-layer tensor-product weights)
         if layout is None:
-            layout = NeighbourLayout(senders, receivers, elements.shape[0])
+            layout = NeighbourLayout(senders, receivers, element_index.shape[0])
         if groups is None:
-            groups = ElementGroups(elements)
+            groups = ElementGroups(element_index)
         edge_sh, edge_radial = layout.pad(edge_sh), layout.pad(edge_radial)
         chunk = self.chunk_nodes(
-            elements.shape[0], layout.max_neighbours, max_chunk_bytes, edge_vectors.dtype
+            element_index.shape[0], layout.max_neighbours, max_chunk_bytes, edge_vectors.dtype
         )
-        readout_energy = edge_vectors.new_zeros(elements.shape[0])
+        readout_energy = edge_vectors.new_zeros(element_index.shape[0])
         for interaction, product, readout in zip(
             self.interactions, self.products, self.readouts, strict=True
         ):
@@ -223,7 +223,7 @@ class MaceModel(torch.nn.Module):
             h = product(messages, sc, groups, chunk_nodes=chunk)
             readout_energy = readout_energy + readout(h)
 
-        e0 = self.reference_energies.to(edge_vectors.dtype)[elements]
+        e0 = self.reference_energies.to(edge_vectors.dtype)[element_index]
         node_energies = e0 + (self.scale * readout_energy + self.shift)
         energy = torch.zeros(num_graphs, dtype=node_energies.dtype, device=node_energies.device)
         energy = energy.index_add(0, batch, node_energies)
