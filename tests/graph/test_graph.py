@@ -1,4 +1,5 @@
-"""The stages neighbours/ → graph/ → model/: who imports whom, and what a graph carries.
+"""What a graph carries from neighbours/ to model/ (who may import whom is checked for every
+stage in ``tests/test_architecture.py``).
 
 Also the calculator's one graph source: one Verlet list, explicit position checks, the chunk
 bound reaching the model on the graph.
@@ -6,11 +7,8 @@ bound reaching the model on the graph.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import inspect
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,62 +20,6 @@ from ase_equi import EquivariantCalculator
 from ase_equi.graph import Graph, ResidentGraph, atoms_to_graph, batch_graphs
 from ase_equi.model.gradients import energy_forces_stress
 from ase_equi.neighbours import VerletNeighbourList
-
-PACKAGE = Path(__file__).resolve().parents[2] / "ase_equi"
-
-# per stage: the third-party roots and the ase_equi modules it may import (besides the stdlib
-# and its own package)
-ALLOWED = {
-    "model": ({"torch", "e3nn", "numpy"}, {"ase_equi.graph.tensors", "ase_equi.graph.layout"}),
-    "neighbours": ({"ase", "numpy", "matscipy", "torch"}, set()),
-}
-TORCH_ONLY = ("graph/tensors.py", "graph/layout.py")  # what the model stage sees of graph/
-
-
-def _imports(path: Path) -> list[str]:
-    """Absolute names of the modules ``path`` imports (relative imports resolved)."""
-    package = ["ase_equi", *path.relative_to(PACKAGE).parent.parts]
-    names = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
-            base = package[: len(package) - node.level + 1] if node.level else []
-            module = ".".join([*base, node.module] if node.module else base)
-            if node.module is None:  # from . import x
-                names += [f"{module}.{alias.name}" for alias in node.names]
-            else:
-                names.append(module)
-    return names
-
-
-def _bad_imports(path: Path, third_party: set[str], internal: set[str], own: str) -> list[str]:
-    bad = []
-    for name in _imports(path):
-        root = name.split(".")[0]
-        if root == "ase_equi":
-            if not (name.startswith(f"ase_equi.{own}") or name in internal):
-                bad.append(name)
-        elif root not in third_party and root not in sys.stdlib_module_names:
-            bad.append(name)
-    return bad
-
-
-@pytest.mark.parametrize("stage", sorted(ALLOWED))
-def test_stage_imports_only_what_it_may(stage):
-    """model/ knows torch, e3nn, numpy and the graph's tensor types only (no ASE, matscipy,
-    neighbour lists or calculator); neighbours/ knows ase, numpy, matscipy and torch only."""
-    third_party, internal = ALLOWED[stage]
-    files = sorted((PACKAGE / stage).glob("*.py"))
-    assert files
-    bad = {f.name: _bad_imports(f, third_party, internal, stage) for f in files}
-    assert not {k: v for k, v in bad.items() if v}
-
-
-def test_graph_tensors_and_layout_are_torch_only():
-    for name in TORCH_ONLY:
-        path = PACKAGE / name
-        assert not _bad_imports(path, {"torch"}, {"ase_equi.graph.layout"}, "graph.layout"), name
 
 
 def test_energy_forces_stress_takes_a_graph_and_what_to_differentiate():
