@@ -30,6 +30,7 @@ def energy_forces_stress(
     forces: bool = True,
     stress: bool = False,
     training: bool = False,
+    flat_cells: str = "raise",
 ) -> dict[str, torch.Tensor]:
     """Energies, and on request forces and stress, of a graph batch.
 
@@ -50,6 +51,10 @@ def energy_forces_stress(
     training:
         Keep the graph of the derivatives (``create_graph``) so a loss on forces or stress can be
         back-propagated to the weights.
+    flat_cells:
+        With stress, what a graph whose cell has zero volume gets: ``"raise"`` (``ValueError``)
+        or ``"nan"`` (its stress is NaN, the other graphs' are exact: a batch mixing molecules
+        and bulk cells).
 
     Returns
     -------
@@ -69,7 +74,10 @@ def energy_forces_stress(
         positions, cell = base, graph.cell
         if stress:
             volume = torch.linalg.det(cell).abs()  # [G]
-            _check_volumes(graph, volume)
+            if flat_cells == "raise":
+                _check_volumes(graph, volume)
+            elif flat_cells != "nan":
+                raise ValueError(f"flat_cells must be 'raise' or 'nan', not {flat_cells!r}")
             displacement = torch.zeros_like(cell).requires_grad_(True)  # [G, 3, 3]
             strain = 0.5 * (displacement + displacement.transpose(1, 2))
             positions = positions + torch.einsum("ni,nij->nj", positions, strain[graph.batch])
@@ -113,6 +121,7 @@ def energy_forces_stress(
     if forces:
         result["forces"] = -derivatives[0]
     if stress:
+        volume = torch.where(volume > 0, volume, torch.nan)  # NaN stress where undefined
         result["stress"] = derivatives[-1] / volume.view(-1, 1, 1)
     return result
 

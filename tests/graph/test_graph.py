@@ -24,9 +24,9 @@ from ase_equi.neighbours import VerletNeighbourList
 
 def test_energy_forces_stress_takes_a_graph_and_what_to_differentiate():
     parameters = inspect.signature(energy_forces_stress).parameters
-    assert list(parameters) == ["model", "graph", "forces", "stress", "training"]
+    assert list(parameters) == ["model", "graph", "forces", "stress", "training", "flat_cells"]
     keyword_only = [p for p, v in parameters.items() if v.kind is v.KEYWORD_ONLY]
-    assert keyword_only == ["forces", "stress", "training"]
+    assert keyword_only == ["forces", "stress", "training", "flat_cells"]
 
 
 def _verlet_lists(calc: EquivariantCalculator) -> set[int]:

@@ -1,0 +1,242 @@
+"""Many structures per model call: graphs joined into one disconnected batch.
+
+The machinery shared by :func:`ase_equi.evaluate.evaluate` (predictions on a list of
+structures) and :func:`ase_equi.relax.relax` (many relaxations advancing together):
+
+- :func:`batched_results`: energies, forces and stress of a list of structures (or their
+  graphs) in ONE call of the model on their disjoint union (``batch_graphs``), split back per
+  structure as numpy float64 arrays, the same numbers as the calculator gives one at a time.
+  ``relax`` calls it once per optimiser step with the unconverged structures.
+- :func:`plan_batches`: which structures share a batch, to a memory budget
+  (:data:`DEFAULT_BUDGET_MIB`) estimated from the model's largest per-node intermediates and
+  each structure's number of atoms and largest neighbour count.
+
+Stress is given only for structures whose cell has rank 3 (nonzero volume), as the calculator
+does; a batch may mix molecules, slabs without a box and bulk cells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from .graph.build import atoms_to_graph, batch_graphs
+from .graph.tensors import Graph
+from .io.model_file import LoadedModel
+from .model.gradients import energy_forces_stress
+
+__all__ = [
+    "DEFAULT_BUDGET_MIB",
+    "batched_results",
+    "graphs_of",
+    "plan_batches",
+    "structure_bytes",
+]
+
+DEFAULT_BUDGET_MIB = 512.0
+"""Memory budget of one batch for ``batch_size="auto"`` (MiB): the estimated largest
+intermediates of the model's forward pass over the whole batch (see :func:`structure_bytes`);
+the backward pass keeps a few times that."""
+
+
+def _model_dtype_device(loaded: LoadedModel) -> tuple[torch.dtype, torch.device]:
+    parameter = next(iter(loaded.model.parameters()), None)
+    if parameter is None:
+        return torch.float64, torch.device("cpu")
+    return parameter.dtype, parameter.device
+
+
+def graphs_of(structures: Sequence[Atoms], loaded: LoadedModel) -> list[Graph | None]:
+    """The graph of each structure in the model's dtype and device (``None`` for a structure
+    without atoms, which has energy 0 and needs no model call).
+
+    Raises ``ValueError`` naming the structure (its index) for an element the model does not
+    know, NaN positions, a flat periodic cell or coincident atoms.
+    """
+    dtype, device = _model_dtype_device(loaded)
+    graphs: list[Graph | None] = []
+    for k, atoms in enumerate(structures):
+        if len(atoms) == 0:
+            graphs.append(None)
+            continue
+        try:
+            graphs.append(
+                atoms_to_graph(
+                    atoms,
+                    loaded.config.elements,
+                    loaded.config.r_max,
+                    dtype=dtype,
+                    device=device,
+                    model_name=f"model '{loaded.name}'",
+                )
+            )
+        except ValueError as error:
+            raise type(error)(f"structure {k}: {error}") from error
+    return graphs
+
+
+def _empty_result(forces: bool, stress: bool, rank3: bool) -> dict[str, Any]:
+    result: dict[str, Any] = {"energy": 0.0, "free_energy": 0.0, "energies": np.zeros(0)}
+    if forces:
+        result["forces"] = np.zeros((0, 3))
+    if stress and rank3:
+        result["stress"] = np.zeros(6)
+    return result
+
+
+def batched_results(
+    structures: Sequence[Atoms] | Sequence[Graph],
+    loaded: LoadedModel,
+    *,
+    forces: bool = True,
+    stress: bool = False,
+) -> list[dict[str, Any]]:
+    """Predictions for every structure from one model call on their joined graph.
+
+    Parameters
+    ----------
+    structures:
+        ``Atoms`` (graphs are built here, in the model's dtype and device), or graphs already
+        built for ``loaded`` (one structure each, e.g. from :func:`graphs_of`). An empty list
+        gives an empty list and no model call.
+    loaded:
+        The model (:func:`ase_equi.loading.load_model`); used as it is (dtype, device, head).
+    forces, stress:
+        What to differentiate besides the energy. Stress is returned only for structures whose
+        cell has rank 3 (nonzero volume); other structures simply have no ``"stress"`` key.
+
+    Returns
+    -------
+    list of dict, one per structure, in order, numpy float64:
+    ``energy`` and ``free_energy`` (float, eV; the sum of the per-atom energies in float64),
+    ``energies [n]`` (eV), ``forces [n, 3]`` (eV/Å) when asked, ``stress [6]`` (eV/Å³, Voigt
+    order xx yy zz yz xz xy, positive = tensile) when asked and defined.
+
+    Raises
+    ------
+    ValueError
+        A structure the graph builder refuses (named by its index).
+    FloatingPointError
+        The model gave non-finite energies or forces (the structure is named).
+    """
+    if len(structures) == 0:
+        return []
+    if isinstance(structures[0], Graph):
+        graphs = cast("list[Graph | None]", list(structures))
+    else:
+        graphs = graphs_of(cast("Sequence[Atoms]", structures), loaded)
+    present = [g for g in graphs if g is not None]
+    out: dict[str, torch.Tensor] = {}
+    if present:
+        joined = batch_graphs(present) if len(present) > 1 else present[0]
+        want_stress = stress and any(_has_volume(g) for g in present)
+        out = energy_forces_stress(
+            loaded.model, joined, forces=forces, stress=want_stress, flat_cells="nan"
+        )
+    return _split(graphs, out, forces=forces, stress=stress)
+
+
+def _split(
+    graphs: Sequence[Graph | None], out: dict[str, torch.Tensor], *, forces: bool, stress: bool
+) -> list[dict[str, Any]]:
+    """The batch's outputs → one dict per structure (numpy float64, ASE shapes)."""
+    energies = out["node_energies"].detach().cpu().double().numpy() if out else np.zeros(0)
+    all_forces = None
+    if forces and out:
+        all_forces = out["forces"].detach().cpu().double().numpy().reshape(-1, 3)
+    sigma = out["stress"].detach().cpu().double().numpy() if "stress" in out else None
+    results: list[dict[str, Any]] = []
+    start, g = 0, 0
+    for k, graph in enumerate(graphs):
+        if graph is None:
+            results.append(_empty_result(forces, stress, rank3=True))
+            continue
+        stop = start + graph.num_atoms
+        e = energies[start:stop].copy()
+        energy = float(e.sum())
+        result: dict[str, Any] = {"energy": energy, "free_energy": energy, "energies": e}
+        if all_forces is not None:
+            result["forces"] = all_forces[start:stop].copy()
+        rank3 = _has_volume(graph)
+        if sigma is not None and rank3:
+            result["stress"] = full_3x3_to_voigt_6_stress(sigma[g])
+        for key in ("energies", "forces"):
+            if key in result and not np.isfinite(result[key]).all():
+                raise FloatingPointError(f"model produced non-finite {key} for structure {k}")
+        results.append(result)
+        start, g = stop, g + 1
+    return results
+
+
+def structure_bytes(loaded: LoadedModel, num_atoms: int, max_neighbours: int) -> int:
+    """Estimated largest forward-pass intermediates (bytes) of ``num_atoms`` nodes with at most
+    ``max_neighbours`` neighbours each (the per-receiver padded layout of the batch): the
+    model's own estimate, as used for chunking
+    (:meth:`~ase_equi.model.mace.MaceModel.chunk_nodes`)."""
+    model = loaded.model
+    dtype, _ = _model_dtype_device(loaded)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    interactions: list[Any] = list(model.interactions)
+    products: list[Any] = list(model.products)
+    per_node = max(
+        max(i.conv_tp.bytes_per_receiver(max_neighbours, itemsize) for i in interactions),
+        max(p.bytes_per_node(itemsize) for p in products),
+    )
+    return int(num_atoms * per_node)
+
+
+def plan_batches(
+    graphs: Sequence[Graph | None],
+    loaded: LoadedModel,
+    batch_size: int | str = "auto",
+    *,
+    budget_mib: float = DEFAULT_BUDGET_MIB,
+) -> list[list[int]]:
+    """Indices of the structures of each batch, in order.
+
+    ``batch_size``: an int (that many structures per batch), or ``"auto"``: consecutive
+    structures join a batch while :func:`structure_bytes` of the batch (all its atoms, padded to
+    its largest neighbour count) stays within ``budget_mib``; a structure over the budget on its
+    own gets a batch of its own.
+    """
+    n = len(graphs)
+    if isinstance(batch_size, bool) or not (isinstance(batch_size, int) or batch_size == "auto"):
+        raise ValueError(f"batch_size must be a positive int or 'auto', not {batch_size!r}")
+    if isinstance(batch_size, int):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int or 'auto', not {batch_size}")
+        return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+    budget = budget_mib * 2**20
+    batches: list[list[int]] = []
+    current: list[int] = []
+    atoms = neighbours = 0
+    for k, graph in enumerate(graphs):
+        size = 0 if graph is None else graph.num_atoms
+        most = 0 if graph is None else _max_in_degree(graph)
+        joined_atoms, joined_most = atoms + size, max(neighbours, most)
+        if current and structure_bytes(loaded, joined_atoms, joined_most) > budget:
+            batches.append(current)
+            current, joined_atoms, joined_most = [], size, most
+        current.append(k)
+        atoms, neighbours = joined_atoms, joined_most
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _max_in_degree(graph: Graph) -> int:
+    if graph.receivers.shape[0] == 0:
+        return 0
+    return int(torch.bincount(graph.receivers, minlength=graph.num_atoms).max())
+
+
+def _has_volume(graph: Graph) -> bool:
+    """Whether the (single-structure) graph's cell has rank 3 (host volume, else its cell)."""
+    if graph.volumes is not None:
+        return graph.volumes[0] > 0
+    return bool(torch.linalg.det(graph.cell[0].double()).abs() > 0)
