@@ -17,8 +17,9 @@ does; a batch may mix molecules, slabs without a box and bulk cells.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, cast
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TextIO, cast
 
 import numpy as np
 import torch
@@ -32,8 +33,10 @@ from .model.gradients import energy_forces_stress
 
 __all__ = [
     "DEFAULT_BUDGET_MIB",
+    "Progress",
     "batched_results",
     "graphs_of",
+    "iter_batches",
     "plan_batches",
     "structure_bytes",
 ]
@@ -51,12 +54,14 @@ def _model_dtype_device(loaded: LoadedModel) -> tuple[torch.dtype, torch.device]
     return parameter.dtype, parameter.device
 
 
-def graphs_of(structures: Sequence[Atoms], loaded: LoadedModel) -> list[Graph | None]:
+def graphs_of(
+    structures: Sequence[Atoms], loaded: LoadedModel, *, first: int = 0
+) -> list[Graph | None]:
     """The graph of each structure in the model's dtype and device (``None`` for a structure
     without atoms, which has energy 0 and needs no model call).
 
-    Raises ``ValueError`` naming the structure (its index) for an element the model does not
-    know, NaN positions, a flat periodic cell or coincident atoms.
+    Raises ``ValueError`` naming the structure (its index, counted from ``first``) for an
+    element the model does not know, NaN positions, a flat periodic cell or coincident atoms.
     """
     dtype, device = _model_dtype_device(loaded)
     graphs: list[Graph | None] = []
@@ -76,7 +81,7 @@ def graphs_of(structures: Sequence[Atoms], loaded: LoadedModel) -> list[Graph | 
                 )
             )
         except ValueError as error:
-            raise type(error)(f"structure {k}: {error}") from error
+            raise type(error)(f"structure {first + k}: {error}") from error
     return graphs
 
 
@@ -90,7 +95,7 @@ def _empty_result(forces: bool, stress: bool, rank3: bool) -> dict[str, Any]:
 
 
 def batched_results(
-    structures: Sequence[Atoms] | Sequence[Graph],
+    structures: Sequence[Atoms] | Sequence[Graph | None],
     loaded: LoadedModel,
     *,
     forces: bool = True,
@@ -102,7 +107,8 @@ def batched_results(
     ----------
     structures:
         ``Atoms`` (graphs are built here, in the model's dtype and device), or graphs already
-        built for ``loaded`` (one structure each, e.g. from :func:`graphs_of`). An empty list
+        built for ``loaded`` (one structure each, ``None`` for one without atoms, e.g. from
+        :func:`graphs_of`). An empty list
         gives an empty list and no model call.
     loaded:
         The model (:func:`ase_equi.loading.load_model`); used as it is (dtype, device, head).
@@ -126,7 +132,7 @@ def batched_results(
     """
     if len(structures) == 0:
         return []
-    if isinstance(structures[0], Graph):
+    if all(s is None or isinstance(s, Graph) for s in structures):
         graphs = cast("list[Graph | None]", list(structures))
     else:
         graphs = graphs_of(cast("Sequence[Atoms]", structures), loaded)
@@ -190,6 +196,36 @@ def structure_bytes(loaded: LoadedModel, num_atoms: int, max_neighbours: int) ->
     return int(num_atoms * per_node)
 
 
+def _check_batch_size(batch_size: int | str) -> None:
+    if isinstance(batch_size, bool) or not (
+        (isinstance(batch_size, int) and batch_size >= 1) or batch_size == "auto"
+    ):
+        raise ValueError(f"batch_size must be a positive int or 'auto', not {batch_size!r}")
+
+
+class _Filling:
+    """A batch being filled: its atoms and largest neighbour count, and whether one more
+    structure still fits (``batch_size`` structures, or the memory budget for ``"auto"``)."""
+
+    def __init__(self, loaded: LoadedModel, batch_size: int | str, budget_mib: float) -> None:
+        self.loaded, self.batch_size, self.budget = loaded, batch_size, budget_mib * 2**20
+        self.count = self.atoms = self.neighbours = 0
+
+    def fits(self, graph: Graph | None) -> bool:
+        """Whether ``graph`` may join (an empty batch takes anything); adds it if so."""
+        size = 0 if graph is None else graph.num_atoms
+        most = 0 if graph is None else _max_in_degree(graph)
+        atoms, neighbours = self.atoms + size, max(self.neighbours, most)
+        if self.count:
+            if isinstance(self.batch_size, int):
+                if self.count >= self.batch_size:
+                    return False
+            elif structure_bytes(self.loaded, atoms, neighbours) > self.budget:
+                return False
+        self.count, self.atoms, self.neighbours = self.count + 1, atoms, neighbours
+        return True
+
+
 def plan_batches(
     graphs: Sequence[Graph | None],
     loaded: LoadedModel,
@@ -204,29 +240,41 @@ def plan_batches(
     its largest neighbour count) stays within ``budget_mib``; a structure over the budget on its
     own gets a batch of its own.
     """
-    n = len(graphs)
-    if isinstance(batch_size, bool) or not (isinstance(batch_size, int) or batch_size == "auto"):
-        raise ValueError(f"batch_size must be a positive int or 'auto', not {batch_size!r}")
-    if isinstance(batch_size, int):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int or 'auto', not {batch_size}")
-        return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
-    budget = budget_mib * 2**20
+    _check_batch_size(batch_size)
     batches: list[list[int]] = []
-    current: list[int] = []
-    atoms = neighbours = 0
+    filling: _Filling | None = None
     for k, graph in enumerate(graphs):
-        size = 0 if graph is None else graph.num_atoms
-        most = 0 if graph is None else _max_in_degree(graph)
-        joined_atoms, joined_most = atoms + size, max(neighbours, most)
-        if current and structure_bytes(loaded, joined_atoms, joined_most) > budget:
-            batches.append(current)
-            current, joined_atoms, joined_most = [], size, most
-        current.append(k)
-        atoms, neighbours = joined_atoms, joined_most
-    if current:
-        batches.append(current)
+        if filling is None or not filling.fits(graph):
+            filling = _Filling(loaded, batch_size, budget_mib)
+            filling.fits(graph)
+            batches.append([])
+        batches[-1].append(k)
     return batches
+
+
+def iter_batches(
+    structures: Iterable[Atoms],
+    loaded: LoadedModel,
+    batch_size: int | str = "auto",
+    *,
+    budget_mib: float = DEFAULT_BUDGET_MIB,
+) -> Iterator[tuple[list[int], list[Graph | None]]]:
+    """``(indices, graphs)`` of each batch, as :func:`plan_batches` groups them, building the
+    graphs as it goes (only one batch's graphs are held at a time)."""
+    _check_batch_size(batch_size)
+    filling = _Filling(loaded, batch_size, budget_mib)
+    indices: list[int] = []
+    graphs: list[Graph | None] = []
+    for k, atoms in enumerate(structures):
+        graph = graphs_of([atoms], loaded, first=k)[0]
+        if not filling.fits(graph):
+            yield indices, graphs
+            filling, indices, graphs = _Filling(loaded, batch_size, budget_mib), [], []
+            filling.fits(graph)
+        indices.append(k)
+        graphs.append(graph)
+    if indices:
+        yield indices, graphs
 
 
 def _max_in_degree(graph: Graph) -> int:
@@ -240,3 +288,38 @@ def _has_volume(graph: Graph) -> bool:
     if graph.volumes is not None:
         return graph.volumes[0] > 0
     return bool(torch.linalg.det(graph.cell[0].double()).abs() > 0)
+
+
+class Progress:
+    """One live line on ``stream`` (headed ``label``): structures done, atoms per second, time left.
+
+    On a terminal the line is redrawn in place; otherwise a line is written at most every
+    ``every`` seconds, and once at the end.
+    """
+
+    def __init__(
+        self, total: int, stream: TextIO | None, every: float = 5.0, label: str = "evaluate"
+    ) -> None:
+        self.total, self.stream, self.every, self.label = total, stream, every, label
+        self.start = self.last = time.perf_counter()
+        self.atoms = 0
+        self.live = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
+
+    def step(self, done: int, n_atoms: int) -> None:
+        if self.stream is None:
+            return
+        self.atoms += n_atoms
+        now = time.perf_counter()
+        final = done == self.total
+        if not (self.live or final or now - self.last >= self.every):
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        left = elapsed / done * (self.total - done)
+        text = (
+            f"{self.label}: {done}/{self.total} structures, {self.atoms / elapsed:.0f} atoms/s, "
+            f"{elapsed:.0f} s elapsed, ~{left:.0f} s left"
+        )
+        end = "\n" if final or not self.live else ""
+        self.stream.write(("\r" if self.live else "") + text + end)
+        self.stream.flush()

@@ -19,75 +19,88 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 
+from .batched import DEFAULT_BUDGET_MIB, Progress, batched_results, iter_batches
+from .calculator_options import DTYPES, available_device
 from .data.extxyz import read_structures
 from .data.frames import DataKeys, Frame, read_frames
+from .io.model_file import LoadedModel
+from .loading import load_model
 
 __all__ = ["ErrorStats", "GroupErrors", "LabelErrors", "evaluate", "label_errors"]
 
 PREDICTED = ("energy", "free_energy", "energies", "forces", "stress")
+EVALUATED = ("energy", "forces", "stress")  # what ``properties`` may name
 MEV_PER_A3_IN_GPA = 0.1602176634  # 1 meV/Å³ = 0.1602 GPa
 
 
-class _Progress:
-    """One live line on ``stream``: structures done, atoms per second, time left.
-
-    On a terminal the line is redrawn in place; otherwise a line is written at most every
-    ``every`` seconds, and once at the end.
-    """
-
-    def __init__(self, total: int, stream: TextIO | None, every: float = 5.0) -> None:
-        self.total, self.stream, self.every = total, stream, every
-        self.start = self.last = time.perf_counter()
-        self.atoms = 0
-        self.live = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
-
-    def step(self, done: int, n_atoms: int) -> None:
-        if self.stream is None:
-            return
-        self.atoms += n_atoms
-        now = time.perf_counter()
-        final = done == self.total
-        if not (self.live or final or now - self.last >= self.every):
-            return
-        self.last = now
-        elapsed = max(now - self.start, 1e-9)
-        left = elapsed / done * (self.total - done)
-        text = (
-            f"evaluate: {done}/{self.total} structures, {self.atoms / elapsed:.0f} atoms/s, "
-            f"{elapsed:.0f} s elapsed, ~{left:.0f} s left"
-        )
-        end = "\n" if final or not self.live else ""
-        self.stream.write(("\r" if self.live else "") + text + end)
-        self.stream.flush()
-
-
-def _calculator(model: Any, *, dtype: str, device: str) -> Any:
+def _loaded(model: Any, *, dtype: str, device: str, head: str | None) -> LoadedModel:
+    """The model to evaluate with: a calculator's own model (its dtype and device), else
+    :func:`~ase_equi.loading.load_model` of ``model`` in ``dtype`` on ``device``."""
     from .calculator import EquivariantCalculator
 
     if isinstance(model, EquivariantCalculator):
-        return model
-    return EquivariantCalculator(model, dtype=dtype, device=device)
+        return model.loaded
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    loaded = load_model(model, dtype=DTYPES[dtype], device=available_device(device), head=head)
+    loaded.model.eval()
+    for parameter in loaded.model.parameters():
+        parameter.requires_grad_(False)
+    return loaded
+
+
+def _wanted(properties: Sequence[str]) -> tuple[bool, bool]:
+    """``(forces, stress)`` from ``properties``; anything else than energy/forces/stress is
+    refused (by name)."""
+    if isinstance(properties, str):
+        properties = (properties,)
+    unknown = [p for p in properties if p not in EVALUATED]
+    if unknown:
+        raise ValueError(
+            f"properties {', '.join(map(repr, unknown))} not known: evaluate gives "
+            + ", ".join(EVALUATED)
+        )
+    return "forces" in properties, "stress" in properties
+
+
+def _annotated(atoms: Atoms, results: dict[str, Any]) -> Atoms:
+    """A copy of ``atoms`` (numbers, positions, cell, pbc, info and arrays that are not named
+    like a prediction) with ``results`` in a ``SinglePointCalculator``."""
+    copy = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    copy.info.update({k: v for k, v in atoms.info.items() if k not in PREDICTED})
+    for name, values in atoms.arrays.items():
+        if name not in PREDICTED and name not in copy.arrays:
+            copy.arrays[name] = np.array(values)
+    copy.calc = SinglePointCalculator(copy, **results)
+    return copy
 
 
 def evaluate(
     structures: str | os.PathLike | Sequence[Atoms],
     model: Any,
     *,
+    properties: Sequence[str] = ("energy", "forces", "stress"),
+    batch_size: int | str = "auto",
+    budget_mib: float = DEFAULT_BUDGET_MIB,
     dtype: str = "float64",
     device: str = "cpu",
+    head: str | None = None,
     verbose: bool = True,
 ) -> list[Atoms]:
-    """Copies of ``structures`` carrying the model's predictions.
+    """Copies of ``structures`` carrying the model's predictions, many structures per model call.
+
+    The structures are joined into batches (one disconnected graph each, any mix of sizes,
+    elements and periodicity) and each batch costs one model call; the numbers are those of
+    the calculator on one structure at a time (to rounding, ~1e-12 eV in float64).
 
     Parameters
     ----------
@@ -95,9 +108,20 @@ def evaluate(
         ``Atoms`` objects, or a data file (extxyz, ASE database, ...; errors name the frame).
     model:
         A zoo name, a model file path, a MACE ``.model`` file, a loaded model, or an
-        :class:`~ase_equi.calculator.EquivariantCalculator` (as the calculator takes them).
-    dtype, device:
-        As for the calculator (float64 by default, for numbers comparable with labels).
+        :class:`~ase_equi.calculator.EquivariantCalculator` (its model, dtype and device).
+    properties:
+        Any of ``"energy"``, ``"forces"``, ``"stress"``: the energy is always computed, forces
+        and stress (each one backward pass shared by both) only when named.
+    batch_size:
+        Structures per model call (an int), or ``"auto"``: consecutive structures share a call
+        while the model's estimated intermediates of the batch stay within ``budget_mib``
+        (:func:`ase_equi.batched.structure_bytes`; see ``benchmarks/results/`` for throughput).
+    budget_mib:
+        Memory budget of one batch for ``"auto"`` (MiB, default
+        :data:`ase_equi.batched.DEFAULT_BUDGET_MIB`).
+    dtype, device, head:
+        As for the calculator (float64 by default, for numbers comparable with labels);
+        ignored when ``model`` is a calculator.
     verbose:
         Write a live progress line on stderr.
 
@@ -108,42 +132,38 @@ def evaluate(
         any ``info``/``arrays`` entry named like a prediction (``energy``, ``forces``,
         ``stress``, ``energies``, ``free_energy``: those labels are not carried over), with a
         ``SinglePointCalculator`` holding ``energy``, ``free_energy`` (eV), ``energies``
-        (eV per atom), ``forces [n, 3]`` (eV/Å) and, for cells of rank 3, ``stress [6]``
-        (eV/Å³, Voigt order xx yy zz yz xz xy).
+        (eV per atom), ``forces [n, 3]`` (eV/Å) when asked and, when asked, for cells of rank
+        3, ``stress [6]`` (eV/Å³, Voigt order xx yy zz yz xz xy).
+
+    Raises
+    ------
+    ValueError
+        An unknown property or batch size, or a structure the model cannot take (named by its
+        index: an element it does not know, NaN positions, coincident atoms).
 
     Examples
     --------
     >>> from ase.build import bulk
-    >>> predicted = evaluate([bulk("Cu", "fcc", a=3.6)], "metals", verbose=False)
+    >>> structures = [bulk("Cu", "fcc", a=3.6), bulk("Cu", "fcc", a=3.6, cubic=True)]
+    >>> predicted = evaluate(structures, "metals", verbose=False)
     >>> sorted(predicted[0].calc.results)
     ['energies', 'energy', 'forces', 'free_energy', 'stress']
+    >>> e = [atoms.get_potential_energy() / len(atoms) for atoms in predicted]
+    >>> abs(e[0] - e[1]) < 1e-9
+    True
     """
+    forces, stress = _wanted(properties)
     if isinstance(structures, (str, os.PathLike)):
         images = [item.atoms for item in read_structures(structures)]
     else:
         images = list(structures)
-    calc = _calculator(model, dtype=dtype, device=device)
-    progress = _Progress(len(images), sys.stderr if verbose else None)
-    out = []
-    for k, atoms in enumerate(images):
-        work = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        work.calc = calc
-        results = {
-            "energy": work.get_potential_energy(),
-            "forces": work.get_forces(),
-            "energies": work.get_potential_energies(),
-        }
-        if work.cell.rank == 3:
-            results["stress"] = work.get_stress()
-        results["free_energy"] = results["energy"]
-        copy = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        copy.info.update({k: v for k, v in atoms.info.items() if k not in PREDICTED})
-        for name, values in atoms.arrays.items():
-            if name not in PREDICTED and name not in copy.arrays:
-                copy.arrays[name] = np.array(values)
-        copy.calc = SinglePointCalculator(copy, **results)
-        out.append(copy)
-        progress.step(k + 1, len(atoms))
+    loaded = _loaded(model, dtype=dtype, device=device, head=head)
+    progress = Progress(len(images), sys.stderr if verbose else None)
+    out: list[Atoms] = []
+    for indices, graphs in iter_batches(images, loaded, batch_size, budget_mib=budget_mib):
+        results = batched_results(graphs, loaded, forces=forces, stress=stress)
+        out.extend(_annotated(images[k], r) for k, r in zip(indices, results, strict=True))
+        progress.step(len(out), sum(len(images[k]) for k in indices))
     return out
 
 
