@@ -57,8 +57,8 @@ def _model_dtype_device(loaded: LoadedModel) -> tuple[torch.dtype, torch.device]
 def graphs_of(
     structures: Sequence[Atoms], loaded: LoadedModel, *, first: int = 0
 ) -> list[Graph | None]:
-    """The graph of each structure in the model's dtype and device (``None`` for a structure
-    without atoms, which has energy 0 and needs no model call).
+    """The graph of each structure in the model's dtype and device (a structure without atoms
+    has a graph without atoms: energy 0, no model call, stress 0 for a cell of rank 3).
 
     Raises ``ValueError`` naming the structure (its index, counted from ``first``) for an
     element the model does not know, NaN positions, a flat periodic cell or coincident atoms.
@@ -66,9 +66,6 @@ def graphs_of(
     dtype, device = _model_dtype_device(loaded)
     graphs: list[Graph | None] = []
     for k, atoms in enumerate(structures):
-        if len(atoms) == 0:
-            graphs.append(None)
-            continue
         try:
             graphs.append(
                 atoms_to_graph(
@@ -85,7 +82,9 @@ def graphs_of(
     return graphs
 
 
-def _empty_result(forces: bool, stress: bool, rank3: bool) -> dict[str, Any]:
+def _empty_result(forces: bool, stress: bool, graph: Graph | None) -> dict[str, Any]:
+    """The results of a structure without atoms (``graph`` None: no cell either)."""
+    rank3 = graph is not None and _has_volume(graph)
     result: dict[str, Any] = {"energy": 0.0, "free_energy": 0.0, "energies": np.zeros(0)}
     if forces:
         result["forces"] = np.zeros((0, 3))
@@ -107,8 +106,7 @@ def batched_results(
     ----------
     structures:
         ``Atoms`` (graphs are built here, in the model's dtype and device), or graphs already
-        built for ``loaded`` (one structure each, ``None`` for one without atoms, e.g. from
-        :func:`graphs_of`). An empty list
+        built for ``loaded`` (one structure each, e.g. from :func:`graphs_of`). An empty list
         gives an empty list and no model call.
     loaded:
         The model (:func:`ase_equi.loading.load_model`); used as it is (dtype, device, head).
@@ -136,7 +134,7 @@ def batched_results(
         graphs = cast("list[Graph | None]", list(structures))
     else:
         graphs = graphs_of(cast("Sequence[Atoms]", structures), loaded)
-    present = [g for g in graphs if g is not None]
+    present = [g for g in graphs if g is not None and g.num_atoms > 0]
     out: dict[str, torch.Tensor] = {}
     if present:
         joined = batch_graphs(present) if len(present) > 1 else present[0]
@@ -159,8 +157,8 @@ def _split(
     results: list[dict[str, Any]] = []
     start, g = 0, 0
     for k, graph in enumerate(graphs):
-        if graph is None:
-            results.append(_empty_result(forces, stress, rank3=True))
+        if graph is None or graph.num_atoms == 0:
+            results.append(_empty_result(forces, stress, graph))
             continue
         stop = start + graph.num_atoms
         e = energies[start:stop].copy()

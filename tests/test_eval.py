@@ -1,17 +1,23 @@
-"""evaluate() and label_errors() against hand-computed errors, and ``ase-equi eval`` end to end."""
+"""evaluate() and label_errors() against hand-computed errors, ``ase-equi eval`` end to end, and
+batched evaluation against the calculator on one structure at a time."""
 
 from __future__ import annotations
 
 import ase.io
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from conftest import emt_structures
+from ase.stress import full_3x3_to_voigt_6_stress
+from conftest import STRUCTURES, emt_structures, make_structure
 
 from ase_equi import EquivariantCalculator
+from ase_equi.batched import graphs_of
 from ase_equi.cli import main
 from ase_equi.evaluate import evaluate, label_errors
+from ase_equi.graph.build import batch_graphs
+from ase_equi.model.gradients import energy_forces_stress
 
 # Known offsets added to EMT labels to make "predictions": frame k is off by (k + 1) meV/atom,
 # every Al atom by +3 meV/Å in x, every Cu atom by −1 meV/Å in y, every stress by +0.1 meV/Å³
@@ -151,3 +157,111 @@ def test_cli_eval_names_the_frame_of_a_damaged_file(model_path, tmp_path, capsys
     assert main(["eval", str(model_path), str(path), "-q"]) == 2
     err = capsys.readouterr().err
     assert "bad.xyz, frame 1 (frames are counted from 0), line 10 (atom 1): 5 columns" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# batched evaluation
+
+
+def _mixed_structures() -> list[Atoms]:
+    """Every conftest structure (bulk, small and one-atom cells, slab with and without a box,
+    wire, molecule: 1 to 8 atoms, Al and Cu, any periodicity), an EMT cell and an empty one."""
+    mixed = [make_structure(name) for name in STRUCTURES]
+    mixed.insert(3, Atoms())  # no atoms: energy 0, no model call
+    return [*mixed, emt_structures(1)[0]]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, "auto"])
+def test_batched_evaluate_equals_one_structure_at_a_time(loaded_model, batch_size):
+    structures = _mixed_structures()
+    predicted = evaluate(structures, loaded_model, batch_size=batch_size, verbose=False)
+    calc = EquivariantCalculator(loaded_model, dtype="float64")
+    assert len(predicted) == len(structures)
+    for k, (pred, atoms) in enumerate(zip(predicted, structures, strict=True)):
+        np.testing.assert_array_equal(pred.positions, atoms.positions)
+        results = pred.calc.results
+        atoms = atoms.copy()
+        atoms.calc = calc
+        assert results["energy"] == pytest.approx(atoms.get_potential_energy(), abs=1e-10), k
+        np.testing.assert_allclose(results["energies"], atoms.get_potential_energies(), atol=1e-10)
+        np.testing.assert_allclose(results["forces"], atoms.get_forces(), atol=1e-10)
+        if atoms.cell.rank == 3:
+            np.testing.assert_allclose(results["stress"], atoms.get_stress(), atol=1e-10)
+        else:  # molecule, slab without a box: stress undefined, not invented
+            assert "stress" not in results, k
+
+
+def _count_model_calls(monkeypatch) -> list[tuple[int, bool, bool]]:
+    """Record (graphs, forces, stress) of every model call that evaluate makes."""
+    import ase_equi.batched as batched
+
+    calls: list[tuple[int, bool, bool]] = []
+    original = batched.energy_forces_stress
+
+    def counted(model, graph, *, forces, stress, **kwargs):
+        calls.append((graph.num_graphs, forces, stress))
+        return original(model, graph, forces=forces, stress=stress, **kwargs)
+
+    monkeypatch.setattr(batched, "energy_forces_stress", counted)
+    return calls
+
+
+def test_evaluate_makes_one_model_call_per_batch(loaded_model, monkeypatch):
+    calls = _count_model_calls(monkeypatch)
+    structures = _mixed_structures()  # 9 structures, one without atoms
+    evaluate(structures, loaded_model, batch_size=4, verbose=False)
+    assert [n for n, _, _ in calls] == [3, 4, 1]  # batch 1 holds the empty structure
+    calls.clear()
+    evaluate(structures, loaded_model, verbose=False)  # the tiny model: all fit 512 MiB
+    assert [n for n, _, _ in calls] == [8]
+    calls.clear()
+    evaluate(structures, loaded_model, budget_mib=1e-6, verbose=False)  # one each
+    assert [n for n, _, _ in calls] == [1] * 8
+
+
+def test_evaluate_computes_only_the_properties_asked(loaded_model, monkeypatch):
+    calls = _count_model_calls(monkeypatch)
+    structures = _mixed_structures()
+    energy_only = evaluate(structures, loaded_model, properties=["energy"], verbose=False)
+    assert calls == [(8, False, False)]
+    for pred in energy_only:
+        assert sorted(pred.calc.results) == ["energies", "energy", "free_energy"]
+    calls.clear()
+    full = evaluate(structures, loaded_model, verbose=False)
+    with_stress = evaluate(structures, loaded_model, properties=("stress",), verbose=False)
+    assert calls[-1] == (8, False, True)
+    for a, b, c in zip(energy_only, full, with_stress, strict=True):
+        assert a.calc.results["energy"] == pytest.approx(b.calc.results["energy"], abs=1e-10)
+        assert "forces" not in c.calc.results
+        assert ("stress" in c.calc.results) == (a.cell.rank == 3)
+        if a.cell.rank == 3:
+            np.testing.assert_allclose(c.calc.results["stress"], b.calc.results["stress"])
+
+
+def test_evaluate_of_nothing_and_bad_arguments(loaded_model, monkeypatch):
+    calls = _count_model_calls(monkeypatch)
+    assert evaluate([], loaded_model, verbose=False) == []
+    assert calls == []
+    with pytest.raises(ValueError, match="properties 'hessian' not known"):
+        evaluate([make_structure("bulk")], loaded_model, properties=("energy", "hessian"))
+    for bad in (0, -2, 2.5, "all", True):
+        with pytest.raises(ValueError, match="batch_size must be a positive int or 'auto'"):
+            evaluate([make_structure("bulk")], loaded_model, batch_size=bad, verbose=False)
+    structures = [make_structure("bulk"), make_structure("molecule"), Atoms("AlO")]
+    with pytest.raises(ValueError, match=r"structure 2: element O \(Z=8\) is not in"):
+        evaluate(structures, loaded_model, verbose=False)
+
+
+def test_stress_of_a_mixed_batch_only_where_the_cell_has_volume(loaded_model):
+    bulk_cell, molecule = make_structure("bulk"), make_structure("molecule")
+    graphs = graphs_of([bulk_cell, molecule], loaded_model)
+    joined = batch_graphs(graphs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="stress needs a cell of rank 3"):
+        energy_forces_stress(loaded_model.model, joined, stress=True)
+    out = energy_forces_stress(loaded_model.model, joined, stress=True, flat_cells="nan")
+    assert torch.isnan(out["stress"][1]).all()  # the molecule: undefined, not invented
+    bulk_cell.calc = EquivariantCalculator(loaded_model, dtype="float64")
+    sigma = full_3x3_to_voigt_6_stress(out["stress"][0].detach().numpy())
+    np.testing.assert_allclose(sigma, bulk_cell.get_stress(), atol=1e-12)
+    with pytest.raises(ValueError, match="flat_cells must be 'raise' or 'nan'"):
+        energy_forces_stress(loaded_model.model, joined, stress=True, flat_cells="zero")
