@@ -3,8 +3,9 @@
     python examples/screening.py [--model metals] [--cells 2] [--output screened.xyz]
 
 Up to 60 distinct (seeded, random; symmetry-equivalent ones not merged) ways of putting Cu
-and Au on the 8 sites of a 2×2×2 fcc primitive supercell are evaluated in batches (many structures per model call, energies only:
-no forces or stress are computed), with the pure elements as references. The formation
+and Au on the 8 sites of a 2×2×2 fcc primitive supercell are evaluated in batches (many
+structures per model call, energies only: no forces or stress are computed), with the pure
+elements as references. The formation
 energy per atom, ΔE = (E − n_Cu e_Cu − n_Au e_Au) / n (eV/atom), ranks the orderings; the five
 lowest are printed, and ``--output`` writes all predictions (``ase.io.read`` gives them back
 with their energies).
