@@ -265,3 +265,14 @@ def test_stress_of_a_mixed_batch_only_where_the_cell_has_volume(loaded_model):
     np.testing.assert_allclose(sigma, bulk_cell.get_stress(), atol=1e-12)
     with pytest.raises(ValueError, match="flat_cells must be 'raise' or 'nan'"):
         energy_forces_stress(loaded_model.model, joined, stress=True, flat_cells="zero")
+
+
+def test_cli_eval_batch_size(model_path, tmp_path, capsys):
+    data = tmp_path / "data.xyz"
+    ase.io.write(data, emt_structures(3))
+    assert main(["eval", str(model_path), str(data), "-q"]) == 0
+    default = capsys.readouterr().out
+    assert main(["eval", str(model_path), str(data), "-q", "--batch-size", "2"]) == 0
+    assert capsys.readouterr().out == default
+    assert main(["eval", str(model_path), str(data), "-q", "--batch-size", "0"]) == 2
+    assert "batch_size must be a positive int or 'auto', not 0" in capsys.readouterr().err

@@ -59,7 +59,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     structures = [item.atoms for item in read_structures(args.structures)]
     predicted = evaluate(
-        structures, args.model, dtype=args.dtype, device=args.device, verbose=not args.quiet
+        structures,
+        args.model,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        device=args.device,
+        verbose=not args.quiet,
     )
     for k, atoms in enumerate(predicted):
         energy = atoms.get_potential_energy()
@@ -111,5 +116,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--energy-key", default="energy", help="name of the energy label")
     p.add_argument("--forces-key", default="forces", help="name of the forces label")
     p.add_argument("--stress-key", default="stress", help="name of the stress label")
+    p.add_argument(
+        "--batch-size",
+        default="auto",
+        type=lambda v: v if v == "auto" else int(v),
+        help="structures per model call, or 'auto' (to a memory budget; default)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=_cmd_eval)
