@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from typing import Any
@@ -19,6 +20,7 @@ from .io.model_file import LoadedModel
 from .loading import load_model
 from .model.gradients import energy_forces_stress
 from .neighbours import check_positions
+from .vibrations import model_hessian
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +92,11 @@ class EquivariantCalculator(Calculator):
     Results: ``energy`` and ``free_energy`` (eV; equal, since the model has no electronic
     temperature), ``energies`` (eV per atom, summing to ``energy``), ``forces`` (eV/Å, shape
     ``(n_atoms, 3)``), ``stress`` (eV/Å³, ASE Voigt order xx yy zz yz xz xy, positive =
-    tensile). Stress exists only for a cell of rank 3 (bulk, or a slab/wire in a finite box:
-    then it is the exact strain derivative of the energy); otherwise it raises
+    tensile), ``hessian`` (∂²E/∂r∂r, eV/Å², shape ``(3 n_atoms, 3 n_atoms)``, symmetric, from
+    automatic differentiation in float64 even for a float32 calculator; computed only when
+    asked, e.g. ``calc.get_property("hessian", atoms)``; see :mod:`ase_equi.vibrations`).
+    Stress exists only for a cell of rank 3 (bulk, or a slab/wire in a finite box: then it is
+    the exact strain derivative of the energy); otherwise it raises
     ``PropertyNotImplementedError``. Forces and stress are computed when first asked; once
     asked, they are computed in every later pass of the same calculator (the set
     ``derivatives``), so MD, a relaxation or an NPT run costs one model evaluation per
@@ -125,7 +130,7 @@ class EquivariantCalculator(Calculator):
     (1.0, 'float64')
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "hessian"]
     default_parameters: dict[str, Any] = {
         "device": "cpu",
         "dtype": "float64",
@@ -246,6 +251,7 @@ class EquivariantCalculator(Calculator):
         )
         # every check passed: apply
         self.loaded = loaded
+        self._float64: LoadedModel | None = None  # float64 copy for the Hessian, made on demand
         self.model = loaded.model.eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
@@ -299,11 +305,27 @@ class EquivariantCalculator(Calculator):
                 self.results["forces"] = np.zeros((0, 3))
             if want_stress:
                 self.results["stress"] = np.zeros(6)
+            if "hessian" in properties:
+                self.results["hessian"] = np.zeros((0, 0))
             return
         graph = self.graph_source.update(atoms)
         out = energy_forces_stress(self.model, graph, forces=want_forces, stress=want_stress)
         self.model_calls += 1
         self._store(out, forces=want_forces, stress=want_stress)
+        if "hessian" in properties:  # only when asked: never part of an energy/forces pass
+            self.results["hessian"] = model_hessian(atoms, self._hessian_model())
+
+    def _hessian_model(self) -> LoadedModel:
+        """The model in float64 for the Hessian: this calculator's, or a float64 copy of it."""
+        if self.torch_dtype == torch.float64:
+            return self.loaded
+        if self._float64 is None and isinstance(self._model_argument, LoadedModel):
+            # a shared loaded model is moved in place by load_model: convert a copy instead
+            self._float64 = copy.deepcopy(self.loaded)
+            self._float64.model.to(dtype=torch.float64)
+        elif self._float64 is None:  # a file or zoo name: its float64 weights, unrounded
+            self._float64 = self._load(self.device, torch.float64)
+        return self._float64
 
     def _store(self, out: dict[str, torch.Tensor], *, forces: bool, stress: bool) -> None:
         """Model outputs → ``self.results`` (numpy, float64; ASE's shapes and Voigt order)."""
