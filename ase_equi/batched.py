@@ -7,9 +7,9 @@ structures) and :func:`ase_equi.relax.relax` (many relaxations advancing togethe
   graphs) in ONE call of the model on their disjoint union (``batch_graphs``), split back per
   structure as numpy float64 arrays, the same numbers as the calculator gives one at a time.
   ``relax`` calls it once per optimiser step with the unconverged structures.
-- :func:`plan_batches`: which structures share a batch, to a memory budget
-  (:data:`DEFAULT_BUDGET_MIB`) estimated from the model's largest per-node intermediates and
-  each structure's number of atoms and largest neighbour count.
+- :func:`plan_batches` / :func:`iter_batches`: which structures share a batch, to a memory
+  budget (:data:`DEFAULT_BUDGET_MIB`, the peak of one model call) estimated from the model's
+  largest per-node intermediates and each structure's atoms and largest neighbour count.
 
 Stress is given only for structures whose cell has rank 3 (nonzero volume), as the calculator
 does; a batch may mix molecules, slabs without a box and bulk cells.
@@ -33,6 +33,7 @@ from .model.gradients import energy_forces_stress
 
 __all__ = [
     "DEFAULT_BUDGET_MIB",
+    "PEAK_PER_INTERMEDIATE",
     "Progress",
     "batched_results",
     "graphs_of",
@@ -41,10 +42,14 @@ __all__ = [
     "structure_bytes",
 ]
 
-DEFAULT_BUDGET_MIB = 512.0
-"""Memory budget of one batch for ``batch_size="auto"`` (MiB): the estimated largest
-intermediates of the model's forward pass over the whole batch (see :func:`structure_bytes`);
-the backward pass keeps a few times that."""
+DEFAULT_BUDGET_MIB = 256.0
+"""Memory budget of one batch for ``batch_size="auto"`` (MiB): the estimated peak memory of its
+model call, forward and backward, :data:`PEAK_PER_INTERMEDIATE` × :func:`structure_bytes`."""
+
+PEAK_PER_INTERMEDIATE = 6
+"""Peak memory of a model call with forces (forward and backward) per byte of its largest
+forward intermediates (:func:`structure_bytes`): measured 4.9-5.5 on the ``metals`` model (the
+process's peak RSS growth, ``benchmarks/results/2026-11-30-evaluate-batched.md``), rounded up."""
 
 
 def _model_dtype_device(loaded: LoadedModel) -> tuple[torch.dtype, torch.device]:
@@ -218,7 +223,9 @@ class _Filling:
             if isinstance(self.batch_size, int):
                 if self.count >= self.batch_size:
                     return False
-            elif structure_bytes(self.loaded, atoms, neighbours) > self.budget:
+            elif PEAK_PER_INTERMEDIATE * structure_bytes(self.loaded, atoms, neighbours) > (
+                self.budget
+            ):
                 return False
         self.count, self.atoms, self.neighbours = self.count + 1, atoms, neighbours
         return True
@@ -234,9 +241,10 @@ def plan_batches(
     """Indices of the structures of each batch, in order.
 
     ``batch_size``: an int (that many structures per batch), or ``"auto"``: consecutive
-    structures join a batch while :func:`structure_bytes` of the batch (all its atoms, padded to
-    its largest neighbour count) stays within ``budget_mib``; a structure over the budget on its
-    own gets a batch of its own.
+    structures join a batch while its estimated peak memory, :data:`PEAK_PER_INTERMEDIATE` ×
+    :func:`structure_bytes` of the batch (all its atoms, padded to its largest neighbour
+    count), stays within ``budget_mib``; a structure over the budget on its own gets a batch of
+    its own.
     """
     _check_batch_size(batch_size)
     batches: list[list[int]] = []

@@ -114,11 +114,12 @@ def evaluate(
         and stress (each one backward pass shared by both) only when named.
     batch_size:
         Structures per model call (an int), or ``"auto"``: consecutive structures share a call
-        while the model's estimated intermediates of the batch stay within ``budget_mib``
-        (:func:`ase_equi.batched.structure_bytes`; see ``benchmarks/results/`` for throughput).
+        while its estimated peak memory stays within ``budget_mib``
+        (:func:`ase_equi.batched.plan_batches`; throughput in ``benchmarks/results/``).
     budget_mib:
-        Memory budget of one batch for ``"auto"`` (MiB, default
-        :data:`ase_equi.batched.DEFAULT_BUDGET_MIB`).
+        Memory budget of one model call for ``"auto"`` (MiB, default
+        :data:`ase_equi.batched.DEFAULT_BUDGET_MIB`): the estimated peak of its forward and
+        backward pass, over what the process already holds.
     dtype, device, head:
         As for the calculator (float64 by default, for numbers comparable with labels);
         ignored when ``model`` is a calculator.

@@ -13,7 +13,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from conftest import STRUCTURES, emt_structures, make_structure
 
 from ase_equi import EquivariantCalculator
-from ase_equi.batched import graphs_of
+from ase_equi.batched import PEAK_PER_INTERMEDIATE, graphs_of, plan_batches, structure_bytes
 from ase_equi.cli import main
 from ase_equi.evaluate import evaluate, label_errors
 from ase_equi.graph.build import batch_graphs
@@ -212,7 +212,7 @@ def test_evaluate_makes_one_model_call_per_batch(loaded_model, monkeypatch):
     evaluate(structures, loaded_model, batch_size=4, verbose=False)
     assert [n for n, _, _ in calls] == [3, 4, 1]  # batch 1 holds the empty structure
     calls.clear()
-    evaluate(structures, loaded_model, verbose=False)  # the tiny model: all fit 512 MiB
+    evaluate(structures, loaded_model, verbose=False)  # the tiny model: all fit 256 MiB
     assert [n for n, _, _ in calls] == [8]
     calls.clear()
     evaluate(structures, loaded_model, budget_mib=1e-6, verbose=False)  # one each
@@ -276,3 +276,17 @@ def test_cli_eval_batch_size(model_path, tmp_path, capsys):
     assert capsys.readouterr().out == default
     assert main(["eval", str(model_path), str(data), "-q", "--batch-size", "0"]) == 2
     assert "batch_size must be a positive int or 'auto', not 0" in capsys.readouterr().err
+
+
+def test_auto_batches_stay_within_the_memory_budget(loaded_model):
+    structures = [make_structure(name) for name in ("bulk", "slab", "molecule", "bulk", "wire")]
+    graphs = graphs_of(structures * 4, loaded_model)
+    budget_mib = PEAK_PER_INTERMEDIATE * structure_bytes(loaded_model, 20, 30) / 2**20
+    batches = plan_batches(graphs, loaded_model, "auto", budget_mib=budget_mib)
+    assert sorted(k for b in batches for k in b) == list(range(20))  # all, in order
+    assert 1 < len(batches) < 20
+    for batch in batches:
+        atoms = sum(graphs[k].num_atoms for k in batch)
+        most = max(int(torch.bincount(graphs[k].receivers).max()) for k in batch)
+        peak = PEAK_PER_INTERMEDIATE * structure_bytes(loaded_model, atoms, most)
+        assert peak <= budget_mib * 2**20 or len(batch) == 1
