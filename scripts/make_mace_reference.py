@@ -55,6 +55,10 @@ COMMAND = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $MACE_VENV/bin/python scripts/make
 PERTURBATION = 0.1
 RESIDUAL = "RealAgnosticResidualInteractionBlock"
 NON_RESIDUAL = "RealAgnosticInteractionBlock"
+DENSITY = "RealAgnosticDensityInteractionBlock"
+DENSITY_RESIDUAL = "RealAgnosticDensityResidualInteractionBlock"
+#: The 89 elements of the MACE-MP / MPA-0 / OMAT-0 foundation models: H to Bi, Ac to Pu.
+FOUNDATION_ELEMENTS = list(range(1, 84)) + list(range(89, 95))
 
 # Settings shared by every architecture (MACE-MP-0 / MACE-OFF23 recipes).
 COMMON = dict(
@@ -106,8 +110,34 @@ ARCHITECTURES: dict[str, dict] = {
         model="MACE",
         interaction_first=NON_RESIDUAL,
     ),
+    # MACE-MPA-0 medium (also MP-0b3, OMAT-0 medium, MATPES-0): density-normalised blocks
+    # (non-residual first), ZBL pair repulsion, Agnesi distance transform, 10 Bessel functions,
+    # 89 elements. The released model has 128 channels (9,063,204 parameters, checked by
+    # mpa0_parameter_count); 32 channels here keep the file small, every other option is the
+    # released one.
+    "mpa0_medium": dict(
+        COMMON,
+        seed=106,
+        hidden_irreps="32x0e+32x1o",
+        r_max=6.0,
+        num_bessel=10,
+        atomic_numbers=FOUNDATION_ELEMENTS,
+        structure_elements=[1, 8, 29],
+        interaction_first=DENSITY,
+        interaction=DENSITY_RESIDUAL,
+        pair_repulsion=True,
+        distance_transform="Agnesi",
+    ),
 }
+MPA0_MEDIUM_PARAMETERS = 9_063_204
 ATOMIC_ENERGIES = {1: -1.117, 6: -8.054, 8: -4.932, 13: -3.745, 29: -4.099, 79: -3.273}
+
+
+def atomic_energy(z: int) -> float:
+    """E0 (eV) of element ``z``: the table above, else a made-up smooth value."""
+    return ATOMIC_ENERGIES.get(z, -0.5 - 0.03 * z)
+
+
 AVG_NUM_NEIGHBORS = 12.3
 SCALE_SHIFT = (1.37, -0.21)  # atomic_inter_scale, atomic_inter_shift (eV)
 
@@ -129,12 +159,14 @@ def build_model(spec: dict) -> torch.nn.Module:
         num_elements=len(spec["atomic_numbers"]),
         hidden_irreps=o3.Irreps(spec["hidden_irreps"]),
         MLP_irreps=o3.Irreps(spec["MLP_irreps"]),
-        atomic_energies=np.array([ATOMIC_ENERGIES[z] for z in spec["atomic_numbers"]]),
+        atomic_energies=np.array([atomic_energy(z) for z in spec["atomic_numbers"]]),
         avg_num_neighbors=AVG_NUM_NEIGHBORS,
         atomic_numbers=spec["atomic_numbers"],
         correlation=spec["correlation"],
         gate=getattr(torch.nn.functional, spec["gate"]),
         radial_MLP=spec["radial_MLP"],
+        pair_repulsion=spec.get("pair_repulsion", False),
+        distance_transform=spec.get("distance_transform", "None"),
     )
     if spec["model"] == "ScaleShiftMACE":
         model = modules.ScaleShiftMACE(
@@ -336,6 +368,34 @@ def structures_for(atomic_numbers: list[int], seed: int) -> dict[str, Atoms]:
     return out
 
 
+def short_contact() -> Atoms:
+    """Cu2O cell with an O-H pair at about 0.52 Å and an H-H pair at about
+    0.47 Å: inside the ZBL range
+    (sum of covalent radii: O-H 0.97 Å, H-H 0.62 Å) where the pair repulsion dominates."""
+    atoms = Atoms(
+        "Cu2O2H3",
+        positions=[
+            [0.1, 0.2, 0.0],
+            [2.0, 2.1, 0.3],
+            [1.0, 1.1, 1.2],
+            [3.1, 0.4, 2.3],
+            [3.6, 0.5, 2.4],
+            [0.6, 3.0, 3.1],
+            [0.95, 3.25, 3.3],
+        ],
+        cell=[[4.3, 0.0, 0.0], [0.4, 4.1, 0.0], [-0.3, 0.2, 4.4]],
+        pbc=True,
+    )
+    atoms.rattle(0.02, seed=7)
+    return atoms
+
+
+def mpa0_parameter_count() -> int:
+    """Parameters of the full MACE-MPA-0-medium architecture (128 channels, 89 elements)."""
+    spec = dict(ARCHITECTURES["mpa0_medium"], hidden_irreps="128x0e+128x1o")
+    return sum(p.numel() for p in build_model(spec).parameters())
+
+
 def evaluate(model_path: Path, atoms: Atoms, dtype: str) -> dict:
     calculator = MACECalculator(model_paths=str(model_path), device="cpu", default_dtype=dtype)
     atoms = atoms.copy()
@@ -385,7 +445,14 @@ def main() -> None:
         "ase": ase.__version__,
         "python": platform.python_version(),
     }
+    count = mpa0_parameter_count()
+    print(f"MPA-0 medium architecture: {count:,} parameters", file=sys.stderr)
+    if count != MPA0_MEDIUM_PARAMETERS:
+        raise SystemExit(f"MPA-0 medium should have {MPA0_MEDIUM_PARAMETERS:,} parameters")
+    only = set(sys.argv[1:])  # names to regenerate (all when none is given)
     for name, spec in ARCHITECTURES.items():
+        if only and name not in only:
+            continue
         model = build_model(spec)
         model_path = OUT_DIR / f"{name}.model"
         torch.save(model, model_path)
@@ -399,7 +466,7 @@ def main() -> None:
             "architecture": {
                 **spec,
                 "avg_num_neighbors": AVG_NUM_NEIGHBORS,
-                "atomic_energies": [ATOMIC_ENERGIES[z] for z in spec["atomic_numbers"]],
+                "atomic_energies": [atomic_energy(z) for z in spec["atomic_numbers"]],
                 "atomic_inter_scale": SCALE_SHIFT[0] if spec["model"] != "MACE" else None,
                 "atomic_inter_shift": SCALE_SHIFT[1] if spec["model"] != "MACE" else None,
                 "perturbation": f"every parameter += {PERTURBATION} * randn (seed + 1000)",
@@ -409,7 +476,11 @@ def main() -> None:
             "state_dict": {key: tensor_record(value) for key, value in model.state_dict().items()},
             "structures": {},
         }
-        for label, atoms in structures_for(spec["atomic_numbers"], spec["seed"]).items():
+        elements = spec.get("structure_elements", spec["atomic_numbers"])
+        structures = structures_for(elements, spec["seed"])
+        if spec.get("pair_repulsion"):
+            structures["short_contact"] = short_contact()
+        for label, atoms in structures.items():
             reference["structures"][label] = {
                 "atoms": atoms_record(atoms),
                 "float64": evaluate(model_path, atoms, "float64"),

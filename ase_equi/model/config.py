@@ -32,6 +32,14 @@ MAX_INTERACTIONS = 8
 MAX_MONOMIALS = 50_000
 MAX_RADIAL_LAYERS = 8
 MAX_RADIAL_WIDTH = 4096
+DISTANCE_TRANSFORMS = (None, "Agnesi")
+#: Fields added after format 2 was released: left out of :meth:`ModelConfig.to_dict` at these
+#: defaults, so that older headers (and their hashes) are unchanged.
+OPTIONAL_FIELDS: dict[str, Any] = {
+    "density_normalisation": False,
+    "pair_repulsion": False,
+    "distance_transform": None,
+}
 INT_FIELDS = (
     "num_bessel",
     "envelope_p",
@@ -111,6 +119,19 @@ class ModelConfig:
     residual_first:
         Whether the first interaction is residual (MACE's ``RealAgnosticResidualInteractionBlock``)
         or not (``RealAgnosticInteractionBlock``).
+    density_normalisation:
+        Divide each layer's messages by a learned neighbour density 1 + ρ_r instead of
+        ``avg_num_neighbors`` (MACE's ``RealAgnosticDensity(Residual)InteractionBlock``, as in
+        MACE-MPA-0); see :mod:`~ase_equi.model.density_interaction`.
+    pair_repulsion:
+        Add the ZBL pair repulsion inside the sum of the covalent radii to the interaction
+        energy, before ``scale`` and ``shift`` (:mod:`~ase_equi.model.zbl`).
+    distance_transform:
+        ``None`` or ``"Agnesi"``: the Bessel basis sees the edge length transformed by the
+        pair's covalent bond length (:mod:`~ase_equi.model.distance_transform`).
+
+    The last three are written by :meth:`to_dict` only when they differ from their defaults, so
+    the header (and its hash) of every model without them stays as it was.
 
     Examples
     --------
@@ -143,6 +164,9 @@ class ModelConfig:
     scale: float = 1.0
     shift: float = 0.0
     residual_first: bool = True
+    density_normalisation: bool = False
+    pair_repulsion: bool = False
+    distance_transform: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -159,6 +183,16 @@ class ModelConfig:
         if not isinstance(self.residual_first, bool):
             raise ValueError(
                 f"ModelConfig.residual_first must be true or false, got {self.residual_first!r}"
+            )
+        for name in ("density_normalisation", "pair_repulsion"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"ModelConfig.{name} must be true or false, got {getattr(self, name)!r}"
+                )
+        if self.distance_transform not in DISTANCE_TRANSFORMS:
+            raise ValueError(
+                f"ModelConfig.distance_transform must be one of {DISTANCE_TRANSFORMS}, got "
+                f"{self.distance_transform!r:.80}"
             )
         if not isinstance(self.extra, dict):
             raise ValueError(f"ModelConfig.extra must be a dict, got {type(self.extra).__name__}")
@@ -237,10 +271,13 @@ class ModelConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-clean dictionary (lists instead of tuples)."""
+        """JSON-clean dictionary (lists instead of tuples); :data:`OPTIONAL_FIELDS` at their
+        defaults are left out."""
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if f.name in OPTIONAL_FIELDS and v == OPTIONAL_FIELDS[f.name]:
+                continue
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
 

@@ -152,6 +152,13 @@ class InteractionBlock(torch.nn.Module):
                 target_irreps, element_irreps, target_irreps
             )
 
+    def normalisation(
+        self, edge_radial: torch.Tensor, layout: NeighbourLayout
+    ) -> torch.Tensor | float:
+        """Divisor of the summed messages: here the constant :math:`\\bar N`
+        (``avg_num_neighbors``); a per-receiver ``[N, 1]`` in the density-normalised block."""
+        return self.avg_num_neighbors
+
     def radial_hidden(self, edge_radial: torch.Tensor) -> torch.Tensor:
         """The radial MLP up to its last (linear) layer: ``[N·K, num_bessel] -> [N·K, hidden]``."""
         x = edge_radial
@@ -230,7 +237,9 @@ class InteractionBlock(torch.nn.Module):
                 for i, j in node_ranges(n, chunk_nodes)
             ]
             summed = [torch.cat(parts) for parts in zip(*chunks, strict=True)]
-        messages = self.linear(self.conv_tp.to_irreps(summed)) / self.avg_num_neighbors
+        messages = self.linear(self.conv_tp.to_irreps(summed)) / self.normalisation(
+            edge_radial, layout
+        )
         if not self.residual:
             messages = self.skip_tp(messages, node_onehot)
         return irreps_to_channels(messages, self.target_irreps), sc

@@ -23,11 +23,14 @@ from e3nn import o3
 
 from ..graph.layout import ElementGroups, NeighbourLayout
 from .config import ModelConfig
+from .density_interaction import DensityInteractionBlock
+from .distance_transform import AgnesiTransform
 from .interaction import InteractionBlock
 from .product import ProductBasis
 from .radial import RadialEmbedding
 from .readout import LinearReadout, NonLinearReadout
 from .spherical import edge_spherical_harmonics
+from .zbl import ZBLRepulsion
 
 
 class ElementEmbedding(torch.nn.Module):
@@ -67,6 +70,7 @@ class MaceModel(torch.nn.Module):
     reference_energies: torch.Tensor  # [n_elements] E0, eV (float64)
     scale: torch.Tensor  # [] (float64)
     shift: torch.Tensor  # [] eV (float64)
+    element_numbers: torch.Tensor  # [n_elements] atomic numbers (int64, not saved)
 
     def __init__(self, config: ModelConfig, *, init_coupling: bool = True) -> None:
         super().__init__()
@@ -82,7 +86,6 @@ class MaceModel(torch.nn.Module):
         scalars = o3.Irreps(f"{c}x0e")
         sh_irreps = o3.Irreps.spherical_harmonics(config.max_ell)
         message_irreps = (sh_irreps * c).sort()[0].simplify()
-
         self.register_buffer(
             "reference_energies", torch.tensor(config.reference_energies, dtype=torch.float64)
         )
@@ -91,6 +94,8 @@ class MaceModel(torch.nn.Module):
         self.node_embedding = ElementEmbedding(num_elements, c)
         self.radial_embedding = RadialEmbedding(config.r_max, config.num_bessel, config.envelope_p)
         self.spherical_harmonics = edge_spherical_harmonics(config.max_ell)
+        self._add_pair_terms(config)
+        block = DensityInteractionBlock if config.density_normalisation else InteractionBlock
 
         self.interactions = torch.nn.ModuleList()
         self.products = torch.nn.ModuleList()
@@ -101,7 +106,7 @@ class MaceModel(torch.nn.Module):
             out_irreps = scalars if last else hidden
             residual = config.residual_first or t > 0
             self.interactions.append(
-                InteractionBlock(
+                block(
                     node_irreps,
                     sh_irreps,
                     config.num_bessel,
@@ -128,6 +133,15 @@ class MaceModel(torch.nn.Module):
             else:
                 self.readouts.append(LinearReadout(out_irreps))
             node_irreps = out_irreps
+
+    def _add_pair_terms(self, config: ModelConfig) -> None:
+        """The element-pair terms: Agnesi transform and ZBL repulsion (None when not used)."""
+        # atomic number of each element, for the pair terms (not saved: the config holds them)
+        self.register_buffer("element_numbers", torch.tensor(config.elements), persistent=False)
+        self.distance_transform = (
+            AgnesiTransform() if config.distance_transform == "Agnesi" else None
+        )
+        self.pair_repulsion = ZBLRepulsion(config.envelope_p) if config.pair_repulsion else None
 
     def chunk_nodes(
         self,
@@ -202,7 +216,13 @@ class MaceModel(torch.nn.Module):
         onehot = torch.nn.functional.one_hot(element_index, num_elements).to(edge_vectors.dtype)
         edge_lengths = torch.linalg.norm(edge_vectors, dim=-1, keepdim=True)  # [n_edges, 1]
         edge_sh = self.spherical_harmonics(edge_vectors)
-        edge_radial = self.radial_embedding(edge_lengths)  # [n_edges, num_bessel]
+        numbers = self.element_numbers[element_index]  # [n_nodes] atomic numbers
+        basis_lengths = None
+        if self.distance_transform is not None:
+            basis_lengths = self.distance_transform(
+                edge_lengths, numbers[senders], numbers[receivers]
+            )
+        edge_radial = self.radial_embedding(edge_lengths, basis_lengths)  # [n_edges, num_bessel]
 
         h = self.node_embedding(onehot)
         # per receiver, in padded slots: shared by all layers, and the small edge features are
@@ -216,6 +236,10 @@ class MaceModel(torch.nn.Module):
             element_index.shape[0], layout.max_neighbours, max_chunk_bytes, edge_vectors.dtype
         )
         readout_energy = edge_vectors.new_zeros(element_index.shape[0])
+        if self.pair_repulsion is not None:  # before scale and shift, as in MACE
+            readout_energy = readout_energy + self.pair_repulsion(
+                edge_lengths, numbers[senders], numbers[receivers], receivers, len(numbers)
+            )
         for interaction, product, readout in zip(
             self.interactions, self.products, self.readouts, strict=True
         ):

@@ -105,5 +105,11 @@ class RadialEmbedding(torch.nn.Module):
         self.envelope = PolynomialEnvelope(r_max, envelope_p)
         self.num_bessel = num_bessel
 
-    def forward(self, edge_lengths: torch.Tensor) -> torch.Tensor:
-        return self.bessel(edge_lengths) * self.envelope(edge_lengths)
+    def forward(
+        self, edge_lengths: torch.Tensor, basis_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``edge_lengths [n_edges, 1]`` (Å) → ``[n_edges, num_bessel]``; with
+        ``basis_lengths`` (a transformed length, e.g. Agnesi's) the Bessel functions see that,
+        the envelope still ``edge_lengths``."""
+        basis = self.bessel(edge_lengths if basis_lengths is None else basis_lengths)
+        return basis * self.envelope(edge_lengths)

@@ -50,7 +50,14 @@ from ...model.product import fold_symmetric
 from ..model_file import LoadedModel, build_from_state_dict
 from .objects import PickledModule
 from .reader import read_mace_model, state_dict
-from .support import RESIDUAL, check_supported, module_attribute, refuse_feature, submodule
+from .support import (
+    DENSITY_BLOCKS,
+    RESIDUAL_BLOCKS,
+    check_supported,
+    module_attribute,
+    refuse_feature,
+    submodule,
+)
 
 __all__ = ["UnsupportedMaceFeature", "load_mace_model", "mace_heads", "mace_to_ase_equi"]
 
@@ -257,8 +264,54 @@ def _architecture(
         "avg_num_neighbors": float(
             module_attribute(first, "avg_num_neighbors", path, "interactions.0")
         ),
-        "residual_first": first.class_path == RESIDUAL,
+        "residual_first": first.class_path in RESIDUAL_BLOCKS,
+        "density_normalisation": first.class_path in DENSITY_BLOCKS,
+        **_pair_terms(root, sd, path),
     }
+
+
+#: MACE buffer → ours, for the ZBL repulsion and the Agnesi transform
+PAIR_TERM_TENSORS = {
+    "pair_repulsion_fn.c": "pair_repulsion.coefficients",
+    "pair_repulsion_fn.a_exp": "pair_repulsion.a_exp",
+    "pair_repulsion_fn.a_prefactor": "pair_repulsion.a_prefactor",
+    "pair_repulsion_fn.covalent_radii": "pair_repulsion.covalent_radii",
+    "radial_embedding.distance_transform.q": "distance_transform.q",
+    "radial_embedding.distance_transform.p": "distance_transform.p",
+    "radial_embedding.distance_transform.a": "distance_transform.a",
+    "radial_embedding.distance_transform.covalent_radii": "distance_transform.covalent_radii",
+}
+PAIR_TERM_SHAPES = {"c": (4,), "covalent_radii": (119,)}  # the others are scalars
+
+
+def _pair_terms(root: PickledModule, sd: dict[str, torch.Tensor], path: str) -> dict[str, Any]:
+    """``pair_repulsion`` and ``distance_transform`` of the config, after checking that the
+    file's constants have the shapes we read (4 screening coefficients, 119 covalent radii,
+    scalars) and that the ZBL envelope has the radial cutoff's order (our one ``envelope_p``)."""
+    zbl = "pair_repulsion_fn" in root.children
+    agnesi = "distance_transform" in submodule(root, "radial_embedding", path).children
+    for key in PAIR_TERM_TENSORS:
+        if (
+            key.startswith("pair_repulsion_fn.")
+            and not zbl
+            or key.startswith("radial")
+            and not agnesi
+        ):
+            continue
+        shape = PAIR_TERM_SHAPES.get(key.rsplit(".", 1)[-1], ())
+        if tuple(_tensor(sd, key, path).shape) != shape:
+            raise ModelFileError(
+                f"{path}: {key} has shape {list(sd[key].shape)}, expected {list(shape)}"
+            )
+    if zbl:
+        p_zbl = _scalar(sd, "pair_repulsion_fn.p", path)
+        p_cut = _scalar(sd, "radial_embedding.cutoff_fn.p", path)
+        if p_zbl != p_cut:
+            refuse_feature(
+                f"a ZBL envelope of order {p_zbl:g} different from the radial cutoff's {p_cut:g}",
+                path,
+            )
+    return {"pair_repulsion": zbl, "distance_transform": "Agnesi" if agnesi else None}
 
 
 def _rename(
@@ -272,6 +325,9 @@ def _rename(
     out["radial_embedding.bessel.prefactor"] = sd["radial_embedding.bessel_fn.prefactor"]
     last = config.num_interactions - 1
     for key, value in sd.items():
+        if key in PAIR_TERM_TENSORS:
+            out[PAIR_TERM_TENSORS[key]] = value
+            continue
         parts = key.split(".")
         if key.startswith("node_embedding.") or (parts[0] == "products" and parts[2] == "linear"):
             out[key] = value

@@ -13,15 +13,25 @@ from typing import Any
 from ...errors import ModelFileError, UnsupportedMaceFeature
 from .objects import PickledModule
 
-__all__ = ["RESIDUAL", "check_supported", "module_attribute", "refuse_feature", "submodule"]
+__all__ = [
+    "DENSITY_BLOCKS",
+    "RESIDUAL_BLOCKS",
+    "check_supported",
+    "module_attribute",
+    "refuse_feature",
+    "submodule",
+]
 
 SUPPORTED_MODELS = ("mace.modules.models.ScaleShiftMACE", "mace.modules.models.MACE")
 RESIDUAL = "mace.modules.blocks.RealAgnosticResidualInteractionBlock"
 NON_RESIDUAL = "mace.modules.blocks.RealAgnosticInteractionBlock"
+DENSITY_RESIDUAL = "mace.modules.blocks.RealAgnosticDensityResidualInteractionBlock"
+DENSITY = "mace.modules.blocks.RealAgnosticDensityInteractionBlock"
+RESIDUAL_BLOCKS = (RESIDUAL, DENSITY_RESIDUAL)
+DENSITY_BLOCKS = (DENSITY, DENSITY_RESIDUAL)
 
 # (child module or attribute that betrays a feature, the feature's name)
 UNSUPPORTED_CHILDREN = {
-    "pair_repulsion_fn": "ZBL pair repulsion (pair_repulsion=True)",
     "joint_embedding": "embeddings of charge/spin/other graph features (embedding_specs)",
     "embedding_readout": "embedding readout (use_embedding_readout=True)",
     "les": "LES long-range electrostatics",
@@ -57,6 +67,34 @@ def module_attribute(module: PickledModule, name: str, path: str, where: str) ->
         ) from None
 
 
+def _check_pair_terms(root: PickledModule, radial: PickledModule, path: str) -> None:
+    """The Agnesi transform and the ZBL repulsion are read; other kinds are refused."""
+    if "distance_transform" in radial.children:
+        kind = radial.children["distance_transform"].class_path.rsplit(".", 1)[-1]
+        if kind != "AgnesiTransform":
+            refuse_feature(f"the {kind.removesuffix('Transform')} distance transform", path)
+    if "pair_repulsion_fn" in root.children:
+        kind = root.children["pair_repulsion_fn"].class_path.rsplit(".", 1)[-1]
+        if kind != "ZBLBasis":
+            refuse_feature(f"the pair repulsion {kind}", path)
+
+
+def _check_interactions(interactions: dict[str, PickledModule], path: str) -> None:
+    """One block family for all layers (the first may be non-residual), e3nn layouts only."""
+    density = interactions["0"].class_path in DENSITY_BLOCKS
+    for t, block in interactions.items():
+        # one family for all layers: (non-)residual first, residual after
+        family = (DENSITY, DENSITY_RESIDUAL) if density else (NON_RESIDUAL, RESIDUAL)
+        allowed = family if t == "0" else family[1:]
+        if block.class_path not in allowed:
+            kind = block.class_path.rsplit(".", 1)[-1]
+            refuse_feature(f"the interaction block {kind} (layer {t})", path)
+        if block.attributes.get("cueq_config") not in (None, "None") or block.attributes.get(
+            "oeq_config"
+        ) not in (None, "None"):
+            refuse_feature("cuEquivariance/OpenEquivariance layouts (convert to e3nn first)", path)
+
+
 def check_supported(root: PickledModule, path: str) -> None:
     """Refuse (``UnsupportedMaceFeature``) any part of ``root`` that we do not reproduce.
 
@@ -80,10 +118,7 @@ def check_supported(root: PickledModule, path: str) -> None:
     if attrs.get("edge_irreps") not in (None, "None"):
         refuse_feature(f"reduced edge irreps (edge_irreps={attrs.get('edge_irreps')})", path)
     radial = submodule(root, "radial_embedding", path)
-    if "distance_transform" in radial.children:
-        kind = radial.children["distance_transform"].class_path.rsplit(".", 1)[-1]
-        kind = kind.removesuffix("Transform")
-        refuse_feature(f"the {kind} distance transform", path)
+    _check_pair_terms(root, radial, path)
     basis = submodule(radial, "bessel_fn", path, "radial_embedding").class_path
     if not basis.endswith(".BesselBasis"):
         refuse_feature(f"the radial basis {basis.rsplit('.', 1)[-1]}", path)
@@ -97,15 +132,7 @@ def check_supported(root: PickledModule, path: str) -> None:
         raise ModelFileError(
             f"{path}: interactions should be numbered 0, 1, ...; found {list(interactions)[:10]}"
         )
-    for t, block in interactions.items():
-        allowed = (RESIDUAL, NON_RESIDUAL) if t == "0" else (RESIDUAL,)
-        if block.class_path not in allowed:
-            kind = block.class_path.rsplit(".", 1)[-1]
-            refuse_feature(f"the interaction block {kind} (layer {t})", path)
-        if block.attributes.get("cueq_config") not in (None, "None") or block.attributes.get(
-            "oeq_config"
-        ) not in (None, "None"):
-            refuse_feature("cuEquivariance/OpenEquivariance layouts (convert to e3nn first)", path)
+    _check_interactions(interactions, path)
     for t, readout in submodule(root, "readouts", path).children.items():
         kind = readout.class_path.rsplit(".", 1)[-1]
         if kind not in ("LinearReadoutBlock", "NonLinearReadoutBlock"):

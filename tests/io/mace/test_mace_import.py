@@ -2,7 +2,8 @@
 
 The reference numbers were computed by mace-torch itself (scripts/make_mace_reference.py, in a
 separate virtual environment); nothing here imports mace. Tolerances are the issue's: float64
-≤ 1e-8 eV/atom in energy and ≤ 1e-8 eV/Å in forces (stress ≤ 1e-8 eV/Å³ on bulk cells),
+≤ 1e-8 eV/atom in energy and ≤ 1e-8 eV/Å in forces (stress ≤ 1e-8 eV/Å³ on bulk cells; the
+issue asks 1e-9 eV/Å³, which ``test_reproduces_mace_torch`` checks as well),
 float32 ≤ 1e-5 in the same units.
 
 mace-torch replaces the cell vector of a non-periodic direction by a long one of its own before
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
+from ase.calculators.fd import calculate_numerical_forces
 from mace_data import DATA, NAMES, model_file, reference
 
 from ase_equi import EquivariantCalculator, load_model
@@ -26,6 +28,7 @@ from ase_equi.errors import UnsupportedMaceFeature
 from ase_equi.io.mace import load_mace_model
 
 TOL = {"float64": 1e-8, "float32": 1e-5}
+STRESS_TOL = {"float64": 1e-9, "float32": 1e-5}  # eV/Å³
 
 
 def _atoms(record: dict) -> Atoms:
@@ -66,7 +69,8 @@ def test_reproduces_mace_torch(name, dtype):
     worst = _compare(calc, reference(name)["structures"], dtype)
     print(f"{name} {dtype} worst deviations: {worst}")
     for key, value in worst.items():
-        assert value <= TOL[dtype], (key, value)
+        limit = STRESS_TOL[dtype] if key == "stress" else TOL[dtype]
+        assert value <= limit, (key, value)
 
 
 def test_converted_safe_file_gives_the_same_numbers(tmp_path):
@@ -85,16 +89,43 @@ def test_converted_safe_file_gives_the_same_numbers(tmp_path):
     assert load_model(out).config.residual_first is False
 
 
-@pytest.mark.parametrize(
-    ("name", "feature"), [("zbl", "ZBL pair repulsion"), ("agnesi", "Agnesi distance transform")]
-)
-def test_unsupported_feature_is_refused_by_name(tmp_path, name, feature):
+def _fixture(tmp_path, name: str):
     import lzma
 
-    path = tmp_path / f"unsupported_{name}.model"
-    path.write_bytes(lzma.decompress((DATA / f"unsupported_{name}.model.xz").read_bytes()))
-    with pytest.raises(UnsupportedMaceFeature, match=feature):
-        EquivariantCalculator(str(path))
+    path = tmp_path / f"{name}.model"
+    path.write_bytes(lzma.decompress((DATA / f"{name}.model.xz").read_bytes()))
+    return path
+
+
+def test_unsupported_feature_is_refused_by_name(tmp_path):
+    """The Soft distance transform is in mace-torch but in no released model: refused."""
+    with pytest.raises(UnsupportedMaceFeature, match="Soft distance transform"):
+        EquivariantCalculator(str(_fixture(tmp_path, "unsupported_soft")))
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "value"),
+    [
+        ("unsupported_zbl", "pair_repulsion", True),
+        ("unsupported_agnesi", "distance_transform", "Agnesi"),
+    ],
+)
+def test_zbl_and_agnesi_files_load(tmp_path, name, field, value):
+    """Files that were refused before ZBL and Agnesi were implemented now load with them."""
+    loaded = load_mace_model(_fixture(tmp_path, name))
+    assert getattr(loaded.config, field) == value
+
+
+def test_mpa0_short_contact_forces_equal_finite_differences():
+    """MPA-0 architecture (density blocks, ZBL, Agnesi) at O-H 0.52 Å and H-H 0.47 Å, where the
+    ZBL envelope and the Agnesi transform both act: forces are -dE/dr."""
+    record = reference("mpa0_medium")["structures"]["short_contact"]
+    atoms = _atoms(record["atoms"])
+    atoms.calc = EquivariantCalculator(str(model_file("mpa0_medium")))
+    forces = atoms.get_forces()
+    assert np.abs(forces).max() > 10.0  # the repulsion dominates at these contacts
+    numerical = calculate_numerical_forces(atoms, eps=1e-4)
+    np.testing.assert_allclose(forces, numerical, atol=1e-5 * np.abs(forces).max())
 
 
 def test_multihead_model_each_head_matches_mace(tmp_path):
