@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -139,7 +140,10 @@ class RelaxResult:
 class _Relaxing:
     """One structure on its way down: working copy, generalised coordinates, FIRE state."""
 
-    def __init__(self, atoms: Atoms, cell: bool, exp_cell_factor: float | None, s: FireSettings):
+    def __init__(
+        self, index: int, atoms: Atoms, cell: bool, exp_cell_factor: float | None, s: FireSettings
+    ):
+        self.index = index  # position in the input list
         self.atoms = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
         self.n = len(atoms)
         self.cell = cell
@@ -255,14 +259,23 @@ def _check_input(
 def _evaluate(loaded: Any, work: Sequence[_Relaxing], stress: bool) -> list[int]:
     """Results of every structure in ``work``, joined into as few model calls as the memory
     budget allows (one, unless the batch is too large); returns the size of each call."""
-    graphs = graphs_of([w.atoms for w in work], loaded)
+    graphs = [graphs_of([w.atoms], loaded, first=w.index)[0] for w in work]  # input index
     sizes = []
     for batch in plan_batches(graphs, loaded, "auto"):
-        results = batched_results([graphs[k] for k in batch], loaded, stress=stress)
+        try:
+            results = batched_results([graphs[k] for k in batch], loaded, stress=stress)
+        except FloatingPointError as error:  # it names the position in this batch
+            named = _renumbered(str(error), [work[k].index for k in batch])
+            raise FloatingPointError(named) from error
         for k, result in zip(batch, results, strict=True):
             work[k].results = result
         sizes.append(len(batch))
     return sizes
+
+
+def _renumbered(message: str, indices: Sequence[int]) -> str:
+    """``message`` with each "structure k" (k: position in a batch) naming ``indices[k]``."""
+    return re.sub(r"structure (\d+)", lambda m: f"structure {indices[int(m.group(1))]}", message)
 
 
 def relax(
@@ -310,6 +323,15 @@ def relax(
     -------
     RelaxResult
         Final structures with their results, converged flags, steps per structure.
+
+    Raises
+    ------
+    ValueError
+        A bad argument, a structure with constraints, ``cell=True`` for a cell of rank < 3, or
+        a structure the graph builder refuses (unknown element, atoms on top of each other):
+        the message names the structure by its index in ``structures``.
+    FloatingPointError
+        The model gave non-finite energies or forces for a structure (named by its index).
     """
     if isinstance(structures, (str, os.PathLike)):
         images = [item.atoms for item in read_structures(structures)]
@@ -320,7 +342,7 @@ def relax(
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     settings = fire if fire is not None else FireSettings()
     loaded = load_model(model, dtype=DTYPES[dtype], device=device)
-    work = [_Relaxing(atoms, cell, exp_cell_factor, settings) for atoms in images]
+    work = [_Relaxing(k, atoms, cell, exp_cell_factor, settings) for k, atoms in enumerate(images)]
     active, sizes = list(work), []
     progress = _Progress(len(work), sys.stderr if verbose else None)
     while active:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
 from ase.constraints import FixAtoms
 from ase.filters import FrechetCellFilter
@@ -163,6 +164,35 @@ def test_refused_input_names_the_problem(loaded_model, structures, keywords, mes
         atoms = make_structure(structures)
     with pytest.raises(ValueError, match=message):
         relax([atoms], loaded_model, verbose=False, **keywords)
+
+
+def test_structure_the_model_cannot_take_is_named_by_its_input_index(loaded_model):
+    from conftest import make_structure
+
+    hydrogen = make_structure("molecule")
+    hydrogen.symbols[2] = "H"  # the tiny model knows Al and Cu only
+    with pytest.raises(ValueError, match="structure 1: element H"):
+        relax([make_structure("small_cell"), hydrogen], loaded_model, verbose=False)
+
+
+def test_non_finite_forces_name_the_input_structure(loaded_model, monkeypatch):
+    """The molecule converges first (20 steps, see positions_case); from then on the batch is
+    [small_cell, slab] and NaN forces at batch position 1 belong to input structure 2."""
+    from conftest import make_structure
+
+    original = ase_equi.batched.energy_forces_stress
+
+    def poisoned(*args, **kwargs):
+        out = original(*args, **kwargs)
+        graph = args[1]
+        if graph.num_graphs == 2:
+            out["forces"] = torch.where((graph.batch == 1)[:, None], torch.nan, out["forces"])
+        return out
+
+    monkeypatch.setattr(ase_equi.batched, "energy_forces_stress", poisoned)
+    structures = [make_structure(name) for name in ("molecule", "small_cell", "slab")]
+    with pytest.raises(FloatingPointError, match="non-finite forces for structure 2$"):
+        relax(structures, loaded_model, fmax=FMAX, verbose=False)
 
 
 def test_unknown_keyword_and_bad_settings_refused(loaded_model):
