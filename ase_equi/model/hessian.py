@@ -26,6 +26,7 @@ instead, and recomputation inside a double backward would only add time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 
@@ -86,9 +87,10 @@ def hessian_rows(
     rows = rows_of_atoms(indices)
     positions = graph.positions.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        gradient, saved = _differentiable_gradient(model, graph, positions)
+        on_cpu = positions.device.type == "cpu"
+        measure = rows_per_chunk is None and not on_cpu  # saved bytes size the chunks
+        gradient, saved = _differentiable_gradient(model, graph, positions, measure=measure)
         if rows_per_chunk is None:
-            on_cpu = positions.device.type == "cpu"
             rows_per_chunk = 1 if on_cpu else memory_rows(saved, max_bytes)
         out = positions.new_zeros((rows.numel(), 3 * n))
         if not gradient.requires_grad:  # energy independent of positions: H = 0
@@ -100,9 +102,11 @@ def hessian_rows(
 
 
 def _differentiable_gradient(
-    model: torch.nn.Module, graph: Graph, positions: torch.Tensor
+    model: torch.nn.Module, graph: Graph, positions: torch.Tensor, *, measure: bool
 ) -> tuple[torch.Tensor, int]:
-    """``∂E/∂r [3N]`` with its graph kept, and the bytes saved for its backward pass."""
+    """``∂E/∂r [3N]`` with its graph kept, and (when ``measure``; else 0) the bytes saved for
+    its backward pass. The counting hooks stay on the saved tensors (one Python call each per
+    later backward pass), so they are installed only when the count is used."""
     saved = [0]
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -110,7 +114,12 @@ def _differentiable_gradient(
         return tensor
 
     unbounded = dataclasses.replace(graph, max_chunk_bytes=None)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    hooks = (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor)
+        if measure
+        else contextlib.nullcontext()
+    )
+    with hooks:
         vectors = edge_vectors(
             positions, graph.cell, graph.shifts, graph.senders, graph.receivers, graph.batch
         )
