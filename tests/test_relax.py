@@ -119,6 +119,18 @@ def test_cell_matches_ase_frechet_fire(loaded_model):
         )
 
 
+def test_exp_cell_factor_like_ase(loaded_model):
+    from conftest import make_structure
+
+    atoms = strained(make_structure("small_cell"), 0.04)
+    result = relax([atoms], loaded_model, fmax=1e-4, steps=8, cell=True, exp_cell_factor=0.5)
+    work = atoms.copy()
+    work.calc = EquivariantCalculator(loaded_model, dtype="float64")
+    FIRE(FrechetCellFilter(work, exp_cell_factor=0.5), logfile=None).run(fmax=1e-4, steps=8)
+    assert result.steps[0] == 8
+    assert_same_relaxation(result.structures[0], work)
+
+
 def test_step_limit_and_settings_like_ase(loaded_model):
     from conftest import make_structure
 
