@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -134,8 +135,9 @@ def main() -> None:
     n_atoms = sum(len(a) for a in images)
     calc = EquivariantCalculator("metals", dtype=args.dtype)
     print("command:", " ".join(["python", *sys.argv]))
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, ")
-    print(f"  {torch.get_num_threads()} thread(s), dtype {args.dtype}")
+    machine = platform.processor() or platform.machine()
+    print(f"machine: {machine}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(f"threads: {torch.get_num_threads()}, dtype {args.dtype}, model metals")
     print(
         f"structures: {args.count}, {n_atoms} atoms ({min(map(len, images))}-"
         f"{max(map(len, images))} per structure); kinds cycle bulk/slab/cluster"
