@@ -48,7 +48,13 @@ from ase.build import fcc100, fcc111, graphene, molecule
 from e3nn import o3
 from mace import modules
 from mace.calculators import MACECalculator
-from mace.modules import wrapper_ops
+
+try:  # mace-torch >= 0.3.11; the older releases have no cuEquivariance wrapper
+    from mace.modules import wrapper_ops
+
+    CUET_AVAILABLE = wrapper_ops.CUET_AVAILABLE
+except ImportError:
+    CUET_AVAILABLE = None
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mace"
 COMMAND = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $MACE_VENV/bin/python scripts/make_mace_reference.py"
@@ -206,7 +212,7 @@ def constructor_record(model: torch.nn.Module) -> dict:
     return {
         "MACE.__init__ defaults": defaults,
         "model attributes": observed,
-        "wrapper_ops.CUET_AVAILABLE": wrapper_ops.CUET_AVAILABLE,
+        "wrapper_ops.CUET_AVAILABLE": CUET_AVAILABLE,
         "note": (
             "SymmetricContractionWrapper uses use_reduced_cg and CUET_AVAILABLE, so without "
             "cuequivariance the contractions use the original (non-reduced) U matrices even "
@@ -404,9 +410,14 @@ def evaluate(model_path: Path, atoms: Atoms, dtype: str) -> dict:
         "energy": atoms.get_potential_energy(),
         "free_energy": atoms.get_potential_energy(force_consistent=True),
         "forces": atoms.get_forces().tolist(),
-        "energies": calculator.results["energies"].tolist(),
         "node_energy": calculator.results["node_energy"].tolist(),
     }
+    if "energies" in calculator.results:
+        result["energies"] = calculator.results["energies"].tolist()
+    else:  # mace-torch < 0.3.11 returns only node_energy (per-atom energy minus E0)
+        e0 = np.array([atomic_energy(int(z)) for z in atoms.numbers])
+        result["energies"] = (calculator.results["node_energy"] + e0).tolist()
+        result["energies_from"] = "node_energy + E0 (this mace-torch returns no 'energies')"
     if atoms.cell.rank == 3:
         result["stress"] = atoms.get_stress(voigt=True).tolist()
     return result
@@ -449,10 +460,15 @@ def main() -> None:
     print(f"MPA-0 medium architecture: {count:,} parameters", file=sys.stderr)
     if count != MPA0_MEDIUM_PARAMETERS:
         raise SystemExit(f"MPA-0 medium should have {MPA0_MEDIUM_PARAMETERS:,} parameters")
-    only = set(sys.argv[1:])  # names to regenerate (all when none is given)
-    for name, spec in ARCHITECTURES.items():
-        if only and name not in only:
+    # names to regenerate (all when none is given); "--suffix _X" names the files <name>_X, for a
+    # second copy written by another mace-torch release (pickles keep that release's layout)
+    args = sys.argv[1:]
+    suffix = args[args.index("--suffix") + 1] if "--suffix" in args else ""
+    only = {a for a in args if a != "--suffix" and a != suffix}
+    for base, spec in ARCHITECTURES.items():
+        if only and base not in only:
             continue
+        name = base + suffix
         model = build_model(spec)
         model_path = OUT_DIR / f"{name}.model"
         torch.save(model, model_path)
