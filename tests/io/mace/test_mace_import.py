@@ -73,8 +73,8 @@ def test_reproduces_mace_torch(name, dtype):
         assert value <= limit, (key, value)
 
 
-def test_converted_safe_file_gives_the_same_numbers(tmp_path):
-    name = "mace_nonresidual"
+@pytest.mark.parametrize("name", ["mace_nonresidual", "mpa0_medium"])
+def test_converted_safe_file_gives_the_same_numbers(tmp_path, name):
     out = tmp_path / "converted"
     assert cli_main(["import-mace", str(model_file(name)), "-o", str(out)]) == 0
     direct = EquivariantCalculator(str(model_file(name)))
