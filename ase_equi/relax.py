@@ -53,7 +53,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from .batched import batched_results, graphs_of, plan_batches
+from .batched import DEFAULT_BUDGET_MIB, batched_results, graphs_of, plan_batches
 from .calculator_options import DTYPES
 from .data.extxyz import read_structures
 from .loading import load_model
@@ -256,12 +256,12 @@ def _check_input(
             raise ValueError(f"structure {k} has no atoms: nothing to relax the cell against")
 
 
-def _evaluate(loaded: Any, work: Sequence[_Relaxing], stress: bool) -> list[int]:
+def _evaluate(loaded: Any, work: Sequence[_Relaxing], stress: bool, budget_mib: float) -> list[int]:
     """Results of every structure in ``work``, joined into as few model calls as the memory
     budget allows (one, unless the batch is too large); returns the size of each call."""
     graphs = [graphs_of([w.atoms], loaded, first=w.index)[0] for w in work]  # input index
     sizes = []
-    for batch in plan_batches(graphs, loaded, "auto"):
+    for batch in plan_batches(graphs, loaded, "auto", budget_mib=budget_mib):
         try:
             results = batched_results([graphs[k] for k in batch], loaded, stress=stress)
         except FloatingPointError as error:  # it names the position in this batch
@@ -289,6 +289,7 @@ def relax(
     fire: FireSettings | None = None,
     dtype: str = "float64",
     device: str = "cpu",
+    budget_mib: float = DEFAULT_BUDGET_MIB,
     verbose: bool = True,
 ) -> RelaxResult:
     """Relax many structures at once with FIRE (positions, or positions and cell).
@@ -316,6 +317,10 @@ def relax(
         FIRE's parameters; ``None``: ASE's defaults.
     dtype, device:
         Of the model (``"float64"`` or ``"float32"``; a torch device).
+    budget_mib:
+        Memory budget of one model call (MiB, estimated as
+        :func:`ase_equi.batched.plan_batches` does): while the structures still relaxing fit,
+        a step is one model call; beyond it the step's evaluation is split into several.
     verbose:
         A progress line on stderr every few seconds.
 
@@ -338,6 +343,8 @@ def relax(
     else:
         images = list(structures)
     _check_input(images, fmax, steps, cell, exp_cell_factor)
+    if not (isinstance(budget_mib, (int, float)) and budget_mib > 0):
+        raise ValueError(f"budget_mib must be a positive number (MiB), not {budget_mib!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     settings = fire if fire is not None else FireSettings()
@@ -346,7 +353,7 @@ def relax(
     active, sizes = list(work), []
     progress = _Progress(len(work), sys.stderr if verbose else None)
     while active:
-        sizes += _evaluate(loaded, active, stress=cell)
+        sizes += _evaluate(loaded, active, cell, budget_mib)
         moving = []
         for w in active:
             force = w.generalised_forces(w.results)

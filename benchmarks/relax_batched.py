@@ -32,6 +32,7 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
 from ase_equi import EquivariantCalculator, load_model
+from ase_equi.batched import DEFAULT_BUDGET_MIB
 from ase_equi.relax import relax
 
 METALS = {"Al": 4.05, "Ni": 3.52, "Cu": 3.61, "Pd": 3.89, "Ag": 4.09, "Pt": 3.92, "Au": 4.08}
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--rattle", type=float, default=0.1, help="Å, standard deviation")
     parser.add_argument("--strain", type=float, default=0.03, help="standard deviation")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget-mib", type=float, default=DEFAULT_BUDGET_MIB)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -124,6 +126,7 @@ def main() -> None:
         steps=args.steps,
         cell=args.cell,
         dtype=args.dtype,
+        budget_mib=args.budget_mib,
         verbose=False,
     )
     ours_s = time.perf_counter() - start
@@ -148,7 +151,9 @@ def report(args, images, finals, ase_steps, ase_s, result, ours_s, load) -> None
         "versions": f"torch {torch.__version__}, git {git_describe()}",
         "structures": len(images),
         "atoms": [int(min(map(len, images))), int(max(map(len, images)))],
-        "settings": {k: getattr(args, k) for k in ("model", "dtype", "fmax", "steps", "cell")},
+        "settings": {
+            k: getattr(args, k) for k in ("model", "dtype", "fmax", "steps", "cell", "budget_mib")
+        },
         "ase_loop_s": round(ase_s, 2),
         "relax_s": round(ours_s, 2),
         "speedup": round(ase_s / ours_s, 2),

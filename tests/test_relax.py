@@ -145,6 +145,17 @@ def test_step_limit_and_settings_like_ase(loaded_model):
     assert_same_relaxation(result.structures[0], work)
 
 
+def test_over_the_memory_budget_a_step_is_split(loaded_model):
+    from conftest import make_structure
+
+    structures = [make_structure("small_cell"), make_structure("slab")]
+    split = relax(structures, loaded_model, fmax=1e-4, steps=2, budget_mib=1e-6, verbose=False)
+    whole = relax(structures, loaded_model, fmax=1e-4, steps=2, verbose=False)
+    assert split.batch_sizes == [1, 1] * 3 and whole.batch_sizes == [2] * 3
+    for ours, theirs in zip(split.structures, whole.structures, strict=True):
+        assert_same_relaxation(ours, theirs)
+
+
 def test_already_converged_takes_no_step(loaded_model, capsys):
     from conftest import make_structure
 
@@ -164,6 +175,7 @@ def test_already_converged_takes_no_step(loaded_model, capsys):
         ("small_cell", {"fmax": 0.0}, "fmax must be a positive number"),
         ("small_cell", {"steps": -1}, "steps must be an int >= 0"),
         ("small_cell", {"dtype": "float16"}, "dtype must be one of"),
+        ("small_cell", {"budget_mib": 0}, "budget_mib must be a positive number"),
     ],
 )
 def test_refused_input_names_the_problem(loaded_model, structures, keywords, message):
