@@ -96,6 +96,7 @@ def profile(atoms: Atoms, loaded, calc) -> dict[str, float]:
 def compare(name: str, atoms: Atoms, model: str, delta: float, with_vmap: bool) -> dict:
     loaded = load_model(model, dtype=torch.float64)
     calc = EquivariantCalculator(loaded)
+    hessian(atoms, loaded, indices=[0])  # warm-up (first passes of the scripted modules)
     exact, t_exact = timed(lambda: hessian(atoms, loaded))
     row = {"system": name, "model": model, "n_atoms": len(atoms), "exact_s": t_exact}
     if with_vmap:
