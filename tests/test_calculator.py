@@ -37,6 +37,7 @@ def test_implemented_properties(calc):
         "energies",
         "forces",
         "stress",
+        "hessian",
     }
     assert set(calc.implemented_properties) == set(EquivariantCalculator.implemented_properties)
 
