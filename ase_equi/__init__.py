@@ -3,7 +3,7 @@
 Public API (examples and the README import only these)::
 
     from ase_equi import (EquivariantCalculator, load_model, save_model, MaceModel, ModelConfig,
-                          train, TrainConfig, finetune, evaluate, label_errors)
+                          train, TrainConfig, finetune, evaluate, label_errors, relax)
 """
 
 from . import _moved
@@ -13,6 +13,7 @@ from .io.model_file import save_model
 from .loading import load_model
 from .model.config import ModelConfig
 from .model.mace import MaceModel
+from .relax import relax
 from .training.finetune import finetune
 from .training.trainer import TrainConfig, train
 
@@ -25,6 +26,7 @@ __all__ = [
     "finetune",
     "label_errors",
     "load_model",
+    "relax",
     "save_model",
     "train",
 ]
