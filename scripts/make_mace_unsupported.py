@@ -33,7 +33,11 @@ FEATURES = {
     "zbl": {"pair_repulsion": True},
     "agnesi": {"distance_transform": "Agnesi"},
     "soft": {"distance_transform": "Soft"},
+    # ZBL whose envelope order (6) differs from the radial cutoff's (5): mace-torch always builds
+    # them equal, ase_equi has one envelope_p, so such an edited file is refused by name
+    "zbl_order": {"pair_repulsion": True},
 }
+EDITS = {"zbl_order": lambda model: model.pair_repulsion_fn.p.fill_(6)}
 
 
 def tiny_model(
@@ -70,7 +74,10 @@ def main() -> None:
         if only and name not in only:
             continue
         path = OUT_DIR / f"unsupported_{name}.model"
-        torch.save(tiny_model(**extra), path)
+        model = tiny_model(**extra)
+        if name in EDITS:
+            EDITS[name](model)
+        torch.save(model, path)
         out = path.with_name(path.name + ".xz")
         out.write_bytes(lzma.compress(path.read_bytes(), preset=9))
         path.unlink()

@@ -97,10 +97,18 @@ def _fixture(tmp_path, name: str):
     return path
 
 
-def test_unsupported_feature_is_refused_by_name(tmp_path):
-    """The Soft distance transform is in mace-torch but in no released model: refused."""
-    with pytest.raises(UnsupportedMaceFeature, match="Soft distance transform"):
-        EquivariantCalculator(str(_fixture(tmp_path, "unsupported_soft")))
+@pytest.mark.parametrize(
+    ("name", "feature"),
+    [
+        # in mace-torch but in no released model
+        ("unsupported_soft", "Soft distance transform"),
+        # an edited file: ZBL envelope of order 6, radial cutoff of order 5
+        ("unsupported_zbl_order", "ZBL envelope of order 6 different from the radial cutoff's 5"),
+    ],
+)
+def test_unsupported_feature_is_refused_by_name(tmp_path, name, feature):
+    with pytest.raises(UnsupportedMaceFeature, match=feature):
+        EquivariantCalculator(str(_fixture(tmp_path, name)))
 
 
 @pytest.mark.parametrize(
