@@ -29,11 +29,10 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 
 from .batched import DEFAULT_BUDGET_MIB, Progress, batched_results, iter_batches
-from .calculator_options import DTYPES, available_device
 from .data.extxyz import read_structures
 from .data.frames import DataKeys, Frame, read_frames
 from .io.model_file import LoadedModel
-from .loading import load_model
+from .loading import load_for_inference
 
 __all__ = ["ErrorStats", "GroupErrors", "LabelErrors", "evaluate", "label_errors"]
 
@@ -44,18 +43,12 @@ MEV_PER_A3_IN_GPA = 0.1602176634  # 1 meV/Å³ = 0.1602 GPa
 
 def _loaded(model: Any, *, dtype: str, device: str, head: str | None) -> LoadedModel:
     """The model to evaluate with: a calculator's own model (its dtype and device), else
-    :func:`~ase_equi.loading.load_model` of ``model`` in ``dtype`` on ``device``."""
+    :func:`~ase_equi.loading.load_for_inference` of ``model``."""
     from .calculator import EquivariantCalculator
 
     if isinstance(model, EquivariantCalculator):
         return model.loaded
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    loaded = load_model(model, dtype=DTYPES[dtype], device=available_device(device), head=head)
-    loaded.model.eval()
-    for parameter in loaded.model.parameters():
-        parameter.requires_grad_(False)
-    return loaded
+    return load_for_inference(model, dtype=dtype, device=device, head=head)
 
 
 def _wanted(properties: Sequence[str]) -> tuple[bool, bool]:

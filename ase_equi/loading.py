@@ -23,7 +23,7 @@ import torch
 from .io.model_file import LoadedModel, read_model_file
 from .zoo import resolve
 
-__all__ = ["LoadedModel", "load_model"]
+__all__ = ["LoadedModel", "load_for_inference", "load_model"]
 
 
 def load_model(
@@ -67,3 +67,24 @@ def load_model(
 
         return load_mace_model(path, dtype=dtype or torch.float64, device=device, head=head)
     return read_model_file(path, dtype=dtype, device=device, head=head)
+
+
+def load_for_inference(
+    model: str | os.PathLike | LoadedModel,
+    *,
+    dtype: str = "float64",
+    device: torch.device | str = "cpu",
+    head: str | None = None,
+) -> LoadedModel:
+    """:func:`load_model` for evaluation (``evaluate``, ``relax``, Hessians): ``dtype`` by name
+    (``"float64"`` or ``"float32"``, checked), ``device`` checked to exist here, the model in
+    eval mode with its weights frozen (derivatives are taken with respect to positions only)."""
+    from .calculator_options import DTYPES, available_device
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of 'float64' or 'float32', got {dtype!r}")
+    loaded = load_model(model, dtype=DTYPES[dtype], device=available_device(device), head=head)
+    loaded.model.eval()
+    for parameter in loaded.model.parameters():
+        parameter.requires_grad_(False)
+    return loaded

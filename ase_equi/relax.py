@@ -54,9 +54,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import voigt_6_to_full_3x3_stress
 
 from .batched import DEFAULT_BUDGET_MIB, batched_results, graphs_of, plan_batches
-from .calculator_options import DTYPES
 from .data.extxyz import read_structures
-from .loading import load_model
+from .loading import load_for_inference
 
 __all__ = ["FireSettings", "RelaxResult", "relax"]
 
@@ -345,10 +344,8 @@ def relax(
     _check_input(images, fmax, steps, cell, exp_cell_factor)
     if not (isinstance(budget_mib, (int, float)) and budget_mib > 0):
         raise ValueError(f"budget_mib must be a positive number (MiB), not {budget_mib!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     settings = fire if fire is not None else FireSettings()
-    loaded = load_model(model, dtype=DTYPES[dtype], device=device)
+    loaded = load_for_inference(model, dtype=dtype, device=device)
     work = [_Relaxing(k, atoms, cell, exp_cell_factor, settings) for k, atoms in enumerate(images)]
     active, sizes = list(work), []
     progress = _Progress(len(work), sys.stderr if verbose else None)

@@ -25,10 +25,9 @@ import torch
 from ase import Atoms
 from ase.vibrations import VibrationsData
 
-from .calculator_options import DTYPES
 from .graph.build import atoms_to_graph
 from .io.model_file import LoadedModel
-from .loading import load_model
+from .loading import load_for_inference
 from .model.hessian import hessian_rows
 from .neighbours import check_positions
 
@@ -115,9 +114,7 @@ def hessian(
         Bad ``dtype`` (named), repeated or out-of-range indices, or what the graph builder
         refuses (unknown element, NaN positions, coincident atoms).
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    loaded = load_model(model, dtype=DTYPES[dtype], device=device, head=head)
+    loaded = load_for_inference(model, dtype=dtype, device=device, head=head)
     return model_hessian(
         atoms, loaded, indices=indices, rows_per_chunk=rows_per_chunk, max_bytes=max_bytes
     )

@@ -27,7 +27,6 @@ instead, and recomputation inside a double backward would only add time.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 
 import torch
@@ -113,7 +112,6 @@ def _differentiable_gradient(
         saved[0] += tensor.numel() * tensor.element_size()
         return tensor
 
-    unbounded = dataclasses.replace(graph, max_chunk_bytes=None)
     hooks = (
         torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor)
         if measure
@@ -123,7 +121,8 @@ def _differentiable_gradient(
         vectors = edge_vectors(
             positions, graph.cell, graph.shifts, graph.senders, graph.receivers, graph.batch
         )
-        extra = {"layout": unbounded.layout, "groups": unbounded.groups}
+        # no max_chunk_bytes: the model's checkpointed chunks are not used under the Hessian
+        extra = {"layout": graph.layout, "groups": graph.groups}
         out = model(
             graph.element_index,
             vectors,
