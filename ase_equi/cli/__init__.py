@@ -3,7 +3,8 @@
 Sub-commands: ``zoo`` (the bundled models as a table), ``info MODEL`` (print a model card),
 ``upgrade FILE`` (format 1 → 2), ``import-mace FILE -o OUT`` (MACE ``.model`` → our safe
 format), ``eval MODEL STRUCTURES`` (predictions, and errors against the file's labels), all in
-:mod:`.models`; ``train`` and ``finetune`` in :mod:`.training`. The library never imports this
+:mod:`.models`; ``train`` and ``finetune`` in :mod:`.training`; the engine couplings (``ipi``,
+LAMMPS's export) in :mod:`.engines`. The library never imports this
 package: argparse, printing and exit codes live here only.
 
 ``python -m ase_equi.cli ...`` (and ``torchrun --nproc_per_node=N -m ase_equi.cli train ...``)
@@ -16,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import models, training
+from . import engines, models, training
 
 __all__ = ["build_parser", "main"]
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     models.register(sub)
     training.register(sub)
+    engines.register(sub)
     return parser
 
 
