@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -22,7 +23,6 @@ class LabelledSet:
 
     def __init__(self, frames: Sequence[Frame], graphs: Sequence[Graph]) -> None:
         self.frames, self.graphs = list(frames), list(graphs)
-        self._warned_stress = False
 
     @classmethod
     def for_model(cls, frames: Sequence[Frame], model: MaceModel) -> LabelledSet:
@@ -38,20 +38,40 @@ class LabelledSet:
     def batch(self, ids: Sequence[int]) -> Batch:
         return make_batch([self.frames[i] for i in ids], [self.graphs[i] for i in ids])
 
-    def uses_stress(self, batch: Batch, weight: float = 1.0) -> bool:
-        """Whether ``batch``'s stress labels count: some present, a positive loss weight, and
-        every cell of rank 3 (else skipped, with one warning)."""
-        if weight <= 0 or not bool(batch.stress_mask.any()):
-            return False
-        if not batch.stress_computable:
-            if not self._warned_stress:
-                log.warning(
-                    "stress labels skipped in batches that mix periodic and "
-                    "non-periodic cells (stress needs a cell of rank 3 for every graph)"
-                )
-                self._warned_stress = True
-            return False
-        return True
+    def stress_groups(
+        self, ids: Sequence[int], weight: float = 1.0
+    ) -> list[tuple[list[int], bool]]:
+        """``ids`` split into ``(ids, with_stress)`` groups so that every stress label counts.
+
+        Stress needs a cell of rank 3 for every graph of a forward pass: when some frame of
+        ``ids`` has a stress label (and ``weight > 0``), the frames with a cell of rank 3 form
+        one group (stress computed) and the others (molecules, clusters, flat cells) a second
+        (energy and forces only). Each label is thus used per frame, whatever its batch mixes.
+        """
+        ids = list(ids)
+        if weight <= 0 or not any(self.frames[i].has_stress for i in ids):
+            return [(ids, False)]
+        bulk = [i for i in ids if self._full_cell(i)]
+        rest = [i for i in ids if not self._full_cell(i)]
+        return [(bulk, True)] + ([(rest, False)] if rest else [])
+
+    def _full_cell(self, i: int) -> bool:
+        """Graph ``i``'s cell has rank 3 (nonzero volume): its stress is defined."""
+        return bool(abs(float(torch.linalg.det(self.graphs[i].cell[0].double()))) > 1e-9)
+
+    def predictions(
+        self, model: torch.nn.Module, ids: Sequence[int], *, weight: float = 1.0, **options: Any
+    ) -> list[tuple[Batch, dict[str, torch.Tensor]]]:
+        """``(batch, prediction)`` per group of :meth:`stress_groups` (forces always, stress
+        where defined); ``options`` go to :func:`energy_forces_stress` (e.g. ``training``)."""
+        out = []
+        for group, with_stress in self.stress_groups(ids, weight):
+            batch = self.batch(group)
+            pred = energy_forces_stress(
+                model, batch.graph, forces=True, stress=with_stress, **options
+            )
+            out.append((batch, pred))
+        return out
 
     def evaluate(
         self,
@@ -69,11 +89,8 @@ class LabelledSet:
         ids = range(len(self.frames)) if ids is None else ids
         mine = list(ids)[rank::world]
         for start in range(0, len(mine), batch_size):
-            batch = self.batch(mine[start : start + batch_size])
-            pred = energy_forces_stress(
-                model, batch.graph, forces=True, stress=self.uses_stress(batch)
-            )
-            metrics.update({k: v.detach() for k, v in pred.items()}, batch)
+            for batch, pred in self.predictions(model, mine[start : start + batch_size]):
+                metrics.update({k: v.detach() for k, v in pred.items()}, batch)
         if world > 1:
             metrics.all_reduce()
         return metrics

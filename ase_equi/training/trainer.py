@@ -49,7 +49,6 @@ from ..data.batch import frames_to_graphs
 from ..data.frames import DataKeys, Frame, load_frames
 from ..io.model_file import save_model
 from ..model.config import ModelConfig
-from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
 from .checkpoint import (
     check_resumable,
@@ -269,15 +268,18 @@ class _Run:
         mine, share = ids[self.rank :: self.world], 1.0
         if not mine:  # fewer structures than ranks: take part with a zero-weight copy
             mine, share = ids[:1], 0.0
-        batch = self.data.batch(mine)
-        pred = energy_forces_stress(
-            self.ddp,
-            batch.graph,
-            forces=True,
-            stress=self.data.uses_stress(batch, self.cfg.stress_weight),
-            training=True,
-        )
-        sums = {q: (s * share, n * share) for q, (s, n) in squared_error_sums(pred, batch).items()}
+        # stress per frame: periodic frames and the others in separate passes when mixed
+        parts = [
+            squared_error_sums(pred, batch)
+            for batch, pred in self.data.predictions(
+                self.ddp, mine, weight=self.cfg.stress_weight, training=True
+            )
+        ]
+
+        def total(q: str, k: int) -> torch.Tensor:
+            return torch.stack([p[q][k] for p in parts]).sum() * share
+
+        sums = {q: (total(q, 0), total(q, 1)) for q in parts[0]}
         counts = global_counts({q: n for q, (_, n) in sums.items()}, self.world)
         # DDP averages gradients over ranks; × world turns that into the global-batch gradient
         loss = weighted_loss(sums, self.cfg.loss_weights, counts=counts) * self.world
