@@ -115,14 +115,16 @@ def write_atomic(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
-def _head_of_model(model: MaceModel) -> dict[str, Any]:
-    """E0 (eV), scale and shift (eV) exactly as the model computes with them (its buffers)."""
+def _head_of_model(model: MaceModel, index: int | None = None) -> dict[str, Any]:
+    """E0 (eV), scale and shift (eV) exactly as the model computes with them (its buffers);
+    ``index``: which head of a multi-head model."""
+    e0, scale, shift = (model.get_buffer(k).double() for k in HEAD_CONSTANTS)
+    if index is not None:
+        e0, scale, shift = e0[index], scale[index], shift[index]
     return {
-        "reference_energies": [
-            float(x) for x in model.get_buffer("reference_energies").double().tolist()
-        ],
-        "scale": float(model.get_buffer("scale").double()),
-        "shift": float(model.get_buffer("shift").double()),
+        "reference_energies": [float(x) for x in e0.tolist()],
+        "scale": float(scale),
+        "shift": float(shift),
     }
 
 
@@ -150,7 +152,9 @@ def save_model(
         Free-form JSON-clean description (name, elements, cutoff and units are filled in).
     heads:
         ``{name: {"reference_energies": [...], "scale": s, "shift": m, "card": {...}}}``:
-        several energy references that share the model's readouts.
+        several energy references that share the model's readouts; for a model with
+        ``config.heads`` (own readouts per head) the same names in the same order, and by
+        default its own constants per head (``default_head``: the active head unless named).
 
     Examples
     --------
@@ -170,8 +174,14 @@ def save_model(
         if k not in HEAD_CONSTANTS
     }
     blob = save_safetensors(tensors)
-    if heads is None:
-        heads = {default_head: _head_of_model(model)}
+    names = model.config.heads
+    if len(names) > 1 and default_head not in names:  # the head the model evaluates now
+        default_head = names[model.active_head]
+    if heads is None:  # one head per config.heads (own readouts), else one
+        own = {name: _head_of_model(model, k) for k, name in enumerate(names) if len(names) > 1}
+        heads = own or {default_head: _head_of_model(model)}
+    if len(names) > 1 and list(heads) != list(names):
+        raise ModelFileError(f"save_model: heads {list(heads)} must be the config's {list(names)}")
     for name, head in heads.items():
         check_head(name, head, len(model.config.elements), "save_model")
     if default_head not in heads:
@@ -329,9 +339,16 @@ def read_model_file(
             scale=float(tensors["scale"].double()),
             shift=float(tensors["shift"].double()),
         )
+    elif len(config.heads) > 1:  # own readouts per head: every head's constants, stacked
+        if list(header["heads"]) != list(config.heads):
+            raise ModelFileError(f"{json_path}: heads {list(header['heads'])} are not the config's")
+        per_head = [head_tensors(header["heads"][h]) for h in config.heads]
+        tensors.update({k: torch.stack([t[k] for t in per_head]) for k in HEAD_CONSTANTS})
     else:
         tensors.update(head_tensors(head_values))
     model = build_from_state_dict(config, tensors, source=source)
+    if len(config.heads) > 1:
+        model.active_head = config.heads.index(head_name)
     # without a dtype nothing is narrowed: float64 buffers (E0, couplings) stay exact
     model = model.to(device=device, dtype=dtype or torch.float64)
     model.eval()

@@ -39,7 +39,9 @@ OPTIONAL_FIELDS: dict[str, Any] = {
     "density_normalisation": False,
     "pair_repulsion": False,
     "distance_transform": None,
+    "heads": (),
 }
+MAX_HEADS = 64
 INT_FIELDS = (
     "num_bessel",
     "envelope_p",
@@ -129,8 +131,13 @@ class ModelConfig:
     distance_transform:
         ``None`` or ``"Agnesi"``: the Bessel basis sees the edge length transformed by the
         pair's covalent bond length (:mod:`~ase_equi.model.distance_transform`).
+    heads:
+        Names of the readout heads that share the layers below them (``()``: one head). With
+        two or more, every head has its own readouts, E0, scale and shift
+        (:class:`~ase_equi.model.mace.MaceModel` ``active_head`` picks one): e.g. a parent's
+        level of theory and a fine-tuned one.
 
-    The last three are written by :meth:`to_dict` only when they differ from their defaults, so
+    The last four are written by :meth:`to_dict` only when they differ from their defaults, so
     the header (and its hash) of every model without them stays as it was.
 
     Examples
@@ -167,6 +174,7 @@ class ModelConfig:
     density_normalisation: bool = False
     pair_repulsion: bool = False
     distance_transform: str | None = None
+    heads: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -209,6 +217,12 @@ class ModelConfig:
         set_ = object.__setattr__
         set_(self, "elements", _int_tuple("elements", self.elements, 118))
         set_(self, "radial_mlp", _int_tuple("radial_mlp", self.radial_mlp, MAX_RADIAL_LAYERS))
+        heads = _sequence("heads", self.heads, MAX_HEADS)
+        if any(not isinstance(h, str) or not 1 <= len(h) <= 100 for h in heads):
+            raise ValueError(f"ModelConfig.heads must be names of 1..100 characters: {heads!r:.80}")
+        if len(set(heads)) != len(heads):
+            raise ValueError(f"ModelConfig.heads has duplicates: {heads}")
+        set_(self, "heads", heads)
         corr = self.correlation
         if isinstance(corr, numbers.Integral) and not isinstance(corr, bool):
             corr = (int(corr),) * self.num_interactions

@@ -26,9 +26,10 @@ from .config import ModelConfig
 from .density_interaction import DensityInteractionBlock
 from .distance_transform import AgnesiTransform
 from .interaction import InteractionBlock
+from .nonlinear_interaction import NonLinearInteractionBlock
 from .product import ProductBasis
 from .radial import RadialEmbedding
-from .readout import LinearReadout, NonLinearReadout
+from .readout import make_readouts
 from .spherical import edge_spherical_harmonics
 from .zbl import ZBLRepulsion
 
@@ -42,6 +43,46 @@ class ElementEmbedding(torch.nn.Module):
 
     def forward(self, node_onehot: torch.Tensor) -> torch.Tensor:
         return self.linear(node_onehot)
+
+
+def interaction_block(
+    config: ModelConfig,
+    t: int,
+    node_irreps: o3.Irreps,
+    out_irreps: o3.Irreps,
+    sh_irreps: o3.Irreps,
+    message_irreps: o3.Irreps,
+) -> torch.nn.Module:
+    """Layer ``t``'s interaction block, of the family the config names."""
+    num_elements = len(config.elements)
+    if config.nonlinear_interaction:
+        edge_irreps = node_irreps  # MACE's default: the tensor product sees h itself
+        if config.edge_channels is not None and (t > 0 or config.edge_irreps_first):
+            ells = range(config.max_L + 1) if t > 0 else range(1)
+            edge_irreps = o3.Irreps([(config.edge_channels, (l, (-1) ** l)) for l in ells])
+        return NonLinearInteractionBlock(
+            node_irreps,
+            edge_irreps,
+            sh_irreps,
+            config.num_bessel,
+            message_irreps,
+            out_irreps,
+            num_elements,
+            config.radial_mlp,
+            apply_cutoff=config.apply_cutoff,
+        )
+    block = DensityInteractionBlock if config.density_normalisation else InteractionBlock
+    return block(
+        node_irreps,
+        sh_irreps,
+        config.num_bessel,
+        message_irreps,
+        out_irreps,
+        num_elements,
+        config.avg_num_neighbors,
+        config.radial_mlp,
+        residual=config.residual_first or t > 0,
+    )
 
 
 class MaceModel(torch.nn.Module):
@@ -67,9 +108,10 @@ class MaceModel(torch.nn.Module):
     (torch.Size([2]), torch.Size([1]))
     """
 
-    reference_energies: torch.Tensor  # [n_elements] E0, eV (float64)
-    scale: torch.Tensor  # [] (float64)
-    shift: torch.Tensor  # [] eV (float64)
+    # one head: [n_elements], [], []; H >= 2 heads (config.heads): [H, n_elements], [H], [H]
+    reference_energies: torch.Tensor  # E0, eV (float64)
+    scale: torch.Tensor  # (float64)
+    shift: torch.Tensor  # eV (float64)
     element_numbers: torch.Tensor  # [n_elements] atomic numbers (int64, not saved)
 
     def __init__(self, config: ModelConfig, *, init_coupling: bool = True) -> None:
@@ -86,53 +128,53 @@ class MaceModel(torch.nn.Module):
         scalars = o3.Irreps(f"{c}x0e")
         sh_irreps = o3.Irreps.spherical_harmonics(config.max_ell)
         message_irreps = (sh_irreps * c).sort()[0].simplify()
-        self.register_buffer(
-            "reference_energies", torch.tensor(config.reference_energies, dtype=torch.float64)
-        )
-        self.register_buffer("scale", torch.tensor(config.scale, dtype=torch.float64))
-        self.register_buffer("shift", torch.tensor(config.shift, dtype=torch.float64))
+        #: index of the head that forward() evaluates (in ``config.heads``; 0 with one head)
+        self.active_head = 0
+        n_heads = len(config.heads) if len(config.heads) > 1 else 0
+        for name, value in (
+            ("reference_energies", config.reference_energies),
+            ("scale", config.scale),
+            ("shift", config.shift),
+        ):
+            tensor = torch.tensor(value, dtype=torch.float64)
+            if n_heads:  # every head starts from the config's constants
+                tensor = tensor.expand(n_heads, *tensor.shape).clone()
+            self.register_buffer(name, tensor)
         self.node_embedding = ElementEmbedding(num_elements, c)
         self.radial_embedding = RadialEmbedding(config.r_max, config.num_bessel, config.envelope_p)
         self.spherical_harmonics = edge_spherical_harmonics(config.max_ell)
         self._add_pair_terms(config)
-        block = DensityInteractionBlock if config.density_normalisation else InteractionBlock
 
         self.interactions = torch.nn.ModuleList()
         self.products = torch.nn.ModuleList()
         self.readouts = torch.nn.ModuleList()
+        layer_irreps = []
         node_irreps = scalars
         for t in range(config.num_interactions):
             last = t == config.num_interactions - 1
             out_irreps = scalars if last else hidden
             residual = config.residual_first or t > 0
             self.interactions.append(
-                block(
-                    node_irreps,
-                    sh_irreps,
-                    config.num_bessel,
-                    message_irreps,
-                    out_irreps,
-                    num_elements,
-                    config.avg_num_neighbors,
-                    config.radial_mlp,
-                    residual=residual,
-                )
+                interaction_block(config, t, node_irreps, out_irreps, sh_irreps, message_irreps)
             )
             self.products.append(
                 ProductBasis(
                     message_irreps,
                     out_irreps,
                     cast("tuple[int, ...]", config.correlation)[t],  # a tuple once validated
-                    num_elements,
+                    1 if config.agnostic_product else num_elements,
                     use_sc=residual,
                     init_coupling=init_coupling,
                 )
             )
-            if last:
-                self.readouts.append(NonLinearReadout(out_irreps, config.readout_hidden))
-            else:
-                self.readouts.append(LinearReadout(out_irreps))
+            layer_irreps.append(out_irreps)
             node_irreps = out_irreps
+        self.readouts.extend(make_readouts(layer_irreps, config.readout_hidden))
+        # heads 1.. of a multi-head model: their own readouts (head 0 uses ``readouts``)
+        self.head_readouts = torch.nn.ModuleList(
+            torch.nn.ModuleList(make_readouts(layer_irreps, config.readout_hidden))
+            for _ in range(1, n_heads)
+        )
 
     def _add_pair_terms(self, config: ModelConfig) -> None:
         """The element-pair terms: Agnesi transform and ZBL repulsion (None when not used)."""
@@ -222,7 +264,12 @@ class MaceModel(torch.nn.Module):
             basis_lengths = self.distance_transform(
                 edge_lengths, numbers[senders], numbers[receivers]
             )
-        edge_radial = self.radial_embedding(edge_lengths, basis_lengths)  # [n_edges, num_bessel]
+        if self.config.apply_cutoff:
+            edge_radial = self.radial_embedding(edge_lengths, basis_lengths)  # [n_edges, B]
+        else:  # the envelope multiplies the non-linear blocks' outputs instead
+            edge_radial = self.radial_embedding.bessel(
+                edge_lengths if basis_lengths is None else basis_lengths
+            )
 
         h = self.node_embedding(onehot)
         # per receiver, in padded slots: shared by all layers, and the small edge features are
@@ -232,6 +279,15 @@ class MaceModel(torch.nn.Module):
         if groups is None:
             groups = ElementGroups(element_index)
         edge_sh, edge_radial = layout.pad(edge_sh), layout.pad(edge_radial)
+        extra = {}
+        if self.config.nonlinear_interaction:  # envelope (or 1) per slot, 0 in empty slots
+            cutoff = self.radial_embedding.envelope(edge_lengths)
+            extra["edge_cutoff"] = layout.pad(
+                torch.ones_like(cutoff) if self.config.apply_cutoff else cutoff
+            )
+        product_groups = groups
+        if self.config.agnostic_product:  # one weight set: every node in one group
+            product_groups = ElementGroups(element_index.new_zeros(1))
         chunk = self.chunk_nodes(
             element_index.shape[0], layout.max_neighbours, max_chunk_bytes, edge_vectors.dtype
         )
@@ -240,15 +296,21 @@ class MaceModel(torch.nn.Module):
             readout_energy = readout_energy + self.pair_repulsion(
                 edge_lengths, numbers[senders], numbers[receivers], receivers, len(numbers)
             )
+        head = self.active_head
+        readouts = self.readouts if head == 0 else self.head_readouts[head - 1]
         for interaction, product, readout in zip(
-            self.interactions, self.products, self.readouts, strict=True
+            self.interactions, self.products, readouts, strict=True
         ):
-            messages, sc = interaction(onehot, h, edge_sh, edge_radial, layout, chunk_nodes=chunk)
-            h = product(messages, sc, groups, chunk_nodes=chunk)
+            messages, sc = interaction(
+                onehot, h, edge_sh, edge_radial, layout, chunk_nodes=chunk, **extra
+            )
+            h = product(messages, sc, product_groups, chunk_nodes=chunk)
             readout_energy = readout_energy + readout(h)
 
-        e0 = self.reference_energies.to(edge_vectors.dtype)[element_index]
-        node_energies = e0 + (self.scale * readout_energy + self.shift)
+        e0, scale, shift = self.reference_energies, self.scale, self.shift
+        if e0.dim() == 2:  # several heads: the active head's constants
+            e0, scale, shift = e0[head], scale[head], shift[head]
+        node_energies = e0.to(edge_vectors.dtype)[element_index] + (scale * readout_energy + shift)
         energy = torch.zeros(num_graphs, dtype=node_energies.dtype, device=node_energies.device)
         energy = energy.index_add(0, batch, node_energies)
         return {"node_energies": node_energies, "energy": energy}

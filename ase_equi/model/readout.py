@@ -8,6 +8,8 @@ rotation invariant by construction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from e3nn import nn, o3
 
@@ -35,3 +37,12 @@ class NonLinearReadout(torch.nn.Module):
 
     def forward(self, node_features: torch.Tensor) -> torch.Tensor:
         return self.linear_2(self.non_linearity(self.linear_1(node_features))).squeeze(-1)
+
+
+def make_readouts(layer_irreps: Sequence[o3.Irreps], readout_hidden: int) -> list[torch.nn.Module]:
+    """One readout per layer: linear for all but the last, the MLP for the last."""
+    last = len(layer_irreps) - 1
+    return [
+        NonLinearReadout(irreps, readout_hidden) if t == last else LinearReadout(irreps)
+        for t, irreps in enumerate(layer_irreps)
+    ]
