@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import OrderedDict
 from typing import cast
 
 import torch
@@ -37,6 +38,10 @@ from e3nn import o3
 from ..graph.layout import ElementGroups
 from .chunking import node_ranges, run_chunk
 from .coupling import symmetric_coupling_basis
+
+CONTRACTED_CACHE_ELEMENTS = 16
+"""Elements whose precontracted product weights a contraction keeps between calls (least
+recently used first out; a structure with more elements keeps all of its own)."""
 
 
 def monomial_indices(dim: int, order: int) -> torch.Tensor:
@@ -154,12 +159,21 @@ class SymmetricContraction(torch.nn.Module):
         scale = getattr(self, f"unfold_scale_{order}").to(folded.dtype)
         return (folded[index] * scale[:, None, None]).transpose(0, 1)  # [M, D^ν, K]
 
-    def contracted_weights(self, dtype: torch.dtype) -> list[torch.Tensor | None]:
-        """``T_ν[z] = Σ_k U_ν[.., k] w_ν[z, k, c]`` per order ν: ``[n_elements, C, M·D^ν]``.
+    def contracted_weights(
+        self, dtype: torch.dtype, elements: list[int]
+    ) -> list[list[torch.Tensor | None]]:
+        """``T_ν[z] = Σ_k U_ν[.., k] w_ν[z, k, c]`` of the listed element indices only: for each
+        element of ``elements``, one ``[C, M·D^ν]`` tensor per order ν (None for an order
+        without coupling paths).
 
-        They depend on the weights only. With weights that need no gradient (a calculator),
-        they are computed once and reused until a weight changes (in place or replaced): for
-        small structures this contraction would otherwise cost more than the atoms do.
+        Only the elements asked for are contracted: a structure of two elements costs two
+        elements' contractions, whatever the model's number of elements (an 89-element model
+        would otherwise hold 89 elements' tensors). With weights that need no gradient (a
+        calculator), each element's tensors are computed once and kept until a weight changes
+        (in place or replaced), at most :data:`CONTRACTED_CACHE_ELEMENTS` elements (or the
+        elements of the current structure, if more) per contraction, least recently used
+        first out; with trainable weights they are recomputed at every call, so that gradients
+        reach the weights.
         """
         frozen = not any(w.requires_grad for w in self.weights)
         tensors = [
@@ -167,23 +181,40 @@ class SymmetricContraction(torch.nn.Module):
             *(getattr(self, f"coupling_{o}") for o in range(1, self.correlation + 1)),
         ]
         key = (dtype, *((id(t), t._version, t.device) for t in tensors))
-        cached = self.__dict__.get("_contracted_cache")
-        if frozen and cached is not None and cached[0] == key:
-            return cached[1]
-        contracted: list[torch.Tensor | None] = []
+        cache = self.__dict__.get("_contracted_cache")
+        if not frozen or cache is None or cache[0] != key:
+            cache = (key, OrderedDict())
+            if frozen:
+                self.__dict__["_contracted_cache"] = cache
+            else:
+                self.__dict__.pop("_contracted_cache", None)
+        per_element: OrderedDict[int, list[torch.Tensor | None]] = cache[1]
+        missing = [z for z in elements if z not in per_element]
+        if missing:
+            for z, contracted in zip(missing, self._contract_weights(dtype, missing), strict=True):
+                per_element[z] = contracted
+        for z in elements:
+            per_element.move_to_end(z)
+        while len(per_element) > max(CONTRACTED_CACHE_ELEMENTS, len(elements)):
+            per_element.popitem(last=False)
+        return [per_element[z] for z in elements]
+
+    def _contract_weights(
+        self, dtype: torch.dtype, elements: list[int]
+    ) -> list[list[torch.Tensor | None]]:
+        """The contractions of :meth:`contracted_weights` for ``elements``, computed now."""
+        index = torch.tensor(elements, dtype=torch.long, device=self.weights[0].device)
+        orders: list[torch.Tensor | None] = []
         for order in range(1, self.correlation + 1):
             u = self.symmetric_couplings(order).to(dtype)
             if u.shape[-1] == 0:
-                contracted.append(None)
+                orders.append(None)
                 continue
-            t = torch.matmul(u.reshape(-1, u.shape[-1]), self.weights[order - 1])  # [Z, M·D^ν, C]
+            w = self.weights[order - 1].index_select(0, index)  # [Z_present, K, C]
+            t = torch.matmul(u.reshape(-1, u.shape[-1]), w)  # [Z_present, M·D^ν, C]
             # contiguous: bmm would otherwise copy every channel's matrix, at every call
-            contracted.append(t.transpose(1, 2).contiguous())  # [Z, C, M·D^ν]
-        if frozen:
-            self.__dict__["_contracted_cache"] = (key, contracted)
-        else:
-            self.__dict__.pop("_contracted_cache", None)
-        return contracted
+            orders.append(t.transpose(1, 2).contiguous())  # [Z_present, C, M·D^ν]
+        return [[None if t is None else t[k] for t in orders] for k in range(len(elements))]
 
     def bytes_per_node(self, itemsize: int) -> int:
         """Size of the largest intermediate per node, bytes: ``C · M · D^(N-1)``."""
@@ -205,16 +236,13 @@ class SymmetricContraction(torch.nn.Module):
         n, channels, _ = features.shape
         m = self.irrep_out.dim
         out = features.new_zeros(n, channels, m)
-        contracted = [
-            None if t is None else t.index_select(0, groups.index)
-            for t in self.contracted_weights(features.dtype)
-        ]
+        contracted = self.contracted_weights(features.dtype, groups.present)
         for position, nodes in enumerate(groups.nodes):  # position in groups.present
             if nodes is not None:
                 x = features.index_select(0, nodes)  # [n_z, C, D]
             else:
                 x = features  # all nodes of one element
-            tensors = [None if t is None else t[position] for t in contracted]
+            tensors = contracted[position]
             if all(t is None for t in tensors):
                 continue
             if chunk_nodes is None or x.shape[0] <= chunk_nodes:

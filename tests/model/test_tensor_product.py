@@ -125,3 +125,50 @@ def test_cached_contracted_weights_follow_weight_changes(loaded_model):
     atoms.calc = EquivariantCalculator(LoadedModel(fresh, loaded_model.config))
     assert changed == pytest.approx(atoms.get_potential_energy(), rel=1e-12, abs=1e-12)
     assert abs(changed - before) > 1e-6
+
+
+def test_product_precontracts_only_the_elements_present(monkeypatch):
+    """A structure of some elements contracts only those elements' product weights (an
+    89-element model must not hold 89 elements' tensors for benzene), the least recently used
+    leave a bounded cache, and the numbers equal a recomputation for every element."""
+    import copy
+
+    from ase.build import bulk
+    from conftest import tiny_config
+
+    from ase_equi import EquivariantCalculator, MaceModel
+    from ase_equi.io.model_file import LoadedModel
+    from ase_equi.model import product
+
+    torch.manual_seed(7)
+    elements = (13, 28, 29, 46, 47)  # Al, Ni, Cu, Pd, Ag
+    config = tiny_config(elements=elements, reference_energies=(0.0,) * len(elements))
+    model = MaceModel(config).to(torch.float64)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    contraction = model.products[0].contractions[0]
+    monkeypatch.setattr(product, "CONTRACTED_CACHE_ELEMENTS", 2)
+
+    def energy(symbols: list[str], m: MaceModel) -> float:
+        atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
+        atoms.set_chemical_symbols(symbols)
+        atoms.rattle(0.02, seed=3)
+        atoms.calc = EquivariantCalculator(LoadedModel(m, config), skin=0.0)
+        return atoms.get_potential_energy()
+
+    def reference(symbols: list[str]) -> float:
+        fresh = copy.deepcopy(model)  # trainable: contracted at every call, no cache
+        for p in fresh.parameters():
+            p.requires_grad_(True)
+        return energy(symbols, fresh)
+
+    cached = lambda: list(contraction.__dict__["_contracted_cache"][1])  # noqa: E731
+    alcu = ["Al", "Cu", "Cu", "Al"]
+    assert energy(alcu, model) == pytest.approx(reference(alcu), rel=1e-12, abs=1e-12)
+    assert cached() == [0, 2]  # element indices of Al and Cu only
+    ni = ["Ni"] * 4
+    assert energy(ni, model) == pytest.approx(reference(ni), rel=1e-12, abs=1e-12)
+    assert cached() == [2, 1]  # Al (least recently used) left; the bound is 2
+    mixed = ["Ni", "Pd", "Ag", "Al"]  # more elements than the bound: all of them kept
+    assert energy(mixed, model) == pytest.approx(reference(mixed), rel=1e-12, abs=1e-12)
+    assert sorted(cached()) == [0, 1, 3, 4]
