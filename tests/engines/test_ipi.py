@@ -1,0 +1,154 @@
+"""The i-PI client against the real i-PI: a short PIMD run of a water molecule whose recorded
+bead energies and forces equal the calculator's on the recorded bead geometries.
+
+i-PI runs as a subprocess (``i-pi input.xml``, UNIX socket in the test's folder); our client
+serves it from this process. The comparison reads i-PI's own output files: bead potentials
+(hartree, printed with 17 digits) and per-bead positions and forces (ASE's units, i-PI's
+conversion constants), so it checks units, the cell and virial orientation, the bead order
+and, with ``batch_size`` 4, the batched protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms, units
+from ase.io import read
+
+from ase_equi import EquivariantCalculator
+from ase_equi.engines.ipi import BeadEvaluator, serve
+from ase_equi.engines.ipi_protocol import IpiAddress
+from ase_equi.loading import load_model
+
+pytest.importorskip("ipi", reason="i-PI is not installed (pip install ipi==3.3.1)")
+IPI = shutil.which("i-pi")
+
+WATER = """3
+# CELL(abcABC): 12.0 12.0 12.0 90.0 90.0 90.0 cell{angstrom} positions{angstrom}
+O 0.0 0.0 0.119262
+H 0.0 0.763239 -0.477047
+H 0.0 -0.763239 -0.477047
+"""
+BEADS, STEPS = 4, 2
+
+
+@pytest.fixture(scope="module")
+def water_model():
+    """molecules-pbe, loaded once for the client and the reference calculator."""
+    return load_model("molecules-pbe")
+
+
+def _input(prefix: str, batch_size: int) -> str:
+    return f"""<simulation verbosity='low' floatformat='%.17e' sockets_prefix='{prefix}'>
+  <output prefix='sim'>
+    <properties stride='1' filename='out'> [ step, bead_potentials ] </properties>
+    <trajectory filename='pos' stride='1' format='ase'> positions </trajectory>
+    <trajectory filename='frc' stride='1' format='ase'> forces </trajectory>
+  </output>
+  <total_steps>{STEPS}</total_steps>
+  <prng><seed>31415</seed></prng>
+  <ffsocket name='model' mode='unix' pbc='false'>
+    <address>water</address><batch_size>{batch_size}</batch_size>
+  </ffsocket>
+  <system>
+    <initialize nbeads='{BEADS}'>
+      <file mode='xyz' units='angstrom'>water.xyz</file>
+      <velocities mode='thermal' units='kelvin'>300</velocities>
+    </initialize>
+    <forces><force forcefield='model'/></forces>
+    <motion mode='dynamics'>
+      <dynamics mode='nvt'>
+        <timestep units='femtosecond'>0.5</timestep>
+        <thermostat mode='pile_l'><tau units='femtosecond'>50</tau></thermostat>
+      </dynamics>
+    </motion>
+    <ensemble><temperature units='kelvin'>300</temperature></ensemble>
+  </system>
+</simulation>
+"""
+
+
+def _run_pimd(folder: Path, batch_size: int, model):
+    """i-PI in a subprocess, served by our client here; the client's report."""
+    (folder / "input.xml").write_text(_input(f"{folder}/s_", batch_size))
+    (folder / "water.xyz").write_text(WATER)
+    log = open(folder / "ipi.log", "w")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    server = subprocess.Popen(
+        [sys.executable, str(IPI), "input.xml"], cwd=folder, stdout=log, stderr=log, env=env
+    )
+    try:
+        template = Atoms("OH2")
+        beads = BeadEvaluator(model, template)
+        report = serve(beads, IpiAddress(unix="water", sockets_prefix=f"{folder}/s_"), timeout=30)
+        assert server.wait(timeout=30) == 0, (folder / "ipi.log").read_text()[-3000:]
+    finally:
+        if server.poll() is None:
+            server.kill()
+        log.close()
+    return report
+
+
+@pytest.mark.skipif(IPI is None, reason="the i-pi command is not on PATH")
+@pytest.mark.parametrize("batch_size", [1, BEADS])
+def test_pimd_beads_get_the_calculators_energies_and_forces(tmp_path, batch_size, water_model):
+    report = _run_pimd(tmp_path, batch_size, water_model)
+    # one geometry per bead per force evaluation (the initial one and one per step)
+    assert report.structures == BEADS * (STEPS + 1) and report.batch_size == batch_size
+    assert report.model_calls == BEADS * (STEPS + 1) // batch_size  # a batch is ONE call
+    potentials = np.loadtxt(tmp_path / "sim.out")  # step, V(bead 0..3) in hartree
+    assert potentials.shape == (STEPS + 1, 1 + BEADS)
+    calc = EquivariantCalculator(water_model)
+    moved = 0.0
+    for bead in range(BEADS):
+        frames = read(tmp_path / f"sim.pos_{bead}.extxyz", index=":")
+        forces = read(tmp_path / f"sim.frc_{bead}.extxyz", index=":")
+        assert len(frames) == len(forces) == STEPS + 1
+        for step, (atoms, recorded) in enumerate(zip(frames, forces, strict=True)):
+            atoms.pbc = False  # a molecule in a box; i-PI's file says T T T
+            atoms.calc = calc
+            energy = atoms.get_potential_energy() / units.Hartree
+            assert abs(energy - potentials[step, 1 + bead]) < 1e-9 * abs(energy)
+            # i-PI converts with its own 8-digit constants and prints 8 decimals: the recorded
+            # positions are off by ~1e-8 Å, which moves a force by ~50 eV/Å² × 1e-8 Å
+            np.testing.assert_allclose(
+                atoms.get_forces(), recorded.get_forces(), rtol=3e-7, atol=2e-6
+            )
+            moved = max(moved, float(np.abs(atoms.positions - frames[0].positions).max()))
+    assert moved > 1e-3  # the beads did move: the steps are not all the initial geometry
+
+
+def test_virial_of_a_free_molecule_is_the_sum_of_forces_times_positions(water_model):
+    """For an energy that depends only on interatomic vectors, −σV = Σ_i f_i ⊗ r_i: the virial
+    sent to i-PI (hartree) from the strain derivative equals it from the forces alone."""
+    template = Atoms("OH2", positions=[[0, 0, 0.12], [0, 0.76, -0.48], [0, -0.76, -0.48]])
+    rng = np.random.default_rng(7)
+    q = (template.positions + rng.normal(scale=0.05, size=(3, 3)) + 6.0) / units.Bohr
+    h = np.diag([12.0, 13.0, 14.0]) / units.Bohr  # no image within the 5 Å cutoff
+    beads = BeadEvaluator(water_model, template)
+    _, forces, virial = beads.one(h, q)
+    np.testing.assert_allclose(virial, forces.T @ q, rtol=0, atol=1e-10)
+    assert np.abs(virial).max() > 1e-4
+    (_, forces_b, virial_b), _ = beads.many([h, h], [q, q])  # the batched path: same numbers
+    np.testing.assert_allclose(forces_b, forces, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(virial_b, virial, rtol=0, atol=1e-12)
+
+
+def test_command_line_names_the_socket_nobody_serves(tmp_path, capsys):
+    from ase_equi.cli import main
+
+    (tmp_path / "water.xyz").write_text(WATER)
+    prefix = f"{tmp_path}/s_"
+    argv = ["ipi", "--model", "molecules-pbe", "--template", str(tmp_path / "water.xyz")]
+    argv += ["--unix", "nobody", "--sockets-prefix", prefix, "--connect-wait", "0"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "3 atoms" in err and f"no i-PI server answered at unix:{prefix}nobody" in err
+    with pytest.raises(SystemExit):  # exactly one of --address and --unix
+        main(["ipi", "--model", "molecules-pbe", "--template", "water.xyz"])
