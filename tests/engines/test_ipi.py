@@ -152,3 +152,34 @@ def test_command_line_names_the_socket_nobody_serves(tmp_path, capsys):
     assert "3 atoms" in err and f"no i-PI server answered at unix:{prefix}nobody" in err
     with pytest.raises(SystemExit):  # exactly one of --address and --unix
         main(["ipi", "--model", "molecules-pbe", "--template", "water.xyz"])
+
+
+def test_ipi_py_driver_custom_module_gives_the_calculators_numbers(tmp_path, water_model):
+    """``i-pi-py_driver -m custom -P ase_equi/engines/ipi_driver.py``: loaded by path the way
+    i-PI loads it, one structure and a batch of two (one model call), in atomic units."""
+    from ipi.pes import load_pes
+
+    import ase_equi.engines.ipi_driver as module
+
+    (tmp_path / "water.xyz").write_text(WATER)
+    driver_class = load_pes("custom", module.__file__)
+    driver = driver_class(template=str(tmp_path / "water.xyz"), model="molecules-pbe")
+    water = read(tmp_path / "water.xyz")
+    water.pbc, water.calc = False, EquivariantCalculator(water_model)
+    h = water.cell[:].T / units.Bohr
+    shifted = water.positions + [[0.0, 0.0, 0.05], [0.0, -0.02, 0.0], [0.01, 0.0, 0.0]]
+    geometries = [water.positions / units.Bohr, shifted / units.Bohr]
+    expected = []
+    for q in geometries:
+        water.positions = q * units.Bohr
+        forces = water.get_forces() * units.Bohr / units.Hartree
+        expected.append((water.get_potential_energy() / units.Hartree, forces))
+    potential, forces, virial, extras = driver(h, geometries[0])
+    assert abs(potential - expected[0][0]) < 1e-12 and extras == ""
+    np.testing.assert_allclose(forces, expected[0][1], rtol=0, atol=1e-12)
+    calls = driver.beads.model_calls
+    for (v, f, w, _), (v_ref, f_ref) in zip(driver([h, h], geometries), expected, strict=True):
+        assert abs(v - v_ref) < 1e-12
+        np.testing.assert_allclose(f, f_ref, rtol=0, atol=1e-12)
+        assert w.shape == (3, 3)
+    assert driver.beads.model_calls == calls + 1
