@@ -22,6 +22,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from ..errors import DataFileError
 from ..graph import element_indices
 from .extxyz import SourcedAtoms, read_structures
+from .split import split_frames, split_indices  # re-exported: they lived here
 
 __all__ = ["DataKeys", "Frame", "load_frames", "read_frames", "split_frames", "split_indices"]
 
@@ -55,7 +56,9 @@ class Frame:
     ``atoms`` carries numbers, positions, cell and pbc only (no calculator); ``energy`` is in eV,
     ``forces [n, 3]`` in eV/Å (None if absent), ``stress [6]`` in eV/Å³, ASE Voigt order (None
     if absent); ``index`` is the position of the frame in its source; ``weight`` multiplies the
-    frame's terms in the training loss (e.g. replayed frames in fine-tuning).
+    frame's terms in the training loss (e.g. replayed frames in fine-tuning); ``head``: the
+    readout head of a multi-head model it is evaluated with (None: the model's active head);
+    ``config_type``: ``atoms.info["config_type"]`` of the source ("" if absent).
     """
 
     atoms: Atoms
@@ -64,6 +67,8 @@ class Frame:
     stress: np.ndarray | None = None
     index: int = 0
     weight: float = 1.0
+    head: int | None = None
+    config_type: str = ""
 
     @property
     def is_isolated_atom(self) -> bool:
@@ -264,7 +269,8 @@ def _frame_from_atoms(
     forces = _forces(atoms, where, keys, required=require_forces)
     stress = _stress(atoms, where, keys)
     bare = Atoms(numbers=atoms.numbers, positions=positions, cell=atoms.cell, pbc=atoms.pbc)
-    return Frame(atoms=bare, energy=energy, forces=forces, stress=stress, index=where.item.index)
+    kind = str(atoms.info.get("config_type", ""))
+    return Frame(bare, energy, forces, stress, index=where.item.index, config_type=kind)
 
 
 def load_frames(
@@ -353,48 +359,3 @@ def read_frames(
         )
         for item in items
     ]
-
-
-def split_indices(
-    n: int, *, valid_fraction: float, test_fraction: float, seed: int
-) -> dict[str, list[int]]:
-    """A random train/valid/test split of ``range(n)``, fixed by ``seed``.
-
-    Sizes are ``round(fraction · n)`` for valid and test, the rest is train (at least one).
-
-    Examples
-    --------
-    >>> s = split_indices(10, valid_fraction=0.2, test_fraction=0.1, seed=0)
-    >>> [len(s[k]) for k in ("train", "valid", "test")]
-    [7, 2, 1]
-    """
-    n_valid, n_test = round(valid_fraction * n), round(test_fraction * n)
-    if n - n_valid - n_test < 1:
-        raise ValueError(
-            f"{n} frames leave no training frame with valid_fraction={valid_fraction} and "
-            f"test_fraction={test_fraction}"
-        )
-    order = np.random.default_rng(seed).permutation(n).tolist()
-    return {
-        "valid": sorted(order[:n_valid]),
-        "test": sorted(order[n_valid : n_valid + n_test]),
-        "train": sorted(order[n_valid + n_test :]),
-    }
-
-
-def split_frames(
-    frames: Sequence[Frame], *, valid_fraction: float, test_fraction: float, seed: int
-) -> dict[str, list[int]]:
-    """Frame indices ``train``/``valid``/``test`` (:func:`split_indices` over the frames that
-    are not isolated atoms) and ``isolated`` (one-atom frames, which only fix E0).
-
-    This is the split :func:`ase_equi.training.train` makes and records in ``split.json``.
-    """
-    isolated = [k for k, f in enumerate(frames) if f.is_isolated_atom]
-    rest = [k for k, f in enumerate(frames) if not f.is_isolated_atom]
-    parts = split_indices(
-        len(rest), valid_fraction=valid_fraction, test_fraction=test_fraction, seed=seed
-    )
-    split = {name: [rest[i] for i in ids] for name, ids in parts.items()}
-    split["isolated"] = isolated
-    return split

@@ -13,7 +13,7 @@ from ..data.frames import Frame
 from ..graph import Graph
 from ..model.gradients import energy_forces_stress
 from ..model.mace import MaceModel
-from .loss import ErrorMetrics
+from .loss import ErrorMetrics, squared_error_sums
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,21 @@ class LabelledSet:
             )
             out.append((batch, pred))
         return out
+
+    def error_sums(
+        self, model: torch.nn.Module, ids: Sequence[int], *, weight: float = 1.0, **options: Any
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """:func:`~ase_equi.training.loss.squared_error_sums` of frames ``ids``, added over the
+        passes of :meth:`predictions` (stress per frame)."""
+        parts = [
+            squared_error_sums(p, b)
+            for b, p in self.predictions(model, ids, weight=weight, **options)
+        ]
+
+        def total(q: str, k: int) -> torch.Tensor:
+            return torch.stack([part[q][k] for part in parts]).sum()
+
+        return {q: (total(q, 0), total(q, 1)) for q in parts[0]}
 
     def evaluate(
         self,

@@ -62,7 +62,7 @@ from .checkpoint import (
 from .checkpoint_file import remove_stale_temporaries
 from .config import CHECKPOINT_FORMAT, DTYPES, TrainConfig
 from .evaluation import LabelledSet
-from .loss import squared_error_sums, weighted_loss
+from .loss import weighted_loss
 from .optimiser import make_optimiser, step_scheduler, update_ema
 from .parallel import global_counts, global_mean, process_group, rank_and_world
 from .progress import ProgressCallback, ProgressLine, combine
@@ -268,18 +268,8 @@ class _Run:
         mine, share = ids[self.rank :: self.world], 1.0
         if not mine:  # fewer structures than ranks: take part with a zero-weight copy
             mine, share = ids[:1], 0.0
-        # stress per frame: periodic frames and the others in separate passes when mixed
-        parts = [
-            squared_error_sums(pred, batch)
-            for batch, pred in self.data.predictions(
-                self.ddp, mine, weight=self.cfg.stress_weight, training=True
-            )
-        ]
-
-        def total(q: str, k: int) -> torch.Tensor:
-            return torch.stack([p[q][k] for p in parts]).sum() * share
-
-        sums = {q: (total(q, 0), total(q, 1)) for q in parts[0]}
+        sums = self.data.error_sums(self.ddp, mine, weight=self.cfg.stress_weight, training=True)
+        sums = {q: (s * share, n * share) for q, (s, n) in sums.items()}
         counts = global_counts({q: n for q, (_, n) in sums.items()}, self.world)
         # DDP averages gradients over ranks; × world turns that into the global-batch gradient
         loss = weighted_loss(sums, self.cfg.loss_weights, counts=counts) * self.world

@@ -1,0 +1,73 @@
+"""Write each zoo model's replay set and test set (shipped beside the model, used by fine-tuning).
+
+For zoo model NAME trained on DATA, the split of its training run is rebuilt exactly
+(``split_frames`` with the seed and fractions recorded on the card: the test errors on the card
+are reproduced on it), then
+
+- ``models/NAME-replay.xyz.xz``: a seeded sample of at most ``--count`` frames of the
+  **training** split (never a validation or test frame);
+- ``models/NAME-test.xyz.xz``: the whole test split (what the card's test errors were
+  measured on), for measuring forgetting after fine-tuning.
+
+Frames are written as read (labels, ``config_type`` and the other ``info`` keys kept).
+
+    python scripts/zoo/make_replay_sets.py            # all zoo models
+    python scripts/zoo/make_replay_sets.py metals --count 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import ase.io
+import numpy as np
+
+from ase_equi.data import read_frames, split_frames
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = {
+    "metals": "data/metals-emt.xyz.xz",
+    "silicon-xtb": "data/silicon-gfn1xtb.xyz.xz",
+    "molecules-pbe": "data/molecules-pbe.xyz.xz",
+}
+
+
+def write_sets(name: str, count: int, seed: int = 0) -> dict[str, int]:
+    """Write ``NAME-replay.xyz.xz`` and ``NAME-test.xyz.xz``; returns the frame counts."""
+    card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
+    settings = card["training"]["settings"]
+    path = ROOT / DATA[name]
+    frames = read_frames(path)
+    split = split_frames(
+        frames,
+        valid_fraction=settings["valid_fraction"],
+        test_fraction=settings["test_fraction"],
+        seed=settings["seed"],
+    )
+    if len(split["test"]) != card["training_data"]["n_test"]:
+        raise SystemExit(f"{name}: the rebuilt split does not match the card's test size")
+    images = ase.io.read(path, ":")
+    train = split["train"] + split["isolated"]  # isolated atoms fix E0: always rehearsed
+    rng = np.random.default_rng(seed)
+    chosen = train if len(train) <= count else sorted(rng.choice(train, count, replace=False))
+    out = {}
+    for kind, ids in (("replay", chosen), ("test", split["test"])):
+        target = ROOT / "models" / f"{name}-{kind}.xyz.xz"
+        ase.io.write(target, [images[frames[k].index] for k in ids], format="extxyz")
+        out[kind] = len(ids)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", default=sorted(DATA))
+    parser.add_argument("--count", type=int, default=300, help="replay frames per model")
+    args = parser.parse_args()
+    for name in args.names:
+        print(name, write_sets(name, args.count))
+
+
+if __name__ == "__main__":
+    main()
