@@ -192,6 +192,18 @@ def test_nothing_imports_cli():
     assert not wrong, "\n".join(wrong)
 
 
+def test_only_cli_imports_engines():
+    """``engines/`` (i-PI, LAMMPS, dispersion) sits on top of the calculator: nothing below it
+    names it, so the pipeline never depends on an engine or its optional package."""
+    wrong = [
+        str(imp)
+        for imp in ALL_IMPORTS
+        if within(imp.target, ("ase_equi.engines",))
+        and not within(imp.source, ("ase_equi.engines", "ase_equi.cli"))
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_argparse_only_in_cli():
     wrong = [
         str(imp)
