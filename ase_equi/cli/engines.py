@@ -1,4 +1,4 @@
-"""``ase-equi ipi``: serve a model to another MD engine.
+"""``ase-equi ipi`` and ``ase-equi export-lammps``: a model for another MD engine.
 
 Shared module: ``ipi`` is defined here; the LAMMPS export (``export-lammps``) registers itself
 in :func:`register` beside it. Each command is a thin argparse layer over a library function
@@ -84,6 +84,40 @@ def _add_ipi(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_ipi)
 
 
+def _cmd_export_lammps(args: argparse.Namespace) -> int:
+    from ..engines.lammps_mliap import export_lammps
+
+    unified = export_lammps(
+        args.model, args.output, head=args.head, dtype=args.dtype, device=args.device
+    )
+    elements = " ".join(unified.element_types)
+    print(
+        f"wrote {args.output}: {unified.model_path} (SHA-256 {unified.sha256[:12]}...), "
+        f"elements {elements}, pair cutoff {2 * unified.rcutfac:g} Å (num_interactions x r_max)\n"
+        f"LAMMPS: pair_style mliap unified {args.output} 0\n"
+        f"        pair_coeff * * EL1 EL2 ...   (the element of each atom type, from: {elements})"
+    )
+    return 0
+
+
+def _add_export_lammps(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export-lammps",
+        help="write a model for LAMMPS's pair_style mliap unified (ML-IAP with Python)",
+        description="Write the small object LAMMPS's ML-IAP unified pair style unpickles: the "
+        "model file's path and SHA-256 (the weights stay in our safe format and are read when "
+        "LAMMPS starts). A .pt/.pth output is read by LAMMPS with torch.load (with torch >= 2.6 "
+        "run LAMMPS with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1); any other suffix with pickle.",
+    )
+    p.add_argument("model", help="a zoo name or one of our model files")
+    p.add_argument("-o", "--output", required=True, help="output file, e.g. model-mliap.pt")
+    p.add_argument("--head", default=None, help="head of a multi-head model (default: its own)")
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    p.add_argument("--device", default="cpu", help="torch device LAMMPS will use (cpu, cuda)")
+    p.set_defaults(func=_cmd_export_lammps)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the engine sub-commands (``ipi``; LAMMPS's beside it)."""
+    """Add the engine sub-commands (``ipi``, ``export-lammps``)."""
     _add_ipi(subparsers)
+    _add_export_lammps(subparsers)

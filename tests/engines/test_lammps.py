@@ -76,14 +76,15 @@ def mpi_missing() -> str | None:
     return None
 
 
-def run_lammps(args: list[str], ranks: int, *, timeout: float = 120) -> None:
+def run_lammps(
+    args: list[str], ranks: int, *, timeout: float = 120, extra_env: dict | None = None
+) -> None:
     """Run this file (or another driver) as a LAMMPS child on ``ranks`` MPI ranks."""
     command = [sys.executable, *args]
     if ranks > 1:
         command = [mpirun(), "-np", str(ranks), *command]
-    done = subprocess.run(
-        command, env=lammps_environment(), capture_output=True, text=True, timeout=timeout
-    )
+    env = lammps_environment() | (extra_env or {})
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"LAMMPS child failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
 
 
