@@ -179,12 +179,14 @@ class BeadEvaluator:
 @dataclass
 class ServeReport:
     """What a client did until i-PI said ``EXIT``: requests answered, structures evaluated,
-    model calls, and seconds spent evaluating (``evaluating_s``) and in all (``total_s``)."""
+    model calls, and seconds spent evaluating (``evaluating_s``), from the first request to
+    ``EXIT`` (``serving_s``) and in all, connecting included (``total_s``)."""
 
     requests: int = 0
     structures: int = 0
     model_calls: int = 0
     evaluating_s: float = 0.0
+    serving_s: float = 0.0
     total_s: float = 0.0
     batch_size: int = 1
     bead_indices: list[int] = field(default_factory=list)
@@ -221,7 +223,7 @@ def serve(
     link = IpiConnection(address.connect(connect_wait), timeout)
     report = ServeReport()
     pending: list[Reply] | None = None
-    initialised = False
+    initialised, first, calls = False, start, beads.model_calls
     try:
         while True:
             message = link.read_header()
@@ -234,6 +236,7 @@ def serve(
                 initialised = True
             elif message == "POSDATA":
                 t0 = time.perf_counter()
+                first = first if report.requests else t0
                 pending = _evaluate(link, beads, report.batch_size)
                 report.evaluating_s += time.perf_counter() - t0
                 report.requests += 1
@@ -249,8 +252,9 @@ def serve(
                 raise AseEquiError(f"i-PI sent an unknown message {message!r}")
     finally:
         link.close()
-    report.model_calls = beads.model_calls
+    report.model_calls = beads.model_calls - calls
     report.total_s = time.perf_counter() - start
+    report.serving_s = time.perf_counter() - first if report.requests else 0.0
     return report
 
 
