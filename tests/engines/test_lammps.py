@@ -90,8 +90,11 @@ def run_lammps(
 
 
 def start_atoms() -> Atoms:
-    """32-atom fcc Al/Cu cell (a = 3.9 Å), rattled, with velocities of about 600 K."""
+    """32-atom fcc Al/Cu cell (a = 3.9 Å) sheared into a triclinic cell in LAMMPS's form (lower
+    triangular: tilts xy, xz, yz), rattled, with velocities of about 600 K."""
     atoms = bulk("Al", "fcc", a=3.9, cubic=True).repeat((2, 2, 2))
+    sheared = atoms.cell.array + np.array([[0, 0, 0], [0.4, 0, 0], [0.3, -0.25, 0]])
+    atoms.set_cell(sheared, scale_atoms=True)
     rng = np.random.default_rng(SEED)
     atoms.numbers[rng.permutation(len(atoms))[:12]] = 29
     atoms.positions += rng.normal(scale=0.08, size=atoms.positions.shape)
@@ -100,6 +103,15 @@ def start_atoms() -> Atoms:
     )
     atoms.set_momenta(momenta)
     return atoms
+
+
+def lammps_box(atoms: Atoms) -> str:
+    """The ``region``/``create_box`` commands of ``atoms``' lower-triangular cell."""
+    cell = atoms.cell.array
+    assert np.allclose(np.triu(cell, 1), 0.0)
+    a, b, c = (float(cell[k, k]) for k in range(3))
+    xy, xz, yz = float(cell[1, 0]), float(cell[2, 0]), float(cell[2, 1])
+    return f"region box prism 0 {a!r} 0 {b!r} 0 {c!r} {xy!r} {xz!r} {yz!r}\ncreate_box 2 box"
 
 
 # == the driver (runs in the child) =============================================================
@@ -124,15 +136,13 @@ def drive_fix_external(model: str) -> dict[str, np.ndarray]:
     comm = mpi_comm()
     lmp = lammps.lammps(comm=comm, cmdargs=["-nocite", "-log", "none", "-screen", "none"])
     atoms = start_atoms()
-    a, b, c = (float(x) for x in atoms.cell.lengths())  # cubic: LAMMPS's form as it is
     lmp.commands_string(
         f"""
         units metal
         atom_style atomic
         atom_modify map yes
         boundary p p p
-        region box prism 0 {a!r} 0 {b!r} 0 {c!r} 0 0 0
-        create_box 2 box
+        {lammps_box(atoms)}
         """
     )
     types = np.where(atoms.numbers == 13, 1, 2)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 from ase.stress import voigt_6_to_full_3x3_stress
-from test_lammps import lammps_missing, lammps_run, mpi_comm, mpi_missing, start_atoms
+from test_lammps import lammps_box, lammps_missing, lammps_run, mpi_comm, mpi_missing, start_atoms
 
 from ase_equi import EquivariantCalculator
 from ase_equi.engines.lammps_mliap import MliapUnified, export_lammps, model_sha256
@@ -67,16 +67,7 @@ def drive_mliap(exported: str) -> dict[str, np.ndarray]:
     cutoff = 2.0 * unified.rcutfac
     lmp = lammps.lammps(comm=comm, cmdargs=["-nocite", "-log", "none", "-screen", "none"])
     atoms = start_atoms()
-    a, b, c = (float(x) for x in atoms.cell.lengths())
-    lmp.commands_string(
-        f"""
-        units metal
-        atom_style atomic
-        atom_modify map yes
-        region box prism 0 {a!r} 0 {b!r} 0 {c!r} 0 0 0
-        create_box 2 box
-        """
-    )
+    lmp.commands_string(f"units metal\natom_style atomic\natom_modify map yes\n{lammps_box(atoms)}")
     types = np.where(atoms.numbers == 13, 1, 2).tolist()
     ids = list(range(1, len(atoms) + 1))
     lmp.create_atoms(len(atoms), ids, types, atoms.positions.ravel().tolist())
