@@ -14,12 +14,19 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .allocator import retain_freed_memory
-from .calculator_options import DTYPES, OPTIONS, check_options, head_of, refuse_unknown
+from .calculator_options import (
+    DTYPES,
+    OPTIONS,
+    check_options,
+    head_of,
+    refuse_unknown,
+)
 from .graph import GraphSource, HostGraph, ResidentGraph
 from .io.model_file import LoadedModel
-from .loading import load_model
+from .loading import LoadedCommittee, load_any, model_label
 from .model.gradients import energy_forces_stress
 from .neighbours import check_positions
+from .uncertainty import UNCERTAINTY_PROPERTIES, act_on_uncertainty, committee_pass, refusal
 from .vibrations import model_hessian
 
 log = logging.getLogger(__name__)
@@ -70,6 +77,12 @@ class EquivariantCalculator(Calculator):
         file that lists heads): its name, e.g. ``"pbe"``. ``None`` takes the model's default
         head (MACE's rule: ``"Default"`` if there is one, else the first); ``parameters``
         then records the head used. An unknown head raises ``ValueError`` listing the heads.
+    uncertainty_threshold, on_uncertain:
+        A committee only (:mod:`ase_equi.uncertainty`): when the largest atomic force
+        uncertainty (eV/Å) passes ``uncertainty_threshold``, ``on_uncertain`` acts: ``"warn"``
+        (:class:`~ase_equi.uncertainty.UncertaintyWarning`), ``"raise"``
+        (:class:`~ase_equi.uncertainty.UncertainStructureError`) or a callable
+        ``f(atoms, max_uncertainty, results)``. With a threshold every pass computes the spread.
     label, directory:
         ASE's own keywords (no files are written).
 
@@ -139,11 +152,13 @@ class EquivariantCalculator(Calculator):
         "resident_graph": None,
         "chunk_mib": 2048.0,
         "head": None,
+        "uncertainty_threshold": None,
+        "on_uncertain": "warn",
     }
 
     def __init__(
         self,
-        model: str | os.PathLike | LoadedModel,
+        model: str | os.PathLike | LoadedModel | list[str | os.PathLike] | LoadedCommittee,
         *,
         device: str = "cpu",
         dtype: str = "float64",
@@ -152,6 +167,8 @@ class EquivariantCalculator(Calculator):
         resident_graph: bool | None = None,
         chunk_mib: float | None = 2048.0,
         head: str | None = None,
+        uncertainty_threshold: float | None = None,
+        on_uncertain: Any = "warn",
         label: str | None = None,
         directory: str | os.PathLike = ".",
         **kwargs: Any,
@@ -160,15 +177,12 @@ class EquivariantCalculator(Calculator):
         refuse_unknown(kwargs, "EquivariantCalculator()", accepted)
         self._ready = False
         self._retaining = False
-        self.loaded: LoadedModel  # set by _configure
+        # LoadedModel or LoadedCommittee (evaluate() and relax() use a committee's mean model)
+        self.loaded: Any  # set by _configure
         super().__init__(label=label, directory=directory)
         self._model_argument = model
-        if isinstance(model, LoadedModel):
-            model_name = model.source or model.name
-        else:
-            model_name = os.fspath(model)
         self.parameters.update(
-            model=model_name,
+            model=model_label(model),
             device=device,
             dtype=dtype,
             skin=skin,
@@ -176,7 +190,11 @@ class EquivariantCalculator(Calculator):
             resident_graph=resident_graph,
             chunk_mib=chunk_mib,
             head=head,
+            uncertainty_threshold=uncertainty_threshold,
+            on_uncertain=on_uncertain,
         )
+        # the uncertainties asked so far, computed in every later pass (committees only)
+        self.uncertainties: set[str] = set()
         # the derivatives asked so far ("forces", "stress"), computed in every later pass
         self.derivatives: set[str] = set()
         self.model_calls = 0
@@ -234,6 +252,9 @@ class EquivariantCalculator(Calculator):
                 "with EquivariantCalculator(..., retain_memory=False)"
             )
         loaded = self._load(device, dtype) if reload else self.loaded
+        committee = isinstance(loaded, LoadedCommittee)
+        if p["uncertainty_threshold"] is not None and not committee:
+            raise ValueError(refusal("uncertainty_threshold", loaded.name))
         chunk_mib = p["chunk_mib"]
         max_chunk_bytes = None if chunk_mib is None else int(chunk_mib * 2**20)
         resident_graph = p["resident_graph"]
@@ -253,6 +274,10 @@ class EquivariantCalculator(Calculator):
         self.loaded = loaded
         self._float64: LoadedModel | None = None  # float64 copy for the Hessian, made on demand
         self.model = loaded.model.eval()
+        self.committee = committee
+        self.calibration = loaded.calibration if isinstance(loaded, LoadedCommittee) else 1.0
+        extra = list(UNCERTAINTY_PROPERTIES) if committee else []
+        self.implemented_properties = [*type(self).implemented_properties, *extra]
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.device, self.torch_dtype = device, dtype
@@ -264,11 +289,10 @@ class EquivariantCalculator(Calculator):
             retain_freed_memory()
             self._retaining = True
 
-    def _load(self, device: torch.device, dtype: torch.dtype) -> LoadedModel:
-        """The model in ``device`` and ``dtype`` with the asked head."""
-        return load_model(
-            self._model_argument, device=device, dtype=dtype, head=self.parameters["head"]
-        )
+    def _load(self, device: torch.device, dtype: torch.dtype) -> LoadedModel | LoadedCommittee:
+        """The model (or committee) in ``device`` and ``dtype`` with the asked head."""
+        head = self.parameters["head"]
+        return load_any(self._model_argument, device=device, dtype=dtype, head=head)
 
     def calculate(
         self,
@@ -278,6 +302,8 @@ class EquivariantCalculator(Calculator):
     ) -> None:
         properties = properties or ["energy"]
         unknown = [name for name in properties if name not in self.implemented_properties]
+        if set(unknown) & set(UNCERTAINTY_PROPERTIES):
+            raise PropertyNotImplementedError(refusal(unknown[0], self.loaded.name))
         if unknown:
             raise PropertyNotImplementedError(
                 f"{', '.join(map(repr, unknown))} not implemented: this calculator gives "
@@ -287,7 +313,7 @@ class EquivariantCalculator(Calculator):
         atoms = self.atoms
         assert atoms is not None  # Calculator.calculate has just set it
         rank3 = bool(atoms.cell.rank == 3)
-        if "stress" in properties and not rank3:
+        if {"stress", "stress_uncertainty"} & set(properties) and not rank3:
             raise PropertyNotImplementedError(
                 f"stress needs a cell of rank 3; this cell has rank {atoms.cell.rank} "
                 "(pbc " + str(atoms.pbc.tolist()) + "): give the slab, wire or molecule a box"
@@ -295,9 +321,16 @@ class EquivariantCalculator(Calculator):
         # forces (one backward pass) from the first time they are asked on: an energy-only
         # user (Monte Carlo, screening) never pays for them, and in MD or a relaxation
         # energy and forces of a geometry cost one model call
-        self.derivatives |= {"forces", "stress"} & set(properties)
-        want_stress = "stress" in self.derivatives and rank3
+        self.derivatives |= {"forces", "stress", "stress_uncertainty"} & set(properties)
+        # the spread (committee only) from the first time an uncertainty is asked on, or always
+        # with a threshold: see docs of ase_equi.uncertainty
+        self.uncertainties |= set(UNCERTAINTY_PROPERTIES) & set(properties)
+        threshold = self.parameters["uncertainty_threshold"]
+        spread = self.committee and bool(self.uncertainties or threshold is not None)
+        want_stress = bool({"stress", "stress_uncertainty"} & self.derivatives) and rank3
         want_forces = "forces" in self.derivatives or want_stress
+        if spread and ("forces_uncertainty" in self.uncertainties or threshold is not None):
+            want_forces = True
         check_positions(atoms.positions)
         if len(atoms) == 0:  # no atoms, no energy: nothing to evaluate
             self.results = {"energy": 0.0, "free_energy": 0.0, "energies": np.zeros(0)}
@@ -307,16 +340,36 @@ class EquivariantCalculator(Calculator):
                 self.results["stress"] = np.zeros(6)
             if "hessian" in properties:
                 self.results["hessian"] = np.zeros((0, 0))
+            if spread:
+                self.results.update(energy_uncertainty=0.0, forces_uncertainty=np.zeros(0))
             return
+        if "hessian" in properties and self.committee:
+            raise PropertyNotImplementedError("hessian of a committee is not implemented")
         graph = self.graph_source.update(atoms)
-        out = energy_forces_stress(self.model, graph, forces=want_forces, stress=want_stress)
+        extra: dict[str, Any] = {}
+        if spread:
+            out, extra = committee_pass(
+                self.model, graph, forces=want_forces, stress=want_stress, factor=self.calibration
+            )
+        else:
+            out = energy_forces_stress(self.model, graph, forces=want_forces, stress=want_stress)
         self.model_calls += 1
         self._store(out, forces=want_forces, stress=want_stress)
+        self.results.update(extra)
+        act_on_uncertainty(atoms, self.results, threshold, self.parameters["on_uncertain"])
         if "hessian" in properties:  # only when asked: never part of an energy/forces pass
             self.results["hessian"] = model_hessian(atoms, self._hessian_model())
 
+    def get_property(self, name: str, atoms: Atoms | None = None, allow_calculation: bool = True):
+        """ASE's :meth:`~ase.calculators.calculator.Calculator.get_property`; an uncertainty
+        asked of one model raises ``PropertyNotImplementedError`` saying it needs a committee."""
+        if name in UNCERTAINTY_PROPERTIES and name not in self.implemented_properties:
+            raise PropertyNotImplementedError(refusal(name, self.loaded.name))
+        return super().get_property(name, atoms, allow_calculation)
+
     def _hessian_model(self) -> LoadedModel:
         """The model in float64 for the Hessian: this calculator's, or a float64 copy of it."""
+        assert isinstance(self.loaded, LoadedModel)  # a committee's Hessian is refused
         if self.torch_dtype == torch.float64:
             return self.loaded
         if self._float64 is None and isinstance(self._model_argument, LoadedModel):
@@ -324,7 +377,9 @@ class EquivariantCalculator(Calculator):
             self._float64 = copy.deepcopy(self.loaded)
             self._float64.model.to(dtype=torch.float64)
         elif self._float64 is None:  # a file or zoo name: its float64 weights, unrounded
-            self._float64 = self._load(self.device, torch.float64)
+            loaded = self._load(self.device, torch.float64)
+            assert isinstance(loaded, LoadedModel)
+            self._float64 = loaded
         return self._float64
 
     def _store(self, out: dict[str, torch.Tensor], *, forces: bool, stress: bool) -> None:

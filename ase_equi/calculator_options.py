@@ -11,11 +11,23 @@ import numpy as np
 import torch
 
 from .errors import AseEquiError
+from .io.model_committee import LoadedCommittee
 from .io.model_file import LoadedModel
+from .uncertainty import check_uncertainty_options
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 # the constructor's options, all in ``parameters`` (the model too) and all changeable by ``set``
-OPTIONS = ("device", "dtype", "skin", "retain_memory", "resident_graph", "chunk_mib", "head")
+OPTIONS = (
+    "device",
+    "dtype",
+    "skin",
+    "retain_memory",
+    "resident_graph",
+    "chunk_mib",
+    "head",
+    "uncertainty_threshold",
+    "on_uncertain",
+)
 # keywords of other codes that mean something else here, or under another name
 HINTS = {
     "default_dtype": "mace-torch's default_dtype is dtype here: dtype='float64' or 'float32'",
@@ -57,6 +69,7 @@ def check_options(p: dict[str, Any]) -> torch.device:
             raise ValueError(f"{key} must be one of {allowed}, got {p[key]!r}")
     if p["head"] is not None and not isinstance(p["head"], str):
         raise ValueError(f"head must be None or a head's name (str), got {p['head']!r}")
+    check_uncertainty_options(p["uncertainty_threshold"], p["on_uncertain"])
     return available_device(p["device"])
 
 
@@ -87,20 +100,20 @@ def available_device(device: Any) -> torch.device:
     raise AseEquiError(f'device={device!r} is not available here; use device="cpu"')
 
 
-def heads_of(loaded: LoadedModel) -> list[str]:
+def heads_of(loaded: LoadedModel | LoadedCommittee) -> list[str]:
     """The names of the model's heads, as recorded ([] when it records none)."""
     heads = getattr(loaded, "heads", None) or loaded.card.get("heads_in_file")
     heads = heads or loaded.card.get("heads")
     return [str(h) for h in heads] if heads else []
 
 
-def head_of(loaded: LoadedModel) -> str | None:
+def head_of(loaded: LoadedModel | LoadedCommittee) -> str | None:
     """The name of the head the loaded model answers with, or None if it records none."""
     head = getattr(loaded, "head", None) or loaded.card.get("head")
     return None if head is None else str(head)
 
 
-def check_head(loaded: LoadedModel, head: str | None, what: str) -> None:
+def check_head(loaded: LoadedModel | LoadedCommittee, head: str | None, what: str) -> None:
     """``ValueError`` unless ``head`` is None or the head ``loaded`` answers with."""
     if head is None or head == head_of(loaded):
         return

@@ -17,13 +17,27 @@ Examples
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from .errors import ModelFileError
+from .io.model_committee import LoadedCommittee, committee_from_models, read_committee_file
 from .io.model_file import LoadedModel, read_model_file
+from .io.model_header import model_paths, read_header
 from .zoo import resolve
 
-__all__ = ["LoadedModel", "load_for_inference", "load_model"]
+__all__ = [
+    "LoadedCommittee",
+    "LoadedModel",
+    "is_committee",
+    "load_any",
+    "load_committee",
+    "load_for_inference",
+    "load_model",
+    "model_label",
+]
 
 
 def load_model(
@@ -66,6 +80,11 @@ def load_model(
         from .io.mace import load_mace_model
 
         return load_mace_model(path, dtype=dtype or torch.float64, device=device, head=head)
+    if is_committee(path):
+        raise ModelFileError(
+            f"{os.fspath(path)} is a committee of several models: load it with "
+            "ase_equi.loading.load_committee, or give it to EquivariantCalculator"
+        )
     return read_model_file(path, dtype=dtype, device=device, head=head)
 
 
@@ -88,3 +107,68 @@ def load_for_inference(
     for parameter in loaded.model.parameters():
         parameter.requires_grad_(False)
     return loaded
+
+
+def is_committee(model: object) -> bool:
+    """True for a list of model files, a :class:`LoadedCommittee`, or a committee file."""
+    if isinstance(model, (list, tuple, LoadedCommittee)):
+        return True
+    if isinstance(model, LoadedModel):
+        return False
+    path = resolve(model)  # type: ignore[arg-type]
+    if os.fspath(path).endswith(".model") or not model_paths(path)[0].exists():
+        return False
+    return read_header(path).get("committee") is not None
+
+
+def load_committee(
+    model: str | os.PathLike | Sequence[str | os.PathLike] | LoadedCommittee,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
+) -> LoadedCommittee:
+    """A committee from one committee file, a list of model files (zoo names, ours or MACE's:
+    each loaded with :func:`load_model`), or a :class:`LoadedCommittee` (moved to ``device`` and
+    ``dtype`` in place).
+
+    Raises
+    ------
+    ValueError
+        Members that differ in cutoff, elements or architecture (named), fewer than two.
+    ModelFileError
+        A file that cannot be read (see :func:`load_model`).
+    """
+    if isinstance(model, LoadedCommittee):
+        model.model.to(device=device, dtype=dtype or torch.float64)
+        return model
+    if isinstance(model, (list, tuple)):
+        members = [load_model(m, dtype=dtype, device=device) for m in model]
+        return committee_from_models(members, sources=[os.fspath(m) for m in model])
+    return read_committee_file(resolve(model), dtype=dtype, device=device)  # type: ignore[arg-type]
+
+
+def load_any(
+    model: str | os.PathLike | Sequence[str | os.PathLike] | LoadedModel | LoadedCommittee,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
+    head: str | None = None,
+) -> LoadedModel | LoadedCommittee:
+    """:func:`load_committee` for a committee (see :func:`is_committee`; ``head`` must be None
+    or its one head), else :func:`load_model`."""
+    if not is_committee(model):
+        return load_model(model, dtype=dtype, device=device, head=head)  # type: ignore[arg-type]
+    from .calculator_options import check_head
+
+    committee = load_committee(model, dtype=dtype, device=device)  # type: ignore[arg-type]
+    check_head(committee, head, f"the committee '{committee.name}'")
+    return committee
+
+
+def model_label(model: Any) -> str | list[str]:
+    """How a model argument is recorded (the calculator's ``parameters["model"]``)."""
+    if isinstance(model, (LoadedModel, LoadedCommittee)):
+        return model.source or model.name
+    if isinstance(model, (list, tuple)):
+        return [os.fspath(m) for m in model]
+    return os.fspath(model)

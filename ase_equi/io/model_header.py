@@ -17,9 +17,10 @@ Format version 2 (what :func:`~ase_equi.io.model_file.save_model` writes)::
 whitespace, ASCII only), so that any edit of the config, the heads, the card or the weights hash
 is detected. The per-element reference energies E0 (eV), the scale and the shift (eV) live only
 in ``heads``: one head per fitted energy reference (several heads share the readouts here; heads
-with their own readouts, ``committee`` and ``uncertainty_calibration`` are reserved for later
-versions and must be null). JSON keeps Python floats exactly (``repr`` round-trips), so float64
-E0 survive a save and a load bit for bit.
+with their own readouts are reserved for later versions). ``committee`` and
+``uncertainty_calibration`` are null for one model; a committee file sets them (see
+:mod:`ase_equi.io.model_committee`). JSON keeps Python floats exactly (``repr``
+round-trips), so float64 E0 survive a save and a load bit for bit.
 
 Version-1 headers (config with E0, scale and shift inside, no header hash) are still read; the
 loader warns that their header is not covered by a hash.
@@ -197,12 +198,9 @@ def _check_v2_fields(header: dict[str, Any], where: Path) -> None:
         raise ModelFileError(
             f"{where}: 'config' holds {inside}, which in format 2 live only in 'heads'"
         )
-    for key in ("committee", "uncertainty_calibration"):
-        if header[key] is not None:
-            raise ModelFileError(
-                f"{where}: '{key}' is set, but this ase_equi version reads only null there "
-                "(reserved for a later version); upgrade ase_equi"
-            )
+    from .committee_header import check_committee_fields  # imports this module
+
+    check_committee_fields(header, where)  # null, or a committee and its calibration
     heads = header["heads"]
     if not isinstance(heads, dict) or not 1 <= len(heads) <= MAX_HEADS:
         raise ModelFileError(f"{where}: 'heads' must be an object with 1..{MAX_HEADS} heads")

@@ -98,7 +98,9 @@ class Committee(torch.nn.Module):
                 )
         self.members = torch.nn.ModuleList(members)
         self._stacked: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
-        self._template: MaceModel | None = None
+        # a weightless copy of member 0 that functional_call fills with each member's tensors;
+        # in a tuple, so that it is no submodule (not in the state dict, not moved by .to())
+        self._template: tuple[MaceModel, ...] = ()
 
     @property
     def size(self) -> int:
@@ -129,8 +131,8 @@ class Committee(torch.nn.Module):
             grad = any(p.requires_grad for p in self.members.parameters())
             params = {k: v.detach().requires_grad_(grad) for k, v in params.items()}
             self._stacked = (params, buffers)
-            # a weightless copy of member 0 that functional_call fills with each member's tensors
-            self._template = copy.deepcopy(self.members[0]).to("meta")  # type: ignore[assignment]
+            if not self._template:
+                self._template = (copy.deepcopy(self.members[0]).to("meta"),)  # type: ignore[arg-type]
         return self._stacked
 
     def forward(
@@ -161,11 +163,11 @@ class Committee(torch.nn.Module):
         if options.get("groups") is None:
             options["groups"] = ElementGroups(element_index)
         params, buffers = self.stacked()
-        template = self._template
+        template = self._template[0]
 
         def one(p: dict, b: dict, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             args = (element_index, vectors, senders, receivers, batch, num_graphs)
-            out = functional_call(template, (p, b), args, options)  # type: ignore[arg-type]
+            out = functional_call(template, (p, b), args, options)
             return out["energy"], out["node_energies"]
 
         shared = edge_vectors.dim() == 2

@@ -1,0 +1,153 @@
+"""Uncertainty of a committee as ASE calculator results, and what to do when it is large.
+
+For a committee of M members (:mod:`ase_equi.model.committee`) with energies :math:`E_m`,
+forces :math:`F_{m,i\\alpha}` and stresses :math:`\\sigma_{m,k}` (Voigt), and the calibration
+factor s stored with the committee (1 when uncalibrated), the calculator reports
+
+* ``energy``, ``forces``, ``stress``: the member means (the exact derivatives of the mean
+  energy);
+* ``energy_uncertainty`` (eV, float): :math:`s\\,\\mathrm{std}_m(E_m)`;
+* ``forces_uncertainty`` (eV/Å, shape ``(n_atoms,)``): per atom the norm of the vector of the
+  three component standard deviations, :math:`u_i = s\\sqrt{\\sum_\\alpha
+  \\mathrm{std}_m(F_{m,i\\alpha})^2}` (the root of the trace of atom i's force covariance);
+* ``stress_uncertainty`` (eV/Å³, shape ``(6,)``, Voigt order, cells of rank 3 only):
+  :math:`s\\,\\mathrm{std}_m(\\sigma_{m,k})` per component,
+
+with the *sample* standard deviation, :math:`\\mathrm{std}_m(x) = \\sqrt{\\frac{1}{M-1}
+\\sum_m (x_m - \\bar x)^2}` (divisor M − 1).
+
+The threshold (calculator option ``uncertainty_threshold``, eV/Å) applies to
+:math:`\\max_i u_i`, the largest atomic force uncertainty.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from .errors import AseEquiError
+from .graph.tensors import Graph
+from .model.committee import member_derivatives, member_spread
+
+__all__ = [
+    "UNCERTAINTY_PROPERTIES",
+    "UncertainStructureError",
+    "UncertaintyWarning",
+    "act_on_uncertainty",
+    "check_uncertainty_options",
+    "committee_pass",
+    "refusal",
+]
+
+UNCERTAINTY_PROPERTIES = ("energy_uncertainty", "forces_uncertainty", "stress_uncertainty")
+
+
+class UncertaintyWarning(UserWarning):
+    """The committee's largest atomic force uncertainty passed the calculator's threshold."""
+
+
+class UncertainStructureError(AseEquiError):
+    """The committee's largest atomic force uncertainty passed the threshold
+    (``on_uncertain="raise"``); the message gives the value, the threshold and the atom."""
+
+
+def refusal(name: str, model_name: str) -> str:
+    """The message of a plain model's calculator asked for an uncertainty."""
+    return (
+        f"{name} needs a committee, but model '{model_name}' is one model: give "
+        "EquivariantCalculator a committee file or a list of model files "
+        '(EquivariantCalculator(["a.json", "b.json", ...]))'
+    )
+
+
+def committee_pass(
+    model: torch.nn.Module,
+    graph: Graph,
+    *,
+    forces: bool,
+    stress: bool,
+    factor: float,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """One committee evaluation with every member's derivatives.
+
+    Returns ``(out, extra)``: ``out`` as from
+    :func:`~ase_equi.model.gradients.energy_forces_stress` (member means: ``energy [1]``,
+    ``node_energies [n]``, ``forces [n, 3]``, ``stress [1, 3, 3]`` when asked), ``extra`` the
+    uncertainties as numpy (see the module docstring), multiplied by ``factor``.
+    """
+    members = member_derivatives(model, graph, forces=forces, stress=stress)
+    energy = members["member_node_energies"].double().sum(1)  # [M], accumulated in float64
+    out = {
+        "node_energies": members["member_node_energies"].mean(0),
+        "energy": members["member_energy"].mean(0),
+    }
+    extra: dict[str, Any] = {"energy_uncertainty": factor * float(member_spread(energy)[1])}
+    if forces:
+        mean, std = member_spread(members["member_forces"].double())  # [n, 3]
+        out["forces"] = mean
+        norm = torch.linalg.norm(std, dim=-1)  # [n]
+        extra["forces_uncertainty"] = factor * norm.cpu().numpy()
+    if stress:
+        mean, _ = member_spread(members["member_stress"])
+        out["stress"] = mean
+        voigt = np.array(
+            [
+                full_3x3_to_voigt_6_stress(s[0])
+                for s in members["member_stress"].double().cpu().numpy()
+            ]
+        )  # [M, 6]
+        extra["stress_uncertainty"] = factor * voigt.std(0, ddof=1)
+    return out, extra
+
+
+def act_on_uncertainty(
+    atoms: Any,
+    results: dict[str, Any],
+    threshold: float | None,
+    action: str | Callable[..., Any],
+) -> None:
+    """Warn, raise or call ``action(atoms, max_uncertainty, results)`` when the largest atomic
+    force uncertainty (eV/Å) passes ``threshold`` (nothing when it is None or not passed)."""
+    if threshold is None or "forces_uncertainty" not in results:
+        return
+    per_atom = np.asarray(results["forces_uncertainty"])
+    if per_atom.size == 0 or not per_atom.max() > threshold:
+        return
+    worst = int(per_atom.argmax())
+    value = float(per_atom[worst])
+    message = (
+        f"committee force uncertainty {value:.4g} eV/Å on atom {worst} "
+        f"({atoms.get_chemical_symbols()[worst]}) passes uncertainty_threshold="
+        f"{threshold:g} eV/Å: the model is extrapolating; label this structure"
+    )
+    if action == "warn":
+        warnings.warn(message, UncertaintyWarning, stacklevel=4)
+    elif action == "raise":
+        raise UncertainStructureError(message)
+    else:
+        assert callable(action)
+        action(atoms, value, results)
+
+
+def check_uncertainty_options(threshold: Any, action: Any) -> None:
+    """``ValueError`` naming the option unless ``uncertainty_threshold`` is None or a number
+    > 0 (eV/Å) and ``on_uncertain`` is ``"warn"``, ``"raise"`` or a callable."""
+    if threshold is not None and (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not 0 < threshold < np.inf
+    ):
+        raise ValueError(
+            f"uncertainty_threshold must be None or a number > 0 (eV/Å, on the largest atomic "
+            f"force uncertainty), got {threshold!r}"
+        )
+    if action not in ("warn", "raise") and not callable(action):
+        raise ValueError(
+            "on_uncertain must be 'warn', 'raise' or a callable f(atoms, max_uncertainty, "
+            f"results), got {action!r}"
+        )
