@@ -24,7 +24,7 @@ from ase_equi.io.model_committee import (
     save_committee,
     write_calibration,
 )
-from ase_equi.io.model_file import LoadedModel
+from ase_equi.io.model_file import LoadedModel, read_model_file
 from ase_equi.io.model_header import read_header
 from ase_equi.model.shallow_ensemble import ShallowEnsemble
 from ase_equi.uncertainty import UncertainStructureError, UncertaintyWarning
@@ -166,6 +166,8 @@ def test_committee_file_is_one_hashed_file(committee_file):
     assert header["committee"]["std_ddof"] == 1
     with pytest.raises(ModelFileError, match="committee"):
         load_model(committee_file)  # one-model loaders refuse it by name
+    with pytest.raises(ModelFileError, match="is a committee"):
+        read_model_file(committee_file)
     header["committee"]["members"][1]["shift"] = 0.5  # edited: the header hash fails
     tampered = committee_file.replace("committee.json", "tampered.json")
     with open(tampered, "w") as fh:

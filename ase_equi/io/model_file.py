@@ -321,6 +321,8 @@ def read_model_file(
     """
     header = read_header(path)
     json_path = model_paths(path)[0]
+    if header.get("committee") is not None:  # see io/model_committee.py
+        raise ModelFileError(f"{json_path} is a committee: read it with read_committee_file")
     version = header["format_version"]
     config, head_name, head_values = _config_and_head(header, head, json_path)
     heads = [DEFAULT_HEAD] if version == 1 else list(header["heads"])
