@@ -128,6 +128,13 @@ class FixExternalCoupling:
         """
         lmp = self.lmp
         natoms = int(lmp.get_natoms())
+        if nlocal and int(tag[:nlocal].max()) > natoms:  # a gap in the IDs (deleted atoms)
+            lmp.error(
+                1,
+                f"ase_equi fix external needs atom IDs 1..{natoms} without gaps, found "
+                f"ID {int(tag[:nlocal].max())}: renumber them ('reset_atoms id')",
+            )
+            return
         positions = np.asarray(lmp.gather_atoms("x", 1, 3), dtype=float).reshape(natoms, 3)
         types = np.asarray(lmp.gather_atoms("type", 0, 1), dtype=int)
         origin, cell, pbc = lammps_cell(lmp.extract_box())
