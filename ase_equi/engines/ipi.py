@@ -42,7 +42,7 @@ from ..graph import HostGraph
 from ..io.model_file import LoadedModel
 from .ipi_protocol import IpiAddress, IpiConnection, batch_size_of, header
 
-__all__ = ["BeadEvaluator", "ServeReport", "serve"]
+__all__ = ["BeadEvaluator", "ServeReport", "answer", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -221,37 +221,46 @@ def serve(
     """
     start = time.perf_counter()
     link = IpiConnection(address.connect(connect_wait), timeout)
+    try:
+        report = answer(link, beads)
+    finally:
+        link.close()
+    report.total_s = time.perf_counter() - start
+    return report
+
+
+def answer(link: IpiConnection, beads: BeadEvaluator) -> ServeReport:
+    """The protocol loop of :func:`serve` on a connected ``link``, until ``EXIT`` (the link is
+    left open); raises as :func:`serve`."""
+    start = time.perf_counter()
     report = ServeReport()
     pending: list[Reply] | None = None
     initialised, first, calls = False, start, beads.model_calls
-    try:
-        while True:
-            message = link.read_header()
-            if message == "STATUS":
-                state = "NEEDINIT" if not initialised else "HAVEDATA" if pending else "READY"
-                link.send(header(state))
-            elif message == "INIT":
-                report.bead_indices.append(link.read_int())
-                report.batch_size = batch_size_of(link.read_text())
-                initialised = True
-            elif message == "POSDATA":
-                t0 = time.perf_counter()
-                first = first if report.requests else t0
-                pending = _evaluate(link, beads, report.batch_size)
-                report.evaluating_s += time.perf_counter() - t0
-                report.requests += 1
-                report.structures += len(pending)
-            elif message == "GETFORCE":
-                if pending is None:
-                    raise AseEquiError("i-PI asked GETFORCE before sending POSDATA")
-                _send_forces(link, pending, batched=report.batch_size > 1)
-                pending = None
-            elif message == "EXIT":
-                break
-            else:
-                raise AseEquiError(f"i-PI sent an unknown message {message!r}")
-    finally:
-        link.close()
+    while True:
+        message = link.read_header()
+        if message == "STATUS":
+            state = "NEEDINIT" if not initialised else "HAVEDATA" if pending else "READY"
+            link.send(header(state))
+        elif message == "INIT":
+            report.bead_indices.append(link.read_int())
+            report.batch_size = batch_size_of(link.read_text())
+            initialised = True
+        elif message == "POSDATA":
+            t0 = time.perf_counter()
+            first = first if report.requests else t0
+            pending = _evaluate(link, beads, report.batch_size)
+            report.evaluating_s += time.perf_counter() - t0
+            report.requests += 1
+            report.structures += len(pending)
+        elif message == "GETFORCE":
+            if pending is None:
+                raise AseEquiError("i-PI asked GETFORCE before sending POSDATA")
+            _send_forces(link, pending, batched=report.batch_size > 1)
+            pending = None
+        elif message == "EXIT":
+            break
+        else:
+            raise AseEquiError(f"i-PI sent an unknown message {message!r}")
     report.model_calls = beads.model_calls - calls
     report.total_s = time.perf_counter() - start
     report.serving_s = time.perf_counter() - first if report.requests else 0.0

@@ -37,7 +37,14 @@ import numpy as np
 
 from ..errors import AseEquiError
 
-__all__ = ["HEADER_BYTES", "IPI_SOCKETS_PREFIX", "IpiAddress", "IpiConnection", "batch_size_of"]
+__all__ = [
+    "HEADER_BYTES",
+    "IPI_SOCKETS_PREFIX",
+    "IpiAddress",
+    "IpiConnection",
+    "batch_size_of",
+    "header",
+]
 
 IPI_SOCKETS_PREFIX = posixpath.join("/tmp", "ipi_")
 """i-PI's default ``<simulation sockets_prefix>``: where its UNIX sockets live (fixed by i-PI,
@@ -46,11 +53,11 @@ the same on every machine)."""
 HEADER_BYTES = 12
 _INT = np.dtype("=i4")
 _FLOAT = np.dtype("=f8")
-MAX_ATOMS = 100_000_000
-"""Largest atom count accepted in a ``POSDATA`` message (a bound on what a bad peer makes
-this client allocate)."""
-MAX_BATCH = 100_000
+MAX_BATCH = 4096
+"""Largest ``batch_size`` accepted from i-PI (structures per request; a PIMD run has at most a
+few hundred beads)."""
 MAX_TEXT = 1 << 20
+"""Largest ``INIT`` parameter string accepted (bytes)."""
 
 
 def header(word: str) -> bytes:
@@ -73,6 +80,8 @@ def batch_size_of(parameters: str) -> int:
     for token in parameters.split(","):
         key, sep, value = token.partition(":")
         if sep and key.strip() == "batch_size":
+            if not value.strip().isdigit():
+                raise AseEquiError(f"i-PI announced batch_size {value.strip()!r}, not a number")
             size = int(value.strip())
             if not 1 <= size <= MAX_BATCH:
                 raise AseEquiError(f"i-PI announced batch_size {size}; expected 1..{MAX_BATCH}")

@@ -183,3 +183,68 @@ def test_ipi_py_driver_custom_module_gives_the_calculators_numbers(tmp_path, wat
         np.testing.assert_allclose(f, f_ref, rtol=0, atol=1e-12)
         assert w.shape == (3, 3)
     assert driver.beads.model_calls == calls + 1
+
+
+HOSTILE_SETUP = """
+import socket
+import numpy as np
+from ase import Atoms
+from ase_equi.engines.ipi import BeadEvaluator, answer
+from ase_equi.engines.ipi_protocol import IpiConnection, header
+
+beads = BeadEvaluator("molecules-pbe", Atoms("OH2"))
+i32 = np.int32
+INIT = [header("INIT"), i32(0), i32(0)]
+CELL = [np.eye(3) * 40.0, np.eye(3) / 40.0]
+
+def feed(*parts):
+    server, client = socket.socketpair()
+    server.sendall(b"".join(p if isinstance(p, bytes) else np.asarray(p).tobytes() for p in parts))
+    server.shutdown(socket.SHUT_WR)
+    try:
+        return answer(IpiConnection(client, timeout=10), beads)
+    finally:
+        client.close()
+        server.close()
+"""
+
+
+def test_hostile_server_messages_are_refused_by_name_fast_and_small():
+    """A server that lies about sizes, sends garbage or hangs up: each refusal names the
+    problem, within a second and without allocating what the lie asks for."""
+    from bounded_run import run_bounded
+
+    text = b"batch_size:1000000000"
+    cases = {
+        "batch": f"feed(header('INIT'), i32(0), i32({len(text)}), {text!r})",
+        "batch_word": "feed(header('INIT'), i32(0), i32(13), b'batch_size:ab')",
+        "text": "feed(header('INIT'), i32(0), i32(2**31 - 1))",
+        "atoms": "feed(*INIT, header('POSDATA'), *CELL, i32(2**31 - 1))",
+        "negative": "feed(*INIT, header('POSDATA'), *CELL, i32(-5))",
+        "fewer": "feed(*INIT, header('POSDATA'), *CELL, i32(2), np.zeros(6))",
+        "nan": "feed(*INIT, header('POSDATA'), *CELL, i32(3), np.full(9, np.nan))",
+        "unknown": "feed(header('HELLO'))",
+        "early": "feed(*INIT, header('GETFORCE'))",
+        "hangup": "feed(*INIT, header('POSDATA'), np.zeros(5))",
+        "binary": "feed(bytes(range(200, 212)))",
+    }
+    expected = {
+        "batch": ("AseEquiError", "batch_size 1000000000; expected 1..4096"),
+        "batch_word": ("AseEquiError", "batch_size 'ab', not a number"),
+        "text": ("AseEquiError", "a string length = 2147483647"),
+        "atoms": ("AseEquiError", "the number of atoms = 2147483647; expected 0..3"),
+        "negative": ("AseEquiError", "the number of atoms = -5"),
+        "fewer": ("AseEquiError", "i-PI sent 2 atoms, the template has 3"),
+        "nan": ("ValueError", "NaN"),
+        "unknown": ("AseEquiError", "unknown message 'HELLO'"),
+        "early": ("AseEquiError", "GETFORCE before sending POSDATA"),
+        "hangup": ("ConnectionError", "closed the connection"),
+        "binary": ("AseEquiError", "not ASCII"),
+    }
+    records = run_bounded(cases, setup=HOSTILE_SETUP, limit_gib=3.0, timeout=120)
+    for name, (error, words) in expected.items():
+        record = records[name]
+        assert error in [record["error"], *record.get("bases", [])], (name, record)
+        assert words in record["message"], (name, record["message"])
+        assert record["seconds"] < 2.0, (name, record["seconds"])
+    assert max(r["peak_rss_mib"] for r in records.values()) < 1500
