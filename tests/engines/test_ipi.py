@@ -10,6 +10,7 @@ and, with ``batch_size`` 4, the batched protocol.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -26,8 +27,11 @@ from ase_equi.engines.ipi import BeadEvaluator, serve
 from ase_equi.engines.ipi_protocol import IpiAddress
 from ase_equi.loading import load_model
 
-pytest.importorskip("ipi", reason="i-PI is not installed (pip install ipi==3.3.1)")
 IPI = shutil.which("i-pi")
+needs_ipi = pytest.mark.skipif(
+    importlib.util.find_spec("ipi") is None or IPI is None,
+    reason="i-PI is not installed (pip install ipi==3.3.1; the i-pi command on PATH)",
+)
 
 WATER = """3
 # CELL(abcABC): 12.0 12.0 12.0 90.0 90.0 90.0 cell{angstrom} positions{angstrom}
@@ -95,7 +99,7 @@ def _run_pimd(folder: Path, batch_size: int, model):
     return report
 
 
-@pytest.mark.skipif(IPI is None, reason="the i-pi command is not on PATH")
+@needs_ipi
 @pytest.mark.parametrize("batch_size", [1, BEADS])
 def test_pimd_beads_get_the_calculators_energies_and_forces(tmp_path, batch_size, water_model):
     report = _run_pimd(tmp_path, batch_size, water_model)
@@ -154,6 +158,7 @@ def test_command_line_names_the_socket_nobody_serves(tmp_path, capsys):
         main(["ipi", "--model", "molecules-pbe", "--template", "water.xyz"])
 
 
+@needs_ipi
 def test_ipi_py_driver_custom_module_gives_the_calculators_numbers(tmp_path, water_model):
     """``i-pi-py_driver -m custom -P ase_equi/engines/ipi_driver.py``: loaded by path the way
     i-PI loads it, one structure and a batch of two (one model call), in atomic units."""
