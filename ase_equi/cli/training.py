@@ -49,6 +49,10 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
 def _blocks(text: str) -> tuple[str, ...]:
     return tuple(b.strip() for b in text.split(",") if b.strip())
 
@@ -135,10 +139,7 @@ def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
         help="refit the E0 of the elements in the data "
         f"first, nearest the parent's; the others are kept (default {ft.refit_e0})",
     )
-    g.add_argument("--replay-data", help="labelled frames of the parent's data to rehearse")
-    g.add_argument(
-        "--replay-count", type=int, help=f"how many replay frames (default {ft.replay_count})"
-    )
+    _replay_flags(g, ft)
     g.add_argument(
         "--replay-weight",
         type=float,
@@ -149,11 +150,42 @@ def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
         type=_boolean,
         help=f"label replay frames by the parent (default {ft.relabel_replay})",
     )
-    g.add_argument("--parent-test-data", help="the parent's test set, to measure forgetting")
+    g.add_argument(
+        "--parent-test-data",
+        help="the parent's test set, to measure forgetting (default: a zoo parent's own)",
+    )
     g = p.add_argument_group("training (TrainConfig; fine-tuning defaults)")
     for name, kind, text in _train_flags(FINETUNE_TRAIN_DEFAULTS):
         g.add_argument(f"--{name.replace('_', '-')}", dest=f"train_{name}", type=kind, help=text)
     p.set_defaults(func=_cmd_finetune)
+
+
+def _replay_flags(g: argparse._ArgumentGroup, ft: Any) -> None:
+    """The heads' and the replay's flags of ``finetune``."""
+    g.add_argument(
+        "--multihead",
+        type=_boolean,
+        help="the new level of theory gets its own head, the parent's is kept "
+        f"(default {ft.multihead})",
+    )
+    g.add_argument("--new-head", help=f"name of the new head (default {ft.new_head})")
+    g.add_argument(
+        "--replay-data",
+        help="labelled frames of the parent's level of theory to rehearse: 'auto' (the zoo "
+        "parent's shipped replay set, else the new structures labelled by the parent), a "
+        "file, or 'none' (default auto)",
+    )
+    g.add_argument(
+        "--replay-elements", type=_names, help="only replay frames made of these, e.g. Cu,Ni"
+    )
+    g.add_argument(
+        "--replay-config-types", type=_names, help="only replay frames of these config_type"
+    )
+    g.add_argument(
+        "--replay-count",
+        type=int,
+        help="how many replay frames (default: as many as new training frames; 0: all)",
+    )
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
@@ -164,9 +196,16 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         for k, v in vars(args).items()
         if k.startswith("train_") and v is not None
     }
+    if args.replay_data == "none":
+        args.replay_data = None
+        options["replay_data"] = None
     for name in (
         "refit_e0",
+        "multihead",
+        "new_head",
         "replay_data",
+        "replay_elements",
+        "replay_config_types",
         "replay_count",
         "replay_weight",
         "relabel_replay",

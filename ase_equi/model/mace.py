@@ -87,18 +87,7 @@ class MaceModel(torch.nn.Module):
         scalars = o3.Irreps(f"{c}x0e")
         sh_irreps = o3.Irreps.spherical_harmonics(config.max_ell)
         message_irreps = (sh_irreps * c).sort()[0].simplify()
-        #: index of the head that forward() evaluates (in ``config.heads``; 0 with one head)
-        self.active_head = 0
-        n_heads = len(config.heads) if len(config.heads) > 1 else 0
-        for name, value in (
-            ("reference_energies", config.reference_energies),
-            ("scale", config.scale),
-            ("shift", config.shift),
-        ):
-            tensor = torch.tensor(value, dtype=torch.float64)
-            if n_heads:  # every head starts from the config's constants
-                tensor = tensor.expand(n_heads, *tensor.shape).clone()
-            self.register_buffer(name, tensor)
+        n_heads = self._add_head_constants(config)
         self.node_embedding = ElementEmbedding(num_elements, c)
         self.radial_embedding = RadialEmbedding(config.r_max, config.num_bessel, config.envelope_p)
         self.spherical_harmonics = edge_spherical_harmonics(config.max_ell)
@@ -145,6 +134,27 @@ class MaceModel(torch.nn.Module):
             torch.nn.ModuleList(make_readouts(layer_irreps, config.readout_hidden))
             for _ in range(1, n_heads)
         )
+
+    def _add_head_constants(self, config: ModelConfig) -> int:
+        """E0, scale and shift buffers (one set per head with two or more heads, each starting
+        from the config's) and the active head; returns the number of heads (0: one head)."""
+        #: index of the head that forward() evaluates (in ``config.heads``; 0 with one head)
+        self.active_head = 0
+        n_heads = len(config.heads) if len(config.heads) > 1 else 0
+        for name, value in (
+            ("reference_energies", config.reference_energies),
+            ("scale", config.scale),
+            ("shift", config.shift),
+        ):
+            tensor = torch.tensor(value, dtype=torch.float64)
+            if n_heads:
+                tensor = tensor.expand(n_heads, *tensor.shape).clone()
+            self.register_buffer(name, tensor)
+        return n_heads
+
+    def readouts_of(self, head: int) -> torch.nn.ModuleList:
+        """The per-layer readouts of head ``head`` (index in ``config.heads``)."""
+        return cast("torch.nn.ModuleList", self.head_readouts[head - 1] if head else self.readouts)
 
     def _add_pair_terms(self, config: ModelConfig) -> None:
         """The element-pair terms: Agnesi transform and ZBL repulsion (None when not used)."""
@@ -253,7 +263,7 @@ class MaceModel(torch.nn.Module):
                 edge_lengths, numbers[senders], numbers[receivers], receivers, len(numbers)
             )
         head = self.active_head
-        readouts = self.readouts if head == 0 else self.head_readouts[head - 1]
+        readouts = self.readouts_of(head)
         for interaction, product, readout in zip(
             self.interactions, self.products, readouts, strict=True
         ):

@@ -62,15 +62,26 @@ class LabelledSet:
     def predictions(
         self, model: torch.nn.Module, ids: Sequence[int], *, weight: float = 1.0, **options: Any
     ) -> list[tuple[Batch, dict[str, torch.Tensor]]]:
-        """``(batch, prediction)`` per group of :meth:`stress_groups` (forces always, stress
-        where defined); ``options`` go to :func:`energy_forces_stress` (e.g. ``training``)."""
+        """``(batch, prediction)`` per pass: one per readout head of the frames (``Frame.head``;
+        None: the model's active head) and per group of :meth:`stress_groups` (forces always,
+        stress where defined); ``options`` go to :func:`energy_forces_stress` (``training``)."""
+        net = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+        active = getattr(net, "active_head", 0)
+        heads = {self.frames[i].head for i in ids}
         out = []
-        for group, with_stress in self.stress_groups(ids, weight):
-            batch = self.batch(group)
-            pred = energy_forces_stress(
-                model, batch.graph, forces=True, stress=with_stress, **options
-            )
-            out.append((batch, pred))
+        try:
+            for head in sorted(heads, key=lambda h: -1 if h is None else h):
+                if head is not None and len(getattr(net.config, "heads", ())) > 1:
+                    net.active_head = head  # (a single-head model has only its own)
+                mine = [i for i in ids if self.frames[i].head == head]
+                for group, with_stress in self.stress_groups(mine, weight):
+                    batch = self.batch(group)
+                    pred = energy_forces_stress(
+                        model, batch.graph, forces=True, stress=with_stress, **options
+                    )
+                    out.append((batch, pred))
+        finally:
+            net.active_head = active
         return out
 
     def error_sums(

@@ -16,16 +16,25 @@
    exactly. The card and the report list which E0 were fitted and which kept. Replayed frames
    get the same shift, ``E ← E + Σ_z N_z (E0'_z − E0_z)``, so old and new labels agree on what
    E0 means.
-3. **Replay** (``replay_data``). A seeded sample of ``replay_count`` labelled frames of the
-   parent's own data (or, with ``relabel_replay``, any structures labelled by the parent model
-   itself) joins the training split with loss weight ``replay_weight`` against forgetting.
-4. **Training** with :func:`ase_equi.training.train` (lower learning rate by default, chosen
-   blocks frozen with ``freeze``), checkpointed and resumable like any training run.
-5. **Before/after report**: errors on the new data's test split of the parent **after the E0
-   refit** ("before": what training itself changed) and of the fine-tuned model ("after");
-   when ``parent_test_data`` is given, also on the parent's own test set
-   (``finetune_report.md/.json``, ``finetune_report.png``). The card names the parent by zoo
-   name or file name and the SHA-256 of its weights (never a path).
+3. **Heads** (``multihead``, default). The new level of theory gets its own readout head
+   (initialised from the parent's readouts, E0 refitted); the parent's head keeps the parent's
+   readouts and E0. The shared layers learn from the new data (new head) and from a replay of
+   the parent's data (parent head), so labels of two levels of theory never meet in one head
+   (:mod:`.multihead`). ``multihead=False``: one head, replayed energies shifted by the E0
+   change, ``E ← E + Σ_z N_z (E0'_z − E0_z)``.
+4. **Replay** (``replay_data="auto"``): a zoo parent's shipped replay set, or for another
+   parent the new training structures labelled by the parent itself; selected by element,
+   ``config_type`` and count (:mod:`.replay`). Default count: as many as new training frames
+   (at most what there is), weight 1.
+5. **Training** with :func:`ase_equi.training.train`, the defaults chosen from the parent's card
+   and the new data (:mod:`.finetune_defaults`: the parent's loss weights, no stress weight
+   without stress labels), checkpointed and resumable like any training run.
+6. **Before/after report**: errors on the new data's test split of the parent **after the E0
+   refit** ("before") and of the fine-tuned model ("after"); on the parent's own test set
+   (the zoo's shipped one by default) the parent and the fine-tuned parent head (forgetting);
+   the equation of state of one structure of the new data, where it holds a volume scan
+   (``finetune_report.md/.json/.png``). The card names the parent by zoo name or file name and
+   the SHA-256 of its weights (never a path), with one card per head.
 """
 
 from __future__ import annotations
@@ -43,11 +52,8 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from ..data.batch import frames_to_graphs, make_batch
-from ..data.frames import DataKeys, Frame, load_frames, read_frames, split_frames
-from ..graph import element_indices
-from ..io.model_file import LoadedModel, model_paths, read_model_file, save_model
-from ..model.gradients import energy_forces_stress
+from ..data.frames import DataKeys, Frame, load_frames, split_frames
+from ..io.model_file import LoadedModel
 from ..model.mace import MaceModel
 from .adaptation import (
     adapt_to_data,
@@ -56,14 +62,19 @@ from .adaptation import (
     refit_reference_energies,
 )
 from .config import DTYPES, TrainConfig
+from .finetune_card import save_with_parent
+from .finetune_defaults import FINETUNE_TRAIN_DEFAULTS, choose_train_options, level_of_theory_of
 from .finetune_report import before_after, measure_errors, write_report
 from .loss import UNITS
+from .multihead import add_head
+from .replay import AUTO, parent_test_set, replay_frames, shift_replay
 from .report import TrainResult
 from .trainer import train
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "FINETUNE_TRAIN_DEFAULTS",
     "FinetuneConfig",
     "FinetuneResult",
     "add_elements",
@@ -79,30 +90,43 @@ class FinetuneConfig:
     """What fine-tuning does besides training (training settings live in ``TrainConfig``).
 
     refit_e0: refit per-element reference energies to the new data first (see module doc).
-    replay_data: extxyz/db path of labelled frames to rehearse (None: no replay).
-    replay_count: how many of them to sample (seeded by ``TrainConfig.seed``; 0: all).
+    multihead: the new level of theory gets its own head, the parent's head is kept (False:
+        one head for both).
+    new_head: name of the new head (the parent's head keeps its name, or the parent's name).
+    replay_data: ``"auto"`` (the zoo parent's replay set, else the new training structures
+        labelled by the parent), an extxyz/db path of labelled frames, or None (no replay).
+    replay_elements, replay_config_types: keep replay frames made only of these elements
+        (symbols) and of these ``config_type`` (empty: all).
+    replay_count: how many replay frames (seeded sample; None: as many as new training
+        frames, at most all; 0: all).
     replay_weight: loss weight of each replayed frame (1: like a new frame).
     relabel_replay: label the replayed structures with the parent model instead of their
-        stored labels (for structures without labels, or to rehearse the parent exactly).
-    parent_test_data: the parent's own test set, to measure forgetting before and after.
+        stored labels.
+    parent_test_data: the parent's own test set, to measure forgetting (``"auto"``: a zoo
+        parent's shipped test set, none otherwise).
     """
 
     refit_e0: bool = True
-    replay_data: str | None = None
-    replay_count: int = 200
+    multihead: bool = True
+    new_head: str = "finetuned"
+    replay_data: str | None = AUTO
+    replay_elements: tuple[str, ...] = ()
+    replay_config_types: tuple[str, ...] = ()
+    replay_count: int | None = None
     replay_weight: float = 1.0
     relabel_replay: bool = False
-    parent_test_data: str | None = None
+    parent_test_data: str | None = AUTO
 
     def __post_init__(self) -> None:
-        if self.replay_count < 0:
+        for name in ("replay_elements", "replay_config_types"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        if self.replay_count is not None and self.replay_count < 0:
             raise ValueError(f"FinetuneConfig.replay_count must be >= 0, got {self.replay_count}")
         if not self.replay_weight >= 0:
             raise ValueError(f"FinetuneConfig.replay_weight must be >= 0, got {self.replay_weight}")
-
-
-# defaults of TrainConfig that differ when fine-tuning: a gentle learning rate, short runs
-FINETUNE_TRAIN_DEFAULTS = {"lr": 1e-3, "epochs": 50, "scheduler": "cosine", "ema_decay": 0.99}
+        if not self.new_head or len(self.new_head) > 100:
+            raise ValueError("FinetuneConfig.new_head must be a name of 1..100 characters")
 
 
 @dataclass(repr=False)
@@ -161,36 +185,6 @@ def parent_identity(
     return ident
 
 
-def _sample(frames: list[Frame], count: int, seed: int) -> list[Frame]:
-    if count == 0 or count >= len(frames):
-        return frames
-    rng = np.random.default_rng(seed)
-    return [frames[k] for k in sorted(rng.choice(len(frames), size=count, replace=False))]
-
-
-def _relabel(model: MaceModel, frames: Sequence[Frame]) -> list[Frame]:
-    out = []
-    dtype = next(model.parameters()).dtype
-    for f in frames:
-        g = frames_to_graphs([f], model.config.elements, model.config.r_max, dtype=dtype)[0]
-        batch = make_batch([f], [g])
-        pred = energy_forces_stress(model, batch.graph, forces=True, stress=f.has_stress)
-        stress = None
-        if f.has_stress:
-            from ase.stress import full_3x3_to_voigt_6_stress
-
-            stress = full_3x3_to_voigt_6_stress(pred["stress"][0].detach().double().numpy())
-        out.append(
-            dataclasses.replace(
-                f,
-                energy=float(pred["energy"].detach().double().sum()),
-                forces=pred["forces"].detach().double().numpy().reshape(-1, 3),
-                stress=stress,
-            )
-        )
-    return out
-
-
 def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     ft_fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
     tr_fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -232,122 +226,106 @@ def finetune(
         Model file name in ``out`` (default: ``<parent>-finetuned``).
     keys:
         Label names (:class:`~ase_equi.data.DataKeys`; e.g. ``DataKeys.ref()``).
+    level_of_theory:
+        Of the new data, for the card; default: ``info["level_of_theory"]`` of the data's
+        first structure (``ValueError`` when neither says it).
     progress:
         Callback of :func:`~ase_equi.training.train`'s events.
     verbose:
         Show progress on stderr (an epoch line each epoch, a live step line on a terminal);
         the E0 refit and other messages go through ``logging``.
     options:
-        Fields of :class:`FinetuneConfig` (``refit_e0``, ``replay_data``, ``replay_count``,
-        ``replay_weight``, ``relabel_replay``, ``parent_test_data``) and of
-        :class:`~ase_equi.training.TrainConfig` (``epochs``, ``lr``, ``freeze``, ``dtype`` …);
-        the training defaults differ from training from scratch: ``FINETUNE_TRAIN_DEFAULTS``.
+        Fields of :class:`FinetuneConfig` and of :class:`~ase_equi.training.TrainConfig`
+        (``epochs``, ``lr``, ``freeze``, ``dtype`` …). Unset training options are chosen by
+        :func:`~ase_equi.training.finetune_defaults.choose_train_options` (the parent's loss
+        weights; the report lists each choice and why).
 
     Examples
     --------
-    >>> result = finetune("metals", "my_dft.xyz", out="my-run", epochs=30)  # doctest: +SKIP
+    >>> result = finetune("metals", "my_dft.xyz", out="my-run")  # doctest: +SKIP
     >>> EquivariantCalculator("my-run/metals-finetuned.json")  # doctest: +SKIP
     """
     started = time.perf_counter()
-    ft_options, tr_options = _split_options(options)
+    ft_options, tr_given = _split_options(options)
     ft = FinetuneConfig(**ft_options)
-    cfg = TrainConfig(**{**FINETUNE_TRAIN_DEFAULTS, **tr_options, "output_dir": str(out)})
     loaded = load_parent(parent)
     ident = parent_identity(parent, loaded)
     parent_name = ident["name"]
     name = name or f"{parent_name}-finetuned"
-    dtype = DTYPES[cfg.dtype]
-    base = loaded.model.to(dtype)
     source, frames = load_frames(data, keys=keys)
+    tr_options, chosen = choose_train_options(loaded.card, frames, tr_given)
+    cfg = TrainConfig(**{**tr_options, "output_dir": str(out)})
+    level = level_of_theory_of(level_of_theory, data, frames)
+    base = loaded.model.to(DTYPES[cfg.dtype])
+    fit_frames = _train_frames(frames, cfg)
     model, new_elements, e0_report, e0_shift = adapt_to_data(
-        base, frames, _train_frames(frames, cfg), refit_e0=ft.refit_e0, seed=cfg.seed
+        base, frames, fit_frames, refit_e0=ft.refit_e0, seed=cfg.seed
     )
-    replay = []
-    if ft.replay_data:
-        replay = _replay_frames(ft.replay_data, ft, cfg, base, model, e0_shift)
-
+    replay, replay_report = replay_frames(parent, ft, cfg, base, fit_frames)
+    heads: tuple[str, str] | None = None
+    if ft.multihead:
+        model, heads = _two_heads(model, base, e0_shift, loaded, parent_name, ft.new_head)
+        frames = [dataclasses.replace(f, head=1) for f in frames]
+        replay = [dataclasses.replace(f, head=0, weight=ft.replay_weight) for f in replay]
+    else:
+        replay = shift_replay(replay, e0_shift, model.config.elements, ft.replay_weight)
     result = train(
         model,
         frames,
         cfg,
         keys=keys,
         name=name,
-        level_of_theory=level_of_theory
-        or f"not stated (parent {parent_name}: {loaded.card.get('level_of_theory', 'unknown')})",
+        level_of_theory=level,
         data_description=f"fine-tuned from {parent_name} on {_file_name(source)}",
         progress=progress,
         replay=replay,
         verbose=verbose,
     )
+    if heads is not None:
+        result.model.active_head = 1
+    parent_test = parent_test_set(parent, ft)
     report = before_after(
-        model, result, frames, ft.parent_test_data, cfg, parent=loaded.model.to(dtype)
+        model, result, frames, parent_test, cfg, parent=base, parent_head=0 if heads else None
     )
     report.update(
         parent=parent_name,
         parent_sha256=ident["weights_sha256"],
+        level_of_theory=level,
+        heads=list(heads) if heads else [],
+        defaults={k: {"value": tr_options[k], "from": v} for k, v in chosen.items()},
         new_elements=[chemical_symbols[z] for z in new_elements],
         reference_energies=e0_report,
+        replay=replay_report,
         n_replay=len(replay),
         seconds=round(time.perf_counter() - started, 1),
     )
     path = None
     if result.model_path is not None:
         write_report(Path(out), report)
-        path = _save_with_parent(result.model_path, result, ident, ft, _file_name(source), report)
+        path = save_with_parent(result, ident, ft, _file_name(source), report, loaded.card, heads)
     return FinetuneResult(model=result.model, train_result=result, report=report, model_path=path)
 
 
-def _replay_frames(
-    replay_data: str,
-    ft: FinetuneConfig,
-    cfg: TrainConfig,
-    base: MaceModel,
+def _two_heads(
     model: MaceModel,
+    base: MaceModel,
     e0_shift: np.ndarray,
-) -> list[Frame]:
-    """Step 3: a seeded sample of the frames in ``replay_data`` (labelled by ``base`` with
-    ``relabel_replay``), energies shifted by ``Σ_z N_z e0_shift_z`` (eV), loss weight
-    ``ft.replay_weight``."""
-    replay = _sample(
-        read_frames(replay_data, elements=model.config.elements), ft.replay_count, cfg.seed
-    )
-    if ft.relabel_replay:
-        replay = _relabel(base, replay)
-    elements = model.config.elements
-    return [
-        dataclasses.replace(
-            f,
-            energy=f.energy + float(e0_shift[element_indices(f.atoms.numbers, elements)].sum()),
-            weight=ft.replay_weight,
-        )
-        for f in replay
-    ]
-
-
-def _save_with_parent(
-    model_path: Path,
-    result: TrainResult,
-    ident: dict[str, str],
-    ft: FinetuneConfig,
-    data_name: str,
-    report: dict[str, Any],
-) -> Path:
-    """Rewrite the trained model's file with a card naming the parent (``ident``), the data
-    file's name, the fine-tuning settings (file names only) and the before/after errors."""
-    card = read_model_file(model_path, dtype=None).card
-    settings = dataclasses.asdict(ft)
-    for key in ("replay_data", "parent_test_data"):
-        settings[key] = settings[key] and _file_name(settings[key])
-    card.update(
-        parent=ident,
-        finetuning={
-            "data": data_name,
-            "settings": settings,
-            "reference_energies": report["reference_energies"],
-            "report": {k: report[k] for k in ("new_test", "parent_test") if k in report},
-        },
-    )
-    return save_model(result.model, model_paths(model_path)[0], card=card)
+    loaded: LoadedModel,
+    parent_name: str,
+    new_head: str,
+) -> tuple[MaceModel, tuple[str, str]]:
+    """The adapted ``model`` with the parent's head (E0 before the refit) in front."""
+    e0_new = model.reference_energies.detach().double().cpu().numpy()
+    constants = {
+        "reference_energies": e0_new - e0_shift,
+        "scale": float(base.scale.double()),
+        "shift": float(base.shift.double()),
+    }
+    parent_head = loaded.head if loaded.head and loaded.head != "Default" else parent_name
+    if parent_head == new_head:
+        parent_head = f"{parent_head}-parent"
+    names = (parent_head, new_head)
+    return add_head(model, constants, names), names
 
 
 def _train_frames(frames: list[Frame], cfg: TrainConfig) -> list[Frame]:

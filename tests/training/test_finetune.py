@@ -25,6 +25,7 @@ from ase_equi.training.finetune import (
 from ase_equi.training.trainer import load_checkpoint
 
 FAST = dict(batch_size=2, valid_fraction=0.2, test_fraction=0.2, plots=False, seed=1)
+LOT = dict(level_of_theory="EMT, scaled labels (test)")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_finetune_lowers_the_loss_on_new_data(parent, tmp_path, capsys):
     weights = LossWeights()
     before = _loss_on(model, frames, weights)
     capsys.readouterr()
-    result = finetune(parent, frames, out=tmp_path / "ft", epochs=6, lr=2e-2, **FAST)
+    result = finetune(parent, frames, out=tmp_path / "ft", epochs=6, lr=2e-2, **FAST, **LOT)
     assert "epoch 6/6" in capsys.readouterr().err  # progress from Python too (verbose=True)
     after = _loss_on(result.model.double(), frames, weights)
     print(f"loss on the new data: {before:.4g} before, {after:.4g} after")
@@ -95,8 +96,10 @@ def test_frozen_blocks_stay_bit_identical(parent, tmp_path):
         epochs=2,
         lr=1e-2,
         refit_e0=False,
+        multihead=False,
         freeze=("embedding", "interactions", "products"),
         **FAST,
+        **LOT,
     )
     after = result.model.double().state_dict()
     frozen = ("node_embedding.", "interactions.", "products.")
@@ -108,7 +111,7 @@ def test_frozen_blocks_stay_bit_identical(parent, tmp_path):
 
 def test_killed_finetune_resumes_with_identical_state(parent, tmp_path):
     frames = read_frames(_shifted(emt_structures(10, seed=11), {13: 0.1, 29: 0.2}, 1.1))
-    options = dict(epochs=2, lr=5e-3, checkpoint_every=1, replay_data=None, **FAST)
+    options = dict(epochs=2, lr=5e-3, checkpoint_every=1, replay_data=None, **FAST, **LOT)
     whole = finetune(parent, frames, out=tmp_path / "whole", **options)
 
     def kill(info):
@@ -151,7 +154,7 @@ def test_a_new_element_is_added_and_the_old_ones_kept(parent, tmp_path):
         predict_energies(extended, old_frames), predict_energies(model, old_frames), atol=1e-12
     )
     frames = read_frames(_with_nickel(10, seed=15))
-    result = finetune(parent, frames, out=tmp_path / "ft", epochs=2, lr=5e-3, **FAST)
+    result = finetune(parent, frames, out=tmp_path / "ft", epochs=2, lr=5e-3, **FAST, **LOT)
     assert result.model.config.elements == (13, 29, 28)
     assert result.report["new_elements"] == ["Ni"]
     e0 = dict(
@@ -174,6 +177,7 @@ def test_replay_frames_train_only_and_count(parent, tmp_path):
         replay_weight=0.5,
         parent_test_data=str(replay_file),
         **FAST,
+        **LOT,
     )
     assert result.report["n_replay"] == 4
     assert "parent_test" in result.report
@@ -201,14 +205,14 @@ def test_bad_data_names_the_frame(parent, tmp_path, kind, message):
     if kind == "unknown element":
         images[1].numbers[0] = 0  # 'X', no element
     with pytest.raises(ValueError, match=message):
-        finetune(parent, images, out=tmp_path / "ft", epochs=1, **FAST)
+        finetune(parent, images, out=tmp_path / "ft", epochs=1, **FAST, **LOT)
 
 
 def test_bad_data_file_names_the_file_and_frame(parent, tmp_path):
     path = tmp_path / "bad.xyz"
     ase.io.write(path, broken_emt_structures("missing forces"))
     with pytest.raises(ValueError, match=r"frame 1 of .*bad.xyz has no forces under 'forces'"):
-        finetune(parent, str(path), out=tmp_path / "ft", epochs=1, **FAST)
+        finetune(parent, str(path), out=tmp_path / "ft", epochs=1, **FAST, **LOT)
 
 
 def test_unknown_option_and_unknown_parent(parent, tmp_path):
@@ -240,6 +244,8 @@ def test_cli_finetune(parent, tmp_path, capsys):
             "embedding",
             "--name",
             "mine",
+            "--level-of-theory",
+            "EMT x1.05",
         ]
     )
     assert code == 0
@@ -258,6 +264,6 @@ def test_finetune_help_shows_the_finetuning_defaults(capsys):
 
 def test_quiet_finetune_prints_nothing(parent, tmp_path, capsys):
     frames = read_frames(_shifted(emt_structures(6, seed=23), {13: 0.0, 29: 0.1}, 1.0))
-    finetune(parent, frames, out=tmp_path / "ft", epochs=1, verbose=False, **FAST)
+    finetune(parent, frames, out=tmp_path / "ft", epochs=1, verbose=False, **FAST, **LOT)
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""

@@ -120,7 +120,16 @@ def test_finetune_keeps_absent_e0_and_reports_before_after_the_refit(tmp_path):
     frames = [Frame(a, 0.0, np.zeros((len(a), 3))) for a in images]
     for f, e in zip(frames, predict_energies(load_model(parent).model, frames), strict=True):
         f.energy = float(e) + 2.0 * len(f.atoms)  # the parent's energies, 2 eV/atom higher
-    result = finetune(parent, frames, out=tmp_path / "ft", epochs=1, lr=1e-4, verbose=False, **FAST)
+    result = finetune(
+        parent,
+        frames,
+        out=tmp_path / "ft",
+        epochs=1,
+        lr=1e-4,
+        verbose=False,
+        level_of_theory="t",
+        **FAST,
+    )
     got = dict(
         zip(result.model.config.elements, result.model.config.reference_energies, strict=True)
     )

@@ -1,0 +1,109 @@
+"""Fine-tuning's defaults, chosen from the parent and the new data (and reported).
+
+- **Loss weights**: the parent's own (``card["training"]["settings"]``: what it was trained
+  with; the zoo's metals model used energy : forces : stress = 10 : 100 : 1000). A parent
+  without them (an imported MACE file, a model saved without a training card) gets weights
+  from the new data's statistics, each term scaled to the forces' (:func:`weights_from_data`).
+- **Stress weight 0** when no new frame has a stress label (nothing to fit).
+- **Learning rate and epochs**: ``FINETUNE_TRAIN_DEFAULTS`` (a tenth of training's
+  learning rate, cosine decay).
+
+Anything the user passes wins; the report says for each setting where it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.frames import Frame
+
+# defaults of TrainConfig that differ when fine-tuning: a gentle learning rate, short runs
+FINETUNE_TRAIN_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3,
+    "epochs": 50,
+    "scheduler": "cosine",
+    "ema_decay": 0.99,
+}
+WEIGHTS = ("energy_weight", "forces_weight", "stress_weight")
+#: bounds of the weights chosen from the data's statistics (forces weight fixed at 100)
+DATA_WEIGHT_RANGE = (1.0, 1.0e4)
+
+
+def parent_loss_weights(card: dict[str, Any]) -> dict[str, float] | None:
+    """The loss weights the parent was trained with (its card's training settings), or None."""
+    settings = (card.get("training") or {}).get("settings") or {}
+    if not all(isinstance(settings.get(k), (int, float)) for k in WEIGHTS):
+        return None
+    return {k: float(settings[k]) for k in WEIGHTS}
+
+
+def weights_from_data(frames: Sequence[Frame]) -> dict[str, float]:
+    """Weights that give each term the forces' size on ``frames`` at the start.
+
+    ``w_F = 100``, ``w_E = 100 · var(F) / var(E/N)`` and ``w_σ = 100 · var(F) / var(σ)``
+    (variances of the labels over the frames; E/N after removing a least-squares per-element
+    constant), each clipped to ``DATA_WEIGHT_RANGE``.
+    """
+    labelled = [np.ravel(f.forces) for f in frames if f.forces is not None]
+    forces = np.concatenate(labelled or [np.zeros(1)])
+    var_f = max(float(np.var(forces)), 1e-12)
+    elements = sorted({int(z) for f in frames for z in f.atoms.numbers})
+    counts = np.array([[np.sum(f.atoms.numbers == z) for z in elements] for f in frames], float)
+    energy = np.array([f.energy for f in frames])
+    residual = energy - counts @ np.linalg.lstsq(counts, energy, rcond=None)[0]
+    var_e = float(np.var(residual / counts.sum(axis=1))) if len(frames) > 1 else 0.0
+    stress = [np.asarray(f.stress) for f in frames if f.has_stress and f.stress is not None]
+    var_s = float(np.var(np.concatenate(stress))) if stress else 0.0
+    low, high = DATA_WEIGHT_RANGE
+
+    def ratio(var: float) -> float:
+        return float(np.clip(100.0 * var_f / var, low, high)) if var > 0 else high
+
+    return {"energy_weight": ratio(var_e), "forces_weight": 100.0, "stress_weight": ratio(var_s)}
+
+
+def choose_train_options(
+    card: dict[str, Any], frames: Sequence[Frame], given: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """TrainConfig options for fine-tuning and, per option, where its value came from.
+
+    ``given`` (the user's options) wins; then the parent's loss weights, else the data's
+    statistics; the stress weight is 0 without stress labels.
+    """
+    options = {**FINETUNE_TRAIN_DEFAULTS}
+    source = dict.fromkeys(options, "fine-tuning default")
+    weights, origin = parent_loss_weights(card), "the parent's training settings (card)"
+    if weights is None:
+        weights, origin = weights_from_data(frames), "the new data's statistics"
+    options.update(weights)
+    source.update(dict.fromkeys(weights, origin))
+    if not any(f.has_stress for f in frames):
+        options["stress_weight"], source["stress_weight"] = 0.0, "no stress labels in the data"
+    options.update(given)
+    source.update(dict.fromkeys(given, "given"))
+    return options, source
+
+
+def level_of_theory_of(asked: str, data: Any, frames: Sequence[Frame]) -> str:
+    """The new data's level of theory: ``asked``, else ``info["level_of_theory"]`` of the
+    data's first structure; ``ValueError`` when neither says it (a card never guesses)."""
+    if asked:
+        return asked
+    first = None
+    if isinstance(data, (str, Path)):
+        import ase.io
+
+        first = ase.io.read(data, index=0)
+    elif data and not isinstance(data[0], Frame):
+        first = data[0]
+    found = getattr(first, "info", {}).get("level_of_theory") if first is not None else None
+    if found:
+        return str(found)
+    raise ValueError(
+        "the level of theory of the new data is not stated: pass level_of_theory='...' "
+        "(CLI: --level-of-theory) or store it as info['level_of_theory'] in the data file"
+    )
