@@ -75,8 +75,10 @@ class EquivariantCalculator(Calculator):
     head:
         The output head of a model trained with several (a multi-head MACE file, or a model
         file that lists heads): its name, e.g. ``"pbe"``. ``None`` takes the model's default
-        head (MACE's rule: ``"Default"`` if there is one, else the first); ``parameters``
-        then records the head used. An unknown head raises ``ValueError`` listing the heads.
+        head (MACE's rule: its only head, or the one named ``"Default"``; a MACE file with
+        several heads and none of them "Default", such as MACE-MH-1, needs ``head``);
+        ``parameters`` then records the head used. An unknown head raises ``ValueError``
+        listing the heads.
     uncertainty_threshold, on_uncertain:
         A committee only (:mod:`ase_equi.uncertainty`): when the largest atomic force
         uncertainty (eV/Å) passes ``uncertainty_threshold``, ``on_uncertain`` acts: ``"warn"``
@@ -328,9 +330,10 @@ class EquivariantCalculator(Calculator):
         threshold = self.parameters["uncertainty_threshold"]
         spread = self.committee and bool(self.uncertainties or threshold is not None)
         want_stress = bool({"stress", "stress_uncertainty"} & self.derivatives) and rank3
-        want_forces = "forces" in self.derivatives or want_stress
-        if spread and ("forces_uncertainty" in self.uncertainties or threshold is not None):
-            want_forces = True
+        # every member's derivatives for their spread (else only the mean's)
+        each = bool({"forces_uncertainty", "stress_uncertainty"} & self.uncertainties)
+        each = spread and (each or threshold is not None)
+        want_forces = "forces" in self.derivatives or want_stress or each
         check_positions(atoms.positions)
         if len(atoms) == 0:  # no atoms, no energy: nothing to evaluate
             self.results = {"energy": 0.0, "free_energy": 0.0, "energies": np.zeros(0)}
@@ -348,9 +351,8 @@ class EquivariantCalculator(Calculator):
         graph = self.graph_source.update(atoms)
         extra: dict[str, Any] = {}
         if spread:
-            out, extra = committee_pass(
-                self.model, graph, forces=want_forces, stress=want_stress, factor=self.calibration
-            )
+            factor, forces, stress = self.calibration, want_forces, want_stress
+            out, extra = committee_pass(self.model, graph, forces, stress, factor, each)
         else:
             out = energy_forces_stress(self.model, graph, forces=want_forces, stress=want_stress)
         self.model_calls += 1

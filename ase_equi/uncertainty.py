@@ -68,25 +68,30 @@ def refusal(name: str, model_name: str) -> str:
 def committee_pass(
     model: torch.nn.Module,
     graph: Graph,
-    *,
     forces: bool,
     stress: bool,
     factor: float,
+    each: bool = True,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """One committee evaluation with every member's derivatives.
+    """One committee evaluation with every member's energy, and with ``each`` every member's
+    derivatives (needed for ``forces_uncertainty`` and ``stress_uncertainty``; without it
+    only the mean forces and stress, cheaper for a shallow ensemble).
 
     Returns ``(out, extra)``: ``out`` as from
     :func:`~ase_equi.model.gradients.energy_forces_stress` (member means: ``energy [1]``,
     ``node_energies [n]``, ``forces [n, 3]``, ``stress [1, 3, 3]`` when asked), ``extra`` the
     uncertainties as numpy (see the module docstring), multiplied by ``factor``.
     """
-    members = member_derivatives(model, graph, forces=forces, stress=stress)
+    members = member_derivatives(model, graph, forces=forces, stress=stress, each=each)
     energy = members["member_node_energies"].double().sum(1)  # [M], accumulated in float64
     out = {
         "node_energies": members["member_node_energies"].mean(0),
         "energy": members["member_energy"].mean(0),
     }
     extra: dict[str, Any] = {"energy_uncertainty": factor * float(member_spread(energy)[1])}
+    if not each:
+        out.update({k: members[k] for k in ("forces", "stress") if k in members})
+        return out, extra
     if forces:
         mean, std = member_spread(members["member_forces"].double())  # [n, 3]
         out["forces"] = mean

@@ -89,6 +89,8 @@ class Committee(torch.nn.Module):
         super().__init__()
         if len(members) < 2:
             raise ValueError(f"a committee needs at least 2 members, got {len(members)}")
+        if len(getattr(members[0].config, "heads", ())) > 1:
+            raise ValueError("a committee of multi-head models is not supported: one head each")
         for m, member in enumerate(members[1:], start=1):
             diff = architecture_difference(members[0].config, member.config)
             if diff is not None:
@@ -100,7 +102,7 @@ class Committee(torch.nn.Module):
         self._stacked: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
         # a weightless copy of member 0 that functional_call fills with each member's tensors;
         # in a tuple, so that it is no submodule (not in the state dict, not moved by .to())
-        self._template: tuple[MaceModel, ...] = ()
+        self._template: tuple[torch.nn.Module, ...] = ()
 
     @property
     def size(self) -> int:
@@ -132,7 +134,7 @@ class Committee(torch.nn.Module):
             params = {k: v.detach().requires_grad_(grad) for k, v in params.items()}
             self._stacked = (params, buffers)
             if not self._template:
-                self._template = (copy.deepcopy(self.members[0]).to("meta"),)  # type: ignore[arg-type]
+                self._template = (copy.deepcopy(self.members[0]).to("meta"),)
         return self._stacked
 
     def forward(
@@ -183,7 +185,12 @@ class Committee(torch.nn.Module):
 
 
 def member_derivatives(
-    model: torch.nn.Module, graph: Graph, *, forces: bool = True, stress: bool = False
+    model: torch.nn.Module,
+    graph: Graph,
+    *,
+    forces: bool = True,
+    stress: bool = False,
+    each: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Every member's energy, forces and stress in one forward and one backward pass.
 
@@ -194,11 +201,16 @@ def member_derivatives(
     graph:
         The structures (see :mod:`ase_equi.graph.tensors`); with ``stress`` every cell must
         have a nonzero volume.
+    each:
+        Every member's forces and stress (``member_forces``, ``member_stress``). False: only
+        their mean (``forces``, ``stress``), which for a shallow ensemble is one plain backward
+        pass instead of M (a full committee gets its members' derivatives in one pass anyway).
 
     Returns
     -------
     dict with ``member_energy [M, G]``, ``member_node_energies [M, n]`` (eV), and when asked
-    ``member_forces [M, n, 3]`` (eV/Å) and ``member_stress [M, G, 3, 3]`` (eV/Å³, ASE's sign).
+    ``member_forces [M, n, 3]`` (eV/Å) and ``member_stress [M, G, 3, 3]`` (eV/Å³, ASE's sign),
+    or with ``each=False`` their means ``forces [n, 3]`` and ``stress [G, 3, 3]``.
     The member forces and stress are the exact derivatives of each member's own energy
     (same strain construction as :func:`~ase_equi.model.gradients.energy_forces_stress`).
 
@@ -249,12 +261,27 @@ def member_derivatives(
         result = {k: out[k].detach() for k in ("member_energy", "member_node_energies")}
         if not inputs:
             return result
-        grads = _member_gradients(out["member_energy"], inputs, per_member)
+        if per_member or each:
+            grads = _member_gradients(out["member_energy"], inputs, per_member)
+        else:  # the mean's derivatives: one plain backward pass through the shared trunk
+            grads = [g.unsqueeze(0) for g in _mean_gradients(out["energy"], inputs)]
     if forces:
         result["member_forces"] = -grads[0]
     if stress:
         result["member_stress"] = grads[-1] / volume.view(1, -1, 1, 1)
+    if not each:
+        for key in ("forces", "stress"):
+            if f"member_{key}" in result:
+                result[key] = result.pop(f"member_{key}").mean(0)
     return result
+
+
+def _mean_gradients(energy: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """∂Ē/∂x of the mean energy ``[G]`` (zeros where it does not depend on x)."""
+    if not energy.requires_grad:
+        return [torch.zeros_like(x) for x in inputs]
+    grads = torch.autograd.grad(energy.sum(), inputs, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
 
 
 def _member_gradients(

@@ -113,3 +113,18 @@ def test_committee_restacks_after_a_dtype_change(members):
         atoms_to_graph(make_structure("small_cell"), ELEMENTS, R_MAX, dtype=torch.float32),
     )
     assert out["forces"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("kind", ["full", "shallow"])
+def test_mean_derivatives_alone_equal_the_mean_of_the_members(members, kind):
+    """``each=False`` (energy spread only): the mean forces and stress from one backward pass
+    equal the mean of every member's own."""
+    torch.manual_seed(8)
+    model = Committee(members) if kind == "full" else ShallowEnsemble(copy.deepcopy(members[0]), 3)
+    graph = graph_of("small_cell")
+    each = member_derivatives(model.double(), graph, forces=True, stress=True)
+    mean = member_derivatives(model, graph, forces=True, stress=True, each=False)
+    assert "member_forces" not in mean
+    close(mean["forces"], each["member_forces"].mean(0))
+    close(mean["stress"], each["member_stress"].mean(0))
+    close(mean["member_energy"], each["member_energy"])
