@@ -310,6 +310,12 @@ class MliapUnified:
                 f"{nlocal - int(data.nlistatoms)} owned atoms have a NULL type in pair_coeff; "
                 "the ase_equi ML-IAP model needs every atom mapped to an element"
             )
+        if hasattr(data.rij, "__cuda_array_interface__"):
+            raise ValueError(
+                "LAMMPS passed device arrays (ML-IAP under Kokkos on a GPU): the ase_equi "
+                "ML-IAP model reads host arrays; use the plain 'pair_style mliap unified' (the "
+                "model itself runs on the device given to export-lammps)"
+            )
         result = pair_forces(self.loaded(), nlocal, data.elems, data.pair_i, data.pair_j, data.rij)
         data.eatoms = result.eatoms
         data.energy = result.energy

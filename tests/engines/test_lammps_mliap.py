@@ -135,6 +135,33 @@ def test_compute_forces_with_lammps_neighbour_lists(ranks, model_path, tmp_path_
     assert np.abs(got["one_layer_forces"] - forces).max() > 1e-4 * np.abs(forces).max()
 
 
+def test_separate_clusters_and_a_lone_atom(model_path, tmp_path):
+    """A rank whose atoms form clusters out of each other's reach (a gas, vacuum) and a lone
+    atom: each cluster is placed on its own, none sees another, the lone atom has the energy
+    of an isolated atom;
+    owned ghosts' images are not needed here (no periodicity), so the expected values are the
+    calculator's on the open structure. Pairs from ASE's neighbour list, in shuffled order."""
+    from ase import Atoms
+    from ase.neighborlist import neighbor_list
+
+    rng = np.random.default_rng(3)
+    cluster = rng.uniform(0, 3.0, size=(5, 3))
+    positions = np.concatenate([cluster, cluster[:4] + [40.0, 0, 0], [[0.0, 40.0, 0.0]]])
+    atoms = Atoms(numbers=rng.choice([13, 29], size=len(positions)), positions=positions)
+    unified = export_lammps(model_path, tmp_path / "m.pkl")
+    i, j, rij = neighbor_list("ijD", atoms, 2 * unified.rcutfac)
+    order = rng.permutation(len(i))
+    elems = np.where(atoms.numbers == 13, 0, 1)
+    data = FakeMliapData(len(atoms), elems, i[order], j[order], rij[order])
+    unified.compute_forces(data)
+    atoms.calc = EquivariantCalculator(str(model_path))
+    np.testing.assert_allclose(data.f, atoms.get_forces(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(data.eatoms, atoms.get_potential_energies(), rtol=0, atol=1e-12)
+    alone = atoms[-1:]
+    alone.calc = EquivariantCalculator(str(model_path))
+    assert abs(data.eatoms[-1] - alone.get_potential_energy()) < 1e-12
+
+
 def test_export_pickles_only_the_path_and_hash(model_path, tmp_path):
     """The file names no class but ours; the object holds no weights (361 bytes); LAMMPS's
     plain-pickle path (.pkl) and torch path (.pt) both give it back."""
