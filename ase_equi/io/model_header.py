@@ -16,8 +16,10 @@ Format version 2 (what :func:`~ase_equi.io.model_file.save_model` writes)::
 ``header_sha256`` is the SHA-256 of the canonical JSON of every other field (sorted keys, no
 whitespace, ASCII only), so that any edit of the config, the heads, the card or the weights hash
 is detected. The per-element reference energies E0 (eV), the scale and the shift (eV) live only
-in ``heads``: one head per fitted energy reference (several heads share the readouts here; heads
-with their own readouts are reserved for later versions). ``committee`` and
+in ``heads``: one head per fitted energy reference. Without ``config["heads"]`` all heads share
+the readouts; with it (two or more names, the same as the header's heads, in order) every head
+has its own readouts (``head_readouts.K.*`` in the weights; a fine-tuned model keeps its
+parent's level of theory in one head). ``committee`` and
 ``uncertainty_calibration`` are null for one model; a committee file sets them (see
 :mod:`ase_equi.io.model_committee`). JSON keeps Python floats exactly (``repr``
 round-trips), so float64 E0 survive a save and a load bit for bit.
