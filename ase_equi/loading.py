@@ -142,6 +142,7 @@ def load_committee(
         model.model.to(device=device, dtype=dtype or torch.float64)
         return model
     if isinstance(model, (list, tuple)):
+        _compare_headers(model)  # our files: a different architecture is refused before loading
         members = [load_model(m, dtype=dtype, device=device) for m in model]
         return committee_from_models(members, sources=[os.fspath(m) for m in model])
     return read_committee_file(resolve(model), dtype=dtype, device=device)  # type: ignore[arg-type]
@@ -172,3 +173,22 @@ def model_label(model: Any) -> str | list[str]:
     if isinstance(model, (list, tuple)):
         return [os.fspath(m) for m in model]
     return os.fspath(model)
+
+
+def _compare_headers(models: Sequence[str | os.PathLike]) -> None:
+    """``ValueError`` naming two of our model files whose headers' architectures differ."""
+    from .model.committee import architecture_difference
+
+    configs = {}
+    for model in models:
+        path = resolve(model)
+        if not os.fspath(path).endswith(".model") and model_paths(path)[0].exists():
+            configs[os.fspath(model)] = read_header(path)["config"]
+    names = list(configs)
+    for name in names[1:]:
+        diff = architecture_difference(configs[names[0]], configs[name])
+        if diff is not None:
+            raise ValueError(
+                f"committee members {names[0]} and {name} differ in {diff}; the members of a "
+                "committee need the same cutoff, elements and architecture"
+            )

@@ -45,9 +45,11 @@ STD_DDOF = 1  # divisor M − 1: the sample standard deviation of the members
 HEAD_FIELDS = ("reference_energies", "scale", "shift")
 
 
-def architecture_difference(a: ModelConfig, b: ModelConfig) -> str | None:
-    """The first field in which two configs differ (besides E0, scale, shift), as text; None
-    when they describe the same architecture.
+def architecture_difference(
+    a: ModelConfig | dict[str, Any], b: ModelConfig | dict[str, Any]
+) -> str | None:
+    """The first field in which two configs (or their ``to_dict()``, e.g. from model headers)
+    differ besides E0, scale and shift, as text; None when they describe the same architecture.
 
     Examples
     --------
@@ -58,11 +60,10 @@ def architecture_difference(a: ModelConfig, b: ModelConfig) -> str | None:
     >>> architecture_difference(cfg, dataclasses.replace(cfg, shift=0.5)) is None
     True
     """
-    da, db = a.to_dict(), b.to_dict()
-    order = ["r_max", "elements"] + [k for k in da if k not in ("r_max", "elements")]
-    for key in order:
-        if key in HEAD_FIELDS:
-            continue
+    da = a if isinstance(a, dict) else a.to_dict()
+    db = b if isinstance(b, dict) else b.to_dict()
+    rest = sorted((set(da) | set(db)) - {"r_max", "elements", *HEAD_FIELDS})
+    for key in ["r_max", "elements", *rest]:
         if da.get(key) != db.get(key):
             return f"{key}: {da.get(key)!r} vs {db.get(key)!r}"
     return None
