@@ -13,10 +13,11 @@ import torch
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.io import read
 from ase.md.verlet import VelocityVerlet
-from conftest import emt_structures, make_structure, tiny_config
+from conftest import ELEMENTS, R_MAX, emt_structures, make_structure, tiny_config
 
 from ase_equi import EquivariantCalculator, MaceModel, load_model, save_model
 from ase_equi.errors import ModelFileError
+from ase_equi.graph import atoms_to_graph
 from ase_equi.io.model_committee import (
     committee_from_models,
     join_committee_files,
@@ -26,6 +27,7 @@ from ase_equi.io.model_committee import (
 )
 from ase_equi.io.model_file import LoadedModel, read_model_file
 from ase_equi.io.model_header import read_header
+from ase_equi.model.committee import member_derivatives
 from ase_equi.model.shallow_ensemble import ShallowEnsemble
 from ase_equi.uncertainty import UncertainStructureError, UncertaintyWarning
 from ase_equi.uncertainty_calibration import (
@@ -34,6 +36,7 @@ from ase_equi.uncertainty_calibration import (
     miscalibration_area,
 )
 from ase_equi.uncertainty_log import UncertaintyLog
+from ase_equi.uncertainty_training import shallow_loss, train_shallow_ensemble
 
 TOL = 1e-10
 
@@ -296,3 +299,35 @@ def test_md_observer_writes_the_flagged_frames(committee, tmp_path):
     np.testing.assert_allclose(
         frames[0].info["max_forces_uncertainty"], seen[expected[0]], rtol=1e-12
     )
+
+
+def test_train_shallow_ensemble_fits_only_the_new_readouts(members):
+    """The trunk (and so member 0) stays the model; the new readouts move and lower the loss."""
+    model = members[0].model
+    data = emt_structures(2, seed=5)
+    start = train_shallow_ensemble(model, data, 3, epochs=0, seed=1)
+    trained = train_shallow_ensemble(model, data, 3, epochs=3, lr=0.02, seed=1)
+    for name, value in model.state_dict().items():
+        assert torch.equal(trained.trunk.state_dict()[name], value.double()), name
+    graphs = [atoms_to_graph(a, ELEMENTS, R_MAX) for a in data]
+
+    def loss(ensemble):
+        return sum(
+            float(
+                shallow_loss(
+                    ensemble,
+                    g,
+                    torch.tensor(a.get_potential_energy()),
+                    torch.as_tensor(a.get_forces()),
+                    torch.ones(2),
+                    10.0,
+                ).detach()
+            )
+            for g, a in zip(graphs, data, strict=True)
+        )
+
+    assert loss(trained) < loss(start)
+    before = member_derivatives(start, graphs[0])["member_forces"]
+    after = member_derivatives(trained, graphs[0])["member_forces"]
+    torch.testing.assert_close(after[0], before[0], rtol=0, atol=1e-12)  # member 0: the model
+    assert not torch.allclose(after[1:], before[1:])

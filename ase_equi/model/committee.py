@@ -192,6 +192,7 @@ def member_derivatives(
     forces: bool = True,
     stress: bool = False,
     each: bool = True,
+    training: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Every member's energy, forces and stress in one forward and one backward pass.
 
@@ -206,6 +207,9 @@ def member_derivatives(
         Every member's forces and stress (``member_forces``, ``member_stress``). False: only
         their mean (``forces``, ``stress``), which for a shallow ensemble is one plain backward
         pass instead of M (a full committee gets its members' derivatives in one pass anyway).
+    training:
+        Keep the graph of every output (``create_graph``), so that a loss on the member
+        energies, forces and stress can be back-propagated to the weights.
 
     Returns
     -------
@@ -221,24 +225,8 @@ def member_derivatives(
     """
     size = int(model.size)  # type: ignore[arg-type]
     per_member = model.kind == "full"
-    lead = (size,) if per_member else ()
-    base = graph.positions.detach().expand(*lead, *graph.positions.shape).clone()
-    base.requires_grad_(forces)
-    cell = graph.cell.detach().expand(*lead, *graph.cell.shape).clone()
-    inputs = [base] if forces else []
     with torch.enable_grad():
-        positions = base
-        if stress:
-            volume = torch.linalg.det(graph.cell).abs()  # [G]
-            if bool((volume <= 0).any()):
-                raise ValueError("stress needs a cell of rank 3; a cell here has zero volume")
-            displacement = torch.zeros_like(cell).requires_grad_(True)  # [(M,) G, 3, 3]
-            strain = 0.5 * (displacement + displacement.transpose(-1, -2))
-            positions = positions + torch.einsum(
-                "...ni,...nij->...nj", positions, strain[..., graph.batch, :, :]
-            )
-            cell = cell + cell @ strain
-            inputs.append(displacement)
+        positions, cell, inputs = _strained(graph, (size,) if per_member else (), forces, stress)
         edges = (graph.shifts, graph.senders, graph.receivers, graph.batch)
         if per_member:
             vectors = torch.stack(
@@ -259,16 +247,18 @@ def member_derivatives(
             graph.num_graphs,
             **extra,
         )
-        result = {k: out[k].detach() for k in ("member_energy", "member_node_energies")}
+        keep = (lambda t: t) if training else (lambda t: t.detach())
+        result = {k: keep(out[k]) for k in ("member_energy", "member_node_energies")}
         if not inputs:
             return result
         if per_member or each:
-            grads = _member_gradients(out["member_energy"], inputs, per_member)
+            grads = _member_gradients(out["member_energy"], inputs, per_member, training)
         else:  # the mean's derivatives: one plain backward pass through the shared trunk
-            grads = [g.unsqueeze(0) for g in _mean_gradients(out["energy"], inputs)]
+            grads = [g.unsqueeze(0) for g in _mean_gradients(out["energy"], inputs, training)]
     if forces:
         result["member_forces"] = -grads[0]
     if stress:
+        volume = torch.linalg.det(graph.cell).abs()  # [G]
         result["member_stress"] = grads[-1] / volume.view(1, -1, 1, 1)
     if not each:
         for key in ("forces", "stress"):
@@ -277,29 +267,62 @@ def member_derivatives(
     return result
 
 
-def _mean_gradients(energy: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+def _strained(
+    graph: Graph, lead: tuple[int, ...], forces: bool, stress: bool
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """``(positions, cell, inputs)``: copies of the positions ``[*lead, n, 3]`` and cells
+    ``[*lead, G, 3, 3]`` under a zero symmetric strain, and the leaves to differentiate by
+    (positions for forces, the strain's displacement for stress)."""
+    base = graph.positions.detach().expand(*lead, *graph.positions.shape).clone()
+    base.requires_grad_(forces)
+    cell = graph.cell.detach().expand(*lead, *graph.cell.shape).clone()
+    inputs = [base] if forces else []
+    positions = base
+    if stress:
+        if bool((torch.linalg.det(graph.cell).abs() <= 0).any()):
+            raise ValueError("stress needs a cell of rank 3; a cell here has zero volume")
+        displacement = torch.zeros_like(cell).requires_grad_(True)  # [*lead, G, 3, 3]
+        strain = 0.5 * (displacement + displacement.transpose(-1, -2))
+        positions = positions + torch.einsum(
+            "...ni,...nij->...nj", positions, strain[..., graph.batch, :, :]
+        )
+        cell = cell + cell @ strain
+        inputs.append(displacement)
+    return positions, cell, inputs
+
+
+def _mean_gradients(
+    energy: torch.Tensor, inputs: list[torch.Tensor], create_graph: bool
+) -> list[torch.Tensor]:
     """∂Ē/∂x of the mean energy ``[G]`` (zeros where it does not depend on x)."""
     if not energy.requires_grad:
         return [torch.zeros_like(x) for x in inputs]
-    grads = torch.autograd.grad(energy.sum(), inputs, allow_unused=True)
+    grads = torch.autograd.grad(energy.sum(), inputs, allow_unused=True, create_graph=create_graph)
     return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
 
 
 def _member_gradients(
-    energy: torch.Tensor, inputs: list[torch.Tensor], per_member: bool
+    energy: torch.Tensor, inputs: list[torch.Tensor], per_member: bool, create_graph: bool
 ) -> list[torch.Tensor]:
     """∂E_m/∂x for each member m: ``[M, *x.shape]`` (zeros where E does not depend on x)."""
     if not energy.requires_grad:
         size = energy.shape[0]
         return [torch.zeros_like(x) if per_member else x.new_zeros(size, *x.shape) for x in inputs]
     if per_member:  # each member sees its own copy of x: one plain backward pass
-        grads = torch.autograd.grad(energy.sum(), inputs, allow_unused=True)
+        grads = torch.autograd.grad(
+            energy.sum(), inputs, allow_unused=True, create_graph=create_graph
+        )
     else:  # a shared x: M cotangents, one per member, in one batched backward pass
         size = energy.shape[0]
         eye = torch.eye(size, dtype=energy.dtype, device=energy.device)
         cotangents = eye.unsqueeze(-1).expand(size, size, energy.shape[1])  # [M, M, G]
         grads = torch.autograd.grad(
-            energy, inputs, grad_outputs=cotangents, is_grads_batched=True, allow_unused=True
+            energy,
+            inputs,
+            grad_outputs=cotangents,
+            is_grads_batched=True,
+            allow_unused=True,
+            create_graph=create_graph,
         )
     out = []
     for g, x in zip(grads, inputs, strict=True):
