@@ -154,7 +154,7 @@ def train_shallow_ensemble(
             shallow_loss(ensemble, g, energies[k], forces[k], weights[:, k], forces_weight)
             for k, g in enumerate(graphs)
         )
-        loss.backward()  # type: ignore[union-attr]
+        loss.backward()
         optimiser.step()
     ensemble.member_readouts.requires_grad_(False)
     return ensemble.eval()
