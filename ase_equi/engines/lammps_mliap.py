@@ -30,8 +30,11 @@ cutoff`` is not needed (one ≥ ``n · r_max + skin`` is harmless). Each call:
    adds the ghosts' forces to their owners (``newton on``), and its virial −Σ r_ij ⊗ f_ij is
    then exactly the strain derivative of E.
 
-This costs n³ times more pairs than a one-layer list. LAMMPS ≥ 22 Jul 2025 built with Kokkos
-offers the other way (exchanging the ghosts' features between layers, with ``rcutfac =
+The price: n³ times more pairs than a one-layer list, and the model runs on the ghosts too,
+so a rank evaluates about ((L + 2 n r_max) / L)³ times its own atoms for a sub-domain of side
+L (for 256 Cu atoms per rank and the 10 Å shell of ``metals``: 256 owned + 2,081 ghosts). Give
+each rank large sub-domains (few ranks per system size). LAMMPS ≥ 22 Jul 2025 built with
+Kokkos offers the other way (exchanging the ghosts' features between layers, with ``rcutfac =
 r_max / 2``); this object does not use it.
 
 The LAMMPS a user needs: the ML-IAP package **with Python** (CMake ``-D PKG_ML-IAP=on -D
