@@ -63,6 +63,16 @@ RESIDUAL = "RealAgnosticResidualInteractionBlock"
 NON_RESIDUAL = "RealAgnosticInteractionBlock"
 DENSITY = "RealAgnosticDensityInteractionBlock"
 DENSITY_RESIDUAL = "RealAgnosticDensityResidualInteractionBlock"
+NON_LINEAR = "RealAgnosticResidualNonLinearInteractionBlock"
+#: The six heads of the released MACE-MH-1 file, in the file's order.
+MH1_HEADS = [
+    "matpes_r2scan",
+    "mp_pbe_refit_add",
+    "spice_wB97M",
+    "oc20_usemppbe",
+    "omol",
+    "omat_pbe",
+]
 #: The 89 elements of the MACE-MP / MPA-0 / OMAT-0 foundation models: H to Bi, Ac to Pu.
 FOUNDATION_ELEMENTS = list(range(1, 84)) + list(range(89, 95))
 
@@ -134,18 +144,84 @@ ARCHITECTURES: dict[str, dict] = {
         pair_repulsion=True,
         distance_transform="Agnesi",
     ),
+    # MACE-MH-0 / MH-1: residual non-linear interaction blocks in both layers (radial MLPs with
+    # LayerNorm and biases fed by source/target element embeddings, learned density
+    # normalisation, gated non-linearity with sigmoid gates), reduced edge irreps (also in the
+    # first layer: use_edge_irreps_first), an element-agnostic product basis, the cutoff applied
+    # to the tensor-product weights instead of the radial features (apply_cutoff=False), ZBL,
+    # Agnesi, 10 Bessel functions, 89 elements, six heads, stored in float32. The released
+    # model has 512x0e+512x1o hidden and 128x0e+128x1o edge irreps; 32 and 16 channels here.
+    "mh1": dict(
+        COMMON,
+        seed=107,
+        hidden_irreps="32x0e+32x1o",
+        edge_irreps="16x0e+16x1o",
+        use_edge_irreps_first=True,
+        use_agnostic_product=True,
+        apply_cutoff=False,
+        r_max=6.0,
+        num_bessel=10,
+        atomic_numbers=FOUNDATION_ELEMENTS,
+        structure_elements=[1, 8, 29],
+        interaction_first=NON_LINEAR,
+        interaction=NON_LINEAR,
+        pair_repulsion=True,
+        distance_transform="Agnesi",
+        heads=MH1_HEADS,
+        stored_dtype="float32",
+        perturbation=0.3,
+    ),
+    # A user's multi-head fine-tune of an MPA-0-type parent, as
+    # `mace_run_train --foundation_model ... --multiheads_finetuning` writes it: heads
+    # ["pt_head", "Default"] (pt_head first), per-head E0, scale, shift and readouts; the
+    # user's head has shift 0 (trained with --model MACE).
+    "mpa0_finetune": dict(
+        COMMON,
+        seed=108,
+        hidden_irreps="32x0e+32x1o",
+        r_max=6.0,
+        num_bessel=10,
+        atomic_numbers=FOUNDATION_ELEMENTS,
+        structure_elements=[1, 8, 29],
+        interaction_first=DENSITY,
+        interaction=DENSITY_RESIDUAL,
+        pair_repulsion=True,
+        distance_transform="Agnesi",
+        heads=["pt_head", "Default"],
+        scale_shift=([1.37, 0.83], [-0.21, 0.0]),
+    ),
 }
 MPA0_MEDIUM_PARAMETERS = 9_063_204
 ATOMIC_ENERGIES = {1: -1.117, 6: -8.054, 8: -4.932, 13: -3.745, 29: -4.099, 79: -3.273}
 
 
-def atomic_energy(z: int) -> float:
-    """E0 (eV) of element ``z``: the table above, else a made-up smooth value."""
-    return ATOMIC_ENERGIES.get(z, -0.5 - 0.03 * z)
+def atomic_energy(z: int, head: int = 0) -> float:
+    """E0 (eV) of element ``z`` for head number ``head``: the table above, else a made-up
+    smooth value; head h adds -0.07 h eV (each head has its own E0)."""
+    return ATOMIC_ENERGIES.get(z, -0.5 - 0.03 * z) - 0.07 * head
 
 
 AVG_NUM_NEIGHBORS = 12.3
 SCALE_SHIFT = (1.37, -0.21)  # atomic_inter_scale, atomic_inter_shift (eV)
+
+
+def head_constants(spec: dict) -> tuple[list[str], np.ndarray, object, object]:
+    """Heads, E0 ``[n_heads, n_elements]`` (or ``[n_elements]`` for one head), scale, shift."""
+    heads = spec.get("heads", ["Default"])
+    e0 = np.array(
+        [[atomic_energy(z, h) for z in spec["atomic_numbers"]] for h in range(len(heads))]
+    )
+    if len(heads) == 1:
+        return heads, e0[0], SCALE_SHIFT[0], SCALE_SHIFT[1]
+    scale, shift = spec.get(
+        "scale_shift",
+        (
+            [SCALE_SHIFT[0] + 0.11 * h for h in range(len(heads))],
+            [SCALE_SHIFT[1] + 0.05 * h for h in range(len(heads))],
+        ),
+    )
+    return heads, e0, scale, shift
+
 
 # ----------------------------------------------------------------------------------------------
 # Models
@@ -154,6 +230,20 @@ SCALE_SHIFT = (1.37, -0.21)  # atomic_inter_scale, atomic_inter_shift (eV)
 def build_model(spec: dict) -> torch.nn.Module:
     """Random-weight MACE model of ``spec`` in float64, parameters perturbed (seeded)."""
     torch.manual_seed(spec["seed"])
+    heads, e0, scale, shift = head_constants(spec)
+    extra = {  # options of mace-torch >= 0.3.14 (MH-1); left out where unused
+        key: spec[key]
+        for key in ("use_edge_irreps_first", "use_agnostic_product", "apply_cutoff")
+        if key in spec
+    }
+    if "edge_irreps" in spec:
+        extra["edge_irreps"] = o3.Irreps(spec["edge_irreps"])
+    accepted = inspect.signature(modules.MACE.__init__).parameters
+    for key in [k for k in extra if k not in accepted]:  # e.g. 0.3.14: no use_edge_irreps_first
+        print(f"mace-torch {mace.__version__} has no {key}; built without it", file=sys.stderr)
+        del extra[key]
+    if len(heads) > 1:
+        extra["heads"] = heads
     kwargs = dict(
         r_max=spec["r_max"],
         num_bessel=spec["num_bessel"],
@@ -165,7 +255,7 @@ def build_model(spec: dict) -> torch.nn.Module:
         num_elements=len(spec["atomic_numbers"]),
         hidden_irreps=o3.Irreps(spec["hidden_irreps"]),
         MLP_irreps=o3.Irreps(spec["MLP_irreps"]),
-        atomic_energies=np.array([atomic_energy(z) for z in spec["atomic_numbers"]]),
+        atomic_energies=e0,
         avg_num_neighbors=AVG_NUM_NEIGHBORS,
         atomic_numbers=spec["atomic_numbers"],
         correlation=spec["correlation"],
@@ -173,18 +263,17 @@ def build_model(spec: dict) -> torch.nn.Module:
         radial_MLP=spec["radial_MLP"],
         pair_repulsion=spec.get("pair_repulsion", False),
         distance_transform=spec.get("distance_transform", "None"),
+        **extra,
     )
     if spec["model"] == "ScaleShiftMACE":
-        model = modules.ScaleShiftMACE(
-            atomic_inter_scale=SCALE_SHIFT[0], atomic_inter_shift=SCALE_SHIFT[1], **kwargs
-        )
+        model = modules.ScaleShiftMACE(atomic_inter_scale=scale, atomic_inter_shift=shift, **kwargs)
     else:
         model = modules.MACE(**kwargs)
     generator = torch.Generator().manual_seed(spec["seed"] + 1000)
     with torch.no_grad():
         for parameter in model.parameters():
             noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
-            parameter.add_(PERTURBATION * noise)
+            parameter.add_(spec.get("perturbation", PERTURBATION) * noise)
     if spec["stored_dtype"] == "float32":
         model = model.float()
     return model.eval()
@@ -402,8 +491,16 @@ def mpa0_parameter_count() -> int:
     return sum(p.numel() for p in build_model(spec).parameters())
 
 
-def evaluate(model_path: Path, atoms: Atoms, dtype: str) -> dict:
-    calculator = MACECalculator(model_paths=str(model_path), device="cpu", default_dtype=dtype)
+def evaluate(
+    model_path: Path, atoms: Atoms, dtype: str, head: str | None = None, head_index: int = 0
+) -> dict:
+    options = {} if head is None else {"head": head}
+    # as a user of that dtype would run it: mace-torch builds some tensors (positions, the head
+    # mask of multi-head readouts) in torch's default dtype
+    torch.set_default_dtype(getattr(torch, dtype))
+    calculator = MACECalculator(
+        model_paths=str(model_path), device="cpu", default_dtype=dtype, **options
+    )
     atoms = atoms.copy()
     atoms.calc = calculator
     result = {
@@ -415,11 +512,15 @@ def evaluate(model_path: Path, atoms: Atoms, dtype: str) -> dict:
     if "energies" in calculator.results:
         result["energies"] = calculator.results["energies"].tolist()
     else:  # mace-torch < 0.3.11 returns only node_energy (per-atom energy minus E0)
-        e0 = np.array([atomic_energy(int(z)) for z in atoms.numbers])
+        model = calculator.models[0]  # its own E0 (float32-rounded in a float32 file)
+        table = torch.atleast_2d(model.atomic_energies_fn.atomic_energies)[head_index]
+        zs = model.atomic_numbers.tolist()
+        e0 = np.array([float(table[zs.index(int(z))]) for z in atoms.numbers])
         result["energies"] = (calculator.results["node_energy"] + e0).tolist()
-        result["energies_from"] = "node_energy + E0 (this mace-torch returns no 'energies')"
+        result["energies_from"] = "node_energy + the model's E0 (no 'energies' in this release)"
     if atoms.cell.rank == 3:
         result["stress"] = atoms.get_stress(voigt=True).tolist()
+    torch.set_default_dtype(torch.float64)
     return result
 
 
@@ -470,6 +571,7 @@ def main() -> None:
             continue
         name = base + suffix
         model = build_model(spec)
+        heads, e0, scale, shift = head_constants(spec)
         model_path = OUT_DIR / f"{name}.model"
         torch.save(model, model_path)
         reference = {
@@ -482,10 +584,12 @@ def main() -> None:
             "architecture": {
                 **spec,
                 "avg_num_neighbors": AVG_NUM_NEIGHBORS,
-                "atomic_energies": [atomic_energy(z) for z in spec["atomic_numbers"]],
-                "atomic_inter_scale": SCALE_SHIFT[0] if spec["model"] != "MACE" else None,
-                "atomic_inter_shift": SCALE_SHIFT[1] if spec["model"] != "MACE" else None,
-                "perturbation": f"every parameter += {PERTURBATION} * randn (seed + 1000)",
+                "heads": heads,
+                "atomic_energies": e0.tolist(),
+                "atomic_inter_scale": scale if spec["model"] != "MACE" else None,
+                "atomic_inter_shift": shift if spec["model"] != "MACE" else None,
+                "perturbation": f"every parameter += {spec.get('perturbation', PERTURBATION)} "
+                "* randn (seed + 1000)",
             },
             "constructor": constructor_record(model),
             "pickle_globals": pickle_globals(model_path),
@@ -496,11 +600,24 @@ def main() -> None:
         structures = structures_for(elements, spec["seed"])
         if spec.get("pair_repulsion"):
             structures["short_contact"] = short_contact()
+        # MACECalculator without head= answers with the head named "default" (any case) and
+        # refuses a multi-head model without one (MH-1): its results are under "heads" only
+        has_default = len(heads) == 1 or any(h.lower() == "default" for h in heads)
         for label, atoms in structures.items():
-            reference["structures"][label] = {
-                "atoms": atoms_record(atoms),
-                "float64": evaluate(model_path, atoms, "float64"),
-                "float32": evaluate(model_path, atoms, "float32"),
+            reference["structures"][label] = {"atoms": atoms_record(atoms)}
+            if has_default:
+                reference["structures"][label]["float64"] = evaluate(model_path, atoms, "float64")
+                reference["structures"][label]["float32"] = evaluate(model_path, atoms, "float32")
+        if len(heads) > 1:  # "structures" holds the default head's results; here every head's
+            reference["heads"] = {
+                head: {
+                    label: {
+                        dtype: evaluate(model_path, atoms, dtype, head, heads.index(head))
+                        for dtype in ("float64", "float32")
+                    }
+                    for label, atoms in structures.items()
+                }
+                for head in heads
             }
         json_path = OUT_DIR / f"reference_{name}.json"
         json_path.write_text(json.dumps(reference, indent=1) + "\n")

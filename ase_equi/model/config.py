@@ -40,6 +40,12 @@ OPTIONAL_FIELDS: dict[str, Any] = {
     "pair_repulsion": False,
     "distance_transform": None,
     "heads": (),
+    "nonlinear_interaction": False,
+    "edge_channels": None,
+    "edge_irreps_first": False,
+    "agnostic_product": False,
+    "apply_cutoff": True,
+    "wigner_float32": False,
 }
 MAX_HEADS = 64
 INT_FIELDS = (
@@ -137,8 +143,29 @@ class ModelConfig:
         (:class:`~ase_equi.model.mace.MaceModel` ``active_head`` picks one): e.g. a parent's
         level of theory and a fine-tuned one.
 
-    The last four are written by :meth:`to_dict` only when they differ from their defaults, so
-    the header (and its hash) of every model without them stays as it was.
+    nonlinear_interaction:
+        Every layer is the residual non-linear block of MACE-MH-0 / MH-1
+        (:mod:`~ase_equi.model.nonlinear_interaction`): element-aware radial MLP with LayerNorm,
+        learned density normalisation, gated non-linearity, element-independent self-connection.
+    edge_channels:
+        ``None``, or the multiplicity E of the reduced edge irreps the non-linear block's tensor
+        product runs on (``E × (0e + 1o + …)`` up to ``max_L``; MACE's ``edge_irreps``).
+    edge_irreps_first:
+        The first layer's tensor product also runs on ``E x 0e`` (MACE's
+        ``use_edge_irreps_first``); otherwise on its ``channels x 0e`` input.
+    agnostic_product:
+        One set of symmetric-contraction weights for all elements (MACE's
+        ``use_agnostic_product``).
+    apply_cutoff:
+        True: the envelope multiplies the Bessel features; False (MACE-MH): it multiplies the
+        non-linear block's tensor-product weights and density terms instead.
+    wigner_float32:
+        The message tensor products use Wigner 3j symbols rounded to float32, as a MACE file
+        stored in float32 carries them (an imported file's own constants, like its coupling
+        tensors; see :class:`~ase_equi.model.tensor_product.ChannelwiseTensorProduct`).
+
+    These and the four above are written by :meth:`to_dict` only when they differ from their
+    defaults, so the header (and its hash) of every model without them stays as it was.
 
     Examples
     --------
@@ -175,6 +202,12 @@ class ModelConfig:
     pair_repulsion: bool = False
     distance_transform: str | None = None
     heads: tuple[str, ...] = ()
+    nonlinear_interaction: bool = False
+    edge_channels: int | None = None
+    edge_irreps_first: bool = False
+    agnostic_product: bool = False
+    apply_cutoff: bool = True
+    wigner_float32: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -192,7 +225,15 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.residual_first must be true or false, got {self.residual_first!r}"
             )
-        for name in ("density_normalisation", "pair_repulsion"):
+        for name in (
+            "density_normalisation",
+            "pair_repulsion",
+            "nonlinear_interaction",
+            "edge_irreps_first",
+            "agnostic_product",
+            "apply_cutoff",
+            "wigner_float32",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"ModelConfig.{name} must be true or false, got {getattr(self, name)!r}"
@@ -273,6 +314,34 @@ class ModelConfig:
             )
         if not self.avg_num_neighbors > 0:
             raise ValueError("ModelConfig.avg_num_neighbors must be positive")
+        self._check_nonlinear_options()
+
+    def _check_nonlinear_options(self) -> None:
+        """The options of the residual non-linear block (MACE-MH) go with that block only."""
+        if self.edge_channels is not None:
+            _check_int("edge_channels", self.edge_channels)
+            if not 1 <= self.edge_channels <= BOUNDS["channels"][1]:
+                raise ValueError(
+                    f"ModelConfig.edge_channels = {self.edge_channels} is outside the supported "
+                    f"range 1..{BOUNDS['channels'][1]:g}"
+                )
+        needs_block = {
+            "edge_channels": self.edge_channels is not None,
+            "apply_cutoff": not self.apply_cutoff,
+        }
+        for name, used in needs_block.items():
+            if used and not self.nonlinear_interaction:
+                raise ValueError(
+                    f"ModelConfig.{name} = {getattr(self, name)!r} needs "
+                    "nonlinear_interaction=True (only that block implements it)"
+                )
+        if self.edge_irreps_first and self.edge_channels is None:
+            raise ValueError("ModelConfig.edge_irreps_first needs edge_channels")
+        if self.nonlinear_interaction and (self.density_normalisation or not self.residual_first):
+            raise ValueError(
+                "ModelConfig.nonlinear_interaction replaces every layer's block: it excludes "
+                "density_normalisation and needs residual_first=True"
+            )
 
     @property
     def hidden_irreps(self) -> str:

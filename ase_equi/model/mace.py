@@ -25,11 +25,13 @@ from ..graph.layout import ElementGroups, NeighbourLayout
 from .config import ModelConfig
 from .density_interaction import DensityInteractionBlock
 from .distance_transform import AgnesiTransform
-from .interaction import InteractionBlock
+from .interaction import InteractionBlock, channelwise_instructions
+from .nonlinear_interaction import NonLinearInteractionBlock
 from .product import ProductBasis
 from .radial import RadialEmbedding
 from .readout import make_readouts
 from .spherical import edge_spherical_harmonics
+from .tensor_product import ChannelwiseTensorProduct
 from .zbl import ZBLRepulsion
 
 
@@ -42,6 +44,64 @@ class ElementEmbedding(torch.nn.Module):
 
     def forward(self, node_onehot: torch.Tensor) -> torch.Tensor:
         return self.linear(node_onehot)
+
+
+def interaction_block(
+    config: ModelConfig,
+    t: int,
+    node_irreps: o3.Irreps,
+    out_irreps: o3.Irreps,
+    sh_irreps: o3.Irreps,
+    message_irreps: o3.Irreps,
+) -> torch.nn.Module:
+    """Layer ``t``'s interaction block, of the family the config names."""
+    block = _block(config, t, node_irreps, out_irreps, sh_irreps, message_irreps)
+    if config.wigner_float32:  # the same tensor product with the file's rounded symbols
+        tp = cast("ChannelwiseTensorProduct", block.conv_tp)
+        mid, instructions = channelwise_instructions(tp.irreps_nodes, sh_irreps, message_irreps)
+        block.conv_tp = ChannelwiseTensorProduct(
+            tp.irreps_nodes, sh_irreps, mid, instructions, wigner_float32=True
+        )
+    return block
+
+
+def _block(
+    config: ModelConfig,
+    t: int,
+    node_irreps: o3.Irreps,
+    out_irreps: o3.Irreps,
+    sh_irreps: o3.Irreps,
+    message_irreps: o3.Irreps,
+) -> torch.nn.Module:
+    num_elements = len(config.elements)
+    if config.nonlinear_interaction:
+        edge_irreps = node_irreps  # MACE's default: the tensor product sees h itself
+        if config.edge_channels is not None and (t > 0 or config.edge_irreps_first):
+            ells = range(config.max_L + 1) if t > 0 else range(1)
+            edge_irreps = o3.Irreps([(config.edge_channels, (l, (-1) ** l)) for l in ells])
+        return NonLinearInteractionBlock(
+            node_irreps,
+            edge_irreps,
+            sh_irreps,
+            config.num_bessel,
+            message_irreps,
+            out_irreps,
+            num_elements,
+            config.radial_mlp,
+            apply_cutoff=config.apply_cutoff,
+        )
+    block = DensityInteractionBlock if config.density_normalisation else InteractionBlock
+    return block(
+        node_irreps,
+        sh_irreps,
+        config.num_bessel,
+        message_irreps,
+        out_irreps,
+        num_elements,
+        config.avg_num_neighbors,
+        config.radial_mlp,
+        residual=config.residual_first or t > 0,
+    )
 
 
 class MaceModel(torch.nn.Module):
@@ -92,7 +152,6 @@ class MaceModel(torch.nn.Module):
         self.radial_embedding = RadialEmbedding(config.r_max, config.num_bessel, config.envelope_p)
         self.spherical_harmonics = edge_spherical_harmonics(config.max_ell)
         self._add_pair_terms(config)
-        block = DensityInteractionBlock if config.density_normalisation else InteractionBlock
 
         self.interactions = torch.nn.ModuleList()
         self.products = torch.nn.ModuleList()
@@ -104,24 +163,14 @@ class MaceModel(torch.nn.Module):
             out_irreps = scalars if last else hidden
             residual = config.residual_first or t > 0
             self.interactions.append(
-                block(
-                    node_irreps,
-                    sh_irreps,
-                    config.num_bessel,
-                    message_irreps,
-                    out_irreps,
-                    num_elements,
-                    config.avg_num_neighbors,
-                    config.radial_mlp,
-                    residual=residual,
-                )
+                interaction_block(config, t, node_irreps, out_irreps, sh_irreps, message_irreps)
             )
             self.products.append(
                 ProductBasis(
                     message_irreps,
                     out_irreps,
                     cast("tuple[int, ...]", config.correlation)[t],  # a tuple once validated
-                    num_elements,
+                    1 if config.agnostic_product else num_elements,
                     use_sc=residual,
                     init_coupling=init_coupling,
                 )
@@ -244,7 +293,12 @@ class MaceModel(torch.nn.Module):
             basis_lengths = self.distance_transform(
                 edge_lengths, numbers[senders], numbers[receivers]
             )
-        edge_radial = self.radial_embedding(edge_lengths, basis_lengths)  # [n_edges, num_bessel]
+        if self.config.apply_cutoff:
+            edge_radial = self.radial_embedding(edge_lengths, basis_lengths)  # [n_edges, B]
+        else:  # the envelope multiplies the non-linear blocks' outputs instead
+            edge_radial = self.radial_embedding.bessel(
+                edge_lengths if basis_lengths is None else basis_lengths
+            )
 
         h = self.node_embedding(onehot)
         # per receiver, in padded slots: shared by all layers, and the small edge features are
@@ -254,6 +308,15 @@ class MaceModel(torch.nn.Module):
         if groups is None:
             groups = ElementGroups(element_index)
         edge_sh, edge_radial = layout.pad(edge_sh), layout.pad(edge_radial)
+        extra = {}
+        if self.config.nonlinear_interaction:  # envelope (or 1) per slot, 0 in empty slots
+            cutoff = self.radial_embedding.envelope(edge_lengths)
+            extra["edge_cutoff"] = layout.pad(
+                torch.ones_like(cutoff) if self.config.apply_cutoff else cutoff
+            )
+        product_groups = groups
+        if self.config.agnostic_product:  # one weight set: every node in one group
+            product_groups = ElementGroups(element_index.new_zeros(1))
         chunk = self.chunk_nodes(
             element_index.shape[0], layout.max_neighbours, max_chunk_bytes, edge_vectors.dtype
         )
@@ -267,8 +330,10 @@ class MaceModel(torch.nn.Module):
         for interaction, product, readout in zip(
             self.interactions, self.products, readouts, strict=True
         ):
-            messages, sc = interaction(onehot, h, edge_sh, edge_radial, layout, chunk_nodes=chunk)
-            h = product(messages, sc, groups, chunk_nodes=chunk)
+            messages, sc = interaction(
+                onehot, h, edge_sh, edge_radial, layout, chunk_nodes=chunk, **extra
+            )
+            h = product(messages, sc, product_groups, chunk_nodes=chunk)
             readout_energy = readout_energy + readout(h)
 
         e0, scale, shift = self.reference_energies, self.scale, self.shift

@@ -39,6 +39,10 @@ class ChannelwiseTensorProduct(torch.nn.Module):
     instructions:
         ``(i_node, i_edge, i_out, "uvu", True)`` tuples ordered by output block; the weight
         vector of an edge holds C weights per instruction, in this order (e3nn's weight layout).
+    wigner_float32:
+        Use the Wigner 3j symbols of the paths with l₁, l₂, l₃ ≥ 1 rounded to float32, as a
+        MACE file stored in float32 carries them (mace-torch computes with those, also in
+        float64; e3nn needs no symbol for a path with an l = 0). Default: exact (float64).
 
     Notes
     -----
@@ -64,8 +68,11 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         irreps_edges: o3.Irreps,
         irreps_mid: o3.Irreps,
         instructions: list[tuple[int, int, int, str, bool]],
+        *,
+        wigner_float32: bool = False,
     ) -> None:
         super().__init__()
+        self.wigner_float32 = wigner_float32
         self.irreps_nodes, self.irreps_edges = o3.Irreps(irreps_nodes), o3.Irreps(irreps_edges)
         self.irreps_mid = o3.Irreps(irreps_mid)
         self.channels = self.irreps_nodes[0].mul
@@ -133,6 +140,8 @@ class ChannelwiseTensorProduct(torch.nn.Module):
                 ir2, ir3 = self.irreps_edges[i_edge].ir, self.irreps_mid[i_out].ir
                 alpha = math.sqrt(ir3.dim / paths_into[i_out])
                 c = o3.wigner_3j(ir1.l, ir2.l, ir3.l, dtype=torch.float64)  # [d1, d2, d3]
+                if self.wigner_float32 and min(ir1.l, ir2.l, ir3.l) > 0:
+                    c = c.float().double()
                 rows = slice(edge_offsets[i_edge], edge_offsets[i_edge + 1])
                 g[rows, :, k : k + d3] = alpha * c.permute(1, 0, 2)
                 k += d3

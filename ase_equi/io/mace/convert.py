@@ -48,37 +48,26 @@ from ...model.config import ModelConfig
 from ...model.mace import MaceModel
 from ...model.product import fold_symmetric
 from ..model_file import LoadedModel, build_from_state_dict
+from .nonlinear_support import nonlinear_fields
 from .objects import PickledModule
+from .pair_terms import PAIR_TERM_TENSORS, pair_terms
 from .reader import read_mace_model, state_dict
 from .support import (
     DENSITY_BLOCKS,
+    NON_LINEAR,
     RESIDUAL_BLOCKS,
     check_supported,
     module_attribute,
     refuse_feature,
     submodule,
 )
+from .support import named_scalar as _scalar
+from .support import named_tensor as _tensor
+from .wigner import wigner_float32
 
 __all__ = ["UnsupportedMaceFeature", "load_mace_model", "mace_heads", "mace_to_ase_equi"]
 
 log = logging.getLogger(__name__)
-
-
-def _tensor(sd: dict[str, torch.Tensor], key: str, path: str) -> torch.Tensor:
-    """``sd[key]``, or a :class:`ModelFileError` naming the missing tensor."""
-    try:
-        return sd[key]
-    except KeyError:
-        raise ModelFileError(
-            f"{path}: the MACE model has no tensor {key!r}; the file is not a complete MACE model"
-        ) from None
-
-
-def _scalar(sd: dict[str, torch.Tensor], key: str, path: str) -> float:
-    value = _tensor(sd, key, path)
-    if value.numel() != 1:
-        raise ModelFileError(f"{path}: {key} should hold one number, it holds {value.numel()}")
-    return value.item()
 
 
 MAX_HEADS = 64
@@ -94,9 +83,17 @@ def mace_heads(root: PickledModule) -> list[str]:
 
 def _pick_head(heads: list[str], head: str | None, path: str) -> int:
     if head is None:
-        # As MACE: a model trained with several heads answers with its 'Default' head when it
-        # has one, otherwise its first head.
-        return heads.index("Default") if "Default" in heads else 0
+        # As MACE's calculator: one head, or the head named "default" (any case); a model with
+        # several heads and no default one (MACE-MH-1) needs the head named
+        if len(heads) == 1:
+            return 0
+        defaults = [i for i, h in enumerate(heads) if h.lower() == "default"]
+        if len(defaults) != 1:
+            raise ValueError(
+                f"{path} has no head named 'Default' among its heads {heads}: give one with "
+                "head=..."
+            )
+        return defaults[0]
     if head not in heads:
         raise ValueError(f"{path} has no head {head!r}; its heads are {heads}")
     return heads.index(head)
@@ -250,68 +247,34 @@ def _architecture(
     )
     if hidden is not None and "0o" in str(hidden):
         refuse_feature("odd-parity scalars in the hidden irreps", path)
-    mlp_layers = sorted(k for k in sd if k.startswith("interactions.0.conv_tp_weights.layer"))
+    nonlinear = first.class_path == NON_LINEAR
+    prefix = "interactions.0.conv_tp_weights." + ("net." if nonlinear else "layer")
+    mlp_layers = sorted(
+        (k for k in sd if k.startswith(prefix) and k.endswith(".weight") and sd[k].dim() == 2),
+        key=lambda k: int(k.removeprefix(prefix).split(".")[0]),
+    )
     last = str(num_interactions - 1)
     readout_mask = _tensor(sd, f"readouts.{last}.linear_1.output_mask", path)
+    channels = sd["node_embedding.linear.output_mask"].numel()
+    max_l = len(contractions.children) - 1
+    widths = [sd[k].shape[0 if nonlinear else 1] for k in mlp_layers[:-1]]
     return {
         "max_ell": math.isqrt(coupling_dim) - 1,
-        "channels": sd["node_embedding.linear.output_mask"].numel(),
-        "max_L": len(contractions.children) - 1,
+        "channels": channels,
+        "max_L": max_l,
         "num_interactions": num_interactions,
         "correlation": tuple(correlation),
-        "radial_mlp": tuple(sd[k].shape[1] for k in mlp_layers[:-1]),
+        "radial_mlp": tuple(widths),
         "readout_hidden": readout_mask.numel() // n_heads,
         "avg_num_neighbors": float(
             module_attribute(first, "avg_num_neighbors", path, "interactions.0")
         ),
-        "residual_first": first.class_path in RESIDUAL_BLOCKS,
+        "residual_first": first.class_path in RESIDUAL_BLOCKS or nonlinear,
         "density_normalisation": first.class_path in DENSITY_BLOCKS,
-        **_pair_terms(root, sd, path),
+        **nonlinear_fields(root, interactions, path, channels, max_l),
+        "wigner_float32": wigner_float32(sd, path),
+        **pair_terms(root, sd, path),
     }
-
-
-#: MACE buffer → ours, for the ZBL repulsion and the Agnesi transform
-PAIR_TERM_TENSORS = {
-    "pair_repulsion_fn.c": "pair_repulsion.coefficients",
-    "pair_repulsion_fn.a_exp": "pair_repulsion.a_exp",
-    "pair_repulsion_fn.a_prefactor": "pair_repulsion.a_prefactor",
-    "pair_repulsion_fn.covalent_radii": "pair_repulsion.covalent_radii",
-    "radial_embedding.distance_transform.q": "distance_transform.q",
-    "radial_embedding.distance_transform.p": "distance_transform.p",
-    "radial_embedding.distance_transform.a": "distance_transform.a",
-    "radial_embedding.distance_transform.covalent_radii": "distance_transform.covalent_radii",
-}
-PAIR_TERM_SHAPES = {"c": (4,), "covalent_radii": (119,)}  # the others are scalars
-
-
-def _pair_terms(root: PickledModule, sd: dict[str, torch.Tensor], path: str) -> dict[str, Any]:
-    """``pair_repulsion`` and ``distance_transform`` of the config, after checking that the
-    file's constants have the shapes we read (4 screening coefficients, 119 covalent radii,
-    scalars) and that the ZBL envelope has the radial cutoff's order (our one ``envelope_p``)."""
-    zbl = "pair_repulsion_fn" in root.children
-    agnesi = "distance_transform" in submodule(root, "radial_embedding", path).children
-    for key in PAIR_TERM_TENSORS:
-        if (
-            key.startswith("pair_repulsion_fn.")
-            and not zbl
-            or key.startswith("radial")
-            and not agnesi
-        ):
-            continue
-        shape = PAIR_TERM_SHAPES.get(key.rsplit(".", 1)[-1], ())
-        if tuple(_tensor(sd, key, path).shape) != shape:
-            raise ModelFileError(
-                f"{path}: {key} has shape {list(sd[key].shape)}, expected {list(shape)}"
-            )
-    if zbl:
-        p_zbl = _scalar(sd, "pair_repulsion_fn.p", path)
-        p_cut = _scalar(sd, "radial_embedding.cutoff_fn.p", path)
-        if p_zbl != p_cut:
-            refuse_feature(
-                f"a ZBL envelope of order {p_zbl:g} different from the radial cutoff's {p_cut:g}",
-                path,
-            )
-    return {"pair_repulsion": zbl, "distance_transform": "Agnesi" if agnesi else None}
 
 
 def _rename(
@@ -332,7 +295,7 @@ def _rename(
         if key.startswith("node_embedding.") or (parts[0] == "products" and parts[2] == "linear"):
             out[key] = value
         elif parts[0] == "interactions":
-            if "_compiled_" in key or parts[2] == "conv_tp":
+            if "_compiled_" in key or parts[2] in ("conv_tp", "equivariant_nonlin"):
                 continue  # e3nn constants (Wigner 3j, masks): ours are exact, not read
             if parts[2] == "conv_tp_weights":
                 parts[2] = "radial_mlp"
@@ -379,8 +342,9 @@ def _readout_head(
             -1
         )
     # linear_2: [H·16, H] → [16, 1]; e3nn normalises by 1/sqrt(fan-in): H·16 there, 16 here
+    # (in float64: a float32 file's weights divided in float32 would be rounded again)
     w = value.reshape(n_heads * hidden, n_heads)[head * hidden : (head + 1) * hidden, head]
-    return (w / math.sqrt(n_heads)).contiguous()
+    return (w.to(torch.float64) / math.sqrt(n_heads)).contiguous()
 
 
 def load_mace_model(

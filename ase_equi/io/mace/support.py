@@ -10,14 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ...errors import ModelFileError, UnsupportedMaceFeature
 from .objects import PickledModule
 
 __all__ = [
     "DENSITY_BLOCKS",
+    "NON_LINEAR",
     "RESIDUAL_BLOCKS",
     "check_supported",
     "module_attribute",
+    "named_scalar",
+    "named_tensor",
     "refuse_feature",
     "submodule",
 ]
@@ -27,6 +32,7 @@ RESIDUAL = "mace.modules.blocks.RealAgnosticResidualInteractionBlock"
 NON_RESIDUAL = "mace.modules.blocks.RealAgnosticInteractionBlock"
 DENSITY_RESIDUAL = "mace.modules.blocks.RealAgnosticDensityResidualInteractionBlock"
 DENSITY = "mace.modules.blocks.RealAgnosticDensityInteractionBlock"
+NON_LINEAR = "mace.modules.blocks.RealAgnosticResidualNonLinearInteractionBlock"
 RESIDUAL_BLOCKS = (RESIDUAL, DENSITY_RESIDUAL)
 DENSITY_BLOCKS = (DENSITY, DENSITY_RESIDUAL)
 
@@ -43,6 +49,24 @@ def refuse_feature(feature: str, path: str) -> None:
     raise UnsupportedMaceFeature(
         f"{path}: uses {feature}, which ase_equi does not support; nothing was loaded"
     )
+
+
+def named_tensor(sd: dict[str, torch.Tensor], key: str, path: str) -> torch.Tensor:
+    """``sd[key]``, or a :class:`ModelFileError` naming the missing tensor."""
+    try:
+        return sd[key]
+    except KeyError:
+        raise ModelFileError(
+            f"{path}: the MACE model has no tensor {key!r}; the file is not a complete MACE model"
+        ) from None
+
+
+def named_scalar(sd: dict[str, torch.Tensor], key: str, path: str) -> float:
+    """The one number ``sd[key]`` holds, or a :class:`ModelFileError` naming the tensor."""
+    value = named_tensor(sd, key, path)
+    if value.numel() != 1:
+        raise ModelFileError(f"{path}: {key} should hold one number, it holds {value.numel()}")
+    return value.item()
 
 
 def submodule(module: PickledModule, name: str, path: str, where: str = "the MACE model") -> Any:
@@ -85,6 +109,8 @@ def _check_interactions(interactions: dict[str, PickledModule], path: str) -> No
     for t, block in interactions.items():
         # one family for all layers: (non-)residual first, residual after
         family = (DENSITY, DENSITY_RESIDUAL) if density else (NON_RESIDUAL, RESIDUAL)
+        if interactions["0"].class_path == NON_LINEAR:
+            family = (NON_LINEAR, NON_LINEAR)
         allowed = family if t == "0" else family[1:]
         if block.class_path not in allowed:
             kind = block.class_path.rsplit(".", 1)[-1]
@@ -109,14 +135,22 @@ def check_supported(root: PickledModule, path: str) -> None:
     attrs = root.attributes
     if attrs.get("use_so3"):
         refuse_feature("SO(3) (parity-free) spherical harmonics (use_so3=True)", path)
-    if attrs.get("use_agnostic_product"):
-        refuse_feature("element-agnostic products (use_agnostic_product=True)", path)
     if attrs.get("use_last_readout_only"):
         refuse_feature("a readout on the last layer only (use_last_readout_only=True)", path)
-    if attrs.get("apply_cutoff") is False:
-        refuse_feature("a cutoff applied to the radial MLP output (apply_cutoff=False)", path)
-    if attrs.get("edge_irreps") not in (None, "None"):
-        refuse_feature(f"reduced edge irreps (edge_irreps={attrs.get('edge_irreps')})", path)
+    first = submodule(submodule(root, "interactions", path), "0", path, "interactions")
+    if first.class_path != NON_LINEAR:  # MACE-MH's options, read with its block only
+        if attrs.get("apply_cutoff") is False:
+            refuse_feature(
+                "the cutoff on the tensor-product weights (apply_cutoff=False) with the "
+                f"interaction block {first.class_path.rsplit('.', 1)[-1]}",
+                path,
+            )
+        if attrs.get("edge_irreps") not in (None, "None"):
+            refuse_feature(
+                f"reduced edge irreps (edge_irreps={attrs.get('edge_irreps')}) with the "
+                f"interaction block {first.class_path.rsplit('.', 1)[-1]}",
+                path,
+            )
     radial = submodule(root, "radial_embedding", path)
     _check_pair_terms(root, radial, path)
     basis = submodule(radial, "bessel_fn", path, "radial_embedding").class_path
@@ -133,6 +167,11 @@ def check_supported(root: PickledModule, path: str) -> None:
             f"{path}: interactions should be numbered 0, 1, ...; found {list(interactions)[:10]}"
         )
     _check_interactions(interactions, path)
+    from .nonlinear_support import check_nonlinear_block  # it uses this module's helpers
+
+    for t, block in interactions.items():
+        if block.class_path == NON_LINEAR:
+            check_nonlinear_block(block, path, f"interactions.{t}")
     for t, readout in submodule(root, "readouts", path).children.items():
         kind = readout.class_path.rsplit(".", 1)[-1]
         if kind not in ("LinearReadoutBlock", "NonLinearReadoutBlock"):

@@ -51,6 +51,7 @@ _ACTIVATIONS = frozenset(
         "torch.tanh",
         "torch.abs",
         "torch.sigmoid",
+        "torch.nn.functional.sigmoid",  # the gates of MACE-MH's non-linear interaction block
         "torch.nn.functional.tanh",
     }
 )

@@ -18,9 +18,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
 from ase.calculators.fd import calculate_numerical_forces
-from mace_data import DATA, NAMES, model_file, reference
+from mace_data import (
+    DATA,
+    SINGLE_HEAD_NAMES,
+    atoms_from_record,
+    compare_with_reference,
+    model_file,
+    reference,
+)
 
 from ase_equi import EquivariantCalculator, load_model
 from ase_equi.cli import main as cli_main
@@ -31,46 +37,11 @@ TOL = {"float64": 1e-8, "float32": 1e-5}
 STRESS_TOL = {"float64": 1e-9, "float32": 1e-5}  # eV/Å³
 
 
-def _atoms(record: dict) -> Atoms:
-    return Atoms(
-        numbers=record["numbers"],
-        positions=record["positions"],
-        cell=record["cell"],
-        pbc=record["pbc"],
-    )
-
-
-def _compare(calc, ref_structures: dict, dtype: str) -> dict[str, float]:
-    worst = {"energy": 0.0, "forces": 0.0, "energies": 0.0, "stress": 0.0}
-    for record in ref_structures.values():
-        atoms = _atoms(record["atoms"])
-        atoms.calc = calc
-        ref = record[dtype]
-        bulk = bool(atoms.pbc.all())
-        if bulk:
-            stress = atoms.get_stress()  # asked first: one pass gives everything
-            worst["stress"] = max(worst["stress"], np.abs(stress - ref["stress"]).max())
-        n = len(atoms)
-        worst["energy"] = max(
-            worst["energy"], abs(atoms.get_potential_energy() - ref["energy"]) / n
-        )
-        # float32 resolves forces to ~6e-8 of their size in either code: above 1 eV/Å (the
-        # ZBL short contact reaches 62 eV/Å) its tolerance is relative to the largest force
-        size = max(1.0, float(np.abs(ref["forces"]).max())) if dtype == "float32" else 1.0
-        deviation = np.abs(atoms.get_forces() - ref["forces"]).max() / size
-        worst["forces"] = max(worst["forces"], deviation)
-        worst["energies"] = max(
-            worst["energies"], np.abs(atoms.get_potential_energies() - ref["energies"]).max()
-        )
-        assert atoms.get_potential_energy() == pytest.approx(atoms.get_potential_energies().sum())
-    return worst
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", SINGLE_HEAD_NAMES)
 def test_reproduces_mace_torch(name, dtype):
     calc = EquivariantCalculator(str(model_file(name)), dtype=dtype)
-    worst = _compare(calc, reference(name)["structures"], dtype)
+    worst = compare_with_reference(calc, reference(name)["structures"], dtype)
     print(f"{name} {dtype} worst deviations: {worst}")
     for key, value in worst.items():
         limit = STRESS_TOL[dtype] if key == "stress" else TOL[dtype]
@@ -84,7 +55,7 @@ def test_converted_safe_file_gives_the_same_numbers(tmp_path, name):
     direct = EquivariantCalculator(str(model_file(name)))
     converted = EquivariantCalculator(str(out) + ".json")
     for record in reference(name)["structures"].values():
-        a, b = _atoms(record["atoms"]), _atoms(record["atoms"])
+        a, b = atoms_from_record(record["atoms"]), atoms_from_record(record["atoms"])
         a.calc, b.calc = direct, converted
         assert a.get_potential_energy() == b.get_potential_energy()
         np.testing.assert_array_equal(a.get_forces(), b.get_forces())
@@ -132,7 +103,7 @@ def test_mpa0_short_contact_forces_equal_finite_differences():
     """MPA-0 architecture (density blocks, ZBL, Agnesi) at O-H 0.52 Å and H-H 0.47 Å, where the
     ZBL envelope and the Agnesi transform both act: forces are -dE/dr."""
     record = reference("mpa0_medium")["structures"]["short_contact"]
-    atoms = _atoms(record["atoms"])
+    atoms = atoms_from_record(record["atoms"])
     atoms.calc = EquivariantCalculator(str(model_file("mpa0_medium")))
     forces = atoms.get_forces()
     assert np.abs(forces).max() > 10.0  # the repulsion dominates at these contacts
@@ -148,7 +119,7 @@ def test_multihead_model_each_head_matches_mace(tmp_path):
     path.write_bytes(lzma.decompress((DATA / "multihead.model.xz").read_bytes()))
     for head in ("Default", "pbe"):
         loaded = load_mace_model(path, head=head)
-        atoms = _atoms(ref["atoms"])
+        atoms = atoms_from_record(ref["atoms"])
         atoms.calc = EquivariantCalculator(loaded)
         n = len(atoms)
         stress = atoms.get_stress()
