@@ -24,13 +24,13 @@ from ase_equi.training.replay import select_replay
 
 
 def test_parent_head_unchanged_when_the_shared_layers_are_frozen(parent, tmp_path):  # noqa: F811
-    frames = read_frames(_shifted(emt_structures(8, seed=31), {13: 0.2, 29: -0.1}, 1.2))
+    frames = read_frames(_shifted(emt_structures(6, seed=31), {13: 0.2, 29: -0.1}, 1.2))
     probe = read_frames(emt_structures(4, seed=33))
     result = finetune(
         parent,
         frames,
         out=tmp_path / "ft",
-        epochs=2,
+        epochs=1,
         lr=1e-2,
         replay_data=None,
         freeze=("embedding", "interactions", "products"),
@@ -120,31 +120,28 @@ def test_eos_of_a_volume_scan_matches_emt():
     )
 
 
-def test_level_of_theory_is_asked_or_read_from_info(parent, tmp_path):  # noqa: F811
-    images = _shifted(emt_structures(6, seed=39), {13: 0.0, 29: 0.0}, 1.0)
+def test_level_of_theory_is_asked_or_read_from_info_and_cli_replay_selection(
+    parent,  # noqa: F811
+    tmp_path,
+    capsys,
+):
+    images = _shifted(emt_structures(6, seed=43), {13: 0.1, 29: 0.1}, 1.05)
     with pytest.raises(ValueError, match="level of theory of the new data is not stated"):
         finetune(parent, images, out=tmp_path / "a", epochs=1, **FAST)
     for atoms in images:
         atoms.info["level_of_theory"] = "EMT (info)"
-    path = tmp_path / "new.xyz"
-    ase.io.write(path, images)
-    result = finetune(parent, str(path), out=tmp_path / "b", epochs=1, verbose=False, **FAST)
-    assert load_model(result.model_path).card["level_of_theory"] == "EMT (info)"
-    assert result.report["replay"]["labels"] == "the parent's predictions"  # not a zoo parent
-
-
-def test_cli_replay_selection(parent, tmp_path, capsys):  # noqa: F811
-    replay = tmp_path / "replay.xyz"
-    images = emt_structures(6, seed=41)
-    for k, atoms in enumerate(images):
-        atoms.info["config_type"] = "bulk" if k % 2 else "md"
-    ase.io.write(replay, images)
     data = tmp_path / "new.xyz"
-    ase.io.write(data, _shifted(emt_structures(6, seed=43), {13: 0.1, 29: 0.1}, 1.05))
+    ase.io.write(data, images)
+    replay = tmp_path / "replay.xyz"
+    parent_data = emt_structures(6, seed=41)
+    for k, atoms in enumerate(parent_data):
+        atoms.info["config_type"] = "bulk" if k % 2 else "md"
+    ase.io.write(replay, parent_data)
     args = ["finetune", "--from", str(parent), "--data", str(data), "--out", str(tmp_path / "r")]
-    args += ["--epochs", "1", "--batch-size", "2", "--plots", "false", "--level-of-theory", "x"]
+    args += ["--epochs", "1", "--batch-size", "2", "--plots", "false", "--name", "mine"]
     args += ["--replay-data", str(replay), "--replay-elements", "Al,Cu"]
     args += ["--replay-config-types", "bulk", "--replay-count", "2"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "'count': 2" in out and "'config_types': ['bulk']" in out
+    assert load_model(tmp_path / "r" / "mine.json").card["level_of_theory"] == "EMT (info)"
