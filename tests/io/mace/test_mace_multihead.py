@@ -34,7 +34,11 @@ from mace_data import (
 
 from ase_equi import EquivariantCalculator, load_model
 from ase_equi.cli import main as cli_main
+from ase_equi.errors import ModelFileError, UnsupportedMaceFeature
 from ase_equi.io.mace import load_mace_model
+from ase_equi.io.mace.objects import GlobalRef
+from ase_equi.io.mace.support import check_supported
+from ase_equi.io.mace.wigner import wigner_float32
 
 TOL = {"float64": 1e-8, "float32": 1e-5}
 STRESS_TOL = {"float64": 1e-9, "float32": 1e-5}  # eV/Å³
@@ -130,3 +134,65 @@ def test_import_mace_with_head_writes_our_format_and_reloads_equal(tmp_path):
         a.calc, b.calc = direct, converted
         assert a.get_potential_energy() == b.get_potential_energy()
         np.testing.assert_array_equal(a.get_forces(), b.get_forces())
+
+
+def _tree(name: str):
+    from ase_equi.io.mace.reader import read_mace_model
+
+    return read_mace_model(model_file(name))
+
+
+@pytest.mark.parametrize(
+    ("edit", "feature"),
+    [
+        (
+            lambda root: (
+                root.children["interactions"]
+                .children["1"]
+                .children["equivariant_nonlin"]
+                .attributes.update(_act_gate=GlobalRef("torch.tanh"))
+            ),
+            "gate activation torch.tanh",
+        ),
+        (
+            lambda root: (
+                root.children["interactions"]
+                .children["0"]
+                .children["density_fn"]
+                .children["net"]
+                .children["1"]
+                .attributes.update(eps=1e-6)
+            ),
+            "LayerNorm with eps=1e-06",
+        ),
+    ],
+)
+def test_other_variants_of_the_mh_block_are_refused_by_name(edit, feature):
+    """Edited copies of the MH-1 tree (no released model has them): refused, naming the part."""
+    root = _tree("mh1")
+    edit(root)
+    with pytest.raises(UnsupportedMaceFeature, match=feature):
+        check_supported(root, "edited.model")
+
+
+def test_mh_options_with_other_blocks_are_refused_by_name():
+    """MACE-MH's apply_cutoff=False and edge irreps are read with its block only: an MPA-0-type
+    tree given those attributes is refused, naming the option and the block."""
+    for attributes, feature in (
+        ({"apply_cutoff": False}, "apply_cutoff=False"),
+        ({"edge_irreps": "16x0e+16x1o"}, r"edge_irreps=16x0e\+16x1o"),
+    ):
+        root = _tree("mpa0_medium")
+        root.attributes.update(attributes)
+        with pytest.raises(UnsupportedMaceFeature, match=feature + ".*DensityInteractionBlock"):
+            check_supported(root, "edited.model")
+
+
+def test_a_wigner_block_that_is_not_e3nns_is_a_file_error():
+    from ase_equi.io.mace.reader import state_dict
+
+    sd = state_dict(_tree("mh1"))
+    key = next(k for k in sd if "._w3j_" in k)
+    sd[key] = sd[key] * 1.001
+    with pytest.raises(ModelFileError, match="not e3nn's Wigner 3j symbol"):
+        wigner_float32(sd, "edited.model")
