@@ -123,6 +123,8 @@ def pair_forces(
     pair_i = np.asarray(pair_i, dtype=np.int64)
     pair_j = np.asarray(pair_j, dtype=np.int64)
     rij = np.asarray(rij, dtype=np.float64).reshape(-1, 3)
+    if nlocal == 0:  # a rank whose sub-domain holds no atoms
+        return PairForces(np.zeros(0), 0.0, np.zeros((len(rij), 3)))
     tree = _spanning_tree(nlocal, ntotal, pair_i, pair_j, rij)
     used = np.flatnonzero(tree.reached)  # atoms placed: owned ones and ghosts in reach
     positions = _separate_clusters(tree.positions[used], tree.root[used], loaded.config.r_max)
@@ -140,7 +142,9 @@ def pair_forces(
         owned = torch.as_tensor(used < nlocal, device=device)
         node_energies = out["node_energies"]
         energy = node_energies[owned].sum()
-        (gradient,) = torch.autograd.grad(energy, x, allow_unused=True)
+        gradient = None
+        if energy.requires_grad:  # not when no atom has a neighbour
+            (gradient,) = torch.autograd.grad(energy, x, allow_unused=True)
     grad_all = np.zeros((ntotal, 3))
     if gradient is not None:
         grad_all[used] = gradient.detach().cpu().numpy().astype(np.float64)
@@ -188,7 +192,7 @@ def _spanning_tree(
     # one root per cluster of atoms joined by pairs: its first owned atom, placed at the origin
     owned_components, first_owned = np.unique(component[:nlocal], return_index=True)
     root = np.full(ntotal, -1, dtype=np.int64)
-    root_of_component = np.full(component.max() + 1, -1, dtype=np.int64)
+    root_of_component = np.full(ntotal, -1, dtype=np.int64)
     root_of_component[owned_components] = first_owned
     positions = np.zeros((ntotal, 3))
     reached = np.zeros(ntotal, dtype=bool)
@@ -320,9 +324,11 @@ class MliapUnified:
                 "model itself runs on the device given to export-lammps)"
             )
         result = pair_forces(self.loaded(), nlocal, data.elems, data.pair_i, data.pair_j, data.rij)
-        data.eatoms = result.eatoms
+        if nlocal:  # LAMMPS has no eatoms array for a rank without atoms
+            data.eatoms = result.eatoms
         data.energy = result.energy
-        data.update_pair_forces(result.fij)
+        if len(result.fij):  # LAMMPS's update_pair_forces indexes its first row
+            data.update_pair_forces(result.fij)
 
     def compute_descriptors(self, data: Any) -> None:
         """Part of the contract; the model has no separate descriptors."""

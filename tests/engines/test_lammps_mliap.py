@@ -162,6 +162,24 @@ def test_separate_clusters_and_a_lone_atom(model_path, tmp_path):
     assert abs(data.eatoms[-1] - alone.get_potential_energy()) < 1e-12
 
 
+def test_rank_without_atoms_or_without_pairs(model_path, tmp_path):
+    """A rank with no atoms sets energy 0 and touches neither eatoms nor the pair forces (LAMMPS
+    has no arrays to write there); one lone atom gets an isolated atom's energy."""
+    from ase import Atoms
+
+    unified = export_lammps(model_path, tmp_path / "m.pkl")
+    empty = FakeMliapData(0, np.zeros(0), [], [], np.zeros((0, 3)))
+    empty.update_pair_forces = None  # must not be called
+    unified.compute_forces(empty)
+    assert empty.energy == 0.0 and empty.eatoms is None
+    lone = FakeMliapData(1, np.zeros(1), [], [], np.zeros((0, 3)))
+    lone.update_pair_forces = None
+    unified.compute_forces(lone)
+    alone = Atoms("Al", calculator=EquivariantCalculator(str(model_path)))
+    assert abs(lone.energy - alone.get_potential_energy()) < 1e-12
+    assert lone.eatoms.shape == (1,) and lone.eatoms[0] == lone.energy
+
+
 def test_export_pickles_only_the_path_and_hash(model_path, tmp_path):
     """The file names no class but ours; the object holds no weights (361 bytes); LAMMPS's
     plain-pickle path (.pkl) and torch path (.pt) both give it back."""
