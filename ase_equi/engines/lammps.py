@@ -10,9 +10,10 @@ What LAMMPS gets, in its ``metal`` units (eV, Å, eV/Å) and its own order:
 
 - forces on each rank's local atoms, found by atom ID (``tag``) in the global arrays;
 - the global energy (eV) and the global virial W = −σ V (eV, LAMMPS order xx yy zz xy xz yz,
-  from ASE's stress σ in Voigt order xx yy zz yz xz xy), set on **every** rank: ``fix
-  external`` does not sum them over ranks (it keeps the value one rank set; checked by the
-  tests against serial runs);
+  from ASE's stress σ in Voigt order xx yy zz yz xz xy), the **full** values on **every**
+  rank: ``fix external`` does not sum them over ranks (measured with the PyPI wheel on 2
+  ranks setting different values: the potential energy is the value of the rank that prints,
+  the virial the mean over ranks), so a rank that set only its share would be wrong;
 - per-atom energies of the local atoms (``compute pe/atom`` reports them).
 
 The cost: the positions are gathered onto every rank each step (``gather_atoms``) and the
