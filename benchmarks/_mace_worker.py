@@ -6,8 +6,9 @@ One JSON request (first argument or stdin), one marked JSON result line on stdou
     Versions of python, torch, e3nn, mace-torch, ase, numpy (and the GPU name for ``cuda``).
 ``build``
     Build a random-weight ``ScaleShiftMACE`` (MACE-MP-0 recipe, residual interaction blocks,
-    seeded) for the request's ``spec`` and ``torch.save`` the whole module to ``out``, as MACE
-    writes ``.model`` files (stored in float64; each side converts to the dtype it runs in).
+    or the spec's blocks, ZBL and distance transform for MPA-0; seeded) for the request's
+    ``spec`` and ``torch.save`` the whole module to ``out``, as MACE writes ``.model`` files
+    (stored in float64; each side converts to the dtype it runs in).
 ``time``
     Load ``model`` with ``mace.calculators.MACECalculator`` and time MD-like calls on fcc Cu
     (see ``_bench_common.time_md_calls``). The data preparation alone is the calculator's own
@@ -59,14 +60,16 @@ def build(request: dict[str, Any]) -> dict[str, Any]:
     spec = request["spec"]
     torch.set_default_dtype(torch.float64)
     torch.manual_seed(spec["seed"])
-    residual = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    residual = "RealAgnosticResidualInteractionBlock"  # MACE-MP-0; MPA-0: density blocks
+    first = modules.interaction_classes[spec.get("interaction_first", residual)]
+    other = modules.interaction_classes[spec.get("interaction", residual)]
     model = modules.ScaleShiftMACE(
         r_max=spec["r_max"],
         num_bessel=spec["num_bessel"],
         num_polynomial_cutoff=spec["num_polynomial_cutoff"],
         max_ell=spec["max_ell"],
-        interaction_cls=residual,
-        interaction_cls_first=residual,
+        interaction_cls=other,
+        interaction_cls_first=first,
         num_interactions=spec["num_interactions"],
         num_elements=len(spec["atomic_numbers"]),
         hidden_irreps=o3.Irreps(spec["hidden_irreps"]),
@@ -79,6 +82,8 @@ def build(request: dict[str, Any]) -> dict[str, Any]:
         radial_MLP=spec["radial_MLP"],
         atomic_inter_scale=spec["atomic_inter_scale"],
         atomic_inter_shift=spec["atomic_inter_shift"],
+        pair_repulsion=spec.get("pair_repulsion", False),
+        distance_transform=spec.get("distance_transform", "None"),
     ).eval()
     tmp = request["out"] + ".part"
     torch.save(model, tmp)
