@@ -350,9 +350,10 @@ class EquivariantCalculator(Calculator):
             raise PropertyNotImplementedError("hessian of a committee is not implemented")
         graph = self.graph_source.update(atoms)
         extra: dict[str, Any] = {}
-        if spread:
+        if self.committee:  # the members' mean, and their spread once asked, in one pass
             factor, forces, stress = self.calibration, want_forces, want_stress
             out, extra = committee_pass(self.model, graph, forces, stress, factor, each)
+            extra = extra if spread else {}
         else:
             out = energy_forces_stress(self.model, graph, forces=want_forces, stress=want_stress)
         self.model_calls += 1
