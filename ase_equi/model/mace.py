@@ -29,7 +29,7 @@ from .interaction import InteractionBlock, channelwise_instructions
 from .nonlinear_interaction import NonLinearInteractionBlock
 from .product import ProductBasis
 from .radial import RadialEmbedding
-from .readout import make_readouts
+from .readout import make_readout, make_readouts
 from .spherical import edge_spherical_harmonics
 from .tensor_product import ChannelwiseTensorProduct
 from .zbl import ZBLRepulsion
@@ -175,9 +175,10 @@ class MaceModel(torch.nn.Module):
                     init_coupling=init_coupling,
                 )
             )
+            # built layer by layer, in the order of the random draws of a model without heads
+            self.readouts.append(make_readout(out_irreps, config.readout_hidden, last=last))
             layer_irreps.append(out_irreps)
             node_irreps = out_irreps
-        self.readouts.extend(make_readouts(layer_irreps, config.readout_hidden))
         # heads 1.. of a multi-head model: their own readouts (head 0 uses ``readouts``)
         self.head_readouts = torch.nn.ModuleList(
             torch.nn.ModuleList(make_readouts(layer_irreps, config.readout_hidden))

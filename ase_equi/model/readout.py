@@ -39,10 +39,15 @@ class NonLinearReadout(torch.nn.Module):
         return self.linear_2(self.non_linearity(self.linear_1(node_features))).squeeze(-1)
 
 
+def make_readout(irreps: o3.Irreps, readout_hidden: int, *, last: bool) -> torch.nn.Module:
+    """The readout of one layer: the MLP for the last layer, linear for the others."""
+    return NonLinearReadout(irreps, readout_hidden) if last else LinearReadout(irreps)
+
+
 def make_readouts(layer_irreps: Sequence[o3.Irreps], readout_hidden: int) -> list[torch.nn.Module]:
     """One readout per layer: linear for all but the last, the MLP for the last."""
     last = len(layer_irreps) - 1
     return [
-        NonLinearReadout(irreps, readout_hidden) if t == last else LinearReadout(irreps)
+        make_readout(irreps, readout_hidden, last=t == last)
         for t, irreps in enumerate(layer_irreps)
     ]
