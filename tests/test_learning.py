@@ -1,0 +1,95 @@
+"""On-the-fly learning with EMT as the reference: reference calls only when the committee is
+unsure, at most ``max_calls``, and a stopped run resumes exactly where it stopped."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from conftest import tiny_config
+
+from ase_equi import MaceModel
+from ase_equi.io.model_committee import save_committee
+from ase_equi.learning import learn_on_the_fly
+from ase_equi.model.committee import Committee
+from ase_equi.training.config import TrainConfig
+
+# smaller than the shared tiny model: each reference call trains every member
+SMALL = tiny_config(channels=4, max_ell=1, max_L=0, correlation=2, num_interactions=1)
+FAST = TrainConfig(epochs=2, lr=0.005, valid_fraction=0.0, test_fraction=0.0, plots=False)
+
+
+class CountingEMT(EMT):
+    """EMT that counts its evaluations (each labelled structure costs one)."""
+
+    calls = 0
+
+    def calculate(self, *args, **kwargs):
+        CountingEMT.calls += 1
+        super().calculate(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def committee_file(tmp_path_factory):
+    members = []
+    for seed in range(2):
+        torch.manual_seed(30 + seed)
+        members.append(MaceModel(SMALL).double())
+    return save_committee(Committee(members), tmp_path_factory.mktemp("otf") / "committee")
+
+
+def start() -> object:
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
+    atoms.numbers[[1, 2]] = 13
+    atoms.rattle(0.05, seed=4)
+    atoms.set_momenta(np.random.default_rng(0).normal(0, 0.2, (4, 3)))
+    return atoms
+
+
+def test_reference_called_only_when_flagged(committee_file, tmp_path):
+    CountingEMT.calls = 0
+    quiet = learn_on_the_fly(
+        start(),
+        committee_file,
+        CountingEMT(),
+        out=tmp_path / "quiet",
+        threshold=1e6,
+        steps=3,
+        train_config=FAST,
+    )
+    assert quiet.calls == [] and CountingEMT.calls == 0
+    run = learn_on_the_fly(
+        start(),
+        committee_file,
+        CountingEMT(),
+        out=tmp_path / "loud",
+        threshold=1e-6,
+        steps=2,
+        max_calls=1,
+        train_config=FAST,
+    )
+    assert CountingEMT.calls == len(run.calls) == 1  # both steps flagged, capped at one call
+    assert run.calls[0]["step"] == 1 and run.calls[0]["uncertainty"] > 1e-6
+    logged = json.loads((tmp_path / "loud" / "calls.json").read_text())
+    assert logged == run.calls
+
+
+def test_a_stopped_run_resumes_where_it_stopped(committee_file, tmp_path):
+    options = dict(threshold=1e-6, max_calls=1, train_config=FAST)
+    whole = learn_on_the_fly(
+        start(), committee_file, EMT(), out=tmp_path / "whole", steps=3, **options
+    )
+    learn_on_the_fly(start(), committee_file, EMT(), out=tmp_path / "parts", steps=1, **options)
+    resumed = learn_on_the_fly(
+        start(), committee_file, EMT(), out=tmp_path / "parts", steps=3, **options
+    )
+    assert len(resumed.calls) == len(whole.calls) == 1
+    a = json.loads((tmp_path / "whole" / "state.json").read_text())
+    b = json.loads((tmp_path / "parts" / "state.json").read_text())
+    assert a["step"] == b["step"] == 3
+    np.testing.assert_allclose(a["positions"], b["positions"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(a["momenta"], b["momenta"], rtol=0, atol=1e-12)
