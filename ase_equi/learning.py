@@ -17,7 +17,8 @@ positions, momenta, the committee in use, the call log) is written to ``OUT`` (a
 so a killed run called again with the same ``out`` resumes from the last step written; a kill
 during a training resumes that training from its checkpoint. ``OUT/calls.json`` logs every
 reference call: step, why (the uncertainty and the threshold), the force error of the
-committee on that structure before and after learning it.
+committee on that structure before and after learning it; ``OUT/uncertainty.txt`` the largest
+atomic force uncertainty of every step (:func:`plot_learning` draws both).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from .io.model_file import write_atomic
 from .model.committee import Committee
 from .training.config import TrainConfig
 
-__all__ = ["LearnResult", "learn_on_the_fly"]
+__all__ = ["LearnResult", "learn_on_the_fly", "plot_learning"]
 
 
 @dataclass
@@ -98,10 +99,14 @@ def learn_on_the_fly(
     calls: list[dict[str, Any]] = state["calls"]
     committee = Path(state["committee"])
     atoms.calc = EquivariantCalculator(committee)
+    if atoms.calc.loaded.model.kind != "full":
+        raise ValueError("learn_on_the_fly trains full committees; this one is shallow")
     dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
     for step in range(state["step"], steps):
         dyn.run(1)
         u = float(atoms.calc.get_property("forces_uncertainty", atoms).max())
+        with open(folder / "uncertainty.txt", "a") as fh:  # step, time (fs), eV/Å
+            fh.write(f"{step + 1} {(step + 1) * timestep_fs:.6g} {u!r}\n")
         if u > threshold and len(calls) < max_calls:
             call, calc = _learn(atoms, reference, folder, len(calls), replay, train_config)
             calls.append({"step": step + 1, "uncertainty": u, "threshold": threshold, **call})
@@ -173,3 +178,38 @@ def _load_state(folder: Path, atoms: Atoms, committee: Path) -> dict[str, Any]:
     restored.set_momenta(np.array(state["momenta"]))
     state["atoms"] = restored
     return state
+
+
+def plot_learning(out: str | os.PathLike, path: str | os.PathLike) -> Path | None:
+    """PNG of the largest atomic force uncertainty over simulated time, with the threshold and
+    the reference calls marked, from a :func:`learn_on_the_fly` folder; None without
+    matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    folder = Path(out)
+    rows = np.loadtxt(folder / "uncertainty.txt", ndmin=2)
+    calls = json.loads((folder / "calls.json").read_text())
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(rows[:, 1], rows[:, 2], lw=1, label="max atomic force uncertainty")
+    times = dict(zip(rows[:, 0].astype(int), rows[:, 1], strict=True))
+    for k, call in enumerate(calls):
+        ax.axvline(
+            times.get(call["step"], np.nan),
+            color="C3",
+            lw=0.8,
+            label="reference call" if k == 0 else None,
+        )
+    if calls:
+        ax.axhline(calls[0]["threshold"], color="k", ls=":", label="threshold")
+    ax.set_xlabel("simulated time (fs)")
+    ax.set_ylabel("eV/Å")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

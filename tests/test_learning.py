@@ -14,7 +14,7 @@ from conftest import tiny_config
 
 from ase_equi import MaceModel
 from ase_equi.io.model_committee import save_committee
-from ase_equi.learning import learn_on_the_fly
+from ase_equi.learning import learn_on_the_fly, plot_learning
 from ase_equi.model.committee import Committee
 from ase_equi.training.config import TrainConfig
 
@@ -76,6 +76,9 @@ def test_reference_called_only_when_flagged(committee_file, tmp_path):
     assert run.calls[0]["step"] == 1 and run.calls[0]["uncertainty"] > 1e-6
     logged = json.loads((tmp_path / "loud" / "calls.json").read_text())
     assert logged == run.calls
+    steps = np.loadtxt(tmp_path / "loud" / "uncertainty.txt", ndmin=2)
+    assert steps[:, 0].tolist() == [1, 2] and steps[0, 2] == run.calls[0]["uncertainty"]
+    assert plot_learning(tmp_path / "loud", tmp_path / "learning.png") is not None
 
 
 def test_a_stopped_run_resumes_where_it_stopped(committee_file, tmp_path):
