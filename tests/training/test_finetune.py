@@ -258,7 +258,7 @@ def test_finetune_help_shows_the_finetuning_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["finetune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "TrainConfig.lr (default 0.001)" in text  # not training's 0.01
+    assert "TrainConfig.lr (default 0.005)" in text  # not training's 0.01
     assert "TrainConfig.epochs (default 50)" in text and "(default cosine)" in text
 
 
