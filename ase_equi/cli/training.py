@@ -49,6 +49,11 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+MODEL_FLAGS.append(
+    ("pair_repulsion", _boolean, "ZBL pair repulsion at contacts shorter than a bond: true/false")
+)
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
