@@ -20,7 +20,7 @@ from typing import Any
 from ase.data import atomic_numbers
 
 # ModelConfig fields offered as flags: (name, type, help)
-MODEL_FLAGS = [
+MODEL_FLAGS: list[tuple[str, Any, str]] = [
     ("r_max", float, "cutoff radius (Å)"),
     ("num_bessel", int, "number of Bessel radial functions"),
     ("max_ell", int, "highest degree of the edge spherical harmonics"),
