@@ -53,9 +53,9 @@ ZOO_DIR = _zoo_dir()
 
 #: ``header_sha256`` of every zoo model as released (update with the model, in the same commit).
 ZOO_PINS: dict[str, str] = {
-    "metals": "e366b53c20494db39bb6ec2025c2cfe34c5923bc951cfc890c492ecdfb8d85e0",
-    "molecules-pbe": "f8217ca2a9d0d693bfeea20a3f79e5b985c2b3adceacbeb34645828b6312fc39",
-    "silicon-xtb": "2ac77bd603fff0f7acb6e6a31bdcf330bfd2f5124c47ea29f3a5ff7445b72533",
+    "metals": "5f3defb91122b078cffa9b06cac34810a81db86701a1c32ebfc5cc4c0c670666",
+    "molecules-pbe": "98323022664476dae8b345a8ce4bd2a3d5a728c0882ec42cf822d8b170a6a668",
+    "silicon-xtb": "963f60948cb08100e5ec490b355f66bb2903f3e4040c62364e762335088e75e1",
 }
 
 

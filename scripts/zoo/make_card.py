@@ -178,6 +178,8 @@ RECIPES = {
         "range — as a stand-in for EMT itself (a demonstration of the pipeline).",
         "limits": "Reproduces EMT, not experiment or DFT. No training data far from fcc "
         "(bcc/hcp, high pressure above ~8 % compression), no other elements.",
+        "dispersion": "Do not add D3: EMT has no exchange-correlation functional for D3 to "
+        "correct (ase_equi.engines.dispersion.d3_corrected refuses it).",
     },
     "molecules-pbe": {
         "checks": molecules_checks,
@@ -190,6 +192,9 @@ RECIPES = {
         "limits": "Only those five molecules' configuration spaces; no intermolecular "
         "interactions, no bond breaking or reactions, no charged species. def2-SVP is a "
         "small basis: the model inherits its errors.",
+        "dispersion": "PBE has no dispersion: add D3(BJ) with PBE's parameters for "
+        "intermolecular or conformational work (ase_equi.engines.dispersion.d3_corrected "
+        "takes PBE from this card).",
     },
     "silicon-xtb": {
         "checks": silicon_checks,
@@ -203,6 +208,8 @@ RECIPES = {
         "too low (see physics_checks): use for dynamics near the crystal, not for defects or "
         "mechanics. GFN1-xTB, not DFT (its a0 is 3.7 % above experiment); no liquid, "
         "amorphous or surface data; cells should be ≥ 64 atoms to match the Γ-point data.",
+        "dispersion": "Do not add D3: GFN1-xTB already contains a D3-type dispersion term "
+        "(ase_equi.engines.dispersion.d3_corrected refuses it).",
     },
 }
 
@@ -240,6 +247,7 @@ def main() -> None:
         level_of_theory=recipe["level_of_theory"],
         intended_use=recipe["intended_use"],
         limits=recipe["limits"],
+        dispersion=recipe["dispersion"],
         data_generation=f"{recipe['generate']} → {recipe['data']}",
         physics_checks=checks,
         sample_energies=sample_rows,
