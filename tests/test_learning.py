@@ -96,3 +96,22 @@ def test_a_stopped_run_resumes_where_it_stopped(committee_file, tmp_path):
     assert a["step"] == b["step"] == 3
     np.testing.assert_allclose(a["positions"], b["positions"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(a["momenta"], b["momenta"], rtol=0, atol=1e-12)
+
+
+def test_command_line_learns_with_a_named_reference(committee_file, tmp_path, capsys):
+    """``ase-equi learn`` runs the same loop: EMT named on the command line labels the one
+    flagged structure allowed; a reference that is not an importable class is refused by name."""
+    from ase.io import write
+
+    from ase_equi.cli import main
+
+    start_file = tmp_path / "start.extxyz"
+    write(start_file, start())
+    common = ["learn", str(committee_file), str(start_file), "--threshold", "1e-6"]
+    common += ["--steps", "2", "--max-calls", "1", "--epochs", "2"]
+    assert main([*common, "--reference", "emt", "--out", str(tmp_path / "cli")]) == 0
+    calls = json.loads((tmp_path / "cli" / "calls.json").read_text())
+    assert len(calls) == 1 and calls[0]["step"] == 1
+    bad = main([*common, "--reference", "ase.calculators.emt:NoSuch", "--out", str(tmp_path / "x")])
+    assert bad == 2 and "NoSuch" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "calls.json").exists()

@@ -4,8 +4,8 @@ Sub-commands: ``zoo`` (the bundled models as a table), ``info MODEL`` (print a m
 ``upgrade FILE`` (format 1 → 2), ``import-mace FILE -o OUT`` (MACE ``.model`` → our safe
 format), ``eval MODEL STRUCTURES`` (predictions, and errors against the file's labels), all in
 :mod:`.models`; ``train`` and ``finetune`` in :mod:`.training`; the engine couplings (``ipi``,
-LAMMPS's export) in :mod:`.engines`. The library never imports this
-package: argparse, printing and exit codes live here only.
+LAMMPS's export) in :mod:`.engines`; ``learn`` (on-the-fly learning) in :mod:`.learning`.
+The library never imports this package: argparse, printing and exit codes live here only.
 
 ``python -m ase_equi.cli ...`` (and ``torchrun --nproc_per_node=N -m ase_equi.cli train ...``)
 run :func:`main` through ``__main__.py``.
@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import engines, models, training
+from . import engines, learning, models, training
 
 __all__ = ["build_parser", "main"]
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.register(sub)
     training.register(sub)
     engines.register(sub)
+    learning.register(sub)
     return parser
 
 

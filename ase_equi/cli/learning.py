@@ -1,0 +1,107 @@
+"""``ase-equi learn``: molecular dynamics that learns on the fly from a reference calculator.
+
+A thin argparse layer over :func:`ase_equi.learning.learn_on_the_fly`. The reference is any
+ASE calculator, named as ``emt`` (ASE's EMT) or ``package.module:Class`` with keyword arguments
+as JSON (``--reference-args '{"method": "GFN1-xTB"}'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any
+
+__all__ = ["reference_calculator", "register"]
+
+#: short names of reference calculators that need no module path
+KNOWN_REFERENCES = {"emt": "ase.calculators.emt:EMT"}
+
+
+def reference_calculator(spec: str, arguments: str = "{}") -> Any:
+    """The ASE calculator ``spec`` (``emt`` or ``package.module:Class``) built with the keyword
+    arguments in the JSON object ``arguments``.
+
+    Raises ``ValueError`` naming the problem: a spec without ``:``, a module or class that does
+    not exist, or arguments that are not a JSON object.
+    """
+    path = KNOWN_REFERENCES.get(spec.lower(), spec)
+    module_name, _, class_name = path.partition(":")
+    if not module_name or not class_name:
+        raise ValueError(
+            f"--reference {spec!r}: give 'emt' or 'package.module:Class' (an ASE calculator)"
+        )
+    try:
+        kwargs = json.loads(arguments)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--reference-args is not JSON: {error}") from None
+    if not isinstance(kwargs, dict):
+        raise ValueError("--reference-args must be a JSON object of keyword arguments")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"--reference {spec!r}: {error}") from None
+    return cls(**kwargs)
+
+
+def _cmd_learn(args: argparse.Namespace) -> int:
+    import numpy as np
+    from ase import Atoms
+    from ase.io import read
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from ..learning import learn_on_the_fly
+    from ..training.config import TrainConfig
+
+    atoms = read(args.structure, index=0)
+    assert isinstance(atoms, Atoms)  # one frame (index=0)
+    if args.temperature is not None:
+        MaxwellBoltzmannDistribution(
+            atoms, temperature_K=args.temperature, rng=np.random.default_rng(0)
+        )
+    replay = read(args.replay, index=":") if args.replay else []
+    config = TrainConfig(
+        epochs=args.epochs, lr=args.lr, valid_fraction=0.0, test_fraction=0.0, plots=False
+    )
+    result = learn_on_the_fly(
+        atoms,
+        args.model,
+        reference_calculator(args.reference, args.reference_args),
+        out=args.out,
+        threshold=args.threshold,
+        steps=args.steps,
+        timestep_fs=args.timestep_fs,
+        max_calls=args.max_calls,
+        replay=list(replay) if isinstance(replay, list) else [replay],
+        train_config=config,
+    )
+    print(
+        f"ase-equi learn: {result.steps} steps of {args.timestep_fs} fs, "
+        f"{len(result.calls)} reference calls, committee now {result.committee}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``learn`` to the ``ase-equi`` sub-parsers."""
+    p = sub.add_parser(
+        "learn",
+        help="MD with a committee that labels uncertain structures with a reference and learns",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument("model", help="committee file (ase-equi committee JSON)")
+    p.add_argument("structure", help="start structure (any ase.io format; first frame)")
+    p.add_argument("--reference", required=True, help="'emt' or 'package.module:Class'")
+    p.add_argument("--reference-args", default="{}", help="keyword arguments, a JSON object")
+    p.add_argument("--out", required=True, help="folder of state, data, logs (resumes)")
+    p.add_argument("--threshold", type=float, required=True, help="eV/Å, max atomic σ_F")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--timestep-fs", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, help="K: Maxwell-Boltzmann start momenta")
+    p.add_argument("--max-calls", type=int, default=10)
+    p.add_argument("--replay", help="labelled frames trained on with the learned ones")
+    p.add_argument("--epochs", type=int, default=30, help="per retraining of each member")
+    p.add_argument("--lr", type=float, default=0.005)
+    p.set_defaults(func=_cmd_learn)
