@@ -20,24 +20,10 @@ import time
 import numpy as np
 import torch
 from ase.build import bulk
+from precontraction_memory import medium_config
 
-from ase_equi import EquivariantCalculator, MaceModel, ModelConfig
+from ase_equi import EquivariantCalculator, MaceModel
 from ase_equi.io.model_file import LoadedModel
-
-
-def medium_config() -> ModelConfig:
-    return ModelConfig(
-        elements=tuple(range(1, 90)),
-        reference_energies=(0.0,) * 89,
-        r_max=6.0,
-        channels=128,
-        max_L=1,
-        max_ell=3,
-        correlation=3,
-        radial_mlp=(64, 64, 64),
-        num_interactions=2,
-        avg_num_neighbors=40.0,
-    )
 
 
 def main() -> None:
