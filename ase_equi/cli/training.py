@@ -19,6 +19,15 @@ from typing import Any
 
 from ase.data import atomic_numbers
 
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 # ModelConfig fields offered as flags: (name, type, help)
 MODEL_FLAGS: list[tuple[str, Any, str]] = [
     ("r_max", float, "cutoff radius (Å)"),
@@ -30,6 +39,7 @@ MODEL_FLAGS: list[tuple[str, Any, str]] = [
     ("correlation", int, "body order of the symmetric contraction"),
     ("radial_mlp", str, "hidden widths of the radial MLP, e.g. 64,64,64"),
     ("readout_hidden", int, "width of the last readout MLP"),
+    ("pair_repulsion", _boolean, "ZBL pair repulsion at contacts shorter than a bond: true/false"),
 ]
 
 
@@ -39,19 +49,6 @@ def _optional(kind):
 
     parse.__name__ = kind.__name__
     return parse
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-MODEL_FLAGS.append(
-    ("pair_repulsion", _boolean, "ZBL pair repulsion at contacts shorter than a bond: true/false")
-)
 
 
 def _names(text: str) -> tuple[str, ...]:

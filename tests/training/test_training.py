@@ -175,6 +175,7 @@ def test_cli_train_with_json_config(tmp_path, capsys):
         )
     )
     flags = f"{TINY_FLAGS} --elements Cu,Al --test-fraction 0.2 --level-of-theory EMT --plots false"
+    flags += " --pair-repulsion true"
     files = ["--data", str(tmp_path / "d.xyz"), "--out", str(tmp_path / "run")]
     code = main(["train", *files, "--config", str(tmp_path / "cfg.json"), *flags.split()])
     assert code == 0
@@ -182,6 +183,7 @@ def test_cli_train_with_json_config(tmp_path, capsys):
     assert "epoch 1/1" in captured.err and "# Test report" in captured.out
     loaded = load_model(tmp_path / "run/model")
     assert loaded.config.channels == 4 and loaded.config.elements == (29, 13)  # flags win
+    assert loaded.config.pair_repulsion is True  # the ZBL pair term, from --pair-repulsion
     assert loaded.card["level_of_theory"] == "EMT"
 
 
