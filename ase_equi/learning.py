@@ -102,17 +102,22 @@ def learn_on_the_fly(
     if atoms.calc.loaded.model.kind != "full":
         raise ValueError("learn_on_the_fly trains full committees; this one is shallow")
     dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
+    logged = False  # calls.json: written after the first step, then only when a call is added
     for step in range(state["step"], steps):
         dyn.run(1)
         u = float(atoms.calc.get_property("forces_uncertainty", atoms).max())
         with open(folder / "uncertainty.txt", "a") as fh:  # step, time (fs), eV/Å
             fh.write(f"{step + 1} {(step + 1) * timestep_fs:.6g} {u!r}\n")
-        if u > threshold and len(calls) < max_calls:
+        called = u > threshold and len(calls) < max_calls
+        if called:
             call, calc = _learn(atoms, reference, folder, len(calls), replay, train_config)
             calls.append({"step": step + 1, "uncertainty": u, "threshold": threshold, **call})
             committee = Path(call["committee"])
             atoms.calc = calc
         _save_state(folder, atoms, step + 1, committee, calls)
+        if called or not logged:
+            write_atomic(folder / "calls.json", json.dumps(calls, indent=1).encode())
+            logged = True
     return LearnResult(steps=steps, calls=calls, committee=committee)
 
 
@@ -166,7 +171,6 @@ def _save_state(folder: Path, atoms: Atoms, step: int, committee: Path, calls: l
         "pbc": atoms.pbc.tolist(),
     }
     write_atomic(folder / "state.json", json.dumps(state).encode())
-    write_atomic(folder / "calls.json", json.dumps(calls, indent=1).encode())
 
 
 def _load_state(folder: Path, atoms: Atoms, committee: Path) -> dict[str, Any]:
