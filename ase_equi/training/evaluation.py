@@ -51,12 +51,17 @@ class LabelledSet:
         ids = list(ids)
         if weight <= 0 or not any(self.frames[i].has_stress for i in ids):
             return [(ids, False)]
-        bulk = [i for i in ids if self._full_cell(i)]
-        rest = [i for i in ids if not self._full_cell(i)]
+        full = {i: self._full_cell(i) for i in ids}
+        bulk = [i for i in ids if full[i]]
+        rest = [i for i in ids if not full[i]]
         return [(bulk, True)] + ([(rest, False)] if rest else [])
 
     def _full_cell(self, i: int) -> bool:
-        """Graph ``i``'s cell has rank 3 (nonzero volume): its stress is defined."""
+        """Graph ``i``'s cell has rank 3 (nonzero volume): its stress is defined (the host
+        volume the graph was built with, else a determinant of its cell)."""
+        volumes = self.graphs[i].volumes
+        if volumes is not None:
+            return volumes[0] > 1e-9
         return bool(abs(float(torch.linalg.det(self.graphs[i].cell[0].double()))) > 1e-9)
 
     def predictions(
