@@ -185,10 +185,12 @@ class FixExternalCoupling:
             atoms.positions = positions
             atoms.cell = cell
             atoms.pbc = pbc
+        # stress first: its pass also gives the energies and forces, so the first step costs
+        # one model call as every later one does (energy first would cost three)
+        virial = virial_from_stress(atoms.get_stress(), float(abs(np.linalg.det(cell))))
         energy = float(atoms.get_potential_energy())
         forces = atoms.get_forces()
         energies = atoms.get_potential_energies()
-        virial = virial_from_stress(atoms.get_stress(), float(abs(np.linalg.det(cell))))
         return energy, forces, energies, virial
 
 
