@@ -46,6 +46,7 @@ from .model_file import (
     DEFAULT_HEAD,
     PACKAGE_VERSION,
     LoadedModel,
+    _head_of_model,
     build_from_state_dict,
     head_tensors,
     read_model_file,
@@ -97,15 +98,6 @@ class LoadedCommittee:
         return str(self.card.get("name") or Path(self.source).stem or "committee")
 
 
-def _constants(model: MaceModel) -> dict[str, Any]:
-    """E0 (eV), scale and shift (eV) exactly as the model computes with them."""
-    return {
-        "reference_energies": [float(x) for x in model.reference_energies.double().tolist()],
-        "scale": float(model.scale.double()),
-        "shift": float(model.shift.double()),
-    }
-
-
 def save_committee(
     model: Committee | ShallowEnsemble,
     path: str | os.PathLike,
@@ -144,7 +136,7 @@ def save_committee(
             for k, v in member.state_dict().items():
                 if k not in HEAD_CONSTANTS:
                     tensors[f"member{m}.{k}"] = v
-            members.append({"name": names[m], **_constants(member)})  # type: ignore[arg-type]
+            members.append({"name": names[m], **_head_of_model(member)})  # type: ignore[arg-type]
     else:
         first = model.trunk
         tensors.update(
@@ -172,7 +164,7 @@ def save_committee(
         "weights": weights_path.name,
         "weights_sha256": sha256_bytes(blob),
         "weights_bytes": len(blob),
-        "heads": {DEFAULT_HEAD: _constants(first)},
+        "heads": {DEFAULT_HEAD: _head_of_model(first)},
         "default_head": DEFAULT_HEAD,
         "committee": {
             "kind": model.kind,
