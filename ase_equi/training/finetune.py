@@ -62,7 +62,7 @@ from .adaptation import (
     refit_reference_energies,
 )
 from .config import DTYPES, TrainConfig
-from .finetune_card import save_with_parent
+from .finetune_card import file_name, save_with_parent
 from .finetune_defaults import FINETUNE_TRAIN_DEFAULTS, choose_train_options, level_of_theory_of
 from .finetune_report import before_after, measure_errors, write_report
 from .loss import UNITS
@@ -276,7 +276,7 @@ def finetune(
         keys=keys,
         name=name,
         level_of_theory=level,
-        data_description=f"fine-tuned from {parent_name} on {_file_name(source)}",
+        data_description=f"fine-tuned from {parent_name} on {file_name(source)}",
         progress=progress,
         replay=replay,
         verbose=verbose,
@@ -302,7 +302,7 @@ def finetune(
     path = None
     if result.model_path is not None:
         write_report(Path(out), report)
-        path = save_with_parent(result, ident, ft, _file_name(source), report, loaded.card, heads)
+        path = save_with_parent(result, ident, ft, file_name(source), report, loaded.card, heads)
     return FinetuneResult(model=result.model, train_result=result, report=report, model_path=path)
 
 
@@ -334,11 +334,6 @@ def _train_frames(frames: list[Frame], cfg: TrainConfig) -> list[Frame]:
         frames, valid_fraction=cfg.valid_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed
     )
     return [frames[k] for k in sorted(split["train"] + split["isolated"])]
-
-
-def _file_name(source: str | os.PathLike | None) -> str:
-    """A data or model file as a card names it: the file name only (no machine's path)."""
-    return Path(source).name if source else "given frames"
 
 
 def _parent_sha(loaded: LoadedModel) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,8 @@ if TYPE_CHECKING:
     from .finetune import FinetuneConfig
 
 
-def _file_name(source: str | None) -> str:
+def file_name(source: str | os.PathLike | None) -> str:
+    """A data or model file as a card names it: the file name only (no machine's path)."""
     return Path(source).name if source else "given frames"
 
 
@@ -33,7 +35,7 @@ def save_with_parent(
     card = read_model_file(result.model_path, dtype=None).card
     settings = dataclasses.asdict(ft)
     for key in ("replay_data", "parent_test_data"):
-        settings[key] = settings[key] and _file_name(settings[key])
+        settings[key] = settings[key] and file_name(settings[key])
     card.update(
         parent=ident,
         finetuning={
