@@ -199,8 +199,12 @@ class _Run:
         self.resumed_from: int | None = None
         if state is not None:
             self._restore(state)
+        # buffers (E0, couplings) are constants, synced once here: a step may take a different
+        # number of passes on each rank (stress groups, heads), so no per-forward broadcast
         self.ddp = (
-            torch.nn.parallel.DistributedDataParallel(self.net) if self.world > 1 else self.net
+            torch.nn.parallel.DistributedDataParallel(self.net, forward_sync_buffers=False)
+            if self.world > 1
+            else self.net
         )
 
     # -- split and checkpoints --------------------------------------------------------------
