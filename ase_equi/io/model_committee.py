@@ -46,8 +46,8 @@ from .model_file import (
     DEFAULT_HEAD,
     PACKAGE_VERSION,
     LoadedModel,
-    _head_of_model,
     build_from_state_dict,
+    head_of_model,
     head_tensors,
     read_model_file,
     read_weights,
@@ -136,7 +136,7 @@ def save_committee(
             for k, v in member.state_dict().items():
                 if k not in HEAD_CONSTANTS:
                     tensors[f"member{m}.{k}"] = v
-            members.append({"name": names[m], **_head_of_model(member)})  # type: ignore[arg-type]
+            members.append({"name": names[m], **head_of_model(member)})  # type: ignore[arg-type]
     else:
         first = model.trunk
         tensors.update(
@@ -164,7 +164,7 @@ def save_committee(
         "weights": weights_path.name,
         "weights_sha256": sha256_bytes(blob),
         "weights_bytes": len(blob),
-        "heads": {DEFAULT_HEAD: _head_of_model(first)},
+        "heads": {DEFAULT_HEAD: head_of_model(first)},
         "default_head": DEFAULT_HEAD,
         "committee": {
             "kind": model.kind,

@@ -65,6 +65,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "LoadedModel",
+    "head_of_model",
     "ModelFileError",
     "model_paths",
     "read_header",
@@ -115,7 +116,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
-def _head_of_model(model: MaceModel, index: int | None = None) -> dict[str, Any]:
+def head_of_model(model: MaceModel, index: int | None = None) -> dict[str, Any]:
     """E0 (eV), scale and shift (eV) exactly as the model computes with them (its buffers);
     ``index``: which head of a multi-head model."""
     e0, scale, shift = (model.get_buffer(k).double() for k in HEAD_CONSTANTS)
@@ -178,8 +179,8 @@ def save_model(
     if len(names) > 1 and default_head not in names:  # the head the model evaluates now
         default_head = names[model.active_head]
     if heads is None:  # one head per config.heads (own readouts), else one
-        own = {name: _head_of_model(model, k) for k, name in enumerate(names) if len(names) > 1}
-        heads = own or {default_head: _head_of_model(model)}
+        own = {name: head_of_model(model, k) for k, name in enumerate(names) if len(names) > 1}
+        heads = own or {default_head: head_of_model(model)}
     if len(names) > 1 and list(heads) != list(names):
         raise ModelFileError(f"save_model: heads {list(heads)} must be the config's {list(names)}")
     for name, head in heads.items():
