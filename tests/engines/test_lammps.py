@@ -279,7 +279,54 @@ def test_type_elements_are_checked(model_path):
         _numbers_of_types(["Al", "Kx"], 2)
 
 
-if __name__ == "__main__":  # the LAMMPS child: python test_lammps.py MODEL EXPORTED OUT
+def drive_id_gap(model: str) -> None:
+    """A LAMMPS child whose atom IDs have a gap (1..31 and 33): ``run 0`` must stop with the
+    coupling's message (LAMMPS aborts, or raises: exit 3), not hang in the positions' gather."""
+    import lammps
+
+    from ase_equi.engines.lammps import couple_fix_external
+
+    comm = mpi_comm()
+    lmp = lammps.lammps(comm=comm, cmdargs=["-nocite", "-log", "none"])  # errors on screen
+    atoms = start_atoms()
+    lmp.commands_string(
+        f"units metal\natom_style atomic\natom_modify map yes\nboundary p p p\n{lammps_box(atoms)}"
+    )
+    ids = [*range(1, len(atoms)), len(atoms) + 1]
+    types = np.where(atoms.numbers == 13, 1, 2).tolist()
+    lmp.create_atoms(len(atoms), ids, types, atoms.positions.ravel().tolist())
+    lmp.commands_string(
+        "mass * 30.0\nfix ext all external pf/callback 1 1\npair_style zero 1.0\npair_coeff * *"
+    )
+    couple_fix_external(lmp, model, type_elements=["Al", "Cu"], comm=comm)
+    try:
+        lmp.command("run 0")
+    except Exception as err:  # noqa: BLE001 - LAMMPS raises its error as a plain Exception
+        print(f"rank stopped: {err}", flush=True)
+        sys.exit(3)
+    sys.exit(0)
+
+
+def test_atom_id_gap_stops_every_rank(model_path):
+    """Atom IDs with a gap are refused through LAMMPS, naming the fix, on two ranks where only
+    one rank holds the largest ID: its ``error`` must end the run (LAMMPS aborts every rank),
+    the other rank must not be left waiting in the positions' gather (a timeout here)."""
+    missing = mpi_missing()
+    if missing:
+        pytest.skip(missing)
+    command = [mpirun(), "-np", "2", sys.executable, str(HERE), "--id-gap", str(model_path)]
+    done = subprocess.run(
+        command, env=lammps_environment(), capture_output=True, text=True, timeout=120
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-2000:]
+    assert output.count("reset_atoms id") >= 1, output[-2000:]
+    assert "without gaps" in output
+
+
+if __name__ == "__main__" and sys.argv[1] == "--id-gap":  # python test_lammps.py --id-gap MODEL
+    drive_id_gap(sys.argv[2])
+elif __name__ == "__main__":  # the LAMMPS child: python test_lammps.py MODEL EXPORTED OUT
     from test_lammps_mliap import drive_mliap
 
     results = drive_fix_external(sys.argv[1]) | drive_mliap(sys.argv[2])
