@@ -142,9 +142,7 @@ def _learn(
     data_file = folder / "learned.xyz"
     write(data_file, labelled, format="extxyz", append=True)
     frames = [*read(data_file, ":"), *replay]
-    config = train_config or TrainConfig(
-        epochs=30, lr=0.005, valid_fraction=0.0, test_fraction=0.0, plots=False
-    )
+    config = train_config or retraining_config()
     members = []
     loaded = atoms.calc.loaded
     for m, frozen in enumerate(loaded.model.members):
@@ -157,6 +155,18 @@ def _learn(
     after = float(np.sqrt(np.mean((calc.get_forces(labelled.copy()) - forces) ** 2)))
     call = {"force_rmse_before": before, "force_rmse_after": after, "committee": str(new)}
     return call, calc
+
+
+RETRAIN_EPOCHS = 30
+RETRAIN_LR = 0.005
+
+
+def retraining_config(epochs: int = RETRAIN_EPOCHS, lr: float = RETRAIN_LR) -> TrainConfig:
+    """The training of every committee member after a reference call (the default of
+    :func:`learn_on_the_fly` and ``ase-equi learn``): warm start from the member's weights,
+    ``epochs`` over the learned frames plus the replay, learning rate ``lr``, all frames
+    trained on (no validation or test split: the next reference call is the test), no plots."""
+    return TrainConfig(epochs=epochs, lr=lr, valid_fraction=0.0, test_fraction=0.0, plots=False)
 
 
 def _save_state(folder: Path, atoms: Atoms, step: int, committee: Path, calls: list) -> None:

@@ -51,8 +51,7 @@ def _cmd_learn(args: argparse.Namespace) -> int:
     from ase.io import read
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-    from ..learning import learn_on_the_fly
-    from ..training.config import TrainConfig
+    from ..learning import learn_on_the_fly, retraining_config
 
     atoms = read(args.structure, index=0)
     assert isinstance(atoms, Atoms)  # one frame (index=0)
@@ -61,9 +60,8 @@ def _cmd_learn(args: argparse.Namespace) -> int:
             atoms, temperature_K=args.temperature, rng=np.random.default_rng(0)
         )
     replay = read(args.replay, index=":") if args.replay else []
-    config = TrainConfig(
-        epochs=args.epochs, lr=args.lr, valid_fraction=0.0, test_fraction=0.0, plots=False
-    )
+    given = {"epochs": args.epochs, "lr": args.lr}
+    config = retraining_config(**{k: v for k, v in given.items() if v is not None})
     result = learn_on_the_fly(
         atoms,
         args.model,
@@ -102,6 +100,8 @@ def register(sub: Any) -> None:
     p.add_argument("--temperature", type=float, help="K: Maxwell-Boltzmann start momenta")
     p.add_argument("--max-calls", type=int, default=10)
     p.add_argument("--replay", help="labelled frames trained on with the learned ones")
-    p.add_argument("--epochs", type=int, default=30, help="per retraining of each member")
-    p.add_argument("--lr", type=float, default=0.005)
+    p.add_argument(
+        "--epochs", type=int, help="per retraining of each member (default: the library's)"
+    )
+    p.add_argument("--lr", type=float, help="learning rate of the retraining (default: ditto)")
     p.set_defaults(func=_cmd_learn)
