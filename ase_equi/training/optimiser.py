@@ -9,7 +9,7 @@ initialisation; frozen parameters are never averaged (they stay bit-identical).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,11 +17,27 @@ import torch
 from .config import TrainConfig
 
 
+def parameter_groups(
+    net: torch.nn.Module, lr: float, lr_scale: Callable[[str], float] | None = None
+) -> list[dict[str, Any]]:
+    """The trainable parameters of ``net`` in groups of learning rate ``lr × lr_scale(name)``
+    (one group at ``lr`` without ``lr_scale``), the group at ``lr`` first."""
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, param in net.named_parameters():
+        if param.requires_grad:
+            factor = 1.0 if lr_scale is None else float(lr_scale(name))
+            groups.setdefault(factor, []).append(param)
+    order = sorted(groups, key=lambda f: (f != 1.0, -f))
+    return [{"params": groups[f], "lr": lr * f} for f in order]
+
+
 def make_optimiser(
-    parameters: Sequence[torch.nn.Parameter], config: TrainConfig
+    net: torch.nn.Module, config: TrainConfig, lr_scale: Callable[[str], float] | None = None
 ) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW over ``parameters`` and its scheduler (None for a constant learning rate)."""
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    """AdamW over the trainable parameters of ``net`` (learning rates: see
+    :func:`parameter_groups`) and its scheduler (None for a constant learning rate)."""
+    groups = parameter_groups(net, config.lr, lr_scale)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     if config.scheduler == "plateau":
         scheduler: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=config.lr_factor, patience=config.scheduler_patience

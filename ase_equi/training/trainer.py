@@ -38,7 +38,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,8 @@ def train(
     progress: ProgressCallback | None = None,
     replay: Sequence[Frame] = (),
     verbose: bool = True,
+    lr_scale: Callable[[str], float] | None = None,
+    penalty: Callable[[torch.nn.Module], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train a model and write checkpoints, a test report, plots and the model file.
 
@@ -113,9 +115,9 @@ def train(
     progress:
         Called on rank 0 with ``{"event": "resume" | "step" | "epoch" | "done", ...}``; the
         ``"resume"``, ``"epoch"`` and ``"done"`` dicts carry a printable ``"line"``.
-    replay:
-        Extra labelled frames that join the training split only (never valid or test), with
-        their own ``Frame.weight``: fine-tuning's rehearsal of the parent's data.
+    replay, lr_scale, penalty:
+        Fine-tuning's: frames joining the training split only, each with its ``Frame.weight``
+        (replay); learning rates ``config.lr × lr_scale(param. name)``; loss + ``penalty(model)``.
     verbose:
         Show progress on stderr (rank 0): a live step line on a terminal, one line per epoch
         (:class:`~ase_equi.training.progress.ProgressLine`). Other messages use ``logging``.
@@ -137,7 +139,7 @@ def train(
     """
     progress = combine([ProgressLine() if verbose else None, progress])
     with process_group():
-        return _Run(model, data, config, keys, progress, replay).run(
+        return _Run(model, data, config, keys, progress, (replay, lr_scale, penalty)).run(
             name, level_of_theory, data_description
         )
 
@@ -145,9 +147,9 @@ def train(
 class _Run:
     """One call of :func:`train`: the state that a checkpoint saves, and the steps."""
 
-    def __init__(self, model, data, config: TrainConfig, keys, progress, replay=()) -> None:
-        self.cfg = config
-        self.progress = progress
+    def __init__(self, model, data, config: TrainConfig, keys, progress, extra) -> None:
+        replay, lr_scale, self.penalty = extra  # fine-tuning's replay frames and hooks
+        self.cfg, self.progress = config, progress
         self.rank, self.world = rank_and_world()
         self.out = Path(config.output_dir)
         self.ckpt_path = self.out / "checkpoints" / "last.pt"
@@ -187,7 +189,7 @@ class _Run:
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
         if not self.trainable:
             raise ValueError(f"freeze={list(config.freeze)} leaves no parameter to train")
-        self.optimizer, self.scheduler = make_optimiser(self.trainable, config)
+        self.optimizer, self.scheduler = make_optimiser(self.net, config, lr_scale)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.epoch = self.step = self.batch_in_epoch = 0
         self.order: torch.Tensor | None = None
@@ -277,6 +279,8 @@ class _Run:
         counts = global_counts({q: n for q, (_, n) in sums.items()}, self.world)
         # DDP averages gradients over ranks; × world turns that into the global-batch gradient
         loss = weighted_loss(sums, self.cfg.loss_weights, counts=counts) * self.world
+        if self.penalty is not None:  # the same on every rank: DDP's mean keeps it once
+            loss = loss + self.penalty(self.net)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.max_grad_norm is not None:
