@@ -55,7 +55,7 @@ def time_calls(request: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     calc = EquivariantCalculator(request["model"], device=device, dtype=request["dtype"])
     load_s = time.perf_counter() - start
-    atoms = common.fcc_copper(request["n_cells"])
+    atoms = common.structure(request)
     atoms.calc = calc
     config = calc.loaded.config
 
@@ -120,7 +120,7 @@ def paired_stress(
         calc.loaded, device=request["device"], dtype=request["dtype"]
     )
     stress_calc = calc  # already asked for stress in every call of the timed row
-    atoms = common.fcc_copper(request["n_cells"])
+    atoms = common.structure(request)
     reference = atoms.get_positions()
     rng = np.random.default_rng(request["seed"] + 1)
     calls = {

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.build import bulk
+from ase.build import bulk, molecule
 
 LATTICE_CONSTANT = 3.61  # Å, fcc Cu
 DISPLACEMENT = 0.02  # Å, standard deviation of the per-call random displacement of every atom
@@ -34,6 +34,14 @@ MODES: dict[str, Callable[[Atoms], None]] = {
 def fcc_copper(n_cells: int) -> Atoms:
     """Cubic fcc Cu repeated ``n_cells`` times along each axis: ``4 n_cells³`` atoms, periodic."""
     return bulk("Cu", "fcc", a=LATTICE_CONSTANT, cubic=True).repeat(n_cells)
+
+
+def structure(request: dict[str, Any]) -> Atoms:
+    """The request's structure: ``"benzene"`` (C6H6, no cell, not periodic) when its
+    ``structure`` says so, else fcc Cu of ``n_cells`` (:func:`fcc_copper`)."""
+    if request.get("structure") == "benzene":
+        return molecule("C6H6")
+    return fcc_copper(request["n_cells"])
 
 
 def read_request() -> dict[str, Any]:

@@ -103,7 +103,7 @@ def time_calls(request: dict[str, Any]) -> dict[str, Any]:
         model_paths=request["model"], device=device, default_dtype=request["dtype"]
     )
     load_s = time.perf_counter() - start
-    atoms = common.fcc_copper(request["n_cells"])
+    atoms = common.structure(request)
     atoms.calc = calc
 
     def prepare(atoms: ase.Atoms) -> int:

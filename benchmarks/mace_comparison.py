@@ -48,11 +48,20 @@ RETAIN_ENV = {"MALLOC_MMAP_THRESHOLD_": "2147483647", "MALLOC_TRIM_THRESHOLD_": 
 TARGET_RATIO = 0.6  # ase_equi / mace, medium float32 forces, 64–864 atoms, 2 CPU threads
 
 # The MACE-MP-0 recipe for one element (Cu); only the hidden irreps differ between models.
-MODELS = {"small": "128x0e", "medium": "128x0e+128x1o", "mpa0_medium": "128x0e+128x1o"}
+MODELS = {
+    "small": "128x0e",
+    "medium": "128x0e+128x1o",
+    "mpa0_medium": "128x0e+128x1o",
+    "mp0_medium_89": "128x0e+128x1o",
+}
 #: MACE-MPA-0 medium's options on top of SPEC: the 89 elements of the MP / MPA-0 models
 #: (H–Bi, Ac–Pu; the benchmark's Cu is one of them), density blocks, ZBL, Agnesi
 FOUNDATION_ELEMENTS = list(range(1, 84)) + list(range(89, 95))
 MODEL_OPTIONS: dict[str, dict[str, Any]] = {
+    "mp0_medium_89": {  # MACE-MP-0 medium's architecture and elements (small_molecules.py)
+        "atomic_numbers": FOUNDATION_ELEMENTS,
+        "atomic_energies": [-4.099] * len(FOUNDATION_ELEMENTS),
+    },
     "mpa0_medium": {
         "num_bessel": 10,
         "atomic_numbers": FOUNDATION_ELEMENTS,
@@ -61,7 +70,7 @@ MODEL_OPTIONS: dict[str, dict[str, Any]] = {
         "interaction": "RealAgnosticDensityResidualInteractionBlock",
         "pair_repulsion": True,
         "distance_transform": "Agnesi",
-    }
+    },
 }
 SPEC = {
     "r_max": 6.0,
@@ -531,7 +540,7 @@ def main() -> int:
             f"; MPA-0 options: {info['spec']['interaction_first']} then "
             f"{info['spec']['interaction']}, ZBL, {info['spec']['distance_transform']}, "
             f"{info['spec']['num_bessel']} Bessel, {len(info['spec']['atomic_numbers'])} elements"
-            if name in MODEL_OPTIONS
+            if "interaction_first" in info["spec"]
             else ""
         )
         for name, info in models.items()
