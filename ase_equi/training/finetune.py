@@ -63,11 +63,17 @@ from .adaptation import (
 )
 from .config import DTYPES, TrainConfig
 from .finetune_card import file_name, save_with_parent
-from .finetune_defaults import FINETUNE_TRAIN_DEFAULTS, choose_train_options, level_of_theory_of
+from .finetune_defaults import (
+    FINETUNE_TRAIN_DEFAULTS,
+    choose_train_options,
+    head_lr_scale,
+    level_of_theory_of,
+    resolve_replay_rules,
+)
 from .finetune_report import before_after, measure_errors, write_report
 from .loss import UNITS
 from .multihead import add_head
-from .replay import AUTO, parent_test_set, replay_frames, shift_replay
+from .replay import AUTO, parent_test_set, replay_frames, weighted_replay
 from .report import TrainResult
 from .trainer import train
 
@@ -99,7 +105,15 @@ class FinetuneConfig:
         (symbols) and of these ``config_type`` (empty: all).
     replay_count: how many replay frames (seeded sample; None: as many as new training
         frames, at most all; 0: all).
-    replay_weight: loss weight of each replayed frame (1: like a new frame).
+    replay_weight: loss weight of each replayed frame (1: like a new frame; None: with two
+        heads, as many atoms of the new data's elements in the replay as in the new training
+        frames, :func:`~.replay.balance_weight`; with one head 1).
+    replay_new_element_share: at least this share of the replay frames contain an element of
+        the new data, where the replay pool has them (:func:`~.replay.select_replay`; None:
+        0.5 with two heads, 0 with one, where such frames contradict the new labels).
+    trunk_lr_scale: learning rate of the shared layers (and of the parent's head) as a
+        fraction of ``lr``; the head that learns the new data trains at ``lr``
+        (:func:`~.finetune_defaults.head_lr_scale`).
     relabel_replay: label the replayed structures with the parent model instead of their
         stored labels.
     parent_test_data: the parent's own test set, to measure forgetting (``"auto"``: a zoo
@@ -113,7 +127,9 @@ class FinetuneConfig:
     replay_elements: tuple[str, ...] = ()
     replay_config_types: tuple[str, ...] = ()
     replay_count: int | None = None
-    replay_weight: float = 1.0
+    replay_weight: float | None = None
+    replay_new_element_share: float | None = None
+    trunk_lr_scale: float = 1.0
     relabel_replay: bool = False
     parent_test_data: str | None = AUTO
 
@@ -123,8 +139,14 @@ class FinetuneConfig:
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         if self.replay_count is not None and self.replay_count < 0:
             raise ValueError(f"FinetuneConfig.replay_count must be >= 0, got {self.replay_count}")
-        if not self.replay_weight >= 0:
-            raise ValueError(f"FinetuneConfig.replay_weight must be >= 0, got {self.replay_weight}")
+        for name, high in (("replay_weight", np.inf), ("replay_new_element_share", 1.0)):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= high:
+                raise ValueError(f"FinetuneConfig.{name} is out of range [0, {high}]: {value}")
+        if not 0 <= self.trunk_lr_scale <= 1:
+            raise ValueError(
+                f"FinetuneConfig.trunk_lr_scale is out of range: {self.trunk_lr_scale}"
+            )
         if not self.new_head or len(self.new_head) > 100:
             raise ValueError("FinetuneConfig.new_head must be a name of 1..100 characters")
 
@@ -247,7 +269,7 @@ def finetune(
     """
     started = time.perf_counter()
     ft_options, tr_given = _split_options(options)
-    ft = FinetuneConfig(**ft_options)
+    ft = resolve_replay_rules(FinetuneConfig(**ft_options))
     loaded = load_parent(parent)
     ident = parent_identity(parent, loaded)
     parent_name = ident["name"]
@@ -266,9 +288,7 @@ def finetune(
     if ft.multihead:
         model, heads = _two_heads(model, base, e0_shift, loaded, parent_name, ft.new_head)
         frames = [dataclasses.replace(f, head=1) for f in frames]
-        replay = [dataclasses.replace(f, head=0, weight=ft.replay_weight) for f in replay]
-    else:
-        replay = shift_replay(replay, e0_shift, model.config.elements, ft.replay_weight)
+    replay = weighted_replay(replay, replay_report, ft, fit_frames, e0_shift, model.config.elements)
     result = train(
         model,
         frames,
@@ -280,6 +300,7 @@ def finetune(
         progress=progress,
         replay=replay,
         verbose=verbose,
+        lr_scale=head_lr_scale(ft.trunk_lr_scale, multihead=heads is not None),
     )
     if heads is not None:
         result.model.active_head = 1

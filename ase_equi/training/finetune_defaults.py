@@ -15,13 +15,17 @@ Anything the user passes wins; the report says for each setting where it came fr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..data.frames import Frame
+
+if TYPE_CHECKING:
+    from .finetune import FinetuneConfig
 
 # defaults of TrainConfig that differ when fine-tuning: a gentle learning rate, short runs
 FINETUNE_TRAIN_DEFAULTS: dict[str, Any] = {
@@ -109,3 +113,33 @@ def level_of_theory_of(asked: str, data: Any, frames: Sequence[Frame]) -> str:
         "the level of theory of the new data is not stated: pass level_of_theory='...' "
         "(CLI: --level-of-theory) or store it as info['level_of_theory'] in the data file"
     )
+
+
+def resolve_replay_rules(ft: FinetuneConfig) -> FinetuneConfig:
+    """``ft`` with the share of replay frames holding the new data's elements decided: 0.5
+    with two heads (the parent's labels of those elements go to the parent's head), 0 with
+    one (there they would contradict the new labels)."""
+    if ft.replay_new_element_share is not None:
+        return ft
+    share = 0.5 if ft.multihead else 0.0
+    return dataclasses.replace(ft, replay_new_element_share=share)
+
+
+def head_lr_scale(trunk: float, *, multihead: bool) -> Callable[[str], float]:
+    """Learning-rate factor per parameter name: 1 for the head that learns the new level of
+    theory (the new head ``head_readouts.0.*``; with one head, its ``readouts.*``), ``trunk``
+    for everything else (shared layers, the parent's head).
+
+    Why: the parent ended its training at a small learning rate; the shared layers hold what
+    it knew about every element, and a fresh head needs a larger rate than they tolerate.
+
+    >>> f = head_lr_scale(0.1, multihead=True)
+    >>> f("head_readouts.0.1.linear.weight"), f("readouts.0.linear.weight"), f("products.0.x")
+    (1.0, 0.1, 0.1)
+    """
+    new_head = "head_readouts.0." if multihead else "readouts."
+
+    def scale(name: str) -> float:
+        return 1.0 if name.startswith(new_head) else trunk
+
+    return scale

@@ -11,7 +11,11 @@ Where replay frames come from (``FinetuneConfig.replay_data``):
 
 :func:`select_replay` keeps the frames whose elements are all in ``elements`` and whose
 ``config_type`` is in ``config_types`` (either empty: no filter), then a seeded sample of
-``count`` of them.
+``count`` of them, of which at least a share ``favour_share`` (rounded up) contain one of the
+elements ``favour`` where the pool has that many. Fine-tuning favours the **elements of the new
+data** with a share of one half (``FinetuneConfig.replay_new_element_share``): the shared
+layers move most where the new data are, so that is where the parent's labels must be
+rehearsed (a uniform sample of the metals replay set has one frame in five with nickel).
 """
 
 from __future__ import annotations
@@ -72,9 +76,14 @@ def select_replay(
     config_types: Sequence[str] = (),
     count: int | None = None,
     seed: int = 0,
+    favour: Sequence[str | int] = (),
+    favour_share: float = 0.0,
 ) -> list[Frame]:
     """Frames made only of ``elements`` and of a ``config_type`` in ``config_types`` (empty:
-    any), then a seeded sample of ``count`` (None or more than there are: all), in file order.
+    any), then a seeded sample of ``count`` (None or more than there are: all), in file order;
+    at least ``ceil(favour_share · count)`` of the sample contain an element of ``favour``
+    (all such frames when there are fewer), the rest drawn from the other frames (topped up
+    from the favoured ones when those run out).
 
     Examples
     --------
@@ -96,7 +105,15 @@ def select_replay(
     if count is None or count >= len(kept):
         return kept
     rng = np.random.default_rng(seed)
-    return [kept[k] for k in sorted(rng.choice(len(kept), size=count, replace=False))]
+    wanted = parse_elements(favour)
+    if not wanted or favour_share <= 0:
+        return [kept[k] for k in sorted(rng.choice(len(kept), size=count, replace=False))]
+    hits = [k for k, f in enumerate(kept) if wanted & set(f.atoms.numbers.tolist())]
+    rest = sorted(set(range(len(kept))) - set(hits))
+    n_hits = min(len(hits), max(int(np.ceil(favour_share * count)), count - len(rest)))
+    chosen = rng.choice(hits, size=n_hits, replace=False).tolist() if n_hits else []
+    chosen += rng.choice(rest, size=count - n_hits, replace=False).tolist() if rest else []
+    return [kept[k] for k in sorted(chosen)]
 
 
 def relabel(model: MaceModel, frames: Sequence[Frame]) -> list[Frame]:
@@ -139,12 +156,15 @@ def replay_frames(
         where, relabelled = "the new training structures", True
     n_new = sum(not f.is_isolated_atom for f in fit_frames)
     count = n_new if ft.replay_count is None else (ft.replay_count or None)
+    new_elements = sorted({int(z) for f in fit_frames for z in f.atoms.numbers})
     frames = select_replay(
         pool,
         elements=ft.replay_elements,
         config_types=ft.replay_config_types,
         count=count,
         seed=cfg.seed,
+        favour=new_elements,
+        favour_share=ft.replay_new_element_share or 0.0,
     )
     if relabelled:
         frames = relabel(base, frames)
@@ -153,12 +173,45 @@ def replay_frames(
         "labels": "the parent's predictions" if relabelled else "stored (parent's level)",
         "available": len(pool),
         "count": len(frames),
+        "with_new_data_elements": sum(
+            bool(set(new_elements) & set(f.atoms.numbers.tolist())) for f in frames
+        ),
+        "new_element_share": ft.replay_new_element_share,
         "weight": ft.replay_weight,
         "elements": list(ft.replay_elements),
         "config_types": list(ft.replay_config_types),
     }
     log.info("replay: %s", report)
     return frames, report
+
+
+#: bounds of the replay weight chosen by :func:`balance_weight`
+BALANCE_RANGE = (1.0, 4.0)
+
+
+def balance_weight(
+    new: Sequence[Frame], replay: Sequence[Frame], given: float | None = None
+) -> float:
+    """Loss weight of a replay frame: ``given``, else the number of atoms of the new data's
+    elements in ``new`` over their number in ``replay``, within ``BALANCE_RANGE`` (1 without
+    such replay atoms): each element the new data hold is then rehearsed at the parent's level
+    of theory as much as it is learnt at the new one.
+
+    >>> from ase import Atoms
+    >>> cu = Frame(Atoms("Cu4"), 0.0); mixed = Frame(Atoms("CuAl3"), 0.0)
+    >>> balance_weight([cu, cu], [mixed, mixed, Frame(Atoms("Al2"), 0.0)])
+    4.0
+    >>> balance_weight([cu], [cu, mixed]), balance_weight([cu], [mixed], given=0.5)
+    (1.0, 0.5)
+    """
+    if given is not None:
+        return float(given)
+    elements = {int(z) for f in new for z in f.atoms.numbers}
+    n_new = sum(int(np.isin(f.atoms.numbers, list(elements)).sum()) for f in new)
+    n_replay = sum(int(np.isin(f.atoms.numbers, list(elements)).sum()) for f in replay)
+    if not n_replay:
+        return 1.0
+    return float(np.clip(n_new / n_replay, *BALANCE_RANGE))
 
 
 def shift_replay(
@@ -181,3 +234,21 @@ def parent_test_set(parent: Any, ft: FinetuneConfig) -> str | None:
         return ft.parent_test_data
     sets = zoo_sets(parent)
     return str(sets[1]) if sets else None
+
+
+def weighted_replay(
+    replay: list[Frame],
+    report: dict[str, Any],
+    ft: FinetuneConfig,
+    fit_frames: list[Frame],
+    e0_shift: np.ndarray,
+    elements: Sequence[int],
+) -> list[Frame]:
+    """Replay frames with their loss weight (recorded in ``report``): on the parent's head
+    (head 0) balanced against the new data (:func:`balance_weight`); with one head,
+    energies shifted by the E0 change and weight 1 unless given."""
+    if ft.multihead:
+        weight = report["weight"] = balance_weight(fit_frames, replay, ft.replay_weight)
+        return [dataclasses.replace(f, head=0, weight=weight) for f in replay]
+    report["weight"] = weight = 1.0 if ft.replay_weight is None else ft.replay_weight
+    return shift_replay(replay, e0_shift, elements, weight)

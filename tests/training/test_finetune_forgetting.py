@@ -1,0 +1,111 @@
+"""Fine-tuning against forgetting: replay favouring the new data's elements, a slower shared
+trunk (learning-rate groups), and both recorded in the report and the card."""
+
+from __future__ import annotations
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from conftest import emt_structures
+from test_finetune import FAST, _shifted, parent  # noqa: F401  (the parent fixture)
+
+from ase_equi import load_model
+from ase_equi.data import Frame, read_frames
+from ase_equi.training.adaptation import predict_energies
+from ase_equi.training.finetune import FinetuneConfig, finetune
+from ase_equi.training.finetune_defaults import head_lr_scale, resolve_replay_rules
+from ase_equi.training.optimiser import parameter_groups
+from ase_equi.training.replay import select_replay
+
+
+def _pool(n_ni: int, n_other: int) -> list[Frame]:
+    kinds = ["Ni2Cu2"] * n_ni + ["Cu4", "Al4", "Ag2Au2"] * n_other
+    return [Frame(Atoms(s), 0.0, index=k) for k, s in enumerate(kinds[: n_ni + n_other])]
+
+
+def _with_ni(frames: list[Frame]) -> int:
+    return sum("Ni" in f.atoms.get_chemical_symbols() for f in frames)
+
+
+def test_replay_favours_the_new_data_elements():
+    pool = _pool(n_ni=6, n_other=30)
+    # a uniform sample of 10 would hold 10 · 6/36 ≈ 1.7 nickel frames; the rule asks for 5
+    chosen = select_replay(pool, count=10, favour=["Ni"], favour_share=0.5, seed=4)
+    assert len(chosen) == 10 and _with_ni(chosen) == 5
+    assert [f.index for f in chosen] == sorted(f.index for f in chosen)
+    # the share rounds up; fewer favoured frames than asked: all of them, the rest others
+    assert _with_ni(select_replay(pool, count=7, favour=["Ni"], favour_share=0.5)) == 4
+    assert _with_ni(select_replay(pool, count=20, favour=[28], favour_share=0.5)) == 6
+    # too few other frames: topped up with favoured ones (count is always met)
+    small = _pool(n_ni=6, n_other=2)
+    picked = select_replay(small, count=7, favour=["Ni"], favour_share=0.5)
+    assert len(picked) == 7 and _with_ni(picked) == 5
+    # share 0: the plain seeded sample, as before
+    plain = select_replay(pool, count=10, seed=4)
+    assert select_replay(pool, count=10, seed=4, favour=["Ni"], favour_share=0.0) == plain
+    with pytest.raises(ValueError, match="'Qq' is not an element"):
+        select_replay(pool, count=3, favour=["Qq"], favour_share=0.5)
+
+
+def test_parameter_groups_follow_the_scale():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    net[0].bias.requires_grad_(False)
+    one = parameter_groups(net, 0.01)
+    assert len(one) == 1 and one[0]["lr"] == 0.01
+    assert [id(p) for p in one[0]["params"]] == [
+        id(net[0].weight),
+        id(net[1].weight),
+        id(net[1].bias),
+    ]
+    groups = parameter_groups(net, 0.01, lambda name: 1.0 if name.startswith("1.") else 0.25)
+    assert [g["lr"] for g in groups] == [0.01, 0.0025]  # the full-rate group first
+    assert [len(g["params"]) for g in groups] == [2, 1]
+    scale = head_lr_scale(0.1, multihead=False)
+    assert (scale("readouts.1.w"), scale("interactions.0.w")) == (1.0, 0.1)
+    # the share rule: favour the new data's elements with two heads only
+    assert resolve_replay_rules(FinetuneConfig()).replay_new_element_share == 0.5
+    assert resolve_replay_rules(FinetuneConfig(multihead=False)).replay_new_element_share == 0
+    assert (
+        resolve_replay_rules(FinetuneConfig(replay_new_element_share=0.2)).replay_new_element_share
+        == 0.2
+    )
+    with pytest.raises(ValueError, match="trunk_lr_scale is out of range"):
+        FinetuneConfig(trunk_lr_scale=1.5)
+    with pytest.raises(ValueError, match="replay_new_element_share is out of range"):
+        FinetuneConfig(replay_new_element_share=-0.1)
+
+
+def test_trunk_at_rate_zero_keeps_the_parent_exactly(parent, tmp_path):  # noqa: F811
+    """trunk_lr_scale=0: shared layers and the parent's head are not moved, even with replay
+    on the parent's head, while the new head learns; the settings are on the card."""
+    replay_file = tmp_path / "parent-data.xyz"
+    ase.io.write(replay_file, emt_structures(6, seed=17))
+    frames = read_frames(_shifted(emt_structures(6, seed=31), {13: 0.2, 29: -0.1}, 1.2))
+    probe = read_frames(emt_structures(4, seed=33))
+    result = finetune(
+        parent,
+        frames,
+        out=tmp_path / "ft",
+        epochs=1,
+        lr=1e-2,
+        replay_data=str(replay_file),
+        parent_test_data=str(replay_file),
+        trunk_lr_scale=0.0,
+        level_of_theory="EMT x1.2",
+        **FAST,
+    )
+    old = load_model(parent).model
+    tuned = load_model(result.model_path, head="parent").model
+    for name, value in old.state_dict().items():
+        if name not in ("reference_energies", "scale", "shift"):
+            assert torch.equal(tuned.state_dict()[name], value), name
+    before = predict_energies(old, probe)
+    np.testing.assert_allclose(predict_energies(tuned, probe), before, atol=1e-9, rtol=0)
+    new_head = load_model(result.model_path).model
+    assert np.abs(predict_energies(new_head, probe) - before).max() > 1e-3  # it learned
+    settings = load_model(result.model_path).card["finetuning"]["settings"]
+    assert settings["trunk_lr_scale"] == 0.0 and settings["replay_new_element_share"] == 0.5
+    replay = result.report["replay"]
+    assert replay["new_element_share"] == 0.5 and 0 <= replay["with_new_data_elements"] <= 6
