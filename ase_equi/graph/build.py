@@ -18,6 +18,7 @@ import torch
 from ase.data import chemical_symbols
 
 from ..neighbours import NeighbourList, VerletNeighbourList, neighbour_list_from_atoms
+from .layout import ElementGroups, NeighbourLayout
 from .tensors import Graph
 
 __all__ = ["GraphSource", "HostGraph", "atoms_to_graph", "batch_graphs", "element_indices"]
@@ -180,17 +181,69 @@ class HostGraph:
         self.elements, self.r_max = tuple(elements), float(r_max)
         self.dtype, self.device, self.model_name = dtype, device, model_name
         self.max_chunk_bytes = max_chunk_bytes
+        self._atoms: _AtomTensors | None = None
+        self._edges: _EdgeTensors | None = None
 
     def update(self, atoms: ase.Atoms) -> Graph:
-        """The graph of ``atoms`` (raises as :func:`atoms_to_graph`)."""
+        """The graph of ``atoms`` (raises as :func:`atoms_to_graph`).
+
+        What depends only on the atomic numbers (element indices, their groups) or only on
+        the edges (their tensors and per-receiver layout) is kept from the last call while
+        those are unchanged, as in an MD step between neighbour-list changes: the graph is
+        the one :func:`atoms_to_graph` builds, with its ``layout`` and ``groups`` filled in.
+        """
         neighbours = self.neighbours.update(atoms)
-        return atoms_to_graph(
-            atoms,
-            self.elements,
-            self.r_max,
-            dtype=self.dtype,
-            device=self.device,
-            model_name=self.model_name,
-            neighbours=neighbours,
+        nodes = self._atoms
+        if nodes is None or not np.array_equal(nodes.numbers, atoms.numbers):
+            nodes = self._atoms = _AtomTensors(atoms.numbers, self, self.device)
+        edges = self._edges
+        if edges is None or not edges.same(neighbours, len(atoms)):
+            edges = self._edges = _EdgeTensors(neighbours, len(atoms), self.device)
+        cell = np.asarray(atoms.cell.array, dtype=np.float64)
+        return Graph(
+            positions=torch.as_tensor(atoms.positions, dtype=self.dtype, device=self.device),
+            cell=torch.as_tensor(cell.reshape(1, 3, 3), dtype=self.dtype, device=self.device),
+            atomic_numbers=nodes.atomic_numbers,
+            element_index=nodes.element_index,
+            senders=edges.senders,
+            receivers=edges.receivers,
+            shifts=torch.as_tensor(neighbours.shifts, dtype=self.dtype, device=self.device),
+            batch=nodes.batch,
+            num_graphs=1,
+            layout=edges.layout,
+            groups=nodes.groups,
+            volumes=(abs(float(np.linalg.det(cell))),),
             max_chunk_bytes=self.max_chunk_bytes,
+        )
+
+
+class _AtomTensors:
+    """What a graph's nodes hold that depends only on the atomic numbers (kept between
+    calls of a :class:`HostGraph` while they are unchanged)."""
+
+    def __init__(self, numbers: np.ndarray, source: HostGraph, device: torch.device | str):
+        self.numbers = np.array(numbers, copy=True)
+        index = element_indices(self.numbers, source.elements, source.model_name)
+        self.atomic_numbers = torch.as_tensor(self.numbers, dtype=torch.long, device=device)
+        self.element_index = torch.as_tensor(index, dtype=torch.long, device=device)
+        self.batch = torch.zeros(len(self.numbers), dtype=torch.long, device=device)
+        self.groups = ElementGroups(self.element_index)
+
+
+class _EdgeTensors:
+    """A graph's edge indices and their per-receiver layout (kept between calls of a
+    :class:`HostGraph` while the edges within the cutoff are unchanged)."""
+
+    def __init__(self, nl: NeighbourList, num_atoms: int, device: torch.device | str) -> None:
+        self.host = (num_atoms, np.array(nl.senders), np.array(nl.receivers))
+        self.senders = torch.as_tensor(nl.senders, dtype=torch.long, device=device)
+        self.receivers = torch.as_tensor(nl.receivers, dtype=torch.long, device=device)
+        self.layout = NeighbourLayout(self.senders, self.receivers, num_atoms)
+
+    def same(self, nl: NeighbourList, num_atoms: int) -> bool:
+        n, senders, receivers = self.host
+        return (
+            n == num_atoms
+            and np.array_equal(senders, nl.senders)
+            and np.array_equal(receivers, nl.receivers)
         )
