@@ -13,6 +13,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from . import uncertainty
 from .allocator import retain_freed_memory
 from .calculator_options import (
     DTYPES,
@@ -80,11 +81,11 @@ class EquivariantCalculator(Calculator):
         ``parameters`` then records the head used. An unknown head raises ``ValueError``
         listing the heads.
     uncertainty_threshold, on_uncertain:
-        A committee only (:mod:`ase_equi.uncertainty`): when the largest atomic force
-        uncertainty (eV/Å) passes ``uncertainty_threshold``, ``on_uncertain`` acts: ``"warn"``
-        (:class:`~ase_equi.uncertainty.UncertaintyWarning`), ``"raise"``
-        (:class:`~ase_equi.uncertainty.UncertainStructureError`) or a callable
-        ``f(atoms, max_uncertainty, results)``. With a threshold every pass computes the spread.
+        A committee, or a model with a prediction-rigidity section (:mod:`ase_equi.uncertainty`):
+        when the largest atomic force uncertainty (eV/Å) passes ``uncertainty_threshold``,
+        ``on_uncertain`` acts: ``"warn"`` (:class:`~ase_equi.uncertainty.UncertaintyWarning`),
+        ``"raise"`` (:class:`~ase_equi.uncertainty.UncertainStructureError`) or a callable
+        ``f(atoms, max_uncertainty, results)``; with a threshold every pass computes it.
     label, directory:
         ASE's own keywords (no files are written).
 
@@ -195,7 +196,7 @@ class EquivariantCalculator(Calculator):
             uncertainty_threshold=uncertainty_threshold,
             on_uncertain=on_uncertain,
         )
-        # the uncertainties asked so far, computed in every later pass (committees only)
+        # the uncertainties asked so far, computed in every later pass
         self.uncertainties: set[str] = set()
         # the derivatives asked so far ("forces", "stress"), computed in every later pass
         self.derivatives: set[str] = set()
@@ -254,8 +255,8 @@ class EquivariantCalculator(Calculator):
                 "with EquivariantCalculator(..., retain_memory=False)"
             )
         loaded = self._load(device, dtype) if reload else self.loaded
-        committee = isinstance(loaded, LoadedCommittee)
-        if p["uncertainty_threshold"] is not None and not committee:
+        extra = uncertainty.uncertainty_properties(loaded)
+        if p["uncertainty_threshold"] is not None and not extra:
             raise ValueError(refusal("uncertainty_threshold", loaded.name))
         chunk_mib = p["chunk_mib"]
         max_chunk_bytes = None if chunk_mib is None else int(chunk_mib * 2**20)
@@ -276,9 +277,8 @@ class EquivariantCalculator(Calculator):
         self.loaded = loaded
         self._float64: LoadedModel | None = None  # float64 copy for the Hessian, made on demand
         self.model = loaded.model.eval()
-        self.committee = committee
+        self.committee, self.uncertain = isinstance(loaded, LoadedCommittee), bool(extra)
         self.calibration = loaded.calibration if isinstance(loaded, LoadedCommittee) else 1.0
-        extra = list(UNCERTAINTY_PROPERTIES) if committee else []
         self.implemented_properties = [*type(self).implemented_properties, *extra]
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
@@ -324,11 +324,10 @@ class EquivariantCalculator(Calculator):
         # user (Monte Carlo, screening) never pays for them, and in MD or a relaxation
         # energy and forces of a geometry cost one model call
         self.derivatives |= {"forces", "stress", "stress_uncertainty"} & set(properties)
-        # the spread (committee only) from the first time an uncertainty is asked on, or always
-        # with a threshold: see docs of ase_equi.uncertainty
+        # uncertainties from the first time one is asked on, or always with a threshold
         self.uncertainties |= set(UNCERTAINTY_PROPERTIES) & set(properties)
         threshold = self.parameters["uncertainty_threshold"]
-        spread = self.committee and bool(self.uncertainties or threshold is not None)
+        spread = self.uncertain and bool(self.uncertainties or threshold is not None)
         want_stress = bool({"stress", "stress_uncertainty"} & self.derivatives) and rank3
         # every member's derivatives for their spread (else only the mean's)
         each = bool({"forces_uncertainty", "stress_uncertainty"} & self.uncertainties)
@@ -349,11 +348,12 @@ class EquivariantCalculator(Calculator):
         if "hessian" in properties and self.committee:
             raise PropertyNotImplementedError("hessian of a committee is not implemented")
         graph = self.graph_source.update(atoms)
-        extra: dict[str, Any] = {}
+        factor, forces, stress, extra = self.calibration, want_forces, want_stress, dict[str, Any]()
         if self.committee:  # the members' mean, and their spread once asked, in one pass
-            factor, forces, stress = self.calibration, want_forces, want_stress
             out, extra = committee_pass(self.model, graph, forces, stress, factor, each)
             extra = extra if spread else {}
+        elif spread:  # one model's last-layer prediction rigidity (hooks on its readouts)
+            out, extra = uncertainty.rigidity_pass(self.loaded, graph, forces, stress)
         else:
             out = energy_forces_stress(self.model, graph, forces=want_forces, stress=want_stress)
         self.model_calls += 1

@@ -18,6 +18,11 @@ with the *sample* standard deviation, :math:`\\mathrm{std}_m(x) = \\sqrt{\\frac{
 
 The threshold (calculator option ``uncertainty_threshold``, eV/Å) applies to
 :math:`\\max_i u_i`, the largest atomic force uncertainty.
+
+A single model whose file has a prediction-rigidity section gives ``energy_uncertainty`` and
+``forces_uncertainty`` (same units and shapes, same threshold) from its last-layer features
+instead, calibrated by the section's factors (:mod:`ase_equi.model.prediction_rigidity`); it
+has no ``stress_uncertainty``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .errors import AseEquiError
 from .graph.tensors import Graph
+from .model import prediction_rigidity
 from .model.committee import member_derivatives, member_spread
 
 __all__ = [
@@ -42,13 +48,15 @@ __all__ = [
     "check_uncertainty_options",
     "committee_pass",
     "refusal",
+    "rigidity_pass",
+    "uncertainty_properties",
 ]
 
 UNCERTAINTY_PROPERTIES = ("energy_uncertainty", "forces_uncertainty", "stress_uncertainty")
 
 
 class UncertaintyWarning(UserWarning):
-    """The committee's largest atomic force uncertainty passed the calculator's threshold."""
+    """The largest atomic force uncertainty passed the calculator's threshold."""
 
 
 class UncertainStructureError(AseEquiError):
@@ -57,12 +65,36 @@ class UncertainStructureError(AseEquiError):
 
 
 def refusal(name: str, model_name: str) -> str:
-    """The message of a plain model's calculator asked for an uncertainty."""
+    """The message of a calculator asked for an uncertainty its model does not give."""
+    if name == "stress_uncertainty":
+        return (
+            f"stress_uncertainty needs a committee: model '{model_name}' is one model, and its "
+            "prediction-rigidity estimate (if any) defines energy and force uncertainties only"
+        )
     return (
-        f"{name} needs a committee, but model '{model_name}' is one model: give "
-        "EquivariantCalculator a committee file or a list of model files "
-        '(EquivariantCalculator(["a.json", "b.json", ...]))'
+        f"{name} needs a committee or a prediction-rigidity section, but model '{model_name}' "
+        "is one model without one: give EquivariantCalculator a committee file or a list of "
+        'model files (EquivariantCalculator(["a.json", "b.json", ...])), or add the section '
+        "with scripts/uncertainty/zoo_rigidity.py"
     )
+
+
+def uncertainty_properties(loaded: Any) -> list[str]:
+    """The uncertainty properties a loaded model gives: all three for a committee, energy and
+    forces for a model with a prediction-rigidity section, none otherwise."""
+    if hasattr(loaded, "calibration"):  # a LoadedCommittee
+        return list(UNCERTAINTY_PROPERTIES)
+    rigid = getattr(loaded, "rigidity", None) is not None
+    return list(UNCERTAINTY_PROPERTIES[:2]) if rigid else []
+
+
+def rigidity_pass(
+    loaded: Any, graph: Graph, forces: bool, stress: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """One pass of a single model with its prediction-rigidity section ``loaded.rigidity``:
+    :func:`~ase_equi.model.prediction_rigidity.rigidity_pass` (``energy_uncertainty``,
+    ``forces_uncertainty``, calibrated by the section's factors)."""
+    return prediction_rigidity.rigidity_pass(loaded.model, graph, loaded.rigidity, forces, stress)
 
 
 def committee_pass(
@@ -126,7 +158,7 @@ def act_on_uncertainty(
     worst = int(per_atom.argmax())
     value = float(per_atom[worst])
     message = (
-        f"committee force uncertainty {value:.4g} eV/Å on atom {worst} "
+        f"force uncertainty {value:.4g} eV/Å on atom {worst} "
         f"({atoms.get_chemical_symbols()[worst]}) passes uncertainty_threshold="
         f"{threshold:g} eV/Å: the model is extrapolating; label this structure"
     )

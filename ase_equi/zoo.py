@@ -53,9 +53,9 @@ ZOO_DIR = _zoo_dir()
 
 #: ``header_sha256`` of every zoo model as released (update with the model, in the same commit).
 ZOO_PINS: dict[str, str] = {
-    "metals": "5f3defb91122b078cffa9b06cac34810a81db86701a1c32ebfc5cc4c0c670666",
-    "molecules-pbe": "98323022664476dae8b345a8ce4bd2a3d5a728c0882ec42cf822d8b170a6a668",
-    "silicon-xtb": "963f60948cb08100e5ec490b355f66bb2903f3e4040c62364e762335088e75e1",
+    "metals": "09cbae297a4f9d505e059cab576fe47563abdce5c4ee560f1074308110a9f880",
+    "molecules-pbe": "4d8ee93b2b31cae906a0cb05c943bcae871f99ab4391c636ad853e55c1a659f7",
+    "silicon-xtb": "f756746b0e1cfd06cdc5b0f56b66d04a55b597bb961f2e9d757863cb25716185",
 }
 
 

@@ -57,6 +57,7 @@ from .model_header import (
     safetensors_layout,
     select_head,
 )
+from .rigidity_section import check_rigidity_model, split_rigidity
 
 PACKAGE_VERSION = "0.1.0"
 DEFAULT_HEAD = "Default"
@@ -92,6 +93,8 @@ class LoadedModel:
     source: str = ""
     head: str | None = None
     heads: list[str] = field(default_factory=list)
+    #: the file's prediction-rigidity section (io/rigidity_section.py) for ``head``, or None
+    rigidity: Any = None
 
     @property
     def name(self) -> str:
@@ -335,6 +338,7 @@ def read_model_file(
     except Exception as err:  # safetensors raises its own error types
         raise ModelFileError(f"model weights {source} cannot be parsed: {err}") from err
     del blob
+    rigidity = split_rigidity(header, tensors, json_path)  # its tensors leave ``tensors``
     if version == 1:  # the weights' E0, scale and shift are what the model computes with
         config = dataclasses.replace(
             config,
@@ -365,6 +369,7 @@ def read_model_file(
         source=str(json_path),
         head=head_name,
         heads=heads,
+        rigidity=check_rigidity_model(rigidity, model, head_name, json_path),
     )
 
 

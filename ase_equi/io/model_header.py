@@ -68,6 +68,8 @@ V2_FIELDS = frozenset(
         "header_sha256",
     }
 )
+#: fields a format-2 header may have (absent: the model has no such section)
+OPTIONAL_V2_FIELDS = frozenset({"prediction_rigidity"})  # see io/rigidity_section.py
 DTYPES = ("float32", "float64")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -141,7 +143,7 @@ def parse_header_bytes(data: bytes, json_path: Path) -> dict[str, Any]:
     if missing:
         raise ModelFileError(f"{json_path} lacks the field(s) {', '.join(map(repr, missing))}")
     if version == 2:
-        unknown = sorted(set(header) - V2_FIELDS)
+        unknown = sorted(set(header) - V2_FIELDS - OPTIONAL_V2_FIELDS)
         if unknown:
             raise ModelFileError(f"{json_path} has unknown field(s) {unknown} for format 2")
     _check_common_fields(header, json_path)
@@ -203,6 +205,9 @@ def _check_v2_fields(header: dict[str, Any], where: Path) -> None:
     from .committee_header import check_committee_fields  # imports this module
 
     check_committee_fields(header, where)  # null, or a committee and its calibration
+    from .rigidity_section import check_rigidity_fields  # imports this module
+
+    check_rigidity_fields(header, where)  # absent, null, or a prediction-rigidity section
     heads = header["heads"]
     if not isinstance(heads, dict) or not 1 <= len(heads) <= MAX_HEADS:
         raise ModelFileError(f"{where}: 'heads' must be an object with 1..{MAX_HEADS} heads")

@@ -1,0 +1,283 @@
+"""Last-layer prediction rigidity (LLPR): uncertainties of one trained model, no retraining.
+
+The energy of a MACE model is *linear* in its last-layer features. With the readout of every
+layer but the last linear in the scalar (0e) channels :math:`x^{(t)}_i` of its input, and the
+last readout :math:`w^{(T-1)} \\cdot \\phi_i` linear in its hidden SiLU activations
+:math:`\\phi_i`, the per-atom energy of :mod:`ase_equi.model.mace` is
+
+.. math::
+
+    \\varepsilon_i = E0_{z_i} + \\mu + s\\,p_i + w \\cdot f_i, \\qquad
+    f_i = s\\,[x^{(0)}_i, \\dots, x^{(T-2)}_i, \\phi_i] \\in \\mathbb{R}^d,
+
+with the scale s, shift μ, pair repulsion :math:`p_i` (ZBL, when the model has it) and the
+readout weights :math:`w = [w^{(0)}, \\dots, w^{(T-1)}]` (:func:`readout_weights`). For
+``channels`` C and ``readout_hidden`` H, :math:`d = (T-1)\\,C + H`.
+
+Treating w as the parameters of a linear model fitted on N training structures with feature
+sums :math:`f_s = \\sum_{i \\in s} f_i`, the prediction rigidity formalism (F. Bigi, S. Chong,
+M. Ceriotti, F. Grasselli, *A prediction rigidity formalism for low-cost uncertainties in
+trained neural networks*, Mach. Learn.: Sci. Technol. 5, 045018 (2024)) gives the energy
+uncertainty of a structure s
+
+.. math::
+
+    \\sigma_E(s)^2 = \\alpha_E^2\\, f_s^\\top C^{-1} f_s, \\qquad
+    C = \\sum_{s' \\in \\mathrm{train}} f_{s'} f_{s'}^\\top + \\lambda I,
+
+with a regulariser λ and a calibration factor α_E fitted on validation data.
+
+**Forces: local rigidity.** The exact force analogue, the diagonal of :math:`J^\\top C^{-1} J`
+with the Jacobian :math:`J = \\partial f_s / \\partial r` (d × 3n), needs d backward passes
+(:func:`jacobian_forces_uncertainty`, kept for comparison). The calculator uses the rigidity of
+each atom's own environment instead,
+
+.. math::
+
+    u_i = \\alpha_F \\sqrt{f_i^\\top C_\\mathrm{loc}^{-1} f_i}, \\qquad
+    C_\\mathrm{loc} = \\sum_{j \\in \\mathrm{train}} f_j f_j^\\top + \\lambda_\\mathrm{loc} I
+
+(the sum over training atoms), in eV/Å per atom (``forces_uncertainty``, the convention of
+:mod:`ase_equi.uncertainty`): an environment unlike every training environment has a
+feature vector outside the span the training atoms constrain, and a large :math:`u_i`. It
+costs the forward hooks and one d × d quadratic form per atom; no extra backward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..graph.tensors import Graph
+from .gradients import energy_forces_stress
+from .mace import MaceModel
+from .readout import LinearReadout, NonLinearReadout
+
+__all__ = [
+    "FeatureCapture",
+    "LastLayerRigidity",
+    "RigidityStatistics",
+    "capture_features",
+    "feature_dim",
+    "jacobian_forces_uncertainty",
+    "readout_weights",
+    "rigidity_pass",
+    "structure_features",
+]
+
+
+def _scalar_slices(readout: Any) -> list[slice]:
+    """Slices of the 0e channels in the input of a linear readout (``[n, irreps_in.dim]``)."""
+    irreps = readout.linear.irreps_in
+    slices = irreps.slices()
+    return [slices[k] for k, (_, ir) in enumerate(irreps) if ir.l == 0 and ir.p == 1]
+
+
+def _readouts(model: MaceModel) -> list[Any]:
+    readouts = list(model.readouts_of(model.active_head))
+    for t, readout in enumerate(readouts):
+        last = t == len(readouts) - 1
+        if not isinstance(readout, NonLinearReadout if last else LinearReadout):
+            raise ValueError(f"readout {t} of the model is {type(readout).__name__}: no LLPR")
+    return readouts
+
+
+def _scale(model: MaceModel) -> torch.Tensor:
+    scale = model.scale
+    return scale[model.active_head] if scale.dim() == 1 else scale
+
+
+def feature_dim(model: MaceModel) -> int:
+    """d, the length of an atom's last-layer feature vector :math:`f_i`."""
+    readouts = _readouts(model)
+    linear = sum(s.stop - s.start for r in readouts[:-1] for s in _scalar_slices(r))
+    return int(linear + readouts[-1].linear_2.irreps_in.dim)
+
+
+def readout_weights(model: MaceModel) -> torch.Tensor:
+    """``[d]`` float64: w with :math:`\\varepsilon_i = E0 + \\mu + s p_i + w \\cdot f_i`.
+
+    Each block is read off its readout applied to unit vectors (the readouts have no bias),
+    so it holds whatever normalisation the readout applies.
+    """
+    readouts = _readouts(model)
+    blocks = []
+    param = next(model.parameters())
+    for t, readout in enumerate(readouts):
+        if t < len(readouts) - 1:
+            dim = readout.linear.irreps_in.dim
+            columns = [k for s in _scalar_slices(readout) for k in range(s.start, s.stop)]
+            unit = torch.zeros(len(columns), dim, dtype=param.dtype, device=param.device)
+            unit[range(len(columns)), columns] = 1.0
+            blocks.append(readout(unit))
+        else:
+            hidden = readout.linear_2.irreps_in.dim
+            eye = torch.eye(hidden, dtype=param.dtype, device=param.device)
+            blocks.append(readout.linear_2(eye).squeeze(-1))
+    return torch.cat(blocks).detach().double()
+
+
+class FeatureCapture:
+    """The per-layer readout inputs seen by the hooks of :func:`capture_features`."""
+
+    def __init__(self, model: MaceModel) -> None:
+        self.model = model
+        self.blocks: list[torch.Tensor] = []
+        self.calls = 0  # model passes seen (counted by the first readout's hook)
+
+    def node_features(self) -> torch.Tensor:
+        """``[n_atoms, d]``: :math:`f_i` of the last pass (in the model's dtype; still in the
+        autograd graph of that pass)."""
+        if not self.blocks:
+            raise RuntimeError("no model pass ran inside capture_features")
+        return _scale(self.model).to(self.blocks[0].dtype) * torch.cat(self.blocks, dim=1)
+
+
+@contextlib.contextmanager
+def capture_features(model: MaceModel) -> Iterator[FeatureCapture]:
+    """Hooks on the readouts of ``model`` that record :math:`f_i` (without the scale) during
+    the passes inside the ``with`` block; removed on exit, so a model outside it pays nothing.
+    """
+    capture = FeatureCapture(model)
+    readouts = _readouts(model)
+    handles = []
+
+    def linear_hook(module: Any, inputs: tuple[torch.Tensor, ...]) -> None:
+        if module is readouts[0]:
+            capture.blocks.clear()
+            capture.calls += 1
+        x = inputs[0]
+        capture.blocks.append(torch.cat([x[:, s] for s in _scalar_slices(module)], dim=1))
+
+    def hidden_hook(module: Any, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if len(readouts) == 1:
+            capture.blocks.clear()
+            capture.calls += 1
+        capture.blocks.append(output)
+
+    try:
+        for readout in readouts[:-1]:
+            handles.append(readout.register_forward_pre_hook(linear_hook))
+        handles.append(readouts[-1].non_linearity.register_forward_hook(hidden_hook))
+        yield capture
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def structure_features(node_features: torch.Tensor, batch: torch.Tensor, num_graphs: int):
+    """``[G, d]`` float64: :math:`f_s = \\sum_{i \\in s} f_i` per graph of the batch."""
+    out = torch.zeros(num_graphs, node_features.shape[1], dtype=torch.float64)
+    return out.to(node_features.device).index_add(0, batch, node_features.double())
+
+
+@dataclass
+class RigidityStatistics:
+    """Running sums over training structures: ``covariance`` :math:`\\sum_s f_s f_s^\\top` and
+    ``local_covariance`` :math:`\\sum_i f_i f_i^\\top` (``[d, d]`` float64, no regulariser)."""
+
+    dim: int
+    covariance: torch.Tensor = field(init=False)
+    local_covariance: torch.Tensor = field(init=False)
+    structures: int = 0
+    atoms: int = 0
+
+    def __post_init__(self) -> None:
+        self.covariance = torch.zeros(self.dim, self.dim, dtype=torch.float64)
+        self.local_covariance = torch.zeros(self.dim, self.dim, dtype=torch.float64)
+
+    def add(self, node_features: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> None:
+        """Add a batch: ``node_features [n, d]``, ``batch [n]`` graph index of each atom."""
+        f_i = node_features.detach().double().cpu()
+        f_s = structure_features(f_i, batch.cpu(), num_graphs)
+        self.covariance += f_s.T @ f_s
+        self.local_covariance += f_i.T @ f_i
+        self.structures += num_graphs
+        self.atoms += f_i.shape[0]
+
+
+def regularised_inverse(covariance: torch.Tensor, relative: float) -> torch.Tensor:
+    """:math:`(C + \\lambda I)^{-1}` with :math:`\\lambda = \\mathrm{relative}\\cdot
+    \\mathrm{tr}(C)/d` (symmetrised, float64)."""
+    d = covariance.shape[0]
+    lam = relative * float(torch.trace(covariance)) / d
+    inverse = torch.linalg.inv(covariance + lam * torch.eye(d, dtype=covariance.dtype))
+    return 0.5 * (inverse + inverse.T)
+
+
+@dataclass
+class LastLayerRigidity:
+    """What a model needs for LLPR uncertainties (see the module docstring).
+
+    ``inverse_covariance`` :math:`C^{-1}` and ``local_inverse_covariance``
+    :math:`C_\\mathrm{loc}^{-1}` (``[d, d]`` float64), the calibration factors ``energy_factor``
+    α_E and ``forces_factor`` α_F (dimensionless), and ``info``: the rest of the file section
+    (regularisers, data, calibration figures).
+    """
+
+    inverse_covariance: torch.Tensor
+    local_inverse_covariance: torch.Tensor
+    energy_factor: float = 1.0
+    forces_factor: float = 1.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def energy_uncertainty(self, node_features: torch.Tensor, batch: torch.Tensor, num_graphs: int):
+        """``[G]`` (eV): :math:`\\alpha_E \\sqrt{f_s^\\top C^{-1} f_s}` per graph."""
+        f_s = structure_features(node_features.detach(), batch, num_graphs)
+        inverse = self.inverse_covariance.to(f_s.device)
+        quad = torch.einsum("gd,de,ge->g", f_s, inverse, f_s).clamp(min=0)
+        return self.energy_factor * quad.sqrt()
+
+    def forces_uncertainty(self, node_features: torch.Tensor) -> torch.Tensor:
+        """``[n]`` (eV/Å): :math:`\\alpha_F \\sqrt{f_i^\\top C_\\mathrm{loc}^{-1} f_i}` per atom."""
+        f_i = node_features.detach().double()
+        inverse = self.local_inverse_covariance.to(f_i.device)
+        quad = torch.einsum("nd,de,ne->n", f_i, inverse, f_i).clamp(min=0)
+        return self.forces_factor * quad.sqrt()
+
+
+def rigidity_pass(
+    model: MaceModel, graph: Graph, rigidity: LastLayerRigidity, forces: bool, stress: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """One model pass with the features recorded: ``(out, extra)``, ``out`` as from
+    :func:`~ase_equi.model.gradients.energy_forces_stress`, ``extra`` the calibrated
+    ``energy_uncertainty`` (eV, float, the first graph's) and ``forces_uncertainty``
+    (eV/Å, numpy ``[n]``)."""
+    with capture_features(model) as capture:
+        out = energy_forces_stress(model, graph, forces=forces, stress=stress)
+    f_i = capture.node_features()
+    extra = {
+        "energy_uncertainty": float(rigidity.energy_uncertainty(f_i, graph.batch, 1)[0]),
+        "forces_uncertainty": rigidity.forces_uncertainty(f_i).cpu().numpy(),
+    }
+    return out, extra
+
+
+def jacobian_forces_uncertainty(
+    model: MaceModel, graph: Graph, inverse_covariance: torch.Tensor, factor: float = 1.0
+) -> torch.Tensor:
+    """``[n]`` (eV/Å): :math:`\\alpha\\sqrt{\\sum_\\beta (J^\\top C^{-1} J)_{i\\beta,i\\beta}}`,
+    the exact LLPR variance of atom i's force, with :math:`J = \\partial f_s/\\partial r`
+    (one graph). With :math:`C^{-1} = \\sum_k \\lambda_k v_k v_k^\\top` it is
+    :math:`\\sum_k \\lambda_k |\\partial (v_k \\cdot f_s)/\\partial r_i|^2`: d backward passes
+    (a benchmark of the local form, not for MD)."""
+    positions = graph.positions.detach().requires_grad_(True)
+    from ..graph.tensors import edge_vectors
+
+    with torch.enable_grad(), capture_features(model) as capture:
+        vectors = edge_vectors(
+            positions, graph.cell, graph.shifts, graph.senders, graph.receivers, graph.batch
+        )
+        model(graph.element_index, vectors, graph.senders, graph.receivers, graph.batch, 1)
+        f_s = capture.node_features().sum(0)  # [d]
+        values, vectors_k = torch.linalg.eigh(inverse_covariance)
+        total = torch.zeros(positions.shape[0], dtype=torch.float64, device=positions.device)
+        for k in range(f_s.shape[0]):
+            direction = vectors_k[:, k].to(f_s.dtype).to(f_s.device)
+            (grad,) = torch.autograd.grad(f_s @ direction, positions, retain_graph=True)
+            total += values[k].clamp(min=0).item() * (grad.double() ** 2).sum(1)
+    return factor * total.sqrt()

@@ -1,0 +1,468 @@
+"""Last-layer prediction rigidity (LLPR) for a zoo model: fit, calibrate, store, measure.
+
+    OMP_NUM_THREADS=1 python scripts/uncertainty/zoo_rigidity.py metals [--jacobian]
+
+For zoo model NAME (``models/NAME.json``), with the split of its training run rebuilt exactly
+(``split_frames`` with the seed and fractions on its card, the data file of
+``scripts/zoo/make_replay_sets.py``):
+
+1. ``train``: C = Σ_s f_s f_sᵀ and C_loc = Σ_i f_i f_iᵀ over the *training* split
+   (:mod:`ase_equi.model.prediction_rigidity`);
+2. ``valid``: per structure energy and force errors and features; the regularisers λ/(tr C/d)
+   and λ_loc/(tr C_loc/d) (grid 1e-12 … 1e-2) and the factors α_E, α_F are chosen by the
+   Gaussian negative log-likelihood of the *validation* errors (α in closed form, as
+   :func:`ase_equi.uncertainty_calibration.fit_calibration`); never on the test set;
+3. the section is written into ``models/NAME.*`` (energies of the test set checked identical
+   before and after);
+4. ``test``: on the shipped held-out set ``models/NAME-test.xyz.xz``: Spearman rank correlation
+   between the predicted per-structure force uncertainty (the mean over atoms of
+   ``forces_uncertainty``; also its maximum) and the actual force RMSE of the structure; the
+   fraction of the worst 5 % of structures (by force RMSE) flagged by a threshold on the
+   largest atomic uncertainty set at the 95th / 90th percentile of the validation structures
+   (what ``uncertainty_threshold`` acts on), and by the thresholds that flag 5 % / 10 % of the
+   test structures; the miscalibration area of the force errors; a calibration plot;
+5. ``ood``: out-of-domain structures (metals: compressed/sheared cells and pushed pairs down to
+   0.8 d_nn from ``scripts/zoo/check_short_contacts.py``, labelled with EMT; silicon-xtb and
+   molecules-pbe: structures the card excludes, unlabelled unless their reference calculator
+   is installed): are they flagged by the validation thresholds?
+6. ``cost``: median time of a force call with and without the uncertainty (calculator).
+
+With ``--jacobian`` also the exact LLPR force variance diag(Jᵀ C⁻¹ J) (d backward passes per
+structure) on the validation and test sets, calibrated the same way, for comparison.
+
+Every stage is kept in ``runs/zoo_rigidity/NAME/`` (a rerun continues where it stopped); the
+results go to ``benchmarks/results/2026-11-30-zoo-uncertainty.json`` (one entry per model) and
+the calibration plot to ``benchmarks/results/2026-11-30-zoo-uncertainty-NAME.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ase.io
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from ase_equi import EquivariantCalculator
+from ase_equi.data import read_frames, split_frames
+from ase_equi.graph.build import atoms_to_graph, batch_graphs
+from ase_equi.io.model_file import read_model_file
+from ase_equi.io.rigidity_section import write_rigidity
+from ase_equi.model.gradients import energy_forces_stress
+from ase_equi.model.prediction_rigidity import (
+    LastLayerRigidity,
+    RigidityStatistics,
+    capture_features,
+    feature_dim,
+    jacobian_forces_uncertainty,
+    regularised_inverse,
+    structure_features,
+)
+from ase_equi.uncertainty_calibration import calibration_plot, miscalibration_area
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts" / "zoo"))
+from make_replay_sets import DATA  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+STEM = "2026-11-30-zoo-uncertainty"
+GRID = (1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2)
+FEATURES = (
+    "f_i = scale * [0e channels fed to the linear readout of every layer but the last, "
+    "hidden SiLU activations of the last layer's readout]; per structure f_s = sum_i f_i"
+)
+
+
+def splits(name: str) -> dict[str, list]:
+    """Labelled Atoms of the training run's train and valid splits, and the shipped test set."""
+    card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
+    settings = card["training"]["settings"]
+    path = ROOT / DATA[name]
+    frames = read_frames(path)
+    split = split_frames(
+        frames,
+        valid_fraction=settings["valid_fraction"],
+        test_fraction=settings["test_fraction"],
+        seed=settings["seed"],
+    )
+    if len(split["train"]) != card["training_data"]["n_train"]:
+        raise SystemExit(f"{name}: the rebuilt split does not match the card's training size")
+    images = ase.io.read(path, ":")
+    out = {kind: [images[frames[k].index] for k in split[kind]] for kind in ("train", "valid")}
+    out["test"] = ase.io.read(ROOT / "models" / f"{name}-test.xyz.xz", ":")
+    return out
+
+
+def graph_of(loaded, atoms):
+    cfg = loaded.config
+    return atoms_to_graph(atoms, cfg.elements, cfg.r_max, dtype=torch.float64)
+
+
+def train_statistics(loaded, frames: list, batch: int = 8) -> RigidityStatistics:
+    """C and C_loc (no regulariser) over ``frames``, ``batch`` structures per model call."""
+    stats = RigidityStatistics(feature_dim(loaded.model))
+    for start in range(0, len(frames), batch):
+        graph = batch_graphs([graph_of(loaded, a) for a in frames[start : start + batch]])
+        with capture_features(loaded.model) as capture:
+            energy_forces_stress(loaded.model, graph, forces=False)
+        stats.add(capture.node_features(), graph.batch, graph.num_graphs)
+    return stats
+
+
+def labelled_predictions(loaded, frames: list) -> dict[str, np.ndarray]:
+    """Per atom: features ``f_i [N, d]``, force errors ``[N, 3]`` (eV/Å), structure index;
+    per structure: ``f_s [S, d]``, energy error (eV), atom count."""
+    rows: dict[str, list] = {k: [] for k in ("f_i", "force_err", "owner", "f_s", "e_err", "n")}
+    for s, atoms in enumerate(frames):
+        graph = graph_of(loaded, atoms)
+        with capture_features(loaded.model) as capture:
+            out = energy_forces_stress(loaded.model, graph, forces=True)
+        f_i = capture.node_features().detach()
+        rows["f_i"].append(f_i.numpy())
+        rows["f_s"].append(structure_features(f_i, graph.batch, 1).numpy()[0])
+        rows["force_err"].append(out["forces"].numpy() - atoms.get_forces())
+        rows["e_err"].append(float(out["energy"][0].detach()) - atoms.get_potential_energy())
+        rows["owner"].append(np.full(len(atoms), s))
+        rows["n"].append(len(atoms))
+    stack = {"f_i", "force_err", "owner"}
+    return {k: np.concatenate(v) if k in stack else np.array(v) for k, v in rows.items()}
+
+
+def quad(features: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """sqrt(fᵀ A f) for each row f of ``features``."""
+    return np.sqrt(np.clip(np.einsum("nd,de,ne->n", features, inverse, features), 0, None))
+
+
+def gaussian_fit(err2: np.ndarray, sigma: np.ndarray, components: int) -> tuple[float, float]:
+    """(α, NLL per component) for errors with squared norms ``err2`` over ``components``
+    components, each of variance (α σ)² / components."""
+    keep = sigma > 0
+    alpha = float(np.sqrt(np.mean(err2[keep] / sigma[keep] ** 2)))
+    var = (alpha * sigma[keep]) ** 2 / components
+    nll = 0.5 * np.log(2 * np.pi * var) + err2[keep] / (2 * components * var)
+    return alpha, float(np.mean(nll))
+
+
+def calibrate(stats: dict[str, np.ndarray], valid: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Regularisers and factors by validation NLL (energy: per structure; forces: per atom)."""
+    best: dict[str, Any] = {}
+    for key, cov, feats, err2, comps in (
+        ("energy", stats["C"], valid["f_s"], valid["e_err"] ** 2, 1),
+        ("forces", stats["C_loc"], valid["f_i"], (valid["force_err"] ** 2).sum(1), 3),
+    ):
+        trials = []
+        for rel in GRID:
+            inverse = regularised_inverse(torch.from_numpy(cov), rel).numpy()
+            alpha, nll = gaussian_fit(err2, quad(feats, inverse), comps)
+            trials.append({"relative": rel, "alpha": alpha, "nll": nll})
+        chosen = min(trials, key=lambda t: t["nll"])
+        best[key] = {**chosen, "trials": trials}
+    return best
+
+
+def per_structure(owner: np.ndarray, values: np.ndarray, how: str) -> np.ndarray:
+    count = owner.max() + 1
+    if how == "max":
+        out = np.full(count, -np.inf)
+        np.maximum.at(out, owner, values)
+        return out
+    return np.bincount(owner, weights=values, minlength=count) / np.bincount(owner)
+
+
+def ranking(u: np.ndarray, pred: dict[str, np.ndarray], err: dict[str, np.ndarray]) -> dict:
+    """Rank correlation and flagging figures on one labelled set (see the module docstring)."""
+    rmse = np.sqrt(per_structure(err["owner"], (err["force_err"] ** 2).mean(1), "mean"))
+    mean_u = per_structure(err["owner"], u, "mean")
+    max_u = per_structure(err["owner"], u, "max")
+    n = len(rmse)
+    k = max(1, round(0.05 * n))
+    worst = set(np.argsort(-rmse)[:k].tolist())
+    out = {
+        "structures": n,
+        "spearman_mean_u_vs_force_rmse": float(spearmanr(mean_u, rmse)[0]),
+        "spearman_max_u_vs_force_rmse": float(spearmanr(max_u, rmse)[0]),
+        "worst_5pct": k,
+    }
+    for q in (5, 10):  # thresholds that flag q % of this set (by the mean uncertainty)
+        flagged = set(np.argsort(-mean_u)[: max(1, round(q / 100 * n))].tolist())
+        out[f"worst_flagged_at_top{q}pct"] = len(worst & flagged) / k
+    for name, t in pred.items():  # validation thresholds on the largest atomic uncertainty
+        flagged = set(np.nonzero(max_u > t)[0].tolist())
+        out[f"flagged_fraction_{name}"] = len(flagged) / n
+        out[f"worst_flagged_{name}"] = len(worst & flagged) / k
+    return out
+
+
+def cached(path: Path, make) -> dict[str, np.ndarray]:
+    """The arrays in ``path`` (npz), made by ``make()`` and saved the first time."""
+    if path.exists():
+        with np.load(path) as data:
+            return dict(data)
+    arrays = make()
+    np.savez(path.with_suffix(".tmp.npz"), **arrays)
+    path.with_suffix(".tmp.npz").replace(path)
+    return arrays
+
+
+def ood_structures(name: str, rng: np.random.Generator) -> list[tuple[str, Any, Any]]:
+    """``(kind, atoms, reference calculator or None)`` outside the training domain."""
+    from ase.build import bulk, molecule
+
+    out: list[tuple[str, Any, Any]] = []
+    if name == "metals":
+        from ase.calculators.emt import EMT
+        from check_short_contacts import draw
+        from generate_metals_emt import ELEMENTS, LATTICE
+
+        for el in ELEMENTS:  # d_nn at the data's lattice constant (EMT's a0 within 0.5 %)
+            d_nn = LATTICE[el] / np.sqrt(2.0)
+            for kind in ("compressed_sheared", "short_pair"):
+                for _ in range(3):
+                    out.append(
+                        (f"{el} {kind}", draw(el, LATTICE[el], kind, rng, 0.8 * d_nn), EMT())
+                    )
+        return out
+    if name == "silicon-xtb":  # no reference here (tblite is not installed): unlabelled
+        slab = bulk("Si", "diamond", a=5.63, cubic=True).repeat((2, 2, 2))
+        slab.center(vacuum=6.0, axis=2)
+        out.append(("Si (001) slab, unreconstructed", slab, None))
+        for scale, rattle in ((0.92, 0.05), (1.0, 0.35), (1.08, 0.1)):
+            a = bulk("Si", "diamond", a=5.63 * scale, cubic=True).repeat(2)
+            a.rattle(rattle, seed=int(rng.integers(1 << 31)))
+            out.append((f"Si a×{scale}, rattle {rattle} Å", a, None))
+        return out
+    for formula in ("CO2", "HCOOH", "CH3CHO", "C2H6", "H2O2"):  # not among the card's five
+        a = molecule(formula)
+        a.center(vacuum=6.0)
+        out.append((formula, a, None))
+    return out
+
+
+def ood_rows(loaded, rigidity, name: str, thresholds: dict[str, float]) -> list[dict]:
+    rows = []
+    calc = EquivariantCalculator(loaded)
+    for kind, atoms, reference in ood_structures(name, np.random.default_rng(17)):
+        atoms.calc = calc
+        forces = atoms.get_forces()
+        u = calc.get_property("forces_uncertainty", atoms)
+        row = {
+            "kind": kind,
+            "atoms": len(atoms),
+            "max_u": float(u.max()),
+            "mean_u": float(u.mean()),
+        }
+        row.update({f"flagged_{k}": bool(u.max() > t) for k, t in thresholds.items()})
+        if reference is not None:
+            ref = atoms.copy()
+            ref.calc = reference
+            diff = forces - ref.get_forces()
+            row["force_rmse"] = float(np.sqrt(np.mean(diff**2)))
+            row["max_force_error"] = float(np.linalg.norm(diff, axis=1).max())
+        rows.append(row)
+    return rows
+
+
+def cost(path: Path, atoms, repeats: int = 21) -> dict[str, float]:
+    """Median seconds of a force call (new positions each time) without and with the
+    uncertainty (``forces_uncertainty`` asked once, then computed in every pass); the two
+    calculators alternate, so that a change of the machine's load hits both alike."""
+    works = {}
+    for label in ("without", "with"):
+        work = atoms.copy()
+        work.calc = EquivariantCalculator(str(path), skin=0.0)
+        if label == "with":
+            work.calc.get_property("forces_uncertainty", work)
+        work.get_forces()
+        works[label] = work
+    samples: dict[str, list[float]] = {"without": [], "with": []}
+    for k in range(repeats):
+        for label, work in works.items():
+            work.positions[0, 0] += 1e-4 * (-1) ** k
+            start = time.perf_counter()
+            work.get_forces()
+            samples[label].append(time.perf_counter() - start)
+    times = {label: float(np.median(v)) for label, v in samples.items()}
+    times["ratio"] = times["with"] / times["without"]
+    return times
+
+
+def jacobian_u(loaded, frames: list, inverse: np.ndarray) -> dict[str, np.ndarray]:
+    """Uncalibrated exact LLPR force uncertainty per atom, and seconds per structure."""
+    values, seconds = [], []
+    inv = torch.from_numpy(inverse)
+    for atoms in frames:
+        start = time.perf_counter()
+        values.append(jacobian_forces_uncertainty(loaded.model, graph_of(loaded, atoms), inv))
+        seconds.append(time.perf_counter() - start)
+    return {"u": torch.cat(values).numpy(), "seconds": np.array(seconds)}
+
+
+def fit(name: str, loaded, sets: dict[str, list], work: Path):
+    """Stages 1-2: the rigidity (factors chosen on the validation split) and its figures."""
+
+    def make_stats() -> dict[str, np.ndarray]:
+        stats = train_statistics(loaded, sets["train"])
+        return {
+            "C": stats.covariance.numpy(),
+            "C_loc": stats.local_covariance.numpy(),
+            "counts": np.array([stats.structures, stats.atoms]),
+        }
+
+    stats = cached(work / "train.npz", make_stats)
+    valid = cached(work / "valid.npz", lambda: labelled_predictions(loaded, sets["valid"]))
+    cal = calibrate(stats, valid)
+    inverse = regularised_inverse(torch.from_numpy(stats["C"]), cal["energy"]["relative"])
+    local = regularised_inverse(torch.from_numpy(stats["C_loc"]), cal["forces"]["relative"])
+    u_valid = cal["forces"]["alpha"] * quad(valid["f_i"], local.numpy())
+    max_valid = per_structure(valid["owner"], u_valid, "max")
+    thresholds = {f"valid_p{q}": float(np.percentile(max_valid, q)) for q in (95, 90)}
+    area = miscalibration_area(
+        valid["force_err"], u_valid / cal["forces"]["alpha"], cal["forces"]["alpha"]
+    )
+    info = {
+        "method": "llpr",
+        "head": loaded.head,
+        "feature_dim": feature_dim(loaded.model),
+        "features": FEATURES,
+        "forces_estimate": "local",
+        "regulariser": cal["energy"]["relative"],
+        "local_regulariser": cal["forces"]["relative"],
+        "n_structures": int(stats["counts"][0]),
+        "n_atoms": int(stats["counts"][1]),
+        "data": f"training split of {DATA[name]} (seed and fractions of the model card)",
+        "calibration": {
+            "data": f"validation split, {len(valid['n'])} structures",
+            "method": "gaussian_nll (factor in closed form; regulariser from a grid)",
+            "forces_miscalibration_area": area,
+            "thresholds_eV_per_A": thresholds,
+        },
+    }
+    rigidity = LastLayerRigidity(
+        inverse, local, cal["energy"]["alpha"], cal["forces"]["alpha"], info=info
+    )
+    return rigidity, cal, thresholds, valid
+
+
+def store(path: Path, loaded, rigidity, frames: list) -> float:
+    """Stage 3: write the section; returns the largest energy change (eV) over ``frames``."""
+
+    def energies(model) -> np.ndarray:
+        graphs = batch_graphs([graph_of(loaded, a) for a in frames])
+        return energy_forces_stress(model, graphs, forces=False)["energy"].numpy()
+
+    before = energies(loaded.model)
+    write_rigidity(path, rigidity)
+    after_model = read_model_file(path)
+    change = float(np.abs(energies(after_model.model) - before).max())
+    if change > 1e-12 or after_model.rigidity is None:
+        raise SystemExit(f"{path}: energies changed by {change} eV after writing the section")
+    return change
+
+
+def measure_test(rigidity, test: dict[str, np.ndarray], thresholds, plot: Path) -> dict:
+    """Stage 4 on the held-out set."""
+    local = rigidity.local_inverse_covariance.numpy()
+    raw = quad(test["f_i"], local)
+    u = rigidity.forces_factor * raw
+    out = ranking(u, thresholds, test)
+    sigma_e = rigidity.energy_factor * quad(test["f_s"], rigidity.inverse_covariance.numpy())
+    out["spearman_energy_u_vs_abs_energy_error"] = float(
+        spearmanr(sigma_e, np.abs(test["e_err"]))[0]
+    )
+    out["forces_miscalibration_area"] = miscalibration_area(
+        test["force_err"], raw, rigidity.forces_factor
+    )
+    out["forces_miscalibration_area_uncalibrated"] = miscalibration_area(
+        test["force_err"], raw, 1.0
+    )
+    out["energy_z_rms"] = float(np.sqrt(np.mean((test["e_err"] / sigma_e) ** 2)))
+    calibration_plot(
+        test["force_err"],
+        raw,
+        {"uncalibrated": 1.0, "calibrated on valid": rigidity.forces_factor},
+        plot,
+    )
+    return out
+
+
+def jacobian_figures(loaded, rigidity, valid, test, thresholds_q, work: Path) -> dict:
+    """The exact form diag(Jᵀ C⁻¹ J) on valid (calibration) and test (figures)."""
+    inverse = rigidity.inverse_covariance.numpy()
+    jv = cached(
+        work / "jacobian_valid.npz", lambda: jacobian_u(loaded, splits_cache["valid"], inverse)
+    )
+    jt = cached(
+        work / "jacobian_test.npz", lambda: jacobian_u(loaded, splits_cache["test"], inverse)
+    )
+    alpha, _ = gaussian_fit((valid["force_err"] ** 2).sum(1), jv["u"], 3)
+    max_valid = per_structure(valid["owner"], alpha * jv["u"], "max")
+    thresholds = {f"valid_p{q}": float(np.percentile(max_valid, q)) for q in thresholds_q}
+    out = ranking(alpha * jt["u"], thresholds, test)
+    out["forces_factor"] = alpha
+    out["forces_miscalibration_area"] = miscalibration_area(test["force_err"], jt["u"], alpha)
+    out["seconds_per_structure_median"] = float(np.median(jt["seconds"]))
+    return out
+
+
+splits_cache: dict[str, list] = {}
+
+
+def run(name: str, jacobian: bool) -> dict[str, Any]:
+    work = ROOT / "runs" / "zoo_rigidity" / name
+    work.mkdir(parents=True, exist_ok=True)
+    path = ROOT / "models" / f"{name}.json"
+    loaded = read_model_file(path)
+    splits_cache.update(splits(name))
+    rigidity, cal, thresholds, valid = fit(name, loaded, splits_cache, work)
+    test = cached(work / "test.npz", lambda: labelled_predictions(loaded, splits_cache["test"]))
+    change = store(path, loaded, rigidity, splits_cache["test"][:10])
+    plot = RESULTS / f"{STEM}-{name}.png"
+    result: dict[str, Any] = {
+        "command": f"OMP_NUM_THREADS=1 python scripts/uncertainty/zoo_rigidity.py {name}",
+        "feature_dim": rigidity.info["feature_dim"],
+        "train": {"structures": rigidity.info["n_structures"], "atoms": rigidity.info["n_atoms"]},
+        "calibration_valid": {
+            "structures": len(valid["n"]),
+            "energy": {k: v for k, v in cal["energy"].items() if k != "trials"},
+            "forces": {k: v for k, v in cal["forces"].items() if k != "trials"},
+            "forces_miscalibration_area": rigidity.info["calibration"][
+                "forces_miscalibration_area"
+            ],
+            "thresholds_eV_per_A": thresholds,
+        },
+        "energy_change_after_writing_eV": change,
+        "test": measure_test(rigidity, test, thresholds, plot),
+        "plot": plot.name,
+    }
+    reloaded = read_model_file(path)
+    result["ood"] = ood_rows(reloaded, rigidity, name, thresholds)
+    result["cost_s"] = cost(path, splits_cache["test"][0])
+    if jacobian:
+        result["jacobian_form"] = jacobian_figures(loaded, rigidity, valid, test, (95, 90), work)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(DATA))
+    parser.add_argument("--jacobian", action="store_true", help="also the exact Jacobian form")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    result = run(args.name, args.jacobian)
+    out = RESULTS / f"{STEM}.json"
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results[args.name] = result
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "ood"}, indent=1))
+    for row in result["ood"]:
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
