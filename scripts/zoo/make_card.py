@@ -263,6 +263,8 @@ def main() -> None:
         if (run / png).exists():
             shutil.copy(run / png, docs / f"{args.name}-{png}")
     print(f"wrote {out} in {time.perf_counter() - started:.0f} s")
+    # a new header has no prediction-rigidity section (it belongs to these weights): refit it
+    print(f"then: python scripts/uncertainty/zoo_rigidity.py {args.name} (uncertainty, card)")
 
 
 if __name__ == "__main__":
