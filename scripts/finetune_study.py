@@ -238,6 +238,37 @@ def _from_scratch(folder: Path, data: Path, frames, level: str, epochs: int) -> 
     }
 
 
+def probe(folder: Path) -> dict:
+    """Errors of a fine-tune still running in ``folder``: the EMA weights of its newest
+    checkpoint, the new head on the set's test split, the parent's head per element on the
+    parent's shipped test set (meV units)."""
+    from ase_equi.data import read_frames, split_frames
+    from ase_equi.model.config import ModelConfig
+    from ase_equi.model.mace import MaceModel
+    from ase_equi.training.checkpoint_file import load_checkpoint
+    from ase_equi.training.finetune_report import _per_element, measure_errors
+    from ase_equi.training.replay import zoo_sets
+
+    state = load_checkpoint(folder / "finetuned" / "checkpoints" / "last.pt")
+    model = MaceModel(ModelConfig.from_dict(state["model_config"]), init_coupling=False)
+    model = model.double()
+    model.load_state_dict(state["ema"])
+    model.eval()
+    frames = read_frames(folder / "data.xyz")
+    split = split_frames(frames, valid_fraction=0.1, test_fraction=0.1, seed=0)
+    model.active_head = 1
+    new = measure_errors(model, [dataclasses.replace(frames[k], head=1) for k in split["test"]])
+    own = read_frames(zoo_sets("metals")[1], elements=model.config.elements)
+    model.active_head = 0
+    forgetting = _per_element(model, [dataclasses.replace(f, head=0) for f in own])
+    return {
+        "epoch": state["epoch"],
+        "step": state["step"],
+        "new_test": new,
+        "parent_head": forgetting,
+    }
+
+
 def table(results: list[dict]) -> str:
     """The markdown tables of the study."""
     lines = []
@@ -291,11 +322,16 @@ def main() -> None:
     )
     parser.add_argument("--scratch-from", type=Path, help="earlier study: data + from-scratch")
     parser.add_argument("--no-scratch", action="store_true", help="no from-scratch training")
+    parser.add_argument("--probe", action="store_true", help="errors of running fine-tunes")
     args = parser.parse_args()
     options = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
     out = Path(args.out)
     results = []
     for name in args.sets:
+        if args.probe:
+            if (out / name / "finetuned" / "checkpoints" / "last.pt").exists():
+                print(name, json.dumps(probe(out / name)), flush=True)
+            continue
         if args.table:
             path = out / name / "result.json"
             if path.exists():

@@ -145,7 +145,20 @@ def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--replay-weight",
         type=float,
-        help=f"loss weight of a replay frame (default {ft.replay_weight})",
+        help="loss weight of a replay frame (default: two heads, as many atoms of the new "
+        "data's elements replayed as learnt; one head, 1)",
+    )
+    g.add_argument(
+        "--replay-new-element-share",
+        type=float,
+        help="at least this share of replay frames hold an element of the new data "
+        "(default: 0.5 with two heads, 0 with one)",
+    )
+    g.add_argument(
+        "--trunk-lr-scale",
+        type=float,
+        help="learning rate of the shared layers and the parent's head as a fraction of --lr "
+        f"(default {ft.trunk_lr_scale})",
     )
     g.add_argument(
         "--relabel-replay",
@@ -210,6 +223,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         "replay_config_types",
         "replay_count",
         "replay_weight",
+        "replay_new_element_share",
+        "trunk_lr_scale",
         "relabel_replay",
         "parent_test_data",
     ):

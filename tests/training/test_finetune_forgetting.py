@@ -109,3 +109,21 @@ def test_trunk_at_rate_zero_keeps_the_parent_exactly(parent, tmp_path):  # noqa:
     assert settings["trunk_lr_scale"] == 0.0 and settings["replay_new_element_share"] == 0.5
     replay = result.report["replay"]
     assert replay["new_element_share"] == 0.5 and 0 <= replay["with_new_data_elements"] <= 6
+
+
+def test_cli_passes_the_replay_and_trunk_options(monkeypatch, tmp_path):
+    import ase_equi.training.finetune as module
+    from ase_equi.cli import main
+
+    seen = {}
+
+    def fake(model, data, **options):
+        seen.update(options)
+        return module.FinetuneResult(model=None, train_result=None, report={}, model_path=None)
+
+    monkeypatch.setattr(module, "finetune", fake)
+    argv = ["finetune", "--from", "metals", "--data", "x.xyz", "--out", str(tmp_path)]
+    argv += ["--trunk-lr-scale", "0.25", "--replay-new-element-share", "0.75"]
+    assert main(argv) == 0
+    assert (seen["trunk_lr_scale"], seen["replay_new_element_share"]) == (0.25, 0.75)
+    assert "replay_weight" not in seen  # unset: the balance rule decides
