@@ -53,9 +53,9 @@ ZOO_DIR = _zoo_dir()
 
 #: ``header_sha256`` of every zoo model as released (update with the model, in the same commit).
 ZOO_PINS: dict[str, str] = {
-    "metals": "09cbae297a4f9d505e059cab576fe47563abdce5c4ee560f1074308110a9f880",
-    "molecules-pbe": "4d8ee93b2b31cae906a0cb05c943bcae871f99ab4391c636ad853e55c1a659f7",
-    "silicon-xtb": "f756746b0e1cfd06cdc5b0f56b66d04a55b597bb961f2e9d757863cb25716185",
+    "metals": "e5da78400b62cdd696332f1b7681f9dc69278a1db43066c94bac5fe3c87372e8",
+    "molecules-pbe": "ed173147ee45ef727075feca1c5110110cb7a9bdc31c767a0df2c29b5d9d04fb",
+    "silicon-xtb": "96f89106307f57d691e54b0e9d34629701b24089ba0abe040a1191c982cacb29",
 }
 
 

@@ -158,35 +158,46 @@ def rigidity_entry(rigidity: LastLayerRigidity) -> dict[str, Any]:
     return {k: entry.get(k) for k in FIELDS}
 
 
-def write_rigidity(path: str | os.PathLike, rigidity: LastLayerRigidity | None) -> Path:
-    """Store ``rigidity`` in the model file at ``path`` (None: remove the section), rehashing
-    weights and header; the model's own tensors are copied unchanged. Returns the JSON path.
+def write_rigidity(
+    path: str | os.PathLike,
+    rigidity: LastLayerRigidity | None,
+    *,
+    card_entry: dict[str, Any] | None = None,
+) -> Path:
+    """Store ``rigidity`` in the model file at ``path`` (None: remove the section and the
+    card's ``uncertainty`` entry), rehashing weights and header and rendering the card again;
+    the model's own tensors are copied unchanged. ``card_entry``: the card's ``uncertainty``
+    entry (figures for people; JSON-clean). Returns the JSON path.
 
-    The weights are written first, then the header that vouches for them (a kill between the
-    two leaves a file whose weights hash fails, never a silently different model).
+    The weights are written first, then the card, then the header that vouches for them (a kill
+    before the header leaves a file whose weights hash fails, never a silently different model).
     """
+    from .model_card import render_card
     from .model_file import read_weights, sha256_bytes, weights_path_of, write_atomic
 
-    json_path = model_paths(path)[0]
+    json_path, _, card_path = model_paths(path)
     header = read_header(json_path)
     if header.get("format_version") != 2 or header.get("committee") is not None:
-        raise ModelFileError(
-            f"{json_path}: a prediction-rigidity section needs one model, format 2"
-        )
+        raise ModelFileError(f"{json_path}: '{SECTION}' needs a single model of format 2")
     tensors = load_safetensors(read_weights(header, json_path))
     for name in TENSORS.values():
         tensors.pop(name, None)
     header.pop(SECTION, None)
-    if rigidity is not None:
+    if rigidity is None:
+        header.get("card", {}).pop("uncertainty", None)
+    else:
         header[SECTION] = rigidity_entry(rigidity)
         for key, name in TENSORS.items():
             value = getattr(rigidity, key).detach().double().cpu()
             tensors[name] = (0.5 * (value + value.T)).contiguous()
         check_rigidity_fields(header, json_path)
+    if card_entry is not None:
+        header.setdefault("card", {})["uncertainty"] = card_entry
     blob = save_safetensors(tensors)
     header["weights_sha256"], header["weights_bytes"] = sha256_bytes(blob), len(blob)
     header["header_sha256"] = header_digest(header)
     write_atomic(weights_path_of(header, json_path), blob)
+    write_atomic(card_path, render_card(header).encode("utf-8"))
     text = json.dumps(header, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     write_atomic(json_path, text.encode("utf-8"))
     return json_path

@@ -210,23 +210,45 @@ def cached(path: Path, make) -> dict[str, np.ndarray]:
     return arrays
 
 
+def emt_forces(atoms) -> np.ndarray:
+    from ase.calculators.emt import EMT
+
+    ref = atoms.copy()
+    ref.calc = EMT()
+    return ref.get_forces()
+
+
+def pbe_forces(atoms) -> np.ndarray:
+    """PBE/def2-SVP forces as the zoo's data were labelled (generate_molecules_pyscf.py)."""
+    from generate_molecules_pyscf import dft
+
+    return dft(atoms, "pbe")[1]
+
+
 def ood_structures(name: str, rng: np.random.Generator) -> list[tuple[str, Any, Any]]:
-    """``(kind, atoms, reference calculator or None)`` outside the training domain."""
+    """``(kind, atoms, reference forces function or None)`` outside the training domain."""
     from ase.build import bulk, molecule
 
     out: list[tuple[str, Any, Any]] = []
     if name == "metals":
-        from ase.calculators.emt import EMT
-        from check_short_contacts import draw
+        from check_short_contacts import draw, issue_case
         from generate_metals_emt import ELEMENTS, LATTICE
 
         for el in ELEMENTS:  # d_nn at the data's lattice constant (EMT's a0 within 0.5 %)
             d_nn = LATTICE[el] / np.sqrt(2.0)
             for kind in ("compressed_sheared", "short_pair"):
                 for _ in range(3):
-                    out.append(
-                        (f"{el} {kind}", draw(el, LATTICE[el], kind, rng, 0.8 * d_nn), EMT())
-                    )
+                    atoms = draw(el, LATTICE[el], kind, rng, 0.8 * d_nn)
+                    out.append((f"{el} {kind}", atoms, emt_forces))
+        seen: list[Any] = []  # the issue's sheared Ni cell with a 1.90 Å contact: issue_case
+
+        class Keep:  # builds it and hands it to a calculator's get_forces, which keeps it
+            def get_forces(self, atoms=None):
+                seen.append(atoms.copy())
+                return np.zeros((len(atoms), 3))
+
+        issue_case(Keep())
+        out.append(("Ni sheared, one 1.90 Å contact (the issue's case)", seen[0], emt_forces))
         return out
     if name == "silicon-xtb":  # no reference here (tblite is not installed): unlabelled
         slab = bulk("Si", "diamond", a=5.63, cubic=True).repeat((2, 2, 2))
@@ -237,10 +259,18 @@ def ood_structures(name: str, rng: np.random.Generator) -> list[tuple[str, Any, 
             a.rattle(rattle, seed=int(rng.integers(1 << 31)))
             out.append((f"Si a×{scale}, rattle {rattle} Å", a, None))
         return out
+    try:
+        import pyscf  # noqa: F401
+
+        reference = pbe_forces
+    except ImportError:
+        reference = None
     for formula in ("CO2", "HCOOH", "CH3CHO", "C2H6", "H2O2"):  # not among the card's five
-        a = molecule(formula)
-        a.center(vacuum=6.0)
-        out.append((formula, a, None))
+        for rattle in (0.0, 0.05):
+            a = molecule(formula)
+            if rattle:
+                a.rattle(rattle, seed=int(rng.integers(1 << 31)))
+            out.append((f"{formula}" + (f" rattled {rattle} Å" if rattle else ""), a, reference))
     return out
 
 
@@ -259,13 +289,29 @@ def ood_rows(loaded, rigidity, name: str, thresholds: dict[str, float]) -> list[
         }
         row.update({f"flagged_{k}": bool(u.max() > t) for k, t in thresholds.items()})
         if reference is not None:
-            ref = atoms.copy()
-            ref.calc = reference
-            diff = forces - ref.get_forces()
+            diff = forces - reference(atoms)
             row["force_rmse"] = float(np.sqrt(np.mean(diff**2)))
             row["max_force_error"] = float(np.linalg.norm(diff, axis=1).max())
         rows.append(row)
+        print(row, flush=True)
     return rows
+
+
+def ood_summary(rows: list[dict], thresholds: dict[str, float]) -> dict[str, Any]:
+    """Fractions flagged, and the rank correlation of max u with the largest force error."""
+    out: dict[str, Any] = {"structures": len(rows)}
+    for key in thresholds:
+        out[f"flagged_fraction_{key}"] = float(np.mean([r[f"flagged_{key}"] for r in rows]))
+    labelled = [r for r in rows if "max_force_error" in r]
+    if len(labelled) > 2:
+        pred, err = [r["max_u"] for r in labelled], [r["max_force_error"] for r in labelled]
+        out["spearman_max_u_vs_max_force_error"] = float(spearmanr(pred, err)[0])
+        bad = [r for r in labelled if r["max_force_error"] > 0.5]
+        out["structures_with_max_force_error_above_0.5"] = len(bad)
+        for key in thresholds:
+            flagged = sum(r[f"flagged_{key}"] for r in bad)
+            out[f"of_those_flagged_{key}"] = int(flagged)
+    return out
 
 
 def cost(path: Path, atoms, repeats: int = 21) -> dict[str, float]:
@@ -349,15 +395,16 @@ def fit(name: str, loaded, sets: dict[str, list], work: Path):
     return rigidity, cal, thresholds, valid
 
 
-def store(path: Path, loaded, rigidity, frames: list) -> float:
-    """Stage 3: write the section; returns the largest energy change (eV) over ``frames``."""
+def store(path: Path, loaded, rigidity, frames: list, card_entry: dict) -> float:
+    """Stage 3: write the section and the card's ``uncertainty`` entry; returns the largest
+    energy change (eV) over ``frames`` (0: the weights are untouched)."""
 
     def energies(model) -> np.ndarray:
         graphs = batch_graphs([graph_of(loaded, a) for a in frames])
         return energy_forces_stress(model, graphs, forces=False)["energy"].numpy()
 
     before = energies(loaded.model)
-    write_rigidity(path, rigidity)
+    write_rigidity(path, rigidity, card_entry=card_entry)
     after_model = read_model_file(path)
     change = float(np.abs(energies(after_model.model) - before).max())
     if change > 1e-12 or after_model.rigidity is None:
@@ -413,6 +460,30 @@ def jacobian_figures(loaded, rigidity, valid, test, thresholds_q, work: Path) ->
 splits_cache: dict[str, list] = {}
 
 
+def card_entry(name: str, rigidity, figures: dict, thresholds: dict, n_valid: int) -> dict:
+    """The card's ``uncertainty`` entry: the estimate, its calibration and the test figures."""
+    calib = rigidity.info["calibration"]
+    return {
+        "estimate": "last-layer prediction rigidity (LLPR) of this one model: "
+        "energy_uncertainty (eV) and forces_uncertainty (eV/Å per atom, local rigidity); "
+        "no stress_uncertainty",
+        "calibration": f"factors fitted on the validation split ({n_valid} structures): "
+        f"alpha_E {rigidity.energy_factor:.4g}, alpha_F {rigidity.forces_factor:.4g}; "
+        f"force miscalibration area {calib['forces_miscalibration_area']:.3f} there",
+        "test": {
+            "structures": figures["structures"],
+            "spearman_force_uncertainty_vs_force_rmse": round(
+                figures["spearman_mean_u_vs_force_rmse"], 3
+            ),
+            "worst_5pct_flagged_at_valid_p95": round(figures["worst_flagged_valid_p95"], 3),
+            "worst_5pct_flagged_at_valid_p90": round(figures["worst_flagged_valid_p90"], 3),
+            "forces_miscalibration_area": round(figures["forces_miscalibration_area"], 3),
+        },
+        "uncertainty_threshold_eV_per_A": {k: round(v, 4) for k, v in thresholds.items()},
+        "script": f"OMP_NUM_THREADS=1 python scripts/uncertainty/zoo_rigidity.py {name}",
+    }
+
+
 def run(name: str, jacobian: bool) -> dict[str, Any]:
     work = ROOT / "runs" / "zoo_rigidity" / name
     work.mkdir(parents=True, exist_ok=True)
@@ -421,8 +492,10 @@ def run(name: str, jacobian: bool) -> dict[str, Any]:
     splits_cache.update(splits(name))
     rigidity, cal, thresholds, valid = fit(name, loaded, splits_cache, work)
     test = cached(work / "test.npz", lambda: labelled_predictions(loaded, splits_cache["test"]))
-    change = store(path, loaded, rigidity, splits_cache["test"][:10])
     plot = RESULTS / f"{STEM}-{name}.png"
+    figures = measure_test(rigidity, test, thresholds, plot)
+    entry = card_entry(name, rigidity, figures, thresholds, len(valid["n"]))
+    change = store(path, loaded, rigidity, splits_cache["test"][:10], entry)
     result: dict[str, Any] = {
         "command": f"OMP_NUM_THREADS=1 python scripts/uncertainty/zoo_rigidity.py {name}",
         "feature_dim": rigidity.info["feature_dim"],
@@ -437,15 +510,58 @@ def run(name: str, jacobian: bool) -> dict[str, Any]:
             "thresholds_eV_per_A": thresholds,
         },
         "energy_change_after_writing_eV": change,
-        "test": measure_test(rigidity, test, thresholds, plot),
+        "test": figures,
         "plot": plot.name,
     }
     reloaded = read_model_file(path)
     result["ood"] = ood_rows(reloaded, rigidity, name, thresholds)
+    result["ood_summary"] = ood_summary(result["ood"], thresholds)
     result["cost_s"] = cost(path, splits_cache["test"][0])
     if jacobian:
         result["jacobian_form"] = jacobian_figures(loaded, rigidity, valid, test, (95, 90), work)
     return result
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results file for people: one row per model, then the out-of-domain structures."""
+    lines = [
+        "# Zoo uncertainty: last-layer prediction rigidity (single model, no retraining)",
+        "",
+        "Written by `scripts/uncertainty/zoo_rigidity.py NAME` (numbers: the JSON beside this",
+        "file). Predicted per-structure force error: the mean over atoms of `forces_uncertainty`;",
+        "actual: the force RMSE of the structure. Thresholds act on the largest atomic",
+        "uncertainty, set at the 95th / 90th percentile of the validation structures. Test: the",
+        "shipped held-out set `models/NAME-test.xyz.xz`.",
+        "",
+        "| model | test structures | Spearman ρ (mean u) | ρ (max u) | worst 5 % flagged at "
+        "valid p95 / p90 | flagged at p95 / p90 | miscal. area before → after | α_F | "
+        "energy ρ | force call with / without |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        t, c = r["test"], r["cost_s"]
+        lines.append(
+            f"| {name} | {t['structures']} (worst 5 %: {t['worst_5pct']}) | "
+            f"{t['spearman_mean_u_vs_force_rmse']:.2f} | {t['spearman_max_u_vs_force_rmse']:.2f} | "
+            f"{t['worst_flagged_valid_p95']:.2f} / {t['worst_flagged_valid_p90']:.2f} | "
+            f"{t['flagged_fraction_valid_p95']:.2f} / {t['flagged_fraction_valid_p90']:.2f} | "
+            f"{t['forces_miscalibration_area_uncalibrated']:.3f} → "
+            f"{t['forces_miscalibration_area']:.3f} | "
+            f"{r['calibration_valid']['forces']['alpha']:.3g} | "
+            f"{t['spearman_energy_u_vs_abs_energy_error']:.2f} | {c['ratio']:.2f}× |"
+        )
+    for name, r in results.items():
+        summary = r.get("ood_summary", {})
+        lines += ["", f"## Out of domain: {name}", "", "```", json.dumps(summary), "```", ""]
+        lines += ["| structure | max u (eV/Å) | flagged p95 / p90 | largest force error (eV/Å) |"]
+        lines += ["|---|---|---|---|"]
+        for row in r["ood"]:
+            err = row.get("max_force_error")
+            lines.append(
+                f"| {row['kind']} | {row['max_u']:.3g} | {row['flagged_valid_p95']} / "
+                f"{row['flagged_valid_p90']} | {'–' if err is None else f'{err:.3g}'} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -459,6 +575,7 @@ def main() -> None:
     results = json.loads(out.read_text()) if out.exists() else {}
     results[args.name] = result
     out.write_text(json.dumps(results, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(results))
     print(json.dumps({k: v for k, v in result.items() if k != "ood"}, indent=1))
     for row in result["ood"]:
         print(row)

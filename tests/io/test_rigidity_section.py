@@ -56,8 +56,12 @@ def test_round_trip_keeps_weights_and_section(section_file):
     assert before.rigidity is None  # a file without the section is read as before
     assert SECTION not in json.loads(section_file.read_text())
     rigidity = _rigidity(feature_dim(before.model))
-    write_rigidity(section_file, rigidity)
+    write_rigidity(section_file, rigidity, card_entry={"estimate": "LLPR test entry"})
     after = read_model_file(section_file)
+    assert after.card["uncertainty"] == {"estimate": "LLPR test entry"}
+    header = json.loads(section_file.read_text())
+    card = section_file.with_suffix(".md").read_text()  # rendered again, with the new hashes
+    assert "LLPR test entry" in card and header["header_sha256"] in card
     assert torch.equal(after.rigidity.inverse_covariance, rigidity.inverse_covariance)
     assert torch.equal(after.rigidity.local_inverse_covariance, rigidity.local_inverse_covariance)
     assert (after.rigidity.energy_factor, after.rigidity.forces_factor) == (1.5, 0.25)
@@ -66,7 +70,8 @@ def test_round_trip_keeps_weights_and_section(section_file):
         assert torch.equal(value, after.model.state_dict()[key]), key
     assert _energies(before) == _energies(after)
     write_rigidity(section_file, None)  # removed again: the file reads as one without it
-    assert read_model_file(section_file).rigidity is None
+    removed = read_model_file(section_file)
+    assert removed.rigidity is None and "uncertainty" not in removed.card
 
 
 def _edit(path, change) -> None:
