@@ -67,6 +67,8 @@ def test_uncertainties_are_the_stored_formulas(rigid):
     inverse = loaded.rigidity.inverse_covariance.numpy()
     local = loaded.rigidity.local_inverse_covariance.numpy()
     calc, plain = EquivariantCalculator(rigid), EquivariantCalculator(rigid)
+    extra = set(calc.implemented_properties) - set(EquivariantCalculator.implemented_properties)
+    assert extra == {"energy_uncertainty", "forces_uncertainty"}
     for atoms in emt_structures(2, seed=4):
         f = _features(loaded.model, atoms)
         sigma = 3.0 * np.sqrt(f.sum(0) @ inverse @ f.sum(0))
@@ -82,6 +84,7 @@ def test_uncertainties_are_the_stored_formulas(rigid):
 
 def test_plain_model_refuses_uncertainty(loaded_model):
     calc = EquivariantCalculator(loaded_model)
+    assert calc.implemented_properties == EquivariantCalculator.implemented_properties
     for name in ("energy_uncertainty", "forces_uncertainty"):
         with pytest.raises(PropertyNotImplementedError, match="or a prediction-rigidity section"):
             calc.get_property(name, emt_structures(1)[0])

@@ -45,7 +45,7 @@ def test_energy_is_linear_in_the_features(model):
         e0 = np.array([-0.3, -0.5])[[ELEMENTS.index(z) for z in atoms.numbers]]
         expected = e0 + 0.3 + f_i @ w
         assert np.abs(expected - out["node_energies"].detach().numpy()).max() < 1e-10
-        assert abs(expected.sum() - float(out["energy"][0])) < 1e-10
+        assert abs(expected.sum() - float(out["energy"][0].detach())) < 1e-10
 
 
 def test_hooks_are_removed_after_the_block(model):
