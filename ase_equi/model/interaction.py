@@ -26,6 +26,7 @@ from e3nn import nn, o3
 
 from ..graph.layout import NeighbourLayout
 from .chunking import node_ranges, run_chunk
+from .message_linear import MessageLinear, supports
 from .tensor_product import ChannelwiseTensorProduct
 
 
@@ -143,6 +144,9 @@ class InteractionBlock(torch.nn.Module):
             [num_bessel, *radial_mlp, self.conv_tp.weight_numel], torch.nn.functional.silu
         )
         self.linear = o3.Linear(irreps_mid, target_irreps)
+        # the same map straight from the tensor product's classes, in the channel layout
+        fused = residual and supports(self.conv_tp, self.linear)
+        self.message_linear = MessageLinear(self.conv_tp, self.linear) if fused else None
         if residual:
             self.skip_tp = o3.FullyConnectedTensorProduct(
                 node_irreps, element_irreps, hidden_irreps
@@ -193,10 +197,11 @@ class InteractionBlock(torch.nn.Module):
         edge_sh: torch.Tensor,
         layout: NeighbourLayout,
     ) -> list[torch.Tensor]:
-        """Tensor-product messages summed per receiver, ``[N, C, S_p]`` per piece (node
-        irrep), from the radial features and harmonics in slot order."""
+        """Tensor-product messages summed per receiver, ``[N, n·C, d₃]`` per class of paths
+        (:meth:`ChannelwiseTensorProduct.receiver_message_classes`), from the radial features
+        and harmonics in slot order."""
         weights = self.radial_weights(self.radial_hidden(edge_radial), layout)  # [N, P, C, K]
-        return self.conv_tp.receiver_messages(h, edge_sh, weights, layout)
+        return self.conv_tp.receiver_message_classes(h, edge_sh, weights, layout)
 
     def forward(
         self,
@@ -237,9 +242,12 @@ class InteractionBlock(torch.nn.Module):
                 for i, j in node_ranges(n, chunk_nodes)
             ]
             summed = [torch.cat(parts) for parts in zip(*chunks, strict=True)]
-        messages = self.linear(self.conv_tp.to_irreps(summed)) / self.normalisation(
-            edge_radial, layout
-        )
+        norm = self.normalisation(edge_radial, layout)  # a number or [N, 1]
+        if self.message_linear is not None:  # [N, C, Σ(2l+1)] directly
+            if isinstance(norm, torch.Tensor):
+                norm = norm.unsqueeze(-1)  # [N, 1, 1]
+            return self.message_linear(summed, self.linear.weight) / norm, sc
+        messages = self.linear(self.conv_tp.to_irreps(self.conv_tp.pieces_of(summed))) / norm
         if not self.residual:
             messages = self.skip_tp(messages, node_onehot)
         return irreps_to_channels(messages, self.target_irreps), sc

@@ -161,7 +161,21 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         the weights with the paths in ``piece_paths`` order (node irrep, then output
         dimension d₃) and the K neighbour slots last; zeros in empty slots. An interaction
         block writes its radial MLP's output directly in this layout
-        (:meth:`InteractionBlock.radial_weights`).
+        (:meth:`InteractionBlock.radial_weights`). The same messages as
+        :meth:`receiver_message_classes`, arranged per piece (:meth:`pieces_of`).
+        """
+        return self.pieces_of(self.receiver_message_classes(h, y, w, layout))
+
+    def receiver_message_classes(
+        self,
+        h: torch.Tensor,
+        y: torch.Tensor,
+        w: torch.Tensor,
+        layout: NeighbourLayout,
+    ) -> list[torch.Tensor]:
+        """Messages summed per receiver, one ``[N, n·C, d₃]`` tensor per class of n paths
+        (rows: path, then channel), piece by piece, class by class; arguments as
+        :meth:`receiver_messages`.
 
         For a class of n paths with output dimension d₃ and node irrep dimension d₁, the
         messages are ``A [N·n, C, K·d₁] @ Z [N·n, K·d₁, d₃]`` with ``A = w ⊗ h_sender`` and
@@ -172,7 +186,11 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         n_nodes, k_max = layout.num_nodes, layout.max_neighbours
         c = self.channels
         if layout.num_edges == 0:
-            return [h.new_zeros((n_nodes, c, s)) for _, _, s in self.pieces]
+            return [
+                h.new_zeros((n_nodes, len(paths) * c, d3))
+                for classes in self.classes
+                for _, d3, paths in classes
+            ]
         blocks = torch.split(h, [stop - start for start, stop in self.node_slices], dim=-1)
         w_pieces = torch.split(w, [sum(len(p) for _, _, p in cl) for cl in self.classes], dim=1)
         out = []
@@ -187,15 +205,27 @@ class ChannelwiseTensorProduct(torch.nn.Module):
             z = z.reshape(n_nodes, k_max, d1, s)
             w_classes = torch.split(w_piece, [len(paths) for _, _, paths in classes], dim=1)
             z_classes = torch.split(z, [len(paths) * d3 for _, d3, paths in classes], dim=-1)
-            parts = []
             for (_, d3, paths), wp, zc in zip(classes, w_classes, z_classes, strict=True):
                 n = len(paths)
                 # A [N, n, C, K, d1] = w [N, n, C, K, 1] · x [N, 1, C, K, d1]
                 a = (wp.unsqueeze(-1) * x.unsqueeze(1)).reshape(n_nodes * n, c, k_max * d1)
                 zc = zc.reshape(n_nodes, k_max, d1, n, d3)
                 zc = zc.permute(0, 3, 1, 2, 4).reshape(n_nodes * n, k_max * d1, d3)
-                m = torch.bmm(a, zc).reshape(n_nodes, n, c, d3).transpose(1, 2)
-                parts.append(m.reshape(n_nodes, c, n * d3))
+                out.append(torch.bmm(a, zc).reshape(n_nodes, n * c, d3))
+        return out
+
+    def pieces_of(self, classes: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Class tensors ``[N, n·C, d₃]`` (:meth:`receiver_message_classes`) → one
+        ``[N, C, S_p]`` tensor per piece (columns: class, path, component)."""
+        c = self.channels
+        it = iter(classes)
+        out = []
+        for piece_classes in self.classes:
+            parts = []
+            for _, d3, paths in piece_classes:
+                m = next(it)
+                n_nodes, n = m.shape[0], len(paths)
+                parts.append(m.reshape(n_nodes, n, c, d3).transpose(1, 2).reshape(n_nodes, c, -1))
             out.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1))
         return out
 
