@@ -15,13 +15,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from . import uncertainty
 from .allocator import retain_freed_memory
-from .calculator_options import (
-    DTYPES,
-    OPTIONS,
-    check_options,
-    head_of,
-    refuse_unknown,
-)
+from .calculator_options import DTYPES, OPTIONS, changes_of, check_options, head_of, refuse_unknown
 from .graph import GraphSource, HostGraph, ResidentGraph
 from .io.model_file import LoadedModel
 from .loading import LoadedCommittee, load_any, model_label
@@ -362,6 +356,10 @@ class EquivariantCalculator(Calculator):
         act_on_uncertainty(atoms, self.results, threshold, self.parameters["on_uncertain"])
         if "hessian" in properties:  # only when asked: never part of an energy/forces pass
             self.results["hessian"] = model_hessian(atoms, self._hessian_model())
+
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's check (the same changes), exact comparisons first (:func:`changes_of`)."""
+        return changes_of(self.atoms, atoms, tol, self.ignored_changes)
 
     def get_property(self, name: str, atoms: Atoms | None = None, allow_calculation: bool = True):
         """ASE's :meth:`~ase.calculators.calculator.Calculator.get_property`; an uncertainty

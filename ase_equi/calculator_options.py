@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from ase import Atoms
+from ase.calculators.calculator import all_changes, compare_atoms, equal
 
 from .errors import AseEquiError
 from .io.model_committee import LoadedCommittee
@@ -125,3 +127,25 @@ def check_head(loaded: LoadedModel | LoadedCommittee, head: str | None, what: st
         )
     listed = f"its heads are {heads}" if heads else "it has one output and no named heads"
     raise ValueError(f"{what} has no head {head!r}; {listed}")
+
+
+def changes_of(old: Atoms | None, new: Atoms, tol: float, ignored: Any) -> list[str]:
+    """ASE's :func:`~ase.calculators.calculator.compare_atoms` (the same changes), each
+    property compared exactly first and with ASE's tolerance ``tol`` only where that fails.
+
+    An MD step asks the calculator several times about the atoms of its one model call;
+    exactly equal arrays are within any tolerance, so the exact check decides those at a
+    fraction of the cost of ``allclose``. Atoms with other per-atom arrays than ``old``'s
+    go to ASE's own comparison.
+    """
+    if old is None or old.arrays.keys() != new.arrays.keys():
+        return compare_atoms(old, new, tol=tol, excluded_properties=set(ignored))
+    pairs = [("cell", old.cell.array, new.cell.array), ("pbc", old.pbc, new.pbc)]
+    pairs += [(p, old.arrays[p], new.arrays[p]) for p in all_changes if p in old.arrays]
+    return [
+        name
+        for name, a, b in pairs
+        if name not in ignored
+        and not (a.shape == b.shape and np.array_equal(a, b))
+        and not equal(a, b, atol=tol)
+    ]
