@@ -57,7 +57,16 @@ def emit(result: dict[str, Any]) -> None:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, MiB (Linux reports ``ru_maxrss`` in KiB)."""
+    """Peak resident set size of this process so far, MiB: Linux's ``VmHWM`` (KiB), which
+    starts anew at ``exec``; elsewhere ``ru_maxrss``, which on Linux a worker inherits from a
+    larger parent process."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -30,6 +30,7 @@ import datetime
 import io
 import json
 import pstats
+import re
 import shlex
 import sys
 import time
@@ -163,7 +164,10 @@ def profiles(args: argparse.Namespace, dtype: str) -> dict[str, str]:
     ops = sum(event.count for event in table) / args.profile_steps
     ops_line = f"{ops:.0f} torch operations per step (profiler events, nested ones included)"
     body = table.table(sort_by="self_cpu_time_total", row_limit=args.rows)
-    cprofile = "\n".join(line.rstrip() for line in text.getvalue().splitlines()[: args.rows + 12])
+    lines = text.getvalue().splitlines()[: args.rows + 12]
+    # file names relative to the repository or site-packages: no machine paths in the report
+    lines = [re.sub(r"\S*/site-packages/", "", x.replace(f"{mc.REPO}/", "")) for x in lines]
+    cprofile = "\n".join(x.rstrip() for x in lines)
     return {"cprofile": cprofile, "torch_ops": f"{ops_line}\n{body}"}
 
 
