@@ -127,3 +127,31 @@ def test_cli_passes_the_replay_and_trunk_options(monkeypatch, tmp_path):
     assert main(argv) == 0
     assert (seen["trunk_lr_scale"], seen["replay_new_element_share"]) == (0.25, 0.75)
     assert "replay_weight" not in seen  # unset: the balance rule decides
+
+
+def test_train_hooks_penalty_joins_the_loss_and_lr_scale_zero_freezes(tmp_path):
+    """train()'s hooks: a constant penalty adds exactly that constant to each step's loss and
+    leaves the weights as without it; a learning-rate factor 0 keeps a block bit-identical
+    while the rest trains."""
+    from test_training import TINY
+
+    from ase_equi.training import TrainConfig, train
+
+    frames = read_frames(emt_structures(4, seed=41))
+
+    def run(name, **hooks):
+        cfg = TrainConfig(
+            output_dir=str(tmp_path / name), epochs=1, lr=1e-2, plots=False, batch_size=2
+        )
+        return train(TINY, frames, cfg, verbose=False, **hooks)
+
+    plain = run("plain")
+    shifted = run("penalty", penalty=lambda net: torch.tensor(5.0, dtype=torch.float64))
+    assert shifted.history[0]["train_loss"] - plain.history[0]["train_loss"] == pytest.approx(5.0)
+    for key, value in plain.model.state_dict().items():
+        assert torch.equal(shifted.model.state_dict()[key], value), key
+    start = run("none", lr_scale=lambda name: 0.0).model.state_dict()  # nothing moves
+    part = run("part", lr_scale=lambda name: 0.0 if name.startswith("products.") else 1.0)
+    after = part.model.state_dict()
+    assert all(torch.equal(after[k], start[k]) for k in start if k.startswith("products."))
+    assert any(not torch.equal(after[k], start[k]) for k in start if k.startswith("interactions."))
