@@ -25,7 +25,10 @@
 4. **Replay** (``replay_data="auto"``): a zoo parent's shipped replay set, or for another
    parent the new training structures labelled by the parent itself; selected by element,
    ``config_type`` and count (:mod:`.replay`). Default count: as many as new training frames
-   (at most what there is), weight 1.
+   (at most what there is). With two heads, at least half of them contain an element of the
+   new data (where the shared layers move most) and their loss weight balances those
+   elements' atoms against the new data's (:func:`~.replay.balance_weight`, within [1, 4]);
+   with one head a uniform sample of weight 1 (there, such frames contradict the new labels).
 5. **Training** with :func:`ase_equi.training.train`, the defaults chosen from the parent's card
    and the new data (:mod:`.finetune_defaults`: the parent's loss weights, no stress weight
    without stress labels), checkpointed and resumable like any training run.
