@@ -120,9 +120,12 @@ def energy_forces_stress(
     ]
     if forces:
         result["forces"] = -derivatives[0]
-    if stress:
-        volume = torch.where(volume > 0, volume, torch.nan)  # NaN stress where undefined
-        result["stress"] = derivatives[-1] / volume.view(-1, 1, 1)
+    if stress:  # NaN stress where undefined; the division by a safe volume keeps the
+        # gradients of a loss that leaves those entries out finite (a training batch mixing
+        # molecules and cells in one pass)
+        defined = (volume > 0).view(-1, 1, 1)
+        ratio = derivatives[-1] / torch.where(defined, volume.view(-1, 1, 1), 1.0)
+        result["stress"] = torch.where(defined, ratio, torch.nan)
     return result
 
 

@@ -39,7 +39,7 @@ class LabelledSet:
         return make_batch([self.frames[i] for i in ids], [self.graphs[i] for i in ids])
 
     def stress_groups(
-        self, ids: Sequence[int], weight: float = 1.0
+        self, ids: Sequence[int], weight: float = 1.0, *, one_pass: bool = False
     ) -> list[tuple[list[int], bool]]:
         """``ids`` split into ``(ids, with_stress)`` groups so that every stress label counts.
 
@@ -47,10 +47,14 @@ class LabelledSet:
         ``ids`` has a stress label (and ``weight > 0``), the frames with a cell of rank 3 form
         one group (stress computed) and the others (molecules, clusters, flat cells) a second
         (energy and forces only). Each label is thus used per frame, whatever its batch mixes.
+        With ``one_pass`` all frames stay in one group with stress computed: the frames without
+        a cell of rank 3 then get a NaN stress, which the loss leaves out (``stress_mask``).
         """
         ids = list(ids)
         if weight <= 0 or not any(self.frames[i].has_stress for i in ids):
             return [(ids, False)]
+        if one_pass:
+            return [(ids, True)]
         full = {i: self._full_cell(i) for i in ids}
         bulk = [i for i in ids if full[i]]
         rest = [i for i in ids if not full[i]]
@@ -79,10 +83,17 @@ class LabelledSet:
                 if head is not None and len(getattr(net.config, "heads", ())) > 1:
                     net.active_head = head  # (a single-head model has only its own)
                 mine = [i for i in ids if self.frames[i].head == head]
-                for group, with_stress in self.stress_groups(mine, weight):
+                # training: one pass per batch (the loss masks undefined stress)
+                one_pass = bool(options.get("training"))
+                for group, with_stress in self.stress_groups(mine, weight, one_pass=one_pass):
                     batch = self.batch(group)
                     pred = energy_forces_stress(
-                        model, batch.graph, forces=True, stress=with_stress, **options
+                        model,
+                        batch.graph,
+                        forces=True,
+                        stress=with_stress,
+                        flat_cells="nan",
+                        **options,
                     )
                     out.append((batch, pred))
         finally:
