@@ -86,12 +86,8 @@ def energy_forces_stress(
         vectors = edge_vectors(
             positions, cell, graph.shifts, graph.senders, graph.receivers, graph.batch
         )
-        given = {
-            "layout": graph.layout,
-            "groups": graph.groups,
-            "max_chunk_bytes": graph.max_chunk_bytes,
-        }
-        extra = {k: v for k, v in given.items() if v is not None}
+        names = ("layout", "groups", "max_chunk_bytes")  # passed where the graph has them
+        extra = {k: getattr(graph, k) for k in names if getattr(graph, k) is not None}
         out = model(
             graph.element_index,
             vectors,
@@ -120,13 +116,21 @@ def energy_forces_stress(
     ]
     if forces:
         result["forces"] = -derivatives[0]
-    if stress:  # NaN stress where undefined; the division by a safe volume keeps the
-        # gradients of a loss that leaves those entries out finite (a training batch mixing
-        # molecules and cells in one pass)
-        defined = (volume > 0).view(-1, 1, 1)
-        ratio = derivatives[-1] / torch.where(defined, volume.view(-1, 1, 1), 1.0)
-        result["stress"] = torch.where(defined, ratio, torch.nan)
+    if stress:
+        result["stress"] = _stress(derivatives[-1], volume)
     return result
+
+
+def _stress(derivative: torch.Tensor, volume: torch.Tensor) -> torch.Tensor:
+    """``∂E/∂ε [G, 3, 3]`` / ``volume [G]``, NaN where the volume is 0 (stress undefined).
+
+    The division uses a safe volume (1 where it is 0), so that a loss which leaves the NaN
+    entries out (a training batch mixing molecules and cells in one pass) keeps finite
+    gradients.
+    """
+    defined = (volume > 0).view(-1, 1, 1)
+    ratio = derivative / torch.where(defined, volume.view(-1, 1, 1), 1.0)
+    return torch.where(defined, ratio, torch.nan)
 
 
 def _check_volumes(graph: Graph, volume: torch.Tensor) -> None:
