@@ -36,7 +36,6 @@ from ase.stress import voigt_6_to_full_3x3_stress
 
 from ..batched import batched_results
 from ..calculator import EquivariantCalculator
-from ..calculator_options import DTYPES
 from ..errors import AseEquiError
 from ..graph import HostGraph
 from ..io.model_file import LoadedModel
@@ -148,15 +147,7 @@ class BeadEvaluator:
         if not isinstance(loaded, LoadedModel):
             return [self.one(h, q) for h, q in zip(cells, positions, strict=True)]
         while len(self._slots) < len(cells):
-            source = HostGraph(
-                loaded.config.elements,
-                loaded.config.r_max,
-                self.calc.parameters["skin"],
-                dtype=DTYPES[self.calc.parameters["dtype"]],
-                device=self.calc.device,
-                model_name=f"model '{loaded.name}'",
-                max_chunk_bytes=self.calc.max_chunk_bytes,
-            )
+            source = HostGraph.like(self.calc.graph_source)
             self._slots.append((self.template.copy(), source))
         unique: list[int] = []  # index of the evaluated structure each one takes
         graphs, volumes, any_rank3 = [], [], False

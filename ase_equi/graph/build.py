@@ -126,10 +126,17 @@ def _joined_volumes(volumes: Sequence[tuple[float, ...] | None]) -> tuple[float,
 class GraphSource(Protocol):
     """Where a calculator gets the graph of each geometry: chosen once, asked every step.
 
-    ``neighbours`` is the source's one Verlet list (its ``skin``, ``builds`` and ``calls``).
+    ``neighbours`` is the source's one Verlet list (its ``skin``, ``builds`` and ``calls``);
+    the other attributes are the settings it was made with (see :class:`HostGraph`).
     """
 
     neighbours: VerletNeighbourList
+    elements: tuple[int, ...]
+    r_max: float
+    dtype: torch.dtype
+    device: torch.device
+    model_name: str
+    max_chunk_bytes: int | None
 
     def update(self, atoms: ase.Atoms) -> Graph:
         """The graph of ``atoms`` at their current positions (``ValueError`` for bad input)."""
@@ -179,10 +186,25 @@ class HostGraph:
     ) -> None:
         self.neighbours = VerletNeighbourList(r_max, skin)
         self.elements, self.r_max = tuple(elements), float(r_max)
-        self.dtype, self.device, self.model_name = dtype, device, model_name
+        self.dtype, self.device, self.model_name = dtype, torch.device(device), model_name
         self.max_chunk_bytes = max_chunk_bytes
         self._atoms: _AtomTensors | None = None
         self._edges: _EdgeTensors | None = None
+
+    @classmethod
+    def like(cls, source: GraphSource) -> HostGraph:
+        """A new source with its own Verlet list and the settings of ``source`` (cutoff,
+        skin, dtype, device, memory bound): one more structure evaluated beside a
+        calculator's."""
+        return cls(
+            source.elements,
+            source.r_max,
+            source.neighbours.skin,
+            dtype=source.dtype,
+            device=source.device,
+            model_name=source.model_name,
+            max_chunk_bytes=source.max_chunk_bytes,
+        )
 
     def update(self, atoms: ase.Atoms) -> Graph:
         """The graph of ``atoms`` (raises as :func:`atoms_to_graph`).
