@@ -164,10 +164,11 @@ def write_rigidity(
     *,
     card_entry: dict[str, Any] | None = None,
 ) -> Path:
-    """Store ``rigidity`` in the model file at ``path`` (None: remove the section and the
-    card's ``uncertainty`` entry), rehashing weights and header and rendering the card again;
-    the model's own tensors are copied unchanged. ``card_entry``: the card's ``uncertainty``
-    entry (figures for people; JSON-clean). Returns the JSON path.
+    """Store ``rigidity`` in the model file at ``path`` (None: remove the section), rehashing
+    weights and header and rendering the card again; the model's own tensors are copied
+    unchanged. ``card_entry``: the card's new ``uncertainty`` entry (figures for people;
+    JSON-clean); the old entry described the old section and goes in any case. Returns the
+    JSON path.
 
     The weights are written first, then the card, then the header that vouches for them (a kill
     before the header leaves a file whose weights hash fails, never a silently different model).
@@ -175,6 +176,8 @@ def write_rigidity(
     from .model_card import render_card
     from .model_file import read_weights, sha256_bytes, weights_path_of, write_atomic
 
+    if rigidity is None and card_entry is not None:
+        raise ValueError(f"card_entry without a rigidity: the card of {path} would describe none")
     json_path, _, card_path = model_paths(path)
     header = read_header(json_path)
     if header.get("format_version") != 2 or header.get("committee") is not None:
@@ -183,9 +186,8 @@ def write_rigidity(
     for name in TENSORS.values():
         tensors.pop(name, None)
     header.pop(SECTION, None)
-    if rigidity is None:
-        header.get("card", {}).pop("uncertainty", None)
-    else:
+    header.get("card", {}).pop("uncertainty", None)
+    if rigidity is not None:
         header[SECTION] = rigidity_entry(rigidity)
         for key, name in TENSORS.items():
             value = getattr(rigidity, key).detach().double().cpu()

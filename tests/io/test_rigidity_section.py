@@ -74,6 +74,18 @@ def test_round_trip_keeps_weights_and_section(section_file):
     assert removed.rigidity is None and "uncertainty" not in removed.card
 
 
+def test_new_section_drops_the_old_card_entry(section_file, loaded_model):
+    """The card's ``uncertainty`` entry describes one section: replacing the section without
+    a new entry leaves none (not the old figures); an entry without a section is refused."""
+    d = feature_dim(loaded_model.model)
+    write_rigidity(section_file, _rigidity(d), card_entry={"estimate": "old factors 1.5, 0.25"})
+    write_rigidity(section_file, _rigidity(d, seed=1))
+    assert "uncertainty" not in read_model_file(section_file).card
+    assert "old factors" not in section_file.with_suffix(".md").read_text()
+    with pytest.raises(ValueError, match="card_entry without a rigidity"):
+        write_rigidity(section_file, None, card_entry={"estimate": "none"})
+
+
 def _edit(path, change) -> None:
     header = json.loads(path.read_text())
     change(header)
