@@ -77,7 +77,8 @@ def _bad(where: Path | str, text: str) -> ModelFileError:
 
 def check_rigidity_fields(header: dict[str, Any], where: Path | str) -> None:
     """``ModelFileError`` naming the section unless ``header["prediction_rigidity"]`` is
-    absent, null or well formed (types, finite positive factors, a bounded feature size)."""
+    absent, null or well formed (types, one of the model's heads, finite positive factors, a
+    bounded feature size)."""
     entry = header.get(SECTION)
     if entry is None:
         return
@@ -91,6 +92,9 @@ def check_rigidity_fields(header: dict[str, Any], where: Path | str) -> None:
         ok = isinstance(value, (int, float) if kind is float else kind)
         if isinstance(value, bool) or not ok:
             raise _bad(where, f"field {key!r} must be a {kind.__name__}, got {value!r:.80}")
+    heads = header.get("heads")
+    if isinstance(heads, dict) and entry["head"] not in heads:  # it would never apply
+        raise _bad(where, f"names head {entry['head']!r}, not one of the model's {sorted(heads)}")
     if entry["method"] != "llpr" or entry["forces_estimate"] != "local":
         raise _bad(where, "is not method 'llpr' with forces_estimate 'local'")
     for key in ("regulariser", "local_regulariser", "energy_factor", "forces_factor"):

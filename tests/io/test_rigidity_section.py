@@ -102,6 +102,7 @@ def _edit(path, change) -> None:
         (lambda h: h[SECTION].update(feature_dim=7), "must be float64 \\[7, 7\\]"),
         (lambda h: h.pop(SECTION), "without the field"),
         (lambda h: h[SECTION].update(method="mc-dropout"), "method 'llpr'"),
+        (lambda h: h[SECTION].update(head="Defualt"), "names head 'Defualt', not one of"),
     ],
 )
 def test_malformed_section_is_refused(section_file, loaded_model, change, match):
