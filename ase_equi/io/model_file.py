@@ -42,6 +42,7 @@ from safetensors.torch import save as save_safetensors
 from ..errors import ModelFileError
 from ..model.config import ModelConfig
 from ..model.mace import MaceModel
+from ..model.prediction_rigidity import LastLayerRigidity
 from .model_card import render_card
 from .model_header import (
     FORMAT,
@@ -94,7 +95,7 @@ class LoadedModel:
     head: str | None = None
     heads: list[str] = field(default_factory=list)
     #: the file's prediction-rigidity section (io/rigidity_section.py) for ``head``, or None
-    rigidity: Any = None
+    rigidity: LastLayerRigidity | None = None
 
     @property
     def name(self) -> str:
