@@ -274,7 +274,7 @@ def ood_structures(name: str, rng: np.random.Generator) -> list[tuple[str, Any, 
     return out
 
 
-def ood_rows(loaded, rigidity, name: str, thresholds: dict[str, float]) -> list[dict]:
+def ood_rows(loaded, name: str, thresholds: dict[str, float]) -> list[dict]:
     rows = []
     calc = EquivariantCalculator(loaded)
     for kind, atoms, reference in ood_structures(name, np.random.default_rng(17)):
@@ -438,15 +438,12 @@ def measure_test(rigidity, test: dict[str, np.ndarray], thresholds, plot: Path) 
     return out
 
 
-def jacobian_figures(loaded, rigidity, valid, test, thresholds_q, work: Path) -> dict:
-    """The exact form diag(Jᵀ C⁻¹ J) on valid (calibration) and test (figures)."""
+def jacobian_figures(loaded, rigidity, sets, valid, test, thresholds_q, work: Path) -> dict:
+    """The exact form diag(Jᵀ C⁻¹ J) on valid (calibration) and test (figures); ``sets``:
+    the Atoms of :func:`splits`, ``valid`` and ``test``: their :func:`labelled_predictions`."""
     inverse = rigidity.inverse_covariance.numpy()
-    jv = cached(
-        work / "jacobian_valid.npz", lambda: jacobian_u(loaded, splits_cache["valid"], inverse)
-    )
-    jt = cached(
-        work / "jacobian_test.npz", lambda: jacobian_u(loaded, splits_cache["test"], inverse)
-    )
+    jv = cached(work / "jacobian_valid.npz", lambda: jacobian_u(loaded, sets["valid"], inverse))
+    jt = cached(work / "jacobian_test.npz", lambda: jacobian_u(loaded, sets["test"], inverse))
     alpha, _ = gaussian_fit((valid["force_err"] ** 2).sum(1), jv["u"], 3)
     max_valid = per_structure(valid["owner"], alpha * jv["u"], "max")
     thresholds = {f"valid_p{q}": float(np.percentile(max_valid, q)) for q in thresholds_q}
@@ -455,9 +452,6 @@ def jacobian_figures(loaded, rigidity, valid, test, thresholds_q, work: Path) ->
     out["forces_miscalibration_area"] = miscalibration_area(test["force_err"], jt["u"], alpha)
     out["seconds_per_structure_median"] = float(np.median(jt["seconds"]))
     return out
-
-
-splits_cache: dict[str, list] = {}
 
 
 def card_entry(name: str, rigidity, figures: dict, thresholds: dict, n_valid: int) -> dict:
@@ -489,13 +483,13 @@ def run(name: str, jacobian: bool) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     path = ROOT / "models" / f"{name}.json"
     loaded = read_model_file(path)
-    splits_cache.update(splits(name))
-    rigidity, cal, thresholds, valid = fit(name, loaded, splits_cache, work)
-    test = cached(work / "test.npz", lambda: labelled_predictions(loaded, splits_cache["test"]))
+    sets = splits(name)
+    rigidity, cal, thresholds, valid = fit(name, loaded, sets, work)
+    test = cached(work / "test.npz", lambda: labelled_predictions(loaded, sets["test"]))
     plot = RESULTS / f"{STEM}-{name}.png"
     figures = measure_test(rigidity, test, thresholds, plot)
     entry = card_entry(name, rigidity, figures, thresholds, len(valid["n"]))
-    change = store(path, loaded, rigidity, splits_cache["test"][:10], entry)
+    change = store(path, loaded, rigidity, sets["test"][:10], entry)
     result: dict[str, Any] = {
         "command": f"OMP_NUM_THREADS=1 python scripts/uncertainty/zoo_rigidity.py {name}",
         "feature_dim": rigidity.info["feature_dim"],
@@ -514,11 +508,12 @@ def run(name: str, jacobian: bool) -> dict[str, Any]:
         "plot": plot.name,
     }
     reloaded = read_model_file(path)
-    result["ood"] = ood_rows(reloaded, rigidity, name, thresholds)
+    result["ood"] = ood_rows(reloaded, name, thresholds)
     result["ood_summary"] = ood_summary(result["ood"], thresholds)
-    result["cost_s"] = cost(path, splits_cache["test"][0])
+    result["cost_s"] = cost(path, sets["test"][0])
     if jacobian:
-        result["jacobian_form"] = jacobian_figures(loaded, rigidity, valid, test, (95, 90), work)
+        jacobian_form = jacobian_figures(loaded, rigidity, sets, valid, test, (95, 90), work)
+        result["jacobian_form"] = jacobian_form
     return result
 
 
