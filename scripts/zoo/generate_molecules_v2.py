@@ -39,12 +39,11 @@ from ase.build import molecule
 from ase.io import read, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate_molecules_pyscf import BASIS, dft, labelled, sample
+from generate_molecules_pyscf import BASIS, TEMPERATURES, dft, labelled, sample
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "runs" / "molecules-pbe-v2"
 V1_DATA = ROOT / "data" / "molecules-pbe.xyz.xz"
-V1_MOLECULES = ("H2O", "CH3OH", "CH3CH2OH", "H2CO", "CH4")
 NEW_MOLECULES = (
     # small inorganics and triple bonds
     "H2", "N2", "CO", "CO2", "HCN", "NH3", "N2H4", "H2O2", "C2H2",
@@ -67,7 +66,6 @@ FREQUENCY_MOLECULES = (
     "C3H9N",  # trimethylamine
     "C3H6_Cs",  # propene
 )
-TEMPERATURES = (300.0, 600.0, 1000.0)
 ATOM_SPIN = {"H": 1, "C": 2, "N": 3, "O": 2}  # 2S of the isolated atoms' ground states
 
 
