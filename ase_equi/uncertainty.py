@@ -37,6 +37,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .errors import AseEquiError
 from .graph.tensors import Graph
+from .io.model_committee import LoadedCommittee
+from .io.model_file import LoadedModel
 from .model import prediction_rigidity
 from .model.committee import member_derivatives, member_spread
 
@@ -79,21 +81,22 @@ def refusal(name: str, model_name: str) -> str:
     )
 
 
-def uncertainty_properties(loaded: Any) -> list[str]:
+def uncertainty_properties(loaded: LoadedModel | LoadedCommittee) -> list[str]:
     """The uncertainty properties a loaded model gives: all three for a committee, energy and
     forces for a model with a prediction-rigidity section, none otherwise."""
-    if hasattr(loaded, "calibration"):  # a LoadedCommittee
+    if isinstance(loaded, LoadedCommittee):
         return list(UNCERTAINTY_PROPERTIES)
-    rigid = getattr(loaded, "rigidity", None) is not None
-    return list(UNCERTAINTY_PROPERTIES[:2]) if rigid else []
+    return list(UNCERTAINTY_PROPERTIES[:2]) if loaded.rigidity is not None else []
 
 
 def rigidity_pass(
-    loaded: Any, graph: Graph, forces: bool, stress: bool
+    loaded: LoadedModel, graph: Graph, forces: bool, stress: bool
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """One pass of a single model with its prediction-rigidity section ``loaded.rigidity``:
     :func:`~ase_equi.model.prediction_rigidity.rigidity_pass` (``energy_uncertainty``,
     ``forces_uncertainty``, calibrated by the section's factors)."""
+    if loaded.rigidity is None:
+        raise ValueError(refusal("energy_uncertainty", loaded.name))
     return prediction_rigidity.rigidity_pass(loaded.model, graph, loaded.rigidity, forces, stress)
 
 
