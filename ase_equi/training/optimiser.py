@@ -31,6 +31,23 @@ def parameter_groups(
     return [{"params": groups[f], "lr": lr * f} for f in order]
 
 
+def lr_factors(optimizer: torch.optim.Optimizer, lr: float) -> list[float]:
+    """Each parameter group's learning rate over ``lr``, rounded to 12 digits (taken before a
+    scheduler step: what a checkpoint records and a resume must match)."""
+    return [round(group["lr"] / lr, 12) for group in optimizer.param_groups]
+
+
+def check_lr_factors(saved: list[float], now: list[float], path: Any) -> None:
+    """Refuse to resume checkpoint ``path`` (learning-rate factors ``saved``) with other
+    factors ``now``: its optimiser state would silently bring back the old rates."""
+    if saved != now:
+        raise ValueError(
+            f"{path} was written with learning-rate factors {saved} per parameter group "
+            f"(train()'s lr_scale, fine-tuning's trunk_lr_scale), this run asks for {now}; "
+            "use the same settings to resume or a new output directory"
+        )
+
+
 def make_optimiser(
     net: torch.nn.Module, config: TrainConfig, lr_scale: Callable[[str], float] | None = None
 ) -> tuple[torch.optim.Optimizer, Any]:

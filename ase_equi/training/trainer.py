@@ -63,7 +63,7 @@ from .checkpoint_file import remove_stale_temporaries
 from .config import CHECKPOINT_FORMAT, DTYPES, TrainConfig
 from .evaluation import LabelledSet
 from .loss import weighted_loss
-from .optimiser import make_optimiser, step_scheduler, update_ema
+from .optimiser import check_lr_factors, lr_factors, make_optimiser, step_scheduler, update_ema
 from .parallel import global_counts, global_mean, process_group, rank_and_world
 from .progress import ProgressCallback, ProgressLine, combine
 from .report import (
@@ -190,6 +190,7 @@ class _Run:
         if not self.trainable:
             raise ValueError(f"freeze={list(config.freeze)} leaves no parameter to train")
         self.optimizer, self.scheduler = make_optimiser(self.net, config, lr_scale)
+        self.lr_factors = lr_factors(self.optimizer, config.lr)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.epoch = self.step = self.batch_in_epoch = 0
         self.order: torch.Tensor | None = None
@@ -221,6 +222,7 @@ class _Run:
             "ema": self.ema.state_dict(),
             "best_ema": self.best_ema,
             "optimizer": self.optimizer.state_dict(),
+            "lr_factors": self.lr_factors,
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "epoch": self.epoch,
@@ -237,6 +239,7 @@ class _Run:
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Everything but the weights (loaded before the optimiser was built)."""
+        check_lr_factors(state.get("lr_factors", [1.0]), self.lr_factors, self.resumed_path)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])

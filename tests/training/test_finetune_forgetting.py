@@ -149,3 +149,23 @@ def test_train_lr_scale_zero_freezes_a_block(tmp_path):
     after = part.model.state_dict()
     assert all(torch.equal(after[k], start[k]) for k in start if k.startswith("products."))
     assert any(not torch.equal(after[k], start[k]) for k in start if k.startswith("interactions."))
+
+
+def test_resume_with_other_lr_scale_is_refused(tmp_path):
+    """A checkpoint written with one set of learning-rate factors is not resumed with others
+    (the optimiser's saved groups would silently keep the old rates); the same ones resume."""
+    from test_training import TINY
+
+    from ase_equi.training import TrainConfig, train
+
+    frames = read_frames(emt_structures(4, seed=43))
+
+    def run(epochs, factor):
+        cfg = TrainConfig(output_dir=str(tmp_path), epochs=epochs, plots=False, batch_size=2)
+        scale = lambda name: factor if name.startswith("products.") else 1.0  # noqa: E731
+        return train(TINY, frames, cfg, verbose=False, lr_scale=scale)
+
+    run(1, 0.5)
+    with pytest.raises(ValueError, match=r"learning-rate factors \[1.0, 0.5\].*\[1.0, 0.25\]"):
+        run(2, 0.25)
+    assert run(2, 0.5).history[-1]["epoch"] == 2
