@@ -139,13 +139,12 @@ def _scan_fit(model, frames):
         return {"error": str(err)}
 
 
-def _earlier(name: str, scratch_from: Path | None, epochs: int | None) -> dict | None:
-    """The result of set ``name`` in the earlier study ``scratch_from`` (same epochs), or None."""
+def _earlier(name: str, scratch_from: Path | None) -> dict | None:
+    """The result of set ``name`` in the earlier study ``scratch_from``, or None."""
     path = scratch_from / name / "result.json" if scratch_from else None
     if path is None or not path.exists():
         return None
-    earlier = json.loads(path.read_text())
-    return earlier if epochs is None or earlier["epochs"] == epochs else None
+    return json.loads(path.read_text())
 
 
 def run_set(
@@ -169,7 +168,7 @@ def run_set(
     if done.exists():
         return json.loads(done.read_text())
     data = folder / "data.xyz"
-    earlier = _earlier(name, scratch_from, epochs)
+    earlier = _earlier(name, scratch_from)
     if earlier is not None and not data.exists():
         shutil.copy(scratch_from / name / "data.xyz", data)
     info = make_set(name, data) if not data.exists() else {}
@@ -189,7 +188,7 @@ def run_set(
     n_epochs = ft.train_result.history[-1]["epoch"] if ft.train_result.history else epochs
     scan = find_volume_scan(frames)
     labels = fit_eos(scan, np.array([f.energy for f in scan]))
-    if earlier is not None:
+    if earlier is not None and earlier["epochs"] == int(n_epochs):  # its scratch: as many
         from_scratch = {**earlier["scratch"], "from": str(scratch_from)}
     elif scratch:
         from_scratch = _from_scratch(folder, data, frames, level, int(n_epochs), parent)
