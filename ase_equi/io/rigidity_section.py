@@ -16,8 +16,8 @@ and the weights file two more tensors, ``prediction_rigidity.inverse_covariance`
 ``prediction_rigidity.local_inverse_covariance`` (``[d, d]`` float64, symmetric, finite).
 Both are covered by the file's hashes (the field by ``header_sha256``, the tensors by
 ``weights_sha256``). A file without the field is unchanged and loads as before; the field
-without the tensors, tensors without the field, a field on a committee, a wrong shape or a
-malformed entry are refused with a :class:`~ase_equi.errors.ModelFileError` that names
+without the tensors, tensors without the field, a field on a committee or in a format-1 file,
+a wrong shape or a malformed entry are refused with a :class:`~ase_equi.errors.ModelFileError` that names
 ``prediction_rigidity``.
 """
 
@@ -111,6 +111,8 @@ def split_rigidity(
     (None for a file without the section); refuses tensors and field that do not match."""
     entry = header.get(SECTION)
     present = {k: tensors.pop(name) for k, name in TENSORS.items() if name in tensors}
+    if entry is not None and header.get("format_version") != 2:  # unchecked, unhashed there
+        raise _bad(where, "needs format version 2 (ase-equi upgrade, then write the section)")
     if entry is None:
         if present:
             raise _bad(where, f"tensors {sorted(present)} are in the weights without the field")

@@ -3,6 +3,7 @@ tampering or malformed section refused with an error naming it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 from ase_equi.errors import ModelFileError
 from ase_equi.io.model_file import read_model_file
 from ase_equi.io.model_header import header_digest
-from ase_equi.io.rigidity_section import SECTION, TENSORS, write_rigidity
+from ase_equi.io.rigidity_section import SECTION, TENSORS, rigidity_entry, write_rigidity
 from ase_equi.model.prediction_rigidity import LastLayerRigidity, feature_dim
 
 
@@ -137,3 +138,32 @@ def test_section_must_fit_the_model(section_file, loaded_model):
     with pytest.raises(ModelFileError, match="prediction_rigidity' has feature_dim"):
         read_model_file(section_file)
     assert set(TENSORS.values()) <= set(load_file(section_file.with_suffix(".safetensors")))
+
+
+@pytest.mark.filterwarnings("ignore:.*not covered by a hash")  # format 1's own warning
+def test_section_in_a_format_1_file_is_refused(tmp_path):
+    """Format 1 checks no such field and has no header hash: a section there (here with a
+    negative force factor) is refused by name, not read."""
+    from conftest import tiny_config
+    from safetensors.torch import save
+    from test_model_file_hostile import write_v1
+
+    from ase_equi import MaceModel
+
+    path = tmp_path / "old.json"
+    model = MaceModel(tiny_config()).double()
+    write_v1(model, path)
+    rigidity = _rigidity(feature_dim(model))
+    rigidity.forces_factor = -0.25
+    tensors = load_file(path.with_suffix(".safetensors"))
+    for key, name in TENSORS.items():
+        value = getattr(rigidity, key)
+        tensors[name] = 0.5 * (value + value.T)
+    blob = save(tensors)
+    path.with_suffix(".safetensors").write_bytes(blob)
+    header = json.loads(path.read_text())
+    header[SECTION] = rigidity_entry(rigidity)
+    header["weights_sha256"], header["weights_bytes"] = hashlib.sha256(blob).hexdigest(), len(blob)
+    path.write_text(json.dumps(header))
+    with pytest.raises(ModelFileError, match="'prediction_rigidity' needs format version 2"):
+        read_model_file(path)
