@@ -17,8 +17,8 @@ and the weights file two more tensors, ``prediction_rigidity.inverse_covariance`
 Both are covered by the file's hashes (the field by ``header_sha256``, the tensors by
 ``weights_sha256``). A file without the field is unchanged and loads as before; the field
 without the tensors, tensors without the field, a field on a committee or in a format-1 file,
-a wrong shape or a malformed entry are refused with a :class:`~ase_equi.errors.ModelFileError` that names
-``prediction_rigidity``.
+a wrong shape or a malformed entry are refused with a
+:class:`~ase_equi.errors.ModelFileError` that names ``prediction_rigidity``.
 """
 
 from __future__ import annotations
