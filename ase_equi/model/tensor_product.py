@@ -197,10 +197,6 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         for (i_node, d1, s), classes, w_piece in zip(
             self.pieces, self.classes, w_pieces, strict=True
         ):
-            # senders' features gathered channel-major: x [C, N·K, d1] viewed as [N, C, K, d1]
-            x = blocks[i_node].reshape(-1, c, d1).transpose(0, 1)
-            x = x.index_select(1, layout.padded_senders).reshape(c, n_nodes, k_max, d1)
-            x = x.permute(1, 0, 2, 3)
             z = torch.matmul(y, getattr(self, f"cg_{i_node}").to(y.dtype))
             z = z.reshape(n_nodes, k_max, d1, s)
             w_classes = torch.split(w_piece, [len(paths) for _, _, paths in classes], dim=1)
@@ -211,6 +207,10 @@ class ChannelwiseTensorProduct(torch.nn.Module):
                 x_cl = x_cl.transpose(1, 2).contiguous()  # [N, d1, K, C]
                 out += self._channels_last_classes(classes, w_classes, z_classes, x_cl)
                 continue
+            # senders' features gathered channel-major: x [C, N·K, d1] viewed as [N, C, K, d1]
+            x = blocks[i_node].reshape(-1, c, d1).transpose(0, 1)
+            x = x.index_select(1, layout.padded_senders).reshape(c, n_nodes, k_max, d1)
+            x = x.permute(1, 0, 2, 3)
             for (_, d3, paths), wp, zc in zip(classes, w_classes, z_classes, strict=True):
                 n = len(paths)
                 # A [N, n, C, K, d1] = w [N, n, C, K, 1] · x [N, 1, C, K, d1]
