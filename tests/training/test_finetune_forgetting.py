@@ -108,7 +108,9 @@ def test_trunk_at_rate_zero_keeps_the_parent_exactly(parent, tmp_path):  # noqa:
     settings = load_model(result.model_path).card["finetuning"]["settings"]
     assert settings["trunk_lr_scale"] == 0.0 and settings["replay_new_element_share"] == 0.5
     replay = result.report["replay"]
-    assert replay["new_element_share"] == 0.5 and 0 <= replay["with_new_data_elements"] <= 6
+    assert replay["new_element_share"] == 0.5
+    # every EMT frame holds Cu or Al, both in the new data: all replayed frames count
+    assert replay["with_new_data_elements"] == replay["count"] > 0
 
 
 def test_cli_passes_the_replay_and_trunk_options(monkeypatch, tmp_path):
