@@ -154,7 +154,11 @@ def check_rigidity_model(
 
 
 def rigidity_entry(rigidity: LastLayerRigidity) -> dict[str, Any]:
-    """The header field of ``rigidity`` (``info`` holds everything but the factors)."""
+    """The header field of ``rigidity`` (``info`` holds everything but the factors);
+    ``ValueError`` for an ``info`` key the field has no place for (it would be lost)."""
+    extra = sorted(set(rigidity.info) - set(FIELDS))
+    if extra:
+        raise ValueError(f"'{SECTION}' has no field(s) {extra}; its fields are {sorted(FIELDS)}")
     entry = {
         **rigidity.info,
         "energy_factor": float(rigidity.energy_factor),

@@ -87,6 +87,15 @@ def test_new_section_drops_the_old_card_entry(section_file, loaded_model):
         write_rigidity(section_file, None, card_entry={"estimate": "none"})
 
 
+def test_info_the_section_cannot_hold_is_refused(section_file, loaded_model):
+    rigidity = _rigidity(feature_dim(loaded_model.model))
+    rigidity.info["notes"] = "would be dropped"
+    before = section_file.read_bytes()
+    with pytest.raises(ValueError, match=r"has no field\(s\) \['notes'\]"):
+        write_rigidity(section_file, rigidity)
+    assert section_file.read_bytes() == before
+
+
 def _edit(path, change) -> None:
     header = json.loads(path.read_text())
     change(header)
