@@ -52,7 +52,7 @@ from typing import Any
 
 import torch
 
-from ..graph.tensors import Graph
+from ..graph.tensors import Graph, edge_vectors
 from .gradients import energy_forces_stress
 from .mace import MaceModel
 from .readout import LinearReadout, NonLinearReadout
@@ -261,13 +261,14 @@ def jacobian_forces_uncertainty(
     model: MaceModel, graph: Graph, inverse_covariance: torch.Tensor, factor: float = 1.0
 ) -> torch.Tensor:
     """``[n]`` (eV/Å): :math:`\\alpha\\sqrt{\\sum_\\beta (J^\\top C^{-1} J)_{i\\beta,i\\beta}}`,
-    the exact LLPR variance of atom i's force, with :math:`J = \\partial f_s/\\partial r`
-    (one graph). With :math:`C^{-1} = \\sum_k \\lambda_k v_k v_k^\\top` it is
-    :math:`\\sum_k \\lambda_k |\\partial (v_k \\cdot f_s)/\\partial r_i|^2`: d backward passes
-    (a benchmark of the local form, not for MD)."""
+    the exact LLPR uncertainty of atom i's force (root of its variance), with
+    :math:`J = \\partial f_s/\\partial r` (one graph).
+    With :math:`C^{-1} = \\sum_k \\lambda_k v_k v_k^\\top` it is
+    :math:`\\sum_k \\lambda_k |\\partial (v_k \\cdot f_s)/\\partial r_i|^2`: d backward
+    passes (a benchmark of the local form, not for MD). ``ValueError`` for several graphs."""
+    if graph.num_graphs != 1:
+        raise ValueError(f"jacobian_forces_uncertainty takes one structure, not {graph.num_graphs}")
     positions = graph.positions.detach().requires_grad_(True)
-    from ..graph.tensors import edge_vectors
-
     with torch.enable_grad(), capture_features(model) as capture:
         vectors = edge_vectors(
             positions, graph.cell, graph.shifts, graph.senders, graph.receivers, graph.batch

@@ -98,3 +98,32 @@ def test_uncertainties_are_the_formulas(model):
         got = rigidity.energy_uncertainty(f_t, torch.zeros(len(f), dtype=torch.long), 1)
         assert abs(float(got[0]) - sigma) < 1e-8 * sigma
         assert np.allclose(rigidity.forces_uncertainty(f_t).numpy(), u, rtol=1e-8, atol=0)
+
+
+def test_jacobian_uncertainty_is_the_diagonal_of_j_c_j(model):
+    """u_i = α √(Σ_β (Jᵀ C⁻¹ J)_{iβ,iβ}) with J = ∂f_s/∂r from torch's own Jacobian of the
+    structure features (a finite-difference-free reference), for a random SPD C⁻¹."""
+    from ase_equi.graph.tensors import edge_vectors
+    from ase_equi.model.prediction_rigidity import jacobian_forces_uncertainty
+
+    atoms = emt_structures(1, seed=11)[0]
+    graph = atoms_to_graph(atoms, ELEMENTS, R_MAX, dtype=torch.float64)
+    d = feature_dim(model)
+    a = torch.from_numpy(np.random.default_rng(2).standard_normal((d, d)))
+    inverse = a @ a.T / d + 0.1 * torch.eye(d, dtype=torch.float64)
+
+    def f_s(positions):
+        vectors = edge_vectors(
+            positions, graph.cell, graph.shifts, graph.senders, graph.receivers, graph.batch
+        )
+        with capture_features(model) as capture:
+            model(graph.element_index, vectors, graph.senders, graph.receivers, graph.batch, 1)
+        return capture.node_features().sum(0)
+
+    jac = torch.autograd.functional.jacobian(f_s, graph.positions.clone())  # [d, n, 3]
+    expected = 0.6 * torch.einsum("dnb,de,enb->n", jac, inverse, jac).sqrt()
+    got = jacobian_forces_uncertainty(model, graph, inverse, factor=0.6)
+    torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-12)
+    two = batch_graphs([graph, graph])
+    with pytest.raises(ValueError, match="one structure"):
+        jacobian_forces_uncertainty(model, two, inverse)
