@@ -148,7 +148,9 @@ class HostGraph:
 
     The list is built for ``r_max + skin`` and filtered to ``r_max`` at every call
     (:class:`~ase_equi.neighbours.verlet.VerletNeighbourList`), so each graph is identical to
-    a fresh build; it is uploaded to ``device`` at every call.
+    a fresh build. Positions, cell and shifts are uploaded to ``device`` at every call; the
+    index tensors, neighbour layout and element groups only when the atomic numbers or the
+    edges change (:meth:`update`).
 
     Parameters
     ----------
