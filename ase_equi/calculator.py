@@ -363,7 +363,9 @@ class EquivariantCalculator(Calculator):
 
     def get_property(self, name: str, atoms: Atoms | None = None, allow_calculation: bool = True):
         """ASE's :meth:`~ase.calculators.calculator.Calculator.get_property`; an uncertainty
-        asked of one model raises ``PropertyNotImplementedError`` saying it needs a committee."""
+        the model does not give (one model without a prediction-rigidity section, or
+        ``stress_uncertainty`` without a committee) raises ``PropertyNotImplementedError``
+        saying what it needs."""
         if name in UNCERTAINTY_PROPERTIES and name not in self.implemented_properties:
             raise PropertyNotImplementedError(refusal(name, self.loaded.name))
         return super().get_property(name, atoms, allow_calculation)
