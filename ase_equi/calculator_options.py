@@ -145,7 +145,5 @@ def changes_of(old: Atoms | None, new: Atoms, tol: float, ignored: Any) -> list[
     return [
         name
         for name, a, b in pairs
-        if name not in ignored
-        and not (a.shape == b.shape and np.array_equal(a, b))
-        and not equal(a, b, atol=tol)
+        if name not in ignored and not np.array_equal(a, b) and not equal(a, b, atol=tol)
     ]
