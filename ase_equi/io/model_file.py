@@ -94,8 +94,7 @@ class LoadedModel:
     source: str = ""
     head: str | None = None
     heads: list[str] = field(default_factory=list)
-    #: the file's prediction-rigidity section (io/rigidity_section.py) for ``head``, or None
-    rigidity: LastLayerRigidity | None = None
+    rigidity: LastLayerRigidity | None = None  # the file's section for ``head`` (rigidity_section)
 
     @property
     def name(self) -> str:
