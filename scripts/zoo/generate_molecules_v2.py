@@ -19,9 +19,10 @@ Kohn–Sham PBE, def2-SVP, density fitting, grid level 3, SCF to 1e-9 Eh. Its fi
 H, C and O (``config_type=isolated_atom``): it fixes nitrogen's E0.
 
 Frequencies (``FREQUENCY_MOLECULES``, none of them in training): the G2 geometry relaxed with
-PySCF forces (ASE BFGS to 1e-3 eV/Å), then the analytic PBE/def2-SVP Hessian (PySCF, density
-fitting), mass-weighted with ASE's masses; the 3N − 6 (3N − 5 for a linear molecule) largest
-harmonic frequencies in cm⁻¹.
+PySCF forces (ASE BFGS to 1e-3 eV/Å; a relaxation that does not get there stops the run), then
+the analytic PBE/def2-SVP Hessian (PySCF, density fitting), mass-weighted with ASE's masses; the
+3N − 6 (3N − 5 for a linear molecule) harmonic frequencies of largest magnitude, in cm⁻¹, an
+imaginary one as a negative number.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def relaxed(name: str) -> Atoms:
 
     atoms = molecule(name)
     atoms.calc = PBE()
-    BFGS(atoms, logfile=None).run(fmax=1e-3, steps=200)
+    if not BFGS(atoms, logfile=None).run(fmax=1e-3, steps=200):
+        raise RuntimeError(f"{name}: the PBE relaxation did not reach 1e-3 eV/Å in 200 steps")
     return Atoms(atoms.numbers, atoms.positions)
 
 
@@ -147,10 +149,12 @@ def harmonic_frequencies(atoms: Atoms) -> list[float]:
     hessian = mf.Hessian().kernel()  # [N, N, 3, 3] Eh/Bohr²
     hessian = hessian.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n) * units.Hartree / units.Bohr**2
     energies = VibrationsData.from_2d(atoms, hessian).get_energies()  # eV, complex if imaginary
-    wavenumbers = np.real(energies) / units.invcm
+    # an imaginary mode as a negative wavenumber (not folded into a real one)
+    wavenumbers = (np.real(energies) - np.imag(energies)) / units.invcm
     linear = n == 2 or np.linalg.matrix_rank(atoms.positions - atoms.positions.mean(0)) == 1
     keep = 3 * n - (5 if linear else 6)
-    return sorted(float(w) for w in np.sort(np.abs(wavenumbers))[-keep:])
+    vibrations = wavenumbers[np.argsort(np.abs(wavenumbers))[-keep:]]
+    return sorted(float(w) for w in vibrations)
 
 
 def make_frequencies() -> None:
