@@ -8,6 +8,7 @@ kept parts were reused or rebuilt after the numbers or the edges changed.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from ase.build import molecule
 
@@ -51,3 +52,23 @@ def test_host_graph_reuses_and_rebuilds_what_it_keeps():
     fourth = source.update(atoms)
     assert_same_graph(fourth, atoms, 2.0)
     assert fourth.groups is not first.groups
+
+
+def test_like_copies_every_setting_with_its_own_list():
+    """``HostGraph.like``: the settings it was made with (cutoff, skin, dtype, device, model
+    name, memory bound) and a Verlet list of its own."""
+    source = HostGraph(
+        ELEMENTS, 2.5, 0.3, dtype=torch.float32, device="cpu", model_name="m", max_chunk_bytes=4096
+    )
+    other = HostGraph.like(source)
+    assert other.neighbours is not source.neighbours
+    assert (other.elements, other.r_max, other.neighbours.skin) == (ELEMENTS, 2.5, 0.3)
+    assert (other.dtype, other.device, other.model_name) == (
+        torch.float32,
+        torch.device("cpu"),
+        "m",
+    )
+    graph = other.update(molecule("CH3CH2OH"))
+    assert graph.positions.dtype == torch.float32 and graph.max_chunk_bytes == 4096
+    with pytest.raises(ValueError, match="element N .* is not in m"):
+        other.update(molecule("NH3"))
