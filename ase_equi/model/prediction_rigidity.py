@@ -169,7 +169,9 @@ def capture_features(model: MaceModel) -> Iterator[FeatureCapture]:
             handle.remove()
 
 
-def structure_features(node_features: torch.Tensor, batch: torch.Tensor, num_graphs: int):
+def structure_features(
+    node_features: torch.Tensor, batch: torch.Tensor, num_graphs: int
+) -> torch.Tensor:
     """``[G, d]`` float64: :math:`f_s = \\sum_{i \\in s} f_i` per graph of the batch."""
     out = torch.zeros(num_graphs, node_features.shape[1], dtype=torch.float64)
     return out.to(node_features.device).index_add(0, batch, node_features.double())
@@ -225,7 +227,9 @@ class LastLayerRigidity:
     forces_factor: float = 1.0
     info: dict[str, Any] = field(default_factory=dict)
 
-    def energy_uncertainty(self, node_features: torch.Tensor, batch: torch.Tensor, num_graphs: int):
+    def energy_uncertainty(
+        self, node_features: torch.Tensor, batch: torch.Tensor, num_graphs: int
+    ) -> torch.Tensor:
         """``[G]`` (eV): :math:`\\alpha_E \\sqrt{f_s^\\top C^{-1} f_s}` per graph."""
         f_s = structure_features(node_features.detach(), batch, num_graphs)
         inverse = self.inverse_covariance.to(f_s.device)
