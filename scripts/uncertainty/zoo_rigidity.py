@@ -50,7 +50,6 @@ import torch
 from scipy.stats import spearmanr
 
 from ase_equi import EquivariantCalculator
-from ase_equi.data import read_frames, split_frames
 from ase_equi.graph.build import atoms_to_graph, batch_graphs
 from ase_equi.io.model_file import read_model_file
 from ase_equi.io.rigidity_section import write_rigidity
@@ -68,7 +67,7 @@ from ase_equi.uncertainty_calibration import calibration_plot, miscalibration_ar
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts" / "zoo"))
-from make_replay_sets import DATA  # noqa: E402
+from make_replay_sets import DATA, training_split  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 STEM = "2026-11-30-zoo-uncertainty"
@@ -81,20 +80,8 @@ FEATURES = (
 
 def splits(name: str) -> dict[str, list]:
     """Labelled Atoms of the training run's train and valid splits, and the shipped test set."""
-    card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
-    settings = card["training"]["settings"]
-    path = ROOT / DATA[name]
-    frames = read_frames(path)
-    split = split_frames(
-        frames,
-        valid_fraction=settings["valid_fraction"],
-        test_fraction=settings["test_fraction"],
-        seed=settings["seed"],
-    )
-    if len(split["train"]) != card["training_data"]["n_train"]:
-        raise SystemExit(f"{name}: the rebuilt split does not match the card's training size")
-    images = ase.io.read(path, ":")
-    out = {kind: [images[frames[k].index] for k in split[kind]] for kind in ("train", "valid")}
+    split, images = training_split(name)
+    out = {kind: [images[k] for k in split[kind]] for kind in ("train", "valid")}
     out["test"] = ase.io.read(ROOT / "models" / f"{name}-test.xyz.xz", ":")
     return out
 

@@ -34,8 +34,10 @@ DATA = {
 }
 
 
-def write_sets(name: str, count: int, seed: int = 0) -> dict[str, int]:
-    """Write ``NAME-replay.xyz.xz`` and ``NAME-test.xyz.xz``; returns the frame counts."""
+def training_split(name: str) -> tuple[dict[str, list[int]], list]:
+    """The split of zoo model ``name``'s training run, rebuilt from the seed and fractions on
+    its card (frame indices per kind, as :func:`split_frames` gives them), and the data's
+    labelled Atoms in the order of those indices."""
     card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
     settings = card["training"]["settings"]
     path = ROOT / DATA[name]
@@ -46,16 +48,23 @@ def write_sets(name: str, count: int, seed: int = 0) -> dict[str, int]:
         test_fraction=settings["test_fraction"],
         seed=settings["seed"],
     )
-    if len(split["test"]) != card["training_data"]["n_test"]:
-        raise SystemExit(f"{name}: the rebuilt split does not match the card's test size")
+    sizes = card["training_data"]
+    if (len(split["train"]), len(split["test"])) != (sizes["n_train"], sizes["n_test"]):
+        raise SystemExit(f"{name}: the rebuilt split does not match the card's split sizes")
     images = ase.io.read(path, ":")
+    return split, [images[frame.index] for frame in frames]
+
+
+def write_sets(name: str, count: int, seed: int = 0) -> dict[str, int]:
+    """Write ``NAME-replay.xyz.xz`` and ``NAME-test.xyz.xz``; returns the frame counts."""
+    split, images = training_split(name)
     train = split["train"] + split["isolated"]  # isolated atoms fix E0: always rehearsed
     rng = np.random.default_rng(seed)
     chosen = train if len(train) <= count else sorted(rng.choice(train, count, replace=False))
     out = {}
     for kind, ids in (("replay", chosen), ("test", split["test"])):
         target = ROOT / "models" / f"{name}-{kind}.xyz.xz"
-        ase.io.write(target, [images[frames[k].index] for k in ids], format="extxyz")
+        ase.io.write(target, [images[k] for k in ids], format="extxyz")
         out[kind] = len(ids)
     return out
 
