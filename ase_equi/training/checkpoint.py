@@ -94,11 +94,15 @@ def starting_models(
 
 
 def _fingerprint(frames: Sequence[Frame]) -> str:
+    """SHA-256 over the frames' numbers, positions, energies, and their loss weight and head
+    where these are not the defaults (so plain training's fingerprints are as they were)."""
     h = hashlib.sha256()
     for f in frames:
         h.update(f.atoms.numbers.astype("int64").tobytes())
         h.update(f.atoms.positions.astype("float64").tobytes())
         h.update(repr(f.energy).encode())
+        if f.weight != 1.0 or f.head is not None:  # e.g. replayed frames of a fine-tune
+            h.update(f"weight={f.weight!r} head={f.head!r}".encode())
     return h.hexdigest()
 
 
@@ -126,8 +130,8 @@ def load_or_make_split(
         split = json.loads(path.read_text())
         if split.get("fingerprint") != fingerprint:
             raise ValueError(
-                f"{out} was used with other data (split.json fingerprint differs); "
-                "use a new output directory"
+                f"{out} was used with other data, frame weights or heads (split.json "
+                "fingerprint differs); use a new output directory"
             )
         for key in ("seed", "valid_fraction", "test_fraction"):
             if split.get(key) != getattr(cfg, key):

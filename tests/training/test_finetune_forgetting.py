@@ -171,3 +171,26 @@ def test_resume_with_other_lr_scale_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"learning-rate factors \[1.0, 0.5\].*\[1.0, 0.25\]"):
         run(2, 0.25)
     assert run(2, 0.5).history[-1]["epoch"] == 2
+
+
+def test_resume_with_other_frame_weights_is_refused(tmp_path):
+    """A run is not resumed when its frames' loss weights changed (e.g. another replay weight
+    of a fine-tune: same frames, other weights), nor silently trained on with the new ones;
+    the same weights resume."""
+    import dataclasses
+
+    from test_training import TINY
+
+    from ase_equi.training import TrainConfig, train
+
+    frames = read_frames(emt_structures(4, seed=44))
+
+    def run(epochs, weight):
+        cfg = TrainConfig(output_dir=str(tmp_path), epochs=epochs, plots=False, batch_size=2)
+        weighted = [*frames[:3], dataclasses.replace(frames[3], weight=weight)]
+        return train(TINY, weighted, cfg, verbose=False)
+
+    run(1, 1.5)
+    with pytest.raises(ValueError, match="other data, frame weights or heads"):
+        run(2, 2.0)
+    assert run(2, 1.5).history[-1]["epoch"] == 2
