@@ -36,8 +36,9 @@ BASIS = "def2-svp"
 ATOM_SPIN = {"H": 1, "C": 2, "O": 2}  # 2S of the isolated atoms' ground states
 
 
-def dft(atoms: Atoms, xc: str, spin: int = 0) -> tuple[float, np.ndarray]:
-    """Energy (eV) and forces (eV/Å) of ``atoms`` at ``xc``/def2-SVP."""
+def kohn_sham(atoms: Atoms, xc: str, spin: int = 0):
+    """The PySCF Kohn–Sham object of ``atoms`` at ``xc``/def2-SVP (not yet run): density
+    fitting, grid level 3, SCF to 1e-9 Eh; UKS for ``spin`` (2S) > 0, else RKS."""
     from pyscf import dft as pyscf_dft
     from pyscf import gto
 
@@ -55,6 +56,12 @@ def dft(atoms: Atoms, xc: str, spin: int = 0) -> tuple[float, np.ndarray]:
     mf.xc = xc
     mf.grids.level = 3
     mf.conv_tol = 1e-9
+    return mf
+
+
+def dft(atoms: Atoms, xc: str, spin: int = 0) -> tuple[float, np.ndarray]:
+    """Energy (eV) and forces (eV/Å) of ``atoms`` at ``xc``/def2-SVP."""
+    mf = kohn_sham(atoms, xc, spin)
     energy = mf.kernel()
     if not mf.converged:
         raise RuntimeError(f"SCF did not converge for {atoms.get_chemical_formula()}")

@@ -40,7 +40,7 @@ from ase.build import molecule
 from ase.io import read, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate_molecules_pyscf import BASIS, TEMPERATURES, dft, labelled, sample
+from generate_molecules_pyscf import BASIS, TEMPERATURES, dft, kohn_sham, labelled, sample
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "runs" / "molecules-pbe-v2"
@@ -130,21 +130,11 @@ def relaxed(name: str) -> Atoms:
 def harmonic_frequencies(atoms: Atoms) -> list[float]:
     """Harmonic frequencies (cm⁻¹) from the analytic PBE/def2-SVP Hessian at ``atoms``."""
     from ase.vibrations import VibrationsData
-    from pyscf import dft as pyscf_dft
-    from pyscf import gto
 
-    mol = gto.M(
-        atom=[
-            (s, tuple(p))
-            for s, p in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)
-        ],
-        unit="Angstrom",
-        basis=BASIS,
-        verbose=0,
-    )
-    mf = pyscf_dft.RKS(mol).density_fit()
-    mf.xc, mf.grids.level, mf.conv_tol = "pbe", 3, 1e-9
+    mf = kohn_sham(atoms, "pbe")
     mf.kernel()
+    if not mf.converged:
+        raise RuntimeError(f"SCF did not converge for {atoms.get_chemical_formula()}")
     n = len(atoms)
     hessian = mf.Hessian().kernel()  # [N, N, 3, 3] Eh/Bohr²
     hessian = hessian.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n) * units.Hartree / units.Bohr**2
