@@ -13,7 +13,7 @@ and in the calculator alike). Training as v1: batch 4, AdamW lr 0.01, weight dec
 0.99, cosine schedule, float32, seed 0, 10 % validation and 10 % test; loss weights
 energy:forces:stress = 10:100:1000 (no stress labels for molecules). Epochs: metals 100 (v1's
 best epoch was its last of 60, still improving), silicon 80 (v1: 100 epochs of 39 steps;
-v2 has 61 steps an epoch), molecules 150.
+v2 has 61 steps an epoch), molecules 60 (v1: 150 epochs of 90 steps; v2 has about 260).
 
 Silicon's data: the v1 interstitial frames whose nearest contact is under 0.70 × the Si–Si
 bond (1.65 Å; forces up to 186 eV/Å) are left out; the v2 relaxed split-interstitial frames
@@ -95,7 +95,7 @@ RECIPES = {
     "molecules-pbe": dict(
         elements=[1, 6, 7, 8],
         max_ell=3,
-        epochs=150,
+        epochs=60,
         data="molecules-pbe-v2.xyz.xz",
         description=(
             "35 small H/C/N/O molecules: GFN2-xTB Langevin MD snapshots at 300/600/1000 K "
