@@ -1,31 +1,39 @@
-"""On-the-fly learning: molecular dynamics with a committee that asks a reference calculator
-when it is unsure, learns the answer, and continues.
+"""On-the-fly learning: molecular dynamics with a model that asks a reference calculator when
+it is unsure, learns the answer, and continues.
 
-Every MD step the committee's largest atomic force uncertainty (``forces_uncertainty``, eV/Å,
-see :mod:`ase_equi.uncertainty`) is compared with ``threshold``. When it passes:
+The model is a full committee (its spread is the uncertainty) or one model file with a
+prediction-rigidity section (its last-layer prediction rigidity, LLPR; every zoo model has one;
+:mod:`ase_equi.learning_rigidity`); a model with neither is refused. Every MD step the largest
+atomic force uncertainty (``forces_uncertainty``, eV/Å, see :mod:`ase_equi.uncertainty`) is
+compared with ``threshold``. When it passes:
 
 1. the current structure is labelled by the ``reference`` (any ASE calculator);
 2. it joins the learned data (``OUT/learned.xyz``, labelled extxyz);
-3. every member is trained further from its current weights (warm start, with
-   :func:`~ase_equi.train` on a member :class:`~ase_equi.model.mace.MaceModel`) on the learned
-   data plus the ``replay`` frames, and the members are joined into a new committee file
-   ``OUT/committee-{k}.json``;
-4. the MD continues from the same positions and momenta with the new committee.
+3. the model is trained further from its current weights (warm start with
+   :func:`~ase_equi.train`, E0 kept) on the learned data plus the ``replay`` frames (for a zoo
+   model by default its shipped replay set, a sample of its training split): every member of a
+   committee, joined into ``OUT/committee-{k}.json``; a single model is saved as
+   ``OUT/model-{k}.json`` with its LLPR section refitted on the replay and learned frames
+   (calibration factors kept, :func:`~ase_equi.learning_rigidity.refit_rigidity`);
+4. the MD continues from the same positions and momenta with the new model.
 
 No reference call is made unless the threshold is passed. After every step the state (step,
-positions, momenta, the committee in use, the call log) is written to ``OUT`` (atomically),
+positions, momenta, the model in use, the call log) is written to ``OUT`` (atomically),
 so a killed run called again with the same ``out`` resumes from the last step written; a kill
 during a training resumes that training from its checkpoint. ``OUT/calls.json`` logs every
-reference call: step, why (the uncertainty and the threshold), the force error of the
-committee on that structure before and after learning it; ``OUT/uncertainty.txt`` the largest
-atomic force uncertainty of every step (:func:`plot_learning` draws both).
+reference call: step, why (the uncertainty and the threshold), the force RMSE (eV/Å) and the
+energy error (eV/atom) of the model on that structure before and after learning it;
+``OUT/uncertainty.txt`` the largest atomic force uncertainty of every step (:func:`plot_learning`
+draws both); ``OUT/setup.json`` the kind of uncertainty and where the replay frames came from.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,10 +47,19 @@ from ase.io import read, write
 from ase.md.verlet import VelocityVerlet
 
 from .calculator import EquivariantCalculator
-from .io.model_committee import LoadedCommittee, save_committee
+from .io.model_committee import save_committee
 from .io.model_file import write_atomic
+from .learning_rigidity import (
+    check_learnable,
+    learn_single,
+    replay_weight_of,
+    resolve_replay,
+    sample,
+)
 from .model.committee import Committee
 from .training.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LearnResult", "learn_on_the_fly", "plot_learning"]
 
@@ -50,11 +67,13 @@ __all__ = ["LearnResult", "learn_on_the_fly", "plot_learning"]
 @dataclass
 class LearnResult:
     """What :func:`learn_on_the_fly` did: the steps run, the reference calls (one dict each,
-    as in ``OUT/calls.json``) and the committee file in use at the end."""
+    as in ``OUT/calls.json``), the model file in use at the end and where the replay frames
+    came from."""
 
     steps: int
     calls: list[dict[str, Any]] = field(default_factory=list)
-    committee: Path = Path()
+    model: Path = Path()
+    replay: str = ""
 
 
 def learn_on_the_fly(
@@ -67,40 +86,58 @@ def learn_on_the_fly(
     steps: int,
     timestep_fs: float = 1.0,
     max_calls: int = 10,
-    replay: Sequence[Atoms] = (),
+    replay: Sequence[Atoms] | str | os.PathLike | None = "auto",
+    replay_count: int | None = None,
     train_config: TrainConfig | None = None,
 ) -> LearnResult:
-    """Run ``steps`` steps of velocity-Verlet MD of ``atoms`` (their momenta as given) with the
-    full committee in file ``model``, learning on the fly (see the module docstring).
+    """Run ``steps`` steps of velocity-Verlet MD of ``atoms`` (their momenta as given) with
+    ``model``, learning on the fly (see the module docstring).
 
     Parameters
     ----------
+    model:
+        A full committee file, or a zoo name or model file with a prediction-rigidity section.
     reference:
         An ASE calculator (EMT, a DFT code, ...): called only on flagged structures.
     out:
-        Folder of the state, the learned data, the new committees and the logs; a rerun with
+        Folder of the state, the learned data, the new models and the logs; a rerun with
         the same ``out`` resumes (``atoms`` is then taken from the saved state).
     threshold:
         eV/Å, on the largest atomic ``forces_uncertainty``.
     max_calls:
         At most this many reference calls; afterwards the MD continues without learning.
     replay:
-        Labelled frames trained on together with the learned ones (e.g. the original data).
+        Labelled frames trained on together with the learned ones: ``"auto"`` (a zoo model's
+        shipped replay set, none for another model), a file of labelled frames, frames, or None.
+    replay_count:
+        Train on a seeded sample of this many replay frames (None: all); the LLPR refit of a
+        single model sums over all of them.
     train_config:
-        Settings of each member's warm-start training (default: 30 epochs, lr 0.005, no
-        valid/test split, no plots); ``output_dir`` is set per member and round.
+        Settings of each warm-start training (default: :func:`retraining_config`); the seed is
+        the member's index and ``output_dir`` is set per member and round.
     """
     if not 0 < threshold < np.inf:
         raise ValueError(f"threshold must be a number > 0 (eV/Å), got {threshold!r}")
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = _load_state(folder, atoms, Path(model))
+    state = _load_state(folder, atoms, os.fspath(model))
     atoms = state["atoms"]
     calls: list[dict[str, Any]] = state["calls"]
-    committee = Path(state["committee"])
-    atoms.calc = EquivariantCalculator(committee)
-    if atoms.calc.loaded.model.kind != "full":
-        raise ValueError("learn_on_the_fly trains full committees; this one is shallow")
+    current: str | Path = state["model"]
+    atoms.calc = EquivariantCalculator(current)
+    kind = check_learnable(atoms.calc, model)
+    frames, replay_from = resolve_replay(model, replay)
+    setup = {"model": os.fspath(model), "uncertainty": kind, "replay": replay_from}
+    setup.update(replay_trained=len(sample(frames, replay_count)))
+    weight = 1.0
+    if kind == "rigidity":  # the parent's section decides the weight, also after a resume
+        first = json.loads((folder / "setup.json").read_text()) if state["step"] else {}
+        weight = first.get("replay_weight_in_llpr") or replay_weight_of(
+            atoms.calc.loaded.rigidity, replay_from, len(frames)
+        )
+        setup["replay_weight_in_llpr"] = weight
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / "setup.json", json.dumps(setup, indent=1).encode())
+    log.info("learn_on_the_fly: %s uncertainty; replay: %s", kind, replay_from)
     dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
     logged = False  # calls.json: written after the first step, then only when a call is added
     for step in range(state["step"], steps):
@@ -110,51 +147,72 @@ def learn_on_the_fly(
             fh.write(f"{step + 1} {(step + 1) * timestep_fs:.6g} {u!r}\n")
         called = u > threshold and len(calls) < max_calls
         if called:
-            call, calc = _learn(atoms, reference, folder, len(calls), replay, train_config)
-            calls.append({"step": step + 1, "uncertainty": u, "threshold": threshold, **call})
-            committee = Path(call["committee"])
-            atoms.calc = calc
-        _save_state(folder, atoms, step + 1, committee, calls)
+            learned, before = _label(atoms, reference, folder, len(calls))
+            train_frames = [*learned, *sample(frames, replay_count)]
+            config = train_config or retraining_config()
+            k = len(calls)
+            if kind == "committee":
+                current = _learn_committee(atoms.calc.loaded, train_frames, config, folder, k)
+            else:
+                current = learn_single(
+                    atoms.calc.loaded, learned, frames, weight, train_frames, config, folder, k
+                )
+            atoms.calc = EquivariantCalculator(current)
+            after = _errors(atoms.calc, learned[-1], "after")
+            calls.append({"step": step + 1, "uncertainty": u, "threshold": threshold})
+            calls[-1].update({**before, **after, "model": str(current)})
+        _save_state(folder, atoms, step + 1, Path(current), calls)
         if called or not logged:
             write_atomic(folder / "calls.json", json.dumps(calls, indent=1).encode())
             logged = True
-    return LearnResult(steps=steps, calls=calls, committee=committee)
+    return LearnResult(steps=steps, calls=calls, model=Path(current), replay=replay_from)
 
 
-def _learn(
-    atoms: Atoms,
-    reference: Any,
-    folder: Path,
-    k: int,
-    replay: Sequence[Atoms],
-    train_config: TrainConfig | None,
-) -> tuple[dict[str, Any], EquivariantCalculator]:
-    """Label ``atoms``, add them to the learned data, train every member of their calculator's
-    committee further; the call's log entry (force errors before and after, eV/Å RMS; the new
-    committee file) and a calculator of the new committee."""
+def _errors(calc: EquivariantCalculator, labelled: Atoms, when: str) -> dict[str, float]:
+    """Force RMSE (eV/Å) and |energy error| per atom (eV) of ``calc`` on ``labelled``."""
+    work = labelled.copy()
+    work.calc = calc
+    forces = labelled.get_forces()
+    rmse = float(np.sqrt(np.mean((work.get_forces() - forces) ** 2)))
+    energy = abs(work.get_potential_energy() - labelled.get_potential_energy()) / len(work)
+    return {f"force_rmse_{when}": rmse, f"energy_error_per_atom_{when}": float(energy)}
+
+
+def _label(
+    atoms: Atoms, reference: Any, folder: Path, known: int
+) -> tuple[list[Atoms], dict[str, float]]:
+    """The learned frames with ``atoms`` labelled by ``reference`` as the last
+    (``OUT/learned.xyz``), and the errors of the model in use on it. ``known``: frames learned
+    before; a frame beyond them at the same positions was labelled before a kill and is reused
+    (no second reference call)."""
+    path = folder / "learned.xyz"
+    learned = list(read(path, ":")) if path.exists() else []
+    labelled = learned[known] if len(learned) > known else None
+    if labelled is None or not np.allclose(labelled.positions, atoms.positions, rtol=0, atol=1e-8):
+        labelled = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        labelled.calc = reference
+        energy, forces = labelled.get_potential_energy(), labelled.get_forces()
+        labelled.calc = SinglePointCalculator(labelled, energy=energy, forces=forces)
+        learned = [*learned[:known], labelled]
+        text = io.StringIO()
+        write(text, learned, format="extxyz")
+        write_atomic(path, text.getvalue().encode())
+    return learned[: known + 1], _errors(atoms.calc, labelled, "before")
+
+
+def _learn_committee(
+    loaded: Any, frames: Sequence[Atoms], config: TrainConfig, folder: Path, k: int
+) -> Path:
+    """Train every member of the committee ``loaded`` further on ``frames``; the new
+    committee file ``OUT/committee-{k+1}.json``."""
     from .training.trainer import train
 
-    labelled = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-    labelled.calc = reference
-    energy, forces = labelled.get_potential_energy(), labelled.get_forces()
-    labelled.calc = SinglePointCalculator(labelled, energy=energy, forces=forces)
-    before = float(np.sqrt(np.mean((atoms.get_forces() - forces) ** 2)))
-    data_file = folder / "learned.xyz"
-    write(data_file, labelled, format="extxyz", append=True)
-    frames = [*read(data_file, ":"), *replay]
-    config = train_config or retraining_config()
     members = []
-    loaded = atoms.calc.loaded
     for m, frozen in enumerate(loaded.model.members):
         member = copy.deepcopy(frozen).requires_grad_(True)  # the calculator froze its weights
         run = dataclasses.replace(config, seed=m, output_dir=str(folder / f"round{k}" / f"m{m}"))
-        members.append(train(member, frames, run, name=f"member{m}", verbose=False).model)
-    committee = Committee(members)
-    new = save_committee(committee, folder / f"committee-{k + 1}")
-    calc = EquivariantCalculator(LoadedCommittee(committee, loaded.config, source=str(new)))
-    after = float(np.sqrt(np.mean((calc.get_forces(labelled.copy()) - forces) ** 2)))
-    call = {"force_rmse_before": before, "force_rmse_after": after, "committee": str(new)}
-    return call, calc
+        members.append(train(member, list(frames), run, name=f"member{m}", verbose=False).model)
+    return save_committee(Committee(members), folder / f"committee-{k + 1}")
 
 
 RETRAIN_EPOCHS = 30
@@ -162,17 +220,17 @@ RETRAIN_LR = 0.005
 
 
 def retraining_config(epochs: int = RETRAIN_EPOCHS, lr: float = RETRAIN_LR) -> TrainConfig:
-    """The training of every committee member after a reference call (the default of
+    """The training of the model (every committee member) after a reference call (the default of
     :func:`learn_on_the_fly` and ``ase-equi learn``): warm start from the member's weights,
     ``epochs`` over the learned frames plus the replay, learning rate ``lr``, all frames
     trained on (no validation or test split: the next reference call is the test), no plots."""
     return TrainConfig(epochs=epochs, lr=lr, valid_fraction=0.0, test_fraction=0.0, plots=False)
 
 
-def _save_state(folder: Path, atoms: Atoms, step: int, committee: Path, calls: list) -> None:
+def _save_state(folder: Path, atoms: Atoms, step: int, model: Path, calls: list) -> None:
     state = {
         "step": step,
-        "committee": str(committee),
+        "model": str(model),
         "calls": calls,
         "numbers": atoms.numbers.tolist(),
         "positions": atoms.positions.tolist(),
@@ -183,11 +241,12 @@ def _save_state(folder: Path, atoms: Atoms, step: int, committee: Path, calls: l
     write_atomic(folder / "state.json", json.dumps(state).encode())
 
 
-def _load_state(folder: Path, atoms: Atoms, committee: Path) -> dict[str, Any]:
+def _load_state(folder: Path, atoms: Atoms, model: str) -> dict[str, Any]:
     path = folder / "state.json"
     if not path.exists():
-        return {"step": 0, "calls": [], "committee": str(committee), "atoms": atoms}
+        return {"step": 0, "calls": [], "model": model, "atoms": atoms}
     state = json.loads(path.read_text())
+    state.setdefault("model", state.get("committee"))  # a state written before single models
     restored = Atoms(state["numbers"], state["positions"], cell=state["cell"], pbc=state["pbc"])
     restored.set_momenta(np.array(state["momenta"]))
     state["atoms"] = restored

@@ -59,7 +59,7 @@ def _cmd_learn(args: argparse.Namespace) -> int:
         MaxwellBoltzmannDistribution(
             atoms, temperature_K=args.temperature, rng=np.random.default_rng(0)
         )
-    replay = read(args.replay, index=":") if args.replay else []
+    replay = None if args.replay == "none" else args.replay
     given = {"epochs": args.epochs, "lr": args.lr}
     config = retraining_config(**{k: v for k, v in given.items() if v is not None})
     result = learn_on_the_fly(
@@ -71,12 +71,13 @@ def _cmd_learn(args: argparse.Namespace) -> int:
         steps=args.steps,
         timestep_fs=args.timestep_fs,
         max_calls=args.max_calls,
-        replay=list(replay) if isinstance(replay, list) else [replay],
+        replay=replay,
+        replay_count=args.replay_count,
         train_config=config,
     )
     print(
         f"ase-equi learn: {result.steps} steps of {args.timestep_fs} fs, "
-        f"{len(result.calls)} reference calls, committee now {result.committee}",
+        f"{len(result.calls)} reference calls, model now {result.model}; replay: {result.replay}",
         file=sys.stderr,
     )
     return 0
@@ -86,10 +87,14 @@ def register(sub: Any) -> None:
     """Add ``learn`` to the ``ase-equi`` sub-parsers."""
     p = sub.add_parser(
         "learn",
-        help="MD with a committee that labels uncertain structures with a reference and learns",
+        help="MD with a committee or a model with an LLPR section that labels uncertain "
+        "structures with a reference and learns",
         description=__doc__.splitlines()[0],
     )
-    p.add_argument("model", help="committee file (ase-equi committee JSON)")
+    p.add_argument(
+        "model",
+        help="committee file, or zoo name / model file with a prediction-rigidity section",
+    )
     p.add_argument("structure", help="start structure (any ase.io format; first frame)")
     p.add_argument("--reference", required=True, help="'emt' or 'package.module:Class'")
     p.add_argument("--reference-args", default="{}", help="keyword arguments, a JSON object")
@@ -99,7 +104,13 @@ def register(sub: Any) -> None:
     p.add_argument("--timestep-fs", type=float, default=1.0)
     p.add_argument("--temperature", type=float, help="K: Maxwell-Boltzmann start momenta")
     p.add_argument("--max-calls", type=int, default=10)
-    p.add_argument("--replay", help="labelled frames trained on with the learned ones")
+    p.add_argument(
+        "--replay",
+        default="auto",
+        help="labelled frames trained on with the learned ones; 'auto' (default: a zoo "
+        "model's shipped replay set, none otherwise) or 'none'",
+    )
+    p.add_argument("--replay-count", type=int, help="train on a seeded sample of this many")
     p.add_argument(
         "--epochs", type=int, help="per retraining of each member (default: the library's)"
     )

@@ -1,0 +1,201 @@
+"""On-the-fly learning with one model and its prediction-rigidity (LLPR) section: reference
+calls only when flagged, a refitted section after each call, a resumed run equal to a whole
+one, the refitted statistics equal to sums done by hand, and a model without uncertainty
+refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from conftest import tiny_config
+
+from ase_equi import MaceModel, save_model
+from ase_equi.errors import AseEquiError
+from ase_equi.graph.build import atoms_to_graph
+from ase_equi.io.model_file import read_model_file
+from ase_equi.io.rigidity_section import write_rigidity
+from ase_equi.learning import learn_on_the_fly
+from ase_equi.learning_rigidity import refit_rigidity, rigidity_statistics
+from ase_equi.model.gradients import energy_forces_stress
+from ase_equi.model.prediction_rigidity import (
+    LastLayerRigidity,
+    capture_features,
+    feature_dim,
+)
+from ase_equi.training.config import TrainConfig
+
+SMALL = tiny_config(channels=4, max_ell=1, max_L=0, correlation=2, num_interactions=2)
+FAST = TrainConfig(epochs=2, lr=0.005, valid_fraction=0.0, test_fraction=0.0, plots=False)
+PARENT_FACTORS = (0.7, 1.3)  # α_E, α_F of the parent: kept by every refit
+
+
+class CountingEMT(EMT):
+    """EMT that counts its evaluations (each labelled structure costs one)."""
+
+    calls = 0
+
+    def calculate(self, *args, **kwargs):
+        CountingEMT.calls += 1
+        super().calculate(*args, **kwargs)
+
+
+def labelled_frames(count: int, seed: int) -> list:
+    """``count`` rattled CuAl cells (2 or 4 atoms, different cells) labelled by EMT."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(count):
+        atoms = bulk("Cu", "fcc", a=3.6 + 0.05 * k, cubic=k % 2 == 0)
+        atoms.numbers[0] = 13
+        atoms.rattle(0.08, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        out.append(atoms)
+    return out
+
+
+def info(model: MaceModel, n_structures: int, n_atoms: int) -> dict:
+    return {
+        "method": "llpr",
+        "head": "Default",
+        "feature_dim": feature_dim(model),
+        "features": "test",
+        "forces_estimate": "local",
+        "regulariser": 1e-6,
+        "local_regulariser": 1e-4,
+        "n_structures": n_structures,
+        "n_atoms": n_atoms,
+        "data": "test frames",
+        "calibration": {"data": "none"},
+    }
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A tiny random model with an LLPR section fitted on three EMT frames (refit from an
+    identity section: only its regularisers and factors matter)."""
+    torch.manual_seed(41)
+    model = MaceModel(SMALL).double()
+    path = save_model(model, tmp_path_factory.mktemp("llpr") / "tiny", card={"name": "tiny"})
+    frames = labelled_frames(3, seed=1)
+    parent = LastLayerRigidity(
+        torch.eye(feature_dim(model), dtype=torch.float64),
+        torch.eye(feature_dim(model), dtype=torch.float64),
+        *PARENT_FACTORS,
+        info=info(model, 0, 0),
+    )
+    write_rigidity(path, refit_rigidity(model, parent, frames, data="three EMT frames"))
+    return path
+
+
+def start():
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
+    atoms.numbers[[1, 2]] = 13
+    atoms.rattle(0.05, seed=4)
+    atoms.set_momenta(np.random.default_rng(0).normal(0, 0.2, (4, 3)))
+    return atoms
+
+
+def test_statistics_equal_sums_by_hand():
+    """C = Σ_s w_s f_s f_sᵀ and C_loc = Σ_s w_s Σ_i f_i f_iᵀ, with f_i of each structure from
+    its own model pass and the sums done in numpy, against the batched weighted sums (to
+    1e-10 relative); a weight of 2 counts a frame twice; the refit inverts C + λI with the
+    parent's relative λ and keeps the parent's factors."""
+    torch.manual_seed(7)
+    model = MaceModel(SMALL).double()
+    frames = labelled_frames(5, seed=2)
+    weights = np.array([1.0, 2.5, 0.5, 1.0, 3.0])
+    d = feature_dim(model)
+    cov, local = np.zeros((d, d)), np.zeros((d, d))
+    for w, atoms in zip(weights, frames, strict=True):
+        graph = atoms_to_graph(atoms, SMALL.elements, SMALL.r_max, dtype=torch.float64)
+        with capture_features(model) as capture:
+            energy_forces_stress(model, graph, forces=False)
+        f_i = capture.node_features().detach().numpy()  # [n, d]
+        f_s = f_i.sum(axis=0)
+        cov += w * np.outer(f_s, f_s)
+        local += w * f_i.T @ f_i
+    stats = rigidity_statistics(model, frames, weights=weights, batch=2)
+    for got, want in ((stats.covariance, cov), (stats.local_covariance, local)):
+        assert np.abs(got.numpy() - want).max() <= 1e-10 * np.abs(want).max()
+    assert (stats.structures, stats.atoms) == (5, sum(len(a) for a in frames))
+    twice = rigidity_statistics(model, [frames[0], frames[0], frames[1]])
+    once = rigidity_statistics(model, frames[:2], weights=[2.0, 1.0])
+    np.testing.assert_allclose(twice.covariance, once.covariance, rtol=1e-12, atol=0)
+
+    parent = LastLayerRigidity(torch.eye(d), torch.eye(d), *PARENT_FACTORS, info=info(model, 9, 9))
+    refit = refit_rigidity(model, parent, frames, weights=weights, data="five frames")
+    lam = 1e-6 * np.trace(cov) / d
+    want_inverse = np.linalg.inv(cov + lam * np.eye(d))
+    scale = np.abs(want_inverse).max()
+    assert np.abs(refit.inverse_covariance.numpy() - want_inverse).max() <= 1e-6 * scale
+    assert (refit.energy_factor, refit.forces_factor) == PARENT_FACTORS
+    assert refit.info["regulariser"] == 1e-6 and refit.info["data"] == "five frames"
+    assert (refit.info["n_structures"], refit.info["n_atoms"]) == (5, stats.atoms)
+
+
+def test_single_model_learns_only_when_flagged_and_refits(model_file, tmp_path):
+    CountingEMT.calls = 0
+    replay = labelled_frames(2, seed=3)
+    options = dict(steps=2, replay=replay, train_config=FAST)
+    quiet = learn_on_the_fly(
+        start(), model_file, CountingEMT(), out=tmp_path / "quiet", threshold=1e6, **options
+    )
+    assert quiet.calls == [] and CountingEMT.calls == 0 and quiet.model == model_file
+    run = learn_on_the_fly(
+        start(),
+        model_file,
+        CountingEMT(),
+        out=tmp_path / "loud",
+        threshold=1e-6,
+        max_calls=1,
+        **options,
+    )
+    assert CountingEMT.calls == len(run.calls) == 1  # both steps flagged, capped at one call
+    call = run.calls[0]
+    assert call["step"] == 1 and call["uncertainty"] > 1e-6
+    assert json.loads((tmp_path / "loud" / "calls.json").read_text()) == run.calls
+    assert {"force_rmse_before", "force_rmse_after", "energy_error_per_atom_after"} <= set(call)
+    setup = json.loads((tmp_path / "loud" / "setup.json").read_text())
+    assert setup["uncertainty"] == "rigidity" and setup["replay"] == "2 frames given"
+    new = read_model_file(run.model)
+    assert new.rigidity is not None  # the section was refitted on 2 replay + 1 learned frames
+    assert (new.rigidity.info["n_structures"], new.rigidity.info["n_atoms"]) == (
+        3,
+        len(start()) + sum(map(len, replay)),
+    )
+    assert (new.rigidity.energy_factor, new.rigidity.forces_factor) == PARENT_FACTORS
+    parent = read_model_file(model_file).model
+    e0 = [new.model.reference_energies, parent.reference_energies]
+    assert torch.equal(*e0)  # warm start: the parent's E0 kept
+
+
+def test_single_model_run_resumes_where_it_stopped(model_file, tmp_path):
+    options = dict(threshold=1e-6, max_calls=1, train_config=FAST, replay=None)
+    whole = learn_on_the_fly(start(), model_file, EMT(), out=tmp_path / "whole", steps=3, **options)
+    learn_on_the_fly(start(), model_file, EMT(), out=tmp_path / "parts", steps=1, **options)
+    CountingEMT.calls = 0
+    resumed = learn_on_the_fly(
+        start(), model_file, CountingEMT(), out=tmp_path / "parts", steps=3, **options
+    )
+    assert CountingEMT.calls == 0  # the one call was made before the stop
+    assert len(resumed.calls) == len(whole.calls) == 1
+    a = json.loads((tmp_path / "whole" / "state.json").read_text())
+    b = json.loads((tmp_path / "parts" / "state.json").read_text())
+    assert a["step"] == b["step"] == 3
+    np.testing.assert_allclose(a["positions"], b["positions"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(a["momenta"], b["momenta"], rtol=0, atol=1e-12)
+
+
+def test_a_model_without_uncertainty_is_refused(tmp_path):
+    torch.manual_seed(3)
+    plain = save_model(MaceModel(SMALL).double(), tmp_path / "plain")
+    with pytest.raises(AseEquiError, match="neither a committee nor a prediction-rigidity"):
+        learn_on_the_fly(start(), plain, EMT(), out=tmp_path / "out", threshold=0.1, steps=1)
+    assert not (tmp_path / "out").exists()
