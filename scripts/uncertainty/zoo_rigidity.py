@@ -53,6 +53,7 @@ from ase_equi import EquivariantCalculator
 from ase_equi.graph.build import atoms_to_graph, batch_graphs
 from ase_equi.io.model_file import read_model_file
 from ase_equi.io.rigidity_section import write_rigidity
+from ase_equi.learning_rigidity import rigidity_statistics
 from ase_equi.model.gradients import energy_forces_stress
 from ase_equi.model.prediction_rigidity import (
     LastLayerRigidity,
@@ -93,13 +94,7 @@ def graph_of(loaded, atoms):
 
 def train_statistics(loaded, frames: list, batch: int = 8) -> RigidityStatistics:
     """C and C_loc (no regulariser) over ``frames``, ``batch`` structures per model call."""
-    stats = RigidityStatistics(feature_dim(loaded.model))
-    for start in range(0, len(frames), batch):
-        graph = batch_graphs([graph_of(loaded, a) for a in frames[start : start + batch]])
-        with capture_features(loaded.model) as capture:
-            energy_forces_stress(loaded.model, graph, forces=False)
-        stats.add(capture.node_features(), graph.batch, graph.num_graphs)
-    return stats
+    return rigidity_statistics(loaded.model, frames, batch=batch)
 
 
 def labelled_predictions(loaded, frames: list) -> dict[str, np.ndarray]:
