@@ -17,6 +17,7 @@ does; a batch may mix molecules, slabs without a box and bulk cells.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO, cast
@@ -27,9 +28,11 @@ from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .graph.build import atoms_to_graph, batch_graphs
+from .graph.layout import DegreeBuckets, ElementGroups
 from .graph.tensors import Graph
 from .io.model_file import LoadedModel
 from .model.gradients import energy_forces_stress
+from .model.interaction import InteractionBlock
 
 __all__ = [
     "DEFAULT_BUDGET_MIB",
@@ -40,6 +43,7 @@ __all__ = [
     "iter_batches",
     "plan_batches",
     "structure_bytes",
+    "with_degree_buckets",
 ]
 
 DEFAULT_BUDGET_MIB = 256.0
@@ -143,11 +147,29 @@ def batched_results(
     out: dict[str, torch.Tensor] = {}
     if present:
         joined = batch_graphs(present) if len(present) > 1 else present[0]
+        if len(present) > 1 and _takes_buckets(loaded.model):
+            joined = with_degree_buckets(joined)
         want_stress = stress and any(_has_volume(g) for g in present)
         out = energy_forces_stress(
             loaded.model, joined, forces=forces, stress=want_stress, flat_cells="nan"
         )
     return _split(graphs, out, forces=forces, stress=stress)
+
+
+def _takes_buckets(model: torch.nn.Module) -> bool:
+    """Whether every interaction block of ``model`` evaluates a :class:`DegreeBuckets` layout
+    (the channel-wise blocks; not the non-linear ones, nor a committee's stacked members)."""
+    blocks = getattr(model, "interactions", None)
+    return blocks is not None and all(isinstance(b, InteractionBlock) for b in blocks)
+
+
+def with_degree_buckets(graph: Graph) -> Graph:
+    """``graph`` with its receivers padded bucket by bucket of in-degree
+    (:class:`~ase_equi.graph.layout.DegreeBuckets`) and its element groups: a batch of
+    clusters, slabs and bulk cells otherwise pads every atom to the largest in-degree of the
+    whole batch. The same numbers (the same edges in each receiver's sum), less padding."""
+    layout = DegreeBuckets(graph.senders, graph.receivers, graph.num_atoms)
+    return dataclasses.replace(graph, layout=layout, groups=ElementGroups(graph.element_index))
 
 
 def _split(

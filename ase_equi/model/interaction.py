@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from e3nn import nn, o3
 
-from ..graph.layout import NeighbourLayout
+from ..graph.layout import DegreeBuckets, NeighbourLayout
 from .chunking import node_ranges, run_chunk
 from .message_linear import MessageLinear, supports
 from .tensor_product import ChannelwiseTensorProduct
@@ -203,6 +203,28 @@ class InteractionBlock(torch.nn.Module):
         weights = self.radial_weights(self.radial_hidden(edge_radial), layout)  # [N, P, C, K]
         return self.conv_tp.receiver_message_classes(h, edge_sh, weights, layout)
 
+    def _bucketed_messages(
+        self,
+        h: torch.Tensor,
+        edge_radial: torch.Tensor,
+        edge_sh: torch.Tensor,
+        layout: DegreeBuckets,
+        chunk_nodes: int | None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor | float]:
+        """:meth:`summed_messages` and :meth:`normalisation` bucket by bucket of a
+        :class:`DegreeBuckets` layout (each padded to its own largest degree), in node order."""
+        if chunk_nodes is not None and layout.num_nodes > chunk_nodes:
+            raise ValueError("a DegreeBuckets layout is evaluated without chunks of receivers")
+        summed, norms = [], []
+        for part, first, stop in layout.parts:
+            radial, sh = edge_radial[first:stop], edge_sh[first:stop]
+            summed.append(self.summed_messages(h, radial, sh, part))
+            norms.append(self.normalisation(radial, part))
+        classes = [layout.unsort(torch.cat(parts)) for parts in zip(*summed, strict=True)]
+        if isinstance(norms[0], torch.Tensor):
+            return classes, layout.unsort(torch.cat(norms))  # type: ignore[arg-type]
+        return classes, norms[0]
+
     def forward(
         self,
         node_onehot: torch.Tensor,
@@ -227,7 +249,9 @@ class InteractionBlock(torch.nn.Module):
         sc = self.skip_tp(node_features, node_onehot) if self.residual else None
         h = self.linear_up(node_features)
         n, k = layout.num_nodes, layout.max_neighbours
-        if chunk_nodes is None or n <= chunk_nodes:
+        if isinstance(layout, DegreeBuckets):
+            summed, norm = self._bucketed_messages(h, edge_radial, edge_sh, layout, chunk_nodes)
+        elif chunk_nodes is None or n <= chunk_nodes:
             summed = self.summed_messages(h, edge_radial, edge_sh, layout)
         else:
             # the radial MLP too: its activations, [N·K, hidden] per layer, are kept otherwise
@@ -242,7 +266,8 @@ class InteractionBlock(torch.nn.Module):
                 for i, j in node_ranges(n, chunk_nodes)
             ]
             summed = [torch.cat(parts) for parts in zip(*chunks, strict=True)]
-        norm = self.normalisation(edge_radial, layout)  # a number or [N, 1]
+        if not isinstance(layout, DegreeBuckets):
+            norm = self.normalisation(edge_radial, layout)  # a number or [N, 1]
         if self.message_linear is not None:  # [N, C, Σ(2l+1)] directly
             if isinstance(norm, torch.Tensor):
                 norm = norm.unsqueeze(-1)  # [N, 1, 1]
