@@ -3,6 +3,9 @@
     python scripts/zoo/check_short_contacts.py metals [--n 10] [--seed 17] [--min-ratio 0.8]
     python scripts/zoo/check_short_contacts.py runs/metals-v2/metals.json --json out.json
 
+The metals card (``make_card.py metals``) runs :func:`check` with the defaults as its
+``short_contact_forces`` check.
+
 For each of Cu, Ag, Au, Ni, Pd, Pt, Al, ``n`` compressed-and-sheared 32-atom fcc cells
 (linear scale 0.85-1.0, symmetric shear up to 6 %, rattled by 0.05 Å) and ``n`` cells with one
 pair pushed together along its bond (0.80-0.95 × d_nn) are drawn; a configuration is kept only
@@ -86,8 +89,9 @@ def issue_case(calc) -> dict:
     return {"shortest_contact_A": round(shortest_contact(a), 3), "max_force_error": err}
 
 
-def check(model: str, n: int, seed: int, min_ratio: float) -> dict:
-    calc = EquivariantCalculator(model)
+def check(calc, n: int = 10, seed: int = 17, min_ratio: float = 0.8) -> dict:
+    """Largest force error and force RMSE per element against EMT (see the module docstring)
+    of the ASE calculator ``calc`` (one instance, reused for every configuration)."""
     rng = np.random.default_rng(seed)
     rows = {}
     for el in ELEMENTS:
@@ -139,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.n < 1 or not 0.5 <= args.min_ratio <= 1.0:
         parser.error("--n must be ≥ 1 and --min-ratio within [0.5, 1.0]")
-    result = check(args.model, args.n, args.seed, args.min_ratio)
+    result = check(EquivariantCalculator(args.model), args.n, args.seed, args.min_ratio)
     issue = issue_case(EquivariantCalculator(args.model))
     result["issue_case_Ni"] = issue
     print(markdown(result, issue))

@@ -1,6 +1,6 @@
-"""Physical checks shared by the zoo card script: equation of state, elastic constants,
-vacancy formation energy and harmonic frequencies, computed the same way for a model and for
-its reference calculator.
+"""Bulk and molecular checks shared by the zoo card script: equation of state, elastic constants
+(clamped- and relaxed-ion) and harmonic frequencies, computed the same way for a model and for
+its reference calculator (defects and surfaces: :mod:`defects`).
 
 All energies in eV, lengths in Å, moduli in GPa, frequencies in cm⁻¹.
 """
@@ -65,27 +65,33 @@ def cubic_elastic_constants(atoms: Atoms, calc: MakeCalc, delta: float = 0.005) 
     }
 
 
-def vacancy_formation_energy(
-    perfect: Atoms, calc: MakeCalc, *, relax: bool = True, fmax: float = 0.01
+def relaxed_ion_c44(
+    atoms: Atoms, calc: MakeCalc, delta: float = 0.005, *, fmax: float = 0.005, steps: int = 200
 ) -> float:
-    """E_v = E(N−1) − (N−1)/N · E(N) (eV), at fixed cell, ions relaxed when ``relax``."""
-    host = perfect.copy()
-    host.calc = calc()
-    e_perfect = host.get_potential_energy()
-    defect = perfect.copy()
-    del defect[0]
-    defect.calc = calc()
-    if relax:
-        BFGS(defect, logfile=None).run(fmax=fmax, steps=300)
-    n = len(perfect)
-    return float(defect.get_potential_energy() - (n - 1) / n * e_perfect)
+    """Relaxed-ion C44 (GPa): the clamped-ion shear of :func:`cubic_elastic_constants`, with
+    the ions relaxed (BFGS to ``fmax`` eV/Å, cell fixed) in each strained cell before the
+    stress is taken. In diamond the shear moves the two fcc sublattices against each other
+    (Kleinman's internal strain), so this is below the clamped-ion C44; C11 and C12 have no
+    internal strain in diamond (the clamped-ion values are the relaxed ones).
+    """
+    stresses = []
+    for sign in (1.0, -1.0):
+        strained = atoms.copy()
+        s = np.zeros((3, 3))
+        s[1, 2] = s[2, 1] = sign * delta / 2
+        strained.set_cell(strained.cell.array @ (np.eye(3) + s), scale_atoms=True)
+        strained.calc = calc()
+        BFGS(strained, logfile=None).run(fmax=fmax, steps=steps)
+        stresses.append(strained.get_stress(voigt=False))
+    return float((stresses[0][1, 2] - stresses[1][1, 2]) / (2 * delta) / units.GPa)
 
 
 def harmonic_frequencies(atoms: Atoms, calc: MakeCalc, *, fmax: float = 1e-3) -> list[float]:
-    """Harmonic frequencies (cm⁻¹, the 3N−6 largest) at the calculator's own minimum.
+    """Harmonic wavenumbers (cm⁻¹, ascending; see :func:`vibrational_wavenumbers`) at the
+    calculator's own minimum.
 
-    The geometry is relaxed with ``calc``; the Hessian comes from central differences of the
-    forces (±0.005 Å).
+    The geometry is relaxed with ``calc`` (BFGS to ``fmax`` eV/Å, at most 500 steps); the
+    Hessian comes from central differences of the forces (±0.005 Å).
     """
     atoms = atoms.copy()
     atoms.calc = calc()
@@ -105,8 +111,23 @@ def harmonic_frequencies(atoms: Atoms, calc: MakeCalc, *, fmax: float = 1e-3) ->
         hessian[k] = -(f_plus - f_minus) / (2 * h)
     atoms.positions = x0
     hessian = 0.5 * (hessian + hessian.T)
+    return vibrational_wavenumbers(hessian, atoms)
+
+
+def vibrational_wavenumbers(hessian: np.ndarray, atoms: Atoms) -> list[float]:
+    """Harmonic wavenumbers (cm⁻¹, ascending) of the Hessian ``[3N, 3N]`` (eV/Å²) at ``atoms``.
+
+    The convention of ``data/molecules-pbe-frequencies.json``: the 3N − 6 (3N − 5 for a linear
+    molecule) modes of largest magnitude, an imaginary one as a negative wavenumber. Masses are
+    ASE's.
+    """
     m = np.repeat(atoms.get_masses(), 3)
-    eigen = np.linalg.eigvalsh(hessian / np.sqrt(np.outer(m, m)))
-    # eV/(Å² amu) → cm⁻¹
-    omega = np.sqrt(np.abs(eigen) * units._e / units._amu) * 1e10 / (2 * np.pi * units._c * 100)
-    return sorted(float(w) for w in omega)[6:]
+    eigen = np.linalg.eigvalsh(hessian / np.sqrt(np.outer(m, m)))  # eV/(Å² amu)
+    # ω² = λ; ħω in eV is √λ · ħ/√(Å² amu), then eV → cm⁻¹
+    hbar_omega = np.sqrt(np.abs(eigen)) * units._hbar * 1e10 / np.sqrt(units._amu * units._e)
+    wavenumbers = np.sign(eigen) * hbar_omega / units.invcm
+    n = len(atoms)
+    centred = atoms.positions - atoms.positions.mean(0)
+    linear = n == 2 or np.linalg.matrix_rank(centred, tol=1e-3) == 1
+    keep = 3 * n - (5 if linear else 6)
+    return sorted(float(w) for w in wavenumbers[np.argsort(np.abs(wavenumbers))[-keep:]])
