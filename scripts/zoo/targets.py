@@ -195,6 +195,7 @@ METALS = [
     Target("surface_energy_111_J_m2", "unrelaxed", "percent", 3.0),
     Target("surface_energy_111_J_m2", "relaxed", "percent", 3.0),
     Target("short_contact_forces", "max_force_error", "at_most", 0.5),
+    Target("short_contact_forces", "force_rmse", "report"),
 ]
 SILICON = [
     Target("equation_of_state", "a0", "percent", 0.5),
@@ -207,10 +208,23 @@ SILICON = [
     Target("vacancy_formation_eV", "relaxed", "percent", 10.0),
     Target("interstitial_formation_eV", "relaxed", "percent", 10.0),
     Target("md_stability", "stable", "is_true"),
+    *(
+        Target("md_stability", p, "report")
+        for p in (
+            "simulated_ps",
+            "shortest_contact",
+            "mean_temperature",
+            "rdf_first_peak",
+            "mean_coordination",
+        )
+    ),  # fmt: skip
 ]
 MOLECULES = [
     Target("test_set_errors", "energy_MAE", "at_most", 1.0),
     Target("test_set_errors", "forces_MAE", "at_most", 30.0),
     Target("harmonic_frequencies_cm-1", "MAE", "at_most", 50.0),
+    Target("harmonic_frequencies_cm-1", "molecule_MAE", "report"),
+    Target("training_molecule_frequencies_cm-1", "molecule_MAE", "report"),
+    Target("training_molecule_frequencies_cm-1", "max_abs_deviation", "report"),
 ]
 TARGETS = {"metals": METALS, "silicon-xtb": SILICON, "molecules-pbe": MOLECULES}
