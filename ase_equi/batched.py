@@ -108,6 +108,7 @@ def batched_results(
     *,
     forces: bool = True,
     stress: bool = False,
+    degree_buckets: bool = True,
 ) -> list[dict[str, Any]]:
     """Predictions for every structure from one model call on their joined graph.
 
@@ -122,6 +123,10 @@ def batched_results(
     forces, stress:
         What to differentiate besides the energy. Stress is returned only for structures whose
         cell has rank 3 (nonzero volume); other structures simply have no ``"stress"`` key.
+    degree_buckets:
+        Pad the joined graph's receivers bucket by bucket of in-degree
+        (:func:`with_degree_buckets`, where the model's blocks take it); False: every receiver
+        padded to the batch's largest in-degree (the same numbers, more padding).
 
     Returns
     -------
@@ -147,7 +152,7 @@ def batched_results(
     out: dict[str, torch.Tensor] = {}
     if present:
         joined = batch_graphs(present) if len(present) > 1 else present[0]
-        if len(present) > 1 and _takes_buckets(loaded.model):
+        if degree_buckets and len(present) > 1 and _takes_buckets(loaded.model):
             joined = with_degree_buckets(joined)
         want_stress = stress and any(_has_volume(g) for g in present)
         out = energy_forces_stress(

@@ -8,23 +8,39 @@ periodicity, no cell); strained ±2 % and rattled 0.05 Å.
 Reference: ``EquivariantCalculator`` on each structure in turn, asking energy, forces and (cells
 of rank 3) stress, as ``evaluate`` did before it was batched. Batched: ``evaluate(structures,
 calc, batch_size=...)`` for each ``--batch-sizes`` entry, on the calculator's own model (so
-model loading is outside both timings). Every batched run is checked against the reference:
-largest |ΔE| (eV), |ΔF| (eV/Å), |Δσ| (eV/Å³).
+model loading is outside both timings); with ``--one-padding``, also the same batches with
+every receiver padded to the batch's largest in-degree (``batched_results(...,
+degree_buckets=False)``, what ``evaluate`` did before degree buckets). Every batched run is
+checked against the reference: largest |ΔE| (eV), |ΔF| (eV/Å), |Δσ| (eV/Å³).
+
+Each method runs ``--repeats`` times, the methods alternating (ASE loop, then each batched
+method, then again), and the median is reported, as wall time and as the process's CPU time
+(on a shared machine the CPU time of a one-thread process is less affected by other jobs).
+
+``--profile N``: where the time goes, on the first N structures: the stages of the ASE loop
+and of the batched call (cProfile: neighbour lists and graphs, padded layout, model forward,
+backward, the rest: Python, splitting results, ``Atoms`` copies) and torch's per-operation table
+(self CPU time).
 
 Usage (the numbers in ``benchmarks/results/`` were made with)::
 
-    OMP_NUM_THREADS=1 python benchmarks/evaluate_batched.py --count 200 --threads 1
+    OMP_NUM_THREADS=1 python benchmarks/evaluate_batched.py --count 1000 --batch-sizes auto \
+        --one-padding --repeats 2 --profile 150
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import platform
+import pstats
 import resource
+import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -32,6 +48,7 @@ from ase import Atoms
 from ase.build import bulk, fcc111
 
 from ase_equi import EquivariantCalculator, evaluate
+from ase_equi.batched import batched_results, iter_batches
 
 ELEMENTS = ("Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
 BULK_REPEATS = [
@@ -106,11 +123,20 @@ def ase_loop(images: list[Atoms], calc: EquivariantCalculator) -> list[dict]:
     return results
 
 
-def differences(reference: list[dict], predicted: list[Atoms]) -> dict[str, float]:
+def one_padding(images: list[Atoms], calc: EquivariantCalculator) -> list[dict]:
+    """``evaluate``'s batches (``"auto"``) with every receiver padded to the batch's largest
+    in-degree: the batched path before degree buckets (results as dicts, no ``Atoms`` copies)."""
+    loaded, results = calc.loaded, []
+    for _, graphs in iter_batches(images, loaded, "auto"):
+        results += batched_results(graphs, loaded, stress=True, degree_buckets=False)
+    return results
+
+
+def differences(reference: list[dict], predicted: list[Atoms] | list[dict]) -> dict[str, float]:
     """Largest absolute differences between the two: energy, forces, stress."""
     worst = {"energy_eV": 0.0, "forces_eV_A": 0.0, "stress_eV_A3": 0.0}
     for ref, pred in zip(reference, predicted, strict=True):
-        res = pred.calc.results
+        res = pred if isinstance(pred, dict) else pred.calc.results
         worst["energy_eV"] = max(worst["energy_eV"], abs(ref["energy"] - res["energy"]))
         worst["forces_eV_A"] = max(
             worst["forces_eV_A"], np.abs(ref["forces"] - res["forces"]).max()
@@ -122,6 +148,80 @@ def differences(reference: list[dict], predicted: list[Atoms]) -> dict[str, floa
     return worst
 
 
+def _stage_table(profile: cProfile.Profile, total: float) -> list[tuple[str, float]]:
+    """Seconds per stage from a cProfile run (``total``: its wall seconds): neighbour lists
+    and graph tensors (the calculator's graph source or ``atoms_to_graph``), the padded
+    layout and element groups (``graph/layout.py``, wherever built), the model's forward, the
+    backward pass, and the rest; the layout's time is taken out of the stage that built it."""
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+
+    def where(filename: str) -> str:
+        return filename.replace("\\", "/").rsplit("/", 2)[-2:][-1]
+
+    cumulative: dict[str, float] = {"graphs": 0.0, "forward": 0.0, "backward": 0.0}
+    layout_by_caller: dict[str, float] = {}
+    for (filename, _, name), (_, _, _, ct, callers) in stats.items():
+        path = filename.replace("\\", "/")
+        if path.endswith("graph/build.py") and name in ("update", "atoms_to_graph"):
+            cumulative["graphs"] += ct
+        elif path.endswith("model/mace.py") and name == "forward":
+            cumulative["forward"] += ct
+        elif name.startswith("<method 'run_backward'"):
+            cumulative["backward"] += ct
+        elif path.endswith("graph/layout.py") and name == "__init__":
+            for (caller_file, _, _), caller_stats in callers.items():
+                if not caller_file.endswith("graph/layout.py"):
+                    key = where(caller_file)
+                    layout_by_caller[key] = layout_by_caller.get(key, 0.0) + caller_stats[3]
+    layout = sum(layout_by_caller.values())
+    rows = [
+        (
+            "neighbour lists + graph tensors",
+            cumulative["graphs"] - layout_by_caller.get("build.py", 0),
+        ),
+        ("padded layout + element groups", layout),
+        ("model forward", cumulative["forward"] - layout_by_caller.get("mace.py", 0)),
+        ("backward (forces + stress)", cumulative["backward"]),
+    ]
+    rows.append(("rest (Python, ASE, splitting, copies)", total - sum(sec for _, sec in rows)))
+    return rows
+
+
+def profile(images: list[Atoms], calc: EquivariantCalculator, rows: int = 12) -> dict:
+    """Stage tables (cProfile) and torch's per-operation tables of the ASE loop and of
+    ``evaluate`` on ``images``, printed; returned as a dict of stage seconds."""
+    methods: dict[str, Callable[[], object]] = {
+        "ASE loop": lambda: ase_loop(images, calc),
+        "evaluate(auto), one padding": lambda: one_padding(images, calc),
+        "evaluate(auto)": lambda: evaluate(images, calc, verbose=False),
+    }
+    n_atoms = sum(map(len, images))
+    out = {}
+    for name, method in methods.items():
+        prof = cProfile.Profile()
+        start = time.perf_counter()
+        prof.runcall(method)
+        total = time.perf_counter() - start
+        stages = _stage_table(prof, total)
+        out[name] = dict(stages, total=total)
+        print(f"\n{name}: {total:.2f} s under cProfile, {len(images)} structures, {n_atoms} atoms")
+        for stage, sec in stages:
+            print(f"  {stage:40s} {sec:7.2f} s  {100 * sec / total:5.1f} %")
+    for name, method in methods.items():
+        with torch.profiler.profile() as prof_t:
+            method()
+        print(f"\n{name}: torch operations (self CPU time, under the profiler)")
+        print(prof_t.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+    return out
+
+
+def timed(method: Callable[[], object]) -> tuple[object, float, float]:
+    """``(result, wall seconds, CPU seconds of this process)``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = method()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
@@ -129,6 +229,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     parser.add_argument("--batch-sizes", default="auto,1,8,32,128")
     parser.add_argument("--json", help="write the results here as JSON")
+    parser.add_argument("--one-padding", action="store_true", help="also the batches before")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each method (median)")
+    parser.add_argument("--profile", type=int, default=0, help="profile the first N structures")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     images = structures(args.count)
@@ -138,41 +241,78 @@ def main() -> None:
     machine = platform.processor() or platform.machine()
     print(f"machine: {machine}, {os.cpu_count()} cores, torch {torch.__version__}")
     print(f"threads: {torch.get_num_threads()}, dtype {args.dtype}, model metals")
+    print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(
         f"structures: {args.count}, {n_atoms} atoms ({min(map(len, images))}-"
         f"{max(map(len, images))} per structure); kinds cycle bulk/slab/cluster"
     )
     ase_loop(images[:3], calc)  # warm-up
-    start = time.perf_counter()
-    reference = ase_loop(images, calc)
-    t_ase = time.perf_counter() - start
-    print(f"ASE loop: {t_ase:.2f} s, {n_atoms / t_ase:.0f} atoms/s")
-    rows = [{"method": "ASE loop", "seconds": t_ase, "speedup": 1.0}]
+    evaluate(images[:20], calc, verbose=False)
+    methods: dict[str, Callable[[], object]] = {"ASE loop": lambda: ase_loop(images, calc)}
     for size in args.batch_sizes.split(","):
         batch_size: int | str = size if size == "auto" else int(size)
-        start = time.perf_counter()
-        predicted = evaluate(images, calc, batch_size=batch_size, verbose=False)
-        seconds = time.perf_counter() - start
-        worst = differences(reference, predicted)
-        rows.append(
-            {
-                "method": f"evaluate(batch_size={size})",
-                "seconds": seconds,
-                "speedup": t_ase / seconds,
-                **worst,
-            }
+        methods[f"evaluate(batch_size={size})"] = lambda b=batch_size: evaluate(
+            images, calc, batch_size=b, verbose=False
         )
-        print(
-            f"evaluate(batch_size={size}): {seconds:.2f} s, {n_atoms / seconds:.0f} atoms/s, "
-            f"{t_ase / seconds:.2f}x the ASE loop; max |dE| {worst['energy_eV']:.1e} eV, "
-            f"|dF| {worst['forces_eV_A']:.1e} eV/A, |ds| {worst['stress_eV_A3']:.1e} eV/A^3"
+    if args.one_padding:
+        methods["evaluate(auto), one padding per batch (before)"] = lambda: one_padding(
+            images, calc
         )
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
+    reference: list[dict] = []
+    worst: dict[str, dict[str, float]] = {}
+    for repeat in range(args.repeats):
+        for name, method in methods.items():
+            result, wall, cpu = timed(method)
+            times[name].append((wall, cpu))
+            if name == "ASE loop":
+                reference = result  # type: ignore[assignment]
+            else:
+                worst[name] = differences(reference, result)  # type: ignore[arg-type]
+            print(f"run {repeat + 1}: {name}: {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
+    print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    medians = {
+        name: tuple(statistics.median(t[i] for t in runs) for i in (0, 1))
+        for name, runs in times.items()
+    }
+    ase_wall, ase_cpu = medians["ASE loop"]
+    rows = []
+    for name, (wall, cpu) in medians.items():
+        row = {
+            "method": name,
+            "seconds": wall,
+            "cpu_seconds": cpu,
+            "speedup": ase_wall / wall,
+            "cpu_speedup": ase_cpu / cpu,
+            "runs": times[name],
+            **worst.get(name, {}),
+        }
+        rows.append(row)
+        text = (
+            f"{name}: {wall:.2f} s wall ({n_atoms / wall:.0f} atoms/s), {cpu:.2f} s CPU; "
+            f"{ase_wall / wall:.2f}x the ASE loop (wall), {ase_cpu / cpu:.2f}x (CPU)"
+        )
+        if name in worst:
+            w = worst[name]
+            text += (
+                f"; max |dE| {w['energy_eV']:.1e} eV, |dF| {w['forces_eV_A']:.1e} eV/A, "
+                f"|ds| {w['stress_eV_A3']:.1e} eV/A^3"
+            )
+        print(text)
+    stages = profile(images[: args.profile], calc) if args.profile else {}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of the process: {peak:.0f} MiB")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(
-                {"count": args.count, "atoms": n_atoms, "rows": rows, "peak_rss_mib": peak},
+                {
+                    "command": " ".join(["python", *sys.argv]),
+                    "count": args.count,
+                    "atoms": n_atoms,
+                    "rows": rows,
+                    "profile_stages": stages,
+                    "peak_rss_mib": peak,
+                },
                 fh,
                 indent=1,
             )
