@@ -82,8 +82,9 @@ def learn_on_the_fly(
     reference: Any,
     *,
     out: str | os.PathLike,
-    threshold: float,
+    threshold: float | None = None,
     steps: int,
+    every: int | None = None,
     timestep_fs: float = 1.0,
     max_calls: int = 10,
     replay: Sequence[Atoms] | str | os.PathLike | None = "auto",
@@ -104,6 +105,9 @@ def learn_on_the_fly(
         the same ``out`` resumes (``atoms`` is then taken from the saved state).
     threshold:
         eV/Å, on the largest atomic ``forces_uncertainty``.
+    every:
+        Instead of ``threshold``: call the reference at every ``every``-th step whatever the
+        uncertainty (the naive schedule that on-the-fly learning is compared with).
     max_calls:
         At most this many reference calls; afterwards the MD continues without learning.
     replay:
@@ -116,8 +120,7 @@ def learn_on_the_fly(
         Settings of each warm-start training (default: :func:`retraining_config`); the seed is
         the member's index and ``output_dir`` is set per member and round.
     """
-    if not 0 < threshold < np.inf:
-        raise ValueError(f"threshold must be a number > 0 (eV/Å), got {threshold!r}")
+    check_trigger(threshold, every)
     folder = Path(out)
     state = _load_state(folder, atoms, os.fspath(model))
     atoms = state["atoms"]
@@ -145,7 +148,8 @@ def learn_on_the_fly(
         u = float(atoms.calc.get_property("forces_uncertainty", atoms).max())
         with open(folder / "uncertainty.txt", "a") as fh:  # step, time (fs), eV/Å
             fh.write(f"{step + 1} {(step + 1) * timestep_fs:.6g} {u!r}\n")
-        called = u > threshold and len(calls) < max_calls
+        due = (step + 1) % every == 0 if every else u > float(threshold or np.inf)
+        called = due and len(calls) < max_calls
         if called:
             learned, before = _label(atoms, reference, folder, len(calls))
             train_frames = [*learned, *sample(frames, replay_count)]
@@ -159,13 +163,25 @@ def learn_on_the_fly(
                 )
             atoms.calc = EquivariantCalculator(current)
             after = _errors(atoms.calc, learned[-1], "after")
-            calls.append({"step": step + 1, "uncertainty": u, "threshold": threshold})
+            why = f"every {every} steps" if every else "uncertainty above the threshold"
+            calls.append({"step": step + 1, "why": why, "uncertainty": u, "threshold": threshold})
             calls[-1].update({**before, **after, "model": str(current)})
         _save_state(folder, atoms, step + 1, Path(current), calls)
         if called or not logged:
             write_atomic(folder / "calls.json", json.dumps(calls, indent=1).encode())
             logged = True
     return LearnResult(steps=steps, calls=calls, model=Path(current), replay=replay_from)
+
+
+def check_trigger(threshold: float | None, every: int | None) -> None:
+    """``ValueError`` unless exactly one of ``threshold`` (> 0, eV/Å) and ``every`` (≥ 1
+    steps) is given."""
+    if (threshold is None) == (every is None):
+        raise ValueError("give exactly one of threshold (eV/Å) and every (steps)")
+    if threshold is not None and not 0 < threshold < np.inf:
+        raise ValueError(f"threshold must be a number > 0 (eV/Å), got {threshold!r}")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ValueError(f"every must be an integer >= 1 (steps), got {every!r}")
 
 
 def _errors(calc: EquivariantCalculator, labelled: Atoms, when: str) -> dict[str, float]:
@@ -277,7 +293,7 @@ def plot_learning(out: str | os.PathLike, path: str | os.PathLike) -> Path | Non
             lw=0.8,
             label="reference call" if k == 0 else None,
         )
-    if calls:
+    if calls and calls[0]["threshold"] is not None:
         ax.axhline(calls[0]["threshold"], color="k", ls=":", label="threshold")
     ax.set_xlabel("simulated time (fs)")
     ax.set_ylabel("eV/Å")

@@ -199,3 +199,18 @@ def test_a_model_without_uncertainty_is_refused(tmp_path):
     with pytest.raises(AseEquiError, match="neither a committee nor a prediction-rigidity"):
         learn_on_the_fly(start(), plain, EMT(), out=tmp_path / "out", threshold=0.1, steps=1)
     assert not (tmp_path / "out").exists()
+
+
+def test_every_nth_step_schedule_calls_on_schedule_only(model_file, tmp_path):
+    """The naive schedule (``every``): reference calls at steps N, 2N, ... whatever the
+    uncertainty; ``threshold`` and ``every`` together are refused."""
+    CountingEMT.calls = 0
+    run = learn_on_the_fly(
+        start(), model_file, CountingEMT(), out=tmp_path / "every", every=2, steps=4,
+        train_config=FAST, replay=None,
+    )  # fmt: skip
+    assert [c["step"] for c in run.calls] == [2, 4] and CountingEMT.calls == 2
+    assert all(c["why"] == "every 2 steps" and c["threshold"] is None for c in run.calls)
+    with pytest.raises(ValueError, match="exactly one of threshold"):
+        learn_on_the_fly(start(), model_file, EMT(), out=tmp_path / "x", threshold=1.0, every=2,
+                         steps=1)  # fmt: skip

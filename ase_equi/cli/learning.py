@@ -68,6 +68,7 @@ def _cmd_learn(args: argparse.Namespace) -> int:
         reference_calculator(args.reference, args.reference_args),
         out=args.out,
         threshold=args.threshold,
+        every=args.every,
         steps=args.steps,
         timestep_fs=args.timestep_fs,
         max_calls=args.max_calls,
@@ -99,7 +100,11 @@ def register(sub: Any) -> None:
     p.add_argument("--reference", required=True, help="'emt' or 'package.module:Class'")
     p.add_argument("--reference-args", default="{}", help="keyword arguments, a JSON object")
     p.add_argument("--out", required=True, help="folder of state, data, logs (resumes)")
-    p.add_argument("--threshold", type=float, required=True, help="eV/Å, max atomic σ_F")
+    trigger = p.add_mutually_exclusive_group(required=True)
+    trigger.add_argument("--threshold", type=float, help="eV/Å, max atomic σ_F")
+    trigger.add_argument(
+        "--every", type=int, help="instead: a reference call every N steps (the naive schedule)"
+    )
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--timestep-fs", type=float, default=1.0)
     p.add_argument("--temperature", type=float, help="K: Maxwell-Boltzmann start momenta")
