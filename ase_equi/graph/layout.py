@@ -31,6 +31,11 @@ class NeighbourLayout:
     (3, [0, 1, 2, 3, 4, 4])
     """
 
+    channels_last = False
+    """Ask the tensor product for its per-receiver products with the channels innermost (as
+    in training), whose backward pass is cheaper on large batches; set on the parts of
+    :class:`DegreeBuckets`."""
+
     def __init__(self, senders: torch.Tensor, receivers: torch.Tensor, num_nodes: int) -> None:
         e = receivers.shape[0]
         self.num_nodes, self.num_edges = num_nodes, e
@@ -151,6 +156,7 @@ class DegreeBuckets(NeighbourLayout):
             mine = edge_ids[bucket_of[receivers] == b] if e else edge_ids
             local = self.position[receivers[mine]] - first  # receivers renumbered in the bucket
             part = NeighbourLayout(senders[mine], local, stop - first)
+            part.channels_last = True  # the cheaper backward at batch sizes
             edge_rows[mine] = row + part.edge_slots
             rows = part.num_nodes * part.max_neighbours
             self.parts.append((part, row, row + rows))

@@ -201,7 +201,7 @@ class ChannelwiseTensorProduct(torch.nn.Module):
             z = z.reshape(n_nodes, k_max, d1, s)
             w_classes = torch.split(w_piece, [len(paths) for _, _, paths in classes], dim=1)
             z_classes = torch.split(z, [len(paths) * d3 for _, d3, paths in classes], dim=-1)
-            if self.training:  # channels last: see _channels_last_classes
+            if self.training or layout.channels_last:  # see _channels_last_classes
                 x_cl = blocks[i_node].reshape(-1, c, d1).transpose(1, 2).contiguous()
                 x_cl = x_cl.index_select(0, layout.padded_senders).reshape(n_nodes, k_max, d1, c)
                 x_cl = x_cl.transpose(1, 2).contiguous()  # [N, d1, K, C]
@@ -227,7 +227,9 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         z_classes: tuple[torch.Tensor, ...],
         x: torch.Tensor,
     ) -> list[torch.Tensor]:
-        """The class messages of one piece with the channels as the innermost axis (training).
+        """The class messages of one piece with the channels as the innermost axis (training,
+        and layouts that ask for it: the parts of a batch padded by degree, whose single
+        backward pass it also makes cheaper).
 
         ``x [N, d1, K, C]`` are the senders' features, ``w_classes [N, n, C, K]`` and
         ``z_classes [N, K, d1, n·d3]`` as in :meth:`receiver_message_classes`. The same sums,
