@@ -178,3 +178,18 @@ def test_every_target_names_a_check_its_card_writes():
     }  # fmt: skip
     for name, specs in targets.TARGETS.items():
         assert {t.check for t in specs} == written[name]
+
+
+def test_card_domain_and_limits_name_the_elements_and_the_missed_targets():
+    import make_card
+
+    assert make_card.domain("metals", [13, 29]).startswith("fcc Al and Cu and their")
+    specs = [
+        targets.Target("equation_of_state", "a0", "percent", 3.0),
+        targets.Target("short_contact_forces", "max_force_error", "at_most", 0.5),
+        targets.Target("md_stability", "stable", "is_true"),
+    ]
+    text = make_card.limits("metals", targets.evaluate(_checks(-4.5, 0.2), specs))
+    assert "equation_of_state a0 (within 3 %): Cu -4.50 %" in text
+    assert "max_force_error" not in text  # 0.2 eV/Å meets its target
+    assert text.endswith("not measured: md_stability stable.")
