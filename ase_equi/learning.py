@@ -209,11 +209,11 @@ def _label(
         labelled.calc = reference
         energy, forces = labelled.get_potential_energy(), labelled.get_forces()
         labelled.calc = SinglePointCalculator(labelled, energy=energy, forces=forces)
-        learned = [*learned[:known], labelled]
         text = io.StringIO()
-        write(text, learned, format="extxyz")
+        write(text, [*learned[:known], labelled], format="extxyz")
         write_atomic(path, text.getvalue().encode())
-    return learned[: known + 1], _errors(atoms.calc, labelled, "before")
+        learned = list(read(path, ":"))  # as a resumed run reads them (same training data)
+    return learned[: known + 1], _errors(atoms.calc, learned[known], "before")
 
 
 def _learn_committee(

@@ -5,6 +5,7 @@ refused by name."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -214,3 +215,29 @@ def test_every_nth_step_schedule_calls_on_schedule_only(model_file, tmp_path):
     with pytest.raises(ValueError, match="exactly one of threshold"):
         learn_on_the_fly(start(), model_file, EMT(), out=tmp_path / "x", threshold=1.0, every=2,
                          steps=1)  # fmt: skip
+
+
+def test_a_kill_during_training_resumes_that_training(model_file, tmp_path, monkeypatch):
+    """Killed after the first epoch of the first fine-tuning: the rerun asks the reference
+    nothing more (the label is on disk) and its training resumes from the checkpoint, which
+    accepts the data (the learned frames as the file holds them, both times)."""
+    import ase_equi.training.trainer as trainer
+
+    real = trainer.train
+
+    def killed_after_one_epoch(model, frames, config, **kwargs):
+        real(model, frames, dataclasses.replace(config, epochs=1), **kwargs)
+        raise KeyboardInterrupt("killed")
+
+    options = dict(threshold=1e-6, max_calls=1, steps=2, replay=None)
+    monkeypatch.setattr(trainer, "train", killed_after_one_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        learn_on_the_fly(start(), model_file, EMT(), out=tmp_path / "run", **options,
+                         train_config=FAST)  # fmt: skip
+    monkeypatch.setattr(trainer, "train", real)
+    CountingEMT.calls = 0
+    run = learn_on_the_fly(
+        start(), model_file, CountingEMT(), out=tmp_path / "run", **options, train_config=FAST
+    )
+    assert CountingEMT.calls == 0 and [c["step"] for c in run.calls] == [1]
+    assert (tmp_path / "run" / "round0" / "checkpoints").is_dir()
