@@ -1,0 +1,192 @@
+"""What the two on-the-fly learning demonstrations share (``learn_demo_metals.py``,
+``learn_demo_molecules.py``): the two strategies with the same budget, the test errors, the MD
+stability check, the results files.
+
+Two strategies, each one :func:`ase_equi.learning.learn_on_the_fly` run from the same start
+(positions, momenta), with the same MD, reference, fine-tuning settings, replay and budget K:
+
+- ``on_the_fly``: a reference call when the largest atomic ``forces_uncertainty`` (LLPR of the
+  zoo model, refitted after each call) passes the threshold;
+- ``every_nth``: a reference call every N = steps // K steps, whatever the uncertainty.
+
+Both resume after a kill (the loop's own checkpoint); the wall time of each is summed over the
+invocations that ran steps (``wall.json`` in its folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator, all_changes
+from ase.md.verlet import VelocityVerlet
+
+from ase_equi import EquivariantCalculator
+from ase_equi.io.model_file import read_header
+from ase_equi.learning import learn_on_the_fly, plot_learning, retraining_config
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+STRATEGIES = ("on_the_fly", "every_nth")
+
+
+def run_strategy(
+    name: str, atoms: Atoms, model: str, reference: Any, out: Path, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """One strategy (``on_the_fly`` or ``every_nth``) with ``settings`` (steps, timestep_fs,
+    budget, threshold, epochs, lr, replay_count); its log summary and wall time (s)."""
+    folder = out / name
+    trigger = (
+        {"threshold": settings["threshold"]}
+        if name == "on_the_fly"
+        else {"every": settings["steps"] // settings["budget"]}
+    )
+    wall_file = folder / "wall.json"
+    wall = json.loads(wall_file.read_text()) if wall_file.exists() else {"seconds": 0.0}
+    state = folder / "state.json"
+    done = json.loads(state.read_text())["step"] if state.exists() else 0
+    started = time.perf_counter()
+    result = learn_on_the_fly(
+        atoms.copy(),
+        model,
+        reference,
+        out=folder,
+        steps=settings["steps"],
+        timestep_fs=settings["timestep_fs"],
+        max_calls=settings["budget"],
+        replay="auto",
+        replay_count=settings["replay_count"],
+        train_config=retraining_config(settings["epochs"], settings["lr"]),
+        **trigger,
+    )
+    if done < settings["steps"]:
+        wall["seconds"] += time.perf_counter() - started
+        folder.mkdir(parents=True, exist_ok=True)
+        wall_file.write_text(json.dumps(wall))
+    plot_learning(folder, folder / "learning.png")
+    u = np.loadtxt(folder / "uncertainty.txt", ndmin=2)
+    return {
+        "trigger": trigger,
+        "calls": len(result.calls),
+        "call_steps": [c["step"] for c in result.calls],
+        "calls_detail": result.calls,
+        "final_model": str(Path(result.model).relative_to(ROOT)),
+        "replay": result.replay,
+        "wall_s": round(wall["seconds"], 1),
+        "max_uncertainty_first_last_100_steps": [float(u[:100, 2].max()), float(u[-100:, 2].max())],
+    }
+
+
+def errors_on(model: str, frames: list[Atoms]) -> dict[str, float]:
+    """Force RMSE and largest atomic force error (eV/Å), energy MAE (meV/atom) of ``model``
+    against the labels of ``frames``."""
+    calc = EquivariantCalculator(model)
+    diffs, e_err, worst = [], [], 0.0
+    for atoms in frames:
+        work = atoms.copy()
+        work.calc = calc
+        d = work.get_forces() - atoms.get_forces()
+        diffs.append(d)
+        worst = max(worst, float(np.linalg.norm(d, axis=1).max()))
+        e_err.append(abs(work.get_potential_energy() - atoms.get_potential_energy()) / len(atoms))
+    all_d = np.concatenate(diffs)
+    return {
+        "force_rmse_eV_per_A": float(np.sqrt(np.mean(all_d**2))),
+        "max_atomic_force_error_eV_per_A": worst,
+        "energy_mae_meV_per_atom": 1000 * float(np.mean(e_err)),
+        "frames": len(frames),
+    }
+
+
+def stability(model: str, atoms: Atoms, steps: int, timestep_fs: float) -> dict[str, Any]:
+    """NVE velocity Verlet of ``atoms`` (their momenta) with ``model``: the largest drift of
+    the total energy (meV/atom), the smallest interatomic distance (Å), the mean temperature
+    (K); ``stable`` False at the first step with a distance under 0.6 Å or a NaN."""
+    work = atoms.copy()
+    work.calc = EquivariantCalculator(model)
+    dyn = VelocityVerlet(work, timestep=timestep_fs * units.fs)
+    e0 = work.get_total_energy()
+    drift, d_min, temps = 0.0, np.inf, []
+    for step in range(steps):
+        dyn.run(1)
+        e = work.get_total_energy()
+        d = work.get_all_distances(mic=bool(work.pbc.any()))
+        d_min = min(d_min, float(d[np.triu_indices(len(work), 1)].min()))
+        if not np.isfinite(e) or d_min < 0.6:
+            return {"stable": False, "failed_at_step": step + 1, "min_distance_A": d_min}
+        drift = max(drift, abs(e - e0))
+        temps.append(work.get_temperature())
+    return {
+        "stable": True,
+        "steps": steps,
+        "max_energy_drift_meV_per_atom": 1000 * drift / len(work),
+        "min_distance_A": d_min,
+        "mean_temperature_K": float(np.mean(temps)),
+    }
+
+
+def weights_sha(model: str) -> str:
+    """The SHA-256 of a model file's weights (its header's ``weights_sha256``)."""
+    path = ROOT / "models" / f"{model}.json" if not model.endswith(".json") else Path(model)
+    return str(read_header(path)["weights_sha256"])
+
+
+class CachedReference(Calculator):
+    """An ASE calculator that asks ``compute(atoms) -> (energy eV, forces eV/Å)`` once per
+    structure and keeps every answer in ``folder`` (one ``.npz`` per structure, named by the
+    SHA-256 of its numbers and positions), so that a killed run loses no reference result."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, compute: Any, folder: Path) -> None:
+        super().__init__()
+        self.compute, self.folder = compute, folder
+        self.computed = 0  # reference evaluations made (not read from the cache)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        assert self.atoms is not None
+        key = hashlib.sha256(
+            self.atoms.numbers.tobytes() + np.ascontiguousarray(self.atoms.positions).tobytes()
+        ).hexdigest()[:24]
+        path = self.folder / f"{key}.npz"
+        if not path.exists():
+            energy, forces = self.compute(self.atoms.copy())
+            self.folder.mkdir(parents=True, exist_ok=True)
+            np.savez(path.with_suffix(".tmp.npz"), energy=energy, forces=forces)
+            path.with_suffix(".tmp.npz").replace(path)
+            self.computed += 1
+        with np.load(path) as data:
+            self.results = {"energy": float(data["energy"]), "forces": data["forces"].copy()}
+
+
+def markdown(title: str, intro: list[str], result: dict[str, Any]) -> str:
+    """The results file for people: settings, then one row per model on the test set."""
+    lines = [f"# {title}", "", *intro, "", "```", json.dumps(result["settings"]), "```", ""]
+    lines += [
+        "| model | reference calls | call steps | wall (s) | test force RMSE (eV/Å) | "
+        "largest atomic force error (eV/Å) | test energy MAE (meV/atom) | NVE stability |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, label in (("parent", "parent (zoo)"), ("on_the_fly", "on the fly (LLPR)"),
+                       ("every_nth", "every N-th step")):  # fmt: skip
+        s = result["strategies"].get(key, {})
+        t, st = result["test"][key], result["stability"][key]
+        stable = (
+            f"stable, drift {st['max_energy_drift_meV_per_atom']:.2g} meV/atom, "
+            f"d_min {st['min_distance_A']:.2f} Å"
+            if st["stable"]
+            else f"failed at step {st['failed_at_step']}"
+        )
+        lines.append(
+            f"| {label} | {s.get('calls', 0)} | {s.get('call_steps', '–')} | "
+            f"{s.get('wall_s', '–')} | {t['force_rmse_eV_per_A']:.4f} | "
+            f"{t['max_atomic_force_error_eV_per_A']:.3f} | {t['energy_mae_meV_per_atom']:.2f} | "
+            f"{stable} |"
+        )
+    return "\n".join(lines) + "\n"
