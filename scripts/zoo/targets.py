@@ -137,7 +137,7 @@ def _row(check: str, subject: str, leaf: dict, target: Target) -> Row:
 
 def evaluate(checks: dict, targets: list[Target]) -> list[Row]:
     """Every (subject, property) of ``checks`` that a target names, judged; a target with
-    nothing to judge gives one "not measured" row."""
+    nothing to judge gives one "not measured" row (unless it is report-only)."""
     rows = []
     for target in targets:
         found = False
@@ -145,7 +145,7 @@ def evaluate(checks: dict, targets: list[Target]) -> list[Row]:
             if isinstance(props, dict) and isinstance(props.get(target.property), dict):
                 rows.append(_row(target.check, subject, props[target.property], target))
                 found = True
-        if not found:
+        if not found and target.rule != "report":  # a report-only line is simply left out
             rows.append(
                 Row(target.check, "—", target.property, "not measured", "", "", target.text(), None)
             )
