@@ -5,7 +5,8 @@
     python scripts/zoo/train_zoo.py silicon-xtb     # → runs/silicon-xtb-v2/silicon-xtb.json
     python scripts/zoo/train_zoo.py molecules-pbe   # → runs/molecules-pbe-v2/molecules-pbe.json
     python scripts/zoo/train_zoo.py metals          # the same command resumes
-    python scripts/zoo/make_card.py metals --run runs/metals-v2   # then: card and zoo install
+    python scripts/zoo/train_zoo.py metals --stage-two   # → runs/metals-v2-stage2/metals.json
+    python scripts/zoo/make_card.py metals --run runs/metals-v2-stage2   # card and zoo install
 
 Every recipe keeps its v1 architecture (the card's ``config``) and adds the ZBL pair repulsion
 (``pair_repulsion=True``, :mod:`ase_equi.model.zbl`; part of the model, so applied in training
@@ -15,6 +16,13 @@ energy:forces:stress = 10:100:1000 (no stress labels for molecules). Epochs: met
 best epoch was its last of 60, still improving), silicon 60 (v1: 100 epochs of 39 steps;
 v2 has 61 steps an epoch; the committed model's run began with 80 and was set to 60 at
 epoch 13, which the resume allows), molecules 60 (v1: 150 epochs of 90 steps; v2 has about 260).
+
+Stage two (``--stage-two``, after stage one has finished): the stage-one model trained further
+on the same data and the same split (its ``split.json`` is copied), energy-weighted as the
+reference code's second stage does: loss weights 1000:100:1000, lr 1e-3 annealed to zero
+by a cosine over 20 epochs, a fresh EMA (0.99). Stage one's loss weights (10:100:1000) fit
+forces first; the card's checks are energy differences (vacancy and surface energies,
+elastic constants), which the energy-weighted stage sharpens.
 
 Silicon's data: the v1 interstitial frames whose nearest contact is under 0.70 × the Si–Si
 bond (1.65 Å; forces up to 186 eV/Å) are left out; the v2 relaxed split-interstitial frames
@@ -26,12 +34,14 @@ the command resumes from the last one (only ``--epochs`` may change on a resume)
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 from ase.io import read, write
 
-from ase_equi import ModelConfig, TrainConfig, train
+from ase_equi import ModelConfig, TrainConfig, load_model, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,21 +139,35 @@ def training_frames(recipe: dict, out: Path) -> str:
     return str(kept_path)
 
 
+STAGE_TWO = dict(energy_weight=1000.0, lr=1e-3, epochs=20)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(RECIPES))
     parser.add_argument("--out", help="output folder (resumes; default runs/NAME-v2)")
     parser.add_argument("--epochs", type=int, help="default: the recipe's")
+    parser.add_argument(
+        "--stage-two", action="store_true", help="train the finished stage-one model further"
+    )
     args = parser.parse_args()
     recipe = RECIPES[args.name]
-    out = Path(args.out or f"runs/{args.name}-v2")
-    architecture = dict(COMMON_ARCHITECTURE, elements=recipe["elements"])
-    architecture["max_ell"] = recipe["max_ell"]
-    config = TrainConfig(
-        **COMMON_SETTINGS, epochs=args.epochs or recipe["epochs"], output_dir=str(out)
-    )
+    stage_one = Path(f"runs/{args.name}-v2")
+    out = Path(args.out or (f"{stage_one}-stage2" if args.stage_two else stage_one))
+    settings = dict(COMMON_SETTINGS, epochs=args.epochs or recipe["epochs"])
+    if args.stage_two:
+        settings.update(STAGE_TWO, epochs=args.epochs or STAGE_TWO["epochs"])
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / "split.json").exists():
+            shutil.copyfile(stage_one / "split.json", out / "split.json")
+        model = load_model(stage_one / f"{args.name}.json", dtype=torch.float32).model
+    else:
+        architecture = dict(COMMON_ARCHITECTURE, elements=recipe["elements"])
+        architecture["max_ell"] = recipe["max_ell"]
+        model = ModelConfig(**architecture)
+    config = TrainConfig(**settings, output_dir=str(out))
     result = train(
-        ModelConfig(**architecture),
+        model,
         training_frames(recipe, out),
         config,
         name=args.name,
