@@ -193,3 +193,25 @@ def test_card_domain_and_limits_name_the_elements_and_the_missed_targets():
     assert "equation_of_state a0 (within 3 %): Cu -4.50 %" in text
     assert "max_force_error" not in text  # 0.2 eV/Å meets its target
     assert text.endswith("not measured: md_stability stable.")
+
+
+def test_md_is_judged_stable_only_after_50_ps_at_both_temperatures(tmp_path):
+    import json
+
+    import silicon_card
+
+    def run(temperature, ps, stable=True):
+        return {"temperature_K": temperature, "simulated_ps": ps, "complete": True,
+                "stable": stable, "shortest_contact_A": 2.2, "mean_temperature_K": temperature,
+                "rdf_first_peak_A": 2.4, "mean_coordination": 4.0}  # fmt: skip
+
+    path = tmp_path / "md-stability.json"
+    for runs, expected in (
+        ([run(300.0, 50.0), run(1200.0, 50.0)], [True, True]),
+        ([run(300.0, 0.1), run(1200.0, 50.0, stable=False)], [False, False]),
+        ([run(300.0, 50.0)], [True, False]),  # no 1,200 K run
+    ):
+        path.write_text(json.dumps({"weights_sha256": "abc", "runs": runs}))
+        rows = silicon_card.md_check(path, "abc")
+        assert [rows[k]["stable"]["value"] for k in ("300 K", "1200 K")] == expected
+    assert silicon_card.md_check(path, "another model") is None
