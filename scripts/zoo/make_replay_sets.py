@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import ase.io
@@ -27,11 +28,21 @@ import numpy as np
 from ase_equi.data import read_frames, split_frames
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = {
-    "metals": "data/metals-emt.xyz.xz",
-    "silicon-xtb": "data/silicon-gfn1xtb.xyz.xz",
-    "molecules-pbe": "data/molecules-pbe.xyz.xz",
-}
+sys.path.insert(0, str(Path(__file__).parent))
+from train_zoo import RECIPES, training_frames  # noqa: E402
+
+NAMES = ("metals", "molecules-pbe", "silicon-xtb")
+
+
+def training_data(name: str, card: dict) -> Path:
+    """The data file zoo model ``name`` was trained on: the file after the arrow of the card's
+    ``data_generation``; for a v2 recipe of ``train_zoo.py`` that leaves frames out (silicon's
+    short contacts), the kept frames, rebuilt the same way."""
+    path = ROOT / card["data_generation"].split("→")[-1].strip()
+    recipe = RECIPES.get(name, {})
+    if path.name == recipe.get("data") and "min_contact" in recipe:
+        return Path(training_frames(recipe, ROOT / "runs" / f"{name}-v2"))
+    return path
 
 
 def training_split(name: str) -> tuple[dict[str, list[int]], list]:
@@ -40,7 +51,7 @@ def training_split(name: str) -> tuple[dict[str, list[int]], list]:
     labelled Atoms in the order of those indices."""
     card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
     settings = card["training"]["settings"]
-    path = ROOT / DATA[name]
+    path = training_data(name, card)
     frames = read_frames(path)
     split = split_frames(
         frames,
@@ -71,7 +82,7 @@ def write_sets(name: str, count: int, seed: int = 0) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("names", nargs="*", default=sorted(DATA))
+    parser.add_argument("names", nargs="*", default=list(NAMES))
     parser.add_argument("--count", type=int, default=300, help="replay frames per model")
     args = parser.parse_args()
     for name in args.names:
