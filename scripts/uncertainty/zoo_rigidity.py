@@ -68,7 +68,7 @@ from ase_equi.uncertainty_calibration import calibration_plot, miscalibration_ar
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts" / "zoo"))
-from make_replay_sets import DATA, training_split  # noqa: E402
+from make_replay_sets import NAMES, training_data, training_split  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 STEM = "2026-11-30-zoo-uncertainty"
@@ -363,7 +363,10 @@ def fit(name: str, loaded, sets: dict[str, list], work: Path):
         "local_regulariser": cal["forces"]["relative"],
         "n_structures": int(stats["counts"][0]),
         "n_atoms": int(stats["counts"][1]),
-        "data": f"training split of {DATA[name]} (seed and fractions of the model card)",
+        "data": (
+            f"training split of {training_data(name).relative_to(ROOT)} "
+            "(seed and fractions of the model card)"
+        ),
         "calibration": {
             "data": f"validation split, {len(valid['n'])} structures",
             "method": "gaussian_nll (factor in closed form; regulariser from a grid)",
@@ -543,7 +546,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=sorted(DATA))
+    parser.add_argument("name", choices=NAMES)
     parser.add_argument("--jacobian", action="store_true", help="also the exact Jacobian form")
     args = parser.parse_args()
     torch.set_num_threads(1)

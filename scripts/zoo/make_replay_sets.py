@@ -34,10 +34,11 @@ from train_zoo import RECIPES, training_frames  # noqa: E402
 NAMES = ("metals", "molecules-pbe", "silicon-xtb")
 
 
-def training_data(name: str, card: dict) -> Path:
+def training_data(name: str) -> Path:
     """The data file zoo model ``name`` was trained on: the file after the arrow of the card's
     ``data_generation``; for a v2 recipe of ``train_zoo.py`` that leaves frames out (silicon's
     short contacts), the kept frames, rebuilt the same way."""
+    card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
     path = ROOT / card["data_generation"].split("→")[-1].strip()
     recipe = RECIPES.get(name, {})
     if path.name == recipe.get("data") and "min_contact" in recipe:
@@ -51,7 +52,7 @@ def training_split(name: str) -> tuple[dict[str, list[int]], list]:
     labelled Atoms in the order of those indices."""
     card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
     settings = card["training"]["settings"]
-    path = training_data(name, card)
+    path = training_data(name)
     frames = read_frames(path)
     split = split_frames(
         frames,
