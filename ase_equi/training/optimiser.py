@@ -9,6 +9,7 @@ initialisation; frozen parameters are never averaged (they stay bit-identical).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +65,37 @@ def make_optimiser(
     else:
         scheduler = None
     return optimizer, scheduler
+
+
+def restore_optimiser(
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
+    *,
+    epochs: int,
+    factors: list[float],
+    path: Any,
+) -> None:
+    """Load the optimiser and scheduler of checkpoint ``path`` (``state``, its
+    ``"optimizer"``, ``"scheduler"`` and ``"lr_factors"``, checked against this run's
+    ``factors`` by :func:`check_lr_factors`); a cosine schedule then ends at ``epochs``.
+
+    A resume may change ``epochs`` (``RESUMABLE_FIELDS``), but the saved scheduler holds the
+    old length (``T_max``): a cosine kept on it would stop short of zero (fewer epochs) or
+    pass zero and rise again (more). With another ``epochs``, the learning rates from the
+    restored epoch on are those of a run started with the new ``epochs`` (the closed-form
+    cosine); with the same ``epochs`` the saved state is kept as it is (bit-for-bit resume).
+    """
+    check_lr_factors(state.get("lr_factors", [1.0]), factors, path)
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        if scheduler.T_max != epochs:
+            scheduler.T_max = epochs
+            phase = 0.5 * (1.0 + math.cos(math.pi * scheduler.last_epoch / epochs))
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+                group["lr"] = scheduler.eta_min + (base - scheduler.eta_min) * phase
 
 
 def step_scheduler(scheduler: Any, monitor: float) -> None:

@@ -63,7 +63,7 @@ from .checkpoint_file import remove_stale_temporaries
 from .config import CHECKPOINT_FORMAT, DTYPES, TrainConfig
 from .evaluation import LabelledSet
 from .loss import weighted_loss
-from .optimiser import check_lr_factors, lr_factors, make_optimiser, step_scheduler, update_ema
+from .optimiser import lr_factors, make_optimiser, restore_optimiser, step_scheduler, update_ema
 from .parallel import global_counts, global_mean, process_group, rank_and_world
 from .progress import ProgressCallback, ProgressLine, combine
 from .report import (
@@ -239,18 +239,16 @@ class _Run:
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Everything but the weights (loaded before the optimiser was built)."""
-        check_lr_factors(state.get("lr_factors", [1.0]), self.lr_factors, self.resumed_path)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+        where: dict[str, Any] = {"epochs": self.cfg.epochs, "path": self.resumed_path}
+        where["factors"] = self.lr_factors
+        restore_optimiser(self.optimizer, self.scheduler, state, **where)
         self.generator.set_state(state["generator"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.batch_in_epoch, self.order = int(state["batch_in_epoch"]), state["order"]
         self.epoch_loss = [float(state["epoch_loss"][0]), int(state["epoch_loss"][1])]
         self.history = list(state["history"])
         self.best_valid, self.best_epoch = float(state["best_valid"]), int(state["best_epoch"])
-        self.best_ema = state["best_ema"]
-        self.stopped_early = bool(state["stopped_early"])
+        self.best_ema, self.stopped_early = state["best_ema"], bool(state["stopped_early"])
         self.e0_status = dict(state.get("reference_energy_status", {}))
         self.resumed_from = self.step
         self._emit(

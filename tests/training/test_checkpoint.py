@@ -133,3 +133,27 @@ def test_train_resumes_from_previous_when_last_is_damaged(tmp_path, capsys, capl
     assert not stale.exists()
     assert "epoch 2/2" in err
     assert all(math.isfinite(float(p.abs().sum())) for p in result.model.parameters())
+
+
+def test_resume_with_more_epochs_follows_the_cosine_of_the_new_length(tmp_path):
+    """A cosine run resumed with another ``epochs`` uses, from the resume on, the learning
+    rates of a run started with that many epochs (the saved schedule's length is replaced)."""
+    frames = read_frames(emt_structures(5))
+    settings = dict(
+        batch_size=2,
+        scheduler="cosine",
+        lr=0.01,
+        valid_fraction=0.0,
+        test_fraction=0.0,
+        plots=False,
+    )
+    fresh = train(TINY, frames, TrainConfig(**settings, epochs=4, output_dir=str(tmp_path / "a")))
+    short = TrainConfig(**settings, epochs=2, output_dir=str(tmp_path / "b"))
+    train(TINY, frames, short, verbose=False)
+    resumed = train(TINY, frames, TrainConfig(**{**short.to_dict(), "epochs": 4}), verbose=False)
+    lr_fresh = [h["lr"] for h in fresh.history]
+    lr_resumed = [h["lr"] for h in resumed.history]
+    assert len(lr_fresh) == len(lr_resumed) == 4
+    assert lr_resumed[2:] == pytest.approx(lr_fresh[2:], rel=1e-12, abs=1e-15)
+    assert lr_resumed[3] > 0.0  # the short run's schedule had ended at zero
+    assert lr_resumed[1] != pytest.approx(lr_fresh[1])  # epochs 1-2 ran the 2-epoch cosine
