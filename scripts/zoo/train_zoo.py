@@ -5,8 +5,9 @@
     python scripts/zoo/train_zoo.py silicon-xtb     # → runs/silicon-xtb-v2/silicon-xtb.json
     python scripts/zoo/train_zoo.py molecules-pbe   # → runs/molecules-pbe-v2/molecules-pbe.json
     python scripts/zoo/train_zoo.py metals          # the same command resumes
-    python scripts/zoo/train_zoo.py metals --stage-two   # → runs/metals-v2-stage2/metals.json
-    python scripts/zoo/make_card.py metals --run runs/metals-v2-stage2   # card and zoo install
+    python scripts/zoo/train_zoo.py metals --stage 2     # → runs/metals-v2-stage2/metals.json
+    python scripts/zoo/train_zoo.py metals --stage 3     # → runs/metals-v2-stage3/metals.json
+    python scripts/zoo/make_card.py metals --run runs/metals-v2-stage3   # card and zoo install
 
 Every recipe keeps its v1 architecture (the card's ``config``) and adds the ZBL pair repulsion
 (``pair_repulsion=True``, :mod:`ase_equi.model.zbl`; part of the model, so applied in training
@@ -17,12 +18,14 @@ best epoch was its last of 60, still improving), silicon 60 (v1: 100 epochs of 3
 v2 has 61 steps an epoch; the committed model's run began with 80 and was set to 60 at
 epoch 13, which the resume allows), molecules 60 (v1: 150 epochs of 90 steps; v2 has about 260).
 
-Stage two (``--stage-two``, after stage one has finished): the stage-one model trained further
-on the same data and the same split (its ``split.json`` is copied), energy-weighted as the
-reference code's second stage does: loss weights 1000:100:1000, lr 1e-3 annealed to zero
-by a cosine over 20 epochs, a fresh EMA (0.99). Stage one's loss weights (10:100:1000) fit
-forces first; the card's checks are energy differences (vacancy and surface energies,
-elastic constants), which the energy-weighted stage sharpens.
+Stages 2 and 3 (``--stage N``, after stage N − 1 has finished): the previous stage's model
+trained further on the same data and the same split (its ``split.json`` is copied), with a
+fresh EMA (0.99) and a cosine to zero. Stage one's loss weights (10:100:1000) fit forces
+first; the card's checks are energy differences (vacancy and surface energies) and stress
+derivatives (elastic constants). Stage 2 is energy-weighted as the reference code's second
+stage (1000:100:1000, lr 1e-3, ``STAGES``), stage 3 stress-weighted (1000:100:10000,
+lr 5e-4). The metals model of the zoo ran stage 1 for 82 of its 100 cosine epochs and
+stage 2 for 8 of 20 (both resumed with the shorter ``--epochs``), to finish in one session.
 
 Silicon's data: the v1 interstitial frames whose nearest contact is under 0.70 × the Si–Si
 bond (1.65 Å; forces up to 186 eV/Å) are left out; the v2 relaxed split-interstitial frames
@@ -139,7 +142,10 @@ def training_frames(recipe: dict, out: Path) -> str:
     return str(kept_path)
 
 
-STAGE_TWO = dict(energy_weight=1000.0, lr=1e-3, epochs=20)
+STAGES = {
+    2: dict(energy_weight=1000.0, lr=1e-3, epochs=20),
+    3: dict(energy_weight=1000.0, stress_weight=10000.0, lr=5e-4, epochs=12),
+}
 
 
 def main() -> None:
@@ -148,19 +154,22 @@ def main() -> None:
     parser.add_argument("--out", help="output folder (resumes; default runs/NAME-v2)")
     parser.add_argument("--epochs", type=int, help="default: the recipe's")
     parser.add_argument(
-        "--stage-two", action="store_true", help="train the finished stage-one model further"
+        "--stage", type=int, default=1, choices=[1, *STAGES], help="train a finished stage further"
     )
     args = parser.parse_args()
     recipe = RECIPES[args.name]
-    stage_one = Path(f"runs/{args.name}-v2")
-    out = Path(args.out or (f"{stage_one}-stage2" if args.stage_two else stage_one))
+    folders = {1: Path(f"runs/{args.name}-v2")}
+    folders.update({n: Path(f"runs/{args.name}-v2-stage{n}") for n in STAGES})
+    out = Path(args.out or folders[args.stage])
     settings = dict(COMMON_SETTINGS, epochs=args.epochs or recipe["epochs"])
-    if args.stage_two:
-        settings.update(STAGE_TWO, epochs=args.epochs or STAGE_TWO["epochs"])
+    if args.stage > 1:
+        stage = STAGES[args.stage]
+        settings.update(stage, epochs=args.epochs or stage["epochs"])
+        previous = folders[args.stage - 1]
         out.mkdir(parents=True, exist_ok=True)
         if not (out / "split.json").exists():
-            shutil.copyfile(stage_one / "split.json", out / "split.json")
-        model = load_model(stage_one / f"{args.name}.json", dtype=torch.float32).model
+            shutil.copyfile(previous / "split.json", out / "split.json")
+        model = load_model(previous / f"{args.name}.json", dtype=torch.float32).model
     else:
         architecture = dict(COMMON_ARCHITECTURE, elements=recipe["elements"])
         architecture["max_ell"] = recipe["max_ell"]
