@@ -173,6 +173,19 @@ def install(name: str, model_file: Path, run: Path, card: dict, checks: dict) ->
     print(f"then: python scripts/uncertainty/zoo_rigidity.py {name} (uncertainty, card)")
 
 
+def training_stages(run: Path, name: str) -> list[dict]:
+    """The card's ``training`` entry of every stage that led to ``run``: for a run folder
+    ``NAME-v2-stageN`` (``scripts/zoo/train_zoo.py --stage N``), stage 1 (``NAME-v2``) and
+    stages 2 … N, in order; for any other run folder, that run's alone."""
+    prefix = f"{name}-v2-stage"
+    if not run.name.startswith(prefix):
+        return [json.loads((run / f"{name}.json").read_text())["card"]["training"]]
+    last = int(run.name[len(prefix) :])
+    folders = [run.with_name(f"{name}-v2")]
+    folders += [run.with_name(f"{prefix}{n}") for n in range(2, last + 1)]
+    return [json.loads((f / f"{name}.json").read_text())["card"]["training"] for f in folders]
+
+
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("name", choices=sorted(RECIPES))
@@ -237,6 +250,7 @@ def main() -> None:
         targets_met=report["targets_met"],
         sample_energies=sample_energies(samples, trained),
         card_script=f"python scripts/zoo/make_card.py {args.name} --run {run_text}",
+        training_stages=training_stages(run, args.name),
     )
     install(args.name, model_file, run, card, checks)
 
