@@ -20,7 +20,9 @@ method, then again), and the median is reported, as wall time and as the process
 ``--profile N``: where the time goes, on the first N structures: the stages of the ASE loop
 and of the batched call (cProfile: neighbour lists and graphs, padded layout, model forward,
 backward, the rest: Python, splitting results, ``Atoms`` copies) and torch's per-operation table
-(self CPU time).
+(self CPU time). ``--overhead N``: the ASE loop's CPU time per structure on the first N
+structures fitted as a per-call part plus a per-atom part (what batching can remove and what
+it cannot). ``--skip-timing`` runs only these.
 
 Usage (the numbers in ``benchmarks/results/`` were made with)::
 
@@ -215,6 +217,28 @@ def profile(images: list[Atoms], calc: EquivariantCalculator, rows: int = 12) ->
     return out
 
 
+def per_call_overhead(images: list[Atoms], calc: EquivariantCalculator) -> dict[str, float]:
+    """The ASE loop's CPU time per structure fitted as ``t = overhead + per_atom × n_atoms``
+    (least squares over ``images``), printed: what a batch can remove (the overhead) and what
+    it cannot (the per-atom work)."""
+    n_p, t_p = [], []
+    for atoms in images:
+        _, _, cpu = timed(lambda a=atoms: ase_loop([a], calc))
+        n_p.append(len(atoms))
+        t_p.append(cpu)
+    design = np.stack([np.ones(len(n_p)), np.array(n_p, dtype=float)], axis=1)
+    (overhead, per_atom), *_ = np.linalg.lstsq(design, np.array(t_p), rcond=None)
+    mean_n = float(np.mean(n_p))
+    share = overhead / (overhead + per_atom * mean_n)
+    print(
+        f"\nASE loop, one call: {1e3 * overhead:.1f} ms per call + {1e3 * per_atom:.3f} ms per "
+        f"atom (CPU, least squares over {len(n_p)} structures); at the mean {mean_n:.1f} atoms "
+        f"the per-call part is {100 * share:.0f} % of a call, so a batch that kept the per-atom "
+        f"cost could be at most {1 / (1 - share):.2f}x faster"
+    )
+    return {"overhead_s": float(overhead), "per_atom_s": float(per_atom), "mean_atoms": mean_n}
+
+
 def timed(method: Callable[[], object]) -> tuple[object, float, float]:
     """``(result, wall seconds, CPU seconds of this process)``."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -232,6 +256,10 @@ def main() -> None:
     parser.add_argument("--one-padding", action="store_true", help="also the batches before")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each method (median)")
     parser.add_argument("--profile", type=int, default=0, help="profile the first N structures")
+    parser.add_argument(
+        "--overhead", type=int, default=0, help="fit per-call + per-atom time on N structures"
+    )
+    parser.add_argument("--skip-timing", action="store_true", help="only --profile/--overhead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     images = structures(args.count)
@@ -261,7 +289,7 @@ def main() -> None:
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
     reference: list[dict] = []
     worst: dict[str, dict[str, float]] = {}
-    for repeat in range(args.repeats):
+    for repeat in range(0 if args.skip_timing else args.repeats):
         for name, method in methods.items():
             result, wall, cpu = timed(method)
             times[name].append((wall, cpu))
@@ -274,10 +302,11 @@ def main() -> None:
     medians = {
         name: tuple(statistics.median(t[i] for t in runs) for i in (0, 1))
         for name, runs in times.items()
+        if runs
     }
-    ase_wall, ase_cpu = medians["ASE loop"]
     rows = []
-    for name, (wall, cpu) in medians.items():
+    for name, (wall, cpu) in medians.items() if times["ASE loop"] else ():
+        ase_wall, ase_cpu = medians["ASE loop"]
         row = {
             "method": name,
             "seconds": wall,
@@ -300,6 +329,7 @@ def main() -> None:
             )
         print(text)
     stages = profile(images[: args.profile], calc) if args.profile else {}
+    overhead = per_call_overhead(images[: args.overhead], calc) if args.overhead else {}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of the process: {peak:.0f} MiB")
     if args.json:
@@ -311,6 +341,7 @@ def main() -> None:
                     "atoms": n_atoms,
                     "rows": rows,
                     "profile_stages": stages,
+                    "ase_loop_per_call_fit": overhead,
                     "peak_rss_mib": peak,
                 },
                 fh,
