@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms, units
 from ase.build import molecule
+from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from ase.md.langevin import Langevin
@@ -67,6 +68,18 @@ def dft(atoms: Atoms, xc: str, spin: int = 0) -> tuple[float, np.ndarray]:
         raise RuntimeError(f"SCF did not converge for {atoms.get_chemical_formula()}")
     gradient = mf.nuc_grad_method().kernel()  # Eh/Bohr
     return energy * units.Hartree, -gradient * units.Hartree / units.Bohr
+
+
+class PBE(Calculator):
+    """An ASE calculator of PBE/def2-SVP energy and forces, exactly as the data are labelled
+    (:func:`dft`; closed shell)."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        energy, forces = dft(self.atoms, "pbe")
+        self.results = {"energy": energy, "forces": forces}
 
 
 def labelled(atoms: Atoms, xc: str, config_type: str, spin: int = 0) -> Atoms:

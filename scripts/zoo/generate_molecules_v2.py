@@ -40,7 +40,7 @@ from ase.build import molecule
 from ase.io import read, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate_molecules_pyscf import BASIS, TEMPERATURES, dft, kohn_sham, labelled, sample
+from generate_molecules_pyscf import BASIS, PBE, TEMPERATURES, kohn_sham, labelled, sample
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "runs" / "molecules-pbe-v2"
@@ -109,16 +109,7 @@ def make_labels(per_temperature: int) -> None:
 
 def relaxed(name: str) -> Atoms:
     """The G2 geometry of ``name`` relaxed at PBE/def2-SVP (ASE BFGS on PySCF forces)."""
-    from ase.calculators.calculator import Calculator, all_changes
     from ase.optimize import BFGS
-
-    class PBE(Calculator):
-        implemented_properties = ["energy", "forces"]
-
-        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-            super().calculate(atoms, properties, system_changes)
-            energy, forces = dft(self.atoms, "pbe")
-            self.results = {"energy": energy, "forces": forces}
 
     atoms = molecule(name)
     atoms.calc = PBE()

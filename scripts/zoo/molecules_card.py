@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.build import molecule
-from ase.calculators.calculator import Calculator, all_changes
+from generate_molecules_pyscf import PBE
 from physics import MakeCalc, harmonic_frequencies
 from reference_cache import ReferenceCache
 from targets import measured
@@ -51,19 +51,6 @@ def frequency_errors(model: list[float], reference: list[float]) -> np.ndarray:
             f"cannot pair {len(model)} model frequencies with {len(reference)} reference ones"
         )
     return np.sort(np.asarray(model, float)) - np.sort(np.asarray(reference, float))
-
-
-class PBE(Calculator):
-    """PBE/def2-SVP energy and forces exactly as the training data were labelled."""
-
-    implemented_properties = ["energy", "forces"]
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        from generate_molecules_pyscf import dft
-
-        super().calculate(atoms, properties, system_changes)
-        energy, forces = dft(self.atoms, "pbe")
-        self.results = {"energy": energy, "forces": forces}
 
 
 def test_set_errors(test_errors: dict) -> dict:
