@@ -74,12 +74,18 @@ def run_strategy(
         "trigger": trigger,
         "calls": len(result.calls),
         "call_steps": [c["step"] for c in result.calls],
-        "calls_detail": result.calls,
+        "calls_detail": relative(result.calls),
         "final_model": str(Path(result.model).relative_to(ROOT)),
         "replay": result.replay,
         "wall_s": round(wall["seconds"], 1),
         "max_uncertainty_first_last_100_steps": [float(u[:100, 2].max()), float(u[-100:, 2].max())],
     }
+
+
+def relative(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The call log with each model path relative to the repository (no machine paths in the
+    results)."""
+    return [{**c, "model": str(Path(c["model"]).relative_to(ROOT))} for c in calls]
 
 
 def errors_on(model: str, frames: list[Atoms]) -> dict[str, float]:
@@ -168,14 +174,25 @@ class CachedReference(Calculator):
 def markdown(title: str, intro: list[str], result: dict[str, Any]) -> str:
     """The results file for people: settings, then one row per model on the test set."""
     lines = [f"# {title}", "", *intro, "", "```", json.dumps(result["settings"]), "```", ""]
+    if "partial" in result:
+        steps = {k: v["steps_done"] for k, v in result["strategies"].items()}
+        lines += [f"**Partial**: {result['partial']} (steps done: {steps}).", ""]
     lines += [
         "| model | reference calls | call steps | wall (s) | test force RMSE (eV/Å) | "
         "largest atomic force error (eV/Å) | test energy MAE (meV/atom) | NVE stability |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for key, label in (("parent", "parent (zoo)"), ("on_the_fly", "on the fly (LLPR)"),
-                       ("every_nth", "every N-th step")):  # fmt: skip
+                       ("every_nth", "every N-th step"),
+                       ("every_nth_same_calls", "every N-th step, its model after as many "
+                        "calls as on the fly made")):  # fmt: skip
+        if key not in result["test"]:
+            continue
         s = result["strategies"].get(key, {})
+        if key == "every_nth_same_calls":
+            s = {**result["strategies"]["every_nth"], "compared_after_calls": result["same_calls"]}
+            s["wall_s"] = "–"
+        calls = s.get("compared_after_calls", s.get("calls", 0))
         t, st = result["test"][key], result["stability"][key]
         stable = (
             f"stable, drift {st['max_energy_drift_meV_per_atom']:.2g} meV/atom, "
@@ -183,10 +200,33 @@ def markdown(title: str, intro: list[str], result: dict[str, Any]) -> str:
             if st["stable"]
             else f"failed at step {st['failed_at_step']}"
         )
+        stable += f" ({st.get('steps', st.get('failed_at_step'))} steps)" if st["stable"] else ""
         lines.append(
-            f"| {label} | {s.get('calls', 0)} | {s.get('call_steps', '–')} | "
+            f"| {label} | {calls} | {s.get('call_steps', [])[:calls]} | "
             f"{s.get('wall_s', '–')} | {t['force_rmse_eV_per_A']:.4f} | "
             f"{t['max_atomic_force_error_eV_per_A']:.3f} | {t['energy_mae_meV_per_atom']:.2f} | "
             f"{stable} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def so_far(out: Path) -> dict[str, Any]:
+    """Each strategy's progress from its folder (no MD run): the steps done, the calls and the
+    model after the same number k of calls in both (the smaller count), for a comparison at
+    an equal budget while the runs are unfinished."""
+    logs = {}
+    for name in STRATEGIES:
+        state = json.loads((out / name / "state.json").read_text())
+        wall = out / name / "wall.json"
+        logs[name] = {
+            "steps_done": state["step"],
+            "calls": len(state["calls"]),
+            "call_steps": [c["step"] for c in state["calls"]],
+            "calls_detail": relative(state["calls"]),
+            "wall_s": json.loads(wall.read_text())["seconds"] if wall.exists() else None,
+        }
+    k = min(s["calls"] for s in logs.values())
+    for name, s in logs.items():
+        s["compared_after_calls"] = k
+        s["final_model"] = str((out / name / f"model-{k}.json").relative_to(ROOT)) if k else ""
+    return logs

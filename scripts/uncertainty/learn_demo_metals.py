@@ -61,6 +61,7 @@ from learn_demo_common import (
     errors_on,
     markdown,
     run_strategy,
+    so_far,
     stability,
     weights_sha,
 )
@@ -129,7 +130,12 @@ def test_trajectory(start: Atoms) -> list[Atoms]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=STRATEGIES, help="run this strategy only (no results)")
-    only = parser.parse_args().only
+    parser.add_argument(
+        "--so-far", action="store_true", help="measure the unfinished runs at an equal budget"
+    )
+    parser.add_argument("--stability-steps", type=int, default=400, help="NVE steps of the check")
+    args = parser.parse_args()
+    only = args.only
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
     config = settings()
@@ -145,7 +151,11 @@ def main() -> None:
         "settings": config,
         "strategies": {},
     }
-    for name in STRATEGIES if only is None else (only,):
+    if args.so_far:  # the runs as they stand, after the same number of calls each
+        result["strategies"] = so_far(OUT)
+        result["partial"] = "unfinished runs, compared after the same number of calls"
+    result["settings"]["stability_steps"] = args.stability_steps
+    for name in () if args.so_far else STRATEGIES if only is None else (only,):
         summary = run_strategy(name, start, MODEL, EMT(), OUT, config)
         result["strategies"][name] = summary
         shutil.copyfile(OUT / name / "learning.png", RESULTS / f"{STEM}-{name}.png")
@@ -153,10 +163,16 @@ def main() -> None:
     if only is not None:  # one strategy in its own process; a plain run then joins them
         return
     models = {"parent": MODEL}
-    models.update({k: str(ROOT / v["final_model"]) for k, v in result["strategies"].items()})
+    strategies = result["strategies"].items()
+    models.update({k: str(ROOT / v["final_model"]) for k, v in strategies if v["final_model"]})
+    k = result["strategies"]["on_the_fly"]["calls"]
+    if not args.so_far and 0 < k < result["strategies"]["every_nth"]["calls"]:  # equal calls
+        models["every_nth_same_calls"] = str(OUT / "every_nth" / f"model-{k}.json")
+        result["same_calls"] = k
     result["test"] = {k: errors_on(m, test) for k, m in models.items()}
     print(result["test"], flush=True)
-    result["stability"] = {k: stability(m, test_start, 400, 2.0) for k, m in models.items()}
+    md_steps = args.stability_steps
+    result["stability"] = {k: stability(m, test_start, md_steps, 2.0) for k, m in models.items()}
     print(result["stability"], flush=True)
     (RESULTS / f"{STEM}.json").write_text(json.dumps(result, indent=1) + "\n")
     intro = [

@@ -62,6 +62,7 @@ from learn_demo_common import (
     errors_on,
     markdown,
     run_strategy,
+    so_far,
     stability,
     weights_sha,
 )
@@ -135,7 +136,12 @@ def pbe(atoms: Atoms) -> tuple[float, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=STRATEGIES, help="run this strategy only (no results)")
-    only = parser.parse_args().only
+    parser.add_argument(
+        "--so-far", action="store_true", help="measure the unfinished runs at an equal budget"
+    )
+    parser.add_argument("--stability-steps", type=int, default=400, help="NVE steps of the check")
+    args = parser.parse_args()
+    only = args.only
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
     config = settings()
@@ -151,7 +157,11 @@ def main() -> None:
         "test_frames": {t: sum(a.info["config_type"] == t for a in test) for t in TEST_TYPES},
         "strategies": {},
     }
-    for name in STRATEGIES if only is None else (only,):
+    if args.so_far:  # the runs as they stand, after the same number of calls each
+        result["strategies"] = so_far(OUT)
+        result["partial"] = "unfinished runs, compared after the same number of calls"
+    result["settings"]["stability_steps"] = args.stability_steps
+    for name in () if args.so_far else STRATEGIES if only is None else (only,):
         summary = run_strategy(name, start, MODEL, reference, OUT, config)
         result["strategies"][name] = summary
         shutil.copyfile(OUT / name / "learning.png", RESULTS / f"{STEM}-{name}.png")
@@ -159,7 +169,12 @@ def main() -> None:
     if only is not None:  # one strategy in its own process; a plain run then joins them
         return
     models = {"parent": MODEL}
-    models.update({k: str(ROOT / v["final_model"]) for k, v in result["strategies"].items()})
+    strategies = result["strategies"].items()
+    models.update({k: str(ROOT / v["final_model"]) for k, v in strategies if v["final_model"]})
+    k = result["strategies"]["on_the_fly"]["calls"]
+    if not args.so_far and 0 < k < result["strategies"]["every_nth"]["calls"]:  # equal calls
+        models["every_nth_same_calls"] = str(OUT / "every_nth" / f"model-{k}.json")
+        result["same_calls"] = k
     result["test"] = {k: errors_on(m, test) for k, m in models.items()}
     result["test_per_molecule"] = {
         k: {
@@ -169,8 +184,9 @@ def main() -> None:
         for k, m in models.items()
     }
     print(result["test"], flush=True)
+    md_steps = args.stability_steps
     stable_start = with_momenta(atoms, parts, 1200.0, seed=11)
-    result["stability"] = {k: stability(m, stable_start, 400, 0.5) for k, m in models.items()}
+    result["stability"] = {k: stability(m, stable_start, md_steps, 0.5) for k, m in models.items()}
     print(result["stability"], flush=True)
     (RESULTS / f"{STEM}.json").write_text(json.dumps(result, indent=1) + "\n")
     intro = [
