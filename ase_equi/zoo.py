@@ -53,7 +53,7 @@ ZOO_DIR = _zoo_dir()
 
 #: ``header_sha256`` of every zoo model as released (update with the model, in the same commit).
 ZOO_PINS: dict[str, str] = {
-    "metals": "e5da78400b62cdd696332f1b7681f9dc69278a1db43066c94bac5fe3c87372e8",
+    "metals": "dddfbe53c74160b67657264c82de8c650869fe6196b067b98dcbce3c674cbcb1",
     "molecules-pbe": "ed173147ee45ef727075feca1c5110110cb7a9bdc31c767a0df2c29b5d9d04fb",
     "silicon-xtb": "96f89106307f57d691e54b0e9d34629701b24089ba0abe040a1191c982cacb29",
 }

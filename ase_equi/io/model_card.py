@@ -33,7 +33,7 @@ def render_card(header: dict[str, Any]) -> str:
         lines.append(
             f"| heads | {', '.join(header['heads'])} (default {header.get('default_head')}) |"
         )
-    skip = {"name", "description", "elements", "cutoff_angstrom", "physics_checks"}
+    skip = {"name", "description", "elements", "cutoff_angstrom", "physics_checks", "targets"}
     for key, value in card.items():
         if key in skip:
             continue
@@ -41,7 +41,24 @@ def render_card(header: dict[str, Any]) -> str:
         lines.append(f"| {key.replace('_', ' ')} | {text} |")
     if isinstance(card.get("physics_checks"), dict):
         lines += ["", "## Physical checks", ""] + physics_table(card["physics_checks"])
+    if isinstance(card.get("targets"), list):
+        lines += ["", "## Targets", ""] + targets_table(card["targets"])
     return "\n".join(lines) + "\n"
+
+
+def targets_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows of a card's ``targets`` (the card script's judged checks, one dict each).
+
+    >>> print("\\n".join(targets_table([{"check": "eos", "subject": "Cu", "property": "a0",
+    ...     "model": "3.59", "reference": "3.59", "deviation": "-0.01 %",
+    ...     "target": "within 3 %", "result": "pass"}])))
+    | check | subject | property | model | reference | deviation | target | result |
+    |---|---|---|---|---|---|---|---|
+    | eos | Cu | a0 | 3.59 | 3.59 | -0.01 % | within 3 % | pass |
+    """
+    keys = ("check", "subject", "property", "model", "reference", "deviation", "target", "result")
+    out = [f"| {' | '.join(keys)} |", "|" + "---|" * len(keys)]
+    return out + ["| " + " | ".join(str(row.get(k, "")) for k in keys) + " |" for row in rows]
 
 
 def physics_table(checks: dict[str, Any]) -> list[str]:
