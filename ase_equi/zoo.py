@@ -55,7 +55,7 @@ ZOO_DIR = _zoo_dir()
 ZOO_PINS: dict[str, str] = {
     "metals": "dddfbe53c74160b67657264c82de8c650869fe6196b067b98dcbce3c674cbcb1",
     "molecules-pbe": "ed173147ee45ef727075feca1c5110110cb7a9bdc31c767a0df2c29b5d9d04fb",
-    "silicon-xtb": "96f89106307f57d691e54b0e9d34629701b24089ba0abe040a1191c982cacb29",
+    "silicon-xtb": "1a47c81d0ce8f9a2e56b329ab8ba2bc94541d42153bcbed1ffde54c82cebfbb6",
 }
 
 
