@@ -1,7 +1,10 @@
 """Fine-tuning's defaults, chosen from the parent and the new data (and reported).
 
 - **Loss weights**: the parent's own (``card["training"]["settings"]``: what it was trained
-  with; the zoo's metals model used energy : forces : stress = 10 : 100 : 1000). A parent
+  with; for a parent trained in stages, ``card["training_stages"]``, those of its first,
+  main stage: the later ones polish with other weights at a small learning rate, while a
+  fine-tune is a whole training on the new data; the zoo's metals model used energy : forces
+  : stress = 10 : 100 : 1000 in its first stage). A parent
   without them (an imported MACE file, a model saved without a training card) gets weights
   from the new data's statistics, each term scaled to the forces' (:func:`weights_from_data`).
 - **Stress weight 0** when no new frame has a stress label (nothing to fit).
@@ -40,8 +43,11 @@ DATA_WEIGHT_RANGE = (1.0, 1.0e4)
 
 
 def parent_loss_weights(card: dict[str, Any]) -> dict[str, float] | None:
-    """The loss weights the parent was trained with (its card's training settings), or None."""
-    settings = (card.get("training") or {}).get("settings") or {}
+    """The loss weights the parent was trained with (its card's training settings; for a
+    staged training, its first stage's), or None."""
+    stages = card.get("training_stages")
+    first = stages[0] if isinstance(stages, list) and stages else card.get("training")
+    settings = (first or {}).get("settings") or {}
     if not all(isinstance(settings.get(k), (int, float)) for k in WEIGHTS):
         return None
     return {k: float(settings[k]) for k in WEIGHTS}
