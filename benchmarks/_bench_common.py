@@ -132,3 +132,47 @@ def time_md_calls(
         "step_times_s": step_times,
         "prepare_times_s": prepare_times,
     }
+
+
+def gpu_busy(
+    atoms: Atoms, mode: str, *, calls: int, seed: int, step_s: float
+) -> dict[str, Any] | None:
+    """The GPU's busy fraction over ``calls`` more MD-like calls of ``atoms.calc``, profiled.
+
+    Kernel (and copy) time per call, from torch's profiler (events on the CUDA device, one
+    stream, so no overlap), divided by ``step_s``, the unprofiled median step time: the share
+    of a step during which the GPU computes. ``None`` when ``calls`` is 0; the error's text
+    when profiling fails (the row's timings stand)."""
+    if calls <= 0:
+        return None
+    import torch  # both environments have torch; only the workers call this
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        rng = np.random.default_rng(seed + 1)
+        base = atoms.get_positions()
+        call = MODES[mode]
+        activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
+        with profile(activities=activities) as prof:
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(calls):
+                atoms.set_positions(base + DISPLACEMENT * rng.standard_normal(base.shape))
+                call(atoms)
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - start
+        device_us = sum(
+            event.time_range.elapsed_us()
+            for event in prof.events()
+            if event.device_type == DeviceType.CUDA
+        )
+    except Exception as error:  # noqa: BLE001 (a benchmark column, not a result)
+        return {"error": f"{type(error).__name__}: {error}"[:300]}
+    per_call = device_us * 1e-6 / calls
+    return {
+        "calls": calls,
+        "kernel_s_per_call": per_call,
+        "profiled_wall_s_per_call": wall / calls,
+        "fraction": per_call / step_s,
+    }

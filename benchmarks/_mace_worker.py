@@ -49,6 +49,12 @@ def info(request: dict[str, Any]) -> dict[str, Any]:
     }
     if request.get("device") == "cuda" and torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
+        try:
+            import cuequivariance_torch
+
+            out["cuequivariance-torch"] = cuequivariance_torch.__version__
+        except ImportError:
+            out["cuequivariance-torch"] = "not installed"
     return out
 
 
@@ -99,8 +105,9 @@ def time_calls(request: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(request["threads"])
     device = request["device"]
     start = time.perf_counter()
+    options = {"enable_cueq": True} if request.get("cueq") else {}
     calc = MACECalculator(
-        model_paths=request["model"], device=device, default_dtype=request["dtype"]
+        model_paths=request["model"], device=device, default_dtype=request["dtype"], **options
     )
     load_s = time.perf_counter() - start
     atoms = common.structure(request)
@@ -125,6 +132,14 @@ def time_calls(request: dict[str, Any]) -> dict[str, Any]:
         prepare=prepare if hasattr(calc, "_atoms_to_batch") else None,
         synchronize=synchronize,
     )
+    if cuda:
+        out["gpu_busy"] = common.gpu_busy(
+            atoms,
+            request["mode"],
+            calls=request.get("gpu_busy", 0),
+            seed=request["seed"],
+            step_s=out["step"]["median_s"],
+        )
     out.update(
         n_atoms=len(atoms),
         load_s=load_s,

@@ -24,6 +24,12 @@ backward, the rest: Python, splitting results, ``Atoms`` copies) and torch's per
 structures fitted as a per-call part plus a per-atom part (what batching can remove and what
 it cannot). ``--skip-timing`` runs only these.
 
+``--device cuda``: the same comparison with the model on a GPU (both sides: the calculator and
+``evaluate`` share it). ``--largest-batch`` then also evaluates ``K`` rattled copies of a 64-atom
+Cu cell in one model call (``batch_size=K``), doubling ``K`` from 256 until the GPU runs out of
+memory (or a call takes over a minute), and reports atoms per second and the peak GPU memory of
+each ``K``.
+
 Usage (the numbers in ``benchmarks/results/`` were made with)::
 
     OMP_NUM_THREADS=1 python benchmarks/evaluate_batched.py --count 1000 --batch-sizes auto \
@@ -246,6 +252,44 @@ def timed(method: Callable[[], object]) -> tuple[object, float, float]:
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def largest_batch(calc: EquivariantCalculator, limit_s: float = 60.0) -> list[dict]:
+    """One ``evaluate`` call of ``K`` rattled copies of a 64-atom Cu cell (energy, forces,
+    stress), ``K`` = 256, 512, ... until CUDA runs out of memory or a call takes ``limit_s``."""
+    base = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 4))
+    rng = np.random.default_rng(0)
+    rows: list[dict] = []
+    count = 256
+    while True:
+        images = []
+        for _ in range(count):
+            atoms = base.copy()
+            atoms.positions += 0.05 * rng.standard_normal(atoms.positions.shape)
+            images.append(atoms)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        try:
+            start = time.perf_counter()
+            evaluate(images, calc, batch_size=count, verbose=False)
+            wall = time.perf_counter() - start
+        except torch.cuda.OutOfMemoryError as error:
+            print(f"largest batch: {count} x 64 atoms: out of GPU memory ({error})"[:300])
+            rows.append({"structures": count, "atoms": 64 * count, "out_of_memory": True})
+            break
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        rows.append(
+            {"structures": count, "atoms": 64 * count, "seconds": wall, "peak_gpu_mib": peak}
+        )
+        print(
+            f"largest batch: {count} x 64 atoms in one call: {wall:.2f} s, "
+            f"{64 * count / wall:.0f} atoms/s, peak GPU memory {peak:.0f} MiB",
+            flush=True,
+        )
+        if wall > limit_s:
+            break
+        count *= 2
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
@@ -260,13 +304,19 @@ def main() -> None:
         "--overhead", type=int, default=0, help="fit per-call + per-atom time on N structures"
     )
     parser.add_argument("--skip-timing", action="store_true", help="only --profile/--overhead")
+    parser.add_argument("--device", default="cpu", help="torch device of the model (cuda)")
+    parser.add_argument(
+        "--largest-batch", action="store_true", help="on cuda: the largest batch that fits"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     images = structures(args.count)
     n_atoms = sum(len(a) for a in images)
-    calc = EquivariantCalculator("metals", dtype=args.dtype)
+    calc = EquivariantCalculator("metals", dtype=args.dtype, device=args.device)
     print("command:", " ".join(["python", *sys.argv]))
     machine = platform.processor() or platform.machine()
+    if args.device.startswith("cuda"):
+        machine += f", GPU {torch.cuda.get_device_name(0)}"
     print(f"machine: {machine}, {os.cpu_count()} cores, torch {torch.__version__}")
     print(f"threads: {torch.get_num_threads()}, dtype {args.dtype}, model metals")
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
@@ -330,6 +380,7 @@ def main() -> None:
         print(text)
     stages = profile(images[: args.profile], calc) if args.profile else {}
     overhead = per_call_overhead(images[: args.overhead], calc) if args.overhead else {}
+    largest = largest_batch(calc) if args.largest_batch else []
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of the process: {peak:.0f} MiB")
     if args.json:
@@ -337,12 +388,16 @@ def main() -> None:
             json.dump(
                 {
                     "command": " ".join(["python", *sys.argv]),
+                    "machine": machine,
+                    "device": args.device,
+                    "dtype": args.dtype,
                     "count": args.count,
                     "atoms": n_atoms,
                     "rows": rows,
                     "profile_stages": stages,
                     "ase_loop_per_call_fit": overhead,
                     "peak_rss_mib": peak,
+                    "largest_batch": largest,
                 },
                 fh,
                 indent=1,

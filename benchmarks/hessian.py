@@ -56,15 +56,31 @@ def systems() -> dict[str, tuple[Atoms, str]]:
     }
 
 
+DEVICE = "cpu"  # --device; every model below is loaded there
+
+
+def synchronize() -> None:
+    """Wait for the GPU's queued work (no-op on CPU), so that wall times are whole."""
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def timed(function):
+    synchronize()
     start = time.perf_counter()
     value = function()
+    synchronize()
     return value, time.perf_counter() - start
+
+
+def graph_of(atoms: Atoms, loaded):
+    """The float64 graph of ``atoms`` on the model's device."""
+    return atoms_to_graph(atoms, loaded.config.elements, loaded.config.r_max, device=DEVICE)
 
 
 def row_loop(atoms: Atoms, loaded) -> np.ndarray:
     """The reference code's approach: a Python loop of one autograd.grad per gradient entry."""
-    g = atoms_to_graph(atoms, loaded.config.elements, loaded.config.r_max)
+    g = graph_of(atoms, loaded)
     positions = g.positions.clone().requires_grad_(True)
     vectors = edge_vectors(positions, g.cell, g.shifts, g.senders, g.receivers, g.batch)
     args = (g.element_index, vectors, g.senders, g.receivers, g.batch, 1)
@@ -74,7 +90,7 @@ def row_loop(atoms: Atoms, loaded) -> np.ndarray:
         torch.autograd.grad(gradient[k], positions, retain_graph=True)[0].reshape(-1)
         for k in range(gradient.numel())
     ]
-    return torch.stack(rows).numpy()
+    return torch.stack(rows).cpu().numpy()
 
 
 def profile(atoms: Atoms, loaded, calc) -> dict[str, float]:
@@ -85,25 +101,31 @@ def profile(atoms: Atoms, loaded, calc) -> dict[str, float]:
     for _ in range(3):
         probe.positions[0, 0] += 1e-3
         forces.append(timed(probe.get_forces)[1])
-    g = atoms_to_graph(atoms, loaded.config.elements, loaded.config.r_max)
+    g = graph_of(atoms, loaded)
     positions = g.positions.clone().requires_grad_(True)
 
     def first() -> torch.Tensor:
         vectors = edge_vectors(positions, g.cell, g.shifts, g.senders, g.receivers, g.batch)
         energy = loaded.model(g.element_index, vectors, g.senders, g.receivers, g.batch, 1)
-        return torch.autograd.grad(energy["energy"].sum(), positions, create_graph=True)[0]
+        gradient = torch.autograd.grad(energy["energy"].sum(), positions, create_graph=True)[0]
+        synchronize()
+        return gradient
 
     return {"force_call_s": float(np.median(forces)), "gradient_graph_s": timed(first)[1]}
 
 
 def compare(name: str, atoms: Atoms, model: str, delta: float, with_vmap: bool) -> dict:
-    loaded = load_model(model, dtype=torch.float64)
-    calc = EquivariantCalculator(loaded)
-    hessian(atoms, loaded, indices=[0])  # warm-up (first passes of the scripted modules)
-    exact, t_exact = timed(lambda: hessian(atoms, loaded))
+    loaded = load_model(model, dtype=torch.float64, device=DEVICE)
+    calc = EquivariantCalculator(loaded, device=DEVICE)
+    hessian(
+        atoms, loaded, indices=[0], device=DEVICE
+    )  # warm-up (first passes of the scripted modules)
+    exact, t_exact = timed(lambda: hessian(atoms, loaded, device=DEVICE))
     row = {"system": name, "model": model, "n_atoms": len(atoms), "exact_s": t_exact}
     if with_vmap:
-        vm, row["vmap16_s"] = timed(lambda: hessian(atoms, loaded, rows_per_chunk=16))
+        vm, row["vmap16_s"] = timed(
+            lambda: hessian(atoms, loaded, rows_per_chunk=16, device=DEVICE)
+        )
         row["vmap_vs_exact_max_abs"] = float(np.abs(vm - exact).max())
     loop, row["loop_s"] = timed(lambda: row_loop(atoms, loaded))
     row["loop_vs_exact_max_abs"] = float(np.abs(0.5 * (loop + loop.T) - exact).max())
@@ -131,9 +153,9 @@ def scaling(repeats: list[list[int]], full_max: int, row_atoms: int) -> list[dic
     costs only those rows), and the whole is extrapolated as the gradient graph plus 3N rows at
     the measured time per row. ASE's Vibrations is extrapolated as 6N force calls at the
     measured time of one."""
-    loaded = load_model("metals", dtype=torch.float64)
-    calc = EquivariantCalculator(loaded)
-    hessian(bulk("Cu", "fcc", a=3.61, cubic=True), loaded, indices=[0])  # warm-up
+    loaded = load_model("metals", dtype=torch.float64, device=DEVICE)
+    calc = EquivariantCalculator(loaded, device=DEVICE)
+    hessian(bulk("Cu", "fcc", a=3.61, cubic=True), loaded, indices=[0], device=DEVICE)  # warm-up
     out = []
     for n in repeats:
         atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n[0], n[1], n[2]))
@@ -141,11 +163,11 @@ def scaling(repeats: list[list[int]], full_max: int, row_atoms: int) -> list[dic
         row: dict = {"n_atoms": len(atoms)}
         row.update(profile(atoms, loaded, calc))
         if len(atoms) <= full_max:
-            _, row["exact_s"] = timed(lambda: hessian(atoms, loaded))  # noqa: B023 (called now)
+            _, row["exact_s"] = timed(lambda: hessian(atoms, loaded, device=DEVICE))  # noqa: B023 (called now)
             row["per_row_s"] = (row["exact_s"] - row["gradient_graph_s"]) / (3 * len(atoms))
         else:
             picked = list(range(row_atoms))
-            _, seconds = timed(lambda: hessian(atoms, loaded, indices=picked))  # noqa: B023
+            _, seconds = timed(lambda: hessian(atoms, loaded, indices=picked, device=DEVICE))  # noqa: B023
             row["rows_timed"] = 3 * row_atoms
             row["per_row_s"] = (seconds - row["gradient_graph_s"]) / (3 * row_atoms)
             row["exact_s_extrapolated"] = (
@@ -170,7 +192,10 @@ def main() -> None:
     parser.add_argument(
         "--row-atoms", type=int, default=2, help="atoms whose rows are timed in larger cells"
     )
+    parser.add_argument("--device", default="cpu", help="torch device of the model (cuda)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
     torch.set_num_threads(1)
     rows = [
         compare(name, atoms, model, args.delta, with_vmap=name == "Cu-slab")
@@ -180,7 +205,9 @@ def main() -> None:
     repeats = [[int(x) for x in r.split("x")] for r in args.scaling.split(",") if r]
     result = {
         "command": "OMP_NUM_THREADS=1 python benchmarks/hessian.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
+        "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
+        + (f", {torch.cuda.get_device_name(0)}" if DEVICE.startswith("cuda") else ""),
+        "device": DEVICE,
         "threads": torch.get_num_threads(),
         "compare": rows,
         "scaling": scaling(repeats, args.full_max, args.row_atoms),

@@ -42,7 +42,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 MACE_WORKER = HERE / "_mace_worker.py"
 ASE_EQUI_WORKER = HERE / "_ase_equi_worker.py"
-SIDES = ("ase_equi", "mace", "mace_retain")  # the last only with --mace-retain-memory
+SIDES = ("ase_equi", "mace", "mace_retain", "mace_cueq")  # the last two only when asked
+EXTRA_SIDES = {
+    "mace_retain": "mace, memory retained",
+    "mace_cueq": "mace + cuEquivariance",
+}
 # what ase_equi.allocator.retain_freed_memory sets, for a process that does not call it
 RETAIN_ENV = {"MALLOC_MMAP_THRESHOLD_": "2147483647", "MALLOC_TRIM_THRESHOLD_": "2147483647"}
 TARGET_RATIO = 0.6  # ase_equi / mace, medium float32 forces, 64–864 atoms, 2 CPU threads
@@ -123,6 +127,19 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="also run mace-torch with the allocator setting ase_equi takes by itself "
         "(MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_), as a third column",
+    )
+    parser.add_argument(
+        "--mace-cueq",
+        action="store_true",
+        help="also run mace-torch with cuEquivariance kernels (MACECalculator(enable_cueq=True); "
+        "needs cuequivariance-torch and its ops in the mace venv), as another column",
+    )
+    parser.add_argument(
+        "--gpu-busy",
+        type=int,
+        default=3,
+        help="on cuda: profile N more calls per row and report the GPU's busy fraction (kernel "
+        "time / step time; 0: off)",
     )
     parser.add_argument("--row-timeout", type=float, default=600.0, help="seconds per worker")
     parser.add_argument(
@@ -306,16 +323,22 @@ def ratio(a: float | None, b: float | None, fmt: str = "{:.2f}") -> str:
     return fmt.format(a / b) if a and b else "n/a"
 
 
+def busy_cell(result: dict[str, Any]) -> str:
+    """GPU kernel time of a profiled step over the unprofiled median step time."""
+    busy = (result or {}).get("gpu_busy")
+    return f"{busy['fraction']:.0%}" if busy else "n/a"
+
+
 def model_tables(rows: list[dict[str, Any]], device: str) -> list[str]:
     """The two Markdown tables and the derived lines of one (model, dtype)."""
-    retain = any("mace_retain" in row for row in rows)
+    extra = [side for side in EXTRA_SIDES if any(side in row for row in rows)]
     head = (
         "| atoms | mode | ase_equi median [min–max] s | mace median [min–max] s "
         "| ratio ase_equi/mace |"
     )
     rule = "|---:|---|---|---|---:|"
-    if retain:
-        head += " mace, memory retained, median [min–max] s | ratio ase_equi/that |"
+    for side in extra:
+        head += f" {EXTRA_SIDES[side]}, median [min–max] s | ratio ase_equi/that |"
         rule += "---|---:|"
     lines = [head, rule]
     for row in rows:
@@ -325,10 +348,10 @@ def model_tables(rows: list[dict[str, Any]], device: str) -> list[str]:
             f" | {timing_cell(row['mace'], row['mace_error'])}"
             f" | {ratio(median(row, 'ase_equi'), median(row, 'mace'))} |"
         )
-        if retain:
+        for side in extra:
             line += (
-                f" {timing_cell(row['mace_retain'], row['mace_retain_error'])}"
-                f" | {ratio(median(row, 'ase_equi'), median(row, 'mace_retain'))} |"
+                f" {timing_cell(row[side], row[side + '_error'])}"
+                f" | {ratio(median(row, 'ase_equi'), median(row, side))} |"
             )
         lines.append(line)
     cuda = device == "cuda"
@@ -338,8 +361,8 @@ def model_tables(rows: list[dict[str, Any]], device: str) -> list[str]:
     )
     rule = "|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     if cuda:
-        head += " peak CUDA ase_equi MiB | peak CUDA mace MiB |"
-        rule += "---:|---:|"
+        head += " peak CUDA ase_equi MiB | peak CUDA mace MiB | GPU busy ase_equi | GPU busy mace |"
+        rule += "---:|---:|---:|---:|"
     lines += ["", head, rule]
     for row in rows:
         ours, theirs = row["ase_equi"] or {}, row["mace"] or {}
@@ -357,6 +380,7 @@ def model_tables(rows: list[dict[str, Any]], device: str) -> list[str]:
         ]
         if cuda:
             cells += [f"{r['cuda_peak_mib']:.0f}" if r else "n/a" for r in (ours, theirs)]
+            cells += [busy_cell(r) for r in (ours, theirs)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for n_atoms in sorted({row["n_atoms"] for row in rows}):
@@ -482,6 +506,8 @@ def main() -> int:
     }
     if args.mace_retain_memory:
         pythons["mace_retain"] = (mace_python, MACE_WORKER)
+    if args.mace_cueq:
+        pythons["mace_cueq"] = (mace_python, MACE_WORKER)
     versions = {}
     for side, (python, script) in list(pythons.items())[:2]:
         result, error = run_worker(
@@ -512,6 +538,7 @@ def main() -> int:
             device=args.device,
             seed=args.seed,
             paired_stress=args.paired_stress,
+            gpu_busy=args.gpu_busy if args.device == "cuda" else 0,
         )
         row: dict[str, Any] = dict(model=model, dtype=dtype, n_atoms=4 * n_cells**3, mode=mode)
         sides = list(pythons)
@@ -519,8 +546,9 @@ def main() -> int:
         for side in order:
             python, script = pythons[side]
             side_env = dict(env, **RETAIN_ENV) if side == "mace_retain" else env
+            side_request = dict(request, cueq=side == "mace_cueq")
             row[side], row[f"{side}_error"] = run_worker(
-                python, script, request, env=side_env, timeout=args.row_timeout
+                python, script, side_request, env=side_env, timeout=args.row_timeout
             )
         rows.append(row)
         print(
@@ -582,6 +610,22 @@ def main() -> int:
             f"({', '.join(f'{k}={v}' for k, v in RETAIN_ENV.items())})"
             if args.mace_retain_memory
             else ""
+        ),
+        *(
+            [
+                "- mace + cuEquivariance column: the same mace-torch calculator with "
+                "`enable_cueq=True` (its e3nn blocks converted to cuEquivariance kernels at load)"
+            ]
+            if args.mace_cueq
+            else []
+        ),
+        *(
+            [
+                f"- GPU busy: kernel and copy time of {args.gpu_busy} more calls under torch's "
+                "profiler, per call, over the unprofiled median step time"
+            ]
+            if args.device == "cuda" and args.gpu_busy
+            else []
         ),
         f"- total wall time of this run: {total / 60:.1f} min",
     ]

@@ -71,9 +71,9 @@ def structures(n: int, seed: int, rattle: float, strain: float) -> list[Atoms]:
     return out
 
 
-def ase_loop(images, loaded, *, fmax, steps, cell, dtype):
+def ase_loop(images, loaded, *, fmax, steps, cell, dtype, device="cpu"):
     """ASE's FIRE on each structure in turn, one calculator; (final atoms, steps, seconds)."""
-    calc = EquivariantCalculator(loaded, dtype=dtype)
+    calc = EquivariantCalculator(loaded, dtype=dtype, device=device)
     finals, nsteps = [], []
     start = time.perf_counter()
     for atoms in images:
@@ -106,17 +106,32 @@ def main() -> None:
     parser.add_argument("--rattle", type=float, default=0.1, help="Å, standard deviation")
     parser.add_argument("--strain", type=float, default=0.03, help="standard deviation")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device of the model (cuda)")
     parser.add_argument("--budget-mib", type=float, default=DEFAULT_BUDGET_MIB)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     images = structures(args.n, args.seed, args.rattle, args.strain)
-    loaded = load_model(args.model, dtype=getattr(torch, args.dtype))
+    loaded = load_model(args.model, dtype=getattr(torch, args.dtype), device=args.device)
     load = os.getloadavg()
     # warm-up on two structures (first-call costs), then both sides, ASE first
-    relax(images[:2], loaded, fmax=args.fmax, steps=3, cell=args.cell, verbose=False)
+    relax(
+        images[:2],
+        loaded,
+        fmax=args.fmax,
+        steps=3,
+        cell=args.cell,
+        verbose=False,
+        device=args.device,
+    )
     finals, ase_steps, ase_s = ase_loop(
-        images, loaded, fmax=args.fmax, steps=args.steps, cell=args.cell, dtype=args.dtype
+        images,
+        loaded,
+        fmax=args.fmax,
+        steps=args.steps,
+        cell=args.cell,
+        dtype=args.dtype,
+        device=args.device,
     )
     start = time.perf_counter()
     result = relax(
@@ -126,6 +141,7 @@ def main() -> None:
         steps=args.steps,
         cell=args.cell,
         dtype=args.dtype,
+        device=args.device,
         budget_mib=args.budget_mib,
         verbose=False,
     )
@@ -147,12 +163,14 @@ def report(args, images, finals, ase_steps, ase_s, result, ours_s, load) -> None
         + " python "
         + " ".join(["benchmarks/relax_batched.py", *sys.argv[1:]]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.platform()}; {os.cpu_count()} cores; load {load[0]:.2f}",
+        "machine": f"{platform.platform()}; {os.cpu_count()} cores; load {load[0]:.2f}"
+        + (f"; {torch.cuda.get_device_name(0)}" if args.device.startswith("cuda") else ""),
         "versions": f"torch {torch.__version__}, git {git_describe()}",
         "structures": len(images),
         "atoms": [int(min(map(len, images))), int(max(map(len, images)))],
         "settings": {
-            k: getattr(args, k) for k in ("model", "dtype", "fmax", "steps", "cell", "budget_mib")
+            k: getattr(args, k)
+            for k in ("model", "dtype", "device", "fmax", "steps", "cell", "budget_mib")
         },
         "ase_loop_s": round(ase_s, 2),
         "relax_s": round(ours_s, 2),
@@ -174,7 +192,8 @@ def report(args, images, finals, ase_steps, ase_s, result, ours_s, load) -> None
     print(json.dumps(record, indent=1))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{record['date'][:10]}-relax{'-cell' if args.cell else ''}"
+    gpu = "" if args.device == "cpu" else "-" + args.device.split(":")[0]
+    stem = out / f"{record['date'][:10]}-relax{'-cell' if args.cell else ''}{gpu}"
     stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     lines = [
         "# Batched FIRE vs ASE's FIRE per structure, same calculator",
