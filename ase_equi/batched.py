@@ -39,6 +39,7 @@ __all__ = [
     "PEAK_PER_INTERMEDIATE",
     "Progress",
     "batched_results",
+    "default_budget_mib",
     "graphs_of",
     "iter_batches",
     "plan_batches",
@@ -47,13 +48,40 @@ __all__ = [
 ]
 
 DEFAULT_BUDGET_MIB = 256.0
-"""Memory budget of one batch for ``batch_size="auto"`` (MiB): the estimated peak memory of its
-model call, forward and backward, :data:`PEAK_PER_INTERMEDIATE` × :func:`structure_bytes`."""
+"""Memory budget of one batch for ``batch_size="auto"`` on a CPU (MiB): the estimated peak
+memory of its model call, forward and backward, :data:`PEAK_PER_INTERMEDIATE` ×
+:func:`structure_bytes`. On a GPU see :func:`default_budget_mib`."""
+
+GPU_BUDGET_SHARE = 0.5
+"""Share of a GPU's free memory that ``batch_size="auto"`` budgets for one batch. The estimate
+over-counts a GPU's peak: 0.97 MiB per atom estimated against 0.56 measured (``metals``,
+float64, 64-atom Cu cells, NVIDIA H200, ``benchmarks/results/2026-11-30-gpu.md``), so a batch
+takes about 30 % of the free memory."""
 
 PEAK_PER_INTERMEDIATE = 6
 """Peak memory of a model call with forces (forward and backward) per byte of its largest
 forward intermediates (:func:`structure_bytes`): measured 4.9-5.5 on the ``metals`` model (the
 process's peak RSS growth, ``benchmarks/results/2026-11-30-evaluate-batched.md``), rounded up."""
+
+
+def default_budget_mib(device: torch.device) -> float:
+    """Budget of one batch when none is given (MiB): :data:`DEFAULT_BUDGET_MIB` on a CPU; on a
+    CUDA device :data:`GPU_BUDGET_SHARE` of its free memory now (free on the device plus what
+    torch's allocator holds unused), and never less than the CPU's.
+
+    >>> default_budget_mib(torch.device("cpu"))
+    256.0
+    """
+    if device.type != "cuda":
+        return DEFAULT_BUDGET_MIB
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    # memory torch's allocator holds but does not use is free for the next batch too
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return max(DEFAULT_BUDGET_MIB, GPU_BUDGET_SHARE * (free_bytes + cached) / 2**20)
+
+
+def _budget(loaded: LoadedModel, budget_mib: float | None) -> float:
+    return default_budget_mib(_model_dtype_device(loaded)[1]) if budget_mib is None else budget_mib
 
 
 def _model_dtype_device(loaded: LoadedModel) -> tuple[torch.dtype, torch.device]:
@@ -263,17 +291,18 @@ def plan_batches(
     loaded: LoadedModel,
     batch_size: int | str = "auto",
     *,
-    budget_mib: float = DEFAULT_BUDGET_MIB,
+    budget_mib: float | None = None,
 ) -> list[list[int]]:
     """Indices of the structures of each batch, in order.
 
     ``batch_size``: an int (that many structures per batch), or ``"auto"``: consecutive
     structures join a batch while its estimated peak memory, :data:`PEAK_PER_INTERMEDIATE` ×
     :func:`structure_bytes` of the batch (all its atoms, padded to its largest neighbour
-    count), stays within ``budget_mib``; a structure over the budget on its own gets a batch of
-    its own.
+    count), stays within ``budget_mib`` (None: :func:`default_budget_mib` of the model's
+    device); a structure over the budget on its own gets a batch of its own.
     """
     _check_batch_size(batch_size)
+    budget_mib = _budget(loaded, budget_mib)
     batches: list[list[int]] = []
     filling: _Filling | None = None
     for k, graph in enumerate(graphs):
@@ -290,11 +319,12 @@ def iter_batches(
     loaded: LoadedModel,
     batch_size: int | str = "auto",
     *,
-    budget_mib: float = DEFAULT_BUDGET_MIB,
+    budget_mib: float | None = None,
 ) -> Iterator[tuple[list[int], list[Graph | None]]]:
     """``(indices, graphs)`` of each batch, as :func:`plan_batches` groups them, building the
     graphs as it goes (only one batch's graphs are held at a time)."""
     _check_batch_size(batch_size)
+    budget_mib = _budget(loaded, budget_mib)
     filling = _Filling(loaded, batch_size, budget_mib)
     indices: list[int] = []
     graphs: list[Graph | None] = []

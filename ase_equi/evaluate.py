@@ -28,7 +28,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 
-from .batched import DEFAULT_BUDGET_MIB, Progress, batched_results, iter_batches
+from .batched import Progress, batched_results, iter_batches
 from .data.extxyz import read_structures
 from .data.frames import DataKeys, Frame, read_frames
 from .io.model_file import LoadedModel
@@ -83,7 +83,7 @@ def evaluate(
     *,
     properties: Sequence[str] = ("energy", "forces", "stress"),
     batch_size: int | str = "auto",
-    budget_mib: float = DEFAULT_BUDGET_MIB,
+    budget_mib: float | None = None,
     dtype: str = "float64",
     device: str = "cpu",
     head: str | None = None,
@@ -110,9 +110,9 @@ def evaluate(
         while its estimated peak memory stays within ``budget_mib``
         (:func:`ase_equi.batched.plan_batches`; throughput in ``benchmarks/results/``).
     budget_mib:
-        Memory budget of one model call for ``"auto"`` (MiB, default
-        :data:`ase_equi.batched.DEFAULT_BUDGET_MIB`): the estimated peak of its forward and
-        backward pass, over what the process already holds.
+        Memory budget of one model call for ``"auto"`` (MiB): the estimated peak of its
+        forward and backward pass, over what the process already holds. ``None``: 256 MiB on a
+        CPU, half the free memory of a GPU (:func:`ase_equi.batched.default_budget_mib`).
     dtype, device, head:
         As for the calculator (float64 by default, for numbers comparable with labels);
         ignored when ``model`` is a calculator.

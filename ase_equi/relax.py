@@ -53,7 +53,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from .batched import DEFAULT_BUDGET_MIB, batched_results, graphs_of, plan_batches
+from .batched import batched_results, default_budget_mib, graphs_of, plan_batches
 from .data.extxyz import read_structures
 from .loading import load_for_inference
 
@@ -288,7 +288,7 @@ def relax(
     fire: FireSettings | None = None,
     dtype: str = "float64",
     device: str = "cpu",
-    budget_mib: float = DEFAULT_BUDGET_MIB,
+    budget_mib: float | None = None,
     verbose: bool = True,
 ) -> RelaxResult:
     """Relax many structures at once with FIRE (positions, or positions and cell).
@@ -320,6 +320,8 @@ def relax(
         Memory budget of one model call (MiB, estimated as
         :func:`ase_equi.batched.plan_batches` does): while the structures still relaxing fit,
         a step is one model call; beyond it the step's evaluation is split into several.
+        ``None``: 256 MiB on a CPU, half the free memory of a GPU
+        (:func:`ase_equi.batched.default_budget_mib`).
     verbose:
         A progress line on stderr every few seconds.
 
@@ -342,10 +344,12 @@ def relax(
     else:
         images = list(structures)
     _check_input(images, fmax, steps, cell, exp_cell_factor)
-    if not (isinstance(budget_mib, (int, float)) and budget_mib > 0):
+    if budget_mib is not None and not (isinstance(budget_mib, (int, float)) and budget_mib > 0):
         raise ValueError(f"budget_mib must be a positive number (MiB), not {budget_mib!r}")
     settings = fire if fire is not None else FireSettings()
     loaded = load_for_inference(model, dtype=dtype, device=device)
+    if budget_mib is None:
+        budget_mib = default_budget_mib(next(loaded.model.parameters()).device)
     work = [_Relaxing(k, atoms, cell, exp_cell_factor, settings) for k, atoms in enumerate(images)]
     active, sizes = list(work), []
     progress = _Progress(len(work), sys.stderr if verbose else None)

@@ -32,7 +32,6 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
 from ase_equi import EquivariantCalculator, load_model
-from ase_equi.batched import DEFAULT_BUDGET_MIB
 from ase_equi.relax import relax
 
 METALS = {"Al": 4.05, "Ni": 3.52, "Cu": 3.61, "Pd": 3.89, "Ag": 4.09, "Pt": 3.92, "Au": 4.08}
@@ -107,7 +106,7 @@ def main() -> None:
     parser.add_argument("--strain", type=float, default=0.03, help="standard deviation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device of the model (cuda)")
-    parser.add_argument("--budget-mib", type=float, default=DEFAULT_BUDGET_MIB)
+    parser.add_argument("--budget-mib", type=float, default=None, help="MiB; default: relax's")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

@@ -290,3 +290,31 @@ def test_auto_batches_stay_within_the_memory_budget(loaded_model):
         most = max(int(torch.bincount(graphs[k].receivers).max()) for k in batch)
         peak = PEAK_PER_INTERMEDIATE * structure_bytes(loaded_model, atoms, most)
         assert peak <= budget_mib * 2**20 or len(batch) == 1
+
+
+def test_default_budget_is_256_mib_on_cpu_and_half_the_free_memory_of_a_gpu(monkeypatch):
+    """No GPU here: the CUDA memory queries are replaced by a card with 40 GiB free on the
+    device and 8 GiB reserved by torch's allocator of which 2 GiB are in use."""
+    from ase_equi.batched import DEFAULT_BUDGET_MIB, default_budget_mib
+
+    assert default_budget_mib(torch.device("cpu")) == DEFAULT_BUDGET_MIB
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 8 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * gib)
+    # free for the next batch: 40 GiB on the device + 6 GiB cached unused = 46 GiB, half of it
+    assert default_budget_mib(torch.device("cuda")) == 0.5 * 46 * 1024
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * 2**20, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    assert default_budget_mib(torch.device("cuda")) == DEFAULT_BUDGET_MIB  # never below
+
+
+def test_auto_batches_use_the_default_budget_of_the_models_device(loaded_model):
+    """``budget_mib=None`` (the default) plans as the CPU's 256 MiB budget does."""
+    from ase_equi.batched import DEFAULT_BUDGET_MIB
+
+    names = ("bulk", "slab", "molecule", "bulk", "wire")
+    graphs = graphs_of([make_structure(name) for name in names] * 4, loaded_model)
+    expected = plan_batches(graphs, loaded_model, "auto", budget_mib=DEFAULT_BUDGET_MIB)
+    assert plan_batches(graphs, loaded_model, "auto") == expected
