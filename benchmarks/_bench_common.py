@@ -134,15 +134,15 @@ def time_md_calls(
     }
 
 
-def gpu_busy(
-    atoms: Atoms, mode: str, *, calls: int, seed: int, step_s: float
-) -> dict[str, Any] | None:
-    """The GPU's busy fraction over ``calls`` more MD-like calls of ``atoms.calc``, profiled.
+def gpu_busy(atoms: Atoms, request: dict[str, Any], step_s: float) -> dict[str, Any] | None:
+    """The GPU's busy fraction over ``request["gpu_busy"]`` more MD-like calls (the request's
+    mode) of ``atoms.calc``, profiled.
 
     Kernel (and copy) time per call, from torch's profiler (events on the CUDA device, one
     stream, so no overlap), divided by ``step_s``, the unprofiled median step time: the share
-    of a step during which the GPU computes. ``None`` when ``calls`` is 0; the error's text
+    of a step during which the GPU computes. ``None`` when no calls are asked; the error's text
     when profiling fails (the row's timings stand)."""
+    calls, mode = request.get("gpu_busy", 0), request["mode"]
     if calls <= 0:
         return None
     import torch  # both environments have torch; only the workers call this
@@ -150,7 +150,7 @@ def gpu_busy(
     from torch.profiler import ProfilerActivity, profile
 
     try:
-        rng = np.random.default_rng(seed + 1)
+        rng = np.random.default_rng(request["seed"] + 1)
         base = atoms.get_positions()
         call = MODES[mode]
         activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA]

@@ -133,13 +133,7 @@ def time_calls(request: dict[str, Any]) -> dict[str, Any]:
         synchronize=synchronize,
     )
     if cuda:
-        out["gpu_busy"] = common.gpu_busy(
-            atoms,
-            request["mode"],
-            calls=request.get("gpu_busy", 0),
-            seed=request["seed"],
-            step_s=out["step"]["median_s"],
-        )
+        out["gpu_busy"] = common.gpu_busy(atoms, request, out["step"]["median_s"])
     out.update(
         n_atoms=len(atoms),
         load_s=load_s,

@@ -114,35 +114,17 @@ def main() -> None:
     loaded = load_model(args.model, dtype=getattr(torch, args.dtype), device=args.device)
     load = os.getloadavg()
     # warm-up on two structures (first-call costs), then both sides, ASE first
-    relax(
-        images[:2],
-        loaded,
-        fmax=args.fmax,
-        steps=3,
-        cell=args.cell,
-        verbose=False,
-        device=args.device,
-    )
-    finals, ase_steps, ase_s = ase_loop(
-        images,
-        loaded,
-        fmax=args.fmax,
-        steps=args.steps,
-        cell=args.cell,
-        dtype=args.dtype,
-        device=args.device,
-    )
+    both = dict(fmax=args.fmax, cell=args.cell, dtype=args.dtype, device=args.device)
+    relax(images[:2], loaded, steps=3, verbose=False, **both)
+    finals, ase_steps, ase_s = ase_loop(images, loaded, steps=args.steps, **both)
     start = time.perf_counter()
     result = relax(
         images,
         loaded,
-        fmax=args.fmax,
         steps=args.steps,
-        cell=args.cell,
-        dtype=args.dtype,
-        device=args.device,
         budget_mib=args.budget_mib,
         verbose=False,
+        **both,
     )
     ours_s = time.perf_counter() - start
     report(args, images, finals, ase_steps, ase_s, result, ours_s, load)
