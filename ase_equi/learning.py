@@ -5,9 +5,13 @@ The model is a full committee (its spread is the uncertainty) or one model file 
 prediction-rigidity section (its last-layer prediction rigidity, LLPR; every zoo model has one;
 :mod:`ase_equi.learning_rigidity`); a model with neither is refused. Every MD step the largest
 atomic force uncertainty (``forces_uncertainty``, eV/Å, see :mod:`ase_equi.uncertainty`) is
-compared with ``threshold``. When it passes:
+recorded. The run is cut into windows of ``min_interval`` steps (steps 1..m, m+1..2m, ...); the
+most uncertain structure of the current window is kept (only structures at least
+``min_interval`` steps after the last labelled one count), and at the window's end, if its
+uncertainty passed ``threshold``:
 
-1. the current structure is labelled by the ``reference`` (any ASE calculator);
+1. that structure (not the last one, nor the first one over the threshold) is labelled by the
+   ``reference`` (any ASE calculator);
 2. it joins the learned data (``OUT/learned.xyz``, labelled extxyz);
 3. the model is trained further from its current weights (warm start with
    :func:`~ase_equi.train`, E0 kept) on the learned data plus the ``replay`` frames (for a zoo
@@ -17,12 +21,18 @@ compared with ``threshold``. When it passes:
    (calibration factors kept, :func:`~ase_equi.learning_rigidity.refit_rigidity`);
 4. the MD continues from the same positions and momenta with the new model.
 
-No reference call is made unless the threshold is passed. After every step the state (step,
-positions, momenta, the model in use, the call log) is written to ``OUT`` (atomically),
-so a killed run called again with the same ``out`` resumes from the last step written; a kill
-during a training resumes that training from its checkpoint. ``OUT/calls.json`` logs every
-reference call: step, why (the uncertainty and the threshold), the force RMSE (eV/Å) and the
-energy error (eV/atom) of the model on that structure before and after learning it;
+No reference call is made unless the threshold is passed, and two calls, and two labelled
+structures, are at least ``min_interval`` steps apart: consecutive MD frames are nearly the
+same structure, so a budget spent on the first frames over the threshold buys little
+(``benchmarks/results/2026-11-30-learn-on-the-fly-metals.md``), and of correlated frames the
+most uncertain is the one the model knows least. A partial last window (``steps`` not a
+multiple of ``min_interval``) makes no call. After every step the state (step, positions,
+momenta, the model in use, the call log, the window's most uncertain frame so far) is written
+to ``OUT`` (atomically), so a killed run called again with the same ``out`` resumes from the
+last step written; a kill during a training resumes that training from its checkpoint.
+``OUT/calls.json`` logs every reference call: the step of the labelled structure (``step``),
+the step of the call (``called_at_step``), why (the uncertainty and the threshold), the force
+RMSE (eV/Å) and energy error (eV/atom) of the model on that structure before and after;
 ``OUT/uncertainty.txt`` the largest atomic force uncertainty of every step (:func:`plot_learning`
 draws both); ``OUT/setup.json`` the kind of uncertainty and where the replay frames came from.
 """
@@ -87,6 +97,7 @@ def learn_on_the_fly(
     every: int | None = None,
     timestep_fs: float = 1.0,
     max_calls: int = 10,
+    min_interval: int | None = None,
     replay: Sequence[Atoms] | str | os.PathLike | None = "auto",
     replay_count: int | None = None,
     train_config: TrainConfig | None = None,
@@ -110,6 +121,11 @@ def learn_on_the_fly(
         uncertainty (the naive schedule that on-the-fly learning is compared with).
     max_calls:
         At most this many reference calls; afterwards the MD continues without learning.
+    min_interval:
+        With ``threshold``: the window length in steps (≥ 1; see the module docstring); default
+        ``max(1, steps // (2 * max_calls))``, so that the whole budget could be spent on the
+        first half of the run and the calls are still spread over it. A resumed run keeps the
+        window length it started with. Refused with ``every`` (its calls are ``every`` apart).
     replay:
         Labelled frames trained on together with the learned ones: ``"auto"`` (a zoo model's
         shipped replay set, none for another model), a file of labelled frames, frames, or None.
@@ -120,9 +136,10 @@ def learn_on_the_fly(
         Settings of each warm-start training (default: :func:`retraining_config`); the seed is
         the member's index and ``output_dir`` is set per member and round.
     """
-    check_trigger(threshold, every)
+    check_trigger(threshold, every, min_interval, max_calls)
     folder = Path(out)
     state = _load_state(folder, atoms, os.fspath(model))
+    window = _window_length(state, every, min_interval, steps, max_calls)
     atoms = state["atoms"]
     calls: list[dict[str, Any]] = state["calls"]
     current: str | Path = state["model"]
@@ -130,7 +147,7 @@ def learn_on_the_fly(
     kind = check_learnable(atoms.calc, model)
     frames, replay_from = resolve_replay(model, replay)
     setup = {"model": os.fspath(model), "uncertainty": kind, "replay": replay_from}
-    setup.update(replay_trained=len(sample(frames, replay_count)))
+    setup.update(replay_trained=len(sample(frames, replay_count)), window_steps=window)
     weight = 1.0
     if kind == "rigidity":  # the parent's section decides the weight, also after a resume
         first = json.loads((folder / "setup.json").read_text()) if state["step"] else {}
@@ -142,46 +159,113 @@ def learn_on_the_fly(
     write_atomic(folder / "setup.json", json.dumps(setup, indent=1).encode())
     log.info("learn_on_the_fly: %s uncertainty; replay: %s", kind, replay_from)
     dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
+    best: dict[str, Any] | None = state.get("window_best")  # most uncertain frame of the window
     logged = False  # calls.json: written after the first step, then only when a call is added
     for step in range(state["step"], steps):
         dyn.run(1)
         u = float(atoms.calc.get_property("forces_uncertainty", atoms).max())
         with open(folder / "uncertainty.txt", "a") as fh:  # step, time (fs), eV/Å
             fh.write(f"{step + 1} {(step + 1) * timestep_fs:.6g} {u!r}\n")
-        due = (step + 1) % every == 0 if every else u > float(threshold or np.inf)
+        apart = not calls or step + 1 >= calls[-1]["step"] + window  # from the last labelled
+        if every or (apart and (best is None or u > best["uncertainty"])):
+            best = {"step": step + 1, "uncertainty": u, "positions": atoms.positions.tolist()}
+        flagged = best is not None and best["uncertainty"] > float(threshold or 0)
+        due = (step + 1) % window == 0 and bool(every or flagged)
         called = due and len(calls) < max_calls
         if called:
-            learned, before = _label(atoms, reference, folder, len(calls))
-            train_frames = [*learned, *sample(frames, replay_count)]
-            config = train_config or retraining_config()
-            k = len(calls)
-            if kind == "committee":
-                current = _learn_committee(atoms.calc.loaded, train_frames, config, folder, k)
-            else:
-                current = learn_single(
-                    atoms.calc.loaded, learned, frames, weight, train_frames, config, folder, k
-                )
+            assert best is not None
+            frame = Atoms(atoms.numbers, best["positions"], cell=atoms.cell, pbc=atoms.pbc)
+            trainer = _Trainer(reference, folder, frames, replay_count, train_config, kind, weight)
+            current, call = trainer.learn(frame, atoms.calc, len(calls))
             atoms.calc = EquivariantCalculator(current)
-            after = _errors(atoms.calc, learned[-1], "after")
-            why = f"every {every} steps" if every else "uncertainty above the threshold"
-            calls.append({"step": step + 1, "why": why, "uncertainty": u, "threshold": threshold})
-            calls[-1].update({**before, **after, "model": str(current)})
-        _save_state(folder, atoms, step + 1, Path(current), calls)
+            why = (
+                f"every {every} steps"
+                if every
+                else f"the most uncertain frame of steps {step + 2 - window}-{step + 1} "
+                "is above the threshold"
+            )
+            calls.append({"step": best["step"], "called_at_step": step + 1, "why": why})
+            calls[-1].update(uncertainty=best["uncertainty"], threshold=threshold, **call)
+        if (step + 1) % window == 0:
+            best = None
+        _save_state(folder, atoms, step + 1, Path(current), calls, best, window)
         if called or not logged:
             write_atomic(folder / "calls.json", json.dumps(calls, indent=1).encode())
             logged = True
     return LearnResult(steps=steps, calls=calls, model=Path(current), replay=replay_from)
 
 
-def check_trigger(threshold: float | None, every: int | None) -> None:
+@dataclass
+class _Trainer:
+    """One reference call and the training after it (the settings of one
+    :func:`learn_on_the_fly` run)."""
+
+    reference: Any
+    folder: Path
+    replay: list[Atoms]
+    replay_count: int | None
+    config: TrainConfig | None
+    kind: str
+    weight: float
+
+    def learn(
+        self, frame: Atoms, calc: EquivariantCalculator, k: int
+    ) -> tuple[Path, dict[str, Any]]:
+        """Label ``frame`` (call ``k``), train the model of ``calc`` on the learned frames plus
+        the replay; the new model file and the errors before and after on ``frame``."""
+        learned, before = _label(frame, calc, self.reference, self.folder, k)
+        train_frames = [*learned, *sample(self.replay, self.replay_count)]
+        config = self.config or retraining_config()
+        if self.kind == "committee":
+            current = _learn_committee(calc.loaded, train_frames, config, self.folder, k)
+        else:
+            current = learn_single(
+                calc.loaded, learned, self.replay, self.weight, train_frames, config, self.folder, k
+            )
+        after = _errors(EquivariantCalculator(current), learned[-1], "after")
+        return current, {**before, **after, "model": str(current)}
+
+
+def check_trigger(
+    threshold: float | None,
+    every: int | None,
+    min_interval: int | None = None,
+    max_calls: int = 1,
+) -> None:
     """``ValueError`` unless exactly one of ``threshold`` (> 0, eV/Å) and ``every`` (≥ 1
-    steps) is given."""
+    steps) is given, ``min_interval`` is None or (with ``threshold`` only) an integer ≥ 1
+    (steps), and ``max_calls`` an integer ≥ 0."""
     if (threshold is None) == (every is None):
         raise ValueError("give exactly one of threshold (eV/Å) and every (steps)")
     if threshold is not None and not 0 < threshold < np.inf:
         raise ValueError(f"threshold must be a number > 0 (eV/Å), got {threshold!r}")
-    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-        raise ValueError(f"every must be an integer >= 1 (steps), got {every!r}")
+    for name, value, least in (("every", every, 1), ("min_interval", min_interval, 1),
+                               ("max_calls", max_calls, 0)):  # fmt: skip
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < least
+        ):
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if every is not None and min_interval is not None:
+        raise ValueError(
+            f"min_interval ({min_interval}) applies to threshold only: with every={every} the "
+            "reference calls are already every steps apart"
+        )
+
+
+def _window_length(
+    state: dict[str, Any], every: int | None, given: int | None, steps: int, max_calls: int
+) -> int:
+    """Steps per selection window: ``every``; else ``given``, or the window of the run being
+    resumed, or ``max(1, steps // (2 * max_calls))``. ``ValueError`` when ``given`` is not the
+    window of the run being resumed."""
+    if every:
+        return every
+    before = state.get("window_steps")
+    if given is not None and before is not None and given != before:
+        raise ValueError(
+            f"min_interval={given}, but the run being resumed uses windows of {before} steps"
+        )
+    return int(given or before or max(1, steps // (2 * max(max_calls, 1))))
 
 
 def _errors(calc: EquivariantCalculator, labelled: Atoms, when: str) -> dict[str, float]:
@@ -195,12 +279,12 @@ def _errors(calc: EquivariantCalculator, labelled: Atoms, when: str) -> dict[str
 
 
 def _label(
-    atoms: Atoms, reference: Any, folder: Path, known: int
+    atoms: Atoms, calc: EquivariantCalculator, reference: Any, folder: Path, known: int
 ) -> tuple[list[Atoms], dict[str, float]]:
     """The learned frames with ``atoms`` labelled by ``reference`` as the last
-    (``OUT/learned.xyz``), and the errors of the model in use on it. ``known``: frames learned
-    before; a frame beyond them at the same positions was labelled before a kill and is reused
-    (no second reference call)."""
+    (``OUT/learned.xyz``), and the errors of ``calc`` (the model in use) on it. ``known``:
+    frames learned before; a frame beyond them at the same positions was labelled before a
+    kill and is reused (no second reference call)."""
     path = folder / "learned.xyz"
     learned = list(read(path, ":")) if path.exists() else []
     labelled = learned[known] if len(learned) > known else None
@@ -213,7 +297,7 @@ def _label(
         write(text, [*learned[:known], labelled], format="extxyz")
         write_atomic(path, text.getvalue().encode())
         learned = list(read(path, ":"))  # as a resumed run reads them (same training data)
-    return learned[: known + 1], _errors(atoms.calc, learned[known], "before")
+    return learned[: known + 1], _errors(calc, learned[known], "before")
 
 
 def _learn_committee(
@@ -243,11 +327,21 @@ def retraining_config(epochs: int = RETRAIN_EPOCHS, lr: float = RETRAIN_LR) -> T
     return TrainConfig(epochs=epochs, lr=lr, valid_fraction=0.0, test_fraction=0.0, plots=False)
 
 
-def _save_state(folder: Path, atoms: Atoms, step: int, model: Path, calls: list) -> None:
+def _save_state(
+    folder: Path,
+    atoms: Atoms,
+    step: int,
+    model: Path,
+    calls: list,
+    best: dict[str, Any] | None,
+    window: int,
+) -> None:
     state = {
         "step": step,
         "model": str(model),
         "calls": calls,
+        "window_steps": window,
+        "window_best": best,
         "numbers": atoms.numbers.tolist(),
         "positions": atoms.positions.tolist(),
         "momenta": atoms.get_momenta().tolist(),

@@ -14,6 +14,7 @@ import torch
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import read
 from conftest import tiny_config
 
 from ase_equi import MaceModel, save_model
@@ -241,3 +242,119 @@ def test_a_kill_during_training_resumes_that_training(model_file, tmp_path, monk
     )
     assert CountingEMT.calls == 0 and [c["step"] for c in run.calls] == [1]
     assert (tmp_path / "run" / "round0" / "checkpoints").is_dir()
+
+
+# == the selection rule: windows of min_interval steps, the most uncertain frame of each =========
+
+
+def independent_md(model_file, steps: int, timestep_fs: float):
+    """Positions [steps, n, 3] and largest atomic σ_F [steps] of plain velocity Verlet of
+    ``start()`` with the model (no learning): what the loop sees until its first call."""
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    from ase_equi import EquivariantCalculator
+
+    atoms = start()
+    atoms.calc = EquivariantCalculator(model_file)
+    dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
+    positions, sigma = [], []
+    for _ in range(steps):
+        dyn.run(1)
+        positions.append(atoms.positions.copy())
+        sigma.append(float(atoms.calc.get_property("forces_uncertainty", atoms).max()))
+    return np.array(positions), np.array(sigma)
+
+
+def test_a_window_labels_its_most_uncertain_frame_and_only_when_flagged(model_file, tmp_path):
+    """One window of 6 steps (2 fs) whose uncertainty first crosses the threshold at one step,
+    peaks at a later one and falls before the window ends: the call, at the window's end,
+    labels the peak (positions and EMT label checked against a plain MD and EMT); with the
+    threshold just above the peak, no call."""
+    positions, sigma = independent_md(model_file, 6, 2.0)
+    threshold = 0.5 * (sigma[0] + sigma[2])
+    first, peak = int(np.argmax(sigma > threshold)), int(np.argmax(sigma))
+    assert 0 < first < peak < 5, (sigma, threshold)  # the three rules pick different frames
+    options = dict(steps=6, min_interval=6, timestep_fs=2.0, replay=None, train_config=FAST)
+    CountingEMT.calls = 0
+    quiet = learn_on_the_fly(start(), model_file, CountingEMT(), out=tmp_path / "quiet",
+                             threshold=sigma.max() * (1 + 1e-9), **options)  # fmt: skip
+    assert quiet.calls == [] and CountingEMT.calls == 0
+    run = learn_on_the_fly(
+        start(), model_file, CountingEMT(), out=tmp_path / "run", threshold=threshold, **options
+    )
+    assert CountingEMT.calls == 1 and len(run.calls) == 1
+    call = run.calls[0]
+    assert (call["step"], call["called_at_step"]) == (peak + 1, 6)
+    assert call["uncertainty"] == pytest.approx(sigma[peak], rel=1e-10)
+    learned = read(tmp_path / "run" / "learned.xyz", ":")
+    # extxyz keeps 8 decimals
+    np.testing.assert_allclose(learned[0].positions, positions[peak], rtol=0, atol=1e-7)
+    emt = learned[0].copy()
+    emt.calc = EMT()
+    assert learned[0].get_potential_energy() == pytest.approx(emt.get_potential_energy(), abs=1e-6)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    np.testing.assert_allclose(state["positions"], positions[-1], rtol=0, atol=1e-10)
+
+
+def test_calls_are_a_window_apart_with_the_default_window(model_file, tmp_path):
+    """Every step flagged, 8 steps, 2 calls allowed: the default window is 8 // (2·2) = 2 steps,
+    so the calls are made at steps 2 and 4 (two apart), each labelling a frame of its own
+    window at least 2 steps after the frame labelled before, and none afterwards."""
+    CountingEMT.calls = 0
+    run = learn_on_the_fly(start(), model_file, CountingEMT(), out=tmp_path / "run", steps=8,
+                           threshold=1e-6, max_calls=2, replay=None, train_config=FAST)  # fmt: skip
+    assert json.loads((tmp_path / "run" / "setup.json").read_text())["window_steps"] == 2
+    assert [c["called_at_step"] for c in run.calls] == [2, 4] and CountingEMT.calls == 2
+    assert all(c["called_at_step"] - 2 < c["step"] <= c["called_at_step"] for c in run.calls)
+    assert run.calls[1]["step"] - run.calls[0]["step"] >= 2
+
+
+def test_a_run_killed_mid_window_resumes_with_that_windows_best_frame(model_file, tmp_path):
+    """Windows of 5 steps (2 fs), killed right after the first window's most uncertain frame
+    (found by a plain MD) and before the window's end: the resumed run labels that frame from
+    the state, makes the same calls and ends in the same state as a run never stopped; a
+    different window on resume is refused."""
+    _, sigma = independent_md(model_file, 5, 2.0)
+    peak = int(np.argmax(sigma))
+    assert peak < 4, sigma  # the kill falls inside the window, after its best frame
+    options = dict(threshold=1e-6, max_calls=2, min_interval=5, timestep_fs=2.0, replay=None,
+                   train_config=FAST)  # fmt: skip
+    whole = learn_on_the_fly(
+        start(), model_file, EMT(), out=tmp_path / "whole", steps=10, **options
+    )
+    learn_on_the_fly(start(), model_file, EMT(), out=tmp_path / "parts", steps=peak + 1, **options)
+    killed = json.loads((tmp_path / "parts" / "state.json").read_text())
+    assert killed["window_best"]["step"] == peak + 1 and killed["calls"] == []
+    CountingEMT.calls = 0
+    resumed = learn_on_the_fly(
+        start(), model_file, CountingEMT(), out=tmp_path / "parts", steps=10, **options
+    )
+    assert CountingEMT.calls == 2 and resumed.calls[0]["step"] == peak + 1
+    keys = ("step", "called_at_step", "uncertainty", "force_rmse_before")
+    assert [[c[k] for k in keys] for c in resumed.calls] == [
+        [c[k] for k in keys] for c in whole.calls
+    ]
+    a = json.loads((tmp_path / "whole" / "state.json").read_text())
+    b = json.loads((tmp_path / "parts" / "state.json").read_text())
+    np.testing.assert_allclose(a["positions"], b["positions"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(a["momenta"], b["momenta"], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="uses windows of 5 steps"):
+        learn_on_the_fly(start(), model_file, EMT(), out=tmp_path / "parts", steps=12,
+                         **{**options, "min_interval": 2})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        (dict(threshold=0.1, min_interval=0), "min_interval must be an integer >= 1"),
+        (dict(threshold=0.1, min_interval=True), "min_interval must be an integer >= 1"),
+        (dict(threshold=0.1, min_interval=2.5), "min_interval must be an integer >= 1"),
+        (dict(every=2, min_interval=2), "applies to threshold only"),
+        (dict(threshold=0.1, max_calls=-1), "max_calls must be an integer >= 0"),
+    ],
+)
+def test_bad_window_settings_are_refused_by_name(model_file, tmp_path, given, message):
+    with pytest.raises(ValueError, match=message):
+        learn_on_the_fly(start(), model_file, EMT(), out=tmp_path / "x", steps=2, **given)
+    assert not (tmp_path / "x").exists()

@@ -42,7 +42,7 @@ def run_strategy(
     budget, threshold, epochs, lr, replay_count); its log summary and wall time (s)."""
     folder = out / name
     trigger = (
-        {"threshold": settings["threshold"]}
+        {"threshold": settings["threshold"], "min_interval": settings.get("min_interval")}
         if name == "on_the_fly"
         else {"every": settings["steps"] // settings["budget"]}
     )
