@@ -18,7 +18,10 @@ a machine shared with other jobs):
   no net momentum): about 600 K once kinetic and potential energy share it;
 - budget K = 6 reference calls; ``on_the_fly``: threshold = the card's
   ``uncertainty_threshold_eV_per_A.valid_p95`` (the 95th percentile of the largest atomic
-  uncertainty on the validation structures); ``every_nth``: a call every 600 // 6 = 100 steps;
+  uncertainty on the validation structures), windows of ``learn_on_the_fly``'s default
+  600 // (2 × 6) = 50 steps: at a window's end the most uncertain frame of the window that
+  lies at least 50 steps after the last labelled one is labelled if above the threshold;
+  ``every_nth``: a call every 600 // 6 = 100 steps;
 - after each call: warm-start fine-tuning, 8 epochs, lr 0.005, on the learned frames plus a
   seeded sample of 16 frames of the shipped replay set ``models/metals-replay.xyz.xz``; the LLPR
   section refitted on all 300 replay frames (weighted to stand for the training split) plus
@@ -28,9 +31,16 @@ a machine shared with other jobs):
   each strategy's final model; MD stability: 400 NVE steps of 2 fs of each model from the test
   trajectory's start.
 
-State and models go to ``runs/learn_demo/metals/``; the results to
-``benchmarks/results/2026-11-30-learn-on-the-fly-metals.{json,md}`` and the two learning
-plots ``...-metals-{on_the_fly,every_nth}.png``.
+The parent is the zoo's current ``metals`` (v2); its uncertainty on this Ni₃Al run sits at the
+card's threshold (0.082–0.086 eV/Å over 600 steps of plain MD, 151 steps above it), so calls are
+made. The first session's run (first ``metals`` model, a call at the first frame over the
+threshold) is ``...-metals.md``; this run writes ``...-metals-v2.*``. A folder
+``window_only`` beside the two strategies (the first run of the window rule, before labelled
+frames were kept ``min_interval`` apart; moved there by hand) is measured too when present.
+
+State and models go to ``runs/learn_demo/metals-window/``; the results to
+``benchmarks/results/2026-11-30-learn-on-the-fly-metals-v2.{json,md}`` and the two learning
+plots ``...-metals-v2-{on_the_fly,every_nth}.png``.
 """
 
 from __future__ import annotations
@@ -67,8 +77,8 @@ from learn_demo_common import (
 )
 
 MODEL = "metals"
-OUT = ROOT / "runs" / "learn_demo" / MODEL
-STEM = "2026-11-30-learn-on-the-fly-metals"
+OUT = ROOT / "runs" / "learn_demo" / "metals-window"
+STEM = "2026-11-30-learn-on-the-fly-metals-v2"
 
 
 def settings() -> dict:
@@ -82,6 +92,8 @@ def settings() -> dict:
         "budget": 6,
         "threshold": float(threshold),
         "threshold_from": "card uncertainty_threshold_eV_per_A.valid_p95",
+        "min_interval": 600 // (2 * 6),
+        "min_interval_from": "learn_on_the_fly's default, steps // (2 x budget)",
         "epochs": 8,
         "lr": 0.005,
         "replay_count": 16,
@@ -107,9 +119,9 @@ def with_momenta(atoms: Atoms, temperature: float, seed: int) -> Atoms:
     return out
 
 
-def test_trajectory(start: Atoms) -> list[Atoms]:
-    """20 EMT-labelled frames of an EMT trajectory (cached in the run folder)."""
-    path = OUT / "test.xyz"
+def test_trajectory(start: Atoms, out: Path) -> list[Atoms]:
+    """20 EMT-labelled frames of an EMT trajectory (cached in the run folder ``out``)."""
+    path = out / "test.xyz"
     if path.exists():
         return list(read(path, ":"))
     work = start.copy()
@@ -134,17 +146,25 @@ def main() -> None:
         "--so-far", action="store_true", help="measure the unfinished runs at an equal budget"
     )
     parser.add_argument("--stability-steps", type=int, default=400, help="NVE steps of the check")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the start momenta (a replicate if not 0)"
+    )
     args = parser.parse_args()
     only = args.only
     torch.set_num_threads(1)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT if args.seed == 0 else OUT.with_name(f"{OUT.name}-seed{args.seed}")
+    stem = STEM if args.seed == 0 else f"{STEM}-seed{args.seed}"
+    out.mkdir(parents=True, exist_ok=True)
     config = settings()
+    config["start_momenta_seed"] = args.seed
     crystal = ni3al()
-    start = with_momenta(crystal, config["start_temperature_K"], seed=0)
+    start = with_momenta(crystal, config["start_temperature_K"], seed=args.seed)
     test_start = with_momenta(crystal, 1600.0, seed=11)
-    test = test_trajectory(test_start)
+    test = test_trajectory(test_start, out)
+    command = "OMP_NUM_THREADS=1 python scripts/uncertainty/learn_demo_metals.py"
+    command += f" --seed {args.seed}" if args.seed else ""
     result = {
-        "command": "OMP_NUM_THREADS=1 python scripts/uncertainty/learn_demo_metals.py",
+        "command": command,
         "parent": MODEL,
         "parent_weights_sha256": weights_sha(MODEL),
         "lattice_constant_A": float(crystal.cell.lengths()[0] / 2),
@@ -152,13 +172,13 @@ def main() -> None:
         "strategies": {},
     }
     if args.so_far:  # the runs as they stand, after the same number of calls each
-        result["strategies"] = so_far(OUT)
+        result["strategies"] = so_far(out)
         result["partial"] = "unfinished runs, compared after the same number of calls"
     result["settings"]["stability_steps"] = args.stability_steps
     for name in () if args.so_far else STRATEGIES if only is None else (only,):
-        summary = run_strategy(name, start, MODEL, EMT(), OUT, config)
+        summary = run_strategy(name, start, MODEL, EMT(), out, config)
         result["strategies"][name] = summary
-        shutil.copyfile(OUT / name / "learning.png", RESULTS / f"{STEM}-{name}.png")
+        shutil.copyfile(out / name / "learning.png", RESULTS / f"{stem}-{name}.png")
         print(name, {k: v for k, v in summary.items() if k != "calls_detail"}, flush=True)
     if only is not None:  # one strategy in its own process; a plain run then joins them
         return
@@ -167,15 +187,38 @@ def main() -> None:
     models.update({k: str(ROOT / v["final_model"]) for k, v in strategies if v["final_model"]})
     k = result["strategies"]["on_the_fly"]["calls"]
     if not args.so_far and 0 < k < result["strategies"]["every_nth"]["calls"]:  # equal calls
-        models["every_nth_same_calls"] = str(OUT / "every_nth" / f"model-{k}.json")
+        models["every_nth_same_calls"] = str(out / "every_nth" / f"model-{k}.json")
         result["same_calls"] = k
+    ablation = out / "window_only" / "state.json"
+    if ablation.exists():  # the first run of the window rule (see the docstring)
+        state = json.loads(ablation.read_text())
+        result["strategies"]["window_only"] = {
+            "calls": len(state["calls"]),
+            "call_steps": [c["step"] for c in state["calls"]],
+            "called_at_steps": [c["called_at_step"] for c in state["calls"]],
+            "wall_s": round(
+                json.loads((out / "window_only" / "wall.json").read_text())["seconds"], 1
+            ),
+        }
+        models["window_only"] = str(out / "window_only" / Path(state["model"]).name)
     result["test"] = {k: errors_on(m, test) for k, m in models.items()}
+    result["test_force_rmse_after_each_call"] = {
+        name: [
+            errors_on(str(out / name / f"model-{k}.json"), test)["force_rmse_eV_per_A"]
+            for k in range(1, result["strategies"][name]["calls"] + 1)
+        ]
+        for name in result["strategies"]
+    }
     print(result["test"], flush=True)
     md_steps = args.stability_steps
     result["stability"] = {k: stability(m, test_start, md_steps, 2.0) for k, m in models.items()}
     print(result["stability"], flush=True)
-    (RESULTS / f"{STEM}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     intro = [
+        "Parent: the zoo's current `metals` (v2). On the fly: windows of 50 steps, the most",
+        "uncertain frame of each (at least 50 steps after the last labelled one) labelled at",
+        "the window's end if above the card's threshold.",
+        "",
         "Written by `OMP_NUM_THREADS=1 python scripts/uncertainty/learn_demo_metals.py` (all",
         "numbers: the JSON beside this file; settings and their reasons: the script's",
         "docstring). Zoo model `metals` taken to L1₂ Ni₃Al (an ordered intermetallic; its data",
@@ -183,7 +226,13 @@ def main() -> None:
         "both strategies; test: an independent EMT trajectory (other seed and temperature).",
     ]
     title = "On-the-fly learning vs every N-th frame: metals → L1₂ Ni₃Al (EMT)"
-    (RESULTS / f"{STEM}.md").write_text(markdown(title, intro, result))
+    curves = [
+        f"- {name}: " + ", ".join(f"{x:.4f}" for x in rmse)
+        for name, rmse in result["test_force_rmse_after_each_call"].items()
+    ]
+    text = markdown(title, intro, result)
+    text += "\nTest force RMSE (eV/Å) of the model after 1, 2, ... calls:\n\n" + "\n".join(curves)
+    (RESULTS / f"{stem}.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":
