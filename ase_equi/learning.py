@@ -7,8 +7,8 @@ prediction-rigidity section (its last-layer prediction rigidity, LLPR; every zoo
 atomic force uncertainty (``forces_uncertainty``, eV/Å, see :mod:`ase_equi.uncertainty`) is
 recorded. The run is cut into windows of ``min_interval`` steps (steps 1..m, m+1..2m, ...); the
 most uncertain structure of the current window is kept (only structures at least
-``min_interval`` steps after the last labelled one count), and at the window's end, if its
-uncertainty passed ``threshold``:
+``min_interval // 2`` steps after the last labelled one count), and at the window's end, if
+its uncertainty passed ``threshold``:
 
 1. that structure (not the last one, nor the first one over the threshold) is labelled by the
    ``reference`` (any ASE calculator);
@@ -21,15 +21,16 @@ uncertainty passed ``threshold``:
    (calibration factors kept, :func:`~ase_equi.learning_rigidity.refit_rigidity`);
 4. the MD continues from the same positions and momenta with the new model.
 
-No reference call is made unless the threshold is passed, and two calls, and two labelled
-structures, are at least ``min_interval`` steps apart: consecutive MD frames are nearly the
-same structure, so a budget spent on the first frames over the threshold buys little
-(``benchmarks/results/2026-11-30-learn-on-the-fly-metals.md``), and of correlated frames the
-most uncertain is the one the model knows least. A partial last window (``steps`` not a
-multiple of ``min_interval``) makes no call. After every step the state (step, positions,
-momenta, the model in use, the call log, the window's most uncertain frame so far) is written
-to ``OUT`` (atomically), so a killed run called again with the same ``out`` resumes from the
-last step written; a kill during a training resumes that training from its checkpoint.
+No reference call is made unless the threshold is passed; two calls are at least
+``min_interval`` steps apart, two labelled structures at least ``min_interval // 2`` (so that
+a structure labelled at a window's end leaves half of the next window to choose from):
+consecutive MD frames are nearly the same structure, so a budget spent on the first frames over
+the threshold buys little (``benchmarks/results/2026-11-30-learn-on-the-fly-metals.md``), and
+of correlated frames the most uncertain is the one the model knows least. A partial last
+window (``steps`` not a multiple of ``min_interval``) makes no call. After every step the state
+(step, positions, momenta, the model in use, the call log, the window's most uncertain frame so
+far) is written to ``OUT`` (atomically): a killed run called again with the same ``out`` resumes
+from the last step written, a kill during a training from that training's checkpoint.
 ``OUT/calls.json`` logs every reference call: the step of the labelled structure (``step``),
 the step of the call (``called_at_step``), why (the uncertainty and the threshold), the force
 RMSE (eV/Å) and energy error (eV/atom) of the model on that structure before and after;
@@ -166,7 +167,7 @@ def learn_on_the_fly(
         u = float(atoms.calc.get_property("forces_uncertainty", atoms).max())
         with open(folder / "uncertainty.txt", "a") as fh:  # step, time (fs), eV/Å
             fh.write(f"{step + 1} {(step + 1) * timestep_fs:.6g} {u!r}\n")
-        apart = not calls or step + 1 >= calls[-1]["step"] + window  # from the last labelled
+        apart = not calls or step + 1 >= calls[-1]["step"] + max(1, window // 2)
         if every or (apart and (best is None or u > best["uncertainty"])):
             best = {"step": step + 1, "uncertainty": u, "positions": atoms.positions.tolist()}
         flagged = best is not None and best["uncertainty"] > float(threshold or 0)

@@ -298,15 +298,15 @@ def test_a_window_labels_its_most_uncertain_frame_and_only_when_flagged(model_fi
 
 
 def test_calls_are_a_window_apart_with_the_default_window(model_file, tmp_path):
-    """Every step flagged, 8 steps, 2 calls allowed: the default window is 8 // (2·2) = 2 steps,
-    so the calls are made at steps 2 and 4 (two apart), each labelling a frame of its own
-    window at least 2 steps after the frame labelled before, and none afterwards."""
+    """Every step flagged, 16 steps, 2 calls allowed: the default window is 16 // (2·2) = 4
+    steps, so the calls are made at steps 4 and 8 (four apart), each labelling a frame of its
+    own window at least 4 // 2 = 2 steps after the frame labelled before, and none afterwards."""
     CountingEMT.calls = 0
-    run = learn_on_the_fly(start(), model_file, CountingEMT(), out=tmp_path / "run", steps=8,
+    run = learn_on_the_fly(start(), model_file, CountingEMT(), out=tmp_path / "run", steps=16,
                            threshold=1e-6, max_calls=2, replay=None, train_config=FAST)  # fmt: skip
-    assert json.loads((tmp_path / "run" / "setup.json").read_text())["window_steps"] == 2
-    assert [c["called_at_step"] for c in run.calls] == [2, 4] and CountingEMT.calls == 2
-    assert all(c["called_at_step"] - 2 < c["step"] <= c["called_at_step"] for c in run.calls)
+    assert json.loads((tmp_path / "run" / "setup.json").read_text())["window_steps"] == 4
+    assert [c["called_at_step"] for c in run.calls] == [4, 8] and CountingEMT.calls == 2
+    assert all(c["called_at_step"] - 4 < c["step"] <= c["called_at_step"] for c in run.calls)
     assert run.calls[1]["step"] - run.calls[0]["step"] >= 2
 
 

@@ -183,7 +183,8 @@ def markdown(title: str, intro: list[str], result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for key, label in (("parent", "parent (zoo)"), ("on_the_fly", "on the fly (LLPR)"),
-                       ("window_only", "on the fly, labelled frames not spaced (first run)"),
+                       ("window_only", "on the fly, labelled frames not kept apart (run 1)"),
+                       ("spaced_full", "on the fly, labelled frames 50 steps apart (run 2)"),
                        ("every_nth", "every N-th step"),
                        ("every_nth_same_calls", "every N-th step, its model after as many "
                         "calls as on the fly made")):  # fmt: skip

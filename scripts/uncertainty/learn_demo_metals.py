@@ -20,7 +20,7 @@ a machine shared with other jobs):
   ``uncertainty_threshold_eV_per_A.valid_p95`` (the 95th percentile of the largest atomic
   uncertainty on the validation structures), windows of ``learn_on_the_fly``'s default
   600 // (2 × 6) = 50 steps: at a window's end the most uncertain frame of the window that
-  lies at least 50 steps after the last labelled one is labelled if above the threshold;
+  lies at least 25 steps after the last labelled one is labelled if above the threshold;
   ``every_nth``: a call every 600 // 6 = 100 steps;
 - after each call: warm-start fine-tuning, 8 epochs, lr 0.005, on the learned frames plus a
   seeded sample of 16 frames of the shipped replay set ``models/metals-replay.xyz.xz``; the LLPR
@@ -34,9 +34,11 @@ a machine shared with other jobs):
 The parent is the zoo's current ``metals`` (v2); its uncertainty on this Ni₃Al run sits at the
 card's threshold (0.082–0.086 eV/Å over 600 steps of plain MD, 151 steps above it), so calls are
 made. The first session's run (first ``metals`` model, a call at the first frame over the
-threshold) is ``...-metals.md``; this run writes ``...-metals-v2.*``. A folder
-``window_only`` beside the two strategies (the first run of the window rule, before labelled
-frames were kept ``min_interval`` apart; moved there by hand) is measured too when present.
+threshold) is ``...-metals.md``; this run writes ``...-metals-v2.*``. Two earlier runs of
+the window rule are measured too when their folders are there (moved by hand):
+``window_only`` (labelled frames not kept apart) and ``spaced_full`` (kept ``min_interval``
+apart: a frame labelled at a window's end then left only the next window's last frame to
+choose, so the rule became "every 50 steps").
 
 State and models go to ``runs/learn_demo/metals-window/``; the results to
 ``benchmarks/results/2026-11-30-learn-on-the-fly-metals-v2.{json,md}`` and the two learning
@@ -79,6 +81,8 @@ from learn_demo_common import (
 MODEL = "metals"
 OUT = ROOT / "runs" / "learn_demo" / "metals-window"
 STEM = "2026-11-30-learn-on-the-fly-metals-v2"
+#: folders of earlier runs of the window rule, measured when present (moved there by hand)
+ABLATIONS = ("window_only", "spaced_full")
 
 
 def settings() -> dict:
@@ -189,18 +193,17 @@ def main() -> None:
     if not args.so_far and 0 < k < result["strategies"]["every_nth"]["calls"]:  # equal calls
         models["every_nth_same_calls"] = str(out / "every_nth" / f"model-{k}.json")
         result["same_calls"] = k
-    ablation = out / "window_only" / "state.json"
-    if ablation.exists():  # the first run of the window rule (see the docstring)
-        state = json.loads(ablation.read_text())
-        result["strategies"]["window_only"] = {
+    for name in ABLATIONS:  # earlier runs of the window rule (see the docstring)
+        if not (out / name / "state.json").exists():
+            continue
+        state = json.loads((out / name / "state.json").read_text())
+        result["strategies"][name] = {
             "calls": len(state["calls"]),
             "call_steps": [c["step"] for c in state["calls"]],
             "called_at_steps": [c["called_at_step"] for c in state["calls"]],
-            "wall_s": round(
-                json.loads((out / "window_only" / "wall.json").read_text())["seconds"], 1
-            ),
+            "wall_s": round(json.loads((out / name / "wall.json").read_text())["seconds"], 1),
         }
-        models["window_only"] = str(out / "window_only" / Path(state["model"]).name)
+        models[name] = str(out / name / Path(state["model"]).name)
     result["test"] = {k: errors_on(m, test) for k, m in models.items()}
     result["test_force_rmse_after_each_call"] = {
         name: [
@@ -216,7 +219,7 @@ def main() -> None:
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     intro = [
         "Parent: the zoo's current `metals` (v2). On the fly: windows of 50 steps, the most",
-        "uncertain frame of each (at least 50 steps after the last labelled one) labelled at",
+        "uncertain frame of each (at least 25 steps after the last labelled one) labelled at",
         "the window's end if above the card's threshold.",
         "",
         "Written by `OMP_NUM_THREADS=1 python scripts/uncertainty/learn_demo_metals.py` (all",
