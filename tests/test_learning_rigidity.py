@@ -313,24 +313,22 @@ def test_calls_are_a_window_apart_with_the_default_window(model_file, tmp_path):
 def test_a_run_killed_mid_window_resumes_with_that_windows_best_frame(model_file, tmp_path):
     """Windows of 5 steps (2 fs), killed right after the first window's most uncertain frame
     (found by a plain MD) and before the window's end: the resumed run labels that frame from
-    the state, makes the same calls and ends in the same state as a run never stopped; a
+    the state, makes the same call and ends in the same state as a run never stopped; a
     different window on resume is refused."""
     _, sigma = independent_md(model_file, 5, 2.0)
     peak = int(np.argmax(sigma))
     assert peak < 4, sigma  # the kill falls inside the window, after its best frame
-    options = dict(threshold=1e-6, max_calls=2, min_interval=5, timestep_fs=2.0, replay=None,
+    options = dict(threshold=1e-6, max_calls=1, min_interval=5, timestep_fs=2.0, replay=None,
                    train_config=FAST)  # fmt: skip
-    whole = learn_on_the_fly(
-        start(), model_file, EMT(), out=tmp_path / "whole", steps=10, **options
-    )
+    whole = learn_on_the_fly(start(), model_file, EMT(), out=tmp_path / "whole", steps=5, **options)
     learn_on_the_fly(start(), model_file, EMT(), out=tmp_path / "parts", steps=peak + 1, **options)
     killed = json.loads((tmp_path / "parts" / "state.json").read_text())
     assert killed["window_best"]["step"] == peak + 1 and killed["calls"] == []
     CountingEMT.calls = 0
     resumed = learn_on_the_fly(
-        start(), model_file, CountingEMT(), out=tmp_path / "parts", steps=10, **options
+        start(), model_file, CountingEMT(), out=tmp_path / "parts", steps=5, **options
     )
-    assert CountingEMT.calls == 2 and resumed.calls[0]["step"] == peak + 1
+    assert CountingEMT.calls == 1 and resumed.calls[0]["step"] == peak + 1
     keys = ("step", "called_at_step", "uncertainty", "force_rmse_before")
     assert [[c[k] for k in keys] for c in resumed.calls] == [
         [c[k] for k in keys] for c in whole.calls
@@ -340,7 +338,7 @@ def test_a_run_killed_mid_window_resumes_with_that_windows_best_frame(model_file
     np.testing.assert_allclose(a["positions"], b["positions"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(a["momenta"], b["momenta"], rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="uses windows of 5 steps"):
-        learn_on_the_fly(start(), model_file, EMT(), out=tmp_path / "parts", steps=12,
+        learn_on_the_fly(start(), model_file, EMT(), out=tmp_path / "parts", steps=8,
                          **{**options, "min_interval": 2})  # fmt: skip
 
 
