@@ -33,6 +33,10 @@ with the same epochs instead of training it again (``--no-scratch``: none at all
 
     OMP_NUM_THREADS=1 python scripts/finetune_study.py --out runs/ft-screen-a --epochs 8 \
         --sets ni-s0x0.97-v0x1.3 --option trunk_lr_scale=1.0 --scratch-from runs/finetune-study-v2
+
+``--summary`` prints one README row per finished set (test MAE E / F / σ, lattice-constant
+errors, the worst forgetting ratio); the parent pull's λ (``--option parent_pull=...``) is in
+each set's ``result.json`` and table.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ import numpy as np
 from ase.build import bulk, fcc111
 from ase.calculators.singlepoint import SinglePointCalculator
 
+QUANT = ("energy", "forces", "stress")
 SETS = {
     "cu-s0x1.05": ("Cu", {1: 1.05}),
     "ni-s0x0.97-v0x1.3": ("Ni", {1: 0.97, 2: 1.3}),
@@ -209,6 +214,7 @@ def run_set(
             "seconds": round(t_ft, 1),
             "defaults": ft.report["defaults"],
             "replay": ft.report["replay"],
+            "parent_pull": ft.report.get("parent_pull", {}),
             "options": options or {},
             "parent_test": ft.report.get("parent_test", {}),
             "history": ft.train_result.history,
@@ -315,9 +321,43 @@ def table(results: list[dict]) -> str:
         lines += [
             "",
             f"Defaults: {json.dumps({k: v['value'] for k, v in f['defaults'].items()})}; "
-            f"replay: {f['replay'].get('count')} frames from {f['replay'].get('source')}.",
+            f"replay: {f['replay'].get('count')} frames from {f['replay'].get('source')}"
+            f"; parent pull λ = {_strength(f)}.",
             "",
         ]
+    return "\n".join(lines)
+
+
+def _strength(f: dict):
+    """λ of the parent pull of a fine-tune (from its report; else as given)."""
+    pull = f.get("parent_pull") or {}
+    return pull.get("strength", f.get("options", {}).get("parent_pull", "not recorded"))
+
+
+def summary(results: list[dict]) -> str:
+    """One row per set, as in the README: test MAE E / F / σ fine-tuned and from scratch, the
+    lattice-constant errors, the worst forgetting ratio (parent head over parent, per element)."""
+    lines = [
+        "| user data | fine-tuned (defaults) | from scratch | a0: fine-tuned / scratch "
+        "| forgetting |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        f, s, lab = r["finetuned"], r["scratch"], r["labels_eos"]
+        cells = []
+        for d in (f["test"], s["test"]):
+            cells.append(" / ".join(f"{d.get(f'{q}_mae', float('nan')):.3g}" for q in QUANT))
+
+        def a0(d, lab=lab):
+            return f"{100 * (d['a0'] / lab['a0'] - 1):+.2f}" if d and "a0" in d else "none"
+
+        ratio = {z: v / f["parent_per_element"][z] for z, v in (f["forgetting"] or {}).items()}
+        worst = max(ratio, key=ratio.get) if ratio else None
+        forget = f"{ratio[worst]:.2f}× ({worst})" if worst else "–"
+        lines.append(
+            f"| {r['set']} ({r['epochs']} epochs) | {cells[0]} | {cells[1]} | "
+            f"{a0(f['eos'])} / {a0(s['eos'])} % | {forget} |"
+        )
     return "\n".join(lines)
 
 
@@ -327,6 +367,7 @@ def main() -> None:
     parser.add_argument("--sets", nargs="*", default=list(SETS))
     parser.add_argument("--epochs", type=int, help="(default: fine-tuning's default)")
     parser.add_argument("--table", action="store_true", help="print the tables of finished sets")
+    parser.add_argument("--summary", action="store_true", help="one README row per finished set")
     parser.add_argument(
         "--option", action="append", default=[], help="KEY=JSON: a fine-tuning option"
     )
@@ -343,7 +384,7 @@ def main() -> None:
             if (out / name / "finetuned" / "checkpoints" / "last.pt").exists():
                 print(name, json.dumps(probe(out / name)), flush=True)
             continue
-        if args.table:
+        if args.table or args.summary:
             path = out / name / "result.json"
             if path.exists():
                 results.append(json.loads(path.read_text()))
@@ -362,6 +403,8 @@ def main() -> None:
         print(table(results[-1:]), flush=True)
     if args.table:
         print(table(results))
+    if args.summary:
+        print(summary(results))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ from .finetune_defaults import (
 from .finetune_report import before_after, measure_errors, write_report
 from .loss import UNITS
 from .multihead import add_head
+from .parent_pull import DEFAULT_PARENT_PULL, check_strength, pull_for_finetune
 from .replay import AUTO, parent_test_set, replay_frames, weighted_replay
 from .report import TrainResult
 from .trainer import train
@@ -114,6 +115,8 @@ class FinetuneConfig:
     replay_new_element_share: at least this share of the replay frames contain an element of
         the new data, where the replay pool has them (:func:`~.replay.select_replay`; None:
         0.5 with two heads, 0 with one, where such frames contradict the new labels).
+    parent_pull: λ of the pull of the shared layers towards the parent's weights, loss +
+        λ · mean over shared weights of (θ − θ_parent)² (:mod:`.parent_pull`; 0: none).
     trunk_lr_scale: learning rate of the shared layers (and of the parent's head) as a
         fraction of ``lr``; the head that learns the new data trains at ``lr``
         (:func:`~.finetune_defaults.head_lr_scale`).
@@ -132,6 +135,7 @@ class FinetuneConfig:
     replay_count: int | None = None
     replay_weight: float | None = None
     replay_new_element_share: float | None = None
+    parent_pull: float = DEFAULT_PARENT_PULL
     trunk_lr_scale: float = 1.0
     relabel_replay: bool = False
     parent_test_data: str | None = AUTO
@@ -146,6 +150,7 @@ class FinetuneConfig:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= high:
                 raise ValueError(f"FinetuneConfig.{name} is out of range [0, {high}]: {value}")
+        object.__setattr__(self, "parent_pull", check_strength(self.parent_pull))
         if not 0 <= self.trunk_lr_scale <= 1:
             raise ValueError(
                 f"FinetuneConfig.trunk_lr_scale is out of range: {self.trunk_lr_scale}"
@@ -275,8 +280,7 @@ def finetune(
     ft = resolve_replay_rules(FinetuneConfig(**ft_options))
     loaded = load_parent(parent)
     ident = parent_identity(parent, loaded)
-    parent_name = ident["name"]
-    name = name or f"{parent_name}-finetuned"
+    name = name or f"{ident['name']}-finetuned"
     source, frames = load_frames(data, keys=keys)
     tr_options, chosen = choose_train_options(loaded.card, frames, tr_given)
     cfg = TrainConfig(**{**tr_options, "output_dir": str(out)})
@@ -289,9 +293,10 @@ def finetune(
     replay, replay_report = replay_frames(parent, ft, cfg, base, fit_frames)
     heads: tuple[str, str] | None = None
     if ft.multihead:
-        model, heads = _two_heads(model, base, e0_shift, loaded, parent_name, ft.new_head)
+        model, heads = _two_heads(model, base, e0_shift, loaded, ident["name"], ft.new_head)
         frames = [dataclasses.replace(f, head=1) for f in frames]
     replay = weighted_replay(replay, replay_report, ft, fit_frames, e0_shift, model.config.elements)
+    penalty, pull_report = pull_for_finetune(model, base, ft.parent_pull, Path(out), bool(replay))
     result = train(
         model,
         frames,
@@ -299,11 +304,12 @@ def finetune(
         keys=keys,
         name=name,
         level_of_theory=level,
-        data_description=f"fine-tuned from {parent_name} on {file_name(source)}",
+        data_description=f"fine-tuned from {ident['name']} on {file_name(source)}",
         progress=progress,
         replay=replay,
         verbose=verbose,
         lr_scale=head_lr_scale(ft.trunk_lr_scale, multihead=heads is not None),
+        penalty=penalty,
     )
     if heads is not None:
         result.model.active_head = 1
@@ -312,7 +318,7 @@ def finetune(
         model, result, frames, parent_test, cfg, parent=base, parent_head=0 if heads else None
     )
     report.update(
-        parent=parent_name,
+        parent=ident["name"],
         parent_sha256=ident["weights_sha256"],
         level_of_theory=level,
         heads=list(heads) if heads else [],
@@ -321,6 +327,7 @@ def finetune(
         reference_energies=e0_report,
         replay=replay_report,
         n_replay=len(replay),
+        parent_pull=pull_report,
         seconds=round(time.perf_counter() - started, 1),
     )
     path = None

@@ -184,6 +184,8 @@ def _extra_lines(report: dict[str, Any]) -> list[str]:
         lines += [f"- {k} = {v['value']} ({v['from']})" for k, v in report["defaults"].items()]
     if report.get("replay"):
         lines += ["", f"Replay: {report['replay']}"]
+    if report.get("parent_pull"):
+        lines += ["", f"Pull towards the parent's weights (L2-SP): {report['parent_pull']}"]
     if report.get("heads"):
         lines += ["", f"Heads: {report['heads']} (default: {report['heads'][-1]})."]
     return lines

@@ -94,6 +94,7 @@ def train(
     replay: Sequence[Frame] = (),
     verbose: bool = True,
     lr_scale: Callable[[str], float] | None = None,
+    penalty: Callable[[torch.nn.Module], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train a model and write checkpoints, a test report, plots and the model file.
 
@@ -114,9 +115,9 @@ def train(
     progress:
         Called on rank 0 with ``{"event": "resume" | "step" | "epoch" | "done", ...}``; the
         ``"resume"``, ``"epoch"`` and ``"done"`` dicts carry a printable ``"line"``.
-    replay, lr_scale:
+    replay, lr_scale, penalty:
         Fine-tuning's: frames joining the training split only, each with its ``Frame.weight``
-        (replay); learning rates ``config.lr × lr_scale(parameter name)`` (None: ``config.lr``).
+        (replay); learning rates ``config.lr × lr_scale(param. name)``; loss + ``penalty(model)``.
     verbose:
         Show progress on stderr (rank 0): a live step line on a terminal, one line per epoch
         (:class:`~ase_equi.training.progress.ProgressLine`). Other messages use ``logging``.
@@ -138,7 +139,7 @@ def train(
     """
     progress = combine([ProgressLine() if verbose else None, progress])
     with process_group():
-        return _Run(model, data, config, keys, progress, replay, lr_scale).run(
+        return _Run(model, data, config, keys, progress, replay, lr_scale, penalty).run(
             name, level_of_theory, data_description
         )
 
@@ -147,9 +148,9 @@ class _Run:
     """One call of :func:`train`: the state that a checkpoint saves, and the steps."""
 
     def __init__(
-        self, model, data, config: TrainConfig, keys, progress, replay=(), lr_scale=None
+        self, model, data, config: TrainConfig, keys, progress, replay, lr_scale, penalty
     ) -> None:
-        self.cfg, self.progress = config, progress
+        self.cfg, self.progress, self.penalty = config, progress, penalty
         self.rank, self.world = rank_and_world()
         self.out = Path(config.output_dir)
         self.ckpt_path = self.out / "checkpoints" / "last.pt"
@@ -279,7 +280,8 @@ class _Run:
         sums = {q: (s * share, n * share) for q, (s, n) in sums.items()}
         counts = global_counts({q: n for q, (_, n) in sums.items()}, self.world)
         # DDP averages gradients over ranks; × world turns that into the global-batch gradient
-        loss = weighted_loss(sums, self.cfg.loss_weights, counts=counts) * self.world
+        pull = 0.0 if self.penalty is None else self.penalty(self.net)  # DDP's mean: once
+        loss = weighted_loss(sums, self.cfg.loss_weights, counts=counts) * self.world + pull
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.max_grad_norm is not None:
