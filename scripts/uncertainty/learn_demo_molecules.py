@@ -33,9 +33,13 @@ machine shared with other jobs: a reference call costs minutes there):
   theory: independent of both runs), copied into the run folder at the first run; MD stability:
   400 NVE steps of 0.5 fs of each model from the start structure with momenta at 1200 K (seed 11).
 
-State, models and the reference cache go to ``runs/learn_demo/molecules-pbe/``; the results to
-``benchmarks/results/2026-11-30-learn-on-the-fly-molecules.{json,md}`` and the two learning
-plots ``...-molecules-{on_the_fly,every_nth}.png``.
+``on_the_fly`` uses ``learn_on_the_fly``'s window rule (windows of 600 // (2 × 6) = 50 steps,
+the most uncertain frame of each labelled at its end if above the threshold). State and models
+go to ``runs/learn_demo/molecules-pbe-window/`` (the first session's runs, with a call at the
+first frame over the threshold, stay in ``runs/learn_demo/molecules-pbe/``, whose reference
+cache this run shares: a structure labelled there is not computed again); the results to
+``benchmarks/results/2026-11-30-learn-on-the-fly-molecules-v2.{json,md}`` and the two learning
+plots ``...-molecules-v2-{on_the_fly,every_nth}.png``.
 """
 
 from __future__ import annotations
@@ -72,8 +76,9 @@ from generate_molecules_pyscf import dft
 
 MODEL = "molecules-pbe"
 MOLECULES = ("CO2", "HCOOH", "CH3CHO")
-OUT = ROOT / "runs" / "learn_demo" / MODEL
-STEM = "2026-11-30-learn-on-the-fly-molecules"
+OUT = ROOT / "runs" / "learn_demo" / f"{MODEL}-window"
+CACHE = ROOT / "runs" / "learn_demo" / MODEL / "reference_cache"  # shared with the first runs
+STEM = "2026-11-30-learn-on-the-fly-molecules-v2"
 TEST_DATA = ROOT / "data" / "molecules-pbe-v2.xyz.xz"
 TEST_TYPES = tuple(f"{m}_{t}K" for m in MOLECULES for t in (300, 600))
 
@@ -89,6 +94,8 @@ def settings() -> dict:
         "budget": 6,
         "threshold": float(threshold),
         "threshold_from": "card uncertainty_threshold_eV_per_A.valid_p95",
+        "min_interval": 600 // (2 * 6),
+        "min_interval_from": "learn_on_the_fly's default, steps // (2 x budget)",
         "epochs": 10,
         "lr": 0.005,
         "replay_count": 24,
@@ -148,7 +155,7 @@ def main() -> None:
     atoms, parts = three_molecules()
     start = with_momenta(atoms, parts, config["start_temperature_K"], seed=0)
     test = test_frames()
-    reference = CachedReference(pbe, OUT / "reference_cache")
+    reference = CachedReference(pbe, CACHE)
     result = {
         "command": "OMP_NUM_THREADS=1 python scripts/uncertainty/learn_demo_molecules.py",
         "parent": MODEL,
