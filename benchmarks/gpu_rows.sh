@@ -8,16 +8,19 @@
 #   bash benchmarks/gpu_rows.sh mace OUT   # one MD step vs mace-torch and mace-torch +
 #                                          # cuEquivariance at 1k-50k atoms; largest cell
 #
-# Wheels: .whl/ours (ase, e3nn 0.6.0, matscipy) → /tmp/site-ours, on PYTHONPATH with the
+# Wheels: .whl/ours (ase, e3nn 0.6.0, matscipy) → $work/site-ours, on PYTHONPATH with the
 # repository; .whl/mace (mace-torch 0.3.16 and its needs, e3nn 0.4.4) and .whl/cueq*
-# (cuequivariance-torch, its ops) → /tmp/site-mace, seen only by the mace side through a
-# stand-in virtual environment /tmp/venv-mace whose python sets PYTHONPATH. A part installs
+# (cuequivariance-torch, its ops) → $work/site-mace, seen only by the mace side through a
+# stand-in virtual environment $work/venv-mace whose python sets PYTHONPATH. A part installs
 # the wheel folders present (each once per machine), so the two parts can run in two calls.
+# $work is $GPU_ROWS_WORK, by default a folder in the machine's temporary directory.
 set -u
 part=${1:?ours or mace}
 out=${2:?output folder}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+work=${GPU_ROWS_WORK:-${TMPDIR:-/tmp}/ase_equi_gpu_rows}
+mkdir -p "$work"
 
 install() {  # install <target> <wheel folder>: once per machine
     local target=$1 folder=$2 marker="$1/.installed-$(basename "$2")"
@@ -25,12 +28,12 @@ install() {  # install <target> <wheel folder>: once per machine
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target "$target" "$folder"/*.whl && touch "$marker"
 }
-install /tmp/site-ours .whl/ours
-for folder in .whl/mace .whl/cueq1 .whl/cueq2; do install /tmp/site-mace "$folder"; done
-export PYTHONPATH="$PWD:/tmp/site-ours"
-mkdir -p /tmp/venv-mace/bin
-printf '#!/bin/sh\nPYTHONPATH=/tmp/site-mace exec python3 "$@"\n' > /tmp/venv-mace/bin/python
-chmod +x /tmp/venv-mace/bin/python
+install "$work/site-ours" .whl/ours
+for folder in .whl/mace .whl/cueq1 .whl/cueq2; do install "$work/site-mace" "$folder"; done
+export PYTHONPATH="$PWD:$work/site-ours"
+mkdir -p "$work/venv-mace/bin"
+printf '#!/bin/sh\nPYTHONPATH=%s exec python3 "$@"\n' "$work/site-mace" > "$work/venv-mace/bin/python"
+chmod +x "$work/venv-mace/bin/python"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv \
     | tee "$out/gpu-$part.txt"
 python3 -c "import torch, e3nn, ase, ase_equi; print('ours: torch', torch.__version__,
@@ -49,14 +52,14 @@ ours)
         2>&1 | cut -c1-400
     ;;
 mace)
-    /tmp/venv-mace/bin/python -c "import mace, e3nn; print('mace side: mace', mace.__version__,
+    "$work/venv-mace/bin/python" -c "import mace, e3nn; print('mace side: mace', mace.__version__,
 'e3nn', e3nn.__version__)"
-    /tmp/venv-mace/bin/python -c "import cuequivariance_torch as c; print('cueq', c.__version__)"
+    "$work/venv-mace/bin/python" -c "import cuequivariance_torch as c; print('cueq', c.__version__)"
     timeout 250 python3 benchmarks/mace_comparison.py --device cuda --models medium \
         --dtypes float32 --modes forces --sizes 7,14,23 --repeats 5 --warmup 2 --mace-cueq \
-        --row-timeout 80 --mace-venv /tmp/venv-mace --cache /tmp/cache --out "$out" \
+        --row-timeout 80 --mace-venv "$work/venv-mace" --cache "$work/cache" --out "$out" \
         2>&1 | tail -60
-    model=$(ls /tmp/cache/cu_medium_*.model | head -1)
+    model=$(ls "$work"/cache/cu_medium_*.model | head -1)
     for n in 30 40; do  # 108,000 and 256,000 atoms: the largest Cu cell that fits
         request="{\"action\": \"time\", \"model\": \"$model\", \"dtype\": \"float32\",
             \"n_cells\": $n, \"mode\": \"forces\", \"repeats\": 2, \"warmup\": 1,
