@@ -30,7 +30,9 @@ For zoo model NAME (``models/NAME.json``), with the split of its training run re
 With ``--jacobian`` also the exact LLPR force variance diag(Jᵀ C⁻¹ J) (d backward passes per
 structure) on the validation and test sets, calibrated the same way, for comparison.
 
-Every stage is kept in ``runs/zoo_rigidity/NAME/`` (a rerun continues where it stopped); the
+Every stage is kept in ``runs/zoo_rigidity/NAME/WEIGHTS/`` (WEIGHTS: the first 12 hex digits of
+the weights' SHA-256, so a retrained model never reuses another's stages; a rerun continues
+where it stopped); the
 results go to ``benchmarks/results/2026-11-30-zoo-uncertainty.json`` (one entry per model) and
 the calibration plot to ``benchmarks/results/2026-11-30-zoo-uncertainty-NAME.png``.
 """
@@ -247,7 +249,8 @@ def ood_structures(name: str, rng: np.random.Generator) -> list[tuple[str, Any, 
         reference = pbe_forces
     except ImportError:
         reference = None
-    for formula in ("CO2", "HCOOH", "CH3CHO", "C2H6", "H2O2"):  # not among the card's five
+    # five of the held-out molecules of generate_molecules_v2.py (none of the 35 in training)
+    for formula in ("C2H6CHOH", "H2CCO", "CH2OCH2", "C4H4NH", "H2CCHCN"):
         for rattle in (0.0, 0.05):
             a = molecule(formula)
             if rattle:
@@ -464,10 +467,12 @@ def card_entry(name: str, rigidity, figures: dict, thresholds: dict, n_valid: in
 
 
 def run(name: str, jacobian: bool) -> dict[str, Any]:
-    work = ROOT / "runs" / "zoo_rigidity" / name
-    work.mkdir(parents=True, exist_ok=True)
     path = ROOT / "models" / f"{name}.json"
     loaded = read_model_file(path)
+    # the cached stages belong to these weights: a retrained model starts afresh
+    weights = json.loads(path.read_text())["weights_sha256"][:12]
+    work = ROOT / "runs" / "zoo_rigidity" / name / weights
+    work.mkdir(parents=True, exist_ok=True)
     sets = splits(name)
     rigidity, cal, thresholds, valid = fit(name, loaded, sets, work)
     test = cached(work / "test.npz", lambda: labelled_predictions(loaded, sets["test"]))
