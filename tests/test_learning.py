@@ -115,3 +115,19 @@ def test_command_line_learns_with_a_named_reference(committee_file, tmp_path, ca
     bad = main([*common, "--reference", "ase.calculators.emt:NoSuch", "--out", str(tmp_path / "x")])
     assert bad == 2 and "NoSuch" in capsys.readouterr().err
     assert not (tmp_path / "x" / "calls.json").exists()
+
+
+def test_command_line_passes_the_selection_window(committee_file, tmp_path, capsys):
+    """``--min-interval`` reaches ``learn_on_the_fly``: a window of 0 steps is refused by
+    name before any MD step or reference call."""
+    from ase.io import write
+
+    from ase_equi.cli import main
+
+    start_file = tmp_path / "start.extxyz"
+    write(start_file, start())
+    argv = ["learn", str(committee_file), str(start_file), "--threshold", "1e-6"]
+    argv += ["--steps", "2", "--max-calls", "1", "--reference", "emt", "--min-interval", "0"]
+    assert main([*argv, "--out", str(tmp_path / "w")]) == 2
+    assert "min_interval" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "calls.json").exists()

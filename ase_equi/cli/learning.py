@@ -69,6 +69,7 @@ def _cmd_learn(args: argparse.Namespace) -> int:
         out=args.out,
         threshold=args.threshold,
         every=args.every,
+        min_interval=args.min_interval,
         steps=args.steps,
         timestep_fs=args.timestep_fs,
         max_calls=args.max_calls,
@@ -109,6 +110,11 @@ def register(sub: Any) -> None:
     p.add_argument("--timestep-fs", type=float, default=1.0)
     p.add_argument("--temperature", type=float, help="K: Maxwell-Boltzmann start momenta")
     p.add_argument("--max-calls", type=int, default=10)
+    p.add_argument(
+        "--min-interval",
+        type=int,
+        help="with --threshold: steps per selection window (default: steps // (2 max-calls))",
+    )
     p.add_argument(
         "--replay",
         default="auto",
