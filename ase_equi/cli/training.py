@@ -161,6 +161,12 @@ def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
         f"(default {ft.trunk_lr_scale})",
     )
     g.add_argument(
+        "--parent-pull",
+        type=float,
+        help="λ of the pull of the shared layers (and, with replay, the parent's head) "
+        f"towards the parent's weights (default {ft.parent_pull})",
+    )
+    g.add_argument(
         "--relabel-replay",
         type=_boolean,
         help=f"label replay frames by the parent (default {ft.relabel_replay})",
@@ -225,6 +231,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         "replay_weight",
         "replay_new_element_share",
         "trunk_lr_scale",
+        "parent_pull",
         "relabel_replay",
         "parent_test_data",
     ):

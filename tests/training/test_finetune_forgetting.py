@@ -126,8 +126,10 @@ def test_cli_passes_the_replay_and_trunk_options(monkeypatch, tmp_path):
     monkeypatch.setattr(module, "finetune", fake)
     argv = ["finetune", "--from", "metals", "--data", "x.xyz", "--out", str(tmp_path)]
     argv += ["--trunk-lr-scale", "0.25", "--replay-new-element-share", "0.75"]
+    argv += ["--parent-pull", "10"]
     assert main(argv) == 0
     assert (seen["trunk_lr_scale"], seen["replay_new_element_share"]) == (0.25, 0.75)
+    assert seen["parent_pull"] == 10.0
     assert "replay_weight" not in seen  # unset: the balance rule decides
 
 
