@@ -143,18 +143,6 @@ def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
     )
     _replay_flags(g, ft)
     g.add_argument(
-        "--replay-weight",
-        type=float,
-        help="loss weight of a replay frame (default: two heads, as many atoms of the new "
-        "data's elements replayed as learnt; one head, 1)",
-    )
-    g.add_argument(
-        "--replay-new-element-share",
-        type=float,
-        help="at least this share of replay frames hold an element of the new data "
-        "(default: 0.5 with two heads, 0 with one)",
-    )
-    g.add_argument(
         "--trunk-lr-scale",
         type=float,
         help="learning rate of the shared layers and the parent's head as a fraction of --lr "
@@ -206,6 +194,18 @@ def _replay_flags(g: argparse._ArgumentGroup, ft: Any) -> None:
         "--replay-count",
         type=int,
         help="how many replay frames (default: as many as new training frames; 0: all)",
+    )
+    g.add_argument(
+        "--replay-weight",
+        type=float,
+        help="loss weight of a replay frame (default: two heads, as many atoms of the new "
+        "data's elements replayed as learnt; one head, 1)",
+    )
+    g.add_argument(
+        "--replay-new-element-share",
+        type=float,
+        help="at least this share of replay frames hold an element of the new data "
+        "(default: 0.5 with two heads, 0 with one)",
     )
 
 
