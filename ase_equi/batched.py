@@ -43,6 +43,7 @@ __all__ = [
     "graphs_of",
     "iter_batches",
     "plan_batches",
+    "resolved_budget_mib",
     "structure_bytes",
     "with_degree_buckets",
 ]
@@ -80,7 +81,8 @@ def default_budget_mib(device: torch.device) -> float:
     return max(DEFAULT_BUDGET_MIB, GPU_BUDGET_SHARE * (free_bytes + cached) / 2**20)
 
 
-def _budget(loaded: LoadedModel, budget_mib: float | None) -> float:
+def resolved_budget_mib(loaded: LoadedModel, budget_mib: float | None) -> float:
+    """``budget_mib``, or for None :func:`default_budget_mib` of ``loaded``'s device (MiB)."""
     return default_budget_mib(_model_dtype_device(loaded)[1]) if budget_mib is None else budget_mib
 
 
@@ -302,7 +304,7 @@ def plan_batches(
     device); a structure over the budget on its own gets a batch of its own.
     """
     _check_batch_size(batch_size)
-    budget_mib = _budget(loaded, budget_mib)
+    budget_mib = resolved_budget_mib(loaded, budget_mib)
     batches: list[list[int]] = []
     filling: _Filling | None = None
     for k, graph in enumerate(graphs):
@@ -324,7 +326,7 @@ def iter_batches(
     """``(indices, graphs)`` of each batch, as :func:`plan_batches` groups them, building the
     graphs as it goes (only one batch's graphs are held at a time)."""
     _check_batch_size(batch_size)
-    budget_mib = _budget(loaded, budget_mib)
+    budget_mib = resolved_budget_mib(loaded, budget_mib)
     filling = _Filling(loaded, batch_size, budget_mib)
     indices: list[int] = []
     graphs: list[Graph | None] = []

@@ -161,6 +161,7 @@ def learn_on_the_fly(
     log.info("learn_on_the_fly: %s uncertainty; replay: %s", kind, replay_from)
     dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
     best: dict[str, Any] | None = state.get("window_best")  # most uncertain frame of the window
+    trainer = _Trainer(reference, folder, frames, replay_count, train_config, kind, weight)
     logged = False  # calls.json: written after the first step, then only when a call is added
     for step in range(state["step"], steps):
         dyn.run(1)
@@ -176,7 +177,6 @@ def learn_on_the_fly(
         if called:
             assert best is not None
             frame = Atoms(atoms.numbers, best["positions"], cell=atoms.cell, pbc=atoms.pbc)
-            trainer = _Trainer(reference, folder, frames, replay_count, train_config, kind, weight)
             current, call = trainer.learn(frame, atoms.calc, len(calls))
             atoms.calc = EquivariantCalculator(current)
             why = (

@@ -53,7 +53,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from .batched import batched_results, default_budget_mib, graphs_of, plan_batches
+from .batched import batched_results, graphs_of, plan_batches, resolved_budget_mib
 from .data.extxyz import read_structures
 from .loading import load_for_inference
 
@@ -348,8 +348,7 @@ def relax(
         raise ValueError(f"budget_mib must be a positive number (MiB), not {budget_mib!r}")
     settings = fire if fire is not None else FireSettings()
     loaded = load_for_inference(model, dtype=dtype, device=device)
-    if budget_mib is None:
-        budget_mib = default_budget_mib(next(loaded.model.parameters()).device)
+    budget_mib = resolved_budget_mib(loaded, budget_mib)  # once, not at every step
     work = [_Relaxing(k, atoms, cell, exp_cell_factor, settings) for k, atoms in enumerate(images)]
     active, sizes = list(work), []
     progress = _Progress(len(work), sys.stderr if verbose else None)

@@ -56,12 +56,9 @@ def systems() -> dict[str, tuple[Atoms, str]]:
     }
 
 
-DEVICE = "cpu"  # --device; every model below is loaded there
-
-
 def synchronize() -> None:
-    """Wait for the GPU's queued work (no-op on CPU), so that wall times are whole."""
-    if DEVICE.startswith("cuda"):
+    """Wait for the GPU's queued work (no-op without CUDA), so that wall times are whole."""
+    if torch.cuda.is_initialized():
         torch.cuda.synchronize()
 
 
@@ -75,7 +72,8 @@ def timed(function):
 
 def graph_of(atoms: Atoms, loaded):
     """The float64 graph of ``atoms`` on the model's device."""
-    return atoms_to_graph(atoms, loaded.config.elements, loaded.config.r_max, device=DEVICE)
+    device = next(loaded.model.parameters()).device
+    return atoms_to_graph(atoms, loaded.config.elements, loaded.config.r_max, device=device)
 
 
 def row_loop(atoms: Atoms, loaded) -> np.ndarray:
@@ -114,17 +112,19 @@ def profile(atoms: Atoms, loaded, calc) -> dict[str, float]:
     return {"force_call_s": float(np.median(forces)), "gradient_graph_s": timed(first)[1]}
 
 
-def compare(name: str, atoms: Atoms, model: str, delta: float, with_vmap: bool) -> dict:
-    loaded = load_model(model, dtype=torch.float64, device=DEVICE)
-    calc = EquivariantCalculator(loaded, device=DEVICE)
+def compare(
+    name: str, atoms: Atoms, model: str, delta: float, with_vmap: bool, device: str
+) -> dict:
+    loaded = load_model(model, dtype=torch.float64, device=device)
+    calc = EquivariantCalculator(loaded, device=device)
     hessian(
-        atoms, loaded, indices=[0], device=DEVICE
+        atoms, loaded, indices=[0], device=device
     )  # warm-up (first passes of the scripted modules)
-    exact, t_exact = timed(lambda: hessian(atoms, loaded, device=DEVICE))
+    exact, t_exact = timed(lambda: hessian(atoms, loaded, device=device))
     row = {"system": name, "model": model, "n_atoms": len(atoms), "exact_s": t_exact}
     if with_vmap:
         vm, row["vmap16_s"] = timed(
-            lambda: hessian(atoms, loaded, rows_per_chunk=16, device=DEVICE)
+            lambda: hessian(atoms, loaded, rows_per_chunk=16, device=device)
         )
         row["vmap_vs_exact_max_abs"] = float(np.abs(vm - exact).max())
     loop, row["loop_s"] = timed(lambda: row_loop(atoms, loaded))
@@ -147,15 +147,15 @@ def compare(name: str, atoms: Atoms, model: str, delta: float, with_vmap: bool) 
     return row
 
 
-def scaling(repeats: list[list[int]], full_max: int, row_atoms: int) -> list[dict]:
+def scaling(repeats: list[list[int]], full_max: int, row_atoms: int, device: str) -> list[dict]:
     """Exact Hessian of rattled fcc Cu supercells (``metals``). Up to ``full_max`` atoms the
     whole Hessian is timed; above, the rows of ``row_atoms`` atoms only (``indices=``, which
     costs only those rows), and the whole is extrapolated as the gradient graph plus 3N rows at
     the measured time per row. ASE's Vibrations is extrapolated as 6N force calls at the
     measured time of one."""
-    loaded = load_model("metals", dtype=torch.float64, device=DEVICE)
-    calc = EquivariantCalculator(loaded, device=DEVICE)
-    hessian(bulk("Cu", "fcc", a=3.61, cubic=True), loaded, indices=[0], device=DEVICE)  # warm-up
+    loaded = load_model("metals", dtype=torch.float64, device=device)
+    calc = EquivariantCalculator(loaded, device=device)
+    hessian(bulk("Cu", "fcc", a=3.61, cubic=True), loaded, indices=[0], device=device)  # warm-up
     out = []
     for n in repeats:
         atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n[0], n[1], n[2]))
@@ -163,11 +163,11 @@ def scaling(repeats: list[list[int]], full_max: int, row_atoms: int) -> list[dic
         row: dict = {"n_atoms": len(atoms)}
         row.update(profile(atoms, loaded, calc))
         if len(atoms) <= full_max:
-            _, row["exact_s"] = timed(lambda: hessian(atoms, loaded, device=DEVICE))  # noqa: B023 (called now)
+            _, row["exact_s"] = timed(lambda: hessian(atoms, loaded, device=device))  # noqa: B023 (called now)
             row["per_row_s"] = (row["exact_s"] - row["gradient_graph_s"]) / (3 * len(atoms))
         else:
             picked = list(range(row_atoms))
-            _, seconds = timed(lambda: hessian(atoms, loaded, indices=picked, device=DEVICE))  # noqa: B023
+            _, seconds = timed(lambda: hessian(atoms, loaded, indices=picked, device=device))  # noqa: B023
             row["rows_timed"] = 3 * row_atoms
             row["per_row_s"] = (seconds - row["gradient_graph_s"]) / (3 * row_atoms)
             row["exact_s_extrapolated"] = (
@@ -194,11 +194,9 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device of the model (cuda)")
     args = parser.parse_args()
-    global DEVICE
-    DEVICE = args.device
     torch.set_num_threads(1)
     rows = [
-        compare(name, atoms, model, args.delta, with_vmap=name == "Cu-slab")
+        compare(name, atoms, model, args.delta, name == "Cu-slab", args.device)
         for name, (atoms, model) in systems().items()
         if name not in args.skip
     ]
@@ -206,11 +204,11 @@ def main() -> None:
     result = {
         "command": "OMP_NUM_THREADS=1 python benchmarks/hessian.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
-        + (f", {torch.cuda.get_device_name(0)}" if DEVICE.startswith("cuda") else ""),
-        "device": DEVICE,
+        + (f", {torch.cuda.get_device_name(0)}" if args.device.startswith("cuda") else ""),
+        "device": args.device,
         "threads": torch.get_num_threads(),
         "compare": rows,
-        "scaling": scaling(repeats, args.full_max, args.row_atoms),
+        "scaling": scaling(repeats, args.full_max, args.row_atoms, args.device),
     }
     args.out.write_text(json.dumps(result, indent=1))
 
