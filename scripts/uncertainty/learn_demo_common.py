@@ -212,6 +212,22 @@ def markdown(title: str, intro: list[str], result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compared_models(
+    parent: str, result: dict[str, Any], out: Path, partial: bool
+) -> dict[str, str]:
+    """The models to test: the parent, each strategy's final model and, when on the fly made
+    fewer calls than every N-th, every N-th's model after as many calls (``result["same_calls"]``
+    records that number)."""
+    models = {"parent": parent}
+    strategies = result["strategies"].items()
+    models.update({k: str(ROOT / v["final_model"]) for k, v in strategies if v["final_model"]})
+    k = result["strategies"]["on_the_fly"]["calls"]
+    if not partial and 0 < k < result["strategies"]["every_nth"]["calls"]:  # equal calls
+        models["every_nth_same_calls"] = str(out / "every_nth" / f"model-{k}.json")
+        result["same_calls"] = k
+    return models
+
+
 def so_far(out: Path) -> dict[str, Any]:
     """Each strategy's progress from its folder (no MD run): the steps done, the calls and the
     model after the same number k of calls in both (the smaller count), for a comparison at

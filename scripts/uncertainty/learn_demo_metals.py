@@ -70,6 +70,7 @@ from learn_demo_common import (
     RESULTS,
     ROOT,
     STRATEGIES,
+    compared_models,
     errors_on,
     markdown,
     run_strategy,
@@ -186,13 +187,7 @@ def main() -> None:
         print(name, {k: v for k, v in summary.items() if k != "calls_detail"}, flush=True)
     if only is not None:  # one strategy in its own process; a plain run then joins them
         return
-    models = {"parent": MODEL}
-    strategies = result["strategies"].items()
-    models.update({k: str(ROOT / v["final_model"]) for k, v in strategies if v["final_model"]})
-    k = result["strategies"]["on_the_fly"]["calls"]
-    if not args.so_far and 0 < k < result["strategies"]["every_nth"]["calls"]:  # equal calls
-        models["every_nth_same_calls"] = str(out / "every_nth" / f"model-{k}.json")
-        result["same_calls"] = k
+    models = compared_models(MODEL, result, out, args.so_far)
     for name in ABLATIONS:  # earlier runs of the window rule (see the docstring)
         if not (out / name / "state.json").exists():
             continue

@@ -63,6 +63,7 @@ from learn_demo_common import (
     ROOT,
     STRATEGIES,
     CachedReference,
+    compared_models,
     errors_on,
     markdown,
     run_strategy,
@@ -175,13 +176,7 @@ def main() -> None:
         print(name, {k: v for k, v in summary.items() if k != "calls_detail"}, flush=True)
     if only is not None:  # one strategy in its own process; a plain run then joins them
         return
-    models = {"parent": MODEL}
-    strategies = result["strategies"].items()
-    models.update({k: str(ROOT / v["final_model"]) for k, v in strategies if v["final_model"]})
-    k = result["strategies"]["on_the_fly"]["calls"]
-    if not args.so_far and 0 < k < result["strategies"]["every_nth"]["calls"]:  # equal calls
-        models["every_nth_same_calls"] = str(OUT / "every_nth" / f"model-{k}.json")
-        result["same_calls"] = k
+    models = compared_models(MODEL, result, OUT, args.so_far)
     result["test"] = {k: errors_on(m, test) for k, m in models.items()}
     result["test_per_molecule"] = {
         k: {
