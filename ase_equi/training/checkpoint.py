@@ -32,6 +32,7 @@ from .evaluation import LabelledSet
 
 __all__ = [
     "check_resumable",
+    "extended_split",
     "freeze_blocks",
     "load_checkpoint",
     "load_or_make_split",
@@ -158,6 +159,50 @@ def load_or_make_split(
     )
     if write:
         atomic_write(path, lambda fh: fh.write(json.dumps(split, indent=1)), "w")
+    return split
+
+
+def extended_split(
+    previous: dict[str, Any], frames: Sequence[Frame], cfg: TrainConfig
+) -> dict[str, Any]:
+    """The split of data that are a finished run's data with frames appended.
+
+    ``previous`` is that run's ``split.json`` (read as a dict); ``frames`` must begin with its
+    ``n_frames`` frames unchanged (checked by their fingerprint). Every one of those keeps its
+    role, so a frame the earlier model was tested on is never trained on; the appended frames
+    are split by :func:`~ase_equi.data.split_frames` with ``cfg``'s seed and fractions, which
+    must be the previous run's. Written as ``split.json`` into a new run's output directory
+    before :func:`~ase_equi.training.train`, it is the split that run trains on.
+    """
+    n_old = int(previous["n_frames"])
+    if previous.get("replay"):
+        raise ValueError("the previous split has replayed frames; extend a run of its own data")
+    for key in ("seed", "valid_fraction", "test_fraction"):
+        if previous.get(key) != getattr(cfg, key):
+            raise ValueError(
+                f"the previous split was made with {key}={previous.get(key)!r}, this run "
+                f"asks for {getattr(cfg, key)!r}"
+            )
+    if len(frames) < n_old or _fingerprint(frames[:n_old]) != previous["fingerprint"]:
+        raise ValueError(f"the data do not begin with the previous run's {n_old} frames unchanged")
+    added = split_frames(
+        frames[n_old:],
+        valid_fraction=cfg.valid_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+    )
+    split: dict[str, Any] = {
+        name: list(previous[name]) + [n_old + k for k in added[name]]
+        for name in ("valid", "test", "train", "isolated")
+    }
+    split.update(
+        replay=[],
+        seed=cfg.seed,
+        valid_fraction=cfg.valid_fraction,
+        test_fraction=cfg.test_fraction,
+        n_frames=len(frames),
+        fingerprint=_fingerprint(frames),
+    )
     return split
 
 

@@ -86,6 +86,21 @@ RECIPES = {
 }
 
 
+# a model of ``train_zoo.py --stage 4`` was trained on set v3 (set v2's frames first)
+STAGE4 = {
+    "metals": {
+        "data": "data/metals-emt-v3.xyz.xz",
+        "generate": "python scripts/zoo/generate_metals_emt.py --set v2; "
+        "python scripts/zoo/generate_metals_v3.py",
+    },
+    "silicon-xtb": {
+        "data": "data/silicon-gfn1xtb-v3.xyz.xz",
+        "generate": "python scripts/zoo/generate_silicon_v2.py labels; … combine; "
+        "python scripts/zoo/generate_silicon_v3.py labels; … combine",
+    },
+}
+
+
 def run_checks(name: str, model_file: Path, out: Path, cache: ReferenceCache) -> tuple[dict, list]:
     """The recipe's checks of the model in ``model_file``: (physics_checks, sample Atoms).
     ``out`` holds the results of separate runs (``md-stability.json``)."""
@@ -236,6 +251,8 @@ def main() -> None:
     if args.check_only:
         return
     recipe = RECIPES[args.name]
+    if run.name == f"{args.name}-v2-stage4":
+        recipe = {**recipe, **STAGE4[args.name]}
     card = dict(trained.card)
     card.update(
         name=args.name,

@@ -29,7 +29,7 @@ from ase_equi.data import read_frames, split_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))
-from train_zoo import RECIPES, training_frames  # noqa: E402
+from train_zoo import RECIPES, STAGE4_DATA, training_frames  # noqa: E402
 
 NAMES = ("metals", "molecules-pbe", "silicon-xtb")
 
@@ -37,32 +37,59 @@ NAMES = ("metals", "molecules-pbe", "silicon-xtb")
 def training_data(name: str) -> Path:
     """The data file zoo model ``name`` was trained on: the file after the arrow of the card's
     ``data_generation``; for a v2 recipe of ``train_zoo.py`` that leaves frames out (silicon's
-    short contacts), the kept frames, rebuilt the same way."""
+    short contacts), the kept frames, rebuilt the same way (also for its stage-4 data)."""
     card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
     path = ROOT / card["data_generation"].split("→")[-1].strip()
     recipe = RECIPES.get(name, {})
-    if path.name == recipe.get("data") and "min_contact" in recipe:
+    if "min_contact" not in recipe:
+        return path
+    if path.name == recipe.get("data"):
         return Path(training_frames(recipe, ROOT / "runs" / f"{name}-v2"))
+    if path.name == STAGE4_DATA.get(name):
+        stage4 = dict(recipe, data=path.name)
+        return Path(training_frames(stage4, ROOT / "runs" / f"{name}-v2-stage4"))
     return path
+
+
+def base_frame_count(name: str) -> int | None:
+    """For a model trained on its recipe's stage-4 data (``train_zoo.STAGE4_DATA``), the number
+    of leading frames that are the recipe's own (kept) data, whose split stage 4 kept as it was
+    (``train_zoo.stage4_split``); ``None`` for a model trained on one data set."""
+    card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
+    if Path(card["data_generation"].split("→")[-1].strip()).name != STAGE4_DATA.get(name):
+        return None
+    base = training_frames(RECIPES[name], ROOT / "runs" / f"{name}-v2")
+    return len(read_frames(base))
+
+
+def rebuilt_split(frames: list, settings: dict, n_base: int | None) -> dict[str, list[int]]:
+    """:func:`split_frames` with the card's seed and fractions; with ``n_base``, over the first
+    ``n_base`` frames and then over the rest (indices shifted), as stage 4 extends a split."""
+    options = {k: settings[k] for k in ("valid_fraction", "test_fraction", "seed")}
+    if n_base is None:
+        return split_frames(frames, **options)
+    split = split_frames(frames[:n_base], **options)
+    added = split_frames(frames[n_base:], **options)
+    return {kind: split[kind] + [n_base + k for k in added[kind]] for kind in split}
 
 
 def training_split(name: str) -> tuple[dict[str, list[int]], list]:
     """The split of zoo model ``name``'s training run, rebuilt from the seed and fractions on
-    its card (frame indices per kind, as :func:`split_frames` gives them), and the data's
-    labelled Atoms in the order of those indices."""
+    its card (frame indices per kind, as :func:`split_frames` gives them; a stage-4 model's
+    as :func:`rebuilt_split` extends it), and the data's labelled Atoms in the order of those
+    indices."""
     card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
-    settings = card["training"]["settings"]
     path = training_data(name)
     frames = read_frames(path)
-    split = split_frames(
-        frames,
-        valid_fraction=settings["valid_fraction"],
-        test_fraction=settings["test_fraction"],
-        seed=settings["seed"],
-    )
+    split = rebuilt_split(frames, card["training"]["settings"], base_frame_count(name))
     sizes = card["training_data"]
     if (len(split["train"]), len(split["test"])) != (sizes["n_train"], sizes["n_test"]):
         raise SystemExit(f"{name}: the rebuilt split does not match the card's split sizes")
+    recorded = ROOT / card["card_script"].split("--run ")[-1].strip() / "split.json"
+    if recorded.exists():  # the training run is on this machine: the lists must be its own
+        kept = json.loads(recorded.read_text())
+        if any(sorted(kept[k]) != sorted(split[k]) for k in ("train", "valid", "test")):
+            raise SystemExit(f"{name}: the rebuilt split differs from {recorded}")
     images = ase.io.read(path, ":")
     return split, [images[frame.index] for frame in frames]
 

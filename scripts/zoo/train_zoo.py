@@ -7,7 +7,8 @@
     python scripts/zoo/train_zoo.py metals          # the same command resumes
     python scripts/zoo/train_zoo.py metals --stage 2     # → runs/metals-v2-stage2/metals.json
     python scripts/zoo/train_zoo.py metals --stage 3     # → runs/metals-v2-stage3/metals.json
-    python scripts/zoo/make_card.py metals --run runs/metals-v2-stage3   # card and zoo install
+    python scripts/zoo/train_zoo.py metals --stage 4     # → runs/metals-v2-stage4/metals.json
+    python scripts/zoo/make_card.py metals --run runs/metals-v2-stage4   # card and zoo install
 
 Every recipe keeps its v1 architecture (the card's ``config``) and adds the ZBL pair repulsion
 (``pair_repulsion=True``, :mod:`ase_equi.model.zbl`; part of the model, so applied in training
@@ -31,6 +32,13 @@ epoch 47, as the resume allows), then stages 2 and 3; its data hold no stress la
 stress weight of stage 3 has no term to act on and that stage is stage 2's energy weighting
 continued at half the learning rate (test energy MAE 1.17 → 0.98 meV/atom).
 
+Stage 4 (metals and silicon, ``STAGE4_DATA``) trains stage 3's model further, with stage 3's
+settings, on set v3 (``scripts/zoo/generate_metals_v3.py``, ``generate_silicon_v3.py``): set
+v2's frames followed by near-equilibrium homogeneous strains and vacancies at the reference's
+own lattice constant (silicon's frames filtered by ``min_contact`` as in stage 1). Its split
+(:func:`stage4_split`) keeps every v2 frame in the role it had, so no frame the earlier stages
+were tested on is trained on; the new frames are split 80/10/10 by the same seed.
+
 Silicon's data: the v1 interstitial frames whose nearest contact is under 0.70 × the Si–Si
 bond (1.65 Å; forces up to 186 eV/Å) are left out; the v2 relaxed split-interstitial frames
 describe the defect instead. The kept frames are written to the run folder (not committed),
@@ -41,6 +49,7 @@ the command resumes from the last one (only ``--epochs`` may change on a resume)
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -49,6 +58,8 @@ import torch
 from ase.io import read, write
 
 from ase_equi import ModelConfig, TrainConfig, load_model, train
+from ase_equi.data import read_frames
+from ase_equi.training.checkpoint import extended_split
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,7 +160,36 @@ def training_frames(recipe: dict, out: Path) -> str:
 STAGES = {
     2: dict(energy_weight=1000.0, lr=1e-3, epochs=20),
     3: dict(energy_weight=1000.0, stress_weight=10000.0, lr=5e-4, epochs=12),
+    4: dict(energy_weight=1000.0, stress_weight=10000.0, lr=5e-4, epochs=12),
 }
+# stage 4 trains on a larger data set whose first frames are the recipe's data
+STAGE4_DATA = {"metals": "metals-emt-v3.xyz.xz", "silicon-xtb": "silicon-gfn1xtb-v3.xyz.xz"}
+STAGE4_DESCRIPTION = {
+    "metals": (
+        "EMT bulk/strain/short-contact/vacancy/vacancy-hop/surface/cluster/liquid/alloy/MD "
+        "frames (set v2) plus near-equilibrium elastic-strain, vacancy and alloy frames at "
+        "EMT's own lattice constants (set v3, scripts/zoo/generate_metals_v3.py)"
+    ),
+    "silicon-xtb": (
+        "Si cells at GFN1-xTB: rattled, strained (ions relaxed) and EOS crystal, "
+        "MD 300-1600 K, liquid, amorphous, vacancy and split interstitial (relaxed), "
+        "(001)/(111) surfaces, and the crystal under small homogeneous strains and the "
+        "unrelaxed vacancy (scripts/zoo/generate_silicon_xtb.py, generate_silicon_v2.py, "
+        "generate_silicon_v3.py)"
+    ),
+}
+
+
+def stage4_split(previous: Path, data: str, elements: list[int], cfg: TrainConfig) -> None:
+    """``split.json`` of stage 4: stage 3's split, every frame in its role, with the frames
+    appended by the larger data set split by the same seed and fractions."""
+    out = Path(cfg.output_dir)
+    if (out / "split.json").exists():
+        return
+    old = json.loads((previous / "split.json").read_text())
+    split = extended_split(old, read_frames(data, elements=elements), cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "split.json").write_text(json.dumps(split, indent=1))
 
 
 def main() -> None:
@@ -166,22 +206,32 @@ def main() -> None:
     folders.update({n: Path(f"runs/{args.name}-v2-stage{n}") for n in STAGES})
     out = Path(args.out or folders[args.stage])
     settings = dict(COMMON_SETTINGS, epochs=args.epochs or recipe["epochs"])
+    if args.stage == 4:
+        if args.name not in STAGE4_DATA:
+            parser.error(f"stage 4 has no data for {args.name}")
+        recipe = dict(
+            recipe, data=STAGE4_DATA[args.name], description=STAGE4_DESCRIPTION[args.name]
+        )
+    data = training_frames(recipe, out)
     if args.stage > 1:
         stage = STAGES[args.stage]
         settings.update(stage, epochs=args.epochs or stage["epochs"])
+    config = TrainConfig(**settings, output_dir=str(out))
+    if args.stage > 1:
         previous = folders[args.stage - 1]
         out.mkdir(parents=True, exist_ok=True)
-        if not (out / "split.json").exists():
+        if args.stage == 4:
+            stage4_split(previous, data, recipe["elements"], config)
+        elif not (out / "split.json").exists():
             shutil.copyfile(previous / "split.json", out / "split.json")
         model = load_model(previous / f"{args.name}.json", dtype=torch.float32).model
     else:
         architecture = dict(COMMON_ARCHITECTURE, elements=recipe["elements"])
         architecture["max_ell"] = recipe["max_ell"]
         model = ModelConfig(**architecture)
-    config = TrainConfig(**settings, output_dir=str(out))
     result = train(
         model,
-        training_frames(recipe, out),
+        data,
         config,
         name=args.name,
         level_of_theory=recipe["level_of_theory"],
