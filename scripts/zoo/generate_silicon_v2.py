@@ -172,10 +172,12 @@ def blocks(xtb_steps: int) -> dict[str, Callable[[int], list[Atoms]]]:
     return table
 
 
-def make_labels(xtb_steps: int) -> None:
+def write_blocks(table: dict[str, Callable[[int], list[Atoms]]], parts: Path) -> None:
+    """Label every block of ``table`` (block k gets seed 1000 + k) into ``parts/NAME.xyz``,
+    written atomically when complete; blocks whose file exists are skipped."""
     started = time.perf_counter()
-    for k, (name, make) in enumerate(blocks(xtb_steps).items()):
-        part = RUN / "parts" / f"{name}.xyz"
+    for k, (name, make) in enumerate(table.items()):
+        part = parts / f"{name}.xyz"
         if part.exists():
             continue
         frames = make(1000 + k)
@@ -184,6 +186,10 @@ def make_labels(xtb_steps: int) -> None:
         write(tmp, frames, format="extxyz")
         os.replace(tmp, part)
         print(f"{name}: {len(frames)} frames, {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def make_labels(xtb_steps: int) -> None:
+    write_blocks(blocks(xtb_steps), RUN / "parts")
 
 
 def combine() -> None:

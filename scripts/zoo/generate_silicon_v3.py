@@ -23,9 +23,7 @@ file, written atomically when complete; the same command resumes.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from ase.io import read, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate_metals_v3 import homogeneously_strained, pure_strains, random_strain
+from generate_silicon_v2 import write_blocks
 from generate_silicon_xtb import A0, crystal, label
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,17 +65,13 @@ def blocks() -> dict[str, list[tuple[Atoms, str]]]:
 
 
 def make_labels() -> None:
-    started = time.perf_counter()
-    for name, structures in blocks().items():
-        part = RUN / "parts" / f"{name}.xyz"
-        if part.exists():
-            continue
-        frames = [label(atoms, kind) for atoms, kind in structures]
-        part.parent.mkdir(parents=True, exist_ok=True)
-        tmp = part.with_name(part.name + ".tmp")
-        write(tmp, frames, format="extxyz")
-        os.replace(tmp, part)
-        print(f"{name}: {len(frames)} frames, {time.perf_counter() - started:.0f} s", flush=True)
+    write_blocks(
+        {
+            name: lambda seed, pairs=pairs: [label(atoms, kind) for atoms, kind in pairs]
+            for name, pairs in blocks().items()
+        },
+        RUN / "parts",
+    )
 
 
 def combine() -> None:
