@@ -54,7 +54,7 @@ ZOO_DIR = _zoo_dir()
 #: ``header_sha256`` of every zoo model as released (update with the model, in the same commit).
 ZOO_PINS: dict[str, str] = {
     "metals": "dddfbe53c74160b67657264c82de8c650869fe6196b067b98dcbce3c674cbcb1",
-    "molecules-pbe": "df300b612c47a6d4aba684344407afec7d9ca4f7de2da2d8f9984f42c7877a25",
+    "molecules-pbe": "a0c132bdfeb40cbe3f5fdc772aa516916df30d93da16d42a115c255c0d14dc76",
     "silicon-xtb": "1a47c81d0ce8f9a2e56b329ab8ba2bc94541d42153bcbed1ffde54c82cebfbb6",
 }
 
