@@ -55,7 +55,7 @@ ZOO_DIR = _zoo_dir()
 ZOO_PINS: dict[str, str] = {
     "metals": "dddfbe53c74160b67657264c82de8c650869fe6196b067b98dcbce3c674cbcb1",
     "molecules-pbe": "a0c132bdfeb40cbe3f5fdc772aa516916df30d93da16d42a115c255c0d14dc76",
-    "silicon-xtb": "1a47c81d0ce8f9a2e56b329ab8ba2bc94541d42153bcbed1ffde54c82cebfbb6",
+    "silicon-xtb": "43d9c13880bb3c08d6ce35fd833beb3b66f481b12395f14baa937efcdbdfc3a6",
 }
 
 
