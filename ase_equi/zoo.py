@@ -55,7 +55,7 @@ ZOO_DIR = _zoo_dir()
 ZOO_PINS: dict[str, str] = {
     "metals": "dddfbe53c74160b67657264c82de8c650869fe6196b067b98dcbce3c674cbcb1",
     "molecules-pbe": "a0c132bdfeb40cbe3f5fdc772aa516916df30d93da16d42a115c255c0d14dc76",
-    "silicon-xtb": "43d9c13880bb3c08d6ce35fd833beb3b66f481b12395f14baa937efcdbdfc3a6",
+    "silicon-xtb": "cde4864f7223f2b35d60df5add3b863ce7a62738a03fb7a65d9c98e67a1069a3",
 }
 
 
