@@ -16,12 +16,17 @@ This study trains two models of the zoo's architecture on the same frames — ev
 frame of set v3 (``data/metals-emt-v3.xyz.xz``) — from the same seed and settings (stage 1
 of ``train_zoo.py``: 40 epochs here), differing only in ``r_max`` (5 Å or 6 Å), and reports
 each one's test errors and its a0, C11, C12, C44 against EMT's (``physics``'s checks, as
-on the card). Each ``train`` resumes.
+on the card). Each ``train`` resumes. ``--strain-weight W`` trains a third kind: r_max 5 Å
+with the homogeneously strained cells' squared errors weighted by W (does a loss that asks
+for the small-strain response get it?).
+
+    python scripts/zoo/metals_cutoff_study.py train --r-max 5.0 --strain-weight 100
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -35,6 +40,7 @@ from physics import cubic_elastic_constants, equation_of_state
 from train_zoo import COMMON_ARCHITECTURE, COMMON_SETTINGS
 
 from ase_equi import EquivariantCalculator, ModelConfig, TrainConfig, train
+from ase_equi.data import read_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "metals-cutoff"
@@ -57,14 +63,22 @@ def frames_path() -> Path:
     return path
 
 
-def run_dir(r_max: float) -> Path:
-    return RUNS / f"{ELEMENT}-r{r_max:g}"
+def run_name(r_max: float, strain_weight: float) -> str:
+    weight = "" if strain_weight == 1.0 else f"-w{strain_weight:g}"
+    return f"{ELEMENT}-r{r_max:g}{weight}"
 
 
-def train_one(r_max: float) -> None:
+def train_one(r_max: float, strain_weight: float) -> None:
+    """Train one model; with ``strain_weight`` ≠ 1 the homogeneously strained cells of set v3
+    (``config_type`` ``elastic``) have their squared errors weighted by it."""
+    name = run_name(r_max, strain_weight)
     architecture = dict(COMMON_ARCHITECTURE, elements=[Z], max_ell=2, r_max=r_max)
-    config = TrainConfig(**{**COMMON_SETTINGS, "epochs": EPOCHS}, output_dir=str(run_dir(r_max)))
-    train(ModelConfig(**architecture), str(frames_path()), config, name=f"{ELEMENT}-r{r_max:g}")
+    config = TrainConfig(**{**COMMON_SETTINGS, "epochs": EPOCHS}, output_dir=str(RUNS / name))
+    frames = [
+        dataclasses.replace(f, weight=strain_weight) if f.config_type == "elastic" else f
+        for f in read_frames(frames_path(), elements=[Z])
+    ]
+    train(ModelConfig(**architecture), frames, config, name=name)
 
 
 def fcc(a: float):
@@ -80,7 +94,7 @@ def measure(make_calc) -> dict[str, float]:
 def report() -> None:
     rows = {"EMT": measure(EMT)}
     errors = {}
-    for path in sorted(RUNS.glob(f"{ELEMENT}-r*/{ELEMENT}-r*.json")):
+    for path in sorted(RUNS.glob(f"{ELEMENT}-r*/{ELEMENT}-r*.json")):  # every run's model
         label = path.stem
         rows[label] = measure(lambda p=path: EquivariantCalculator(str(p), dtype="float64"))
         errors[label] = json.loads(path.read_text())["card"]["test_errors"]
@@ -113,8 +127,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("train", "report"))
     parser.add_argument("--r-max", type=float, default=5.0)
+    parser.add_argument("--strain-weight", type=float, default=1.0)
     args = parser.parse_args()
-    train_one(args.r_max) if args.what == "train" else report()
+    train_one(args.r_max, args.strain_weight) if args.what == "train" else report()
 
 
 if __name__ == "__main__":
