@@ -177,8 +177,7 @@ def learn_on_the_fly(
         if called:
             assert best is not None
             frame = Atoms(atoms.numbers, best["positions"], cell=atoms.cell, pbc=atoms.pbc)
-            current, call = trainer.learn(frame, atoms.calc, len(calls))
-            atoms.calc = EquivariantCalculator(current)
+            current, atoms.calc, call = trainer.learn(frame, atoms.calc, len(calls))
             why = (
                 f"every {every} steps"
                 if every
@@ -211,9 +210,10 @@ class _Trainer:
 
     def learn(
         self, frame: Atoms, calc: EquivariantCalculator, k: int
-    ) -> tuple[Path, dict[str, Any]]:
+    ) -> tuple[Path, EquivariantCalculator, dict[str, Any]]:
         """Label ``frame`` (call ``k``), train the model of ``calc`` on the learned frames plus
-        the replay; the new model file and the errors before and after on ``frame``."""
+        the replay; the new model file, a calculator of it (loaded once, for the MD to go on
+        with) and the errors before and after on ``frame``."""
         learned, before = _label(frame, calc, self.reference, self.folder, k)
         train_frames = [*learned, *sample(self.replay, self.replay_count)]
         config = self.config or retraining_config()
@@ -223,8 +223,9 @@ class _Trainer:
             current = learn_single(
                 calc.loaded, learned, self.replay, self.weight, train_frames, config, self.folder, k
             )
-        after = _errors(EquivariantCalculator(current), learned[-1], "after")
-        return current, {**before, **after, "model": str(current)}
+        new = EquivariantCalculator(current)
+        after = _errors(new, learned[-1], "after")
+        return current, new, {**before, **after, "model": str(current)}
 
 
 def check_trigger(
