@@ -22,6 +22,7 @@ from ase_equi.model.config import ModelConfig
 from ase_equi.model.mace import MaceModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "zoo"))
+from defect_pairs import DefectPairPenalty, defect_pairs
 from physics import cubic_elastic_constants
 from strain_pairs import StrainPairPenalty, strain_groups, strain_pairs
 
@@ -119,3 +120,55 @@ def test_a_model_labelling_its_own_frames_has_no_slope_error():
     )
     assert penalty.num_pairs == 6
     assert float(penalty.slope_errors(model).abs().max()) < 1e-10
+
+
+def test_coordinates_on_either_side_of_the_cell_boundary_group_together():
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True)
+    shifted = cu.copy()
+    shifted.positions[1] += shifted.cell.array.sum(0) * 1e-9  # 0.5 → 0.5 + 1e-9
+    below = cu.copy()
+    below.set_scaled_positions(below.get_scaled_positions() - 1e-9)  # 0 → -1e-9 (≈ 1)
+    frames = [_frame(a, k) for k, a in enumerate((cu, shifted, below))]
+    assert strain_groups(frames, range(3)) == [[0, 1, 2]]
+
+
+def test_defect_pair_error_is_the_vacancy_formation_energy_error():
+    model = _model()
+    calc = EquivariantCalculator(LoadedModel(model, model.config), dtype="float64")
+    host = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    vacancy = host.copy()
+    del vacancy[5]
+    alloy = host.copy()
+    alloy.numbers[3] = 79  # two elements: no pair
+    other_cell = bulk("Cu", "fcc", a=3.62, cubic=True).repeat(2)
+    structures = [vacancy, host, alloy, other_cell]
+    frames = [_frame(a, k) for k, a in enumerate(structures)]
+    assert defect_pairs(frames, range(4)) == [(0, 1)]
+    penalty = DefectPairPenalty(
+        frames[:2], [0, 1], weight=3.0, elements=(29,), r_max=4.0, dtype=torch.float64
+    )
+
+    def formation(make) -> float:
+        energies = []
+        for atoms in (vacancy, host):
+            atoms = atoms.copy()
+            atoms.calc = make()
+            energies.append(atoms.get_potential_energy())
+        return energies[0] - 31 / 32 * energies[1]
+
+    expected = formation(lambda: calc) - formation(EMT)
+    assert float(penalty.errors(model)[0]) == pytest.approx(expected, abs=1e-9)
+    assert float(penalty(model).detach()) == pytest.approx(3.0 * expected**2, rel=1e-9)
+
+
+def test_vacancies_and_interstitials_pair_with_a_host_at_rest_only():
+    host = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    vacancy = host.copy()
+    del vacancy[5]
+    hot = host.copy()
+    hot.rattle(0.05, seed=4)
+    interstitial = host.copy()
+    interstitial.append("Cu")
+    interstitial.positions[-1] = [0.9, 0.9, 0.9]
+    frames = [_frame(a, k) for k, a in enumerate((vacancy, hot, host, interstitial))]
+    assert defect_pairs(frames, range(4)) == [(0, 2), (3, 2)]

@@ -86,7 +86,8 @@ RECIPES = {
 }
 
 
-# a model of ``train_zoo.py --stage 4`` was trained on set v3 (set v2's frames first)
+# a model of ``train_zoo.py --stage 4`` (and of stage 5, ``train_strain_pairs.py``) was trained
+# on set v3 (set v2's frames first)
 STAGE4 = {
     "metals": {
         "data": "data/metals-emt-v3.xyz.xz",
@@ -251,7 +252,7 @@ def main() -> None:
     if args.check_only:
         return
     recipe = RECIPES[args.name]
-    if run.name == f"{args.name}-v2-stage4":
+    if run.name in (f"{args.name}-v2-stage4", f"{args.name}-v2-stage5"):
         recipe = {**recipe, **STAGE4[args.name]}
     card = dict(trained.card)
     card.update(

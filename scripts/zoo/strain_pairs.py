@@ -48,7 +48,8 @@ def strain_groups(
         atoms = frames[i].atoms
         if not (atoms.pbc.all() and frames[i].has_stress):
             continue
-        scaled = np.round(atoms.get_scaled_positions(wrap=True) / tolerance).astype(np.int64)
+        steps = round(1 / tolerance)  # fractional coordinates on a grid, 0 and 1 the same
+        scaled = np.round(atoms.get_scaled_positions(wrap=False) * steps).astype(np.int64) % steps
         found[(tuple(atoms.numbers), scaled.tobytes())].append(i)
     return [g for g in found.values() if len(g) > 1]
 
