@@ -6,7 +6,7 @@ uncertainties. The header then has the field::
     "prediction_rigidity": {
         "method": "llpr", "head": "Default", "feature_dim": d,
         "features": "<which features, in words>",
-        "forces_estimate": "local",
+        "forces_estimate": "local" | "neighbourhood",
         "regulariser": λ/(tr C/d), "local_regulariser": λ_loc/(tr C_loc/d),
         "energy_factor": α_E, "forces_factor": α_F,
         "n_structures": N, "n_atoms": n, "data": "<where C came from>",
@@ -14,6 +14,9 @@ uncertainties. The header then has the field::
 
 and the weights file two more tensors, ``prediction_rigidity.inverse_covariance`` and
 ``prediction_rigidity.local_inverse_covariance`` (``[d, d]`` float64, symmetric, finite).
+``forces_estimate`` says how ``forces_uncertainty`` is formed (the atom's own local rigidity,
+or summed over its neighbours within r_max: :mod:`ase_equi.model.prediction_rigidity`); files
+written before the second form existed say ``"local"`` and read as they always did.
 Both are covered by the file's hashes (the field by ``header_sha256``, the tensors by
 ``weights_sha256``). A file without the field is unchanged and loads as before; the field
 without the tensors, tensors without the field, a field on a committee or in a format-1 file,
@@ -35,7 +38,7 @@ from safetensors.torch import save as save_safetensors
 
 from ..errors import ModelFileError
 from ..model.mace import MaceModel
-from ..model.prediction_rigidity import LastLayerRigidity, feature_dim
+from ..model.prediction_rigidity import FORCES_ESTIMATES, LastLayerRigidity, feature_dim
 from .model_header import header_digest, model_paths, read_header
 
 __all__ = [
@@ -95,8 +98,8 @@ def check_rigidity_fields(header: dict[str, Any], where: Path | str) -> None:
     heads = header.get("heads")
     if isinstance(heads, dict) and entry["head"] not in heads:  # it would never apply
         raise _bad(where, f"names head {entry['head']!r}, not one of the model's {sorted(heads)}")
-    if entry["method"] != "llpr" or entry["forces_estimate"] != "local":
-        raise _bad(where, "is not method 'llpr' with forces_estimate 'local'")
+    if entry["method"] != "llpr" or entry["forces_estimate"] not in FORCES_ESTIMATES:
+        raise _bad(where, f"is not method 'llpr' with forces_estimate one of {FORCES_ESTIMATES}")
     for key in ("regulariser", "local_regulariser", "energy_factor", "forces_factor"):
         if not (math.isfinite(entry[key]) and entry[key] > 0):
             raise _bad(where, f"field {key!r} must be finite and > 0, got {entry[key]!r}")

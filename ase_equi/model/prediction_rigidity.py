@@ -41,6 +41,24 @@ each atom's own environment instead,
 :mod:`ase_equi.uncertainty`): an environment unlike every training environment has a
 feature vector outside the span the training atoms constrain, and a large :math:`u_i`. It
 costs the forward hooks and one d × d quadratic form per atom; no extra backward pass.
+
+**Forces: neighbourhood rigidity** (``forces_estimate`` ``"neighbourhood"``). The force
+:math:`F_i = -\\sum_j \\partial \\varepsilon_j / \\partial r_i` collects the local energies of
+every atom whose environment holds atom i, not only its own. Adding their variances as if
+independent, with the size of :math:`\\partial \\varepsilon_j / \\partial r_i` absorbed into
+the calibration factor,
+
+.. math::
+
+    u_i = \\alpha_F \\sqrt{q_i + \\sum_{j \\in N(i)} w(r_{ij})\\, q_j}, \\qquad
+    q_j = f_j^\\top C_\\mathrm{loc}^{-1} f_j,
+
+with N(i) the atoms (periodic images included, one term per image) closer than the model's
+``r_max`` to atom i (the pairs of the first interaction) and w = 1, or
+w = (1 + cos(π r/r_max))/2 for ``"neighbourhood_smooth"`` (a neighbour's local energy moves
+less with atom i the farther it is; the weight falls to 0 at the cutoff as the model's
+messages do). Which estimate a model file carries is chosen on its validation data
+(``scripts/uncertainty/zoo_rigidity.py``); a file without the choice is ``"local"``.
 """
 
 from __future__ import annotations
@@ -58,16 +76,29 @@ from .mace import MaceModel
 from .readout import LinearReadout, NonLinearReadout
 
 __all__ = [
+    "FORCES_ESTIMATES",
+    "LOCAL",
+    "NEIGHBOURHOOD",
+    "NEIGHBOURHOOD_SMOOTH",
+    "Pairs",
     "FeatureCapture",
     "LastLayerRigidity",
     "RigidityStatistics",
     "capture_features",
     "feature_dim",
     "jacobian_forces_uncertainty",
+    "neighbour_pairs",
+    "pair_weights",
     "readout_weights",
     "rigidity_pass",
     "structure_features",
 ]
+
+LOCAL = "local"
+NEIGHBOURHOOD = "neighbourhood"
+NEIGHBOURHOOD_SMOOTH = "neighbourhood_smooth"
+FORCES_ESTIMATES = (LOCAL, NEIGHBOURHOOD, NEIGHBOURHOOD_SMOOTH)
+Pairs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # centres, neighbours, r / r_max
 
 
 def _scalar_slices(readout: Any) -> list[slice]:
@@ -236,12 +267,56 @@ class LastLayerRigidity:
         quad = torch.einsum("gd,de,ge->g", f_s, inverse, f_s).clamp(min=0)
         return self.energy_factor * quad.sqrt()
 
-    def forces_uncertainty(self, node_features: torch.Tensor) -> torch.Tensor:
-        """``[n]`` (eV/Å): :math:`\\alpha_F \\sqrt{f_i^\\top C_\\mathrm{loc}^{-1} f_i}` per atom."""
+    @property
+    def forces_estimate(self) -> str:
+        """One of :data:`FORCES_ESTIMATES`; ``"local"`` for a section without the choice."""
+        return str(self.info.get("forces_estimate", LOCAL))
+
+    def forces_uncertainty(
+        self, node_features: torch.Tensor, pairs: Pairs | None = None
+    ) -> torch.Tensor:
+        """``[n]`` (eV/Å) per atom: :math:`\\alpha_F \\sqrt{q_i}` with
+        :math:`q_i = f_i^\\top C_\\mathrm{loc}^{-1} f_i` (``"local"``), or with
+        :math:`q_i + \\sum_{(i, j) \\in \\mathrm{pairs}} w(r_{ij}) q_j` (the neighbourhood
+        estimates; ``pairs``: ``(centres, neighbours, r / r_max)`` of every ordered pair
+        closer than r_max, :func:`neighbour_pairs`; ``w``: :func:`pair_weights`)."""
         f_i = node_features.detach().double()
         inverse = self.local_inverse_covariance.to(f_i.device)
         quad = torch.einsum("nd,de,ne->n", f_i, inverse, f_i).clamp(min=0)
+        if self.forces_estimate != LOCAL:
+            if pairs is None:
+                raise ValueError("a neighbourhood force estimate needs the atom pairs")
+            centres, neighbours, x = (t.to(f_i.device) for t in pairs)
+            weights = pair_weights(self.forces_estimate, x.double())
+            quad = quad.index_add(0, centres, weights * quad[neighbours])
         return self.forces_factor * quad.sqrt()
+
+
+def pair_weights(estimate: str, x: torch.Tensor) -> torch.Tensor:
+    """w of each pair at relative distance ``x`` = r/r_max: 1 (``"neighbourhood"``) or
+    (1 + cos πx)/2 (``"neighbourhood_smooth"``: 1 at contact, 0 at r_max)."""
+    if estimate == NEIGHBOURHOOD:
+        return torch.ones_like(x)
+    if estimate == NEIGHBOURHOOD_SMOOTH:
+        return 0.5 * (1.0 + torch.cos(torch.pi * x))
+    raise ValueError(f"no pair weights for the force estimate {estimate!r}")
+
+
+def neighbour_pairs(graph: Graph, r_max: float) -> Pairs:
+    """``(centres, neighbours, r / r_max)``: the edges of ``graph`` shorter than ``r_max`` (Å),
+    as sender and receiver indices and relative length (a graph built with a Verlet skin holds
+    longer ones too)."""
+    vectors = edge_vectors(
+        graph.positions.detach(),
+        graph.cell,
+        graph.shifts,
+        graph.senders,
+        graph.receivers,
+        graph.batch,
+    )
+    x = torch.linalg.vector_norm(vectors, dim=1) / r_max
+    keep = x < 1.0
+    return graph.senders[keep], graph.receivers[keep], x[keep]
 
 
 def rigidity_pass(
@@ -254,9 +329,12 @@ def rigidity_pass(
     with capture_features(model) as capture:
         out = energy_forces_stress(model, graph, forces=forces, stress=stress)
     f_i = capture.node_features()
+    pairs = None
+    if rigidity.forces_estimate != LOCAL:
+        pairs = neighbour_pairs(graph, float(model.config.r_max))
     extra = {
         "energy_uncertainty": float(rigidity.energy_uncertainty(f_i, graph.batch, 1)[0]),
-        "forces_uncertainty": rigidity.forces_uncertainty(f_i).cpu().numpy(),
+        "forces_uncertainty": rigidity.forces_uncertainty(f_i, pairs).cpu().numpy(),
     }
     return out, extra
 
