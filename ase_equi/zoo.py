@@ -53,9 +53,9 @@ ZOO_DIR = _zoo_dir()
 
 #: ``header_sha256`` of every zoo model as released (update with the model, in the same commit).
 ZOO_PINS: dict[str, str] = {
-    "metals": "dddfbe53c74160b67657264c82de8c650869fe6196b067b98dcbce3c674cbcb1",
-    "molecules-pbe": "a0c132bdfeb40cbe3f5fdc772aa516916df30d93da16d42a115c255c0d14dc76",
-    "silicon-xtb": "cde4864f7223f2b35d60df5add3b863ce7a62738a03fb7a65d9c98e67a1069a3",
+    "metals": "f1a47fc24d210776dbb2155619360cac9406527b5ffd7f782e4efe6b9f4d299d",
+    "molecules-pbe": "dde73d36abfeb18be259d950c45ec5b66be520524487a6181554efc34e04fca7",
+    "silicon-xtb": "6df9722aa7a76a9382771082c352385d0c25af3105de867ed6c00039ce25d0b9",
 }
 
 
