@@ -172,3 +172,20 @@ def test_vacancies_and_interstitials_pair_with_a_host_at_rest_only():
     interstitial.positions[-1] = [0.9, 0.9, 0.9]
     frames = [_frame(a, k) for k, a in enumerate((vacancy, hot, host, interstitial))]
     assert defect_pairs(frames, range(4)) == [(0, 2), (3, 2)]
+
+
+def test_relative_slope_errors_are_divided_by_the_reference_slope():
+    model = _model()
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True)
+    frames = [_frame(_strained(cu, _uniaxial(d)), k) for k, d in enumerate((DELTA, -DELTA))]
+    penalty = StrainPairPenalty(
+        frames, [0, 1], weight=1.0, elements=(29,), r_max=4.0, dtype=torch.float64
+    )
+    absolute = penalty.slope_errors(model).detach().numpy()[0]
+    relative = penalty.slope_errors(model, relative=True).detach().numpy()[0]
+    step = 2 * DELTA / (1 + DELTA)
+    slope = (frames[1].atoms.copy(), frames[0].atoms.copy())
+    s_ref = [_frame(a, 9).stress for a in slope]  # EMT's Voigt stresses, recomputed
+    diff = (np.array(s_ref[0]) - np.array(s_ref[1])) / step
+    voigt_norm = np.sqrt((diff[:3] ** 2).sum() + 2 * (diff[3:] ** 2).sum())
+    assert relative == pytest.approx(absolute / voigt_norm, rel=1e-9)

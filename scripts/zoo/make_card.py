@@ -86,8 +86,7 @@ RECIPES = {
 }
 
 
-# a model of ``train_zoo.py --stage 4`` (and of stage 5, ``train_strain_pairs.py``) was trained
-# on set v3 (set v2's frames first)
+# a model of ``train_zoo.py --stage 4`` was trained on set v3 (set v2's frames first)
 STAGE4 = {
     "metals": {
         "data": "data/metals-emt-v3.xyz.xz",
@@ -98,6 +97,20 @@ STAGE4 = {
         "data": "data/silicon-gfn1xtb-v3.xyz.xz",
         "generate": "python scripts/zoo/generate_silicon_v2.py labels; … combine; "
         "python scripts/zoo/generate_silicon_v3.py labels; … combine",
+    },
+}
+
+
+# a model of stage 5 (``train_strain_pairs.py``) was trained on set v4 (set v3's frames first)
+STAGE5 = {
+    "metals": {
+        "data": "data/metals-emt-v4.xyz.xz",
+        "generate": f"{STAGE4['metals']['generate']}; python scripts/zoo/generate_metals_v4.py",
+    },
+    "silicon-xtb": {
+        "data": "data/silicon-gfn1xtb-v4.xyz.xz",
+        "generate": f"{STAGE4['silicon-xtb']['generate']}; "
+        "python scripts/zoo/generate_silicon_v4.py",
     },
 }
 
@@ -252,8 +265,10 @@ def main() -> None:
     if args.check_only:
         return
     recipe = RECIPES[args.name]
-    if run.name in (f"{args.name}-v2-stage4", f"{args.name}-v2-stage5"):
+    if run.name == f"{args.name}-v2-stage4":
         recipe = {**recipe, **STAGE4[args.name]}
+    if run.name == f"{args.name}-v2-stage5":
+        recipe = {**recipe, **STAGE5[args.name]}
     card = dict(trained.card)
     card.update(
         name=args.name,

@@ -29,59 +29,78 @@ from ase_equi.data import read_frames, split_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))
+from train_strain_pairs import STAGE5_DATA  # noqa: E402
 from train_zoo import RECIPES, STAGE4_DATA, training_frames  # noqa: E402
 
 NAMES = ("metals", "molecules-pbe", "silicon-xtb")
 
 
+def data_chain(name: str) -> list[str]:
+    """The data files of zoo model ``name``'s stages, in order: the recipe's set (stage 1–3),
+    then stage 4's (``train_zoo.STAGE4_DATA``) and stage 5's (``train_strain_pairs.STAGE5_DATA``),
+    each beginning with the frames of the one before."""
+    chain = [RECIPES[name]["data"]]
+    for table in (STAGE4_DATA, STAGE5_DATA):
+        if name in table:
+            chain.append(table[name])
+    return chain
+
+
+def _kept(name: str, data: str) -> Path:
+    """Data file ``data`` of ``name``'s chain as trained on: for a recipe that leaves frames
+    out (silicon's short contacts), the kept frames, rebuilt as that stage's run did."""
+    recipe = RECIPES[name]
+    if "min_contact" not in recipe:
+        return ROOT / "data" / data
+    stage = data_chain(name).index(data)
+    folder = ROOT / "runs" / (f"{name}-v2" if stage == 0 else f"{name}-v2-stage{stage + 3}")
+    return Path(training_frames(dict(recipe, data=data), folder))
+
+
 def training_data(name: str) -> Path:
     """The data file zoo model ``name`` was trained on: the file after the arrow of the card's
-    ``data_generation``; for a v2 recipe of ``train_zoo.py`` that leaves frames out (silicon's
-    short contacts), the kept frames, rebuilt the same way (also for its stage-4 data)."""
+    ``data_generation`` (as trained on, see :func:`_kept`)."""
     card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
     path = ROOT / card["data_generation"].split("→")[-1].strip()
-    recipe = RECIPES.get(name, {})
-    if "min_contact" not in recipe:
-        return path
-    if path.name == recipe.get("data"):
-        return Path(training_frames(recipe, ROOT / "runs" / f"{name}-v2"))
-    if path.name == STAGE4_DATA.get(name):
-        stage4 = dict(recipe, data=path.name)
-        return Path(training_frames(stage4, ROOT / "runs" / f"{name}-v2-stage4"))
+    if name in RECIPES and path.name in data_chain(name):
+        return _kept(name, path.name)
     return path
 
 
-def base_frame_count(name: str) -> int | None:
-    """For a model trained on its recipe's stage-4 data (``train_zoo.STAGE4_DATA``), the number
-    of leading frames that are the recipe's own (kept) data, whose split stage 4 kept as it was
-    (``train_zoo.stage4_split``); ``None`` for a model trained on one data set."""
+def frame_bounds(name: str) -> list[int]:
+    """The frame counts of the data sets before the one zoo model ``name`` was trained on in
+    its chain (:func:`data_chain`): where stages 4 and 5 extended the split they inherited
+    (``extended_split``). Empty for a model trained on its recipe's set."""
     card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
-    if Path(card["data_generation"].split("→")[-1].strip()).name != STAGE4_DATA.get(name):
-        return None
-    base = training_frames(RECIPES[name], ROOT / "runs" / f"{name}-v2")
-    return len(read_frames(base))
+    data = Path(card["data_generation"].split("→")[-1].strip()).name
+    if name not in RECIPES or data not in data_chain(name):
+        return []
+    earlier = data_chain(name)[: data_chain(name).index(data)]
+    return [len(read_frames(_kept(name, d))) for d in earlier]
 
 
-def rebuilt_split(frames: list, settings: dict, n_base: int | None) -> dict[str, list[int]]:
-    """:func:`split_frames` with the card's seed and fractions; with ``n_base``, over the first
-    ``n_base`` frames and then over the rest (indices shifted), as stage 4 extends a split."""
+def rebuilt_split(frames: list, settings: dict, bounds: list[int]) -> dict[str, list[int]]:
+    """:func:`split_frames` with the card's seed and fractions over each segment of ``frames``
+    between ``bounds`` (indices shifted), as stages 4 and 5 extend the split they inherit."""
     options = {k: settings[k] for k in ("valid_fraction", "test_fraction", "seed")}
-    if n_base is None:
-        return split_frames(frames, **options)
-    split = split_frames(frames[:n_base], **options)
-    added = split_frames(frames[n_base:], **options)
-    return {kind: split[kind] + [n_base + k for k in added[kind]] for kind in split}
+    edges = [0, *bounds, len(frames)]
+    split: dict[str, list[int]] = {}
+    for start, stop in zip(edges[:-1], edges[1:], strict=True):
+        part = split_frames(frames[start:stop], **options)
+        for kind, ids in part.items():
+            split.setdefault(kind, []).extend(start + k for k in ids)
+    return split
 
 
 def training_split(name: str) -> tuple[dict[str, list[int]], list]:
     """The split of zoo model ``name``'s training run, rebuilt from the seed and fractions on
-    its card (frame indices per kind, as :func:`split_frames` gives them; a stage-4 model's
-    as :func:`rebuilt_split` extends it), and the data's labelled Atoms in the order of those
-    indices."""
+    its card (frame indices per kind, as :func:`split_frames` gives them; a stage-4 or -5
+    model's as :func:`rebuilt_split` extends it), and the data's labelled Atoms in the order
+    of those indices."""
     card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
     path = training_data(name)
     frames = read_frames(path)
-    split = rebuilt_split(frames, card["training"]["settings"], base_frame_count(name))
+    split = rebuilt_split(frames, card["training"]["settings"], frame_bounds(name))
     sizes = card["training_data"]
     if (len(split["train"]), len(split["test"])) != (sizes["n_train"], sizes["n_test"]):
         raise SystemExit(f"{name}: the rebuilt split does not match the card's split sizes")

@@ -15,8 +15,9 @@ for every pair (i, j) in a group, with cells ``A_j = A_i (1 + ε_ij)``,
 
 the error of the finite-difference slope (eV/Å³; for a pair at ±δ along ε_xx,
 ``e[0, 0] = 2·(C11_model − C11_ref)`` up to third-order terms, which the labels and a correct
-model share). The penalty is ``weight × mean(e²)`` over pairs and the nine components, added
-to the loss at every step; only frames of the training split take part. No label is invented:
+model share). The penalty is ``weight × mean(e²)`` over pairs and the nine components (with
+``relative``, each pair's e divided by the norm of its reference slope), added to the loss at
+every step; only frames of the training split take part. No label is invented:
 both ends of each difference are reference stresses of committed frames.
 """
 
@@ -95,8 +96,9 @@ class StrainPairPenalty:
         max_strain: float = 0.03,
         pairs_per_step: int | None = 16,
         seed: int = 0,
+        relative: bool = False,
     ) -> None:
-        self.weight, self.pairs_per_step = weight, pairs_per_step
+        self.weight, self.pairs_per_step, self.relative = weight, pairs_per_step, relative
         self.groups = strain_groups(frames, ids)
         self.pairs = strain_pairs(frames, self.groups, max_strain=max_strain)
         if not self.pairs:
@@ -115,8 +117,12 @@ class StrainPairPenalty:
         pairs: Sequence[tuple[int, int, float]] | None = None,
         *,
         training: bool = False,
+        relative: bool = False,
     ) -> torch.Tensor:
-        """``e [pairs, 3, 3]`` (eV/Å³) of ``model`` on ``pairs`` (default: all)."""
+        """``e [pairs, 3, 3]`` (eV/Å³) of ``model`` on ``pairs`` (default: all); with
+        ``relative``, each pair's ``e`` divided by the Frobenius norm of its reference slope
+        (at least 0.01 eV/Å³), so that a soft metal's elastic constants count as much as a
+        stiff one's in relative terms (a target of a few per cent is relative)."""
         pairs = self.pairs if pairs is None else pairs
         members = sorted({k for i, j, _ in pairs for k in (i, j)})
         where = {k: n for n, k in enumerate(members)}
@@ -128,11 +134,17 @@ class StrainPairPenalty:
             model, batch.graph, forces=False, stress=True, training=training
         )["stress"]
         ref = batch.stress
-        return ((stress[second] - stress[first]) - (ref[second] - ref[first])) / step
+        slope_ref = (ref[second] - ref[first]) / step
+        errors = (stress[second] - stress[first]) / step - slope_ref
+        if relative:
+            norm = torch.linalg.matrix_norm(slope_ref).clamp(min=0.01)
+            errors = errors / norm[:, None, None]
+        return errors
 
     def __call__(self, model: torch.nn.Module) -> torch.Tensor:
         pairs = self.pairs
         if self.pairs_per_step is not None and self.pairs_per_step < len(pairs):
             chosen = torch.randperm(len(pairs), generator=self.generator)[: self.pairs_per_step]
             pairs = [self.pairs[k] for k in chosen.tolist()]
-        return self.weight * self.slope_errors(model, pairs, training=True).pow(2).mean()
+        errors = self.slope_errors(model, pairs, training=True, relative=self.relative)
+        return self.weight * errors.pow(2).mean()

@@ -73,6 +73,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--weight", type=float, help="of the stress-slope term")
     parser.add_argument("--defect-weight", type=float, help="of the defect-energy term")
     parser.add_argument("--max-strain", type=float, help="largest strain step of a pair")
+    parser.add_argument(
+        "--relative", action="store_true", help="slope errors relative to the reference slope"
+    )
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--out", help="output folder (default runs/NAME-v2-stage5)")
@@ -88,7 +91,12 @@ def penalties(args, frames, train_ids, model):
     common = dict(elements=model.config.elements, r_max=model.config.r_max)
     terms = [
         StrainPairPenalty(
-            frames, train_ids, weight=args.weight, max_strain=args.max_strain, **common
+            frames,
+            train_ids,
+            weight=args.weight,
+            max_strain=args.max_strain,
+            relative=args.relative,
+            **common,
         )
     ]
     if args.defect_weight > 0:
