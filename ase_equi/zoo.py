@@ -53,7 +53,7 @@ ZOO_DIR = _zoo_dir()
 
 #: ``header_sha256`` of every zoo model as released (update with the model, in the same commit).
 ZOO_PINS: dict[str, str] = {
-    "metals": "f1a47fc24d210776dbb2155619360cac9406527b5ffd7f782e4efe6b9f4d299d",
+    "metals": "f6380e8d544d1603c7015642b6891fa2602d527bc09d4e503341a6d71334ceab",
     "molecules-pbe": "dde73d36abfeb18be259d950c45ec5b66be520524487a6181554efc34e04fca7",
     "silicon-xtb": "6df9722aa7a76a9382771082c352385d0c25af3105de867ed6c00039ce25d0b9",
 }

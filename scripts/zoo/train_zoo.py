@@ -7,7 +7,7 @@
     python scripts/zoo/train_zoo.py metals          # the same command resumes
     python scripts/zoo/train_zoo.py metals --stage 2     # → runs/metals-v2-stage2/metals.json
     python scripts/zoo/train_zoo.py metals --stage 3     # → runs/metals-v2-stage3/metals.json
-    python scripts/zoo/make_card.py metals --run runs/metals-v2-stage3   # card and zoo install
+    python scripts/zoo/make_card.py metals --run runs/metals-v2-stage5   # after stage 5
     python scripts/zoo/train_zoo.py silicon-xtb --stage 4   # set v3 (silicon's zoo model)
 
 Every recipe keeps its v1 architecture (the card's ``config``) and adds the ZBL pair repulsion
@@ -38,8 +38,9 @@ v2's frames followed by near-equilibrium homogeneous strains and vacancies at th
 own lattice constant (silicon's frames filtered by ``min_contact`` as in stage 1). Its split
 (:func:`stage4_split`) keeps every v2 frame in the role it had, so no frame the earlier stages
 were tested on is trained on; the new frames are split 80/10/10 by the same seed. The zoo's
-silicon model is its stage 4; the metals model stays at stage 3, which meets more of its card's
-targets (``benchmarks/results/2026-11-30-zoo-stage4.md``).
+silicon model is its stage 4. The metals model is stage 5 (``train_strain_pairs.py``: stage 4's
+model trained further on set v4 with losses on stress slopes and defect energies;
+``benchmarks/results/2026-12-01-zoo-stage5.md``).
 
 Silicon's data: the v1 interstitial frames whose nearest contact is under 0.70 × the Si–Si
 bond (1.65 Å; forces up to 186 eV/Å) are left out; the v2 relaxed split-interstitial frames
