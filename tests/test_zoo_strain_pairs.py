@@ -23,10 +23,12 @@ from ase_equi.model.mace import MaceModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "zoo"))
 from defect_pairs import DefectPairPenalty, defect_pairs
+from paired_frames import PairSampling
 from physics import cubic_elastic_constants
 from strain_pairs import StrainPairPenalty, strain_groups, strain_pairs
 
 DELTA = 0.005
+SAMPLING = PairSampling(elements=(29,), r_max=4.0, dtype=torch.float64, pairs_per_step=None)
 
 
 def _strained(atoms: Atoms, strain: np.ndarray) -> Atoms:
@@ -93,9 +95,7 @@ def test_slope_error_is_the_difference_of_the_elastic_constants():
     calc = EquivariantCalculator(LoadedModel(model, model.config), dtype="float64")
     cu = bulk("Cu", "fcc", a=3.6, cubic=True)
     frames = [_frame(_strained(cu, _uniaxial(d)), k) for k, d in enumerate((DELTA, -DELTA))]
-    penalty = StrainPairPenalty(
-        frames, [0, 1], weight=2.0, elements=(29,), r_max=4.0, dtype=torch.float64
-    )
+    penalty = StrainPairPenalty(frames, [0, 1], SAMPLING, weight=2.0)
     errors = penalty.slope_errors(model).detach().numpy()[0]
     c_model = cubic_elastic_constants(cu, lambda: calc, delta=DELTA)
     c_emt = cubic_elastic_constants(cu, EMT, delta=DELTA)
@@ -115,9 +115,7 @@ def test_a_model_labelling_its_own_frames_has_no_slope_error():
     rng = np.random.default_rng(0)
     strains = [0.5 * (e + e.T) for e in rng.uniform(-0.01, 0.01, (4, 3, 3))]
     frames = [_frame(_strained(cu, e), k, calc) for k, e in enumerate(strains)]
-    penalty = StrainPairPenalty(
-        frames, range(4), weight=1.0, elements=(29,), r_max=4.0, dtype=torch.float64
-    )
+    penalty = StrainPairPenalty(frames, range(4), SAMPLING, weight=1.0)
     assert penalty.num_pairs == 6
     assert float(penalty.slope_errors(model).abs().max()) < 1e-10
 
@@ -144,9 +142,7 @@ def test_defect_pair_error_is_the_vacancy_formation_energy_error():
     structures = [vacancy, host, alloy, other_cell]
     frames = [_frame(a, k) for k, a in enumerate(structures)]
     assert defect_pairs(frames, range(4)) == [(0, 1)]
-    penalty = DefectPairPenalty(
-        frames[:2], [0, 1], weight=3.0, elements=(29,), r_max=4.0, dtype=torch.float64
-    )
+    penalty = DefectPairPenalty(frames[:2], [0, 1], SAMPLING, weight=3.0)
 
     def formation(make) -> float:
         energies = []
@@ -178,9 +174,7 @@ def test_relative_slope_errors_are_divided_by_the_reference_slope():
     model = _model()
     cu = bulk("Cu", "fcc", a=3.6, cubic=True)
     frames = [_frame(_strained(cu, _uniaxial(d)), k) for k, d in enumerate((DELTA, -DELTA))]
-    penalty = StrainPairPenalty(
-        frames, [0, 1], weight=1.0, elements=(29,), r_max=4.0, dtype=torch.float64
-    )
+    penalty = StrainPairPenalty(frames, [0, 1], SAMPLING, weight=1.0)
     absolute = penalty.slope_errors(model).detach().numpy()[0]
     relative = penalty.slope_errors(model, relative=True).detach().numpy()[0]
     step = 2 * DELTA / (1 + DELTA)

@@ -26,16 +26,19 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from paired_frames import PairedFrames, PairSampling
 
-from ase_equi.data import Frame, frames_to_graphs, make_batch
+from ase_equi.data import Frame
 from ase_equi.model.gradients import energy_forces_stress
 
 
-def defect_pairs(frames: Sequence[Frame], ids: Sequence[int]) -> list[tuple[int, int]]:
+def defect_pairs(
+    frames: Sequence[Frame], ids: Sequence[int], *, interstitials: bool = True
+) -> list[tuple[int, int]]:
     """``(i, j)`` with N_i ≠ N_j for frames of ``ids`` of one element each that share a
     periodic cell (to 1e-8 Å), the host j at rest (no reference force above 1e-4 eV/Å: not a
     snapshot of a hot or rattled crystal, whose difference to a defect cell is no formation
-    energy)."""
+    energy). Without ``interstitials`` only pairs with N_i < N_j (vacancies)."""
     by_cell: dict[tuple, list[int]] = defaultdict(list)
     for i in ids:
         atoms = frames[i].atoms
@@ -51,7 +54,8 @@ def defect_pairs(frames: Sequence[Frame], ids: Sequence[int]) -> list[tuple[int,
             out += [
                 (i, j)
                 for j in hosts
-                if n_i != len(frames[j].atoms) and not (i in hosts and n_i > len(frames[j].atoms))
+                if n_i < len(frames[j].atoms)
+                or (interstitials and n_i > len(frames[j].atoms) and i not in hosts)
             ]
     return out
 
@@ -62,30 +66,23 @@ def _at_rest(frame: Frame) -> bool:
 
 
 class DefectPairPenalty:
-    """``weight × mean(e²)`` of the module docstring over ``pairs_per_step`` pairs drawn at
-    random at each call (None: all), as a ``penalty`` of :func:`ase_equi.training.train`."""
+    """``weight × mean(e²)`` of the module docstring over the pairs ``sampling`` draws at each
+    call, as a ``penalty`` of :func:`ase_equi.training.train`."""
 
     def __init__(
         self,
         frames: Sequence[Frame],
         ids: Sequence[int],
+        sampling: PairSampling,
         *,
         weight: float,
-        elements: Sequence[int],
-        r_max: float,
-        dtype: torch.dtype = torch.float32,
-        pairs_per_step: int | None = 2,
-        seed: int = 1,
+        interstitials: bool = True,
     ) -> None:
-        self.weight, self.pairs_per_step = weight, pairs_per_step
-        self.pairs = defect_pairs(frames, ids)
+        self.weight = weight
+        self.pairs = defect_pairs(frames, ids, interstitials=interstitials)
         if not self.pairs:
             raise ValueError("no defect pairs among the frames: nothing for the penalty")
-        members = sorted({k for pair in self.pairs for k in pair})
-        self.frames = {k: frames[k] for k in members}
-        graphs = frames_to_graphs(list(self.frames.values()), elements, r_max, dtype=dtype)
-        self.graphs = dict(zip(self.frames, graphs, strict=True))
-        self.generator = torch.Generator().manual_seed(seed)
+        self.paired = PairedFrames(frames, self.pairs, sampling)
         self.num_pairs = len(self.pairs)
 
     def errors(
@@ -96,20 +93,11 @@ class DefectPairPenalty:
         training: bool = False,
     ) -> torch.Tensor:
         """``e [pairs]`` (eV) of ``model`` on ``pairs`` (default: all)."""
-        pairs = self.pairs if pairs is None else pairs
-        members = sorted({k for pair in pairs for k in pair})
-        where = {k: n for n, k in enumerate(members)}
-        batch = make_batch([self.frames[k] for k in members], [self.graphs[k] for k in members])
-        first = torch.tensor([where[i] for i, _ in pairs])
-        second = torch.tensor([where[j] for _, j in pairs])
+        batch, first, second = self.paired.batch(self.pairs if pairs is None else pairs)
         ratio = batch.num_atoms[first].to(batch.energy.dtype) / batch.num_atoms[second]
         energy = energy_forces_stress(model, batch.graph, forces=False, training=training)
         diff = energy["energy"] - batch.energy
         return diff[first] - ratio * diff[second]
 
     def __call__(self, model: torch.nn.Module) -> torch.Tensor:
-        pairs = self.pairs
-        if self.pairs_per_step is not None and self.pairs_per_step < len(pairs):
-            chosen = torch.randperm(len(pairs), generator=self.generator)[: self.pairs_per_step]
-            pairs = [self.pairs[k] for k in chosen.tolist()]
-        return self.weight * self.errors(model, pairs, training=True).pow(2).mean()
+        return self.weight * self.errors(model, self.paired.draw(), training=True).pow(2).mean()

@@ -28,8 +28,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from paired_frames import PairedFrames, PairSampling
 
-from ase_equi.data import Frame, frames_to_graphs, make_batch
+from ase_equi.data import Frame
 from ase_equi.model.gradients import energy_forces_stress
 
 
@@ -78,9 +79,8 @@ class StrainPairPenalty:
     ``penalty`` of :func:`ase_equi.training.trainer.train`).
 
     ``frames`` are the training data (the list given to ``train``), ``ids`` the frames allowed
-    to take part (the training split). Each call takes ``pairs_per_step`` pairs drawn at
-    random (a generator seeded with ``seed``; None: all pairs) and evaluates their frames in
-    one batch: small periodic cells have many neighbours each, and all pairs at every step
+    to take part (the training split). Each call evaluates the pairs drawn by ``sampling``
+    in one batch: small periodic cells have many neighbours each, and all pairs at every step
     would cost several training steps.
     """
 
@@ -88,28 +88,20 @@ class StrainPairPenalty:
         self,
         frames: Sequence[Frame],
         ids: Sequence[int],
+        sampling: PairSampling,
         *,
         weight: float,
-        elements: Sequence[int],
-        r_max: float,
-        dtype: torch.dtype = torch.float32,
         max_strain: float = 0.03,
-        pairs_per_step: int | None = 16,
-        seed: int = 0,
         relative: bool = False,
     ) -> None:
-        self.weight, self.pairs_per_step, self.relative = weight, pairs_per_step, relative
+        self.weight, self.relative = weight, relative
         self.groups = strain_groups(frames, ids)
-        self.pairs = strain_pairs(frames, self.groups, max_strain=max_strain)
-        if not self.pairs:
+        pairs = strain_pairs(frames, self.groups, max_strain=max_strain)
+        if not pairs:
             raise ValueError("no strain pairs among the frames: nothing for the penalty")
-        members = sorted({k for i, j, _ in self.pairs for k in (i, j)})
-        self.frames = {k: frames[k] for k in members}
-        graphs = frames_to_graphs(list(self.frames.values()), elements, r_max, dtype=dtype)
-        self.graphs = dict(zip(self.frames, graphs, strict=True))
-        self.dtype = dtype
-        self.generator = torch.Generator().manual_seed(seed)
-        self.num_pairs, self.num_frames = len(self.pairs), len(members)
+        self.paired = PairedFrames(frames, pairs, sampling)
+        self.pairs, self.num_pairs = pairs, len(pairs)
+        self.num_frames = len(self.paired.frames)
 
     def slope_errors(
         self,
@@ -124,12 +116,8 @@ class StrainPairPenalty:
         (at least 0.01 eV/Å³), so that a soft metal's elastic constants count as much as a
         stiff one's in relative terms (a target of a few per cent is relative)."""
         pairs = self.pairs if pairs is None else pairs
-        members = sorted({k for i, j, _ in pairs for k in (i, j)})
-        where = {k: n for n, k in enumerate(members)}
-        batch = make_batch([self.frames[k] for k in members], [self.graphs[k] for k in members])
-        first = torch.tensor([where[i] for i, _, _ in pairs])
-        second = torch.tensor([where[j] for _, j, _ in pairs])
-        step = torch.tensor([n for _, _, n in pairs], dtype=self.dtype)[:, None, None]
+        batch, first, second = self.paired.batch(pairs)
+        step = torch.tensor([n for _, _, n in pairs], dtype=batch.stress.dtype)[:, None, None]
         stress = energy_forces_stress(
             model, batch.graph, forces=False, stress=True, training=training
         )["stress"]
@@ -142,9 +130,6 @@ class StrainPairPenalty:
         return errors
 
     def __call__(self, model: torch.nn.Module) -> torch.Tensor:
-        pairs = self.pairs
-        if self.pairs_per_step is not None and self.pairs_per_step < len(pairs):
-            chosen = torch.randperm(len(pairs), generator=self.generator)[: self.pairs_per_step]
-            pairs = [self.pairs[k] for k in chosen.tolist()]
+        pairs = self.paired.draw()
         errors = self.slope_errors(model, pairs, training=True, relative=self.relative)
         return self.weight * errors.pow(2).mean()
