@@ -61,10 +61,9 @@ STAGE5_DESCRIPTION = {
     "lattice constants (set v4, scripts/zoo/generate_silicon_v4.py)",
 }
 # the recipes' choices: silicon's defect energies are 2-3 eV and missed by 0.3-1 eV, against
-# the metals' 1 eV missed by 10-50 meV, so its defect term is weighted less; the metals' zoo
-# run paired vacancies only (N_i < N_j: the rule before interstitials were added for silicon)
+# the metals' 1 eV missed by 10-50 meV, so its defect term is weighted less
 DEFAULTS = {
-    "metals": dict(weight=1000.0, defect_weight=50.0, max_strain=0.03, interstitials=False),
+    "metals": dict(weight=1000.0, defect_weight=50.0, max_strain=0.03, interstitials=True),
     "silicon-xtb": dict(weight=300.0, defect_weight=2.0, max_strain=0.03, interstitials=True),
 }
 
