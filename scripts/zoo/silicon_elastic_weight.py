@@ -21,18 +21,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_zoo import COMMON_SETTINGS, RECIPES, STAGE4_DATA, STAGES, training_frames
+from train_zoo import (
+    COMMON_SETTINGS,
+    RECIPES,
+    STAGE4_DATA,
+    STAGES,
+    extend_split,
+    training_frames,
+)
 
 from ase_equi import TrainConfig, load_model, train
 from ase_equi.data import read_frames
-from ase_equi.training.checkpoint import extended_split
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTED = ("elastic", "vacancy_unrelaxed")  # the config_types of generate_silicon_v3.py
@@ -57,11 +62,7 @@ def main() -> None:
     ]
     settings = {**COMMON_SETTINGS, **STAGES[4], "epochs": args.epochs}
     config = TrainConfig(**settings, output_dir=str(out))
-    if not (out / "split.json").exists():
-        previous = json.loads((ROOT / "runs" / f"{name}-v2-stage3" / "split.json").read_text())
-        out.mkdir(parents=True, exist_ok=True)
-        split = extended_split(previous, frames, config)
-        (out / "split.json").write_text(json.dumps(split, indent=1))
+    extend_split(ROOT / "runs" / f"{name}-v2-stage3", frames, config)
     stage3 = ROOT / "runs" / f"{name}-v2-stage3" / f"{name}.json"
     model = load_model(stage3, dtype=torch.float32).model
     weighted = sum(f.weight != 1.0 for f in frames)

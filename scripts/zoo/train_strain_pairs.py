@@ -30,7 +30,6 @@ on is trained on. Resumable: rerun the same command.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -45,12 +44,12 @@ from train_zoo import (
     RECIPES,
     STAGE4_DESCRIPTION,
     STAGES,
+    extend_split,
     training_frames,
 )
 
 from ase_equi import TrainConfig, load_model, train
 from ase_equi.data import read_frames
-from ase_equi.training.checkpoint import extended_split
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGE5_DATA = {"metals": "metals-emt-v4.xyz.xz", "silicon-xtb": "silicon-gfn1xtb-v4.xyz.xz"}
@@ -132,12 +131,7 @@ def main() -> None:
     frames = read_frames(training_frames(recipe, out), elements=recipe["elements"])
     settings = {**COMMON_SETTINGS, **STAGES[4], "epochs": args.epochs, "lr": args.lr}
     config = TrainConfig(**settings, output_dir=str(out))
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / "split.json").exists():
-        previous = json.loads((stage4 / "split.json").read_text())
-        split = extended_split(previous, frames, config)
-        (out / "split.json").write_text(json.dumps(split, indent=1))
-    split = json.loads((out / "split.json").read_text())
+    split = extend_split(stage4, frames, config)
     model = load_model(stage4 / f"{name}.json", dtype=torch.float32).model
     description = (
         f"{STAGE5_DESCRIPTION[name]}; stage 5: + stress-slope (weight {args.weight:g}) and "

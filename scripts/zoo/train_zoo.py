@@ -183,16 +183,25 @@ STAGE4_DESCRIPTION = {
 }
 
 
-def stage4_split(previous: Path, data: str, elements: list[int], cfg: TrainConfig) -> None:
-    """``split.json`` of stage 4: stage 3's split, every frame in its role, with the frames
-    appended by the larger data set split by the same seed and fractions."""
+def extend_split(previous: Path, frames: list, cfg: TrainConfig) -> dict:
+    """``split.json`` of a run whose data are the run in ``previous``'s with frames appended:
+    that run's split, every frame in its role, the appended frames split by the same seed and
+    fractions (:func:`extended_split`). Written once into ``cfg.output_dir``; read back on a
+    rerun. Returns the split."""
     out = Path(cfg.output_dir)
-    if (out / "split.json").exists():
-        return
-    old = json.loads((previous / "split.json").read_text())
-    split = extended_split(old, read_frames(data, elements=elements), cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "split.json").write_text(json.dumps(split, indent=1))
+    path = out / "split.json"
+    if not path.exists():
+        old = json.loads((previous / "split.json").read_text())
+        split = extended_split(old, frames, cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(split, indent=1))
+    return json.loads(path.read_text())
+
+
+def stage4_split(previous: Path, data: str, elements: list[int], cfg: TrainConfig) -> None:
+    """``split.json`` of stage 4: stage 3's split extended to the larger data set."""
+    if not (Path(cfg.output_dir) / "split.json").exists():
+        extend_split(previous, read_frames(data, elements=elements), cfg)
 
 
 def main() -> None:
