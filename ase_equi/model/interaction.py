@@ -178,7 +178,10 @@ class InteractionBlock(torch.nn.Module):
         axis moved last: applied as ``W[:, columns]ᵀ @ hiddenᵀ`` per receiver, so that the
         product comes out in that layout. Reordering the small weight matrix instead of the
         large output saves a copy and, in the backward pass, a zero-filled scatter of the
-        output's size.
+        output's size. Where the tensor product takes its channels-innermost path (training,
+        degree buckets), the product is ``hidden @ W[:, columns]`` instead, ``[N, K, P, C]`` in
+        memory and returned as a ``[N, P, C, K]`` view, which that path reads, and whose
+        gradient it returns, without a reordering copy.
         """
         last = list(self.radial_mlp.children())[-1]
         # e3nn's last layer: x @ weight / sqrt(h_in var_in / var_out), no activation
@@ -187,6 +190,11 @@ class InteractionBlock(torch.nn.Module):
         weight = last.weight.reshape(last.h_in, -1, c).index_select(1, self.conv_tp.piece_paths)
         weight = (weight * scale).reshape(last.h_in, -1).transpose(0, 1)  # [P·C, hidden]
         n, k = layout.num_nodes, layout.max_neighbours
+        if self.conv_tp.channels_last(layout):
+            # slots outer, channels inner: the order the channels-innermost product reads
+            # without a copy, forward and backward; returned as a [N, P, C, K] view
+            out = torch.matmul(hidden, weight.transpose(0, 1))  # [N·K, P·C]
+            return out.reshape(n, k, self.conv_tp.weight_numel // c, c).permute(0, 2, 3, 1)
         out = torch.matmul(weight, hidden.reshape(n, k, last.h_in).transpose(1, 2))  # [N, P·C, K]
         return out.reshape(n, self.conv_tp.weight_numel // c, c, k)
 

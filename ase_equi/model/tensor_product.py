@@ -192,16 +192,25 @@ class ChannelwiseTensorProduct(torch.nn.Module):
                 for _, d3, paths in classes
             ]
         blocks = torch.split(h, [stop - start for start, stop in self.node_slices], dim=-1)
-        w_pieces = torch.split(w, [sum(len(p) for _, _, p in cl) for cl in self.classes], dim=1)
+        channels_last = self.channels_last(layout)
+        if channels_last:
+            # read as [N, K, P, C] (a view; contiguous when the radial MLP wrote it so, see
+            # InteractionBlock.radial_weights), split along P: the backward pass then gathers
+            # the weight gradients in that order, which the MLP's matrix product reads as is
+            w = w.permute(0, 3, 1, 2)
+        path_dim = 2 if channels_last else 1
+        w_pieces = torch.split(
+            w, [sum(len(p) for _, _, p in cl) for cl in self.classes], dim=path_dim
+        )
         out = []
         for (i_node, d1, s), classes, w_piece in zip(
             self.pieces, self.classes, w_pieces, strict=True
         ):
             z = torch.matmul(y, getattr(self, f"cg_{i_node}").to(y.dtype))
             z = z.reshape(n_nodes, k_max, d1, s)
-            w_classes = torch.split(w_piece, [len(paths) for _, _, paths in classes], dim=1)
+            w_classes = torch.split(w_piece, [len(paths) for _, _, paths in classes], dim=path_dim)
             z_classes = torch.split(z, [len(paths) * d3 for _, d3, paths in classes], dim=-1)
-            if self.training or layout.channels_last:  # see _channels_last_classes
+            if channels_last:  # see _channels_last_classes
                 x_cl = blocks[i_node].reshape(-1, c, d1).transpose(1, 2).contiguous()
                 x_cl = x_cl.index_select(0, layout.padded_senders).reshape(n_nodes, k_max, d1, c)
                 x_cl = x_cl.transpose(1, 2).contiguous()  # [N, d1, K, C]
@@ -231,7 +240,7 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         and layouts that ask for it: the parts of a batch padded by degree, whose single
         backward pass it also makes cheaper).
 
-        ``x [N, d1, K, C]`` are the senders' features, ``w_classes [N, n, C, K]`` and
+        ``x [N, d1, K, C]`` are the senders' features, ``w_classes [N, K, n, C]`` and
         ``z_classes [N, K, d1, n·d3]`` as in :meth:`receiver_message_classes`. The same sums,
         ``Aᵀ [N·n, d1·K, C] = w ⊗ x`` and ``Zᵀ [N·n, d3, d1·K] @ Aᵀ``: with C innermost, the
         reductions that the backward pass of the broadcast product needs (over d1 for the
@@ -243,12 +252,17 @@ class ChannelwiseTensorProduct(torch.nn.Module):
         out = []
         for (_, d3, paths), wp, zc in zip(classes, w_classes, z_classes, strict=True):
             n = len(paths)
-            w_cl = wp.transpose(2, 3).contiguous().unsqueeze(2)  # [N, n, 1, K, C]
+            w_cl = wp.transpose(1, 2).unsqueeze(2)  # [N, n, 1, K, C], a view
             a = (w_cl * x.unsqueeze(1)).reshape(n_nodes * n, d1 * k_max, c)
             zt = zc.reshape(n_nodes, k_max, d1, n, d3).permute(0, 3, 4, 2, 1)
             m = torch.bmm(zt.reshape(n_nodes * n, d3, d1 * k_max), a)  # [N·n, d3, C]
             out.append(m.reshape(n_nodes, n, d3, c).transpose(2, 3).reshape(n_nodes, n * c, d3))
         return out
+
+    def channels_last(self, layout: NeighbourLayout) -> bool:
+        """Whether :meth:`receiver_message_classes` takes the channels-innermost path
+        (:meth:`_channels_last_classes`): in training, and for layouts that ask for it."""
+        return self.training or layout.channels_last
 
     def pieces_of(self, classes: list[torch.Tensor]) -> list[torch.Tensor]:
         """Class tensors ``[N, n·C, d₃]`` (:meth:`receiver_message_classes`) → one
