@@ -326,6 +326,11 @@ def median(row: dict[str, Any], side: str, key: str = "step") -> float | None:
     return result[key]["median_s"] if result and result.get(key) else None
 
 
+def mace_result(row: dict[str, Any]) -> dict[str, Any] | None:
+    """mace-torch's result of a row: as installed, or tuned where that was skipped."""
+    return row["mace"] or row.get("mace_retain")
+
+
 def ratio(a: float | None, b: float | None, fmt: str = "{:.2f}") -> str:
     return fmt.format(a / b) if a and b else "n/a"
 
@@ -372,7 +377,7 @@ def model_tables(rows: list[dict[str, Any]], device: str) -> list[str]:
         rule += "---:|---:|---:|---:|"
     lines += ["", head, rule]
     for row in rows:
-        ours, theirs = row["ase_equi"] or {}, row["mace"] or row.get("mace_retain") or {}
+        ours, theirs = row["ase_equi"] or {}, mace_result(row) or {}
         edges = {r.get("n_edges") for r in (ours, theirs) if r}
         cells = [
             str(row["n_atoms"]),
@@ -420,9 +425,9 @@ def checks(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     lines = []
     for dtype in args.dtypes:
         pairs = [
-            (r["ase_equi"], r["mace"] or r.get("mace_retain"))
+            (r["ase_equi"], mace_result(r))
             for r in rows
-            if r["dtype"] == dtype and r["ase_equi"] and (r["mace"] or r.get("mace_retain"))
+            if r["dtype"] == dtype and r["ase_equi"] and mace_result(r)
         ]
         if pairs:
             worst = max(

@@ -188,14 +188,15 @@ class InteractionBlock(torch.nn.Module):
         scale = (last.h_in * last.var_in / last.var_out) ** -0.5
         c = self.conv_tp.channels
         weight = last.weight.reshape(last.h_in, -1, c).index_select(1, self.conv_tp.piece_paths)
-        weight = (weight * scale).reshape(last.h_in, -1).transpose(0, 1)  # [P·C, hidden]
+        weight = (weight * scale).reshape(last.h_in, -1)  # [hidden, P·C]
         n, k = layout.num_nodes, layout.max_neighbours
         if self.conv_tp.channels_last(layout):
             # slots outer, channels inner: the order the channels-innermost product reads
             # without a copy, forward and backward; returned as a [N, P, C, K] view
-            out = torch.matmul(hidden, weight.transpose(0, 1))  # [N·K, P·C]
+            out = torch.matmul(hidden, weight)  # [N·K, P·C]
             return out.reshape(n, k, self.conv_tp.weight_numel // c, c).permute(0, 2, 3, 1)
-        out = torch.matmul(weight, hidden.reshape(n, k, last.h_in).transpose(1, 2))  # [N, P·C, K]
+        hidden_t = hidden.reshape(n, k, last.h_in).transpose(1, 2)
+        out = torch.matmul(weight.transpose(0, 1), hidden_t)  # [N, P·C, K]
         return out.reshape(n, self.conv_tp.weight_numel // c, c, k)
 
     def summed_messages(

@@ -163,7 +163,11 @@ def forces_sigma(
 ) -> np.ndarray:
     """Uncalibrated per-atom force uncertainty of ``estimate`` (``"local"``: sqrt(q_i); the
     neighbourhood ones: sqrt(q_i + Σ_pairs w q_j)), q_i = f_iᵀ C_loc⁻¹ f_i."""
-    q = quad(features, inverse) ** 2
+    return sigma_of_rigidity(quad(features, inverse) ** 2, estimate, pairs)
+
+
+def sigma_of_rigidity(q: np.ndarray, estimate: str, pairs: dict[str, np.ndarray]) -> np.ndarray:
+    """:func:`forces_sigma` from the local rigidities ``q [atoms]`` (shared by the estimates)."""
     if estimate != LOCAL:
         w = pair_weights(estimate, torch.from_numpy(pairs["x"])).numpy()
         q = q + np.bincount(pairs["centres"], weights=w * q[pairs["neighbours"]], minlength=len(q))
@@ -195,13 +199,15 @@ def calibrate(
     best["energy"] = {**min(trials, key=lambda t: t["nll"]), "trials": trials}
     err2 = (valid["force_err"] ** 2).sum(1)
     trials = []
+    sigmas: dict[tuple[str, float], np.ndarray] = {}
     for rel in GRID:
         local = regularised_inverse(torch.from_numpy(stats["C_loc"]), rel).numpy()
+        q = quad(valid["f_i"], local) ** 2
         for estimate in FORCES_ESTIMATES:
-            sigma = forces_sigma(valid["f_i"], local, estimate, pairs)
+            sigma = sigmas[estimate, rel] = sigma_of_rigidity(q, estimate, pairs)
             alpha, nll = gaussian_fit(err2, sigma, 3)
             trials.append({"estimate": estimate, "relative": rel, "alpha": alpha, "nll": nll})
-    by_estimate = estimate_figures(stats, valid, pairs, trials)
+    by_estimate = estimate_figures(valid, trials, sigmas)
     chosen = max(by_estimate.values(), key=lambda t: t["spearman_mean_u_vs_force_rmse"])
     best["forces"] = {**chosen, "by_estimate": by_estimate, "trials": trials}
     return best
@@ -401,15 +407,15 @@ def jacobian_u(loaded, frames: list, inverse: np.ndarray) -> dict[str, np.ndarra
     return {"u": torch.cat(values).numpy(), "seconds": np.array(seconds)}
 
 
-def estimate_figures(stats, valid, pairs, trials: list[dict]) -> dict[str, dict]:
+def estimate_figures(valid, trials: list[dict], sigmas: dict) -> dict[str, dict]:
     """Per force estimate: its best validation trial (NLL) and the validation Spearman ρ of
-    the per-structure mean uncertainty against the force RMSE there."""
+    the per-structure mean uncertainty (``sigmas[estimate, relative]``, uncalibrated) against
+    the force RMSE there."""
     rmse = np.sqrt(per_structure(valid["owner"], (valid["force_err"] ** 2).mean(1), "mean"))
     out = {}
     for estimate in FORCES_ESTIMATES:
         best = min((t for t in trials if t["estimate"] == estimate), key=lambda t: t["nll"])
-        local = regularised_inverse(torch.from_numpy(stats["C_loc"]), best["relative"])
-        sigma = forces_sigma(valid["f_i"], local.numpy(), estimate, pairs)
+        sigma = sigmas[estimate, best["relative"]]
         rho = spearmanr(per_structure(valid["owner"], sigma, "mean"), rmse)[0]
         out[estimate] = {**best, "spearman_mean_u_vs_force_rmse": float(rho)}
     return out
