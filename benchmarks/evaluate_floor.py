@@ -42,10 +42,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_batched import ase_loop, structures  # noqa: E402
+from evaluate_batched import ase_loop, structures
 
-from ase_equi import EquivariantCalculator  # noqa: E402
-from ase_equi.batched import batched_results  # noqa: E402
+from ase_equi import EquivariantCalculator
+from ase_equi.batched import batched_results
 
 PRODUCTS = {"mm", "bmm", "addmm", "baddbmm"}
 
@@ -57,7 +57,7 @@ class RecordProducts(TorchDispatchMode):
         super().__init__()
         self.calls: Counter[tuple[str, tuple[tuple[int, ...], ...]]] = Counter()
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         if name in PRODUCTS:
             shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
