@@ -101,7 +101,8 @@ STAGE4 = {
 }
 
 
-# a model of stage 5 (``train_strain_pairs.py``) was trained on set v4 (set v3's frames first)
+# a model of stage 5, 6 or 7 (``train_strain_pairs.py``) was trained on set v4 (set v3's frames
+# first)
 STAGE5 = {
     "metals": {
         "data": "data/metals-emt-v4.xyz.xz",
@@ -267,8 +268,8 @@ def main() -> None:
     recipe = RECIPES[args.name]
     if run.name == f"{args.name}-v2-stage4":
         recipe = {**recipe, **STAGE4[args.name]}
-    if run.name == f"{args.name}-v2-stage5":
-        recipe = {**recipe, **STAGE5[args.name]}
+    if run.name in {f"{args.name}-v2-stage{n}" for n in (5, 6, 7)}:
+        recipe = {**recipe, **STAGE5[args.name]}  # stages 6 and 7 train on set v4 as well
     card = dict(trained.card)
     card.update(
         name=args.name,

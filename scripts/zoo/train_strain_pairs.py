@@ -25,11 +25,23 @@ Settings: stage 4's (energy:forces:stress 1000:100:10000, cosine, batch 4) with 
 set v3's); the split is stage 4's, extended frame for frame to the new frames
 (:func:`~ase_equi.training.checkpoint.extended_split`), so no frame earlier stages were tested
 on is trained on. Resumable: rerun the same command.
+
+Other starts and cutoffs (``benchmarks/results/2026-12-01-zoo-cutoff.md``):
+``--start RUN`` trains RUN's model instead of stage 4's (same split); ``--r-max R`` keeps every
+learned weight of it but sets the cutoff to R (the Bessel wave numbers nπ/R, the envelope, and
+avg_num_neighbors measured anew on the training split); ``--loss-weights 1`` or ``2`` takes
+those stages' energy:forces:stress weights instead of stage 4's; ``--weight 0`` and
+``--defect-weight 0`` leave the pair terms out. For example, a 6 Å model in two steps::
+
+    python scripts/zoo/train_strain_pairs.py metals --start runs/metals-v2-stage5 --r-max 6.0 \
+        --loss-weights 1 --weight 0 --defect-weight 0 --lr 5e-3 --epochs 15 --out RUN1
+    python scripts/zoo/train_strain_pairs.py metals --start RUN1 --lr 1e-3 --epochs 10 --out RUN2
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -50,6 +62,8 @@ from train_zoo import (
 
 from ase_equi import TrainConfig, load_model, train
 from ase_equi.data import read_frames
+from ase_equi.data.statistics import data_statistics
+from ase_equi.model.mace import MaceModel
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGE5_DATA = {"metals": "metals-emt-v4.xyz.xz", "silicon-xtb": "silicon-gfn1xtb-v4.xyz.xz"}
@@ -76,9 +90,26 @@ def parse() -> argparse.Namespace:
     parser.add_argument(
         "--relative", action="store_true", help="slope errors relative to the reference slope"
     )
+    parser.add_argument(
+        "--loss-weights",
+        type=int,
+        choices=(1, 2, 4),
+        default=4,
+        help="the energy:forces:stress weights of train_zoo.py's stage N (1: 10:100:1000, "
+        "2: 1000:100:1000, 4: 1000:100:10000, the default)",
+    )
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--out", help="output folder (default runs/NAME-v2-stage5)")
+    parser.add_argument(
+        "--start", help="run folder whose model is trained further (default runs/NAME-v2-stage4)"
+    )
+    parser.add_argument(
+        "--r-max",
+        type=float,
+        help="a new cutoff (Å): the start model's weights with the new radial basis "
+        "(warm start; avg_num_neighbors measured anew on the training split)",
+    )
     args = parser.parse_args()
     args.interstitials = None
     for key, value in DEFAULTS[args.name].items():
@@ -91,16 +122,18 @@ def penalties(args, frames, train_ids, model):
     """The stage's extra loss terms, as one ``penalty`` callable: 16 strain pairs and 2 defect
     pairs a step (float32 graphs, as the training)."""
     config = model.config
-    terms = [
-        StrainPairPenalty(
-            frames,
-            train_ids,
-            PairSampling(config.elements, config.r_max, pairs_per_step=16, seed=0),
-            weight=args.weight,
-            max_strain=args.max_strain,
-            relative=args.relative,
+    terms = []
+    if args.weight > 0:
+        terms.append(
+            StrainPairPenalty(
+                frames,
+                train_ids,
+                PairSampling(config.elements, config.r_max, pairs_per_step=16, seed=0),
+                weight=args.weight,
+                max_strain=args.max_strain,
+                relative=args.relative,
+            )
         )
-    ]
     if args.defect_weight > 0:
         sampling = PairSampling(config.elements, config.r_max, pairs_per_step=2, seed=1)
         terms.append(
@@ -112,14 +145,36 @@ def penalties(args, frames, train_ids, model):
                 interstitials=args.interstitials,
             )
         )
+    for term in terms:
+        print(f"{type(term).__name__}: {term.num_pairs} pairs, weight {term.weight:g}", flush=True)
+    if not terms:
+        return None
+    return lambda net: sum(term(net) for term in terms)
+
+
+def with_cutoff(model: MaceModel, r_max: float, frames: list) -> MaceModel:
+    """``model``'s weights under the cutoff ``r_max``: the Bessel wave numbers nπ/r_max, the
+    envelope and the neighbour count that normalises the messages are the new cutoff's (the
+    count measured on ``frames``, as for a new model); every learned weight is kept."""
+    config = model.config
+    neighbours = data_statistics(frames, config.elements, r_max).avg_num_neighbors
+    new = MaceModel(dataclasses.replace(config, r_max=r_max, avg_num_neighbors=neighbours))
+    new = new.to(torch.float32)
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("radial_embedding.")}
+    missing, unexpected = new.load_state_dict(kept, strict=False)
+    assert not unexpected and all(k.startswith("radial_embedding.") for k in missing), missing
     print(
-        f"strain pairs: {terms[0].num_pairs} of {terms[0].num_frames} training frames in "
-        f"{len(terms[0].groups)} groups (weight {args.weight:g}, steps ≤ {args.max_strain:g}); "
-        f"defect pairs: {terms[1].num_pairs if len(terms) > 1 else 0} "
-        f"(weight {args.defect_weight:g})",
+        f"warm start at r_max {r_max:g} Å (was {config.r_max:g}): avg_num_neighbors "
+        f"{config.avg_num_neighbors:.2f} -> {neighbours:.2f}",
         flush=True,
     )
-    return lambda net: sum(term(net) for term in terms)
+    return new
+
+
+def cutoff_note(args: argparse.Namespace) -> str:
+    if args.r_max is None:
+        return ""
+    return f" with the cutoff set to {args.r_max:g} Å"
 
 
 def main() -> None:
@@ -129,14 +184,19 @@ def main() -> None:
     out = Path(args.out) if args.out else ROOT / "runs" / f"{name}-v2-stage5"
     recipe = dict(RECIPES[name], data=STAGE5_DATA[name])
     frames = read_frames(training_frames(recipe, out), elements=recipe["elements"])
-    settings = {**COMMON_SETTINGS, **STAGES[4], "epochs": args.epochs, "lr": args.lr}
+    weights = {} if args.loss_weights == 1 else STAGES[args.loss_weights]
+    settings = {**COMMON_SETTINGS, **weights, "epochs": args.epochs, "lr": args.lr}
     config = TrainConfig(**settings, output_dir=str(out))
     split = extend_split(stage4, frames, config)
-    model = load_model(stage4 / f"{name}.json", dtype=torch.float32).model
+    start = Path(args.start) if args.start else stage4
+    model = load_model(start / f"{name}.json", dtype=torch.float32).model
+    if args.r_max is not None:
+        model = with_cutoff(model, args.r_max, [frames[k] for k in split["train"]])
     description = (
-        f"{STAGE5_DESCRIPTION[name]}; stage 5: + stress-slope (weight {args.weight:g}) and "
-        f"defect-energy (weight {args.defect_weight:g}) pair losses "
-        "(scripts/zoo/train_strain_pairs.py)"
+        f"{STAGE5_DESCRIPTION[name]}; trained further from {start.name}"
+        f"{cutoff_note(args)}, loss weights of stage {args.loss_weights}, + stress-slope "
+        f"(weight {args.weight:g}) and defect-energy (weight {args.defect_weight:g}) pair "
+        "losses (scripts/zoo/train_strain_pairs.py)"
     )
     result = train(
         model,
