@@ -25,7 +25,7 @@ import numpy as np
 from ase.build import bulk
 from ase.calculators.calculator import Calculator
 from ase.calculators.emt import EMT
-from ase.eos import EquationOfState
+from ase.eos import EquationOfState, birchmurnaghan
 from ase.units import GPa
 
 from ase_equi import EquivariantCalculator
@@ -63,17 +63,25 @@ def curvature_table(element: str, calculators: dict[str, Calculator], a0: float)
         atoms.calc = calc
         return atoms.get_potential_energy()
 
-    print(f"\nd²E/da² (eV/Å²) of {element}; EMT's a0 = {a0:.4f} Å\n")
-    print("| a / a0 | a (Å) | 4th shell (Å) | " + " | ".join(calculators) + " |")
-    print("|---|---|---|" + "---|" * len(calculators))
+    emt = EMT()
+    near = np.linspace(0.98, 1.02, 9)
+    smooth = EquationOfState(
+        [(a0 * x) ** 3 / 4 for x in near], [energy(a0 * x, emt) for x in near], "birchmurnaghan"
+    )
+    smooth.fit()
+    print(f"\nd²E/da² (eV/Å²) of {element}; EMT's a0 = {a0:.4f} Å; last column: EMT's energy")
+    print("less the Birch–Murnaghan curve fitted over a0 × (1 ± 2 %), meV/atom\n")
+    print("| a / a0 | a (Å) | 4th shell (Å) | " + " | ".join(calculators) + " | EMT − BM |")
+    print("|---|---|---|" + "---|" * (len(calculators) + 1))
     for s in np.arange(0.94, 1.0601, 0.01):
         a = a0 * s
         values = [
             (energy(a + h, c) - 2 * energy(a, c) + energy(a - h, c)) / h**2
             for c in calculators.values()
         ]
+        off = 1000 * (energy(a, emt) - birchmurnaghan(a**3 / 4, *smooth.eos_parameters))
         cells = " | ".join(f"{v:.3f}" for v in values)
-        print(f"| {s:.2f} | {a:.3f} | {a * np.sqrt(2):.3f} | {cells} |")
+        print(f"| {s:.2f} | {a:.3f} | {a * np.sqrt(2):.3f} | {cells} | {off:.2f} |")
 
 
 def main() -> None:

@@ -98,6 +98,12 @@ def parse() -> argparse.Namespace:
         help="the energy:forces:stress weights of train_zoo.py's stage N (1: 10:100:1000, "
         "2: 1000:100:1000, 4: 1000:100:10000, the default)",
     )
+    parser.add_argument(
+        "--eos-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of the equation-of-state frames (config_type 'eos'; 1: as the others)",
+    )
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--out", help="output folder (default runs/NAME-v2-stage5)")
@@ -184,6 +190,11 @@ def main() -> None:
     out = Path(args.out) if args.out else ROOT / "runs" / f"{name}-v2-stage5"
     recipe = dict(RECIPES[name], data=STAGE5_DATA[name])
     frames = read_frames(training_frames(recipe, out), elements=recipe["elements"])
+    if args.eos_weight != 1.0:
+        frames = [
+            dataclasses.replace(f, weight=args.eos_weight) if f.config_type == "eos" else f
+            for f in frames
+        ]
     weights = {} if args.loss_weights == 1 else STAGES[args.loss_weights]
     settings = {**COMMON_SETTINGS, **weights, "epochs": args.epochs, "lr": args.lr}
     config = TrainConfig(**settings, output_dir=str(out))
@@ -196,7 +207,8 @@ def main() -> None:
         f"{STAGE5_DESCRIPTION[name]}; trained further from {start.name}"
         f"{cutoff_note(args)}, loss weights of stage {args.loss_weights}, + stress-slope "
         f"(weight {args.weight:g}) and defect-energy (weight {args.defect_weight:g}) pair "
-        "losses (scripts/zoo/train_strain_pairs.py)"
+        f"losses{'' if args.eos_weight == 1 else f', EOS frames weighted {args.eos_weight:g}'} "
+        "(scripts/zoo/train_strain_pairs.py)"
     )
     result = train(
         model,
