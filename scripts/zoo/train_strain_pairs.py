@@ -168,7 +168,8 @@ def with_cutoff(model: MaceModel, r_max: float, frames: list) -> MaceModel:
     new = new.to(torch.float32)
     kept = {k: v for k, v in model.state_dict().items() if not k.startswith("radial_embedding.")}
     missing, unexpected = new.load_state_dict(kept, strict=False)
-    assert not unexpected and all(k.startswith("radial_embedding.") for k in missing), missing
+    if unexpected or not all(k.startswith("radial_embedding.") for k in missing):
+        raise RuntimeError(f"warm start: weights not carried over: {missing + unexpected}")
     print(
         f"warm start at r_max {r_max:g} Å (was {config.r_max:g}): avg_num_neighbors "
         f"{config.avg_num_neighbors:.2f} -> {neighbours:.2f}",
