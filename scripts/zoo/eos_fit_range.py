@@ -14,7 +14,7 @@ the smooth cutoff (5.36 Å, width ~0.4 Å) when the lattice is compressed by a f
 
 ``--curvature`` also prints d²E/da² (eV/Å², central differences, h = 0.004 Å) at a0 × 0.94 …
 1.06 with the fourth shell's distance: where EMT's curvature swings, that shell crosses its
-cutoff.
+cutoff. Each model's energy error there (relative to a0) is printed beside it.
 """
 
 from __future__ import annotations
@@ -69,10 +69,14 @@ def curvature_table(element: str, calculators: dict[str, Calculator], a0: float)
         [(a0 * x) ** 3 / 4 for x in near], [energy(a0 * x, emt) for x in near], "birchmurnaghan"
     )
     smooth.fit()
-    print(f"\nd²E/da² (eV/Å²) of {element}; EMT's a0 = {a0:.4f} Å; last column: EMT's energy")
-    print("less the Birch–Murnaghan curve fitted over a0 × (1 ± 2 %), meV/atom\n")
-    print("| a / a0 | a (Å) | 4th shell (Å) | " + " | ".join(calculators) + " | EMT − BM |")
-    print("|---|---|---|" + "---|" * (len(calculators) + 1))
+    print(f"\nd²E/da² (eV/Å²) of {element}; EMT's a0 = {a0:.4f} Å; EMT − BM: EMT's energy")
+    models = [name for name in calculators if name != "EMT"]
+    misses = " | ".join(f"{name}: ΔE" for name in models)
+    print("less the Birch–Murnaghan curve fitted over a0 × (1 ± 2 %), meV/atom; ΔE: a model's")
+    print("E(a) − E(a0) less EMT's, meV/atom\n")
+    print(f"| a / a0 | a (Å) | 4th shell (Å) | {' | '.join(calculators)} | EMT − BM | {misses} |")
+    print("|---|---|---|" + "---|" * (len(calculators) + 1 + len(models)))
+    at_a0 = {name: energy(a0, c) for name, c in calculators.items()}
     for s in np.arange(0.94, 1.0601, 0.01):
         a = a0 * s
         values = [
@@ -80,8 +84,11 @@ def curvature_table(element: str, calculators: dict[str, Calculator], a0: float)
             for c in calculators.values()
         ]
         off = 1000 * (energy(a, emt) - birchmurnaghan(a**3 / 4, *smooth.eos_parameters))
+        relative = {name: energy(a, c) - at_a0[name] for name, c in calculators.items()}
+        miss = [1000 * (relative[name] - relative["EMT"]) for name in models]
         cells = " | ".join(f"{v:.3f}" for v in values)
-        print(f"| {s:.2f} | {a:.3f} | {a * np.sqrt(2):.3f} | {cells} | {off:.2f} |")
+        extra = "".join(f" {v:.2f} |" for v in miss)
+        print(f"| {s:.2f} | {a:.3f} | {a * np.sqrt(2):.3f} | {cells} | {off:.2f} |{extra}")
 
 
 def main() -> None:
