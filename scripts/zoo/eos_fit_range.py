@@ -10,7 +10,8 @@ whatever the fit range. This prints B (GPa) from fits over a0 × (1 ± r) for r 
 fit). A B
 that falls with the range means an E(V) that softens under large strain beyond what the
 Birch–Murnaghan form holds: for EMT's Al, the fourth neighbour shell (a0 √2 = 5.65 Å) enters
-the smooth cutoff (5.36 Å, width ~0.4 Å) when the lattice is compressed by a few per cent.
+the smooth cutoff (a Fermi function at 5.38 Å, 0.18 Å from 90 % to 10 %) when the lattice
+is compressed by a few per cent.
 
 ``--curvature`` also prints d²E/da² (eV/Å², central differences, h = 0.004 Å) at a0 × 0.94 …
 1.06 with the fourth shell's distance: where EMT's curvature swings, that shell crosses its
