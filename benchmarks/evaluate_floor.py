@@ -32,7 +32,6 @@ import argparse
 import json
 import platform
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_batched import ase_loop, structures
+from evaluate_batched import ase_loop, structures, timed
 
 from ase_equi import EquivariantCalculator
 from ase_equi.batched import batched_results
@@ -66,12 +65,8 @@ class RecordProducts(TorchDispatchMode):
 
 
 def best_cpu(function: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        function()
-        times.append(time.process_time() - start)
-    return min(times)
+    """The least CPU time of ``repeats`` calls (:func:`evaluate_batched.timed`)."""
+    return min(timed(function)[2] for _ in range(repeats))
 
 
 def product_alone(name: str, shapes: tuple[tuple[int, ...], ...]) -> float:

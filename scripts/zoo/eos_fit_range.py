@@ -21,37 +21,38 @@ cutoff. Each model's energy error there (relative to a0) is printed beside it.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 from ase.build import bulk
 from ase.calculators.calculator import Calculator
 from ase.calculators.emt import EMT
 from ase.eos import EquationOfState, birchmurnaghan
-from ase.units import GPa
 
 from ase_equi import EquivariantCalculator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from physics import equation_of_state
 
 RANGES = (0.01, 0.02, 0.03, 0.04, 0.05)
 
 
-def bulk_modulus(
-    element: str, calc: Calculator, a0: float, half_range: float
-) -> tuple[float, float]:
-    """(a0 of the fit in Å, B in GPa) from 11 points over a0 × (1 ± half_range)."""
-    volumes, energies = [], []
-    for s in np.linspace(1 - half_range, 1 + half_range, 11):
-        atoms = bulk(element, "fcc", a=a0 * s)
-        atoms.calc = calc
-        volumes.append(atoms.get_volume())
-        energies.append(atoms.get_potential_energy())
-    v0, _, b = EquationOfState(volumes, energies, eos="birchmurnaghan").fit()
-    return float((4 * v0) ** (1 / 3)), float(b / GPa)
+def fcc(element: str):
+    """The card's cell (``metals_card``): the 4-atom cubic fcc cell at lattice constant a."""
+    return lambda a: bulk(element, "fcc", a=a, cubic=True)
 
 
-def row(element: str, name: str, calc: Calculator, guess: float) -> str:
-    a0, _ = bulk_modulus(element, calc, guess, 0.05)
-    a0, _ = bulk_modulus(element, calc, a0, 0.01)
-    moduli = [bulk_modulus(element, calc, a0, r)[1] for r in RANGES]
+def fitted_a0(element: str, calc: Calculator, guess: float) -> float:
+    """The calculator's own a0 (Å): a ±5 % fit from ``guess``, refined by a ±1 % fit."""
+    a0 = equation_of_state(fcc(element), guess, lambda: calc)["a0"]
+    return equation_of_state(fcc(element), a0, lambda: calc, span=0.01)["a0"]
+
+
+def row(element: str, name: str, calc: Calculator, a0: float) -> str:
+    """B (GPa) over each fit range of :data:`RANGES`, centred on ``a0``, as the card fits it
+    (:func:`physics.equation_of_state`)."""
+    moduli = [equation_of_state(fcc(element), a0, lambda: calc, span=r)["B"] for r in RANGES]
     return f"| {name} | {a0:.4f} | " + " | ".join(f"{b:.2f}" for b in moduli) + " |"
 
 
@@ -106,11 +107,11 @@ def main() -> None:
     calculators: dict[str, Calculator] = {"EMT": EMT()}
     for model in args.model:
         calculators[model] = EquivariantCalculator(model, dtype="float64")
+    a0 = {name: fitted_a0(args.element, calc, guess) for name, calc in calculators.items()}
     for name, calc in calculators.items():
-        print(row(args.element, name, calc, guess))
+        print(row(args.element, name, calc, a0[name]))
     if args.curvature:
-        a0, _ = bulk_modulus(args.element, EMT(), guess, 0.05)
-        curvature_table(args.element, calculators, bulk_modulus(args.element, EMT(), a0, 0.01)[0])
+        curvature_table(args.element, calculators, a0["EMT"])
 
 
 if __name__ == "__main__":
