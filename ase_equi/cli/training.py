@@ -146,7 +146,13 @@ def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
         "--trunk-lr-scale",
         type=float,
         help="learning rate of the shared layers and the parent's head as a fraction of --lr "
-        f"(default {ft.trunk_lr_scale})",
+        "(default 0.3 with two heads, 1 with one)",
+    )
+    g.add_argument(
+        "--head-layers",
+        type=int,
+        help="how many of the parent's last interaction layers the new head owns a copy of "
+        "(default 1 with two heads; 0: own readouts only)",
     )
     g.add_argument(
         "--parent-pull",
@@ -231,6 +237,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         "replay_weight",
         "replay_new_element_share",
         "trunk_lr_scale",
+        "head_layers",
         "parent_pull",
         "relabel_replay",
         "parent_test_data",

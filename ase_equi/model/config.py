@@ -40,6 +40,7 @@ OPTIONAL_FIELDS: dict[str, Any] = {
     "pair_repulsion": False,
     "distance_transform": None,
     "heads": (),
+    "head_layers": 0,
     "nonlinear_interaction": False,
     "edge_channels": None,
     "edge_irreps_first": False,
@@ -142,6 +143,12 @@ class ModelConfig:
         two or more, every head has its own readouts, E0, scale and shift
         (:class:`~ase_equi.model.mace.MaceModel` ``active_head`` picks one): e.g. a parent's
         level of theory and a fine-tuned one.
+    head_layers:
+        How many of the last interaction layers (interaction and product) each head beyond
+        the first owns (0: the heads share every layer and differ in their readouts). Head 0
+        evaluates ``interactions``/``products``; head h ≥ 1 its copies in
+        ``head_interactions[h−1]``/``head_products[h−1]`` (fine-tuning: the parent's head keeps
+        its own last layer, :mod:`~ase_equi.training.multihead`).
 
     nonlinear_interaction:
         Every layer is the residual non-linear block of MACE-MH-0 / MH-1
@@ -202,6 +209,7 @@ class ModelConfig:
     pair_repulsion: bool = False
     distance_transform: str | None = None
     heads: tuple[str, ...] = ()
+    head_layers: int = 0
     nonlinear_interaction: bool = False
     edge_channels: int | None = None
     edge_irreps_first: bool = False
@@ -314,6 +322,13 @@ class ModelConfig:
             )
         if not self.avg_num_neighbors > 0:
             raise ValueError("ModelConfig.avg_num_neighbors must be positive")
+        _check_int("head_layers", self.head_layers)
+        fits = len(self.heads) > 1 and self.head_layers <= self.num_interactions
+        if self.head_layers < 0 or (self.head_layers and not fits):
+            raise ValueError(
+                f"ModelConfig.head_layers = {self.head_layers} needs two or more heads and at "
+                f"most num_interactions ({self.num_interactions}) layers; heads: {self.heads}"
+            )
         self._check_nonlinear_options()
 
     def _check_nonlinear_options(self) -> None:

@@ -104,6 +104,28 @@ def _block(
     )
 
 
+def _product_basis(
+    config: ModelConfig,
+    t: int,
+    node_irreps: o3.Irreps,
+    out_irreps: o3.Irreps,
+    sh_irreps: o3.Irreps,
+    message_irreps: o3.Irreps,
+    *,
+    init_coupling: bool,
+) -> ProductBasis:
+    """Layer ``t``'s symmetric contraction (``node_irreps`` and ``sh_irreps`` are not used:
+    the signature is the interaction block's)."""
+    return ProductBasis(
+        message_irreps,
+        out_irreps,
+        cast("tuple[int, ...]", config.correlation)[t],  # a tuple once validated
+        1 if config.agnostic_product else len(config.elements),
+        use_sc=config.residual_first or t > 0,
+        init_coupling=init_coupling,
+    )
+
+
 class MaceModel(torch.nn.Module):
     """Per-atom and total energies of a batch of graphs.
 
@@ -161,27 +183,29 @@ class MaceModel(torch.nn.Module):
         for t in range(config.num_interactions):
             last = t == config.num_interactions - 1
             out_irreps = scalars if last else hidden
-            residual = config.residual_first or t > 0
-            self.interactions.append(
-                interaction_block(config, t, node_irreps, out_irreps, sh_irreps, message_irreps)
-            )
-            self.products.append(
-                ProductBasis(
-                    message_irreps,
-                    out_irreps,
-                    cast("tuple[int, ...]", config.correlation)[t],  # a tuple once validated
-                    1 if config.agnostic_product else num_elements,
-                    use_sc=residual,
-                    init_coupling=init_coupling,
-                )
-            )
+            layer = (node_irreps, out_irreps, sh_irreps, message_irreps)
+            self.interactions.append(interaction_block(config, t, *layer))
+            self.products.append(_product_basis(config, t, *layer, init_coupling=init_coupling))
             # built layer by layer, in the order of the random draws of a model without heads
             self.readouts.append(make_readout(out_irreps, config.readout_hidden, last=last))
-            layer_irreps.append(out_irreps)
+            layer_irreps.append(layer)
             node_irreps = out_irreps
-        # heads 1.. of a multi-head model: their own readouts (head 0 uses ``readouts``)
+        # heads 1.. of a multi-head model: their own readouts (head 0 uses ``readouts``) and
+        # their own copies of the last ``config.head_layers`` interactions and products
         self.head_readouts = torch.nn.ModuleList(
-            torch.nn.ModuleList(make_readouts(layer_irreps, config.readout_hidden))
+            torch.nn.ModuleList(make_readouts([i[1] for i in layer_irreps], config.readout_hidden))
+            for _ in range(1, n_heads)
+        )
+        own = range(config.num_interactions - config.head_layers, config.num_interactions)
+        self.head_interactions = torch.nn.ModuleList(
+            torch.nn.ModuleList(interaction_block(config, t, *layer_irreps[t]) for t in own)
+            for _ in range(1, n_heads)
+        )
+        self.head_products = torch.nn.ModuleList(
+            torch.nn.ModuleList(
+                _product_basis(config, t, *layer_irreps[t], init_coupling=init_coupling)
+                for t in own
+            )
             for _ in range(1, n_heads)
         )
 
@@ -205,6 +229,17 @@ class MaceModel(torch.nn.Module):
     def readouts_of(self, head: int) -> torch.nn.ModuleList:
         """The per-layer readouts of head ``head`` (index in ``config.heads``)."""
         return cast("torch.nn.ModuleList", self.head_readouts[head - 1] if head else self.readouts)
+
+    def layers_of(self, head: int) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+        """(interaction, product) of every layer as head ``head`` evaluates them: the shared
+        ones, with the head's own copies of the last ``config.head_layers`` for head ≥ 1."""
+        layers = list(zip(self.interactions, self.products, strict=True))
+        k = self.config.head_layers
+        if head and k:
+            own_interactions = cast("torch.nn.ModuleList", self.head_interactions[head - 1])
+            own_products = cast("torch.nn.ModuleList", self.head_products[head - 1])
+            layers[len(layers) - k :] = list(zip(own_interactions, own_products, strict=True))
+        return layers
 
     def _add_pair_terms(self, config: ModelConfig) -> None:
         """The element-pair terms: Agnesi transform and ZBL repulsion (None when not used)."""
@@ -328,9 +363,7 @@ class MaceModel(torch.nn.Module):
             )
         head = self.active_head
         readouts = self.readouts_of(head)
-        for interaction, product, readout in zip(
-            self.interactions, self.products, readouts, strict=True
-        ):
+        for (interaction, product), readout in zip(self.layers_of(head), readouts, strict=True):
             messages, sc = interaction(
                 onehot, h, edge_sh, edge_radial, layout, chunk_nodes=chunk, **extra
             )

@@ -49,7 +49,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -71,11 +71,11 @@ from .finetune_defaults import (
     choose_train_options,
     head_lr_scale,
     level_of_theory_of,
-    resolve_replay_rules,
+    resolve_rules,
 )
 from .finetune_report import before_after, measure_errors, write_report
 from .loss import UNITS
-from .multihead import add_head
+from .multihead import add_head, head_prefixes
 from .parent_pull import DEFAULT_PARENT_PULL, check_strength, pull_for_finetune
 from .replay import AUTO, parent_test_set, replay_frames, weighted_replay
 from .report import TrainResult
@@ -103,6 +103,10 @@ class FinetuneConfig:
     multihead: the new level of theory gets its own head, the parent's head is kept (False:
         one head for both).
     new_head: name of the new head (the parent's head keeps its name, or the parent's name).
+    head_layers: how many of the parent's last interaction layers the new head gets its own
+        copy of (with ``multihead``; 0: the heads differ in their readouts only; None: 1 with
+        two heads, :func:`~.finetune_defaults.resolve_rules`). The parent's head keeps its
+        own last layers, trained on the replay alone (:mod:`.multihead`).
     replay_data: ``"auto"`` (the zoo parent's replay set, else the new training structures
         labelled by the parent), an extxyz/db path of labelled frames, or None (no replay).
     replay_elements, replay_config_types: keep replay frames made only of these elements
@@ -119,7 +123,7 @@ class FinetuneConfig:
         λ · mean over shared weights of (θ − θ_parent)² (:mod:`.parent_pull`; 0: none).
     trunk_lr_scale: learning rate of the shared layers (and of the parent's head) as a
         fraction of ``lr``; the head that learns the new data trains at ``lr``
-        (:func:`~.finetune_defaults.head_lr_scale`).
+        (:func:`~.finetune_defaults.head_lr_scale`; None: 0.3 with two heads, 1 with one).
     relabel_replay: label the replayed structures with the parent model instead of their
         stored labels.
     parent_test_data: the parent's own test set, to measure forgetting (``"auto"``: a zoo
@@ -129,6 +133,7 @@ class FinetuneConfig:
     refit_e0: bool = True
     multihead: bool = True
     new_head: str = "finetuned"
+    head_layers: int | None = None
     replay_data: str | None = AUTO
     replay_elements: tuple[str, ...] = ()
     replay_config_types: tuple[str, ...] = ()
@@ -136,7 +141,7 @@ class FinetuneConfig:
     replay_weight: float | None = None
     replay_new_element_share: float | None = None
     parent_pull: float = DEFAULT_PARENT_PULL
-    trunk_lr_scale: float = 1.0
+    trunk_lr_scale: float | None = None
     relabel_replay: bool = False
     parent_test_data: str | None = AUTO
 
@@ -151,7 +156,11 @@ class FinetuneConfig:
             if value is not None and not 0 <= value <= high:
                 raise ValueError(f"FinetuneConfig.{name} is out of range [0, {high}]: {value}")
         object.__setattr__(self, "parent_pull", check_strength(self.parent_pull))
-        if not 0 <= self.trunk_lr_scale <= 1:
+        if self.head_layers is not None and (
+            isinstance(self.head_layers, bool) or not isinstance(self.head_layers, int)
+        ):
+            raise ValueError(f"FinetuneConfig.head_layers must be an integer: {self.head_layers!r}")
+        if self.trunk_lr_scale is not None and not 0 <= self.trunk_lr_scale <= 1:
             raise ValueError(
                 f"FinetuneConfig.trunk_lr_scale is out of range: {self.trunk_lr_scale}"
             )
@@ -277,7 +286,7 @@ def finetune(
     """
     started = time.perf_counter()
     ft_options, tr_given = _split_options(options)
-    ft = resolve_replay_rules(FinetuneConfig(**ft_options))
+    ft = resolve_rules(FinetuneConfig(**ft_options))
     loaded = load_parent(parent)
     ident = parent_identity(parent, loaded)
     name = name or f"{ident['name']}-finetuned"
@@ -293,9 +302,10 @@ def finetune(
     replay, replay_report = replay_frames(parent, ft, cfg, base, fit_frames)
     heads: tuple[str, str] | None = None
     if ft.multihead:
-        model, heads = _two_heads(model, base, e0_shift, loaded, ident["name"], ft.new_head)
+        model, heads = _two_heads(model, base, e0_shift, loaded, ident["name"], ft)
         frames = [dataclasses.replace(f, head=1) for f in frames]
     replay = weighted_replay(replay, replay_report, ft, fit_frames, e0_shift, model.config.elements)
+    new_head = head_prefixes(model.config)[1] if heads else ("readouts.",)
     penalty, pull_report = pull_for_finetune(model, base, ft.parent_pull, Path(out), bool(replay))
     result = train(
         model,
@@ -308,7 +318,7 @@ def finetune(
         progress=progress,
         replay=replay,
         verbose=verbose,
-        lr_scale=head_lr_scale(ft.trunk_lr_scale, multihead=heads is not None),
+        lr_scale=head_lr_scale(cast("float", ft.trunk_lr_scale), new_head),
         penalty=penalty,
     )
     if heads is not None:
@@ -343,7 +353,7 @@ def _two_heads(
     e0_shift: np.ndarray,
     loaded: LoadedModel,
     parent_name: str,
-    new_head: str,
+    ft: FinetuneConfig,
 ) -> tuple[MaceModel, tuple[str, str]]:
     """The adapted ``model`` with the parent's head (E0 before the refit) in front."""
     e0_new = model.reference_energies.detach().double().cpu().numpy()
@@ -353,10 +363,10 @@ def _two_heads(
         "shift": float(base.shift.double()),
     }
     parent_head = loaded.head if loaded.head and loaded.head != "Default" else parent_name
-    if parent_head == new_head:
+    if parent_head == ft.new_head:
         parent_head = f"{parent_head}-parent"
-    names = (parent_head, new_head)
-    return add_head(model, constants, names), names
+    names = (parent_head, ft.new_head)
+    return add_head(model, constants, names, cast("int", ft.head_layers)), names
 
 
 def _train_frames(frames: list[Frame], cfg: TrainConfig) -> list[Frame]:

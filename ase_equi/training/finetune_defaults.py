@@ -121,29 +121,57 @@ def level_of_theory_of(asked: str, data: Any, frames: Sequence[Frame]) -> str:
     )
 
 
-def resolve_replay_rules(ft: FinetuneConfig) -> FinetuneConfig:
-    """``ft`` with the share of replay frames holding the new data's elements decided: 0.5
-    with two heads (the parent's labels of those elements go to the parent's head), 0 with
-    one (there they would contradict the new labels)."""
-    if ft.replay_new_element_share is not None:
-        return ft
-    share = 0.5 if ft.multihead else 0.0
-    return dataclasses.replace(ft, replay_new_element_share=share)
+#: with two heads: the new head owns a copy of the parent's last layer, and the shared layers
+#: (and the parent's head) train at this fraction of ``lr``; chosen on copper only
+#: (``benchmarks/results/2026-12-01-finetune-round5.md``)
+TWO_HEAD_LAYERS = 1
+TWO_HEAD_TRUNK_LR_SCALE = 0.3
 
 
-def head_lr_scale(trunk: float, *, multihead: bool) -> Callable[[str], float]:
+def resolve_rules(ft: FinetuneConfig) -> FinetuneConfig:
+    """``ft`` with the settings that depend on the number of heads decided (those the user
+    left at None):
+
+    - ``replay_new_element_share``: 0.5 with two heads (the parent's labels of the new data's
+      elements go to the parent's head), 0 with one (there they would contradict the new
+      labels);
+    - ``head_layers``: :data:`TWO_HEAD_LAYERS` with two heads (the parent's head keeps its own
+      last layer, so what the new labels teach that layer never reaches it), 0 with one;
+    - ``trunk_lr_scale``: :data:`TWO_HEAD_TRUNK_LR_SCALE` with two heads (the shared layers
+      move slowly: their features serve the parent's head too), 1 with one (the single head
+      must move every layer to the new level of theory).
+
+    ``ValueError`` for ``head_layers`` > 0 with one head (there is no second head to own
+    layers).
+    """
+    two = ft.multihead
+    if not two and ft.head_layers:
+        raise ValueError(
+            f"FinetuneConfig.head_layers = {ft.head_layers} needs multihead=True: a single head "
+            "has no second head to own layers"
+        )
+    chosen: dict[str, Any] = {
+        "replay_new_element_share": 0.5 if two else 0.0,
+        "head_layers": TWO_HEAD_LAYERS if two else 0,
+        "trunk_lr_scale": TWO_HEAD_TRUNK_LR_SCALE if two else 1.0,
+    }
+    unset = {k: v for k, v in chosen.items() if getattr(ft, k) is None}
+    return dataclasses.replace(ft, **unset)
+
+
+def head_lr_scale(trunk: float, new_head: tuple[str, ...]) -> Callable[[str], float]:
     """Learning-rate factor per parameter name: 1 for the head that learns the new level of
-    theory (the new head ``head_readouts.0.*``; with one head, its ``readouts.*``), ``trunk``
-    for everything else (shared layers, the parent's head).
+    theory (names starting with a prefix in ``new_head``: with two heads the new head's
+    readouts and own layers, :func:`~.multihead.head_prefixes`; with one, ``readouts.``),
+    ``trunk`` for everything else (shared layers, the parent's head).
 
     Why: the parent ended its training at a small learning rate; the shared layers hold what
     it knew about every element, and a fresh head needs a larger rate than they tolerate.
 
-    >>> f = head_lr_scale(0.1, multihead=True)
+    >>> f = head_lr_scale(0.1, ("head_readouts.0.", "head_interactions.0."))
     >>> f("head_readouts.0.1.linear.weight"), f("readouts.0.linear.weight"), f("products.0.x")
     (1.0, 0.1, 0.1)
     """
-    new_head = "head_readouts.0." if multihead else "readouts."
 
     def scale(name: str) -> float:
         return 1.0 if name.startswith(new_head) else trunk

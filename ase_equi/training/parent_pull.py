@@ -35,11 +35,12 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from ..errors import CheckpointError
+from .multihead import head_prefixes
 
 #: the default λ, chosen on one data set only (copper; see
 #: benchmarks/results/2026-11-30-finetune-round4.md)
@@ -131,7 +132,10 @@ def pull_for_finetune(
     strength = check_strength(strength)
     names = [name for name, _ in model.named_parameters()]
     two_heads = any(k.startswith(NEW_HEAD) for k in names)
-    free = ((NEW_HEAD,) if replay else HEAD_PREFIXES) if two_heads else ("readouts.",)
+    free: tuple[str, ...] = ("readouts.",)
+    if two_heads:  # the parent's head: its readouts and the last layers it owns
+        parent_head, new_head = head_prefixes(cast("Any", model).config)
+        free = new_head if replay else parent_head + new_head
     anchors, left_out = shared_parameters(model, parent, free)
     record = out / RECORD
     has_checkpoint = any((out / "checkpoints").glob("*.pt"))

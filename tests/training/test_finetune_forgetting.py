@@ -15,7 +15,7 @@ from ase_equi import load_model
 from ase_equi.data import Frame, read_frames
 from ase_equi.training.adaptation import predict_energies
 from ase_equi.training.finetune import FinetuneConfig, finetune
-from ase_equi.training.finetune_defaults import head_lr_scale, resolve_replay_rules
+from ase_equi.training.finetune_defaults import head_lr_scale, resolve_rules
 from ase_equi.training.optimiser import parameter_groups
 from ase_equi.training.replay import select_replay
 
@@ -62,14 +62,18 @@ def test_parameter_groups_follow_the_scale():
     groups = parameter_groups(net, 0.01, lambda name: 1.0 if name.startswith("1.") else 0.25)
     assert [g["lr"] for g in groups] == [0.01, 0.0025]  # the full-rate group first
     assert [len(g["params"]) for g in groups] == [2, 1]
-    scale = head_lr_scale(0.1, multihead=False)
+    scale = head_lr_scale(0.1, ("readouts.",))
     assert (scale("readouts.1.w"), scale("interactions.0.w")) == (1.0, 0.1)
     # the share rule: favour the new data's elements with two heads only
-    assert resolve_replay_rules(FinetuneConfig()).replay_new_element_share == 0.5
-    assert resolve_replay_rules(FinetuneConfig(multihead=False)).replay_new_element_share == 0
+    two, one = resolve_rules(FinetuneConfig()), resolve_rules(FinetuneConfig(multihead=False))
+    assert (two.replay_new_element_share, two.head_layers, two.trunk_lr_scale) == (0.5, 1, 0.3)
+    assert (one.replay_new_element_share, one.head_layers, one.trunk_lr_scale) == (0, 0, 1.0)
+    given = resolve_rules(FinetuneConfig(head_layers=0, trunk_lr_scale=1.0))
+    assert (given.head_layers, given.trunk_lr_scale) == (0, 1.0)  # the user's values win
+    with pytest.raises(ValueError, match="head_layers = 1 needs multihead=True"):
+        resolve_rules(FinetuneConfig(multihead=False, head_layers=1))
     assert (
-        resolve_replay_rules(FinetuneConfig(replay_new_element_share=0.2)).replay_new_element_share
-        == 0.2
+        resolve_rules(FinetuneConfig(replay_new_element_share=0.2)).replay_new_element_share == 0.2
     )
     with pytest.raises(ValueError, match="trunk_lr_scale is out of range"):
         FinetuneConfig(trunk_lr_scale=1.5)
@@ -126,9 +130,10 @@ def test_cli_passes_the_replay_and_trunk_options(monkeypatch, tmp_path):
     monkeypatch.setattr(module, "finetune", fake)
     argv = ["finetune", "--from", "metals", "--data", "x.xyz", "--out", str(tmp_path)]
     argv += ["--trunk-lr-scale", "0.25", "--replay-new-element-share", "0.75"]
-    argv += ["--parent-pull", "10"]
+    argv += ["--parent-pull", "10", "--head-layers", "0"]
     assert main(argv) == 0
     assert (seen["trunk_lr_scale"], seen["replay_new_element_share"]) == (0.25, 0.75)
+    assert seen["head_layers"] == 0
     assert seen["parent_pull"] == 10.0
     assert "replay_weight" not in seen  # unset: the balance rule decides
 
