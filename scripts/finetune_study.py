@@ -11,7 +11,10 @@ differs from the parent's:
 - ``au-e0x1.2-eta2x0.9``: gold with E0 × 1.2 and eta2 × 0.9 (another cohesive energy and
   curvature).
 
-Each set (about 150 frames): an 11-point volume scan of the 4-atom fcc cell, strained and
+A fifth set, ``molecules-gfn2``, fine-tunes ``molecules-pbe`` on GFN2-xTB labels of molecules
+of its own domain (``finetune_user_sets.py``: no cell, so no stress and no equation of state).
+
+Each EMT set (about 150 frames): an 11-point volume scan of the 4-atom fcc cell, strained and
 rattled 8-atom cells, rattled 32-atom cells, vacancies and (111) slabs. For each set:
 
 - **fine-tuned**: ``finetune("metals", data, out=..., level_of_theory=...)`` and nothing else
@@ -54,6 +57,7 @@ import ase.io
 import numpy as np
 from ase.build import bulk, fcc111
 from ase.calculators.singlepoint import SinglePointCalculator
+from finetune_user_sets import OTHER_SETS
 
 QUANT = ("energy", "forces", "stress")
 SETS = {
@@ -138,6 +142,8 @@ def _scan_fit(model, frames):
     from ase_equi.training.finetune_eos import find_volume_scan, fit_eos
 
     scan = find_volume_scan(frames)
+    if not scan:
+        return None
     try:
         return fit_eos(scan, predict_energies(model, scan))
     except (RuntimeError, ValueError) as err:
@@ -176,23 +182,28 @@ def run_set(
     earlier = _earlier(name, scratch_from)
     if earlier is not None and not data.exists():
         shutil.copy(scratch_from / name / "data.xyz", data)
-    info = make_set(name, data) if not data.exists() else {}
+    if name in OTHER_SETS:  # another zoo parent, its own generator
+        parent = OTHER_SETS[name][0] if parent == "metals" else parent
+        info = OTHER_SETS[name][1](data) if not data.exists() else {}
+    else:
+        info = make_set(name, data) if not data.exists() else {}
     frames = read_frames(data)
     level = ase.io.read(data, 0).info["level_of_theory"]
     extra = {**({} if epochs is None else {"epochs": epochs}), **(options or {})}
     started = time.perf_counter()
-    if parent != "metals":  # the zoo model's file elsewhere: its shipped sets, named
+    if parent not in ("metals", *(p for p, _ in OTHER_SETS.values())):
+        # a copy of the zoo model's file elsewhere: its shipped sets, named
         from ase_equi.training.replay import zoo_sets
 
-        replay, test = zoo_sets("metals")
+        replay, test = zoo_sets(OTHER_SETS[name][0] if name in OTHER_SETS else "metals")
         extra = {"replay_data": str(replay), "parent_test_data": str(test), **extra}
     ft = finetune(
         parent, str(data), out=folder / "finetuned", level_of_theory=level, verbose=False, **extra
     )
     t_ft = time.perf_counter() - started
     n_epochs = ft.train_result.history[-1]["epoch"] if ft.train_result.history else epochs
-    scan = find_volume_scan(frames)
-    labels = fit_eos(scan, np.array([f.energy for f in scan]))
+    scan = find_volume_scan(frames)  # none for molecules
+    labels = fit_eos(scan, np.array([f.energy for f in scan])) if scan else None
     if earlier is not None and earlier["epochs"] == int(n_epochs):  # its scratch: as many
         from_scratch = {**earlier["scratch"], "from": str(scratch_from)}
     elif scratch:
@@ -300,6 +311,8 @@ def table(results: list[dict]) -> str:
             return f"{d[k]:.4g} ({rel:+.2f} %)"
 
         for k, label in (("a0", "lattice constant a0 (Å)"), ("B", "bulk modulus (GPa)")):
+            if lab is None:  # no volume scan in the data (molecules)
+                continue
             lines.append(
                 f"| {label}, labels {lab[k]:.4g} | {eos(f['eos_before'], k)} | "
                 f"{eos(f['eos'], k)} | {eos(s['eos'], k)} |"
@@ -349,6 +362,8 @@ def summary(results: list[dict]) -> str:
             cells.append(" / ".join(f"{d.get(f'{q}_mae', float('nan')):.3g}" for q in QUANT))
 
         def a0(d, lab=lab):
+            if lab is None:
+                return "n/a"
             return f"{100 * (d['a0'] / lab['a0'] - 1):+.2f}" if d and "a0" in d else "none"
 
         ratio = {z: v / f["parent_per_element"][z] for z, v in (f["forgetting"] or {}).items()}
@@ -364,7 +379,7 @@ def summary(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/finetune-study")
-    parser.add_argument("--sets", nargs="*", default=list(SETS))
+    parser.add_argument("--sets", nargs="*", default=[*SETS, *OTHER_SETS])
     parser.add_argument("--epochs", type=int, help="(default: fine-tuning's default)")
     parser.add_argument("--table", action="store_true", help="print the tables of finished sets")
     parser.add_argument("--summary", action="store_true", help="one README row per finished set")
