@@ -22,7 +22,8 @@ loses no reference call.
 Settings (chosen before any test error was seen, the same for both strategies, as in the
 first version):
 
-- MD: velocity Verlet, 0.5 fs, 600 steps (300 fs), momenta Maxwell–Boltzmann at 900 K (seed 0),
+- MD: velocity Verlet, 0.5 fs, 600 steps (300 fs), momenta Maxwell–Boltzmann at 900 K (seed 0;
+  ``--seed S``: a replicate from other momenta, in ``...-v2-seedS``, same test set and cache),
   each molecule's own net momentum removed: about 450 K once kinetic and potential energy
   share it;
 - budget K = 6 reference calls; ``on_the_fly``: threshold = the card's
@@ -172,17 +173,24 @@ def main() -> None:
         "--so-far", action="store_true", help="measure the unfinished runs at an equal budget"
     )
     parser.add_argument("--stability-steps", type=int, default=400, help="NVE steps of the check")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the start momenta (a replicate if not 0)"
+    )
     args = parser.parse_args()
+    out = OUT if args.seed == 0 else OUT.with_name(f"{OUT.name}-seed{args.seed}")
+    stem = STEM if args.seed == 0 else f"{STEM}-seed{args.seed}"
     only = args.only
     torch.set_num_threads(1)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     config = settings()
     atoms, parts = three_molecules()
-    start = with_momenta(atoms, parts, config["start_temperature_K"], seed=0)
+    config["start_momenta_seed"] = args.seed
+    start = with_momenta(atoms, parts, config["start_temperature_K"], seed=args.seed)
     reference = CachedReference(pbe, CACHE)
     test = test_frames(reference)
     result = {
-        "command": "OMP_NUM_THREADS=1 python scripts/uncertainty/learn_demo_molecules.py",
+        "command": "OMP_NUM_THREADS=1 python scripts/uncertainty/learn_demo_molecules.py"
+        + (f" --seed {args.seed}" if args.seed else ""),
         "parent": MODEL,
         "parent_weights_sha256": weights_sha(MODEL),
         "settings": config,
@@ -190,17 +198,17 @@ def main() -> None:
         "strategies": {},
     }
     if args.so_far:  # the runs as they stand, after the same number of calls each
-        result["strategies"] = so_far(OUT)
+        result["strategies"] = so_far(out)
         result["partial"] = "unfinished runs, compared after the same number of calls"
     result["settings"]["stability_steps"] = args.stability_steps
     for name in () if args.so_far else STRATEGIES if only is None else (only,):
-        summary = run_strategy(name, start, MODEL, reference, OUT, config)
+        summary = run_strategy(name, start, MODEL, reference, out, config)
         result["strategies"][name] = summary
-        shutil.copyfile(OUT / name / "learning.png", RESULTS / f"{STEM}-{name}.png")
+        shutil.copyfile(out / name / "learning.png", RESULTS / f"{stem}-{name}.png")
         print(name, {k: v for k, v in summary.items() if k != "calls_detail"}, flush=True)
     if only is not None:  # one strategy in its own process; a plain run then joins them
         return
-    models = compared_models(MODEL, result, OUT, args.so_far)
+    models = compared_models(MODEL, result, out, args.so_far)
     result["test"] = {k: errors_on(m, test) for k, m in models.items()}
     result["test_per_molecule"] = {
         k: {
@@ -214,7 +222,7 @@ def main() -> None:
     stable_start = with_momenta(atoms, parts, 1200.0, seed=11)
     result["stability"] = {k: stability(m, stable_start, md_steps, 0.5) for k, m in models.items()}
     print(result["stability"], flush=True)
-    (RESULTS / f"{STEM}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     intro = [
         "Written by `OMP_NUM_THREADS=1 python scripts/uncertainty/learn_demo_molecules.py` (all",
         "numbers: the JSON beside this file; settings and their reasons: the script's",
@@ -224,7 +232,7 @@ def main() -> None:
         "the three at 300 and 600 K labelled at PBE/def2-SVP (independent of both runs).",
     ]
     title = "On-the-fly learning vs every N-th frame: molecules-pbe v2 → CH2OCH2, H2CCO, OCHCHO"
-    (RESULTS / f"{STEM}.md").write_text(markdown(title, intro, result))
+    (RESULTS / f"{stem}.md").write_text(markdown(title, intro, result))
 
 
 if __name__ == "__main__":
