@@ -1,12 +1,14 @@
 """Fine-tuning's defaults, chosen from the parent and the new data (and reported).
 
-- **Loss weights**: the parent's own (``card["training"]["settings"]``: what it was trained
-  with; for a parent trained in stages, ``card["training_stages"]``, those of its first,
-  main stage: the later ones polish with other weights at a small learning rate, while a
-  fine-tune is a whole training on the new data; the zoo's metals model used energy : forces
-  : stress = 10 : 100 : 1000 in its first stage). A parent
-  without them (an imported MACE file, a model saved without a training card) gets weights
-  from the new data's statistics, each term scaled to the forces' (:func:`weights_from_data`).
+- **Loss weights**: the parent's own, those it **ended** its training with
+  (``card["training_stages"]``: its last stage; else ``card["training"]["settings"]``). The
+  zoo's parents ended with energy : forces : stress = 1000 : 100 : 10000 (their first stage
+  used 10 : 100 : 1000; with those, fine-tuning fitted forces and stresses but left energy
+  offsets between structure types, e.g. −22 meV/atom on Ni slabs against +3 in the bulk, and
+  lost the energy to training from scratch: ``benchmarks/results/2026-12-01-finetune-round5.md``).
+  A parent without them (an imported MACE file, a model saved without a training card) gets
+  weights from the new data's statistics, each term scaled to the forces'
+  (:func:`weights_from_data`).
 - **Stress weight 0** when no new frame has a stress label (nothing to fit).
 - **Learning rate and epochs**: ``FINETUNE_TRAIN_DEFAULTS`` (half of training's learning
   rate, cosine decay; on copper with a 5 % larger lattice, 8 epochs at 1e-3 left test errors
@@ -43,11 +45,11 @@ DATA_WEIGHT_RANGE = (1.0, 1.0e4)
 
 
 def parent_loss_weights(card: dict[str, Any]) -> dict[str, float] | None:
-    """The loss weights the parent was trained with (its card's training settings; for a
-    staged training, its first stage's), or None."""
+    """The loss weights the parent ended its training with (its card's last training stage;
+    for a single training, its settings), or None when the card does not state all three."""
     stages = card.get("training_stages")
-    first = stages[0] if isinstance(stages, list) and stages else card.get("training")
-    settings = (first or {}).get("settings") or {}
+    last = stages[-1] if isinstance(stages, list) and stages else card.get("training")
+    settings = (last or {}).get("settings") or {}
     if not all(isinstance(settings.get(k), (int, float)) for k in WEIGHTS):
         return None
     return {k: float(settings[k]) for k in WEIGHTS}

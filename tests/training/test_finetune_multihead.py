@@ -62,13 +62,15 @@ def test_defaults_from_card_data_and_user():
     options, source = choose_train_options(card, frames, {"lr": 0.5})
     assert (options["energy_weight"], options["stress_weight"], options["lr"]) == (10, 1000, 0.5)
     assert source["lr"] == "given"
-    # a staged parent (train_zoo.py --stage N): the first, main stage's weights, not the last's
-    staged = {
-        "training": {"settings": {"energy_weight": 1e3, "forces_weight": 1, "stress_weight": 1e4}},
-        "training_stages": [card["training"], {"settings": {"energy_weight": 1e3}}],
-    }
+    # a staged parent (train_zoo.py --stage N): the weights of its last stage, what it ended with
+    last = {"settings": {"energy_weight": 1e3, "forces_weight": 100, "stress_weight": 1e4}}
+    staged = {"training": card["training"], "training_stages": [card["training"], last]}
     options, _ = choose_train_options(staged, frames, {})
-    assert (options["energy_weight"], options["stress_weight"]) == (10, 1000)
+    assert (options["energy_weight"], options["stress_weight"]) == (1e3, 1e4)
+    # a last stage that does not state all three: the data's statistics, never a mix
+    staged["training_stages"] = [card["training"], {"settings": {"energy_weight": 1e3}}]
+    options, source = choose_train_options(staged, frames, {})
+    assert "statistics" in source["energy_weight"]
     no_stress = [Frame(f.atoms, f.energy, f.forces) for f in frames]
     options, source = choose_train_options({}, no_stress, {})
     assert options["stress_weight"] == 0.0 and "no stress" in source["stress_weight"]
