@@ -193,7 +193,9 @@ class MaceModel(torch.nn.Module):
         # heads 1.. of a multi-head model: their own readouts (head 0 uses ``readouts``) and
         # their own copies of the last ``config.head_layers`` interactions and products
         self.head_readouts = torch.nn.ModuleList(
-            torch.nn.ModuleList(make_readouts([i[1] for i in layer_irreps], config.readout_hidden))
+            torch.nn.ModuleList(
+                make_readouts([out for _, out, _, _ in layer_irreps], config.readout_hidden)
+            )
             for _ in range(1, n_heads)
         )
         own = range(config.num_interactions - config.head_layers, config.num_interactions)

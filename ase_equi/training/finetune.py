@@ -16,12 +16,14 @@
    exactly. The card and the report list which E0 were fitted and which kept. Replayed frames
    get the same shift, ``E ← E + Σ_z N_z (E0'_z − E0_z)``, so old and new labels agree on what
    E0 means.
-3. **Heads** (``multihead``, default). The new level of theory gets its own readout head
-   (initialised from the parent's readouts, E0 refitted); the parent's head keeps the parent's
-   readouts and E0. The shared layers learn from the new data (new head) and from a replay of
-   the parent's data (parent head), so labels of two levels of theory never meet in one head
-   (:mod:`.multihead`). ``multihead=False``: one head, replayed energies shifted by the E0
-   change, ``E ← E + Σ_z N_z (E0'_z − E0_z)``.
+3. **Heads** (``multihead``, default). The new level of theory gets its own readout head and
+   its own copy of the parent's last interaction layer (``head_layers=1``; initialised from the
+   parent's, E0 refitted); the parent's head keeps the parent's readouts, E0 and last layer.
+   The shared layers below learn from the new data (new head) and from a replay of the parent's
+   data (parent head) at ``trunk_lr_scale`` = 0.3 × lr, so labels of two levels of theory never
+   meet in one head (:mod:`.multihead`, :func:`~.finetune_defaults.resolve_rules`).
+   ``multihead=False``: one head, replayed energies shifted by the E0 change,
+   ``E ← E + Σ_z N_z (E0'_z − E0_z)``.
 4. **Replay** (``replay_data="auto"``): a zoo parent's shipped replay set, or for another
    parent the new training structures labelled by the parent itself; selected by element,
    ``config_type`` and count (:mod:`.replay`). Default count: as many as new training frames
