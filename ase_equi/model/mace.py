@@ -105,17 +105,11 @@ def _block(
 
 
 def _product_basis(
-    config: ModelConfig,
-    t: int,
-    node_irreps: o3.Irreps,
-    out_irreps: o3.Irreps,
-    sh_irreps: o3.Irreps,
-    message_irreps: o3.Irreps,
-    *,
-    init_coupling: bool,
+    config: ModelConfig, t: int, layer: tuple[o3.Irreps, ...], init_coupling: bool
 ) -> ProductBasis:
-    """Layer ``t``'s symmetric contraction (``node_irreps`` and ``sh_irreps`` are not used:
-    the signature is the interaction block's)."""
+    """Layer ``t``'s symmetric contraction; ``layer`` = the irreps (nodes in, nodes out,
+    spherical harmonics, messages) of the layer's interaction block."""
+    _, out_irreps, _, message_irreps = layer
     return ProductBasis(
         message_irreps,
         out_irreps,
@@ -185,7 +179,7 @@ class MaceModel(torch.nn.Module):
             out_irreps = scalars if last else hidden
             layer = (node_irreps, out_irreps, sh_irreps, message_irreps)
             self.interactions.append(interaction_block(config, t, *layer))
-            self.products.append(_product_basis(config, t, *layer, init_coupling=init_coupling))
+            self.products.append(_product_basis(config, t, layer, init_coupling))
             # built layer by layer, in the order of the random draws of a model without heads
             self.readouts.append(make_readout(out_irreps, config.readout_hidden, last=last))
             layer_irreps.append(layer)
@@ -205,8 +199,7 @@ class MaceModel(torch.nn.Module):
         )
         self.head_products = torch.nn.ModuleList(
             torch.nn.ModuleList(
-                _product_basis(config, t, *layer_irreps[t], init_coupling=init_coupling)
-                for t in own
+                _product_basis(config, t, layer_irreps[t], init_coupling) for t in own
             )
             for _ in range(1, n_heads)
         )
