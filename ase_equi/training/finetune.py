@@ -77,7 +77,7 @@ from .finetune_defaults import (
 )
 from .finetune_report import before_after, measure_errors, write_report
 from .loss import UNITS
-from .multihead import add_head, head_prefixes
+from .multihead import add_head, learning_head
 from .parent_pull import DEFAULT_PARENT_PULL, check_strength, pull_for_finetune
 from .replay import AUTO, parent_test_set, replay_frames, weighted_replay
 from .report import TrainResult
@@ -307,7 +307,6 @@ def finetune(
         model, heads = _two_heads(model, base, e0_shift, loaded, ident["name"], ft)
         frames = [dataclasses.replace(f, head=1) for f in frames]
     replay = weighted_replay(replay, replay_report, ft, fit_frames, e0_shift, model.config.elements)
-    new_head = head_prefixes(model.config)[1] if heads else ("readouts.",)
     penalty, pull_report = pull_for_finetune(model, base, ft.parent_pull, Path(out), bool(replay))
     result = train(
         model,
@@ -320,7 +319,7 @@ def finetune(
         progress=progress,
         replay=replay,
         verbose=verbose,
-        lr_scale=head_lr_scale(cast("float", ft.trunk_lr_scale), new_head),
+        lr_scale=head_lr_scale(cast("float", ft.trunk_lr_scale), learning_head(model.config)),
         penalty=penalty,
     )
     if heads is not None:

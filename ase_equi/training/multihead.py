@@ -95,3 +95,9 @@ def head_prefixes(config: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if config.head_layers:
         new += ("head_interactions.0.", "head_products.0.")
     return parent, new
+
+
+def learning_head(config: Any) -> tuple[str, ...]:
+    """Parameter-name prefixes of the head that learns the new level of theory: the new head's
+    (:func:`head_prefixes`) with two heads, ``readouts.`` with one."""
+    return head_prefixes(config)[1] if len(config.heads) > 1 else ("readouts.",)

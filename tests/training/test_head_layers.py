@@ -15,7 +15,7 @@ from ase_equi.model.config import ModelConfig
 from ase_equi.model.gradients import energy_forces_stress
 from ase_equi.model.mace import MaceModel
 from ase_equi.training.finetune_defaults import head_lr_scale
-from ase_equi.training.multihead import add_head, head_prefixes
+from ase_equi.training.multihead import add_head, head_prefixes, learning_head
 from ase_equi.training.parent_pull import pull_for_finetune
 
 BASE = dict(
@@ -108,6 +108,8 @@ def test_the_parent_head_owns_its_last_layer_in_the_pull_and_the_learning_rate(t
     two = add_head(parent, CONSTANTS, ("parent", "new"), head_layers=1)
     parent_head, new_head = head_prefixes(two.config)
     assert "interactions.1." in parent_head and "head_interactions.0." in new_head
+    assert learning_head(two.config) == new_head  # the rates: full for the learning head only
+    assert learning_head(parent.config) == ("readouts.",)  # one head: it learns
     pull, report = pull_for_finetune(two, parent, 2.0, tmp_path / "replay", replay=True)
     assert pull is not None
     _perturb(list(two.parameters()), 0.05, seed=4)
