@@ -182,20 +182,17 @@ def run_set(
     earlier = _earlier(name, scratch_from)
     if earlier is not None and not data.exists():
         shutil.copy(scratch_from / name / "data.xyz", data)
-    if name in OTHER_SETS:  # another zoo parent, its own generator
-        parent = OTHER_SETS[name][0] if parent == "metals" else parent
-        info = OTHER_SETS[name][1](data) if not data.exists() else {}
-    else:
-        info = make_set(name, data) if not data.exists() else {}
+    zoo, generator = OTHER_SETS.get(name, ("metals", lambda path: make_set(name, path)))
+    parent = zoo if parent == "metals" else parent  # a set of another zoo parent: that parent
+    info = generator(data) if not data.exists() else {}
     frames = read_frames(data)
     level = ase.io.read(data, 0).info["level_of_theory"]
     extra = {**({} if epochs is None else {"epochs": epochs}), **(options or {})}
     started = time.perf_counter()
-    if parent not in ("metals", *(p for p, _ in OTHER_SETS.values())):
-        # a copy of the zoo model's file elsewhere: its shipped sets, named
+    if parent != zoo:  # a copy of the zoo model's file elsewhere: its shipped sets, named
         from ase_equi.training.replay import zoo_sets
 
-        replay, test = zoo_sets(OTHER_SETS[name][0] if name in OTHER_SETS else "metals")
+        replay, test = zoo_sets(zoo)
         extra = {"replay_data": str(replay), "parent_test_data": str(test), **extra}
     ft = finetune(
         parent, str(data), out=folder / "finetuned", level_of_theory=level, verbose=False, **extra

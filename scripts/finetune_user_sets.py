@@ -16,24 +16,17 @@ while 8-atom cells would carry a Γ-point finite-size error that no local model 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import ase.io
 import numpy as np
-from ase import units
-from ase.build import molecule
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "zoo"))
+from generate_molecules_pyscf import sample
 
 MOLECULES = ("H2O", "CH3OH", "CH3CH2OH", "H2CO", "CH4", "NH3", "CH3CH2NH2", "HCOOH")
 LEVEL = "GFN2-xTB (tblite 0.8), gas phase"
-
-
-def _gfn2():
-    from tblite.ase import TBLite
-
-    return TBLite(method="GFN2-xTB", verbosity=0)
 
 
 def make_molecules_gfn2(path: Path, seed: int = 0) -> dict:
@@ -41,17 +34,7 @@ def make_molecules_gfn2(path: Path, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     images = []
     for name in MOLECULES:
-        atoms = molecule(name)
-        atoms.calc = _gfn2()
-        MaxwellBoltzmannDistribution(atoms, temperature_K=500, rng=rng)
-        md = Langevin(atoms, 0.5 * units.fs, temperature_K=500, friction=0.02, fixcm=False, rng=rng)
-        md.run(2000)  # 1 ps
-        for _ in range(20):
-            md.run(20)  # 10 fs apart
-            frame = atoms.copy()
-            frame.calc = SinglePointCalculator(
-                frame, energy=atoms.get_potential_energy(), forces=atoms.get_forces()
-            )
+        for frame in sample(name, 500, 20, rng, equilibrate=2000, every=20, gfn2_labels=True):
             frame.info.update(config_type=f"{name}_500K", level_of_theory=LEVEL)
             images.append(frame)
     ase.io.write(path, images, format="extxyz")

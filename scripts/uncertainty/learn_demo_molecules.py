@@ -74,7 +74,7 @@ from learn_demo_common import (
 )
 
 sys.path.insert(0, str(ROOT / "scripts" / "zoo"))
-from generate_molecules_pyscf import dft
+from generate_molecules_pyscf import dft, sample
 
 MODEL = "molecules-pbe"
 MOLECULES = ("CH2OCH2", "H2CCO", "OCHCHO")
@@ -134,25 +134,13 @@ def test_frames(reference: CachedReference) -> list[Atoms]:
     path = OUT / "test.xyz"
     if path.exists():
         return list(read(path, ":"))
-    from ase import units
     from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.md.langevin import Langevin
-    from tblite.ase import TBLite
 
     rng = np.random.default_rng(5)
     frames = []
     for name in MOLECULES:
         for temperature in (300, 600):
-            mol = molecule(name)
-            mol.calc = TBLite(method="GFN2-xTB", verbosity=0)
-            MaxwellBoltzmannDistribution(mol, temperature_K=temperature, rng=rng)
-            md = Langevin(
-                mol, 0.5 * units.fs, temperature_K=temperature, friction=0.02, fixcm=False, rng=rng
-            )
-            md.run(2000)
-            for _ in range(5):
-                md.run(200)
-                frame = Atoms(mol.numbers, mol.positions)
+            for frame in sample(name, temperature, 5, rng, equilibrate=2000, every=200):
                 frame.calc = reference
                 energy, forces = frame.get_potential_energy(), frame.get_forces()
                 frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)

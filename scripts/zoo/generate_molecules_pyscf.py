@@ -90,8 +90,19 @@ def labelled(atoms: Atoms, xc: str, config_type: str, spin: int = 0) -> Atoms:
     return out
 
 
-def sample(name: str, temperature: float, n: int, rng: np.random.Generator) -> list[Atoms]:
-    """``n`` snapshots of GFN2-xTB Langevin MD of ``name`` at ``temperature`` (K)."""
+def sample(
+    name: str,
+    temperature: float,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    equilibrate: int = 200,
+    every: int = 20,
+    gfn2_labels: bool = False,
+) -> list[Atoms]:
+    """``n`` snapshots of GFN2-xTB Langevin MD of ``name`` at ``temperature`` (K): 0.5 fs steps,
+    ``equilibrate`` steps first, then one snapshot every ``every`` steps; ``gfn2_labels``: each
+    keeps the MD's own GFN2-xTB energy and forces (a single-point calculator)."""
     from tblite.ase import TBLite
 
     atoms = molecule(name)
@@ -100,11 +111,15 @@ def sample(name: str, temperature: float, n: int, rng: np.random.Generator) -> l
     dyn = Langevin(
         atoms, 0.5 * units.fs, temperature_K=temperature, friction=0.02, fixcm=False, rng=rng
     )
-    dyn.run(200)  # equilibrate
+    dyn.run(equilibrate)
     frames = []
     for _ in range(n):
-        dyn.run(20)
-        frames.append(Atoms(atoms.numbers, atoms.positions.copy()))
+        dyn.run(every)
+        frame = Atoms(atoms.numbers, atoms.positions.copy())
+        if gfn2_labels:
+            energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+            frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
+        frames.append(frame)
     return frames
 
 
