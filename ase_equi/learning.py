@@ -21,6 +21,11 @@ its uncertainty passed ``threshold``:
    (calibration factors kept, :func:`~ase_equi.learning_rigidity.refit_rigidity`);
 4. the MD continues from the same positions and momenta with the new model.
 
+The budget is paced over the run: by step s of ``steps`` at most ⌈max_calls · s / steps⌉
+calls are made (:func:`budget_so_far`), so a model that is uncertain everywhere spends its calls
+evenly instead of all in the first windows, while a budget not spent early carries over to
+later windows. A flagged window held back by the pace keeps its most uncertain frame as the
+candidate of the next window (the next call labels the most uncertain frame since).
 No reference call is made unless the threshold is passed; two calls are at least
 ``min_interval`` steps apart, two labelled structures at least ``min_interval // 2`` (so that
 a structure labelled at a window's end leaves half of the next window to choose from):
@@ -121,11 +126,12 @@ def learn_on_the_fly(
         Instead of ``threshold``: call the reference at every ``every``-th step whatever the
         uncertainty (the naive schedule that on-the-fly learning is compared with).
     max_calls:
-        At most this many reference calls; afterwards the MD continues without learning.
+        At most this many reference calls, released evenly over the ``steps`` (with
+        ``threshold``; see the module docstring); afterwards the MD continues without learning.
     min_interval:
         With ``threshold``: the window length in steps (≥ 1; see the module docstring); default
-        ``max(1, steps // (2 * max_calls))``, so that the whole budget could be spent on the
-        first half of the run and the calls are still spread over it. A resumed run keeps the
+        ``max(1, steps // (2 * max_calls))``, half the even spacing of the budget, so that a
+        call can fall in either of two windows. A resumed run keeps the
         window length it started with. Refused with ``every`` (its calls are ``every`` apart).
     replay:
         Labelled frames trained on together with the learned ones: ``"auto"`` (a zoo model's
@@ -173,7 +179,8 @@ def learn_on_the_fly(
             best = {"step": step + 1, "uncertainty": u, "positions": atoms.positions.tolist()}
         flagged = best is not None and best["uncertainty"] > float(threshold or 0)
         due = (step + 1) % window == 0 and bool(every or flagged)
-        called = due and len(calls) < max_calls
+        paced = bool(every) or len(calls) < budget_so_far(max_calls, step + 1, steps)
+        called = due and paced and len(calls) < max_calls
         if called:
             assert best is not None
             frame = Atoms(atoms.numbers, best["positions"], cell=atoms.cell, pbc=atoms.pbc)
@@ -186,8 +193,8 @@ def learn_on_the_fly(
             )
             calls.append({"step": best["step"], "called_at_step": step + 1, "why": why})
             calls[-1].update(uncertainty=best["uncertainty"], threshold=threshold, **call)
-        if (step + 1) % window == 0:
-            best = None
+        if (step + 1) % window == 0 and (called or not due):
+            best = None  # a flagged frame held back by the pace stays the candidate
         _save_state(folder, atoms, step + 1, Path(current), calls, best, window)
         if called or not logged:
             write_atomic(folder / "calls.json", json.dumps(calls, indent=1).encode())
@@ -252,6 +259,12 @@ def check_trigger(
             f"min_interval ({min_interval}) applies to threshold only: with every={every} the "
             "reference calls are already every steps apart"
         )
+
+
+def budget_so_far(max_calls: int, step: int, steps: int) -> int:
+    """Reference calls released by ``step`` of ``steps``: ⌈max_calls · step / steps⌉ (the
+    budget paced evenly over the run; what is not spent carries over)."""
+    return -(-max_calls * step // steps)
 
 
 def _window_length(

@@ -297,17 +297,40 @@ def test_a_window_labels_its_most_uncertain_frame_and_only_when_flagged(model_fi
     np.testing.assert_allclose(state["positions"], positions[-1], rtol=0, atol=1e-10)
 
 
-def test_calls_are_a_window_apart_with_the_default_window(model_file, tmp_path):
+def test_calls_are_paced_over_the_run_with_the_default_window(model_file, tmp_path):
     """Every step flagged, 16 steps, 2 calls allowed: the default window is 16 // (2·2) = 4
-    steps, so the calls are made at steps 4 and 8 (four apart), each labelling a frame of its
-    own window at least 4 // 2 = 2 steps after the frame labelled before, and none afterwards."""
+    steps and the budget is released one call per 8 steps (⌈2 s / 16⌉ by step s). So the calls
+    are made at steps 4 and 12, not 4 and 8: the window of steps 5-8 is flagged but held back
+    by the pace, and its candidate competes with those of steps 9-12. The second call labels
+    the most uncertain frame of steps 5-12 (and at least 4 // 2 = 2 steps after the first
+    labelled frame), checked against a plain MD: 4 steps with the parent, then 8 with the model the first
+    call wrote."""
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    from ase_equi import EquivariantCalculator
+    from ase_equi.learning import budget_so_far
+
+    assert [budget_so_far(2, s, 16) for s in (1, 4, 8, 9, 12, 16)] == [1, 1, 1, 2, 2, 2]
     CountingEMT.calls = 0
     run = learn_on_the_fly(start(), model_file, CountingEMT(), out=tmp_path / "run", steps=16,
                            threshold=1e-6, max_calls=2, replay=None, train_config=FAST)  # fmt: skip
     assert json.loads((tmp_path / "run" / "setup.json").read_text())["window_steps"] == 4
-    assert [c["called_at_step"] for c in run.calls] == [4, 8] and CountingEMT.calls == 2
-    assert all(c["called_at_step"] - 4 < c["step"] <= c["called_at_step"] for c in run.calls)
-    assert run.calls[1]["step"] - run.calls[0]["step"] >= 2
+    assert [c["called_at_step"] for c in run.calls] == [4, 12] and CountingEMT.calls == 2
+    first, second = run.calls
+    assert 1 <= first["step"] <= 4 and first["step"] + 2 <= second["step"] <= 12
+    atoms = start()
+    atoms.calc = EquivariantCalculator(model_file)
+    dyn = VelocityVerlet(atoms, timestep=1.0 * units.fs)
+    dyn.run(4)
+    atoms.calc = EquivariantCalculator(str(tmp_path / "run" / "model-1.json"))
+    sigma = []
+    for _ in range(8):
+        dyn.run(1)
+        sigma.append(float(atoms.calc.get_property("forces_uncertainty", atoms).max()))
+    candidates = range(max(first["step"] + 2, 5), 13)  # after the first call, kept apart
+    want = max(candidates, key=lambda s: sigma[s - 5])
+    assert second["step"] == want and second["uncertainty"] == pytest.approx(sigma[want - 5])
 
 
 def test_a_run_killed_mid_window_resumes_with_that_windows_best_frame(model_file, tmp_path):

@@ -80,8 +80,8 @@ from learn_demo_common import (
 )
 
 MODEL = "metals"
-OUT = ROOT / "runs" / "learn_demo" / "metals-window"
-STEM = "2026-11-30-learn-on-the-fly-metals-v2"
+OUT = ROOT / "runs" / "learn_demo" / "metals-paced"
+STEM = "2026-12-01-learn-on-the-fly-metals-paced"
 #: folders of earlier runs of the window rule, measured when present (moved there by hand)
 ABLATIONS = ("window_only", "spaced_full")
 
@@ -99,6 +99,7 @@ def settings() -> dict:
         "threshold_from": "card uncertainty_threshold_eV_per_A.valid_p95",
         "min_interval": 600 // (2 * 6),
         "min_interval_from": "learn_on_the_fly's default, steps // (2 x budget)",
+        "pace": "at most ceil(budget x step / steps) calls by each step (learn_on_the_fly)",
         "epochs": 8,
         "lr": 0.005,
         "replay_count": 16,

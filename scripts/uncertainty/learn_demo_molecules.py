@@ -78,9 +78,9 @@ from generate_molecules_pyscf import dft, sample
 
 MODEL = "molecules-pbe"
 MOLECULES = ("CH2OCH2", "H2CCO", "OCHCHO")
-OUT = ROOT / "runs" / "learn_demo" / f"{MODEL}-v2"
+OUT = ROOT / "runs" / "learn_demo" / f"{MODEL}-paced"
 CACHE = OUT / "reference_cache"
-STEM = "2026-12-01-learn-on-the-fly-molecules-v2"
+STEM = "2026-12-01-learn-on-the-fly-molecules-paced"
 TEST_TYPES = tuple(f"{m}_{t}K" for m in MOLECULES for t in (300, 600))
 
 
@@ -97,6 +97,7 @@ def settings() -> dict:
         "threshold_from": "card uncertainty_threshold_eV_per_A.valid_p95",
         "min_interval": 600 // (2 * 6),
         "min_interval_from": "learn_on_the_fly's default, steps // (2 x budget)",
+        "pace": "at most ceil(budget x step / steps) calls by each step (learn_on_the_fly)",
         "epochs": 10,
         "lr": 0.005,
         "replay_count": 24,
