@@ -303,8 +303,8 @@ def test_calls_are_paced_over_the_run_with_the_default_window(model_file, tmp_pa
     are made at steps 4 and 12, not 4 and 8: the window of steps 5-8 is flagged but held back
     by the pace, and its candidate competes with those of steps 9-12. The second call labels
     the most uncertain frame of steps 5-12 (and at least 4 // 2 = 2 steps after the first
-    labelled frame), checked against a plain MD: 4 steps with the parent, then 8 with the model the first
-    call wrote."""
+    labelled frame), checked against a plain MD: 4 steps with the parent, then 8 with the
+    model the first call wrote."""
     from ase import units
     from ase.md.verlet import VelocityVerlet
 
