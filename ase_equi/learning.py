@@ -72,8 +72,10 @@ from .learning_rigidity import (
     resolve_replay,
     sample,
 )
+from .learning_schedule import budget_so_far, check_trigger, window_length
 from .model.committee import Committee
 from .training.config import TrainConfig
+from .training.finetune_defaults import parent_loss_weights
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +142,14 @@ def learn_on_the_fly(
         Train on a seeded sample of this many replay frames (None: all); the LLPR refit of a
         single model sums over all of them.
     train_config:
-        Settings of each warm-start training (default: :func:`retraining_config`); the seed is
+        Settings of each warm-start training (default: :func:`retraining_config` with the
+        loss weights on ``model``'s card); the seed is
         the member's index and ``output_dir`` is set per member and round.
     """
     check_trigger(threshold, every, min_interval, max_calls)
     folder = Path(out)
     state = _load_state(folder, atoms, os.fspath(model))
-    window = _window_length(state, every, min_interval, steps, max_calls)
+    window = window_length(state, every, min_interval, steps, max_calls)
     atoms = state["atoms"]
     calls: list[dict[str, Any]] = state["calls"]
     current: str | Path = state["model"]
@@ -155,6 +158,8 @@ def learn_on_the_fly(
     frames, replay_from = resolve_replay(model, replay)
     setup = {"model": os.fspath(model), "uncertainty": kind, "replay": replay_from}
     setup.update(replay_trained=len(sample(frames, replay_count)), window_steps=window)
+    config = train_config or retraining_config(parent_card=parent_card(model))
+    setup["loss_weights"] = [config.energy_weight, config.forces_weight, config.stress_weight]
     weight = 1.0
     if kind == "rigidity":  # the parent's section decides the weight, also after a resume
         first = json.loads((folder / "setup.json").read_text()) if state["step"] else {}
@@ -167,7 +172,7 @@ def learn_on_the_fly(
     log.info("learn_on_the_fly: %s uncertainty; replay: %s", kind, replay_from)
     dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
     best: dict[str, Any] | None = state.get("window_best")  # most uncertain frame of the window
-    trainer = _Trainer(reference, folder, frames, replay_count, train_config, kind, weight)
+    trainer = _Trainer(reference, folder, frames, replay_count, config, kind, weight)
     logged = False  # calls.json: written after the first step, then only when a call is added
     for step in range(state["step"], steps):
         dyn.run(1)
@@ -211,7 +216,7 @@ class _Trainer:
     folder: Path
     replay: list[Atoms]
     replay_count: int | None
-    config: TrainConfig | None
+    config: TrainConfig
     kind: str
     weight: float
 
@@ -223,7 +228,7 @@ class _Trainer:
         with) and the errors before and after on ``frame``."""
         learned, before = _label(frame, calc, self.reference, self.folder, k)
         train_frames = [*learned, *sample(self.replay, self.replay_count)]
-        config = self.config or retraining_config()
+        config = self.config
         if self.kind == "committee":
             current = _learn_committee(calc.loaded, train_frames, config, self.folder, k)
         else:
@@ -233,54 +238,6 @@ class _Trainer:
         new = EquivariantCalculator(current)
         after = _errors(new, learned[-1], "after")
         return current, new, {**before, **after, "model": str(current)}
-
-
-def check_trigger(
-    threshold: float | None,
-    every: int | None,
-    min_interval: int | None = None,
-    max_calls: int = 1,
-) -> None:
-    """``ValueError`` unless exactly one of ``threshold`` (> 0, eV/Å) and ``every`` (≥ 1
-    steps) is given, ``min_interval`` is None or (with ``threshold`` only) an integer ≥ 1
-    (steps), and ``max_calls`` an integer ≥ 0."""
-    if (threshold is None) == (every is None):
-        raise ValueError("give exactly one of threshold (eV/Å) and every (steps)")
-    if threshold is not None and not 0 < threshold < np.inf:
-        raise ValueError(f"threshold must be a number > 0 (eV/Å), got {threshold!r}")
-    for name, value, least in (("every", every, 1), ("min_interval", min_interval, 1),
-                               ("max_calls", max_calls, 0)):  # fmt: skip
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < least
-        ):
-            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-    if every is not None and min_interval is not None:
-        raise ValueError(
-            f"min_interval ({min_interval}) applies to threshold only: with every={every} the "
-            "reference calls are already every steps apart"
-        )
-
-
-def budget_so_far(max_calls: int, step: int, steps: int) -> int:
-    """Reference calls released by ``step`` of ``steps``: ⌈max_calls · step / steps⌉ (the
-    budget paced evenly over the run; what is not spent carries over)."""
-    return -(-max_calls * step // steps)
-
-
-def _window_length(
-    state: dict[str, Any], every: int | None, given: int | None, steps: int, max_calls: int
-) -> int:
-    """Steps per selection window: ``every``; else ``given``, or the window of the run being
-    resumed, or ``max(1, steps // (2 * max_calls))``. ``ValueError`` when ``given`` is not the
-    window of the run being resumed."""
-    if every:
-        return every
-    before = state.get("window_steps")
-    if given is not None and before is not None and given != before:
-        raise ValueError(
-            f"min_interval={given}, but the run being resumed uses windows of {before} steps"
-        )
-    return int(given or before or max(1, steps // (2 * max(max_calls, 1))))
 
 
 def _errors(calc: EquivariantCalculator, labelled: Atoms, when: str) -> dict[str, float]:
@@ -334,12 +291,40 @@ RETRAIN_EPOCHS = 30
 RETRAIN_LR = 0.005
 
 
-def retraining_config(epochs: int = RETRAIN_EPOCHS, lr: float = RETRAIN_LR) -> TrainConfig:
+def retraining_config(
+    epochs: int = RETRAIN_EPOCHS, lr: float = RETRAIN_LR, parent_card: dict[str, Any] | None = None
+) -> TrainConfig:
     """The training of the model (every committee member) after a reference call (the default of
     :func:`learn_on_the_fly` and ``ase-equi learn``): warm start from the member's weights,
     ``epochs`` over the learned frames plus the replay, learning rate ``lr``, all frames
-    trained on (no validation or test split: the next reference call is the test), no plots."""
-    return TrainConfig(epochs=epochs, lr=lr, valid_fraction=0.0, test_fraction=0.0, plots=False)
+    trained on (no validation or test split: the next reference call is the test), no plots.
+
+    Loss weights: those the parent ended its training with (``parent_card``, its model card:
+    the last training stage, as fine-tuning takes them,
+    :func:`~ase_equi.training.finetune_defaults.parent_loss_weights`; 1000 : 100 : 10000 for
+    every zoo model), else :class:`~ase_equi.training.config.TrainConfig`'s. Trained with
+    weights the parent did not end with, the model leaves its energy minimum for another
+    balance of energy and forces at every call."""
+    config = TrainConfig(epochs=epochs, lr=lr, valid_fraction=0.0, test_fraction=0.0, plots=False)
+    weights = parent_loss_weights(parent_card or {})
+    if weights is None:
+        return config
+    return dataclasses.replace(
+        config,
+        energy_weight=weights["energy_weight"],
+        forces_weight=weights["forces_weight"],
+        stress_weight=weights["stress_weight"],
+    )
+
+
+def parent_card(model: str | os.PathLike) -> dict[str, Any]:
+    """The model card in the header of ``model`` (a zoo name or a model file; {} if none)."""
+    from .io.model_file import read_header
+    from .zoo import ZOO_PINS, zoo_path
+
+    path = zoo_path(model) if isinstance(model, str) and model in ZOO_PINS else model
+    card = read_header(path).get("card")
+    return card if isinstance(card, dict) else {}
 
 
 def _save_state(

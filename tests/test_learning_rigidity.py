@@ -309,7 +309,7 @@ def test_calls_are_paced_over_the_run_with_the_default_window(model_file, tmp_pa
     from ase.md.verlet import VelocityVerlet
 
     from ase_equi import EquivariantCalculator
-    from ase_equi.learning import budget_so_far
+    from ase_equi.learning_schedule import budget_so_far
 
     assert [budget_so_far(2, s, 16) for s in (1, 4, 8, 9, 12, 16)] == [1, 1, 1, 2, 2, 2]
     CountingEMT.calls = 0
@@ -379,3 +379,41 @@ def test_bad_window_settings_are_refused_by_name(model_file, tmp_path, given, me
     with pytest.raises(ValueError, match=message):
         learn_on_the_fly(start(), model_file, EMT(), out=tmp_path / "x", steps=2, **given)
     assert not (tmp_path / "x").exists()
+
+
+def test_retraining_takes_the_loss_weights_the_parent_ended_with(tmp_path, monkeypatch):
+    """A parent whose card has two training stages (10 : 100 : 1000, then 1000 : 100 : 10000):
+    each retraining of the loop trains with the last stage's weights, as fine-tuning does, and
+    setup.json says so; a parent without them trains with TrainConfig's."""
+    import ase_equi.training.trainer as trainer
+    from ase_equi.learning import retraining_config
+
+    stages = [
+        {"settings": {"energy_weight": 10.0, "forces_weight": 100.0, "stress_weight": 1000.0}},
+        {"settings": {"energy_weight": 1e3, "forces_weight": 100.0, "stress_weight": 1e4}},
+    ]
+    torch.manual_seed(41)
+    model = MaceModel(SMALL).double()
+    path = save_model(
+        model, tmp_path / "staged", card={"name": "staged", "training_stages": stages}
+    )
+    parent = LastLayerRigidity(torch.eye(feature_dim(model), dtype=torch.float64),
+                               torch.eye(feature_dim(model), dtype=torch.float64), *PARENT_FACTORS,
+                               info=info(model, 0, 0))  # fmt: skip
+    write_rigidity(path, refit_rigidity(model, parent, labelled_frames(3, seed=1), data="three"))
+    seen = []
+    original = trainer.train
+
+    def spy(model, frames, config, **kwargs):
+        seen.append((config.energy_weight, config.forces_weight, config.stress_weight))
+        return original(model, frames, dataclasses.replace(config, epochs=1), **kwargs)
+
+    monkeypatch.setattr(trainer, "train", spy)
+    learn_on_the_fly(start(), path, EMT(), out=tmp_path / "run", every=1, steps=2, replay=None)
+    assert seen == [(1e3, 100.0, 1e4)] * 2
+    setup = json.loads((tmp_path / "run" / "setup.json").read_text())
+    assert setup["loss_weights"] == [1e3, 100.0, 1e4]
+    default = TrainConfig()
+    plain = retraining_config(parent_card={"name": "no stages"})
+    assert (plain.energy_weight, plain.forces_weight, plain.stress_weight) == (
+        default.energy_weight, default.forces_weight, default.stress_weight)  # fmt: skip

@@ -51,7 +51,7 @@ def _cmd_learn(args: argparse.Namespace) -> int:
     from ase.io import read
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-    from ..learning import learn_on_the_fly, retraining_config
+    from ..learning import learn_on_the_fly, parent_card, retraining_config
 
     atoms = read(args.structure, index=0)
     assert isinstance(atoms, Atoms)  # one frame (index=0)
@@ -61,7 +61,8 @@ def _cmd_learn(args: argparse.Namespace) -> int:
         )
     replay = None if args.replay == "none" else args.replay
     given = {"epochs": args.epochs, "lr": args.lr}
-    config = retraining_config(**{k: v for k, v in given.items() if v is not None})
+    given = {k: v for k, v in given.items() if v is not None}
+    config = retraining_config(**given, parent_card=parent_card(args.model))
     result = learn_on_the_fly(
         atoms,
         args.model,

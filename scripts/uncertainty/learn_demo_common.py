@@ -28,7 +28,7 @@ from ase.md.verlet import VelocityVerlet
 
 from ase_equi import EquivariantCalculator
 from ase_equi.io.model_file import read_header
-from ase_equi.learning import learn_on_the_fly, plot_learning, retraining_config
+from ase_equi.learning import learn_on_the_fly, parent_card, plot_learning, retraining_config
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -61,7 +61,7 @@ def run_strategy(
         max_calls=settings["budget"],
         replay="auto",
         replay_count=settings["replay_count"],
-        train_config=retraining_config(settings["epochs"], settings["lr"]),
+        train_config=retraining_config(settings["epochs"], settings["lr"], parent_card(model)),
         **trigger,
     )
     if done < settings["steps"]:
