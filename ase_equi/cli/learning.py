@@ -110,7 +110,9 @@ def register(sub: Any) -> None:
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--timestep-fs", type=float, default=1.0)
     p.add_argument("--temperature", type=float, help="K: Maxwell-Boltzmann start momenta")
-    p.add_argument("--max-calls", type=int, default=10)
+    p.add_argument(
+        "--max-calls", type=int, default=10, help="budget of reference calls, paced over --steps"
+    )
     p.add_argument(
         "--min-interval",
         type=int,
@@ -126,5 +128,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--epochs", type=int, help="per retraining of each member (default: the library's)"
     )
-    p.add_argument("--lr", type=float, help="learning rate of the retraining (default: ditto)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        help="learning rate of the retraining (default: ditto; loss weights: the model card's)",
+    )
     p.set_defaults(func=_cmd_learn)
