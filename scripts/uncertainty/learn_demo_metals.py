@@ -11,8 +11,9 @@ System: L1₂ Ni₃Al (Al on the cube corners, Ni on the face centres), 2×2×2 
 fcc metals, random fcc alloys (none ordered, only one with Al and Ni together), surfaces,
 vacancies and clusters: no ordered intermetallic, and Al–Ni neighbours almost never.
 
-Settings (chosen before any test error was seen, and the same for both strategies; sized for
-a machine shared with other jobs):
+Settings (the same for both strategies; those of the v2 run, chosen before any test error was
+seen and sized for a machine shared with other jobs, except the two changes of
+``learn_on_the_fly`` named below):
 
 - MD: velocity Verlet, 2 fs, 600 steps (1.2 ps), momenta Maxwell–Boltzmann at 1200 K (seed 0,
   no net momentum): about 600 K once kinetic and potential energy share it;
@@ -20,9 +21,13 @@ a machine shared with other jobs):
   ``uncertainty_threshold_eV_per_A.valid_p95`` (the 95th percentile of the largest atomic
   uncertainty on the validation structures), windows of ``learn_on_the_fly``'s default
   600 // (2 × 6) = 50 steps: at a window's end the most uncertain frame of the window that
-  lies at least 25 steps after the last labelled one is labelled if above the threshold;
+  lies at least 25 steps after the last labelled one is labelled if above the threshold, at
+  most ⌈6 s / 600⌉ calls by step s (the pacing, new since the v2 run);
   ``every_nth``: a call every 600 // 6 = 100 steps;
-- after each call: warm-start fine-tuning, 8 epochs, lr 0.005, on the learned frames plus a
+- after each call: warm-start fine-tuning, 8 epochs, lr 0.005, with the loss weights the parent
+  ended its training with (new since the v2 run: 1000 : 100 : 10000, not 1 : 100 : 1; with
+  those the energy error on the test trajectory grew after the calls, 4.6 → 10.7–39 meV/atom
+  in the v2 runs), on the learned frames plus a
   seeded sample of 16 frames of the shipped replay set ``models/metals-replay.xyz.xz``; the LLPR
   section refitted on all 300 replay frames (weighted to stand for the training split) plus
   the learned frames, the card's calibration factors kept;
@@ -31,18 +36,19 @@ a machine shared with other jobs):
   each strategy's final model; MD stability: 400 NVE steps of 2 fs of each model from the test
   trajectory's start.
 
-The parent is the zoo's current ``metals`` (v2); its uncertainty on this Ni₃Al run sits at the
-card's threshold (0.082–0.086 eV/Å over 600 steps of plain MD, 151 steps above it), so calls are
-made. The first session's run (first ``metals`` model, a call at the first frame over the
-threshold) is ``...-metals.md``; this run writes ``...-metals-v2.*``. Two earlier runs of
+The parent is the zoo's current ``metals`` (stage 5; the v2 runs had stage 3, whose
+uncertainty on this Ni₃Al run sat at the card's threshold, 0.082–0.086 eV/Å). The first
+session's run (first ``metals`` model, a call at the first frame over the threshold) is
+``...-metals.md``, the v2 runs ``...-metals-v2*``; this run writes ``...-metals-paced*``. Two
+earlier runs of
 the window rule are measured too when their folders are there (moved by hand):
 ``window_only`` (labelled frames not kept apart) and ``spaced_full`` (kept ``min_interval``
 apart: a frame labelled at a window's end then left only the next window's last frame to
 choose, so the rule became "every 50 steps").
 
-State and models go to ``runs/learn_demo/metals-window/``; the results to
-``benchmarks/results/2026-11-30-learn-on-the-fly-metals-v2.{json,md}`` and the two learning
-plots ``...-metals-v2-{on_the_fly,every_nth}.png``.
+State and models go to ``runs/learn_demo/metals-paced/`` (``--seed S``: ``...-seedS``); the
+results to ``benchmarks/results/2026-12-01-learn-on-the-fly-metals-paced.{json,md}`` and the
+two learning plots ``...-metals-paced-{on_the_fly,every_nth}.png``.
 """
 
 from __future__ import annotations
@@ -214,9 +220,10 @@ def main() -> None:
     print(result["stability"], flush=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     intro = [
-        "Parent: the zoo's current `metals` (v2). On the fly: windows of 50 steps, the most",
-        "uncertain frame of each (at least 25 steps after the last labelled one) labelled at",
-        "the window's end if above the card's threshold.",
+        "Parent: the zoo's current `metals` (stage 5). On the fly: windows of 50 steps, the",
+        "most uncertain frame of each (at least 25 steps after the last labelled one) labelled",
+        "at the window's end if above the card's threshold, at most ceil(6 s / 600) calls by",
+        "step s; retraining with the parent's last-stage loss weights.",
         "",
         "Written by `OMP_NUM_THREADS=1 python scripts/uncertainty/learn_demo_metals.py` (all",
         "numbers: the JSON beside this file; settings and their reasons: the script's",

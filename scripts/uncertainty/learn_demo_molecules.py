@@ -19,28 +19,33 @@ level of theory of the zoo data: PBE, def2-SVP, density fitting, grid level 3, S
 imported, not copied; every result is cached on disk (``reference_cache/``), so a killed run
 loses no reference call.
 
-Settings (chosen before any test error was seen, the same for both strategies, as in the
-first version):
+Settings (the same for both strategies; those of the v2 run, chosen before any test error
+was seen, except the two changes of ``learn_on_the_fly`` named below):
 
 - MD: velocity Verlet, 0.5 fs, 600 steps (300 fs), momenta Maxwell–Boltzmann at 900 K (seed 0;
-  ``--seed S``: a replicate from other momenta, in ``...-v2-seedS``, same test set and cache),
+  ``--seed S``: a replicate from other momenta, in ``...-paced-seedS``, same test set and cache),
   each molecule's own net momentum removed: about 450 K once kinetic and potential energy
   share it;
 - budget K = 6 reference calls; ``on_the_fly``: threshold = the card's
   ``uncertainty_threshold_eV_per_A.valid_p95``, ``learn_on_the_fly``'s window rule (windows of
   600 // (2 × 6) = 50 steps, the most uncertain frame of each labelled at its end if above the
-  threshold); ``every_nth``: a call every 600 // 6 = 100 steps;
-- after each call: warm-start fine-tuning, 10 epochs, lr 0.005, on the learned frames plus a
-  seeded sample of 24 frames of ``models/molecules-pbe-replay.xyz.xz``; the LLPR section
-  refitted, the card's calibration factors kept;
+  threshold) with its pacing (new since the v2 run: at most ⌈6 s / 600⌉ calls by step s; in
+  the v2 run the model, uncertain at every step, spent all six calls by step 276);
+  ``every_nth``: a call every 600 // 6 = 100 steps;
+- after each call: warm-start fine-tuning, 10 epochs, lr 0.005, with the loss weights the
+  parent ended its training with (new since the v2 run: 1000 : 100 : 10000, not 1 : 100 : 1),
+  on the learned frames plus a seeded sample of 24 frames of
+  ``models/molecules-pbe-replay.xyz.xz``; the LLPR section refitted, the card's calibration
+  factors kept;
 - test: each molecule alone in GFN2-xTB (tblite) Langevin MD at 300 and 600 K (1 ps
   equilibration, then 5 snapshots 100 fs apart, seeded), labelled at PBE/def2-SVP by the same
   reference: 30 frames independent of both runs; MD stability: 400 NVE steps of 0.5 fs of each
   model from the start structure with momenta at 1200 K (seed 11).
 
-State and models go to ``runs/learn_demo/molecules-pbe-v2/``; the results to
-``benchmarks/results/2026-12-01-learn-on-the-fly-molecules-v2.{json,md}`` and the two learning
-plots ``...-molecules-v2-{on_the_fly,every_nth}.png``.
+State and models go to ``runs/learn_demo/molecules-pbe-paced/``; the results to
+``benchmarks/results/2026-12-01-learn-on-the-fly-molecules-paced.{json,md}`` and the two
+learning plots ``...-molecules-paced-{on_the_fly,every_nth}.png`` (the v2 run's, made before
+the two changes, stay in ``...-molecules-v2*``).
 """
 
 from __future__ import annotations
@@ -219,6 +224,7 @@ def main() -> None:
         "held-out molecules (oxirane, ketene, glyoxal), PySCF PBE/def2-SVP as the reference, the",
         "same budget of reference calls for both strategies; test: 30 GFN2-xTB MD snapshots of",
         "the three at 300 and 600 K labelled at PBE/def2-SVP (independent of both runs).",
+        "On the fly with the pacing of the budget, both with the parent's loss weights.",
     ]
     title = "On-the-fly learning vs every N-th frame: molecules-pbe v2 → CH2OCH2, H2CCO, OCHCHO"
     (RESULTS / f"{stem}.md").write_text(markdown(title, intro, result))
