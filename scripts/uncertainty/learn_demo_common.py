@@ -33,6 +33,9 @@ from ase_equi.learning import learn_on_the_fly, parent_card, plot_learning, retr
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 STRATEGIES = ("on_the_fly", "every_nth")
+PARENT = "the parent's last training stage (learn_on_the_fly's default)"
+PLAIN = "TrainConfig's 1 : 100 : 1 (the ablation, --plain-weights)"
+PLAIN_HELP = "ablation: retrain with TrainConfig's loss weights 1 : 100 : 1, not the parent's"
 
 
 def run_strategy(
@@ -46,6 +49,7 @@ def run_strategy(
         if name == "on_the_fly"
         else {"every": settings["steps"] // settings["budget"]}
     )
+    card = None if settings.get("loss_weights") == PLAIN else parent_card(model)
     wall_file = folder / "wall.json"
     wall = json.loads(wall_file.read_text()) if wall_file.exists() else {"seconds": 0.0}
     state = folder / "state.json"
@@ -61,7 +65,7 @@ def run_strategy(
         max_calls=settings["budget"],
         replay="auto",
         replay_count=settings["replay_count"],
-        train_config=retraining_config(settings["epochs"], settings["lr"], parent_card(model)),
+        train_config=retraining_config(settings["epochs"], settings["lr"], card),
         **trigger,
     )
     if done < settings["steps"]:

@@ -73,6 +73,9 @@ from ase.optimize import BFGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learn_demo_common import (
+    PARENT,
+    PLAIN,
+    PLAIN_HELP,
     RESULTS,
     ROOT,
     STRATEGIES,
@@ -161,20 +164,25 @@ def main() -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the start momenta (a replicate if not 0)"
     )
+    parser.add_argument("--plain-weights", action="store_true", help=PLAIN_HELP)
     args = parser.parse_args()
     only = args.only
     torch.set_num_threads(1)
-    out = OUT if args.seed == 0 else OUT.with_name(f"{OUT.name}-seed{args.seed}")
-    stem = STEM if args.seed == 0 else f"{STEM}-seed{args.seed}"
+    suffix = ("-plainweights" if args.plain_weights else "") + (
+        f"-seed{args.seed}" if args.seed else ""
+    )
+    out, stem = OUT.with_name(OUT.name + suffix), STEM + suffix
     out.mkdir(parents=True, exist_ok=True)
     config = settings()
     config["start_momenta_seed"] = args.seed
+    config["loss_weights"] = PLAIN if args.plain_weights else PARENT
     crystal = ni3al()
     start = with_momenta(crystal, config["start_temperature_K"], seed=args.seed)
     test_start = with_momenta(crystal, 1600.0, seed=11)
     test = test_trajectory(test_start, out)
     command = "OMP_NUM_THREADS=1 python scripts/uncertainty/learn_demo_metals.py"
     command += f" --seed {args.seed}" if args.seed else ""
+    command += " --plain-weights" if args.plain_weights else ""
     result = {
         "command": command,
         "parent": MODEL,
