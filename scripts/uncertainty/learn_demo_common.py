@@ -15,6 +15,7 @@ invocations that ran steps (``wall.json`` in its folder).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import time
@@ -26,6 +27,7 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 from ase.md.verlet import VelocityVerlet
 
+import ase_equi.learning as learning
 from ase_equi import EquivariantCalculator
 from ase_equi.io.model_file import read_header
 from ase_equi.learning import learn_on_the_fly, parent_card, plot_learning, retraining_config
@@ -35,7 +37,44 @@ RESULTS = ROOT / "benchmarks" / "results"
 STRATEGIES = ("on_the_fly", "every_nth")
 PARENT = "the parent's last training stage (learn_on_the_fly's default)"
 PLAIN = "TrainConfig's 1 : 100 : 1 (the ablation, --plain-weights)"
-PLAIN_HELP = "ablation: retrain with TrainConfig's loss weights 1 : 100 : 1, not the parent's"
+UNPACED = "none: calls whenever a window is flagged (the ablation, --unpaced)"
+
+
+def add_ablations(parser: argparse.ArgumentParser) -> None:
+    """``--seed`` (start momenta), ``--plain-weights`` and ``--unpaced`` (the two ablations)."""
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the start momenta (a replicate if not 0)"
+    )
+    parser.add_argument(
+        "--plain-weights",
+        action="store_true",
+        help="ablation: retrain with TrainConfig's loss weights 1 : 100 : 1, not the parent's",
+    )
+    parser.add_argument(
+        "--unpaced",
+        action="store_true",
+        help="ablation: no pacing of the budget (a call at every flagged window's end)",
+    )
+
+
+def apply_ablations(
+    args: argparse.Namespace, config: dict[str, Any], out: Path, stem: str
+) -> tuple[Path, str, str]:
+    """Record the seed and ablations in ``config``; switch the pacing off for ``--unpaced``
+    (``budget_so_far`` of the loop then releases the whole budget at once); the run's folder,
+    results stem and the command-line flags to print."""
+    config["start_momenta_seed"] = args.seed
+    config["loss_weights"] = PLAIN if args.plain_weights else PARENT
+    if args.unpaced:
+        config["pace"] = UNPACED
+        learning.budget_so_far = lambda max_calls, step, steps: max_calls
+    flags = [("--plain-weights", args.plain_weights), ("--unpaced", args.unpaced)]
+    suffix = "".join(f"-{flag[2:].replace('-', '')}" for flag, on in flags if on)
+    suffix += f"-seed{args.seed}" if args.seed else ""
+    command = (f" --seed {args.seed}" if args.seed else "") + "".join(
+        f" {flag}" for flag, on in flags if on
+    )
+    return out.with_name(out.name + suffix), stem + suffix, command
 
 
 def run_strategy(

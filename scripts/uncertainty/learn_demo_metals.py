@@ -73,12 +73,11 @@ from ase.optimize import BFGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learn_demo_common import (
-    PARENT,
-    PLAIN,
-    PLAIN_HELP,
     RESULTS,
     ROOT,
     STRATEGIES,
+    add_ablations,
+    apply_ablations,
     compared_models,
     errors_on,
     markdown,
@@ -161,28 +160,19 @@ def main() -> None:
         "--so-far", action="store_true", help="measure the unfinished runs at an equal budget"
     )
     parser.add_argument("--stability-steps", type=int, default=400, help="NVE steps of the check")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the start momenta (a replicate if not 0)"
-    )
-    parser.add_argument("--plain-weights", action="store_true", help=PLAIN_HELP)
+    add_ablations(parser)
     args = parser.parse_args()
     only = args.only
     torch.set_num_threads(1)
-    suffix = ("-plainweights" if args.plain_weights else "") + (
-        f"-seed{args.seed}" if args.seed else ""
-    )
-    out, stem = OUT.with_name(OUT.name + suffix), STEM + suffix
-    out.mkdir(parents=True, exist_ok=True)
     config = settings()
-    config["start_momenta_seed"] = args.seed
-    config["loss_weights"] = PLAIN if args.plain_weights else PARENT
+    out, stem, flags = apply_ablations(args, config, OUT, STEM)
+    out.mkdir(parents=True, exist_ok=True)
     crystal = ni3al()
     start = with_momenta(crystal, config["start_temperature_K"], seed=args.seed)
     test_start = with_momenta(crystal, 1600.0, seed=11)
     test = test_trajectory(test_start, out)
     command = "OMP_NUM_THREADS=1 python scripts/uncertainty/learn_demo_metals.py"
-    command += f" --seed {args.seed}" if args.seed else ""
-    command += " --plain-weights" if args.plain_weights else ""
+    command += flags
     result = {
         "command": command,
         "parent": MODEL,

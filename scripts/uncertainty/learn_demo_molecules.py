@@ -65,13 +65,12 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learn_demo_common import (
-    PARENT,
-    PLAIN,
-    PLAIN_HELP,
     RESULTS,
     ROOT,
     STRATEGIES,
     CachedReference,
+    add_ablations,
+    apply_ablations,
     compared_models,
     errors_on,
     markdown,
@@ -170,29 +169,19 @@ def main() -> None:
         "--so-far", action="store_true", help="measure the unfinished runs at an equal budget"
     )
     parser.add_argument("--stability-steps", type=int, default=400, help="NVE steps of the check")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the start momenta (a replicate if not 0)"
-    )
-    parser.add_argument("--plain-weights", action="store_true", help=PLAIN_HELP)
+    add_ablations(parser)
     args = parser.parse_args()
-    suffix = ("-plainweights" if args.plain_weights else "") + (
-        f"-seed{args.seed}" if args.seed else ""
-    )
-    out, stem = OUT.with_name(OUT.name + suffix), STEM + suffix
     only = args.only
     torch.set_num_threads(1)
-    out.mkdir(parents=True, exist_ok=True)
     config = settings()
     atoms, parts = three_molecules()
-    config["start_momenta_seed"] = args.seed
-    config["loss_weights"] = PLAIN if args.plain_weights else PARENT
+    out, stem, flags = apply_ablations(args, config, OUT, STEM)
+    out.mkdir(parents=True, exist_ok=True)
     start = with_momenta(atoms, parts, config["start_temperature_K"], seed=args.seed)
     reference = CachedReference(pbe, CACHE)
     test = test_frames(reference)
     result = {
-        "command": "OMP_NUM_THREADS=1 python scripts/uncertainty/learn_demo_molecules.py"
-        + (f" --seed {args.seed}" if args.seed else "")
-        + (" --plain-weights" if args.plain_weights else ""),
+        "command": "OMP_NUM_THREADS=1 python scripts/uncertainty/learn_demo_molecules.py" + flags,
         "parent": MODEL,
         "parent_weights_sha256": weights_sha(MODEL),
         "settings": config,
