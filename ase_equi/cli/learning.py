@@ -60,8 +60,7 @@ def _cmd_learn(args: argparse.Namespace) -> int:
             atoms, temperature_K=args.temperature, rng=np.random.default_rng(0)
         )
     replay = None if args.replay == "none" else args.replay
-    given = {"epochs": args.epochs, "lr": args.lr}
-    given = {k: v for k, v in given.items() if v is not None}
+    given = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
     config = retraining_config(**given, parent_card=parent_card(args.model))
     result = learn_on_the_fly(
         atoms,

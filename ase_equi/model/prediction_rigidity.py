@@ -86,6 +86,7 @@ __all__ = [
     "RigidityStatistics",
     "capture_features",
     "feature_dim",
+    "feature_jacobian",
     "jacobian_forces_uncertainty",
     "neighbour_pairs",
     "pair_weights",
@@ -339,17 +340,11 @@ def rigidity_pass(
     return out, extra
 
 
-def jacobian_forces_uncertainty(
-    model: MaceModel, graph: Graph, inverse_covariance: torch.Tensor, factor: float = 1.0
-) -> torch.Tensor:
-    """``[n]`` (eV/Å): :math:`\\alpha\\sqrt{\\sum_\\beta (J^\\top C^{-1} J)_{i\\beta,i\\beta}}`,
-    the exact LLPR uncertainty of atom i's force (root of its variance), with
-    :math:`J = \\partial f_s/\\partial r` (one graph).
-    With :math:`C^{-1} = \\sum_k \\lambda_k v_k v_k^\\top` it is
-    :math:`\\sum_k \\lambda_k |\\partial (v_k \\cdot f_s)/\\partial r_i|^2`: d backward
-    passes (a benchmark of the local form, not for MD). ``ValueError`` for several graphs."""
+def feature_jacobian(model: MaceModel, graph: Graph) -> torch.Tensor:
+    """``[d, n, 3]`` float64: :math:`J = \\partial f_s / \\partial r` of one structure (d backward
+    passes; ``ValueError`` for several graphs)."""
     if graph.num_graphs != 1:
-        raise ValueError(f"jacobian_forces_uncertainty takes one structure, not {graph.num_graphs}")
+        raise ValueError(f"the feature Jacobian takes one structure, not {graph.num_graphs}")
     positions = graph.positions.detach().requires_grad_(True)
     with torch.enable_grad(), capture_features(model) as capture:
         vectors = edge_vectors(
@@ -357,10 +352,25 @@ def jacobian_forces_uncertainty(
         )
         model(graph.element_index, vectors, graph.senders, graph.receivers, graph.batch, 1)
         f_s = capture.node_features().sum(0)  # [d]
-        values, vectors_k = torch.linalg.eigh(inverse_covariance)
-        total = torch.zeros(positions.shape[0], dtype=torch.float64, device=positions.device)
-        for k in range(f_s.shape[0]):
-            direction = vectors_k[:, k].to(f_s.dtype).to(f_s.device)
-            (grad,) = torch.autograd.grad(f_s @ direction, positions, retain_graph=True)
-            total += values[k].clamp(min=0).item() * (grad.double() ** 2).sum(1)
+        rows = [
+            torch.autograd.grad(f_s[k], positions, retain_graph=True)[0].double()
+            for k in range(f_s.shape[0])
+        ]
+    return torch.stack(rows)
+
+
+def jacobian_forces_uncertainty(
+    model: MaceModel, graph: Graph, inverse_covariance: torch.Tensor, factor: float = 1.0
+) -> torch.Tensor:
+    """``[n]`` (eV/Å): :math:`\\alpha\\sqrt{\\sum_\\beta (J^\\top C^{-1} J)_{i\\beta,i\\beta}}`,
+    the exact LLPR uncertainty of atom i's force (root of its variance), with
+    :math:`J = \\partial f_s/\\partial r` (one graph, :func:`feature_jacobian`).
+    With :math:`C^{-1} = \\sum_k \\lambda_k v_k v_k^\\top` it is
+    :math:`\\sum_k \\lambda_k |v_k \\cdot \\partial f_s/\\partial r_i|^2` (negative rounding
+    in the λ_k clipped): d backward passes (a benchmark of the local form, not for MD).
+    ``ValueError`` for several graphs."""
+    jac = feature_jacobian(model, graph)
+    values, vectors_k = torch.linalg.eigh(inverse_covariance.to(jac.device))
+    projected = torch.einsum("dk,dnb->knb", vectors_k.double(), jac)
+    total = torch.einsum("k,knb->n", values.double().clamp(min=0), projected**2)
     return factor * total.sqrt()

@@ -50,9 +50,8 @@ from zoo_rigidity import (
     splits,
 )
 
-from ase_equi.graph.tensors import edge_vectors
 from ase_equi.io.model_file import read_model_file
-from ase_equi.model.prediction_rigidity import capture_features, regularised_inverse
+from ase_equi.model.prediction_rigidity import feature_jacobian, regularised_inverse
 from ase_equi.uncertainty_calibration import miscalibration_area
 
 RELATIVE = 1e-2  # regulariser of C for the starting Σ (relative to tr C / d)
@@ -61,19 +60,8 @@ FITS = ((4, 0.0), (8, 0.0), (None, 0.0), (None, 1e-2))  # (rank; None: d, penalt
 
 def jacobian(loaded, atoms) -> np.ndarray:
     """``[d, 3n]``: ∂f_s/∂r of one structure (d backward passes)."""
-    graph = graph_of(loaded, atoms)
-    positions = graph.positions.detach().requires_grad_(True)
-    with torch.enable_grad(), capture_features(loaded.model) as capture:
-        vectors = edge_vectors(
-            positions, graph.cell, graph.shifts, graph.senders, graph.receivers, graph.batch
-        )
-        loaded.model(graph.element_index, vectors, graph.senders, graph.receivers, graph.batch, 1)
-        f_s = capture.node_features().sum(0)
-        rows = [
-            torch.autograd.grad(f_s[k], positions, retain_graph=True)[0].double().reshape(-1)
-            for k in range(f_s.shape[0])
-        ]
-    return torch.stack(rows).numpy()
+    jac = feature_jacobian(loaded.model, graph_of(loaded, atoms))
+    return jac.reshape(jac.shape[0], -1).numpy()
 
 
 def fit_covariance(
