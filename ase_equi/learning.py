@@ -18,7 +18,11 @@ its uncertainty passed ``threshold``:
    model by default its shipped replay set, a sample of its training split): every member of a
    committee, joined into ``OUT/committee-{k}.json``; a single model is saved as
    ``OUT/model-{k}.json`` with its LLPR section refitted on the replay and learned frames
-   (calibration factors kept, :func:`~ase_equi.learning_rigidity.refit_rigidity`);
+   (calibration factors kept, :func:`~ase_equi.learning_rigidity.refit_rigidity`); for a model
+   whose card records its training stages (the zoo's) the learning rate follows the model's
+   force error on the labelled structure, from the rate the parent ended its training with
+   when it is as right there as on its test set up to the rate it started from
+   (:class:`~ase_equi.learning_retraining.RefitRate`);
 4. the MD continues from the same positions and momenta with the new model.
 
 The budget is paced over the run: by step s of ``steps`` at most ⌈max_calls · s / steps⌉
@@ -65,6 +69,7 @@ from ase.md.verlet import VelocityVerlet
 from .calculator import EquivariantCalculator
 from .io.model_committee import save_committee
 from .io.model_file import write_atomic
+from .learning_retraining import RefitRate, parent_card, retraining_config
 from .learning_rigidity import (
     check_learnable,
     learn_single,
@@ -75,7 +80,6 @@ from .learning_rigidity import (
 from .learning_schedule import budget_so_far, check_trigger, window_length
 from .model.committee import Committee
 from .training.config import TrainConfig
-from .training.finetune_defaults import parent_loss_weights
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +113,7 @@ def learn_on_the_fly(
     replay: Sequence[Atoms] | str | os.PathLike | None = "auto",
     replay_count: int | None = None,
     train_config: TrainConfig | None = None,
+    refit_lr: float | RefitRate | None = None,
 ) -> LearnResult:
     """Run ``steps`` steps of velocity-Verlet MD of ``atoms`` (their momenta as given) with
     ``model``, learning on the fly (see the module docstring).
@@ -145,6 +150,14 @@ def learn_on_the_fly(
         Settings of each warm-start training (default: :func:`retraining_config` with the
         loss weights on ``model``'s card); the seed is
         the member's index and ``output_dir`` is set per member and round.
+    refit_lr:
+        The learning rate of each retraining: a number (every call), or a
+        :class:`~ase_equi.learning_retraining.RefitRate` (per call, from the model's force
+        error on the labelled structure; replaces ``train_config.lr``). Default:
+        ``train_config.lr`` when ``train_config`` is given; else the rate from ``model``'s card
+        (:meth:`RefitRate.from_card <ase_equi.learning_retraining.RefitRate.from_card>`; every
+        zoo model has one), else :data:`~ase_equi.learning_retraining.RETRAIN_LR`. Each
+        call's rate is in ``OUT/calls.json`` (``lr``), the rule in ``OUT/setup.json``.
     """
     check_trigger(threshold, every, min_interval, max_calls)
     folder = Path(out)
@@ -158,8 +171,11 @@ def learn_on_the_fly(
     frames, replay_from = resolve_replay(model, replay)
     setup = {"model": os.fspath(model), "uncertainty": kind, "replay": replay_from}
     setup.update(replay_trained=len(sample(frames, replay_count)), window_steps=window)
-    config = train_config or retraining_config(parent_card=parent_card(model))
+    card = parent_card(model)
+    config = train_config or retraining_config(parent_card=card)
     setup["loss_weights"] = [config.energy_weight, config.forces_weight, config.stress_weight]
+    rate = refit_rate(refit_lr, config, None if train_config else RefitRate.from_card(card))
+    setup["lr"] = rate.describe() if isinstance(rate, RefitRate) else rate
     weight = 1.0
     if kind == "rigidity":  # the parent's section decides the weight, also after a resume
         first = json.loads((folder / "setup.json").read_text()) if state["step"] else {}
@@ -172,7 +188,7 @@ def learn_on_the_fly(
     log.info("learn_on_the_fly: %s uncertainty; replay: %s", kind, replay_from)
     dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
     best: dict[str, Any] | None = state.get("window_best")  # most uncertain frame of the window
-    trainer = _Trainer(reference, folder, frames, replay_count, config, kind, weight)
+    trainer = _Trainer(reference, folder, frames, replay_count, config, kind, weight, rate)
     logged = False  # calls.json: written after the first step, then only when a call is added
     for step in range(state["step"], steps):
         dyn.run(1)
@@ -219,6 +235,7 @@ class _Trainer:
     config: TrainConfig
     kind: str
     weight: float
+    rate: float | RefitRate
 
     def learn(
         self, frame: Atoms, calc: EquivariantCalculator, k: int
@@ -228,7 +245,8 @@ class _Trainer:
         with) and the errors before and after on ``frame``."""
         learned, before = _label(frame, calc, self.reference, self.folder, k)
         train_frames = [*learned, *sample(self.replay, self.replay_count)]
-        config = self.config
+        lr = self.rate(before["force_rmse_before"]) if callable(self.rate) else self.rate
+        config = dataclasses.replace(self.config, lr=lr)
         if self.kind == "committee":
             current = _learn_committee(calc.loaded, train_frames, config, self.folder, k)
         else:
@@ -237,7 +255,22 @@ class _Trainer:
             )
         new = EquivariantCalculator(current)
         after = _errors(new, learned[-1], "after")
-        return current, new, {**before, **after, "model": str(current)}
+        return current, new, {**before, **after, "lr": lr, "model": str(current)}
+
+
+def refit_rate(
+    given: float | RefitRate | None, config: TrainConfig, from_card: RefitRate | None
+) -> float | RefitRate:
+    """The learning rate of the retrainings (``refit_lr`` of :func:`learn_on_the_fly`):
+    ``given``, else ``from_card``, else ``config.lr``; ``ValueError`` for a number that is not
+    > 0."""
+    if given is None:
+        return from_card or config.lr
+    if isinstance(given, RefitRate):
+        return given
+    if isinstance(given, bool) or not isinstance(given, (int, float)) or not 0 < given < np.inf:
+        raise ValueError(f"refit_lr must be a number > 0 or a RefitRate, got {given!r}")
+    return float(given)
 
 
 def _errors(calc: EquivariantCalculator, labelled: Atoms, when: str) -> dict[str, float]:
@@ -285,46 +318,6 @@ def _learn_committee(
         run = dataclasses.replace(config, seed=m, output_dir=str(folder / f"round{k}" / f"m{m}"))
         members.append(train(member, list(frames), run, name=f"member{m}", verbose=False).model)
     return save_committee(Committee(members), folder / f"committee-{k + 1}")
-
-
-RETRAIN_EPOCHS = 30
-RETRAIN_LR = 0.005
-
-
-def retraining_config(
-    epochs: int = RETRAIN_EPOCHS, lr: float = RETRAIN_LR, parent_card: dict[str, Any] | None = None
-) -> TrainConfig:
-    """The training of the model (every committee member) after a reference call (the default of
-    :func:`learn_on_the_fly` and ``ase-equi learn``): warm start from the member's weights,
-    ``epochs`` over the learned frames plus the replay, learning rate ``lr``, all frames
-    trained on (no validation or test split: the next reference call is the test), no plots.
-
-    Loss weights: those the parent ended its training with (``parent_card``, its model card:
-    the last training stage, as fine-tuning takes them,
-    :func:`~ase_equi.training.finetune_defaults.parent_loss_weights`; 1000 : 100 : 10000 for
-    every zoo model), else :class:`~ase_equi.training.config.TrainConfig`'s. Trained with
-    weights the parent did not end with, the model leaves its energy minimum for another
-    balance of energy and forces at every call."""
-    config = TrainConfig(epochs=epochs, lr=lr, valid_fraction=0.0, test_fraction=0.0, plots=False)
-    weights = parent_loss_weights(parent_card or {})
-    if weights is None:
-        return config
-    return dataclasses.replace(
-        config,
-        energy_weight=weights["energy_weight"],
-        forces_weight=weights["forces_weight"],
-        stress_weight=weights["stress_weight"],
-    )
-
-
-def parent_card(model: str | os.PathLike) -> dict[str, Any]:
-    """The model card in the header of ``model`` (a zoo name or a model file; {} if none)."""
-    from .io.model_file import read_header
-    from .zoo import ZOO_PINS, zoo_path
-
-    path = zoo_path(model) if isinstance(model, str) and model in ZOO_PINS else model
-    card = read_header(path).get("card")
-    return card if isinstance(card, dict) else {}
 
 
 def _save_state(

@@ -51,7 +51,8 @@ def _cmd_learn(args: argparse.Namespace) -> int:
     from ase.io import read
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-    from ..learning import learn_on_the_fly, parent_card, retraining_config
+    from ..learning import learn_on_the_fly
+    from ..learning_retraining import RefitRate, parent_card, retraining_config
 
     atoms = read(args.structure, index=0)
     assert isinstance(atoms, Atoms)  # one frame (index=0)
@@ -60,8 +61,12 @@ def _cmd_learn(args: argparse.Namespace) -> int:
             atoms, temperature_K=args.temperature, rng=np.random.default_rng(0)
         )
     replay = None if args.replay == "none" else args.replay
-    given = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
-    config = retraining_config(**given, parent_card=parent_card(args.model))
+    card = parent_card(args.model)
+    config = retraining_config(
+        **({"epochs": args.epochs} if args.epochs is not None else {}),
+        parent_card=card,
+    )
+    refit_lr = args.lr if args.lr is not None else RefitRate.from_card(card)
     result = learn_on_the_fly(
         atoms,
         args.model,
@@ -76,6 +81,7 @@ def _cmd_learn(args: argparse.Namespace) -> int:
         replay=replay,
         replay_count=args.replay_count,
         train_config=config,
+        refit_lr=refit_lr,
     )
     print(
         f"ase-equi learn: {result.steps} steps of {args.timestep_fs} fs, "
@@ -130,6 +136,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--lr",
         type=float,
-        help="learning rate of the retraining (default: ditto; loss weights: the model card's)",
+        help="learning rate of every retraining (default: per call from the model's error on "
+        "the labelled structure and its card, else the library's; loss weights: the card's)",
     )
     p.set_defaults(func=_cmd_learn)

@@ -30,7 +30,8 @@ from ase.md.verlet import VelocityVerlet
 import ase_equi.learning as learning
 from ase_equi import EquivariantCalculator
 from ase_equi.io.model_file import read_header
-from ase_equi.learning import learn_on_the_fly, parent_card, plot_learning, retraining_config
+from ase_equi.learning import learn_on_the_fly, plot_learning
+from ase_equi.learning_retraining import RefitRate, parent_card, retraining_config
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -38,6 +39,8 @@ STRATEGIES = ("on_the_fly", "every_nth")
 PARENT = "the parent's last training stage (learn_on_the_fly's default)"
 PLAIN = "TrainConfig's 1 : 100 : 1 (the ablation, --plain-weights)"
 UNPACED = "none: calls whenever a window is flagged (the ablation, --unpaced)"
+RATE = "per call from the force error on the labelled structure (learn_on_the_fly's default)"
+FIXED_LR = 0.005  # the earlier default, at every call (the ablation, --fixed-lr)
 
 
 def add_ablations(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +52,12 @@ def add_ablations(parser: argparse.ArgumentParser) -> None:
         "--plain-weights",
         action="store_true",
         help="ablation: retrain with TrainConfig's loss weights 1 : 100 : 1, not the parent's",
+    )
+    parser.add_argument(
+        "--fixed-lr",
+        action="store_true",
+        help=f"ablation: retrain at lr {FIXED_LR} at every call (the earlier default; its runs "
+        "keep their earlier names, without '-rate')",
     )
     parser.add_argument(
         "--unpaced",
@@ -65,12 +74,15 @@ def apply_ablations(
     results stem and the command-line flags to print."""
     config["start_momenta_seed"] = args.seed
     config["loss_weights"] = PLAIN if args.plain_weights else PARENT
+    config["lr"] = FIXED_LR if args.fixed_lr else RATE
     if args.unpaced:
         config["pace"] = UNPACED
         learning.budget_so_far = lambda max_calls, step, steps: max_calls
     flags = [("--plain-weights", args.plain_weights), ("--unpaced", args.unpaced)]
     suffix = "".join(f"-{flag[2:].replace('-', '')}" for flag, on in flags if on)
+    suffix += "" if args.fixed_lr else "-rate"
     suffix += f"-seed{args.seed}" if args.seed else ""
+    flags.append(("--fixed-lr", args.fixed_lr))
     command = (f" --seed {args.seed}" if args.seed else "") + "".join(
         f" {flag}" for flag, on in flags if on
     )
@@ -89,6 +101,8 @@ def run_strategy(
         else {"every": settings["steps"] // settings["budget"]}
     )
     card = None if settings.get("loss_weights") == PLAIN else parent_card(model)
+    lr = settings["lr"]
+    refit_lr = lr if isinstance(lr, float) else RefitRate.from_card(parent_card(model))
     wall_file = folder / "wall.json"
     wall = json.loads(wall_file.read_text()) if wall_file.exists() else {"seconds": 0.0}
     state = folder / "state.json"
@@ -104,7 +118,8 @@ def run_strategy(
         max_calls=settings["budget"],
         replay="auto",
         replay_count=settings["replay_count"],
-        train_config=retraining_config(settings["epochs"], settings["lr"], card),
+        train_config=retraining_config(settings["epochs"], parent_card=card),
+        refit_lr=refit_lr,
         **trigger,
     )
     if done < settings["steps"]:

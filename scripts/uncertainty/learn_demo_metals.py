@@ -24,10 +24,13 @@ seen and sized for a machine shared with other jobs, except the two changes of
   lies at least 25 steps after the last labelled one is labelled if above the threshold, at
   most ⌈6 s / 600⌉ calls by step s (the pacing, new since the v2 run);
   ``every_nth``: a call every 600 // 6 = 100 steps;
-- after each call: warm-start fine-tuning, 8 epochs, lr 0.005, with the loss weights the parent
-  ended its training with (new since the v2 run: 1000 : 100 : 10000, not 1 : 100 : 1; with
-  those the energy error on the test trajectory grew after the calls, 4.6 → 10.7–39 meV/atom
-  in the v2 runs), on the learned frames plus a
+- after each call: warm-start fine-tuning, 8 epochs, at the learning rate of
+  ``learn_on_the_fly``'s default (new since the paced runs: per call from the model's force
+  error on the labelled structure, ``RefitRate``, 2e-4 when it errs there no more than on its
+  test set; ``--fixed-lr``: 0.005 at every call, as in the paced runs), with the loss weights
+  the parent ended its training with (new since the v2 run: 1000 : 100 : 10000, not
+  1 : 100 : 1; with those the energy error on the test trajectory grew after the calls,
+  4.6 → 10.7–39 meV/atom in the v2 runs), on the learned frames plus a
   seeded sample of 16 frames of the shipped replay set ``models/metals-replay.xyz.xz``; the LLPR
   section refitted on all 300 replay frames (weighted to stand for the training split) plus
   the learned frames, the card's calibration factors kept;
@@ -39,16 +42,18 @@ seen and sized for a machine shared with other jobs, except the two changes of
 The parent is the zoo's current ``metals`` (stage 5; the v2 runs had stage 3, whose
 uncertainty on this Ni₃Al run sat at the card's threshold, 0.082–0.086 eV/Å). The first
 session's run (first ``metals`` model, a call at the first frame over the threshold) is
-``...-metals.md``, the v2 runs ``...-metals-v2*``; this run writes ``...-metals-paced*``. Two
+``...-metals.md``, the v2 runs ``...-metals-v2*``, the paced runs (``--fixed-lr``)
+``...-metals-paced*``; this run writes ``...-metals-paced-rate*``. Two
 earlier runs of
 the window rule are measured too when their folders are there (moved by hand):
 ``window_only`` (labelled frames not kept apart) and ``spaced_full`` (kept ``min_interval``
 apart: a frame labelled at a window's end then left only the next window's last frame to
 choose, so the rule became "every 50 steps").
 
-State and models go to ``runs/learn_demo/metals-paced/`` (``--seed S``: ``...-seedS``); the
-results to ``benchmarks/results/2026-12-01-learn-on-the-fly-metals-paced.{json,md}`` and the
-two learning plots ``...-metals-paced-{on_the_fly,every_nth}.png``.
+State and models go to ``runs/learn_demo/metals-paced-rate/`` (``--seed S``: ``...-seedS``;
+``--fixed-lr`` drops ``-rate``); the results to
+``benchmarks/results/2026-12-01-learn-on-the-fly-metals-paced-rate.{json,md}`` and the two
+learning plots ``...-metals-paced-rate-{on_the_fly,every_nth}.png``.
 """
 
 from __future__ import annotations
@@ -109,7 +114,6 @@ def settings() -> dict:
         "min_interval_from": "learn_on_the_fly's default, steps // (2 x budget)",
         "pace": "at most ceil(budget x step / steps) calls by each step (learn_on_the_fly)",
         "epochs": 8,
-        "lr": 0.005,
         "replay_count": 16,
         "test": "EMT NVE trajectory, 1600 K start (seed 11), 20 frames every 100 steps of 2 fs",
         "stability": "400 NVE steps of 2 fs from the test start",
@@ -221,7 +225,8 @@ def main() -> None:
         "Parent: the zoo's current `metals` (stage 5). On the fly: windows of 50 steps, the",
         "most uncertain frame of each (at least 25 steps after the last labelled one) labelled",
         "at the window's end if above the card's threshold, at most ceil(6 s / 600) calls by",
-        "step s; retraining with the parent's last-stage loss weights.",
+        "step s; retraining with the parent's last-stage loss weights, at the learning rate",
+        "of the script's settings (`lr`).",
         "",
         "Written by `OMP_NUM_THREADS=1 python scripts/uncertainty/learn_demo_metals.py` (all",
         "numbers: the JSON beside this file; settings and their reasons: the script's",

@@ -23,7 +23,8 @@ Settings (the same for both strategies; those of the v2 run, chosen before any t
 was seen, except the two changes of ``learn_on_the_fly`` named below):
 
 - MD: velocity Verlet, 0.5 fs, 600 steps (300 fs), momenta Maxwell–Boltzmann at 900 K (seed 0;
-  ``--seed S``: a replicate from other momenta, in ``...-paced-seedS``, same test set and cache),
+  ``--seed S``: a replicate from other momenta, in ``...-paced-rate-seedS``, same test set and
+  cache),
   each molecule's own net momentum removed: about 450 K once kinetic and potential energy
   share it;
 - budget K = 6 reference calls; ``on_the_fly``: threshold = the card's
@@ -32,7 +33,10 @@ was seen, except the two changes of ``learn_on_the_fly`` named below):
   threshold) with its pacing (new since the v2 run: at most ⌈6 s / 600⌉ calls by step s; in
   the v2 run the model, uncertain at every step, spent all six calls by step 276);
   ``every_nth``: a call every 600 // 6 = 100 steps;
-- after each call: warm-start fine-tuning, 10 epochs, lr 0.005, with the loss weights the
+- after each call: warm-start fine-tuning, 10 epochs, at the learning rate of
+  ``learn_on_the_fly``'s default (new since the paced runs: per call from the model's force
+  error on the labelled structure, ``RefitRate``; ``--fixed-lr``: 0.005 at every call, as in
+  the paced runs), with the loss weights the
   parent ended its training with (new since the v2 run: 1000 : 100 : 10000, not 1 : 100 : 1),
   on the learned frames plus a seeded sample of 24 frames of
   ``models/molecules-pbe-replay.xyz.xz``; the LLPR section refitted, the card's calibration
@@ -42,9 +46,10 @@ was seen, except the two changes of ``learn_on_the_fly`` named below):
   reference: 30 frames independent of both runs; MD stability: 400 NVE steps of 0.5 fs of each
   model from the start structure with momenta at 1200 K (seed 11).
 
-State and models go to ``runs/learn_demo/molecules-pbe-paced/``; the results to
-``benchmarks/results/2026-12-01-learn-on-the-fly-molecules-paced.{json,md}`` and the two
-learning plots ``...-molecules-paced-{on_the_fly,every_nth}.png`` (the v2 run's, made before
+State and models go to ``runs/learn_demo/molecules-pbe-paced-rate/`` (``--fixed-lr``: without
+``-rate``; the test set and the reference cache stay in ``molecules-pbe-paced/``); the results to
+``benchmarks/results/2026-12-01-learn-on-the-fly-molecules-paced-rate.{json,md}`` and the two
+learning plots ``...-molecules-paced-rate-{on_the_fly,every_nth}.png`` (the v2 run's, made before
 the two changes, stay in ``...-molecules-v2*``).
 """
 
@@ -106,7 +111,6 @@ def settings() -> dict:
         "min_interval_from": "learn_on_the_fly's default, steps // (2 x budget)",
         "pace": "at most ceil(budget x step / steps) calls by each step (learn_on_the_fly)",
         "epochs": 10,
-        "lr": 0.005,
         "replay_count": 24,
         "reference": "PySCF PBE/def2-SVP (generate_molecules_pyscf.dft)",
         "test": "GFN2-xTB MD snapshots (5 per molecule at 300 and 600 K), PBE/def2-SVP labels",
