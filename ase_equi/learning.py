@@ -69,7 +69,7 @@ from ase.md.verlet import VelocityVerlet
 from .calculator import EquivariantCalculator
 from .io.model_committee import save_committee
 from .io.model_file import write_atomic
-from .learning_retraining import RefitRate, parent_card, retraining_config
+from .learning_retraining import RefitRate, parent_card, refit_rate, retraining_config
 from .learning_rigidity import (
     check_learnable,
     learn_single,
@@ -171,11 +171,7 @@ def learn_on_the_fly(
     frames, replay_from = resolve_replay(model, replay)
     setup = {"model": os.fspath(model), "uncertainty": kind, "replay": replay_from}
     setup.update(replay_trained=len(sample(frames, replay_count)), window_steps=window)
-    card = parent_card(model)
-    config = train_config or retraining_config(parent_card=card)
-    setup["loss_weights"] = [config.energy_weight, config.forces_weight, config.stress_weight]
-    rate = refit_rate(refit_lr, config, None if train_config else RefitRate.from_card(card))
-    setup["lr"] = rate.describe() if isinstance(rate, RefitRate) else rate
+    config, rate = _retraining(model, train_config, refit_lr, setup)
     weight = 1.0
     if kind == "rigidity":  # the parent's section decides the weight, also after a resume
         first = json.loads((folder / "setup.json").read_text()) if state["step"] else {}
@@ -258,19 +254,19 @@ class _Trainer:
         return current, new, {**before, **after, "lr": lr, "model": str(current)}
 
 
-def refit_rate(
-    given: float | RefitRate | None, config: TrainConfig, from_card: RefitRate | None
-) -> float | RefitRate:
-    """The learning rate of the retrainings (``refit_lr`` of :func:`learn_on_the_fly`):
-    ``given``, else ``from_card``, else ``config.lr``; ``ValueError`` for a number that is not
-    > 0."""
-    if given is None:
-        return from_card or config.lr
-    if isinstance(given, RefitRate):
-        return given
-    if isinstance(given, bool) or not isinstance(given, (int, float)) or not 0 < given < np.inf:
-        raise ValueError(f"refit_lr must be a number > 0 or a RefitRate, got {given!r}")
-    return float(given)
+def _retraining(
+    model: str | os.PathLike,
+    train_config: TrainConfig | None,
+    refit_lr: float | RefitRate | None,
+    setup: dict[str, Any],
+) -> tuple[TrainConfig, float | RefitRate]:
+    """The retraining settings and learning rate of a run (recorded in ``setup``)."""
+    card = parent_card(model)
+    config = train_config or retraining_config(parent_card=card)
+    setup["loss_weights"] = [config.energy_weight, config.forces_weight, config.stress_weight]
+    rate = refit_rate(refit_lr, config, None if train_config else RefitRate.from_card(card))
+    setup["lr"] = rate.describe() if isinstance(rate, RefitRate) else rate
+    return config, rate
 
 
 def _errors(calc: EquivariantCalculator, labelled: Atoms, when: str) -> dict[str, float]:

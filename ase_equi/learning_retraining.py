@@ -37,7 +37,14 @@ from typing import Any
 from .training.config import TrainConfig
 from .training.finetune_defaults import parent_loss_weights
 
-__all__ = ["RETRAIN_EPOCHS", "RETRAIN_LR", "RefitRate", "parent_card", "retraining_config"]
+__all__ = [
+    "RETRAIN_EPOCHS",
+    "RETRAIN_LR",
+    "RefitRate",
+    "parent_card",
+    "refit_rate",
+    "retraining_config",
+]
 
 #: epochs of each retraining (every committee member)
 RETRAIN_EPOCHS = 30
@@ -139,3 +146,18 @@ def parent_card(model: str | os.PathLike) -> dict[str, Any]:
     path = zoo_path(model) if isinstance(model, str) and model in ZOO_PINS else model
     card = read_header(path).get("card")
     return card if isinstance(card, dict) else {}
+
+
+def refit_rate(
+    given: float | RefitRate | None, config: TrainConfig, from_card: RefitRate | None
+) -> float | RefitRate:
+    """The learning rate of the retrainings (``refit_lr`` of :func:`learn_on_the_fly`):
+    ``given``, else ``from_card``, else ``config.lr``; ``ValueError`` for a number that is not
+    > 0."""
+    if given is None:
+        return from_card or config.lr
+    if isinstance(given, RefitRate):
+        return given
+    if isinstance(given, bool) or not isinstance(given, (int, float)) or not 0 < given < math.inf:
+        raise ValueError(f"refit_lr must be a number > 0 or a RefitRate, got {given!r}")
+    return float(given)
