@@ -72,9 +72,8 @@ class RefitRate:
     def __post_init__(self) -> None:
         for name in ("first", "last", "test_force_rmse"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"RefitRate.{name} must be a number > 0, got {value!r}")
-            if not 0 < value < math.inf:
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not 0 < value < math.inf:
                 raise ValueError(f"RefitRate.{name} must be a number > 0, got {value!r}")
         if self.last > self.first:
             raise ValueError(f"RefitRate: last ({self.last}) above first ({self.first})")

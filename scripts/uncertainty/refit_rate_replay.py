@@ -46,7 +46,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from ase.io import read
 
@@ -55,6 +54,9 @@ from ase_equi.learning_retraining import RefitRate, parent_card, retraining_conf
 from ase_equi.learning_rigidity import resolve_replay, sample
 from ase_equi.training.parent_pull import parent_pull, shared_parameters
 from ase_equi.training.trainer import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from learn_demo_common import errors_on
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "learn_demo"
@@ -86,17 +88,12 @@ GRID = {
 }
 
 
-def test_errors(model, frames) -> tuple[float, float]:
-    """Force RMSE (eV/Å) and energy MAE (meV/atom) of ``model`` on ``frames``."""
-    path = save_model(model, Path(tempfile.mkdtemp()) / "model")
-    calc = EquivariantCalculator(str(path))
-    diffs, energies = [], []
-    for frame in frames:
-        work = frame.copy()
-        work.calc = calc
-        diffs.append((work.get_forces() - frame.get_forces()).ravel())
-        energies.append(abs(work.get_potential_energy() - frame.get_potential_energy()) / len(work))
-    return float(np.sqrt(np.mean(np.concatenate(diffs) ** 2))), 1e3 * float(np.mean(energies))
+def test_errors(model, frames, work: str) -> tuple[float, float]:
+    """Force RMSE (eV/Å) and energy MAE (meV/atom) of ``model`` on ``frames`` (the
+    demonstrations' :func:`errors_on`; the model saved in a new folder under ``work``)."""
+    path = save_model(model, Path(tempfile.mkdtemp(dir=work)) / "model")
+    errors = errors_on(str(path), frames)
+    return errors["force_rmse_eV_per_A"], errors["energy_mae_meV_per_atom"]
 
 
 def replay_sequence(demo: str, folder: str, strategy: str, setting: str) -> dict:
@@ -118,22 +115,23 @@ def replay_sequence(demo: str, folder: str, strategy: str, setting: str) -> dict
     pull = parent_pull(anchors, 1000.0) if setting.endswith("parent_pull") else None
     rate = RefitRate.from_card(card)
     out = {"demo": demo, "run": f"{folder}/{strategy}", "setting": setting, "lr": []}
-    out["parent"] = test_errors(parent, test)
     out["force_rmse"], out["energy_mae"] = [], []
     model, started = copy.deepcopy(parent), time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
+        out["parent"] = test_errors(parent, test, work)
         for k in range(len(learned)):
             run = dataclasses.replace(config, output_dir=f"{work}/round{k}")
             if setting == "rate":
                 assert rate is not None
-                before = test_errors(model, learned[k : k + 1])[0]  # force RMSE on the structure
+                # the model's force RMSE on the structure it is about to learn
+                before = test_errors(model, learned[k : k + 1], work)[0]
                 run = dataclasses.replace(run, lr=rate(before))
             out["lr"].append(run.lr)
             trainable = copy.deepcopy(model).requires_grad_(True)
             frames = [*learned[: k + 1], *replay]
             model = train(trainable, frames, run, name="model", verbose=False, penalty=pull).model
             model.requires_grad_(False)
-            rmse, mae = test_errors(model, test)
+            rmse, mae = test_errors(model, test, work)
             out["force_rmse"].append(rmse)
             out["energy_mae"].append(mae)
             print(setting, out["run"], k, rmse, mae, flush=True)
