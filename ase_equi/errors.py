@@ -9,7 +9,8 @@ Every error names the problem (the file, the field, the atom, the limit) in its 
     │   ├── UnsafeModelError    a pickle names a callable that is not allowed (nothing ran)
     │   └── UnsupportedMaceFeature  a MACE file uses a feature we do not reproduce exactly
     ├── CheckpointError         a training checkpoint is missing or damaged
-    └── DataFileError           a data file (extxyz, ASE db) cannot be read as labelled frames
+    ├── DataFileError           a data file (extxyz, ASE db) cannot be read as labelled frames
+    └── ReferenceFailed         a reference calculator raised on a structure to be labelled
 
 They derive from ``ValueError`` so that code written against the old classes keeps working.
 
@@ -44,3 +45,8 @@ class CheckpointError(AseEquiError):
 
 class DataFileError(AseEquiError):
     """A data file cannot be read as labelled frames (the message names the file and frame)."""
+
+
+class ReferenceFailed(AseEquiError):
+    """The reference calculator of on-the-fly learning raised on a structure to be labelled
+    (the message names the call and the file the structure was written to)."""

@@ -11,7 +11,9 @@ most uncertain structure of the current window is kept (only structures at least
 its uncertainty passed ``threshold``:
 
 1. that structure (not the last one, nor the first one over the threshold) is labelled by the
-   ``reference`` (any ASE calculator);
+   ``reference`` (any ASE calculator; a reference that raises stops the run with
+   :class:`~ase_equi.errors.ReferenceFailed`, the structure kept in ``OUT/failed-{k}.xyz``, and
+   a run called again retries it: :mod:`ase_equi.learning_labels`);
 2. it joins the learned data (``OUT/learned.xyz``, labelled extxyz);
 3. the model is trained further from its current weights (warm start with
    :func:`~ase_equi.train`, E0 kept) on the learned data plus the ``replay`` frames (for a zoo
@@ -51,7 +53,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
 import json
 import logging
 import os
@@ -62,13 +63,12 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms, units
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import read, write
 from ase.md.verlet import VelocityVerlet
 
 from .calculator import EquivariantCalculator
 from .io.model_committee import save_committee
 from .io.model_file import write_atomic
+from .learning_labels import errors_on_structure, label_structure
 from .learning_retraining import RefitRate, parent_card, refit_rate, retraining_config
 from .learning_rigidity import (
     check_learnable,
@@ -239,7 +239,7 @@ class _Trainer:
         """Label ``frame`` (call ``k``), train the model of ``calc`` on the learned frames plus
         the replay; the new model file, a calculator of it (loaded once, for the MD to go on
         with) and the errors before and after on ``frame``."""
-        learned, before = _label(frame, calc, self.reference, self.folder, k)
+        learned, before = label_structure(frame, calc, self.reference, self.folder, k)
         train_frames = [*learned, *sample(self.replay, self.replay_count)]
         lr = self.rate(before["force_rmse_before"]) if callable(self.rate) else self.rate
         config = dataclasses.replace(self.config, lr=lr)
@@ -250,7 +250,7 @@ class _Trainer:
                 calc.loaded, learned, self.replay, self.weight, train_frames, config, self.folder, k
             )
         new = EquivariantCalculator(current)
-        after = _errors(new, learned[-1], "after")
+        after = errors_on_structure(new, learned[-1], "after")
         return current, new, {**before, **after, "lr": lr, "model": str(current)}
 
 
@@ -267,38 +267,6 @@ def _retraining(
     rate = refit_rate(refit_lr, config, None if train_config else RefitRate.from_card(card))
     setup["lr"] = rate.describe() if isinstance(rate, RefitRate) else rate
     return config, rate
-
-
-def _errors(calc: EquivariantCalculator, labelled: Atoms, when: str) -> dict[str, float]:
-    """Force RMSE (eV/Å) and |energy error| per atom (eV) of ``calc`` on ``labelled``."""
-    work = labelled.copy()
-    work.calc = calc
-    forces = labelled.get_forces()
-    rmse = float(np.sqrt(np.mean((work.get_forces() - forces) ** 2)))
-    energy = abs(work.get_potential_energy() - labelled.get_potential_energy()) / len(work)
-    return {f"force_rmse_{when}": rmse, f"energy_error_per_atom_{when}": float(energy)}
-
-
-def _label(
-    atoms: Atoms, calc: EquivariantCalculator, reference: Any, folder: Path, known: int
-) -> tuple[list[Atoms], dict[str, float]]:
-    """The learned frames with ``atoms`` labelled by ``reference`` as the last
-    (``OUT/learned.xyz``), and the errors of ``calc`` (the model in use) on it. ``known``:
-    frames learned before; a frame beyond them at the same positions was labelled before a
-    kill and is reused (no second reference call)."""
-    path = folder / "learned.xyz"
-    learned = list(read(path, ":")) if path.exists() else []
-    labelled = learned[known] if len(learned) > known else None
-    if labelled is None or not np.allclose(labelled.positions, atoms.positions, rtol=0, atol=1e-8):
-        labelled = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        labelled.calc = reference
-        energy, forces = labelled.get_potential_energy(), labelled.get_forces()
-        labelled.calc = SinglePointCalculator(labelled, energy=energy, forces=forces)
-        text = io.StringIO()
-        write(text, [*learned[:known], labelled], format="extxyz")
-        write_atomic(path, text.getvalue().encode())
-        learned = list(read(path, ":"))  # as a resumed run reads them (same training data)
-    return learned[: known + 1], _errors(calc, learned[known], "before")
 
 
 def _learn_committee(

@@ -18,12 +18,19 @@ structure, eV/Å), and a parent whose card records its training stages and test 
     \\mathrm{lr}_k = \\mathrm{clip}\\big(\\mathrm{lr}_\\mathrm{last}\\, e_k / e_\\mathrm{test},
     \\ \\mathrm{lr}_\\mathrm{last},\\ \\mathrm{lr}_\\mathrm{first}\\big),
 
-with :math:`e_\\mathrm{test}` the parent's test force RMSE and lr_first, lr_last the learning
-rates its first and last training stages started from: a model as right on the new structure
-as on its own test set continues at the rate it ended its training with, a model 20× worse
-at 20× that rate, never faster than it was first trained. As the model learns, the errors of
-later calls, and with them the rate, fall. (The offline replays of both demonstrations'
-labelled frames that chose it: ``benchmarks/results/2026-12-01-refit-rate.md``.)
+with :math:`e_\\mathrm{test}` the parent's test force RMSE, lr_last the learning rate its last
+training stage started from and lr_first the rate its first stage started from, but at most a
+ceiling, :data:`RETRAIN_LR` (5e-3) by default: a model as right on the new structure as on its
+own test set continues at the rate it ended its training with, a model 20× worse at 20× that
+rate. The ceiling: the zoo's first stages started at 1e-2, a rate for training from scratch
+on a thousand structures; on the ``molecules-pbe`` demonstration the every-N-th schedule
+retrained at 1e-2 after its first call (the model erred by 3.2 eV/Å there), the MD with the
+new model then opened oxirane's ring, and the reference's SCF did not converge on the
+ring-opened structure (``benchmarks/results/``
+``2026-12-01-learn-on-the-fly-molecules-paced-rate-ceiling0.01.md``), while at 5e-3 every run
+of both demonstrations stayed physical. As the model learns, the errors of later calls, and
+with them the rate, fall. (The offline replays of both demonstrations' labelled frames that
+chose the rule: ``benchmarks/results/2026-12-01-refit-rate.md``.)
 """
 
 from __future__ import annotations
@@ -83,11 +90,12 @@ class RefitRate:
         return float(min(max(scaled, self.last), self.first))
 
     @classmethod
-    def from_card(cls, card: dict[str, Any]) -> RefitRate | None:
+    def from_card(cls, card: dict[str, Any], ceiling: float | None = None) -> RefitRate | None:
         """The rate of a parent whose card records at least two training stages with their
         learning rates and a test force RMSE in meV/Å or eV/Å (every zoo model's does); None
         otherwise (one training gives no rate it ended with: its schedule decayed from its
-        only one)."""
+        only one). ``first``: the first stage's rate, at most ``ceiling`` (default
+        :data:`RETRAIN_LR`) but not below the last stage's."""
         stages = card.get("training_stages")
         if not isinstance(stages, list) or len(stages) < 2:
             return None
@@ -99,6 +107,7 @@ class RefitRate:
         if unit is None or len(numbers) != len(given):
             return None
         first, last, rmse = numbers[0], numbers[-2], numbers[-1]
+        first = max(min(first, RETRAIN_LR if ceiling is None else ceiling), last)
         return cls(first=first, last=last, test_force_rmse=rmse * unit)
 
     def describe(self) -> str:
@@ -106,7 +115,8 @@ class RefitRate:
         return (
             f"per call: {self.last:g} x (force RMSE on the labelled structure) / "
             f"{self.test_force_rmse:g} eV/Å, clipped to [{self.last:g}, {self.first:g}] "
-            "(the parent's last and first training stages, its test force RMSE)"
+            "(the parent's last training stage's rate, its first stage's at most the ceiling, "
+            "its test force RMSE)"
         )
 
 

@@ -16,7 +16,7 @@ import ase_equi.training.trainer as trainer
 from ase_equi import MaceModel, save_model
 from ase_equi.io.rigidity_section import write_rigidity
 from ase_equi.learning import learn_on_the_fly
-from ase_equi.learning_retraining import RefitRate, retraining_config
+from ase_equi.learning_retraining import RETRAIN_LR, RefitRate, retraining_config
 from ase_equi.learning_rigidity import refit_rigidity
 from ase_equi.model.prediction_rigidity import LastLayerRigidity, feature_dim
 from ase_equi.training.config import TrainConfig
@@ -60,7 +60,7 @@ def seen(monkeypatch):
 
 
 def test_the_rate_is_the_last_stages_times_the_error_ratio_within_the_stages_rates():
-    rate = RefitRate.from_card(CARD)
+    rate = RefitRate.from_card(CARD, ceiling=1.0)  # no ceiling below the first stage's rate
     assert rate == RefitRate(first=1e-2, last=2e-4, test_force_rmse=0.05)
     # 2e-4 × e / 0.05 eV/Å, by hand; floor at the last stage's rate, cap at the first's
     assert rate(0.5) == pytest.approx(2e-3, rel=1e-12)
@@ -68,7 +68,22 @@ def test_the_rate_is_the_last_stages_times_the_error_ratio_within_the_stages_rat
     assert rate(0.01) == 2e-4 and rate(0.0) == 2e-4
     assert rate(10.0) == 1e-2
     in_ev = {**CARD, "test_errors": {"forces_rmse": 0.05}, "test_error_units": {"forces": "eV/Å"}}
-    assert RefitRate.from_card(in_ev) == rate
+    assert RefitRate.from_card(in_ev, ceiling=1.0) == rate
+
+
+def test_the_cap_is_the_first_stages_rate_at_most_the_fixed_rate_never_below_the_last():
+    """Default ceiling RETRAIN_LR = 5e-3: the first stage's 1e-2 is capped there (a 20x-wrong
+    model retrains at 5e-3); a ceiling above the first stage's rate leaves it; a last stage
+    above the ceiling makes the rate that stage's at every error."""
+    assert RETRAIN_LR == 5e-3
+    rate = RefitRate.from_card(CARD)
+    assert rate == RefitRate(first=5e-3, last=2e-4, test_force_rmse=0.05)
+    assert rate(10.0) == 5e-3 and rate(0.5) == pytest.approx(2e-3, rel=1e-12)
+    assert RefitRate.from_card(CARD, ceiling=3e-3).first == 3e-3
+    late = [STAGES[0], {"settings": {**STAGES[1]["settings"], "lr": 8e-3}}]
+    fast = RefitRate.from_card({**CARD, "training_stages": late})
+    assert fast == RefitRate(first=8e-3, last=8e-3, test_force_rmse=0.05)
+    assert fast(0.01) == fast(10.0) == 8e-3
 
 
 @pytest.mark.parametrize(

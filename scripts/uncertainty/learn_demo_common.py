@@ -29,8 +29,9 @@ from ase.md.verlet import VelocityVerlet
 
 import ase_equi.learning as learning
 from ase_equi import EquivariantCalculator
+from ase_equi.errors import ReferenceFailed
 from ase_equi.io.model_file import read_header
-from ase_equi.learning import learn_on_the_fly, plot_learning
+from ase_equi.learning import LearnResult, learn_on_the_fly, plot_learning
 from ase_equi.learning_retraining import RefitRate, parent_card, retraining_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +61,13 @@ def add_ablations(parser: argparse.ArgumentParser) -> None:
         "keep their earlier names, without '-rate')",
     )
     parser.add_argument(
+        "--rate-ceiling",
+        type=float,
+        default=None,
+        help="ablation: the error-scaled rate's ceiling (default: RefitRate.from_card's, the "
+        "first stage's rate at most 5e-3; 0.01 = the first stage's, as first shipped)",
+    )
+    parser.add_argument(
         "--unpaced",
         action="store_true",
         help="ablation: no pacing of the budget (a call at every flagged window's end)",
@@ -75,16 +83,22 @@ def apply_ablations(
     config["start_momenta_seed"] = args.seed
     config["loss_weights"] = PLAIN if args.plain_weights else PARENT
     config["lr"] = FIXED_LR if args.fixed_lr else RATE
+    if args.rate_ceiling is not None and not args.fixed_lr:
+        config["lr"] += f", at most {args.rate_ceiling:g}"
+        config["rate_ceiling"] = args.rate_ceiling
     if args.unpaced:
         config["pace"] = UNPACED
         learning.budget_so_far = lambda max_calls, step, steps: max_calls
     flags = [("--plain-weights", args.plain_weights), ("--unpaced", args.unpaced)]
     suffix = "".join(f"-{flag[2:].replace('-', '')}" for flag, on in flags if on)
     suffix += "" if args.fixed_lr else "-rate"
+    suffix += f"-ceiling{args.rate_ceiling:g}" if "rate_ceiling" in config else ""
     suffix += f"-seed{args.seed}" if args.seed else ""
     flags.append(("--fixed-lr", args.fixed_lr))
-    command = (f" --seed {args.seed}" if args.seed else "") + "".join(
-        f" {flag}" for flag, on in flags if on
+    command = (
+        (f" --seed {args.seed}" if args.seed else "")
+        + (f" --rate-ceiling {args.rate_ceiling:g}" if "rate_ceiling" in config else "")
+        + "".join(f" {flag}" for flag, on in flags if on)
     )
     return out.with_name(out.name + suffix), stem + suffix, command
 
@@ -102,26 +116,36 @@ def run_strategy(
     )
     card = None if settings.get("loss_weights") == PLAIN else parent_card(model)
     lr = settings["lr"]
-    refit_lr = lr if isinstance(lr, float) else RefitRate.from_card(parent_card(model))
+    ceiling = settings.get("rate_ceiling")
+    refit_lr = lr if isinstance(lr, float) else RefitRate.from_card(parent_card(model), ceiling)
     wall_file = folder / "wall.json"
     wall = json.loads(wall_file.read_text()) if wall_file.exists() else {"seconds": 0.0}
     state = folder / "state.json"
     done = json.loads(state.read_text())["step"] if state.exists() else 0
     started = time.perf_counter()
-    result = learn_on_the_fly(
-        atoms.copy(),
-        model,
-        reference,
-        out=folder,
-        steps=settings["steps"],
-        timestep_fs=settings["timestep_fs"],
-        max_calls=settings["budget"],
-        replay="auto",
-        replay_count=settings["replay_count"],
-        train_config=retraining_config(settings["epochs"], parent_card=card),
-        refit_lr=refit_lr,
-        **trigger,
-    )
+    failed = None
+    try:
+        result = learn_on_the_fly(
+            atoms.copy(),
+            model,
+            reference,
+            out=folder,
+            steps=settings["steps"],
+            timestep_fs=settings["timestep_fs"],
+            max_calls=settings["budget"],
+            replay="auto",
+            replay_count=settings["replay_count"],
+            train_config=retraining_config(settings["epochs"], parent_card=card),
+            refit_lr=refit_lr,
+            **trigger,
+        )
+    except ReferenceFailed as exc:  # the run stops there; its models so far are measured
+        state_now = json.loads(state.read_text())
+        failed = {
+            "at_step": state_now["step"] + 1,
+            "message": str(exc).replace(str(ROOT) + "/", ""),
+        }
+        result = LearnResult(state_now["step"], state_now["calls"], Path(state_now["model"]), "")
     if done < settings["steps"]:
         wall["seconds"] += time.perf_counter() - started
         folder.mkdir(parents=True, exist_ok=True)
@@ -137,6 +161,7 @@ def run_strategy(
         "replay": result.replay,
         "wall_s": round(wall["seconds"], 1),
         "max_uncertainty_first_last_100_steps": [float(u[:100, 2].max()), float(u[-100:, 2].max())],
+        **({"reference_failed": failed} if failed else {}),
     }
 
 
@@ -267,6 +292,10 @@ def markdown(title: str, intro: list[str], result: dict[str, Any]) -> str:
             f"{t['max_atomic_force_error_eV_per_A']:.3f} | {t['energy_mae_meV_per_atom']:.2f} | "
             f"{stable} |"
         )
+    for key, s in result["strategies"].items():
+        if "reference_failed" in s:
+            f = s["reference_failed"]
+            lines += ["", f"**{key} stopped at step {f['at_step']}**: {f['message']}"]
     return "\n".join(lines) + "\n"
 
 
