@@ -27,7 +27,9 @@ seen and sized for a machine shared with other jobs, except the two changes of
 - after each call: warm-start fine-tuning, 8 epochs, at the learning rate of
   ``learn_on_the_fly``'s default (new since the paced runs: per call from the model's force
   error on the labelled structure, ``RefitRate``, 2e-4 when it errs there no more than on its
-  test set; ``--fixed-lr``: 0.005 at every call, as in the paced runs), with the loss weights
+  test set, at most 5e-3 (``--rate-ceiling X``: at most X, results under ``...-ceilingX``; the
+  first runs of this default had the first stage's 1e-2 as the cap, which no call of theirs
+  reached); ``--fixed-lr``: 0.005 at every call, as in the paced runs), with the loss weights
   the parent ended its training with (new since the v2 run: 1000 : 100 : 10000, not
   1 : 100 : 1; with those the energy error on the test trajectory grew after the calls,
   4.6 → 10.7–39 meV/atom in the v2 runs), on the learned frames plus a

@@ -35,7 +35,9 @@ was seen, except the two changes of ``learn_on_the_fly`` named below):
   ``every_nth``: a call every 600 // 6 = 100 steps;
 - after each call: warm-start fine-tuning, 10 epochs, at the learning rate of
   ``learn_on_the_fly``'s default (new since the paced runs: per call from the model's force
-  error on the labelled structure, ``RefitRate``; ``--fixed-lr``: 0.005 at every call, as in
+  error on the labelled structure, ``RefitRate``, at most 5e-3; ``--rate-ceiling X``: at most
+  X, results under ``...-ceilingX``, e.g. ``--rate-ceiling 0.01``, the first stage's rate,
+  the cap of the first run of this default; ``--fixed-lr``: 0.005 at every call, as in
   the paced runs), with the loss weights the
   parent ended its training with (new since the v2 run: 1000 : 100 : 10000, not 1 : 100 : 1),
   on the learned frames plus a seeded sample of 24 frames of
