@@ -27,10 +27,11 @@ on a thousand structures; on the ``molecules-pbe`` demonstration the every-N-th 
 retrained at 1e-2 after its first call (the model erred by 3.2 eV/Å there), the MD with the
 new model then opened oxirane's ring, and the reference's SCF did not converge on the
 ring-opened structure (``benchmarks/results/``
-``2026-12-01-learn-on-the-fly-molecules-paced-rate-ceiling0.01.md``), while at 5e-3 every run
-of both demonstrations stayed physical. As the model learns, the errors of later calls, and
-with them the rate, fall. (The offline replays of both demonstrations' labelled frames that
-chose the rule: ``benchmarks/results/2026-12-01-refit-rate.md``.)
+``2026-12-01-learn-on-the-fly-molecules-paced-rate-ceiling0.01.md``), while in every run at
+5e-3 or capped there the molecules stayed whole (``scripts/uncertainty/learn_demo_bonds.py``).
+As the model learns, the errors of later calls, and with them the rate, fall. (The offline
+replays of both demonstrations' labelled frames that chose the rule:
+``benchmarks/results/2026-12-01-refit-rate.md``.)
 """
 
 from __future__ import annotations
