@@ -41,7 +41,8 @@ of correlated frames the most uncertain is the one the model knows least. A part
 window (``steps`` not a multiple of ``min_interval``) makes no call. After every step the state
 (step, positions, momenta, the model in use, the call log, the window's most uncertain frame so
 far) is written to ``OUT`` (atomically): a killed run called again with the same ``out`` resumes
-from the last step written, a kill during a training from that training's checkpoint.
+from the last step written, a kill during a training from that training's checkpoint (a folder
+moved in between resumes too: the models the run wrote are found in it).
 ``OUT/calls.json`` logs every reference call: the step of the labelled structure (``step``),
 the step of the call (``called_at_step``), why (the uncertainty and the threshold), the force
 RMSE (eV/Å) and energy error (eV/atom) of the model on that structure before and after;
@@ -296,6 +297,7 @@ def _save_state(
     state = {
         "step": step,
         "model": str(model),
+        "model_in_out": model.name if model.parent.resolve() == folder.resolve() else None,
         "calls": calls,
         "window_steps": window,
         "window_best": best,
@@ -314,6 +316,8 @@ def _load_state(folder: Path, atoms: Atoms, model: str) -> dict[str, Any]:
         return {"step": 0, "calls": [], "model": model, "atoms": atoms}
     state = json.loads(path.read_text())
     state.setdefault("model", state.get("committee"))  # a state written before single models
+    if state.get("model_in_out"):  # a model this run wrote: found in OUT wherever OUT now is
+        state["model"] = str(folder / state["model_in_out"])
     restored = Atoms(state["numbers"], state["positions"], cell=state["cell"], pbc=state["pbc"])
     restored.set_momenta(np.array(state["momenta"]))
     state["atoms"] = restored

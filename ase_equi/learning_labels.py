@@ -1,7 +1,7 @@
 """The reference calls of on-the-fly learning: a structure labelled by the reference
 calculator and kept in ``OUT/learned.xyz`` (reused, not recomputed, after a kill), the model's
-errors on it, and a reference that fails on a structure named with the step and kept for
-inspection (:func:`ase_equi.learning.learn_on_the_fly`)."""
+errors on it, and a reference that fails on a structure: named with the call, the structure
+kept for inspection (:func:`ase_equi.learning.learn_on_the_fly`)."""
 
 from __future__ import annotations
 

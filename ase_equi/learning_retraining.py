@@ -97,6 +97,9 @@ class RefitRate:
         otherwise (one training gives no rate it ended with: its schedule decayed from its
         only one). ``first``: the first stage's rate, at most ``ceiling`` (default
         :data:`RETRAIN_LR`) but not below the last stage's."""
+        cap = RETRAIN_LR if ceiling is None else ceiling
+        if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 < cap < math.inf:
+            raise ValueError(f"RefitRate.from_card: ceiling must be a number > 0, got {ceiling!r}")
         stages = card.get("training_stages")
         if not isinstance(stages, list) or len(stages) < 2:
             return None
@@ -108,7 +111,7 @@ class RefitRate:
         if unit is None or len(numbers) != len(given):
             return None
         first, last, rmse = numbers[0], numbers[-2], numbers[-1]
-        first = max(min(first, RETRAIN_LR if ceiling is None else ceiling), last)
+        first = max(min(first, float(cap)), last)
         return cls(first=first, last=last, test_force_rmse=rmse * unit)
 
     def describe(self) -> str:

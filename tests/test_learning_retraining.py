@@ -84,6 +84,9 @@ def test_the_cap_is_the_first_stages_rate_at_most_the_fixed_rate_never_below_the
     fast = RefitRate.from_card({**CARD, "training_stages": late})
     assert fast == RefitRate(first=8e-3, last=8e-3, test_force_rmse=0.05)
     assert fast(0.01) == fast(10.0) == 8e-3
+    for bad in (0.0, -1e-3, float("nan"), float("inf"), True, "5e-3"):
+        with pytest.raises(ValueError, match="ceiling must be a number > 0"):
+            RefitRate.from_card(CARD, ceiling=bad)
 
 
 @pytest.mark.parametrize(
