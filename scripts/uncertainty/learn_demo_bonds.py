@@ -4,10 +4,16 @@ longest of the start structure's bonds (pairs closer than 1.6 Å in ``three_mole
 the run's last state and in its labelled structures.
 
     python scripts/uncertainty/learn_demo_bonds.py
+
+``--ring-opening``: the every-N-th run of ``--rate-ceiling 0.01`` replayed (the same start and
+MD: 100 steps with the parent, then its model after the first call), oxirane's C–C distance
+and the largest atomic force uncertainty every 5 steps up to step 195, where its next call
+failed.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -18,7 +24,35 @@ from learn_demo_molecules import three_molecules
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def ring_opening() -> None:
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+    from learn_demo_molecules import with_momenta
+
+    from ase_equi import EquivariantCalculator
+
+    run = ROOT / "runs/learn_demo/molecules-pbe-paced-rate-ceiling0.01/every_nth"
+    start, parts = three_molecules()
+    atoms = with_momenta(start, parts, 900.0, 0)
+    atoms.calc = EquivariantCalculator("molecules-pbe")
+    dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    dyn.run(100)
+    for step in range(100, 200):
+        if step == 100:
+            atoms.calc = EquivariantCalculator(str(run / "model-1.json"))
+        else:
+            dyn.run(1)
+        if step % 5 == 0 or step == 101:
+            u = float(atoms.calc.get_property("forces_uncertainty", atoms).max())
+            print(f"step {step}: C-C {atoms.get_distance(0, 2):.2f} Å, max sigma_F {u:.3f} eV/Å")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ring-opening", action="store_true", help="see the docstring")
+    if parser.parse_args().ring_opening:
+        ring_opening()
+        return
     start, _ = three_molecules()
     d = start.get_all_distances()
     bonds = [(i, j) for i in range(len(start)) for j in range(i + 1, len(start)) if d[i, j] < 1.6]
