@@ -83,7 +83,9 @@ def apply_ablations(
     config["start_momenta_seed"] = args.seed
     config["loss_weights"] = PLAIN if args.plain_weights else PARENT
     config["lr"] = FIXED_LR if args.fixed_lr else RATE
-    if args.rate_ceiling is not None and not args.fixed_lr:
+    if args.rate_ceiling is not None and args.fixed_lr:
+        raise SystemExit("--rate-ceiling caps the error-scaled rate: it has no use with --fixed-lr")
+    if args.rate_ceiling is not None:
         config["lr"] += f", at most {args.rate_ceiling:g}"
         config["rate_ceiling"] = args.rate_ceiling
     if args.unpaced:
@@ -145,7 +147,9 @@ def run_strategy(
             "at_step": state_now["step"] + 1,
             "message": str(exc).replace(str(ROOT) + "/", ""),
         }
-        result = LearnResult(state_now["step"], state_now["calls"], Path(state_now["model"]), "")
+        in_out = state_now.get("model_in_out")
+        model_now = folder / in_out if in_out else Path(state_now["model"])
+        result = LearnResult(state_now["step"], state_now["calls"], model_now, "")
     if done < settings["steps"]:
         wall["seconds"] += time.perf_counter() - started
         folder.mkdir(parents=True, exist_ok=True)
