@@ -41,6 +41,7 @@ PARENT = "the parent's last training stage (learn_on_the_fly's default)"
 PLAIN = "TrainConfig's 1 : 100 : 1 (the ablation, --plain-weights)"
 UNPACED = "none: calls whenever a window is flagged (the ablation, --unpaced)"
 RATE = "per call from the force error on the labelled structure (learn_on_the_fly's default)"
+BROKEN_BOND = 2.0  # Å: a bond of the start structure stretched beyond this counts as broken
 FIXED_LR = 0.005  # the earlier default, at every call (the ablation, --fixed-lr)
 
 
@@ -150,7 +151,7 @@ def run_strategy(
         in_out = state_now.get("model_in_out")
         model_now = folder / in_out if in_out else Path(state_now["model"])
         result = LearnResult(state_now["step"], state_now["calls"], model_now, "")
-    if done < settings["steps"]:
+    if done < settings["steps"] and not (failed and result.steps == done):  # retries: not counted
         wall["seconds"] += time.perf_counter() - started
         folder.mkdir(parents=True, exist_ok=True)
         wall_file.write_text(json.dumps(wall))
@@ -196,30 +197,42 @@ def errors_on(model: str, frames: list[Atoms]) -> dict[str, float]:
     }
 
 
-def stability(model: str, atoms: Atoms, steps: int, timestep_fs: float) -> dict[str, Any]:
+def stability(
+    model: str,
+    atoms: Atoms,
+    steps: int,
+    timestep_fs: float,
+    bonds: list[tuple[int, int]] | None = None,
+) -> dict[str, Any]:
     """NVE velocity Verlet of ``atoms`` (their momenta) with ``model``: the largest drift of
     the total energy (meV/atom), the smallest interatomic distance (Å), the mean temperature
-    (K); ``stable`` False at the first step with a distance under 0.6 Å or a NaN."""
+    (K); ``stable`` False at the first step with a distance under 0.6 Å or a NaN, or with one
+    of ``bonds`` (atom pairs) longer than :data:`BROKEN_BOND` (then ``longest_bond_A``, the
+    longest of them, is reported too)."""
     work = atoms.copy()
     work.calc = EquivariantCalculator(model)
     dyn = VelocityVerlet(work, timestep=timestep_fs * units.fs)
     e0 = work.get_total_energy()
-    drift, d_min, temps = 0.0, np.inf, []
+    drift, d_min, temps, longest = 0.0, np.inf, [], 0.0
     for step in range(steps):
         dyn.run(1)
         e = work.get_total_energy()
         d = work.get_all_distances(mic=bool(work.pbc.any()))
         d_min = min(d_min, float(d[np.triu_indices(len(work), 1)].min()))
-        if not np.isfinite(e) or d_min < 0.6:
-            return {"stable": False, "failed_at_step": step + 1, "min_distance_A": d_min}
+        longest = max([longest, *(float(d[i, j]) for i, j in bonds or [])])
+        if not np.isfinite(e) or d_min < 0.6 or longest > BROKEN_BOND:
+            failed = {"stable": False, "failed_at_step": step + 1, "min_distance_A": d_min}
+            return {**failed, **({"longest_bond_A": longest} if bonds else {})}
         drift = max(drift, abs(e - e0))
         temps.append(work.get_temperature())
+    bonded = {"longest_bond_A": longest} if bonds else {}
     return {
         "stable": True,
         "steps": steps,
         "max_energy_drift_meV_per_atom": 1000 * drift / len(work),
         "min_distance_A": d_min,
         "mean_temperature_K": float(np.mean(temps)),
+        **bonded,
     }
 
 
@@ -283,11 +296,12 @@ def markdown(title: str, intro: list[str], result: dict[str, Any]) -> str:
             s["wall_s"] = "–"
         calls = s.get("compared_after_calls", s.get("calls", 0))
         t, st = result["test"][key], result["stability"][key]
+        bond = f", longest bond {st['longest_bond_A']:.2f} Å" if "longest_bond_A" in st else ""
         stable = (
             f"stable, drift {st['max_energy_drift_meV_per_atom']:.2g} meV/atom, "
-            f"d_min {st['min_distance_A']:.2f} Å"
+            f"d_min {st['min_distance_A']:.2f} Å{bond}"
             if st["stable"]
-            else f"failed at step {st['failed_at_step']}"
+            else f"failed at step {st['failed_at_step']}{bond}"
         )
         stable += f" ({st.get('steps', st.get('failed_at_step'))} steps)" if st["stable"] else ""
         lines.append(
