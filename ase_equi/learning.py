@@ -297,7 +297,7 @@ def _save_state(
     state = {
         "step": step,
         "model": str(model),
-        "model_in_out": model.name if model.parent.resolve() == folder.resolve() else None,
+        "model_in_out": model.name if model.parent == folder else None,  # the run's own model
         "calls": calls,
         "window_steps": window,
         "window_best": best,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from ase.io import read
-from learn_demo_molecules import three_molecules
+from learn_demo_molecules import start_bonds, three_molecules
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,9 +60,7 @@ def main() -> None:
     if parser.parse_args().ring_opening:
         ring_opening()
         return
-    start, _ = three_molecules()
-    d = start.get_all_distances()
-    bonds = [(i, j) for i in range(len(start)) for j in range(i + 1, len(start)) if d[i, j] < 1.6]
+    bonds = start_bonds(three_molecules()[0])
 
     def longest(positions: np.ndarray) -> float:
         p = np.asarray(positions)

@@ -133,6 +133,12 @@ def three_molecules() -> tuple[Atoms, list[slice]]:
     return atoms, parts
 
 
+def start_bonds(atoms: Atoms) -> list[tuple[int, int]]:
+    """The bonds of ``atoms``: its atom pairs closer than 1.6 Å."""
+    d = atoms.get_all_distances()
+    return [(i, j) for i in range(len(atoms)) for j in range(i + 1, len(atoms)) if d[i, j] < 1.6]
+
+
 def with_momenta(atoms: Atoms, parts: list[slice], temperature: float, seed: int) -> Atoms:
     """Maxwell–Boltzmann momenta, each molecule's net momentum removed."""
     out = atoms.copy()
@@ -219,8 +225,7 @@ def main() -> None:
     print(result["test"], flush=True)
     md_steps = args.stability_steps
     stable_start = with_momenta(atoms, parts, 1200.0, seed=11)
-    d = atoms.get_all_distances()
-    bonds = [(i, j) for i in range(len(atoms)) for j in range(i + 1, len(atoms)) if d[i, j] < 1.6]
+    bonds = start_bonds(atoms)
     result["stability"] = {
         k: stability(m, stable_start, md_steps, 0.5, bonds) for k, m in models.items()
     }
