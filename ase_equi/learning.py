@@ -1,9 +1,16 @@
-"""On-the-fly learning: molecular dynamics with a model that asks a reference calculator when
-it is unsure, learns the answer, and continues.
+"""On-the-fly learning: molecular dynamics (or a relaxation) with a model that asks a reference
+calculator when it is unsure, learns the answer, and continues.
+
+What moves the atoms is velocity Verlet by default, or any ASE molecular dynamics or optimizer
+made by the user's ``dynamics`` factory (a thermostat, a barostat, a temperature ramp, BFGS on
+a cell filter; :mod:`ase_equi.learning_dynamics`: a resume restores the step counter and a
+seeded generator, so a Langevin run resumes exactly). A relaxation ends when the optimizer has
+converged and its window holds no flagged structure: a flagged one is labelled then (the
+budget released in full), the optimizer restarts with the new model, and it relaxes on.
 
 The model is a full committee (its spread is the uncertainty) or one model file with a
 prediction-rigidity section (its last-layer prediction rigidity, LLPR; every zoo model has one;
-:mod:`ase_equi.learning_rigidity`); a model with neither is refused. Every MD step the largest
+:mod:`ase_equi.learning_rigidity`); a model with neither is refused. Every step the largest
 atomic force uncertainty (``forces_uncertainty``, eV/Å, see :mod:`ase_equi.uncertainty`) is
 recorded. The run is cut into windows of ``min_interval`` steps (steps 1..m, m+1..2m, ...); the
 most uncertain structure of the current window is kept (only structures at least
@@ -25,30 +32,31 @@ its uncertainty passed ``threshold``:
    force error on the labelled structure, from the rate the parent ended its training with
    when it is as right there as on its test set up to the rate it started from
    (:class:`~ase_equi.learning_retraining.RefitRate`);
-4. the MD continues from the same positions and momenta with the new model.
+4. the dynamics continues from the same positions and momenta with the new model (an
+   optimizer with its memory cleared).
 
-The budget is paced over the run: by step s of ``steps`` at most ⌈max_calls · s / steps⌉
-calls are made (:func:`budget_so_far`), so a model that is uncertain everywhere spends its calls
-evenly instead of all in the first windows, while a budget not spent early carries over to
-later windows. A flagged window held back by the pace keeps its most uncertain frame as the
-candidate of the next window (the next call labels the most uncertain frame since).
-No reference call is made unless the threshold is passed; two calls are at least
-``min_interval`` steps apart, two labelled structures at least ``min_interval // 2`` (so that
-a structure labelled at a window's end leaves half of the next window to choose from):
-consecutive MD frames are nearly the same structure, so a budget spent on the first frames over
-the threshold buys little (``benchmarks/results/2026-11-30-learn-on-the-fly-metals.md``), and
-of correlated frames the most uncertain is the one the model knows least. A partial last
-window (``steps`` not a multiple of ``min_interval``) makes no call. After every step the state
-(step, positions, momenta, the model in use, the call log, the window's most uncertain frame so
-far) is written to ``OUT`` (atomically): a killed run called again with the same ``out`` resumes
-from the last step written, a kill during a training from that training's checkpoint (a folder
-moved in between resumes too: the models the run wrote are found in it).
-``OUT/calls.json`` logs every reference call: the step of the labelled structure (``step``),
-the step of the call (``called_at_step``), why (the uncertainty and the threshold), the force
-RMSE (eV/Å) and energy error (eV/atom) of the model on that structure before and after;
-``OUT/uncertainty.txt`` the largest atomic force uncertainty of every step (:func:`plot_learning`
-draws both); ``OUT/setup.json`` the kind of uncertainty and where the replay frames came from.
-"""
+The budget is paced over the run: by step s of ``steps`` at most ⌈max_calls · s / steps⌉ calls
+are made (:func:`budget_so_far`), so a model that is uncertain everywhere spends its calls
+evenly instead of all in the first windows, while a budget not spent early carries over to later
+windows. A flagged window held back by the pace keeps its most uncertain frame as the candidate
+of the next window (the next call labels the most uncertain frame since). No reference call is
+made unless the threshold is passed; two calls are at least ``min_interval`` steps apart, two
+labelled structures at least ``min_interval // 2`` (so that a structure labelled at a window's
+end leaves half of the next window to choose from): consecutive MD frames are nearly the same
+structure, so a budget spent on the first frames over the threshold buys little
+(``benchmarks/results/2026-11-30-learn-on-the-fly-metals.md``), and of correlated frames the
+most uncertain is the one the model knows least. A partial last window (``steps`` not a multiple
+of ``min_interval``) makes no call. After every step the state (step, positions, momenta, cell,
+the dynamics' generator state, the model in use, the call log, the window's most uncertain frame
+so far) is written to ``OUT`` (atomically): a killed run called again with the same ``out``
+resumes from the last step written, a kill during a training from that training's checkpoint (a
+folder moved in between resumes too: the models the run wrote are found in it).
+``OUT/calls.json`` logs every reference call: the step of the labelled structure (``step``), the
+step of the call (``called_at_step``), why (the uncertainty and the threshold), the force RMSE
+(eV/Å) and energy error (eV/atom) of the model on that structure before and after;
+``OUT/uncertainty.txt`` the largest atomic force uncertainty of every step
+(:func:`plot_learning` draws both); ``OUT/setup.json`` the kind of uncertainty and where the
+replay frames came from."""
 
 from __future__ import annotations
 
@@ -63,13 +71,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ase import Atoms, units
-from ase.md.verlet import VelocityVerlet
+from ase import Atoms
+from ase.optimize.optimize import Optimizer
 
 from .calculator import EquivariantCalculator
 from .io.model_committee import save_committee
 from .io.model_file import write_atomic
+from .learning_dynamics import DynamicsFactory, advance, make_dynamics, rng_state, simulated_time_fs
 from .learning_labels import errors_on_structure, label_structure
+from .learning_plot import plot_learning
 from .learning_retraining import RefitRate, parent_card, refit_rate, retraining_config
 from .learning_rigidity import (
     check_learnable,
@@ -108,7 +118,9 @@ def learn_on_the_fly(
     threshold: float | None = None,
     steps: int,
     every: int | None = None,
-    timestep_fs: float = 1.0,
+    dynamics: DynamicsFactory | None = None,
+    timestep_fs: float | None = None,
+    fmax: float | None = None,
     max_calls: int = 10,
     min_interval: int | None = None,
     replay: Sequence[Atoms] | str | os.PathLike | None = "auto",
@@ -116,8 +128,8 @@ def learn_on_the_fly(
     train_config: TrainConfig | None = None,
     refit_lr: float | RefitRate | None = None,
 ) -> LearnResult:
-    """Run ``steps`` steps of velocity-Verlet MD of ``atoms`` (their momenta as given) with
-    ``model``, learning on the fly (see the module docstring).
+    """Run up to ``steps`` steps of ``dynamics`` (default: velocity-Verlet MD of ``atoms``, their
+    momenta as given) with ``model``, learning on the fly (see the module docstring).
 
     Parameters
     ----------
@@ -133,9 +145,21 @@ def learn_on_the_fly(
     every:
         Instead of ``threshold``: call the reference at every ``every``-th step whatever the
         uncertainty (the naive schedule that on-the-fly learning is compared with).
+    dynamics:
+        What moves the atoms: a function that takes the atoms (the model attached) and returns
+        an ASE dynamics of them: molecular dynamics (``lambda a: Langevin(a, 1 * units.fs,
+        temperature_K=600, friction=0.01, rng=np.random.default_rng(0))``, NPT, ...) or an
+        optimizer for a relaxation (``lambda a: BFGS(FrechetCellFilter(a))``); called again on
+        a resume (:mod:`ase_equi.learning_dynamics`). A relaxation ends when the optimizer has
+        converged with a model whose window holds no flagged structure (or the budget is spent).
+    timestep_fs:
+        fs, the step of the default velocity Verlet (1 fs); refused with ``dynamics``.
+    fmax:
+        eV/Å, an optimizer's convergence criterion (default 0.05, as ASE's); refused otherwise.
     max_calls:
         At most this many reference calls, released evenly over the ``steps`` (with
-        ``threshold``; see the module docstring); afterwards the MD continues without learning.
+        ``threshold``; see the module docstring); afterwards the dynamics continues without
+        learning.
     min_interval:
         With ``threshold``: the window length in steps (≥ 1; see the module docstring); default
         ``max(1, steps // (2 * max_calls))``, half the even spacing of the budget, so that a
@@ -165,9 +189,7 @@ def learn_on_the_fly(
     state = _load_state(folder, atoms, os.fspath(model))
     window = window_length(state, every, min_interval, steps, max_calls)
     atoms = state["atoms"]
-    calls: list[dict[str, Any]] = state["calls"]
-    current: str | Path = state["model"]
-    atoms.calc = EquivariantCalculator(current)
+    atoms.calc = EquivariantCalculator(state["model"])
     kind = check_learnable(atoms.calc, model)
     frames, replay_from = resolve_replay(model, replay)
     setup = {"model": os.fspath(model), "uncertainty": kind, "replay": replay_from}
@@ -180,44 +202,107 @@ def learn_on_the_fly(
             atoms.calc.loaded.rigidity, replay_from, len(frames)
         )
         setup["replay_weight_in_llpr"] = weight
+    dyn = make_dynamics(atoms, dynamics, timestep_fs, fmax, state["step"], state.get("rng"))
+    setup["dynamics"] = type(dyn).__name__
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / "setup.json", json.dumps(setup, indent=1).encode())
     log.info("learn_on_the_fly: %s uncertainty; replay: %s", kind, replay_from)
-    dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
-    best: dict[str, Any] | None = state.get("window_best")  # most uncertain frame of the window
     trainer = _Trainer(reference, folder, frames, replay_count, config, kind, weight, rate)
-    logged = False  # calls.json: written after the first step, then only when a call is added
-    for step in range(state["step"], steps):
-        dyn.run(1)
-        u = float(atoms.calc.get_property("forces_uncertainty", atoms).max())
-        with open(folder / "uncertainty.txt", "a") as fh:  # step, time (fs), eV/Å
-            fh.write(f"{step + 1} {(step + 1) * timestep_fs:.6g} {u!r}\n")
-        apart = not calls or step + 1 >= calls[-1]["step"] + max(1, window // 2)
-        if every or (apart and (best is None or u > best["uncertainty"])):
-            best = {"step": step + 1, "uncertainty": u, "positions": atoms.positions.tolist()}
-        flagged = best is not None and best["uncertainty"] > float(threshold or 0)
-        due = (step + 1) % window == 0 and bool(every or flagged)
-        paced = bool(every) or len(calls) < budget_so_far(max_calls, step + 1, steps)
-        called = due and paced and len(calls) < max_calls
-        if called:
-            assert best is not None
-            frame = Atoms(atoms.numbers, best["positions"], cell=atoms.cell, pbc=atoms.pbc)
-            current, atoms.calc, call = trainer.learn(frame, atoms.calc, len(calls))
-            why = (
-                f"every {every} steps"
-                if every
-                else f"the most uncertain frame of steps {step + 2 - window}-{step + 1} "
-                "is above the threshold"
+    run = _Run(folder, atoms, dyn, fmax, state, window, steps, max_calls, threshold, every)
+    return run.go(trainer, replay_from)
+
+
+@dataclass
+class _Run:
+    """The stepping of one :func:`learn_on_the_fly` run: the dynamics, the selection window and
+    the reference calls, with the state written after every step."""
+
+    folder: Path
+    atoms: Atoms
+    dyn: Any
+    fmax: float | None
+    state: dict[str, Any]
+    window: int
+    steps: int
+    max_calls: int
+    threshold: float | None
+    every: int | None
+
+    def go(self, trainer: _Trainer, replay_from: str) -> LearnResult:
+        """Step until ``steps`` (or a converged relaxation with nothing to learn)."""
+        step, calls = int(self.state["step"]), self.state["calls"]
+        current = Path(self.state["model"])
+        best: dict[str, Any] | None = self.state.get("window_best")  # the window's candidate
+        logged = False  # calls.json: written after the first step, then only when a call is added
+        while step < self.steps:
+            moved, converged = advance(self.dyn, self.fmax)
+            if moved:
+                step += 1
+                u = float(self.atoms.calc.get_property("forces_uncertainty", self.atoms).max())
+                with open(self.folder / "uncertainty.txt", "a") as fh:  # step, time (fs), eV/Å
+                    fh.write(f"{step} {simulated_time_fs(self.dyn, step):.6g} {u!r}\n")
+                apart = not calls or step >= calls[-1]["step"] + max(1, self.window // 2)
+                if self.every or (apart and (best is None or u > best["uncertainty"])):
+                    best = {
+                        "step": step,
+                        "uncertainty": u,
+                        "positions": self.atoms.positions.tolist(),
+                    }
+            flagged = best is not None and best["uncertainty"] > float(self.threshold or 0)
+            due = (converged or step % self.window == 0) and bool(self.every or flagged)
+            paced = bool(self.every) or len(calls) < budget_so_far(
+                self.max_calls, self.steps if converged else step, self.steps
             )
-            calls.append({"step": best["step"], "called_at_step": step + 1, "why": why})
-            calls[-1].update(uncertainty=best["uncertainty"], threshold=threshold, **call)
-        if (step + 1) % window == 0 and (called or not due):
-            best = None  # a flagged frame held back by the pace stays the candidate
-        _save_state(folder, atoms, step + 1, Path(current), calls, best, window)
-        if called or not logged:
-            write_atomic(folder / "calls.json", json.dumps(calls, indent=1).encode())
-            logged = True
-    return LearnResult(steps=steps, calls=calls, model=Path(current), replay=replay_from)
+            called = due and paced and len(calls) < self.max_calls
+            if called:
+                assert best is not None
+                current = self._call(trainer, best, calls, step)
+            if (converged or step % self.window == 0) and (called or not due):
+                best = None  # a flagged frame held back by the pace stays the candidate
+            self._save(step, current, calls, best)
+            if called or not logged:
+                write_atomic(self.folder / "calls.json", json.dumps(calls, indent=1).encode())
+                logged = True
+            if converged and not called:
+                break
+        return LearnResult(steps=step, calls=calls, model=current, replay=replay_from)
+
+    def _call(
+        self, trainer: _Trainer, best: dict[str, Any], calls: list[dict[str, Any]], step: int
+    ) -> Path:
+        """Label the window's candidate ``best``, learn it and go on with the new model."""
+        atoms = self.atoms
+        frame = Atoms(atoms.numbers, best["positions"], cell=atoms.cell, pbc=atoms.pbc)
+        current, atoms.calc, call = trainer.learn(frame, atoms.calc, len(calls))
+        if isinstance(self.dyn, Optimizer):
+            self.dyn.initialize()  # its memory (a Hessian estimate) belongs to the old model
+        why = (
+            f"every {self.every} steps"
+            if self.every
+            else f"the most uncertain frame of steps {step + 1 - self.window}-{step} "
+            "is above the threshold"
+        )
+        calls.append({"step": best["step"], "called_at_step": step, "why": why})
+        calls[-1].update(uncertainty=best["uncertainty"], threshold=self.threshold, **call)
+        return current
+
+    def _save(self, step: int, model: Path, calls: list, best: dict[str, Any] | None) -> None:
+        atoms, folder = self.atoms, self.folder
+        state = {
+            "step": step,
+            "model": str(model),
+            "model_in_out": model.name if model.parent == folder else None,  # the run's own
+            "calls": calls,
+            "window_steps": self.window,
+            "window_best": best,
+            "rng": rng_state(self.dyn),
+            "numbers": atoms.numbers.tolist(),
+            "positions": atoms.positions.tolist(),
+            "momenta": atoms.get_momenta().tolist(),
+            "cell": atoms.cell.array.tolist(),
+            "pbc": atoms.pbc.tolist(),
+        }
+        write_atomic(folder / "state.json", json.dumps(state).encode())
 
 
 @dataclass
@@ -285,31 +370,6 @@ def _learn_committee(
     return save_committee(Committee(members), folder / f"committee-{k + 1}")
 
 
-def _save_state(
-    folder: Path,
-    atoms: Atoms,
-    step: int,
-    model: Path,
-    calls: list,
-    best: dict[str, Any] | None,
-    window: int,
-) -> None:
-    state = {
-        "step": step,
-        "model": str(model),
-        "model_in_out": model.name if model.parent == folder else None,  # the run's own model
-        "calls": calls,
-        "window_steps": window,
-        "window_best": best,
-        "numbers": atoms.numbers.tolist(),
-        "positions": atoms.positions.tolist(),
-        "momenta": atoms.get_momenta().tolist(),
-        "cell": atoms.cell.array.tolist(),
-        "pbc": atoms.pbc.tolist(),
-    }
-    write_atomic(folder / "state.json", json.dumps(state).encode())
-
-
 def _load_state(folder: Path, atoms: Atoms, model: str) -> dict[str, Any]:
     path = folder / "state.json"
     if not path.exists():
@@ -322,38 +382,3 @@ def _load_state(folder: Path, atoms: Atoms, model: str) -> dict[str, Any]:
     restored.set_momenta(np.array(state["momenta"]))
     state["atoms"] = restored
     return state
-
-
-def plot_learning(out: str | os.PathLike, path: str | os.PathLike) -> Path | None:
-    """PNG of the largest atomic force uncertainty over simulated time, with the threshold and
-    the reference calls marked, from a :func:`learn_on_the_fly` folder; None without
-    matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    folder = Path(out)
-    rows = np.loadtxt(folder / "uncertainty.txt", ndmin=2)
-    calls = json.loads((folder / "calls.json").read_text())
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.plot(rows[:, 1], rows[:, 2], lw=1, label="max atomic force uncertainty")
-    times = dict(zip(rows[:, 0].astype(int), rows[:, 1], strict=True))
-    for k, call in enumerate(calls):
-        ax.axvline(
-            times.get(call["step"], np.nan),
-            color="C3",
-            lw=0.8,
-            label="reference call" if k == 0 else None,
-        )
-    if calls and calls[0]["threshold"] is not None:
-        ax.axhline(calls[0]["threshold"], color="k", ls=":", label="threshold")
-    ax.set_xlabel("simulated time (fs)")
-    ax.set_ylabel("eV/Å")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)

@@ -1,4 +1,4 @@
-"""``ase-equi learn``: molecular dynamics that learns on the fly from a reference calculator.
+"""``ase-equi learn``: MD or a relaxation that learns on the fly from a reference calculator.
 
 A thin argparse layer over :func:`ase_equi.learning.learn_on_the_fly`. The reference is any
 ASE calculator, named as ``emt`` (ASE's EMT) or ``package.module:Class`` with keyword arguments
@@ -13,7 +13,9 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["reference_calculator", "register"]
+import numpy as np
+
+__all__ = ["dynamics_of", "reference_calculator", "register"]
 
 #: short names of reference calculators that need no module path
 KNOWN_REFERENCES = {"emt": "ase.calculators.emt:EMT"}
@@ -45,8 +47,43 @@ def reference_calculator(spec: str, arguments: str = "{}") -> Any:
     return cls(**kwargs)
 
 
+def dynamics_of(args: argparse.Namespace) -> tuple[Any, float | None]:
+    """The dynamics factory (None: the library's velocity Verlet) and time step (fs) of
+    ``--dynamics``; ``ValueError`` naming an option that does not apply to it."""
+    from ase import units
+    from ase.filters import FrechetCellFilter
+    from ase.md.langevin import Langevin
+    from ase.optimize import BFGS
+
+    kind, step = args.dynamics, args.timestep_fs
+    unused = [name for name, given, applies in (
+        ("--friction", args.friction is not None, kind == "langevin"),
+        ("--fmax", args.fmax is not None, kind == "bfgs"),
+        ("--relax-cell", args.relax_cell, kind == "bfgs"),
+        ("--timestep-fs", step is not None, kind != "bfgs"),
+        ("--temperature", args.temperature is not None, kind != "bfgs"),
+    ) if given and not applies]  # fmt: skip
+    if unused:
+        raise ValueError(f"{', '.join(unused)} do(es) not apply to --dynamics {kind}")
+    if kind == "verlet":
+        return None, step
+    if kind == "bfgs":
+
+        def relax(atoms: Any) -> Any:
+            moved: Any = FrechetCellFilter(atoms) if args.relax_cell else atoms
+            return BFGS(moved, logfile=None)
+
+        return relax, None
+    if args.temperature is None:
+        raise ValueError("--dynamics langevin needs --temperature (K, the bath's)")
+    friction = (0.01 if args.friction is None else args.friction) / units.fs
+    return (
+        lambda a: Langevin(a, (step or 1.0) * units.fs, temperature_K=args.temperature,
+                           friction=friction, fixcm=False, rng=np.random.default_rng(0))
+    ), None  # fmt: skip
+
+
 def _cmd_learn(args: argparse.Namespace) -> int:
-    import numpy as np
     from ase import Atoms
     from ase.io import read
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
@@ -67,6 +104,7 @@ def _cmd_learn(args: argparse.Namespace) -> int:
         parent_card=card,
     )
     refit_lr = args.lr if args.lr is not None else RefitRate.from_card(card)
+    dynamics, timestep_fs = dynamics_of(args)
     result = learn_on_the_fly(
         atoms,
         args.model,
@@ -76,7 +114,9 @@ def _cmd_learn(args: argparse.Namespace) -> int:
         every=args.every,
         min_interval=args.min_interval,
         steps=args.steps,
-        timestep_fs=args.timestep_fs,
+        dynamics=dynamics,
+        timestep_fs=timestep_fs,
+        fmax=args.fmax,
         max_calls=args.max_calls,
         replay=replay,
         replay_count=args.replay_count,
@@ -84,7 +124,7 @@ def _cmd_learn(args: argparse.Namespace) -> int:
         refit_lr=refit_lr,
     )
     print(
-        f"ase-equi learn: {result.steps} steps of {args.timestep_fs} fs, "
+        f"ase-equi learn: {result.steps} steps of {args.dynamics}, "
         f"{len(result.calls)} reference calls, model now {result.model}; replay: {result.replay}",
         file=sys.stderr,
     )
@@ -113,8 +153,7 @@ def register(sub: Any) -> None:
         "--every", type=int, help="instead: a reference call every N steps (the naive schedule)"
     )
     p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--timestep-fs", type=float, default=1.0)
-    p.add_argument("--temperature", type=float, help="K: Maxwell-Boltzmann start momenta")
+    _add_dynamics_options(p)
     p.add_argument(
         "--max-calls", type=int, default=10, help="budget of reference calls, paced over --steps"
     )
@@ -140,3 +179,22 @@ def register(sub: Any) -> None:
         "the labelled structure and its card, else the library's; loss weights: the card's)",
     )
     p.set_defaults(func=_cmd_learn)
+
+
+def _add_dynamics_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dynamics",
+        choices=("verlet", "langevin", "bfgs"),
+        default="verlet",
+        help="velocity Verlet (default), Langevin at --temperature, or a BFGS relaxation "
+        "(ends converged to --fmax)",
+    )
+    p.add_argument("--timestep-fs", type=float, help="MD time step (default 1 fs)")
+    p.add_argument(
+        "--temperature", type=float, help="K: Maxwell-Boltzmann start momenta (Langevin's bath)"
+    )
+    p.add_argument("--friction", type=float, help="Langevin friction, 1/fs (default 0.01)")
+    p.add_argument("--fmax", type=float, help="BFGS: eV/Å, largest force (default 0.05)")
+    p.add_argument(
+        "--relax-cell", action="store_true", help="BFGS: relax the cell too (FrechetCellFilter)"
+    )
