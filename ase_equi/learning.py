@@ -249,7 +249,8 @@ class _Run:
                         "positions": self.atoms.positions.tolist(),
                     }
             flagged = best is not None and best["uncertainty"] > float(self.threshold or 0)
-            due = (converged or step % self.window == 0) and bool(self.every or flagged)
+            closes = step % self.window == 0 or (converged and not self.every)  # a window ends
+            due = closes and best is not None and bool(self.every or flagged)
             paced = bool(self.every) or len(calls) < budget_so_far(
                 self.max_calls, self.steps if converged else step, self.steps
             )
@@ -257,7 +258,7 @@ class _Run:
             if called:
                 assert best is not None
                 current = self._call(trainer, best, calls, step)
-            if (converged or step % self.window == 0) and (called or not due):
+            if (converged or closes) and (called or not due):
                 best = None  # a flagged frame held back by the pace stays the candidate
             self._save(step, current, calls, best)
             if called or not logged:

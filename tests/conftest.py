@@ -36,6 +36,15 @@ ELEMENTS = (13, 29)  # Al, Cu
 R_MAX = 3.5  # Å
 
 
+def learning_start() -> Atoms:
+    """The start of the on-the-fly learning tests: a rattled 4-atom Cu/Al cell with momenta."""
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
+    atoms.numbers[[1, 2]] = 13
+    atoms.rattle(0.05, seed=4)
+    atoms.set_momenta(np.random.default_rng(0).normal(0, 0.2, (4, 3)))
+    return atoms
+
+
 def tiny_config(**overrides) -> ModelConfig:
     """A tiny two-element MACE configuration (about 10^4 weights); keywords override fields."""
     settings = dict(

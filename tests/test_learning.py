@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from ase.build import bulk
 from ase.calculators.emt import EMT
-from conftest import tiny_config
+from conftest import learning_start, tiny_config
 
 from ase_equi import MaceModel
 from ase_equi.io.model_committee import save_committee
@@ -42,12 +41,8 @@ def committee_file(tmp_path_factory):
     return save_committee(Committee(members), tmp_path_factory.mktemp("otf") / "committee")
 
 
-def start() -> object:
-    atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
-    atoms.numbers[[1, 2]] = 13
-    atoms.rattle(0.05, seed=4)
-    atoms.set_momenta(np.random.default_rng(0).normal(0, 0.2, (4, 3)))
-    return atoms
+def start():
+    return learning_start()
 
 
 def test_reference_called_only_when_flagged(committee_file, tmp_path):

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 from ase import units
-from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.md.langevin import Langevin
 from ase.optimize import BFGS
-from conftest import tiny_config
+from conftest import learning_start, tiny_config
 
 from ase_equi import EquivariantCalculator, MaceModel
 from ase_equi.io.model_committee import save_committee
@@ -36,11 +35,7 @@ def committee_file(tmp_path_factory):
 
 
 def start():
-    atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
-    atoms.numbers[[1, 2]] = 13
-    atoms.rattle(0.05, seed=4)
-    atoms.set_momenta(np.random.default_rng(0).normal(0, 0.2, (4, 3)))
-    return atoms
+    return learning_start()
 
 
 def heating(atoms):
@@ -107,6 +102,10 @@ def test_a_relaxation_learns_and_ends_converged(committee_file, tmp_path):
     times = np.loadtxt(tmp_path / "learn" / "uncertainty.txt", ndmin=2)[:, 1]
     assert np.isnan(times).all()  # an optimizer's steps have no time
     assert plot_learning(tmp_path / "learn", tmp_path / "relax.png") is not None
+    # the naive schedule in a relaxation: a call at every 3rd step, none at convergence
+    naive = learn_on_the_fly(start(), committee_file, EMT(), out=tmp_path / "naive", every=3,
+                             max_calls=2, **relax)  # fmt: skip
+    assert [c["called_at_step"] for c in naive.calls] == [3, 6] and naive.steps < 200
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read
-from conftest import tiny_config
+from conftest import learning_start, tiny_config
 
 from ase_equi import MaceModel, save_model
 from ase_equi.errors import AseEquiError
@@ -97,11 +97,7 @@ def model_file(tmp_path_factory):
 
 
 def start():
-    atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
-    atoms.numbers[[1, 2]] = 13
-    atoms.rattle(0.05, seed=4)
-    atoms.set_momenta(np.random.default_rng(0).normal(0, 0.2, (4, 3)))
-    return atoms
+    return learning_start()
 
 
 def test_statistics_equal_sums_by_hand():

@@ -64,7 +64,7 @@ def dynamics_of(args: argparse.Namespace) -> tuple[Any, float | None]:
         ("--temperature", args.temperature is not None, kind != "bfgs"),
     ) if given and not applies]  # fmt: skip
     if unused:
-        raise ValueError(f"{', '.join(unused)} do(es) not apply to --dynamics {kind}")
+        raise ValueError(f"--dynamics {kind} does not use {', '.join(unused)}")
     if kind == "verlet":
         return None, step
     if kind == "bfgs":

@@ -1,0 +1,119 @@
+"""Does the zoo model's uncertainty see how hot a structure is? (metals on L1₂ Ni₃Al, EMT)
+
+The parent of the metals on-the-fly demonstration (``metals``, its prediction-rigidity
+section) on L1₂ Ni₃Al frames from EMT Langevin MD at several temperatures: the largest and
+the mean atomic force uncertainty against the force error, per temperature and frame by frame.
+
+    OMP_NUM_THREADS=1 python scripts/uncertainty/llpr_temperature_scan.py
+
+The demonstration's selection (the most uncertain frame of a window) can only beat labelling
+every N-th frame if the uncertainty ranks the frames of one trajectory by their error. Frames:
+the demonstration's 32-atom Ni₃Al cell (``learn_demo_metals.ni3al``), momenta at T (seed 3),
+Langevin at T (2 fs, friction 0.02 in ASE units, generator seeded with T), 150 steps to settle,
+then 10 frames 20 steps apart; T = 300, 600, 900, 1200, 1500 K. Writes
+``benchmarks/results/2026-12-01-llpr-temperature-ni3al.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import units
+from ase.calculators.emt import EMT
+from ase.md.langevin import Langevin
+from scipy.stats import spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from learn_demo_metals import ni3al, with_momenta
+
+from ase_equi import EquivariantCalculator
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "benchmarks" / "results" / "2026-12-01-llpr-temperature-ni3al"
+TEMPERATURES = (300, 600, 900, 1200, 1500)
+
+
+def frames_at(temperature: int) -> list:
+    atoms = with_momenta(ni3al(), temperature, 3)
+    atoms.calc = EMT()
+    rng = np.random.default_rng(temperature)
+    dyn = Langevin(atoms, 2 * units.fs, temperature_K=temperature, friction=0.02, fixcm=False,
+                   rng=rng)  # fmt: skip
+    dyn.run(150)
+    out = []
+    for _ in range(10):
+        dyn.run(20)
+        frame = atoms.copy()
+        frame.info["emt_forces"] = atoms.get_forces()
+        out.append(frame)
+    return out
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    calc = EquivariantCalculator("metals")
+    rows = []
+    for temperature in TEMPERATURES:
+        for frame in frames_at(temperature):
+            reference = frame.info.pop("emt_forces")
+            frame.calc = calc
+            u = calc.get_property("forces_uncertainty", frame)
+            error = frame.get_forces() - reference
+            rows.append({
+                "temperature_K": temperature,
+                "max_u": float(u.max()),
+                "mean_u": float(u.mean()),
+                "force_rmse": float(np.sqrt((error**2).mean())),
+                "max_force_error": float(np.linalg.norm(error, axis=1).max()),
+            })  # fmt: skip
+    table = ["| T (K) | max atomic u (eV/Å) | mean atomic u | force RMSE (eV/Å) | largest error |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for temperature in TEMPERATURES:
+        at = [r for r in rows if r["temperature_K"] == temperature]
+        mean = {k: np.mean([r[k] for r in at]) for k in ("max_u", "mean_u", "force_rmse")}
+        worst = np.mean([r["max_force_error"] for r in at])
+        table.append(f"| {temperature} | {mean['max_u']:.4f} | {mean['mean_u']:.4f} | "
+                     f"{mean['force_rmse']:.4f} | {worst:.3f} |")  # fmt: skip
+    rho = {
+        f"{u} vs {e}": float(spearmanr([r[u] for r in rows], [r[e] for r in rows])[0])
+        for u, e in (
+            ("max_u", "force_rmse"),
+            ("mean_u", "force_rmse"),
+            ("max_u", "max_force_error"),
+        )  # fmt: skip
+    }
+    within = {}  # Spearman ρ against the force RMSE over the 10 frames of one temperature
+    for u in ("max_u", "mean_u"):
+        for t in TEMPERATURES:
+            at = [r for r in rows if r["temperature_K"] == t]
+            rho_t = spearmanr([r[u] for r in at], [r["force_rmse"] for r in at])[0]
+            within[f"{u} {t} K"] = float(rho_t)
+    result = {
+        "command": "OMP_NUM_THREADS=1 python scripts/uncertainty/llpr_temperature_scan.py",
+        "frames": rows,
+        "spearman_all_50": rho,
+        "spearman_vs_force_rmse_within_T": within,
+    }
+    OUT.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    text = [
+        f"# {__doc__.splitlines()[0]}",
+        "",
+        f"`{result['command']}`",
+        "",
+        *table,
+        "",
+        "Spearman ρ over all 50 frames: " + ", ".join(f"{k} {v:.2f}" for k, v in rho.items()),
+        "",
+        "Within each temperature (10 frames), Spearman ρ against the force RMSE: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in within.items()),
+    ]
+    OUT.with_suffix(".md").write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()
