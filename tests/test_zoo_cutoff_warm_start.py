@@ -79,3 +79,28 @@ def test_pairs_beyond_the_old_cutoff_are_felt_after_the_warm_start():
     # 3.5 and 4.0 Å: beyond the old cutoff, inside the new one
     assert _energy(start, dimer(3.5)) == _energy(start, dimer(4.0))
     assert abs(_energy(new, dimer(3.5)) - _energy(new, dimer(4.0))) > 1e-8
+
+
+def test_a_wider_radial_basis_starts_as_the_same_function():
+    """More radial basis functions at the same cutoff: the same energies (the new functions'
+    weights zero, the kept ones rescaled for the layer's 1/√inputs normalisation) to float32
+    rounding; the new functions do reach the energy once their weights are not zero; fewer
+    functions are refused."""
+    import pytest
+
+    start = _model(3.0)
+    same = with_cutoff(start, 3.0, _frames())
+    wide = with_cutoff(start, 3.0, _frames(), num_bessel=20)
+    assert wide.config.num_bessel == 20 and same.config.num_bessel == 8
+    cell = bulk("Cu", "fcc", a=3.6, cubic=True)
+    cell.rattle(0.1, seed=3)
+    assert _energy(wide, cell) == pytest.approx(_energy(same, cell), abs=1e-6)
+    assert same.config.avg_num_neighbors == 12.0  # fcc Cu within 3 Å: as the start model's
+    assert _energy(wide, cell) == pytest.approx(_energy(start, cell), abs=1e-6)
+    layer = next(k for k in wide.state_dict() if k.endswith("radial_mlp.layer0.weight"))
+    assert torch.count_nonzero(wide.state_dict()[layer][8:]) == 0
+    with torch.no_grad():
+        wide.state_dict()[layer][8:] += 0.5
+    assert _energy(wide, cell) != pytest.approx(_energy(same, cell), abs=1e-4)
+    with pytest.raises(ValueError, match="num_bessel 4"):
+        with_cutoff(start, 3.0, _frames(), num_bessel=4)

@@ -26,11 +26,13 @@ set v3's); the split is stage 4's, extended frame for frame to the new frames
 (:func:`~ase_equi.training.checkpoint.extended_split`), so no frame earlier stages were tested
 on is trained on. Resumable: rerun the same command.
 
-Other starts and cutoffs (``benchmarks/results/2026-12-01-zoo-cutoff.md``):
-``--start RUN`` trains RUN's model instead of stage 4's (same split); ``--r-max R`` keeps every
-learned weight of it but sets the cutoff to R (the Bessel wave numbers nπ/R, the envelope, and
-avg_num_neighbors measured anew on the training split); ``--loss-weights 1`` or ``2`` takes
-those stages' energy:forces:stress weights instead of stage 4's; ``--weight 0`` and
+Other starts and cutoffs (``benchmarks/results/2026-12-01-zoo-cutoff.md``): ``--start RUN``
+trains RUN's model instead of stage 4's (same split); ``--r-max R`` keeps every learned weight
+of it but sets the cutoff to R (the Bessel wave numbers nπ/R, the envelope, and
+avg_num_neighbors measured anew on the training split); ``--num-bessel N`` widens the radial
+basis to N functions (the new ones start at zero weight, so the start is the same function at
+the same cutoff; ``scripts/zoo/al_radial_resolution.py`` for why); ``--loss-weights 1`` or ``2``
+takes those stages' energy:forces:stress weights instead of stage 4's; ``--weight 0`` and
 ``--defect-weight 0`` leave the pair terms out. For example, a 6 Å model in two steps::
 
     python scripts/zoo/train_strain_pairs.py metals --start runs/metals-v2-stage5 --r-max 6.0 \
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -116,6 +119,12 @@ def parse() -> argparse.Namespace:
         help="a new cutoff (Å): the start model's weights with the new radial basis "
         "(warm start; avg_num_neighbors measured anew on the training split)",
     )
+    parser.add_argument(
+        "--num-bessel",
+        type=int,
+        help="more radial basis functions than the start model's (the new ones start at zero "
+        "weight: the same function at the same cutoff)",
+    )
     args = parser.parse_args()
     args.interstitials = None
     for key, value in DEFAULTS[args.name].items():
@@ -158,20 +167,37 @@ def penalties(args, frames, train_ids, model):
     return lambda net: sum(term(net) for term in terms)
 
 
-def with_cutoff(model: MaceModel, r_max: float, frames: list) -> MaceModel:
+def with_cutoff(
+    model: MaceModel, r_max: float, frames: list, num_bessel: int | None = None
+) -> MaceModel:
     """``model``'s weights under the cutoff ``r_max``: the Bessel wave numbers nπ/r_max, the
     envelope and the neighbour count that normalises the messages are the new cutoff's (the
-    count measured on ``frames``, as for a new model); every learned weight is kept."""
+    count measured on ``frames``, as for a new model); every learned weight is kept.
+
+    ``num_bessel`` (≥ the model's) widens the radial basis: the first layer of each radial
+    MLP gets zero weights for the new functions and its kept weights scaled by
+    √(new/old), which undoes the layer's 1/√(inputs) normalisation, so that at an unchanged
+    cutoff the widened model is the same function (``tests/test_zoo_cutoff_warm_start.py``).
+    """
     config = model.config
+    num_bessel = config.num_bessel if num_bessel is None else num_bessel
+    if num_bessel < config.num_bessel:
+        raise ValueError(f"num_bessel {num_bessel} < the model's {config.num_bessel}")
     neighbours = data_statistics(frames, config.elements, r_max).avg_num_neighbors
-    new = MaceModel(dataclasses.replace(config, r_max=r_max, avg_num_neighbors=neighbours))
-    new = new.to(torch.float32)
+    wider = dataclasses.replace(config, r_max=r_max, avg_num_neighbors=neighbours)
+    new = MaceModel(dataclasses.replace(wider, num_bessel=num_bessel)).to(torch.float32)
     kept = {k: v for k, v in model.state_dict().items() if not k.startswith("radial_embedding.")}
+    for key, weight in new.state_dict().items():  # the layers that read the radial basis
+        if key in kept and kept[key].shape != weight.shape:
+            padded = torch.zeros_like(weight)
+            padded[: config.num_bessel] = kept[key] * math.sqrt(num_bessel / config.num_bessel)
+            kept[key] = padded
     missing, unexpected = new.load_state_dict(kept, strict=False)
     if unexpected or not all(k.startswith("radial_embedding.") for k in missing):
         raise RuntimeError(f"warm start: weights not carried over: {missing + unexpected}")
     print(
-        f"warm start at r_max {r_max:g} Å (was {config.r_max:g}): avg_num_neighbors "
+        f"warm start at r_max {r_max:g} Å (was {config.r_max:g}), {num_bessel} radial basis "
+        f"functions (was {config.num_bessel}): avg_num_neighbors "
         f"{config.avg_num_neighbors:.2f} -> {neighbours:.2f}",
         flush=True,
     )
@@ -179,9 +205,10 @@ def with_cutoff(model: MaceModel, r_max: float, frames: list) -> MaceModel:
 
 
 def cutoff_note(args: argparse.Namespace) -> str:
-    if args.r_max is None:
-        return ""
-    return f" with the cutoff set to {args.r_max:g} Å"
+    note = "" if args.r_max is None else f" with the cutoff set to {args.r_max:g} Å"
+    if args.num_bessel is not None:
+        note += f" and {args.num_bessel} radial basis functions"
+    return note
 
 
 def main() -> None:
@@ -202,8 +229,9 @@ def main() -> None:
     split = extend_split(stage4, frames, config)
     start = Path(args.start) if args.start else stage4
     model = load_model(start / f"{name}.json", dtype=torch.float32).model
-    if args.r_max is not None:
-        model = with_cutoff(model, args.r_max, [frames[k] for k in split["train"]])
+    if args.r_max is not None or args.num_bessel is not None:
+        r_max = model.config.r_max if args.r_max is None else args.r_max
+        model = with_cutoff(model, r_max, [frames[k] for k in split["train"]], args.num_bessel)
     description = (
         f"{STAGE5_DESCRIPTION[name]}; trained further from {start.name}"
         f"{cutoff_note(args)}, loss weights of stage {args.loss_weights}, + stress-slope "
