@@ -150,3 +150,25 @@ def test_command_line_dynamics(committee_file, tmp_path, capsys):
     bad = main([*common, "--fmax", "0.1", "--steps", "2", "--out", str(tmp_path / "bad")])
     assert bad == 2 and "--fmax" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("make_rng", [np.random.default_rng, np.random.RandomState])
+def test_generator_state_round_trips_through_json(make_rng):
+    """Both kinds of numpy generator a thermostat may hold: the state saved as JSON and put
+    into a fresh thermostat's generator gives the same next draws."""
+    from ase.calculators.emt import EMT as Reference
+
+    from ase_equi.learning_dynamics import make_dynamics, rng_state
+
+    def thermostat(atoms):
+        return Langevin(atoms, 1 * units.fs, temperature_K=300, friction=0.05, fixcm=False,
+                        rng=make_rng(11))  # fmt: skip
+
+    atoms = start()
+    atoms.calc = Reference()
+    first = make_dynamics(atoms, thermostat, None, None, 0, None)
+    first.run(steps=2)
+    saved = json.loads(json.dumps(rng_state(first)))
+    again = make_dynamics(atoms, thermostat, None, None, 2, saved)
+    assert again.nsteps == 2
+    np.testing.assert_array_equal(first.rng.standard_normal(5), again.rng.standard_normal(5))

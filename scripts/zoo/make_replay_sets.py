@@ -92,11 +92,12 @@ def rebuilt_split(frames: list, settings: dict, bounds: list[int]) -> dict[str, 
     return split
 
 
-def training_split(name: str) -> tuple[dict[str, list[int]], list]:
+def card_split(name: str) -> tuple[dict[str, list[int]], Path, list]:
     """The split of zoo model ``name``'s training run, rebuilt from the seed and fractions on
     its card (frame indices per kind, as :func:`split_frames` gives them; a stage-4 or -5
-    model's as :func:`rebuilt_split` extends it), and the data's labelled Atoms in the order
-    of those indices."""
+    model's as :func:`rebuilt_split` extends it), checked against the card's split sizes and
+    against the run's own ``split.json`` when the run is on this machine; the data file and
+    its frames."""
     card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
     path = training_data(name)
     frames = read_frames(path)
@@ -109,6 +110,12 @@ def training_split(name: str) -> tuple[dict[str, list[int]], list]:
         kept = json.loads(recorded.read_text())
         if any(sorted(kept[k]) != sorted(split[k]) for k in ("train", "valid", "test")):
             raise SystemExit(f"{name}: the rebuilt split differs from {recorded}")
+    return split, path, frames
+
+
+def training_split(name: str) -> tuple[dict[str, list[int]], list]:
+    """:func:`card_split` and the data's labelled Atoms in the order of its indices."""
+    split, path, frames = card_split(name)
     images = ase.io.read(path, ":")
     return split, [images[frame.index] for frame in frames]
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 from pathlib import Path
@@ -204,6 +205,22 @@ def with_cutoff(
     return new
 
 
+def zoo_split(name: str, frames: list, config: TrainConfig, out: Path) -> dict:
+    """``OUT/split.json`` of stage 5 rebuilt from the zoo card's seed and fractions
+    (``make_replay_sets.card_split``: stage 3's split extended to sets v3 and v4, checked
+    against the card's split sizes), for a machine without stage 4's run folder."""
+    from make_replay_sets import card_split
+
+    from ase_equi.training.checkpoint import load_or_make_split
+
+    rebuilt, _, _ = card_split(name)
+    made = load_or_make_split(out, frames, len(frames), config, write=False)  # its fingerprint
+    split = {**made, **rebuilt, "replay": []}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "split.json").write_text(json.dumps(split, indent=1))
+    return split
+
+
 def cutoff_note(args: argparse.Namespace) -> str:
     note = "" if args.r_max is None else f" with the cutoff set to {args.r_max:g} Å"
     if args.num_bessel is not None:
@@ -226,7 +243,10 @@ def main() -> None:
     weights = {} if args.loss_weights == 1 else STAGES[args.loss_weights]
     settings = {**COMMON_SETTINGS, **weights, "epochs": args.epochs, "lr": args.lr}
     config = TrainConfig(**settings, output_dir=str(out))
-    split = extend_split(stage4, frames, config)
+    if (stage4 / "split.json").exists() or (out / "split.json").exists():
+        split = extend_split(stage4, frames, config)
+    else:  # stage 4's run is not on this machine: the zoo model's own split, from its card
+        split = zoo_split(name, frames, config, out)
     start = Path(args.start) if args.start else stage4
     model = load_model(start / f"{name}.json", dtype=torch.float32).model
     if args.r_max is not None or args.num_bessel is not None:
