@@ -14,6 +14,7 @@ model)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,8 @@ from ase.md.verlet import VelocityVerlet
 from ase.optimize.optimize import BaseDynamics, Optimizer
 
 __all__ = ["DynamicsFactory", "advance", "make_dynamics", "rng_state", "simulated_time_fs"]
+
+log = logging.getLogger(__name__)
 
 #: the user's factory: the atoms (with the model as calculator) in, an ASE dynamics out
 DynamicsFactory = Callable[[Atoms], BaseDynamics]
@@ -69,6 +72,13 @@ def make_dynamics(
     if step:  # a resume: the observers see the step, as ASE's own run does at its start
         dyn.call_observers()
     generator = getattr(dyn, "rng", None)
+    if generator is not None and rng_state(dyn) is None:
+        log.warning(
+            "%s draws from a generator whose state is not saved (numpy's global one?): a "
+            "resumed run goes on with other random numbers; give it "
+            "rng=np.random.default_rng(seed) for an exact resume",
+            type(dyn).__name__,
+        )
     if rng is not None and isinstance(generator, np.random.Generator):
         generator.bit_generator.state = rng["state"]
     elif rng is not None and isinstance(generator, np.random.RandomState):

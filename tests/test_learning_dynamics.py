@@ -172,3 +172,21 @@ def test_generator_state_round_trips_through_json(make_rng):
     again = make_dynamics(atoms, thermostat, None, None, 2, saved)
     assert again.nsteps == 2
     np.testing.assert_array_equal(first.rng.standard_normal(5), again.rng.standard_normal(5))
+
+
+def test_a_thermostat_on_numpys_global_generator_is_announced(caplog):
+    """ASE's Langevin without ``rng=`` draws from numpy's global generator, whose state the
+    run does not save: said once, with the fix."""
+    import logging
+
+    from ase_equi.learning_dynamics import make_dynamics
+
+    atoms = start()
+    with caplog.at_level(logging.WARNING, logger="ase_equi.learning_dynamics"):
+        make_dynamics(atoms, lambda a: Langevin(a, units.fs, temperature_K=300, friction=0.05,
+                                                fixcm=False), None, None, 0, None)  # fmt: skip
+    assert "default_rng" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ase_equi.learning_dynamics"):
+        make_dynamics(atoms, heating, None, None, 0, None)
+    assert caplog.text == ""
