@@ -7,10 +7,11 @@ sets its step counter (``nsteps``) to the saved step and calls its observers onc
 at the start of a run (so an observer that sets a temperature from ``nsteps`` sets that of the
 resumed step, and a ramp goes on where it was), and restores the state of its random number
 generator when it is a ``numpy.random.Generator`` or ``RandomState`` (ASE's Langevin, Andersen
-and Bussi take one as ``rng=``): such a run continues exactly as an uninterrupted one. Other
-internal state (a Nosé–Hoover or barostat variable, an optimizer's memory) starts anew. After
-every retraining an optimizer's memory is cleared (its Hessian estimate belongs to the previous
-model)."""
+and Bussi take one as ``rng=``): such a run continues exactly as an uninterrupted one. A
+generator whose state is not saved (numpy's global one, ASE's default) is announced as a
+warning. Other internal state (a Nosé–Hoover or barostat variable, an optimizer's memory) starts
+anew. After every retraining an optimizer's memory is cleared (its Hessian estimate belongs to
+the previous model)."""
 
 from __future__ import annotations
 
