@@ -6,9 +6,11 @@
     python scripts/zoo/metals_cutoff_study.py report                # → benchmarks/results/
 
 ASE's EMT smooths its pair sums to zero around ``rc`` = β s0 (√3 + 2)/2 (a Fermi function
-centred there, zero by ``rr`` = 4 rc / (√3 + 2)): for Al, Ag and Au rc is 5.36–5.38 Å, for
-Pd and Pt 5.13–5.18 Å, for Cu 4.77 Å and Ni 4.64 Å, and the third neighbour shell of Al, Ag,
-Au, Pd and Pt (4.76–4.99 Å) lies where a 5 Å model's radial envelope is nearly zero. The
+centred there, zero by ``rr`` = 4 rc / (√3 + 2)), with s0 the largest Wigner–Seitz radius of
+all its elements (``asap_cutoff`` off, the default): rc = 5.377 Å for every element (``EMT().rc``
+after a calculation; an earlier version of this text gave each element its own rc, 4.64–5.38 Å,
+which is ASE's ``asap_cutoff=True``). The third neighbour shell of Al, Ag, Au, Pd and Pt
+(4.76–4.99 Å) lies where a 5 Å model's radial envelope is nearly zero. The
 metals zoo model (r_max 5 Å) misses C11/C12 of Al and C44 of Pt and Pd by 3–6.5 %, and adding
 near-equilibrium strain frames (set v3, stage 4) did not move them.
 
