@@ -122,7 +122,7 @@ def train_one(r_max: float, num_bessel: int, epochs: int, slope_weight: float, s
         sampling = PairSampling([13], r_max, dtype=getattr(torch, config.dtype), pairs_per_step=16)
         term = StrainPairPenalty(frames, range(len(frames)), sampling, weight=slope_weight,
                                  max_strain=0.03, relative=False)  # fmt: skip
-        penalty = term.__call__
+        penalty = term
     train(ModelConfig(**architecture), frames, config, name=name, penalty=penalty)
 
 
