@@ -247,6 +247,7 @@ class _Run:
                         "step": step,
                         "uncertainty": u,
                         "positions": self.atoms.positions.tolist(),
+                        "cell": self.atoms.cell.array.tolist(),  # a barostat or filter moves it
                     }
             flagged = best is not None and best["uncertainty"] > float(self.threshold or 0)
             closes = step % self.window == 0 or (converged and not self.every)  # a window ends
@@ -273,7 +274,8 @@ class _Run:
     ) -> Path:
         """Label the window's candidate ``best``, learn it and go on with the new model."""
         atoms = self.atoms
-        frame = Atoms(atoms.numbers, best["positions"], cell=atoms.cell, pbc=atoms.pbc)
+        cell = best.get("cell", atoms.cell)  # a state written before cells were kept: fixed
+        frame = Atoms(atoms.numbers, best["positions"], cell=cell, pbc=atoms.pbc)
         current, atoms.calc, call = trainer.learn(frame, atoms.calc, len(calls))
         if isinstance(self.dyn, Optimizer):
             self.dyn.initialize()  # its memory (a Hessian estimate) belongs to the old model

@@ -190,3 +190,36 @@ def test_a_thermostat_on_numpys_global_generator_is_announced(caplog):
     with caplog.at_level(logging.WARNING, logger="ase_equi.learning_dynamics"):
         make_dynamics(atoms, heating, None, None, 0, None)
     assert caplog.text == ""
+
+
+def test_a_cell_relaxation_labels_the_candidate_in_its_own_cell(committee_file, tmp_path):
+    """BFGS on a cell filter from a stretched cell, one call at convergence: the labelled
+    structure is the window's most uncertain one with the cell it had at that step (the
+    same relaxation without calls, step for step), not the cell the relaxation ended with."""
+    from ase.filters import FrechetCellFilter
+    from ase.io import read
+
+    cells: dict[int, np.ndarray] = {}
+
+    def relax(atoms):
+        dyn = BFGS(FrechetCellFilter(atoms), logfile=None)
+        dyn.attach(lambda: cells.setdefault(dyn.nsteps, atoms.cell.array.copy()))
+        return dyn
+
+    def stretched():
+        atoms = start()
+        atoms.set_cell(atoms.cell.array * 1.03, scale_atoms=True)
+        return atoms
+
+    options = dict(dynamics=relax, fmax=1e-4, steps=300, replay=None, train_config=FAST)
+    quiet = learn_on_the_fly(stretched(), committee_file, EMT(), out=tmp_path / "quiet",
+                             threshold=1e6, **options)  # fmt: skip
+    quiet_cells = dict(cells)
+    run = learn_on_the_fly(stretched(), committee_file, EMT(), out=tmp_path / "learn",
+                           threshold=1e-6, max_calls=1, min_interval=1000, **options)  # fmt: skip
+    labelled_step = run.calls[0]["step"]
+    assert run.calls[0]["called_at_step"] == quiet.steps
+    final = quiet_cells[quiet.steps]
+    assert np.abs(quiet_cells[labelled_step] - final).max() > 1e-4  # the cell did move
+    learned = read(tmp_path / "learn" / "learned.xyz", index=0)
+    np.testing.assert_allclose(learned.cell.array, quiet_cells[labelled_step], atol=1e-7)
