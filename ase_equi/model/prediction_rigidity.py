@@ -360,17 +360,39 @@ def feature_jacobian(model: MaceModel, graph: Graph) -> torch.Tensor:
 
 
 def jacobian_forces_uncertainty(
-    model: MaceModel, graph: Graph, inverse_covariance: torch.Tensor, factor: float = 1.0
+    model: MaceModel,
+    graph: Graph,
+    inverse_covariance: torch.Tensor,
+    factor: float = 1.0,
+    rank: int | None = None,
 ) -> torch.Tensor:
     """``[n]`` (eV/Å): :math:`\\alpha\\sqrt{\\sum_\\beta (J^\\top C^{-1} J)_{i\\beta,i\\beta}}`,
     the exact LLPR uncertainty of atom i's force (root of its variance), with
-    :math:`J = \\partial f_s/\\partial r` (one graph, :func:`feature_jacobian`).
+    :math:`J = \\partial f_s/\\partial r` (one graph).
     With :math:`C^{-1} = \\sum_k \\lambda_k v_k v_k^\\top` it is
     :math:`\\sum_k \\lambda_k |v_k \\cdot \\partial f_s/\\partial r_i|^2` (negative rounding
-    in the λ_k clipped): d backward passes (a benchmark of the local form, not for MD).
-    ``ValueError`` for several graphs."""
-    jac = feature_jacobian(model, graph)
-    values, vectors_k = torch.linalg.eigh(inverse_covariance.to(jac.device))
-    projected = torch.einsum("dk,dnb->knb", vectors_k.double(), jac)
-    total = torch.einsum("k,knb->n", values.double().clamp(min=0), projected**2)
+    in the λ_k clipped). ``rank`` r keeps the r largest λ_k only (None: all d), at r
+    backward passes (batched; d for the exact form: a benchmark, not for MD).
+    ``ValueError`` for several graphs or a rank outside 1..d."""
+    if graph.num_graphs != 1:
+        raise ValueError(f"the feature Jacobian takes one structure, not {graph.num_graphs}")
+    values, vectors_k = torch.linalg.eigh(inverse_covariance.double())
+    d = values.shape[0]
+    keep = d if rank is None else rank
+    if not 1 <= keep <= d:
+        raise ValueError(f"rank must be 1..{d} (the feature dimension), not {rank}")
+    order = torch.argsort(values, descending=True)[:keep]
+    directions = vectors_k[:, order].T * values[order].clamp(min=0).sqrt()[:, None]  # [r, d]
+    positions = graph.positions.detach().requires_grad_(True)
+    with torch.enable_grad(), capture_features(model) as capture:
+        vectors = edge_vectors(
+            positions, graph.cell, graph.shifts, graph.senders, graph.receivers, graph.batch
+        )
+        model(graph.element_index, vectors, graph.senders, graph.receivers, graph.batch, 1)
+        f_s = capture.node_features().sum(0)  # [d]
+        grad_outputs = directions.to(device=f_s.device, dtype=f_s.dtype)
+        (projected,) = torch.autograd.grad(
+            f_s, positions, grad_outputs=grad_outputs, is_grads_batched=True
+        )  # [r, n, 3]: √λ_k v_k · ∂f_s/∂r
+    total = (projected.double() ** 2).sum(dim=(0, 2))
     return factor * total.sqrt()

@@ -5,7 +5,8 @@ section) on L1₂ Ni₃Al frames from EMT Langevin MD at several temperatures: t
 the mean atomic force uncertainty against the force error, per temperature and frame by frame;
 and the same for the exact LLPR force uncertainty diag(Jᵀ C⁻¹ J) (48 backward passes per
 structure, uncalibrated: ranks only; ``zoo_rigidity.py --jacobian``), which the calculator does
-not compute.
+not compute, and its rank-4 truncation (the 4 largest eigenvalues of C⁻¹ only: 4 backward passes)
+with the seconds per structure of each form against a force call.
 
     OMP_NUM_THREADS=1 python scripts/uncertainty/llpr_temperature_scan.py
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +63,8 @@ def frames_at(temperature: int) -> list:
 def main() -> None:
     torch.set_num_threads(1)
     calc = EquivariantCalculator("metals")
-    exact = EquivariantCalculator("metals", dtype="float64").loaded  # for diag(Jᵀ C⁻¹ J)
+    calc64 = EquivariantCalculator("metals", dtype="float64")  # a force call, timed
+    exact = calc64.loaded  # for diag(Jᵀ C⁻¹ J)
     inverse = exact.rigidity.inverse_covariance.double()
     rows = []
     for temperature in TEMPERATURES:
@@ -71,13 +74,27 @@ def main() -> None:
             u = calc.get_property("forces_uncertainty", frame)
             error = frame.get_forces() - reference
             graph = graph_of(exact, frame)
-            u_exact = jacobian_forces_uncertainty(exact.model, graph, inverse).numpy()
+            seconds = {}
+            for form, rank in (("exact", None), ("rank4", 4)):
+                start = time.perf_counter()
+                u_form = jacobian_forces_uncertainty(exact.model, graph, inverse, rank=rank)
+                seconds[form] = time.perf_counter() - start
+                if rank is None:
+                    u_exact = u_form.numpy()
+                else:
+                    u_rank4 = u_form.numpy()
+            start = time.perf_counter()
+            calc64.calculate(frame.copy(), ["forces"], ["positions"])
+            seconds["force_call"] = time.perf_counter() - start
             rows.append({
                 "temperature_K": temperature,
                 "max_u": float(u.max()),
                 "mean_u": float(u.mean()),
                 "max_u_exact": float(u_exact.max()),
                 "mean_u_exact": float(u_exact.mean()),
+                "max_u_rank4": float(u_rank4.max()),
+                "mean_u_rank4": float(u_rank4.mean()),
+                "seconds": seconds,
                 "force_rmse": float(np.sqrt((error**2).mean())),
                 "max_force_error": float(np.linalg.norm(error, axis=1).max()),
             })  # fmt: skip
@@ -97,11 +114,13 @@ def main() -> None:
             ("mean_u", "force_rmse"),
             ("max_u_exact", "force_rmse"),
             ("mean_u_exact", "force_rmse"),
+            ("mean_u_rank4", "force_rmse"),
+            ("mean_u_rank4", "mean_u_exact"),
             ("max_u", "max_force_error"),
         )  # fmt: skip
     }
     within = {}  # Spearman ρ against the force RMSE over the 10 frames of one temperature
-    for u in ("max_u", "mean_u", "max_u_exact", "mean_u_exact"):
+    for u in ("max_u", "mean_u", "max_u_exact", "mean_u_exact", "mean_u_rank4"):
         for t in TEMPERATURES:
             at = [r for r in rows if r["temperature_K"] == t]
             rho_t = spearmanr([r[u] for r in at], [r["force_rmse"] for r in at])[0]
@@ -111,6 +130,10 @@ def main() -> None:
         "frames": rows,
         "spearman_all_50": rho,
         "spearman_vs_force_rmse_within_T": within,
+        "median_seconds_per_structure": {
+            k: float(np.median([r["seconds"][k] for r in rows]))
+            for k in ("force_call", "exact", "rank4")
+        },
     }
     OUT.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     text = [
@@ -124,6 +147,9 @@ def main() -> None:
         "",
         "Within each temperature (10 frames), Spearman ρ against the force RMSE: "
         + ", ".join(f"{k} {v:.2f}" for k, v in within.items()),
+        "",
+        "Median seconds per structure (one thread, float64 for the Jacobian forms): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in result["median_seconds_per_structure"].items()),
     ]
     OUT.with_suffix(".md").write_text("\n".join(text) + "\n")
     print("\n".join(text))

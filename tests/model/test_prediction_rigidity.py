@@ -124,6 +124,19 @@ def test_jacobian_uncertainty_is_the_diagonal_of_j_c_j(model):
     expected = 0.6 * torch.einsum("dnb,de,enb->n", jac, inverse, jac).sqrt()
     got = jacobian_forces_uncertainty(model, graph, inverse, factor=0.6)
     torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-12)
+    # rank r: only the r largest eigenvalues of C⁻¹, Σ_k λ_k (v_k · J)² summed over k ≤ r
+    lam, vec = torch.linalg.eigh(inverse)
+    top = vec[:, -3:]  # eigh sorts ascending: the 3 largest
+    truncated = torch.einsum("dk,dnb->knb", top, jac) ** 2
+    expected_3 = 0.6 * torch.einsum("k,knb->n", lam[-3:], truncated).sqrt()
+    got_3 = jacobian_forces_uncertainty(model, graph, inverse, factor=0.6, rank=3)
+    torch.testing.assert_close(got_3, expected_3, rtol=1e-8, atol=1e-12)
+    assert bool((got_3 < got).all())
+    full = jacobian_forces_uncertainty(model, graph, inverse, factor=0.6, rank=d)
+    torch.testing.assert_close(full, expected, rtol=1e-8, atol=1e-12)
+    for bad in (0, d + 1):
+        with pytest.raises(ValueError, match=f"rank must be 1..{d}"):
+            jacobian_forces_uncertainty(model, graph, inverse, rank=bad)
     two = batch_graphs([graph, graph])
     with pytest.raises(ValueError, match="one structure"):
         jacobian_forces_uncertainty(model, two, inverse)
