@@ -29,6 +29,19 @@ Decision rule, written before any figure was seen: the committee is worth shippi
 model if at its validation p95 it flags at least 4 of the 6 worst test structures and its
 test ρ is at least the LLPR's 0.66. Output: ``runs/bootstrap-committee/NAME/`` and
 ``benchmarks/results/2026-12-01-bootstrap-committee-NAME.json``.
+
+**Independent starts** (``--independent``): the bootstrap members above start from one set of
+weights and did not flag those frames. Here member 0 is the zoo model itself and member m ≥ 1
+is a new model of the zoo model's architecture and constants (E0, scale, shift, neighbour
+count) with weights drawn from seed m, trained through every stage on the card
+(``training_stages``: each stage's own settings, epochs and rates) on the zoo model's data and
+split (the card's seed; checked against the split rebuilt from the card), so the members
+differ only in where they started. Only for a model whose stages all trained on one data set
+(``molecules-pbe``). About two hours of one core per member (132 epochs for molecules-pbe);
+every stage checkpoints and resumes, and ``--member m`` trains one member only (two processes
+for two cores), after which the plain command finds them done and measures. Same decision rule.
+Output: ``runs/independent-committee/NAME/`` and
+``benchmarks/results/2026-12-01-independent-committee-NAME.json``.
 """
 
 from __future__ import annotations
@@ -49,12 +62,15 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts" / "zoo"))
 sys.path.insert(0, str(ROOT / "scripts" / "uncertainty"))
 
+from make_replay_sets import card_split, frame_bounds, training_data  # noqa: E402
 from zoo_rigidity import splits  # noqa: E402
 
 from ase_equi import EquivariantCalculator  # noqa: E402
 from ase_equi.io.model_committee import join_committee_files  # noqa: E402
 from ase_equi.io.model_file import read_model_file, save_model  # noqa: E402
 from ase_equi.learning_retraining import parent_card, retraining_config  # noqa: E402
+from ase_equi.training.checkpoint import new_model  # noqa: E402
+from ase_equi.training.config import TrainConfig  # noqa: E402
 from ase_equi.training.trainer import train  # noqa: E402
 from ase_equi.uncertainty_calibration import calibrate_committee  # noqa: E402
 from ase_equi.zoo import zoo_path  # noqa: E402
@@ -73,6 +89,34 @@ def member(name: str, m: int, train_frames: list, args: argparse.Namespace, out:
     torch.manual_seed(m)
     trained = train(model, resample, config, name=f"member{m}", verbose=False).model
     return save_model(trained, done, card={"name": f"{name}-bootstrap-member{m}"})
+
+
+def independent_member(name: str, m: int, out: Path) -> Path:
+    """Member ``m`` of the independent-start committee (see the module docstring; resumable):
+    the zoo model for m = 0, else a new model from seed m trained through the card's stages."""
+    if m == 0:
+        return zoo_path(name)
+    done = out / f"member{m}.json"
+    if done.exists():
+        return done
+    if frame_bounds(name):
+        raise SystemExit(f"{name}: its stages trained on growing data sets; --independent "
+                         "reproduces single-data-set recipes only")  # fmt: skip
+    card = parent_card(name)
+    expected, _, _ = card_split(name)
+    model = new_model(read_model_file(zoo_path(name)).config, seed=m)
+    for i, stage in enumerate(card["training_stages"], 1):
+        folder = out / f"m{m}" / f"stage{i}"
+        finished = folder / f"member{m}-stage{i}.json"
+        if not finished.exists():
+            settings = {k: v for k, v in stage["settings"].items() if k != "output_dir"}
+            config = TrainConfig(**settings, output_dir=str(folder))
+            train(model, str(training_data(name)), config, name=f"member{m}-stage{i}")
+            split = json.loads((folder / "split.json").read_text())
+            if any(split[k] != expected[k] for k in ("train", "valid", "test")):
+                raise SystemExit(f"{folder}: the split differs from the zoo model's")
+        model = read_model_file(finished).model.float().requires_grad_(True)
+    return save_model(model, done, card={"name": f"{name}-independent-member{m}"})
 
 
 def per_structure(calc: EquivariantCalculator, frames: list) -> dict[str, np.ndarray]:
@@ -115,18 +159,30 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--independent", action="store_true", help="members from new weights")
+    parser.add_argument("--member", type=int, help="with --independent: train this one only")
     args = parser.parse_args()
+    if args.member is not None and not args.independent:
+        parser.error("--member is for --independent")
     torch.set_num_threads(1)
-    out = ROOT / "runs" / "bootstrap-committee" / args.name
+    kind = "independent-committee" if args.independent else "bootstrap-committee"
+    out = ROOT / "runs" / kind / args.name
     out.mkdir(parents=True, exist_ok=True)
+    if args.member is not None:
+        print(independent_member(args.name, args.member, out))
+        return
     sets = splits(args.name)
     started = time.perf_counter()
-    paths = [member(args.name, m, sets["train"], args, out) for m in range(args.members)]
+    if args.independent:
+        paths = [independent_member(args.name, m, out) for m in range(args.members)]
+    else:
+        paths = [member(args.name, m, sets["train"], args, out) for m in range(args.members)]
     trained_s = time.perf_counter() - started
-    committee = join_committee_files(paths, out / "committee", card={"name": "bootstrap"})
+    committee = join_committee_files(paths, out / "committee", card={"name": kind})
     calibration = calibrate_committee(committee, sets["valid"], plot=out / "calibration.png")
     command = f"OMP_NUM_THREADS=1 python {Path(__file__).relative_to(ROOT)} {args.name}"
-    command += f" --members {args.members} --epochs {args.epochs} --lr {args.lr:g}"
+    command += f" --members {args.members}"
+    command += " --independent" if args.independent else f" --epochs {args.epochs} --lr {args.lr:g}"
     result = {"command": command, "calibration": calibration}
     result["training_wall_s_this_run"] = round(trained_s, 1)
     for label, calc in (
@@ -143,7 +199,7 @@ def main() -> None:
             "test": figures(per_structure(calc, sets["test"]), thresholds),
         }
         print(label, json.dumps(result[label]), flush=True)
-    path = ROOT / "benchmarks" / "results" / f"2026-12-01-bootstrap-committee-{args.name}.json"
+    path = ROOT / "benchmarks" / "results" / f"2026-12-01-{kind}-{args.name}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(path)
 
