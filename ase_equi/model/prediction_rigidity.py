@@ -29,7 +29,8 @@ with a regulariser λ and a calibration factor α_E fitted on validation data.
 
 **Forces: local rigidity.** The exact force analogue, the diagonal of :math:`J^\\top C^{-1} J`
 with the Jacobian :math:`J = \\partial f_s / \\partial r` (d × 3n), needs d backward passes
-(:func:`jacobian_forces_uncertainty`, kept for comparison). The calculator uses the rigidity of
+(:func:`jacobian_forces_uncertainty`, kept for comparison; its ``rank`` r keeps the r largest
+eigenvalues of :math:`C^{-1}`, r backward passes). The calculator uses the rigidity of
 each atom's own environment instead,
 
 .. math::
