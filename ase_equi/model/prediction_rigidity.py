@@ -343,7 +343,13 @@ def rigidity_pass(
 
 def feature_jacobian(model: MaceModel, graph: Graph) -> torch.Tensor:
     """``[d, n, 3]`` float64: :math:`J = \\partial f_s / \\partial r` of one structure (d backward
-    passes; ``ValueError`` for several graphs)."""
+    passes, batched; ``ValueError`` for several graphs)."""
+    return _projected_jacobian(model, graph, torch.eye(feature_dim(model), dtype=torch.float64))
+
+
+def _projected_jacobian(model: MaceModel, graph: Graph, directions: torch.Tensor) -> torch.Tensor:
+    """``[r, n, 3]`` float64: :math:`u_k \\cdot \\partial f_s / \\partial r` for the rows u_k of
+    ``directions [r, d]``, one batched backward pass of r vectors (one graph)."""
     if graph.num_graphs != 1:
         raise ValueError(f"the feature Jacobian takes one structure, not {graph.num_graphs}")
     positions = graph.positions.detach().requires_grad_(True)
@@ -353,11 +359,11 @@ def feature_jacobian(model: MaceModel, graph: Graph) -> torch.Tensor:
         )
         model(graph.element_index, vectors, graph.senders, graph.receivers, graph.batch, 1)
         f_s = capture.node_features().sum(0)  # [d]
-        rows = [
-            torch.autograd.grad(f_s[k], positions, retain_graph=True)[0].double()
-            for k in range(f_s.shape[0])
-        ]
-    return torch.stack(rows)
+        grad_outputs = directions.to(device=f_s.device, dtype=f_s.dtype)
+        (projected,) = torch.autograd.grad(
+            f_s, positions, grad_outputs=grad_outputs, is_grads_batched=True
+        )
+    return projected.double()
 
 
 def jacobian_forces_uncertainty(
@@ -375,8 +381,6 @@ def jacobian_forces_uncertainty(
     in the λ_k clipped). ``rank`` r keeps the r largest λ_k only (None: all d), at r
     backward passes (batched; d for the exact form: a benchmark, not for MD).
     ``ValueError`` for several graphs or a rank outside 1..d."""
-    if graph.num_graphs != 1:
-        raise ValueError(f"the feature Jacobian takes one structure, not {graph.num_graphs}")
     values, vectors_k = torch.linalg.eigh(inverse_covariance.double())
     d = values.shape[0]
     keep = d if rank is None else rank
@@ -384,16 +388,5 @@ def jacobian_forces_uncertainty(
         raise ValueError(f"rank must be 1..{d} (the feature dimension), not {rank}")
     order = torch.argsort(values, descending=True)[:keep]
     directions = vectors_k[:, order].T * values[order].clamp(min=0).sqrt()[:, None]  # [r, d]
-    positions = graph.positions.detach().requires_grad_(True)
-    with torch.enable_grad(), capture_features(model) as capture:
-        vectors = edge_vectors(
-            positions, graph.cell, graph.shifts, graph.senders, graph.receivers, graph.batch
-        )
-        model(graph.element_index, vectors, graph.senders, graph.receivers, graph.batch, 1)
-        f_s = capture.node_features().sum(0)  # [d]
-        grad_outputs = directions.to(device=f_s.device, dtype=f_s.dtype)
-        (projected,) = torch.autograd.grad(
-            f_s, positions, grad_outputs=grad_outputs, is_grads_batched=True
-        )  # [r, n, 3]: √λ_k v_k · ∂f_s/∂r
-    total = (projected.double() ** 2).sum(dim=(0, 2))
-    return factor * total.sqrt()
+    projected = _projected_jacobian(model, graph, directions)  # √λ_k v_k · ∂f_s/∂r
+    return factor * (projected**2).sum(dim=(0, 2)).sqrt()

@@ -104,7 +104,7 @@ def test_jacobian_uncertainty_is_the_diagonal_of_j_c_j(model):
     """u_i = α √(Σ_β (Jᵀ C⁻¹ J)_{iβ,iβ}) with J = ∂f_s/∂r from torch's own Jacobian of the
     structure features (a finite-difference-free reference), for a random SPD C⁻¹."""
     from ase_equi.graph.tensors import edge_vectors
-    from ase_equi.model.prediction_rigidity import jacobian_forces_uncertainty
+    from ase_equi.model.prediction_rigidity import feature_jacobian, jacobian_forces_uncertainty
 
     atoms = emt_structures(1, seed=11)[0]
     graph = atoms_to_graph(atoms, ELEMENTS, R_MAX, dtype=torch.float64)
@@ -121,6 +121,7 @@ def test_jacobian_uncertainty_is_the_diagonal_of_j_c_j(model):
         return capture.node_features().sum(0)
 
     jac = torch.autograd.functional.jacobian(f_s, graph.positions.clone())  # [d, n, 3]
+    torch.testing.assert_close(feature_jacobian(model, graph), jac, rtol=1e-10, atol=1e-12)
     expected = 0.6 * torch.einsum("dnb,de,enb->n", jac, inverse, jac).sqrt()
     got = jacobian_forces_uncertainty(model, graph, inverse, factor=0.6)
     torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-12)
