@@ -195,6 +195,35 @@ def test_card_domain_and_limits_name_the_elements_and_the_missed_targets():
     assert text.endswith("not measured: md_stability stable.")
 
 
+def test_card_lists_every_stage_of_a_warm_started_run(tmp_path, monkeypatch):
+    """A train_strain_pairs.py run started from the installed model (``--start models``) and a
+    second run started from the first: the card's stages are the installed model's, then each
+    run's own, in order; a run of another script is its own stage only."""
+    import json
+
+    import make_card
+
+    def write(folder, description, lr):
+        folder.mkdir(parents=True)
+        card = {"description": description, "training": {"settings": {"lr": lr}}}
+        (folder / "metals.json").write_text(json.dumps({"card": card}))
+
+    installed = [{"settings": {"lr": 1e-2}}, {"settings": {"lr": 1e-3}}]
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "metals.json").write_text(
+        json.dumps({"card": {"training_stages": installed}})
+    )
+    monkeypatch.setattr(make_card, "ROOT", tmp_path)
+    runs = tmp_path / "runs"
+    write(runs / "a", "set v4; trained further from models with the cutoff set to 6 Å, ...", 5e-3)
+    write(runs / "b", "set v4; trained further from a, loss weights of stage 4, ...", 1e-3)
+    write(runs / "c", "EMT frames from scripts/zoo/generate_metals_emt.py --set v2", 2e-2)
+    rates = [s["settings"]["lr"] for s in make_card.training_stages(runs / "b", "metals")]
+    assert rates == [1e-2, 1e-3, 5e-3, 1e-3]
+    assert [s["settings"]["lr"] for s in make_card.training_stages(runs / "c", "metals")] == [2e-2]
+    assert make_card.started_from({"description": "x; trained further from a, y"}) == "a"
+
+
 def test_md_is_judged_stable_only_after_50_ps_at_both_temperatures(tmp_path):
     import json
 

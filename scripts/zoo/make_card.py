@@ -206,14 +206,31 @@ def install(name: str, model_file: Path, run: Path, card: dict, checks: dict) ->
 def training_stages(run: Path, name: str) -> list[dict]:
     """The card's ``training`` entry of every stage that led to ``run``: for a run folder
     ``NAME-v2-stageN`` (``scripts/zoo/train_zoo.py --stage N``), stage 1 (``NAME-v2``) and
-    stages 2 … N, in order; for any other run folder, that run's alone."""
+    stages 2 … N, in order; for a run of ``train_strain_pairs.py --start X`` (its card says
+    "trained further from X"), X's stages and then its own (X ``models``: the stages on the
+    installed zoo model's card, the model it started from until this run is installed); for
+    any other run folder, that run's alone."""
     prefix = f"{name}-v2-stage"
     if not run.name.startswith(prefix):
-        return [json.loads((run / f"{name}.json").read_text())["card"]["training"]]
+        card = json.loads((run / f"{name}.json").read_text())["card"]
+        start = started_from(card)
+        if start is None:
+            return [card["training"]]
+        if start == "models":
+            installed = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
+            return [*installed["training_stages"], card["training"]]
+        return [*training_stages(run.with_name(start), name), card["training"]]
     last = int(run.name[len(prefix) :])
     folders = [run.with_name(f"{name}-v2")]
     folders += [run.with_name(f"{prefix}{n}") for n in range(2, last + 1)]
     return [json.loads((f / f"{name}.json").read_text())["card"]["training"] for f in folders]
+
+
+def started_from(card: dict) -> str | None:
+    """The start folder's name of a ``train_strain_pairs.py`` run (from its card's
+    description, "trained further from X"), or None for any other run."""
+    words = card.get("description", "").split("trained further from ")
+    return words[1].split(" ")[0].rstrip(",;") if len(words) == 2 else None
 
 
 def parse() -> argparse.Namespace:
@@ -268,7 +285,7 @@ def main() -> None:
     recipe = RECIPES[args.name]
     if run.name == f"{args.name}-v2-stage4":
         recipe = {**recipe, **STAGE4[args.name]}
-    if run.name in {f"{args.name}-v2-stage{n}" for n in (5, 6, 7)}:
+    if run.name in {f"{args.name}-v2-stage{n}" for n in (5, 6, 7)} or started_from(trained.card):
         recipe = {**recipe, **STAGE5[args.name]}  # stages 6 and 7 train on set v4 as well
     card = dict(trained.card)
     card.update(
