@@ -3,7 +3,8 @@
     OMP_NUM_THREADS=1 python scripts/zoo/eos_fit_range.py Al
     OMP_NUM_THREADS=1 python scripts/zoo/eos_fit_range.py Al --model metals --model RUN/metals.json
 
-The card's ``B`` is a Birch–Murnaghan fit over a0 × (1 ± 5 %) (``metals_card.py``); its elastic
+The card's ``B`` is a Birch–Murnaghan fit over a fixed lattice constant × (1 ± 5 %) (Al: 4.05 Å,
+EMT's a0 × 0.963–1.065; ``metals_card.py``); its elastic
 constants are central differences at a0. For a smooth E(V) both give the same bulk modulus,
 whatever the fit range. This prints B (GPa) from fits over a0 × (1 ± r) for r = 1 … 5 %
 (11 points each, at the calculator's own a0: the minimum of a ±5 % fit, refined by a ±1 %

@@ -20,7 +20,9 @@ from targets import compare, measured
 LATTICE = {"Cu": 3.61, "Ag": 4.09, "Au": 4.08, "Ni": 3.52, "Pd": 3.89, "Pt": 3.92, "Al": 4.05}
 VACANCY_REPEAT = 3  # 3×3×3 cubic cells: 108 sites, 107 atoms with the vacancy
 NOTES = (
-    "EOS: Birch–Murnaghan over a0·(1±5 %), 4-atom cubic cell. Elastic constants: central "
+    "EOS: Birch–Murnaghan over 11 lattice constants a·(1±5 %) around a fixed a per element "
+    "(Cu 3.61, Ag 4.09, Au 4.08, Ni 3.52, Pd 3.89, Pt 3.92, Al 4.05 Å), the same for model and "
+    "EMT, 4-atom cubic cell. Elastic constants: central "
     "differences of stress at ±0.5 % strain at each calculator's own a0 (fcc is a Bravais "
     "lattice: clamped-ion = relaxed-ion). Vacancy: 3×3×3 cubic cell (108 sites, 107 atoms) at "
     "each calculator's own a0, cell fixed, E(N−1) − (N−1)/N·E(N); unrelaxed, and ions relaxed "
