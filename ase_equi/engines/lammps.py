@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,11 +131,14 @@ class FixExternalCoupling:
         lmp = self.lmp
         natoms = int(lmp.get_natoms())
         if nlocal and int(tag[:nlocal].max()) > natoms:  # a gap in the IDs (deleted atoms)
-            lmp.error(
-                1,
+            message = (
                 f"ase_equi fix external needs atom IDs 1..{natoms} without gaps, found "
-                f"ID {int(tag[:nlocal].max())}: renumber them ('reset_atoms id')",
+                f"ID {int(tag[:nlocal].max())}: renumber them ('reset_atoms id')"
             )
+            # flushed first: LAMMPS's abort of every rank can lose its own buffered message
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+            lmp.error(1, message)
             return
         positions = np.asarray(lmp.gather_atoms("x", 1, 3), dtype=float).reshape(natoms, 3)
         types = np.asarray(lmp.gather_atoms("type", 0, 1), dtype=int)
