@@ -58,7 +58,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import ase.io
 import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
@@ -91,6 +90,7 @@ from ase_equi.uncertainty_calibration import calibration_plot, miscalibration_ar
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts" / "zoo"))
 from make_replay_sets import NAMES, training_data, training_split  # noqa: E402
+from train_zoo import read_images  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 STEM = "2026-11-30-zoo-uncertainty"
@@ -105,7 +105,7 @@ def splits(name: str) -> dict[str, list]:
     """Labelled Atoms of the training run's train and valid splits, and the shipped test set."""
     split, images = training_split(name)
     out = {kind: [images[k] for k in split[kind]] for kind in ("train", "valid")}
-    out["test"] = ase.io.read(ROOT / "models" / f"{name}-test.xyz.xz", ":")
+    out["test"] = read_images(ROOT / "models" / f"{name}-test.xyz.xz")
     return out
 
 
