@@ -35,11 +35,11 @@ from pathlib import Path
 
 from ase.build import bulk
 from ase.calculators.emt import EMT
-from ase.io import read, write
+from ase.io import write
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from physics import cubic_elastic_constants, equation_of_state
-from train_zoo import COMMON_ARCHITECTURE, COMMON_SETTINGS
+from train_zoo import COMMON_ARCHITECTURE, COMMON_SETTINGS, read_images
 
 from ase_equi import EquivariantCalculator, ModelConfig, TrainConfig, train
 from ase_equi.data import read_frames
@@ -57,7 +57,7 @@ def frames_path() -> Path:
     if not path.exists():
         frames = [
             a
-            for a in read(ROOT / "data" / "metals-emt-v3.xyz.xz", ":")
+            for a in read_images(ROOT / "data" / "metals-emt-v3.xyz.xz")
             if set(a.numbers) == {Z} and len(a) > 1
         ]
         RUNS.mkdir(parents=True, exist_ok=True)
