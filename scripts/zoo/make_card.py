@@ -6,6 +6,7 @@ issue 17's targets, write the card, and install the model file into the zoo (``m
     python scripts/zoo/make_card.py metals --model models/metals.json --check-only
     python scripts/zoo/make_card.py silicon-xtb --run runs/silicon-xtb-v2 --check-only --out DIR
 
+``--model`` may be a committee file (checked as its members' mean).
 ``--check-only`` measures every check and writes ``checks.json`` (the card's
 ``physics_checks``, the targets, the domain sentence, timings) and ``targets.md`` (the TARGETS
 table) to ``--out`` (default ``runs/cards/NAME``), and installs nothing. Without it the model
@@ -118,8 +119,10 @@ STAGE5 = {
 
 def run_checks(name: str, model_file: Path, out: Path, cache: ReferenceCache) -> tuple[dict, list]:
     """The recipe's checks of the model in ``model_file``: (physics_checks, sample Atoms).
-    ``out`` holds the results of separate runs (``md-stability.json``)."""
-    trained = load_model(model_file, dtype=None)
+    ``out`` holds the results of separate runs (``md-stability.json``). A committee file is
+    checked as its members' mean."""
+    header = json.loads(model_file.read_text())
+    trained = str(model_file) if header.get("committee") else load_model(model_file, dtype=None)
 
     def calc():
         return EquivariantCalculator(trained, dtype="float64")
@@ -135,8 +138,8 @@ def run_checks(name: str, model_file: Path, out: Path, cache: ReferenceCache) ->
         return silicon_checks(calc, cache, out / "md-stability.json", weights)
     from molecules_card import molecules_checks
 
-    elements = list(trained.config.elements)
-    return molecules_checks(calc, cache, trained.card.get("test_errors", {}), elements)
+    elements = list(header["config"]["elements"])
+    return molecules_checks(calc, cache, header["card"].get("test_errors", {}), elements)
 
 
 def domain(name: str, elements: list[int]) -> str:
@@ -258,13 +261,12 @@ def main() -> None:
     out = Path(args.out or ROOT / "runs" / "cards" / args.name)
     out.mkdir(parents=True, exist_ok=True)
     cache = ReferenceCache(Path(args.cache) if args.cache else out / "reference-cache.json")
-    trained = load_model(model_file, dtype=None)
     started, cpu = time.perf_counter(), time.process_time()
     checks, samples = run_checks(args.name, model_file, out, cache)
     rows = evaluate(checks, TARGETS[args.name])
     seconds = round(time.perf_counter() - started)
     cpu_seconds = round(time.process_time() - cpu)
-    sentence = domain(args.name, list(trained.config.elements))
+    sentence = domain(args.name, list(json.loads(model_file.read_text())["config"]["elements"]))
     report = {
         "model": model_text,
         "domain": sentence,
@@ -282,6 +284,7 @@ def main() -> None:
     print(f"wrote {out / 'checks.json'} and {out / 'targets.md'}")
     if args.check_only:
         return
+    trained = load_model(model_file, dtype=None)
     recipe = RECIPES[args.name]
     if run.name == f"{args.name}-v2-stage4":
         recipe = {**recipe, **STAGE4[args.name]}
