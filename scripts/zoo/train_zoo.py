@@ -148,11 +148,12 @@ def read_images(path: str | Path) -> list[Atoms]:
     """Every frame of an extxyz file, ``.xz``-compressed or not, with its labels.
 
     Decompressed into memory first: ASE reads a compressed file by seeking in it, which
-    decompresses from the start again for each frame (11 minutes for set v4's 2139 metals
-    frames, 3 s this way; the same Atoms).
+    decompresses from the start again for each frame (11 minutes here for set v4's 2139
+    metals frames, 3 s this way; the same Atoms).
     """
     path = Path(path)
-    text = lzma.open(path, "rt").read() if path.suffix == ".xz" else path.read_text()
+    with lzma.open(path, "rt") if path.suffix == ".xz" else open(path) as handle:
+        text = handle.read()
     return list(read(io.StringIO(text), ":", format="extxyz"))
 
 
