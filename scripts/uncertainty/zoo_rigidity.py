@@ -65,6 +65,7 @@ from safetensors.torch import save as save_safetensors
 from scipy.stats import spearmanr
 
 from ase_equi import EquivariantCalculator
+from ase_equi.data import read_structures
 from ase_equi.graph.build import atoms_to_graph, batch_graphs
 from ase_equi.io.model_file import read_model_file, read_weights
 from ase_equi.io.rigidity_section import TENSORS, write_rigidity
@@ -90,7 +91,6 @@ from ase_equi.uncertainty_calibration import calibration_plot, miscalibration_ar
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts" / "zoo"))
 from make_replay_sets import NAMES, training_data, training_split  # noqa: E402
-from train_zoo import read_images  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 STEM = "2026-11-30-zoo-uncertainty"
@@ -105,7 +105,7 @@ def splits(name: str) -> dict[str, list]:
     """Labelled Atoms of the training run's train and valid splits, and the shipped test set."""
     split, images = training_split(name)
     out = {kind: [images[k] for k in split[kind]] for kind in ("train", "valid")}
-    out["test"] = read_images(ROOT / "models" / f"{name}-test.xyz.xz")
+    out["test"] = [s.atoms for s in read_structures(ROOT / "models" / f"{name}-test.xyz.xz")]
     return out
 
 

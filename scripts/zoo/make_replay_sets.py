@@ -25,12 +25,12 @@ from pathlib import Path
 import ase.io
 import numpy as np
 
-from ase_equi.data import read_frames, split_frames
+from ase_equi.data import read_frames, read_structures, split_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))
 from train_strain_pairs import STAGE5_DATA  # noqa: E402
-from train_zoo import RECIPES, STAGE4_DATA, read_images, training_frames  # noqa: E402
+from train_zoo import RECIPES, STAGE4_DATA, training_frames  # noqa: E402
 
 NAMES = ("metals", "molecules-pbe", "silicon-xtb")
 
@@ -116,7 +116,7 @@ def card_split(name: str) -> tuple[dict[str, list[int]], Path, list]:
 def training_split(name: str) -> tuple[dict[str, list[int]], list]:
     """:func:`card_split` and the data's labelled Atoms in the order of its indices."""
     split, path, frames = card_split(name)
-    images = read_images(path)
+    images = [s.atoms for s in read_structures(path)]
     return split, [images[frame.index] for frame in frames]
 
 

@@ -39,10 +39,10 @@ from ase.io import write
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from physics import cubic_elastic_constants, equation_of_state
-from train_zoo import COMMON_ARCHITECTURE, COMMON_SETTINGS, read_images
+from train_zoo import COMMON_ARCHITECTURE, COMMON_SETTINGS
 
 from ase_equi import EquivariantCalculator, ModelConfig, TrainConfig, train
-from ase_equi.data import read_frames
+from ase_equi.data import read_frames, read_structures
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "metals-cutoff"
@@ -57,7 +57,7 @@ def frames_path() -> Path:
     if not path.exists():
         frames = [
             a
-            for a in read_images(ROOT / "data" / "metals-emt-v3.xyz.xz")
+            for a in (s.atoms for s in read_structures(ROOT / "data" / "metals-emt-v3.xyz.xz"))
             if set(a.numbers) == {Z} and len(a) > 1
         ]
         RUNS.mkdir(parents=True, exist_ok=True)
