@@ -224,6 +224,25 @@ def test_card_lists_every_stage_of_a_warm_started_run(tmp_path, monkeypatch):
     assert make_card.started_from({"description": "x; trained further from a, y"}) == "a"
 
 
+def test_card_lists_the_stages_of_a_recipe_variant(tmp_path):
+    """``train_zoo.py --prefix P``: P-stage3's card lists P's, P-stage2's and its own stage, in
+    order, as the default prefix NAME-v2 does; a -stageN folder with no stage-1 folder beside
+    it is its own stage only."""
+    import json
+
+    import make_card
+
+    for folder, lr in [("si-c64", 1e-2), ("si-c64-stage2", 1e-3), ("si-c64-stage3", 5e-4)]:
+        (tmp_path / folder).mkdir()
+        card = {"description": "GFN1-xTB frames", "training": {"settings": {"lr": lr}}}
+        (tmp_path / folder / "silicon-xtb.json").write_text(json.dumps({"card": card}))
+    stages = make_card.training_stages(tmp_path / "si-c64-stage3", "silicon-xtb")
+    assert [s["settings"]["lr"] for s in stages] == [1e-2, 1e-3, 5e-4]
+    (tmp_path / "si-c64").rename(tmp_path / "elsewhere")
+    stages = make_card.training_stages(tmp_path / "si-c64-stage3", "silicon-xtb")
+    assert [s["settings"]["lr"] for s in stages] == [5e-4]
+
+
 def test_md_is_judged_stable_only_after_50_ps_at_both_temperatures(tmp_path):
     import json
 

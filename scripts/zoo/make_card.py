@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
@@ -208,13 +209,13 @@ def install(name: str, model_file: Path, run: Path, card: dict, checks: dict) ->
 
 def training_stages(run: Path, name: str) -> list[dict]:
     """The card's ``training`` entry of every stage that led to ``run``: for a run folder
-    ``NAME-v2-stageN`` (``scripts/zoo/train_zoo.py --stage N``), stage 1 (``NAME-v2``) and
-    stages 2 … N, in order; for a run of ``train_strain_pairs.py --start X`` (its card says
-    "trained further from X"), X's stages and then its own (X ``models``: the stages on the
-    installed zoo model's card, the model it started from until this run is installed); for
-    any other run folder, that run's alone."""
-    prefix = f"{name}-v2-stage"
-    if not run.name.startswith(prefix):
+    ``PREFIX-stageN`` beside a folder ``PREFIX`` (``scripts/zoo/train_zoo.py --stage N``, by
+    default PREFIX ``NAME-v2``), stage 1 (``PREFIX``) and stages 2 … N, in order; for a run of
+    ``train_strain_pairs.py --start X`` (its card says "trained further from X"), X's stages
+    and then its own (X ``models``: the stages on the installed zoo model's card, the model it
+    started from until this run is installed); for any other run folder, that run's alone."""
+    staged = re.fullmatch(r"(.+)-stage(\d+)", run.name)
+    if staged is None or not (run.with_name(staged[1]) / f"{name}.json").exists():
         card = json.loads((run / f"{name}.json").read_text())["card"]
         start = started_from(card)
         if start is None:
@@ -223,9 +224,8 @@ def training_stages(run: Path, name: str) -> list[dict]:
             installed = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
             return [*installed["training_stages"], card["training"]]
         return [*training_stages(run.with_name(start), name), card["training"]]
-    last = int(run.name[len(prefix) :])
-    folders = [run.with_name(f"{name}-v2")]
-    folders += [run.with_name(f"{prefix}{n}") for n in range(2, last + 1)]
+    folders = [run.with_name(staged[1])]
+    folders += [run.with_name(f"{staged[1]}-stage{n}") for n in range(2, int(staged[2]) + 1)]
     return [json.loads((f / f"{name}.json").read_text())["card"]["training"] for f in folders]
 
 

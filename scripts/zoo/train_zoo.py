@@ -9,6 +9,8 @@
     python scripts/zoo/train_zoo.py metals --stage 3     # → runs/metals-v2-stage3/metals.json
     python scripts/zoo/make_card.py metals --run runs/metals-v2-stage5   # after stage 5
     python scripts/zoo/train_zoo.py silicon-xtb --stage 4   # set v3 (silicon's zoo model)
+    python scripts/zoo/train_zoo.py silicon-xtb --channels 64 --prefix runs/silicon-xtb-c64
+    python scripts/zoo/train_zoo.py silicon-xtb --stage 2 --prefix runs/silicon-xtb-c64  # ...
 
 Every recipe keeps its v1 architecture (the card's ``config``) and adds the ZBL pair repulsion
 (``pair_repulsion=True``, :mod:`ase_equi.model.zbl`; part of the model, so applied in training
@@ -212,10 +214,21 @@ def main() -> None:
     parser.add_argument(
         "--stage", type=int, default=1, choices=[1, *STAGES], help="train a finished stage further"
     )
+    parser.add_argument(
+        "--prefix",
+        help="folder of stage 1, whose stage N is PREFIX-stageN (default runs/NAME-v2); for "
+        "a variant of the recipe trained through its stages",
+    )
+    parser.add_argument(
+        "--channels", type=int, help="stage 1: hidden channels (default: the recipe's, 32)"
+    )
     args = parser.parse_args()
+    if args.channels is not None and args.stage != 1:
+        parser.error("--channels is a stage-1 setting: later stages train the previous model")
     recipe = RECIPES[args.name]
-    folders = {1: Path(f"runs/{args.name}-v2")}
-    folders.update({n: Path(f"runs/{args.name}-v2-stage{n}") for n in STAGES})
+    prefix = args.prefix or f"runs/{args.name}-v2"
+    folders = {1: Path(prefix)}
+    folders.update({n: Path(f"{prefix}-stage{n}") for n in STAGES})
     out = Path(args.out or folders[args.stage])
     settings = dict(COMMON_SETTINGS, epochs=args.epochs or recipe["epochs"])
     if args.stage == 4:
@@ -240,6 +253,8 @@ def main() -> None:
     else:
         architecture = dict(COMMON_ARCHITECTURE, elements=recipe["elements"])
         architecture["max_ell"] = recipe["max_ell"]
+        if args.channels is not None:
+            architecture["channels"] = args.channels
         model = ModelConfig(**architecture)
     result = train(
         model,
