@@ -306,6 +306,17 @@ class EquivariantCalculator(Calculator):
                 + ", ".join(self.implemented_properties)
             )
         super().calculate(atoms, properties, system_changes)
+        try:
+            self._evaluate(properties)
+        except BaseException:
+            # a refusal (an uncertain structure with on_uncertain="raise", non-finite output,
+            # a stress without a box, ...) leaves nothing behind: asked again about the same
+            # atoms, the calculator computes (and refuses) anew instead of serving the results
+            self.reset()
+            raise
+
+    def _evaluate(self, properties: list[str]) -> None:
+        """One model call (or none, for no atoms) on ``self.atoms`` for ``properties``."""
         atoms = self.atoms
         assert atoms is not None  # Calculator.calculate has just set it
         rank3 = bool(atoms.cell.rank == 3)

@@ -94,3 +94,22 @@ def test_model_config_errors_name_the_field(overrides, field):
     """Each invalid field is refused at construction, and the message names that field."""
     with pytest.raises(ValueError, match=rf"ModelConfig\..*\b{field}\b"):
         tiny_config(**overrides)
+
+
+def test_non_finite_output_is_refused_every_time(structure, loaded_model):
+    """A model whose output is NaN (one weight NaN) raises on every call for the same atoms:
+    the refused results are not kept for ASE's cache to serve."""
+    import copy
+
+    import torch
+
+    from ase_equi import EquivariantCalculator
+
+    broken = copy.deepcopy(loaded_model)
+    with torch.no_grad():
+        next(p for p in broken.model.parameters() if p.numel() > 1).fill_(float("nan"))
+    atoms = structure("bulk")
+    atoms.calc = EquivariantCalculator(broken, dtype="float64")
+    for getter in (atoms.get_potential_energy, atoms.get_potential_energy, atoms.get_forces):
+        with pytest.raises(FloatingPointError, match="non-finite"):
+            getter()

@@ -254,6 +254,10 @@ def test_threshold_actions(committee):
     atoms.calc.set(on_uncertain="raise")
     with pytest.raises(UncertainStructureError, match="atom"):
         atoms.get_potential_energy()
+    for getter in (atoms.get_potential_energy, atoms.get_forces):  # refused again, not cached
+        with pytest.raises(UncertainStructureError, match="atom"):
+            getter()
+    assert atoms.calc.results == {}
     seen = []
     atoms.calc.set(on_uncertain=lambda a, value, results: seen.append(value))
     atoms.get_forces()
