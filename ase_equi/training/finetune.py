@@ -228,12 +228,14 @@ def parent_identity(
 
 def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     ft_fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    tr_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    tr_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"output_dir"}  # out=
+    if "output_dir" in options:
+        raise TypeError("finetune() writes to out=, not output_dir: give the folder as out=")
     unknown = set(options) - ft_fields - tr_fields
     if unknown:
         raise TypeError(
             f"finetune() got unknown options {sorted(unknown)}; it takes FinetuneConfig fields "
-            f"{sorted(ft_fields)} and TrainConfig fields {sorted(tr_fields - {'output_dir'})}"
+            f"{sorted(ft_fields)} and TrainConfig fields {sorted(tr_fields)}"
         )
     return (
         {k: v for k, v in options.items() if k in ft_fields},

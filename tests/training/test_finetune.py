@@ -218,6 +218,8 @@ def test_bad_data_file_names_the_file_and_frame(parent, tmp_path):
 def test_unknown_option_and_unknown_parent(parent, tmp_path):
     with pytest.raises(TypeError, match="unknown options \\['epoch'\\]"):
         finetune(parent, [], out=tmp_path, epoch=3)
+    with pytest.raises(TypeError, match="writes to out=, not output_dir"):  # not dropped
+        finetune(parent, [], out=tmp_path, output_dir=tmp_path / "elsewhere")
     with pytest.raises(ValueError, match="neither a model file nor a zoo model"):
         finetune("no-such-model", [], out=tmp_path)
 
