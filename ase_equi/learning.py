@@ -88,7 +88,7 @@ from .learning_rigidity import (
     resolve_replay,
     sample,
 )
-from .learning_schedule import budget_so_far, check_trigger, window_length
+from .learning_schedule import budget_so_far, check_resumed_model, check_trigger, window_length
 from .model.committee import Committee
 from .training.config import TrainConfig
 
@@ -186,6 +186,7 @@ def learn_on_the_fly(
     """
     check_trigger(threshold, every, min_interval, max_calls)
     folder = Path(out)
+    check_resumed_model(folder, model)
     state = _load_state(folder, atoms, os.fspath(model))
     window = window_length(state, every, min_interval, steps, max_calls)
     atoms = state["atoms"]

@@ -4,11 +4,35 @@ every N-th step), the selection windows and the pacing of the budget of calls ov
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["budget_so_far", "check_trigger", "window_length"]
+from .errors import AseEquiError
+
+__all__ = ["budget_so_far", "check_resumed_model", "check_trigger", "window_length"]
+
+
+def check_resumed_model(folder: Path, model: str | os.PathLike) -> None:
+    """:class:`~ase_equi.errors.AseEquiError` when ``folder`` holds a run begun with another
+    ``model`` than this call's (a resume continues the saved run: its structure, its model and
+    its learned data, so another model would be recorded but never used)."""
+    setup = folder / "setup.json"
+    if not (folder / "state.json").exists() or not setup.exists():
+        return
+    started = str(json.loads(setup.read_text())["model"])
+    given = os.fspath(model)
+    same = started == given or (
+        Path(started).exists() and Path(given).exists() and Path(started).samefile(given)
+    )
+    if not same:
+        raise AseEquiError(
+            f"learn_on_the_fly: {folder} holds a run begun with model {started!r}, not "
+            f"{given!r}; resume it with that model, or give another out="
+        )
 
 
 def check_trigger(

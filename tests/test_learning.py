@@ -93,6 +93,18 @@ def test_a_stopped_run_resumes_where_it_stopped(committee_file, tmp_path):
     np.testing.assert_allclose(a["momenta"], b["momenta"], rtol=0, atol=1e-12)
 
 
+def test_a_resume_with_another_model_is_refused(committee_file, tmp_path):
+    """The saved run goes on with its own model: another one given on a resume would be
+    recorded in setup.json but never used, so it is refused by name."""
+    from ase_equi.errors import AseEquiError
+
+    options = dict(threshold=1e6, train_config=FAST, out=tmp_path / "run")
+    learn_on_the_fly(start(), committee_file, EMT(), steps=1, **options)
+    with pytest.raises(AseEquiError, match="begun with model .*not 'metals'"):
+        learn_on_the_fly(start(), "metals", EMT(), steps=2, **options)
+    assert learn_on_the_fly(start(), committee_file, EMT(), steps=2, **options).steps == 2
+
+
 def test_command_line_learns_with_a_named_reference(committee_file, tmp_path, capsys):
     """``ase-equi learn`` runs the same loop: EMT named on the command line labels the one
     flagged structure allowed; a reference that is not an importable class is refused by name."""
