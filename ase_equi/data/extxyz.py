@@ -5,7 +5,9 @@ An extxyz file is read frame by frame: a line with the number of atoms ``n``, a 
 lines whose columns follow ``Properties``. Each frame is parsed by ASE on its own, so when ASE
 fails the error can name the file, the frame (counted from 0) and the line (counted from 1), and
 say what is wrong with that line (too few columns, a word where a number belongs, an unknown
-element). ASE's own reader stops at the first blank line; here a blank line followed by more
+element). A line with more columns than ``Properties`` declares is refused too: ASE reads the
+first ones and drops the rest, so an inserted column would shift the labels. ASE's own reader
+stops at the first blank line; here a blank line followed by more
 frames is an error instead of a silent truncation.
 
 Other formats (ASE databases, anything else ``ase.io.read`` reads) keep no line numbers.
@@ -227,6 +229,9 @@ def _rest_must_be_blank(lines: _Lines, k: int) -> None:
 def _parse_frame(block: list[str], path: Path, k: int, first: int) -> Atoms:
     from ase.io import read
 
+    extra = _extra_columns(block, first)
+    if extra:  # ASE reads the first columns and drops the rest: labels shifted, no error
+        raise DataFileError(f"{path}, frame {k} ({_COUNTED_FROM_0}), {extra}")
     try:
         atoms = read(io.StringIO("".join(block)), format="extxyz", index=0)
         assert isinstance(atoms, Atoms)  # index=0 reads one frame
@@ -256,6 +261,24 @@ def _properties(comment: str, line: int) -> tuple[str, list[tuple[str, str, int]
             return f"line {line}: Properties entry {name}:{kind}:{count} is not valid"
         columns.append((name, kind, int(count)))
     return text, columns
+
+
+def _extra_columns(block: list[str], first: int) -> str | None:
+    """The first atom line with more columns than ``Properties`` declares, and why (a
+    ``Properties`` that cannot be parsed is left to ASE and :func:`_diagnose`)."""
+    parsed = _properties(block[1], first + 1)
+    if isinstance(parsed, str):
+        return None
+    text, columns = parsed
+    expected = sum(count for _, _, count in columns)
+    for i, raw in enumerate(block[2:]):
+        tokens = len(raw.split())
+        if tokens > expected and not raw.lstrip().startswith("VEC"):
+            return (
+                f"line {first + 2 + i} (atom {i}): {tokens} columns, but Properties={text} "
+                f"declares {expected}"
+            )
+    return None
 
 
 def _diagnose(block: list[str], first: int) -> str | None:

@@ -209,6 +209,11 @@ def _drop_last_column(lines):
     lines[10] = " ".join(lines[10].split()[:-1]) + "\n"  # line 11: frame 1, atom 2
 
 
+def _insert_a_column(lines):  # between positions and forces: ASE would shift the forces
+    tokens = lines[10].split()
+    lines[10] = " ".join([*tokens[:4], "0.5", *tokens[4:]]) + "\n"
+
+
 FRAME_1 = r"frame 1 of .*d\.xyz"
 COUNTED = r"frames are counted from 0"
 
@@ -220,6 +225,11 @@ COUNTED = r"frames are counted from 0"
             _drop_last_column,
             r"frame 1 \(" + COUNTED + r"\), line 11 \(atom 2\): 6 columns, but "
             r"Properties=species:S:1:pos:R:3:forces:R:3 needs 7",
+        ),
+        (
+            _insert_a_column,
+            r"frame 1 \(" + COUNTED + r"\), line 11 \(atom 2\): 8 columns, but "
+            r"Properties=species:S:1:pos:R:3:forces:R:3 declares 7",
         ),
         (
             lambda ls: _replace_token(ls, 12, 5, "abc"),
@@ -268,6 +278,7 @@ COUNTED = r"frames are counted from 0"
     ],
     ids=[
         "columns",
+        "extra-column",
         "word",
         "two-dots",
         "element",
