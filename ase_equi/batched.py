@@ -11,8 +11,7 @@ structures) and :func:`ase_equi.relax.relax` (many relaxations advancing togethe
   budget (:data:`DEFAULT_BUDGET_MIB`, the peak of one model call) estimated from the model's
   largest per-node intermediates and each structure's atoms and largest neighbour count.
 
-Stress is given only for structures whose cell has rank 3 (nonzero volume), as the calculator
-does; a batch may mix molecules, slabs without a box and bulk cells.
+Stress only for cells of rank 3, as the calculator; a batch may mix molecules, slabs and bulk.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ __all__ = [
     "PEAK_PER_INTERMEDIATE",
     "Progress",
     "batched_results",
+    "check_budget_mib",
     "default_budget_mib",
     "graphs_of",
     "iter_batches",
@@ -81,9 +81,19 @@ def default_budget_mib(device: torch.device) -> float:
     return max(DEFAULT_BUDGET_MIB, GPU_BUDGET_SHARE * (free_bytes + cached) / 2**20)
 
 
+def check_budget_mib(budget_mib: float | None) -> None:
+    """``ValueError`` unless None or a finite number > 0 (MiB; NaN would lift the bound)."""
+    real = isinstance(budget_mib, (int, float, np.number)) and not isinstance(budget_mib, bool)
+    if budget_mib is not None and not (real and 0 < budget_mib < np.inf):
+        raise ValueError(f"budget_mib must be a finite number > 0 (MiB), not {budget_mib!r}")
+
+
 def resolved_budget_mib(loaded: LoadedModel, budget_mib: float | None) -> float:
-    """``budget_mib``, or for None :func:`default_budget_mib` of ``loaded``'s device (MiB)."""
-    return default_budget_mib(_model_dtype_device(loaded)[1]) if budget_mib is None else budget_mib
+    """``budget_mib`` checked, or for None :func:`default_budget_mib` of ``loaded``'s device."""
+    check_budget_mib(budget_mib)
+    if budget_mib is None:
+        return default_budget_mib(_model_dtype_device(loaded)[1])
+    return float(budget_mib)
 
 
 def _model_dtype_device(loaded: LoadedModel) -> tuple[torch.dtype, torch.device]:

@@ -28,8 +28,8 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 
-from .batched import Progress, batched_results, iter_batches
-from .data.extxyz import read_structures
+from .batched import Progress, batched_results, check_budget_mib, iter_batches
+from .data.extxyz import structures_from
 from .data.frames import DataKeys, Frame, read_frames
 from .io.model_file import LoadedModel
 from .loading import load_for_inference
@@ -147,10 +147,8 @@ def evaluate(
     True
     """
     forces, stress = _wanted(properties)
-    if isinstance(structures, (str, os.PathLike)):
-        images = [item.atoms for item in read_structures(structures)]
-    else:
-        images = list(structures)
+    check_budget_mib(budget_mib)
+    images = structures_from(structures, "evaluate")
     loaded = _loaded(model, dtype=dtype, device=device, head=head)
     progress = Progress(len(images), sys.stderr if verbose else None)
     out: list[Atoms] = []

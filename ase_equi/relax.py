@@ -53,8 +53,14 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from .batched import batched_results, graphs_of, plan_batches, resolved_budget_mib
-from .data.extxyz import read_structures
+from .batched import (
+    batched_results,
+    check_budget_mib,
+    graphs_of,
+    plan_batches,
+    resolved_budget_mib,
+)
+from .data.extxyz import structures_from
 from .loading import load_for_inference
 
 __all__ = ["FireSettings", "RelaxResult", "relax"]
@@ -339,13 +345,9 @@ def relax(
     FloatingPointError
         The model gave non-finite energies or forces for a structure (named by its index).
     """
-    if isinstance(structures, (str, os.PathLike)):
-        images = [item.atoms for item in read_structures(structures)]
-    else:
-        images = list(structures)
+    images = structures_from(structures, "relax")
     _check_input(images, fmax, steps, cell, exp_cell_factor)
-    if budget_mib is not None and not (isinstance(budget_mib, (int, float)) and budget_mib > 0):
-        raise ValueError(f"budget_mib must be a positive number (MiB), not {budget_mib!r}")
+    check_budget_mib(budget_mib)
     settings = fire if fire is not None else FireSettings()
     loaded = load_for_inference(model, dtype=dtype, device=device)
     budget_mib = resolved_budget_mib(loaded, budget_mib)  # once, not at every step

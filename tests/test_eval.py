@@ -250,6 +250,12 @@ def test_evaluate_of_nothing_and_bad_arguments(loaded_model, monkeypatch):
     structures = [make_structure("bulk"), make_structure("molecule"), Atoms("AlO")]
     with pytest.raises(ValueError, match=r"structure 2: element O \(Z=8\) is not in"):
         evaluate(structures, loaded_model, verbose=False)
+    for budget in (0, -5, float("nan"), float("inf"), True):  # NaN would lift the bound
+        with pytest.raises(ValueError, match="budget_mib must be a finite number > 0"):
+            evaluate(structures[:1], loaded_model, budget_mib=budget, verbose=False)
+    with pytest.raises(TypeError, match=r"evaluate\(\) takes a list of structures"):
+        evaluate(make_structure("bulk"), loaded_model, verbose=False)
+    assert calls == []  # every refusal before any model call
 
 
 def test_stress_of_a_mixed_batch_only_where_the_cell_has_volume(loaded_model):

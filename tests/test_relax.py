@@ -175,7 +175,9 @@ def test_already_converged_takes_no_step(loaded_model, capsys):
         ("small_cell", {"fmax": 0.0}, "fmax must be a positive number"),
         ("small_cell", {"steps": -1}, "steps must be an int >= 0"),
         ("small_cell", {"dtype": "float16"}, "dtype must be one of"),
-        ("small_cell", {"budget_mib": 0}, "budget_mib must be a positive number"),
+        ("small_cell", {"budget_mib": 0}, "budget_mib must be a finite number > 0"),
+        ("small_cell", {"budget_mib": float("nan")}, "budget_mib must be a finite number > 0"),
+        ("small_cell", {"budget_mib": float("inf")}, "budget_mib must be a finite number > 0"),
     ],
 )
 def test_refused_input_names_the_problem(loaded_model, structures, keywords, message):
@@ -188,6 +190,16 @@ def test_refused_input_names_the_problem(loaded_model, structures, keywords, mes
         atoms = make_structure(structures)
     with pytest.raises(ValueError, match=message):
         relax([atoms], loaded_model, verbose=False, **keywords)
+
+
+def test_one_atoms_instead_of_a_list_is_refused_by_name(loaded_model):
+    """``relax(atoms)``: a list of one is meant (an Atoms iterates over its Atom objects)."""
+    from conftest import make_structure
+
+    with pytest.raises(TypeError, match=r"relax\(\) takes a list of structures .*\[atoms\]"):
+        relax(make_structure("small_cell"), loaded_model, verbose=False)
+    with pytest.raises(TypeError, match=r"relax\(\): structure 1 is a str, not Atoms"):
+        relax([make_structure("small_cell"), "Cu"], loaded_model, verbose=False)
 
 
 def test_structure_the_model_cannot_take_is_named_by_its_input_index(loaded_model):

@@ -34,7 +34,7 @@ from ase.data import atomic_numbers
 
 from ..errors import DataFileError
 
-__all__ = ["MAX_LINE_CHARS", "SourcedAtoms", "read_structures"]
+__all__ = ["MAX_LINE_CHARS", "SourcedAtoms", "read_structures", "structures_from"]
 
 MAX_LINE_CHARS = 1 << 24  # 16 Mi characters: far above any real extxyz line
 _COMPRESSED: dict[str, Callable[..., IO[Any]]] = {
@@ -66,6 +66,21 @@ class SourcedAtoms:
         if atom is not None:
             return self.first_line + 2 + atom
         return self.first_line + 1 if header else self.first_line
+
+
+def structures_from(structures: Any, caller: str) -> list[Atoms]:
+    """The Atoms of ``structures``: a sequence of Atoms, or a data file's path (its frames,
+    :func:`read_structures`); ``TypeError`` naming ``caller`` for one Atoms (``[atoms]`` is
+    meant) or an item that is not an Atoms."""
+    if isinstance(structures, (str, os.PathLike)):
+        return [item.atoms for item in read_structures(structures)]
+    if isinstance(structures, Atoms):
+        raise TypeError(f"{caller}() takes a list of structures (or a file): [atoms] for one")
+    images = list(structures)
+    for k, atoms in enumerate(images):
+        if not isinstance(atoms, Atoms):
+            raise TypeError(f"{caller}(): structure {k} is a {type(atoms).__name__}, not Atoms")
+    return images
 
 
 def _open_text(path: Path) -> IO[str]:
