@@ -269,6 +269,22 @@ def _predictions(atoms: Atoms, k: int) -> dict[str, Any]:
     return results
 
 
+def _check_same_structure(atoms: Atoms, ref: Atoms, k: int) -> None:
+    """``ValueError`` naming frame ``k`` unless predicted ``atoms`` and labelled ``ref`` have
+    the same atoms, positions, periodicity and periodic cell vectors (within 1e-6 Å)."""
+    if len(atoms) != len(ref) or not np.array_equal(atoms.numbers, ref.numbers):
+        raise ValueError(f"frame {k}: predicted and labelled structures have other atoms")
+    if not np.allclose(atoms.positions, ref.positions, rtol=0, atol=1e-6):
+        raise ValueError(f"frame {k}: predicted and labelled positions differ")
+    if not np.array_equal(atoms.pbc, ref.pbc):
+        raise ValueError(
+            f"frame {k}: predicted pbc {atoms.pbc.tolist()}, labelled {ref.pbc.tolist()}"
+        )
+    periodic = atoms.pbc | (atoms.cell.rank == 3)  # a box's volume enters the stress
+    if not np.allclose(atoms.cell.array[periodic], ref.cell.array[periodic], rtol=0, atol=1e-6):
+        raise ValueError(f"frame {k}: predicted and labelled cells differ")
+
+
 def label_errors(
     predicted: Sequence[Atoms],
     labelled: str | os.PathLike | Sequence[Atoms] | Sequence[Frame],
@@ -323,10 +339,7 @@ def label_errors(
     frame_stress: list[np.ndarray | None] = []
     for k, (atoms, frame) in enumerate(zip(predicted, frames, strict=True)):
         ref = frame.atoms
-        if len(atoms) != len(ref) or not np.array_equal(atoms.numbers, ref.numbers):
-            raise ValueError(f"frame {k}: predicted and labelled structures have other atoms")
-        if not np.allclose(atoms.positions, ref.positions, rtol=0, atol=1e-6):
-            raise ValueError(f"frame {k}: predicted and labelled positions differ")
+        _check_same_structure(atoms, ref, k)
         results = _predictions(atoms, k)
         n = len(atoms)
         energy.append((float(results["energy"]) - frame.energy) / n * 1e3)

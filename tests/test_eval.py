@@ -99,6 +99,22 @@ def test_label_errors_refuses_mismatched_lists():
         label_errors([a.copy() for a in labelled], labelled)
 
 
+def test_label_errors_refuses_another_cell_or_periodicity():
+    """Labels of the same positions in another cell (or without periodicity) belong to
+    another structure: refused, not compared (a 10 % larger cell gave a stress error of
+    1 meV/Å³ without a word)."""
+    labelled = emt_structures(2)
+    assert labelled[1].pbc.all() and labelled[1].cell.rank == 3
+    pred = _offset_predictions(labelled)
+    pred[1].set_cell(pred[1].cell.array * 1.10)  # the same Cartesian positions
+    with pytest.raises(ValueError, match="frame 1: predicted and labelled cells differ"):
+        label_errors(pred, labelled)
+    pred = _offset_predictions(labelled)
+    pred[1].pbc = False
+    with pytest.raises(ValueError, match=r"frame 1: predicted pbc \[False, False, False\]"):
+        label_errors(pred, labelled)
+
+
 def test_evaluate_matches_the_calculator_and_keeps_info(loaded_model, capsys):
     bulk_cell, molecule = emt_structures(1)[0], Atoms("AlCu", positions=[[0, 0, 0], [0, 0, 2.5]])
     bulk_cell.info["config_type"] = "bulk"
