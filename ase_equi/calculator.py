@@ -387,7 +387,7 @@ class EquivariantCalculator(Calculator):
         if self.torch_dtype == torch.float64:
             return self.loaded
         if self._float64 is None and isinstance(self._model_argument, LoadedModel):
-            # a shared loaded model is moved in place by load_model: convert a copy instead
+            # a shared loaded model: convert a copy (as load_model would), never the user's
             self._float64 = copy.deepcopy(self.loaded)
             self._float64.model.to(dtype=torch.float64)
         elif self._float64 is None:  # a file or zoo name: its float64 weights, unrounded

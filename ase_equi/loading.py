@@ -16,9 +16,10 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -27,6 +28,8 @@ from .io.model_committee import LoadedCommittee, committee_from_models, read_com
 from .io.model_file import LoadedModel, read_model_file
 from .io.model_header import model_paths, read_header
 from .zoo import resolve
+
+_Loaded = TypeVar("_Loaded", LoadedModel, LoadedCommittee)
 
 __all__ = [
     "LoadedCommittee",
@@ -37,7 +40,24 @@ __all__ = [
     "load_for_inference",
     "load_model",
     "model_label",
+    "moved",
 ]
+
+
+def moved(loaded: _Loaded, device: torch.device | str, dtype: torch.dtype) -> _Loaded:
+    """``loaded`` itself when its weights are already in ``device`` and ``dtype``, else a copy
+    moved there: a model the user holds (and may share with a calculator of another dtype)
+    is never changed under them."""
+    weights, target = next(iter(loaded.model.parameters()), None), torch.device(device)
+    if weights is None or (
+        weights.dtype == dtype
+        and weights.device.type == target.type
+        and target.index in (None, weights.device.index)
+    ):
+        return loaded
+    copied = copy.deepcopy(loaded)
+    copied.model.to(device=target, dtype=dtype)
+    return copied
 
 
 def load_model(
@@ -52,7 +72,8 @@ def load_model(
     Parameters
     ----------
     model:
-        Zoo name, path of a model file (ours or MACE's), or a :class:`LoadedModel`.
+        Zoo name, path of a model file (ours or MACE's), or a :class:`LoadedModel` (itself
+        when already in ``dtype`` and on ``device``, else a copy moved there: :func:`moved`).
     dtype:
         Torch dtype of the parameters; ``None`` keeps float64 (exact E0 and couplings).
     device:
@@ -73,8 +94,7 @@ def load_model(
         from .calculator_options import check_head
 
         check_head(model, head, f"the loaded model '{model.name}'")
-        model.model.to(device=device, dtype=dtype or torch.float64)
-        return model
+        return moved(model, device, dtype or torch.float64)
     path = resolve(model)
     if os.fspath(path).endswith(".model"):
         from .io.mace import load_mace_model
@@ -139,8 +159,7 @@ def load_committee(
         A file that cannot be read (see :func:`load_model`).
     """
     if isinstance(model, LoadedCommittee):
-        model.model.to(device=device, dtype=dtype or torch.float64)
-        return model
+        return moved(model, device, dtype or torch.float64)
     if isinstance(model, (list, tuple)):
         _compare_headers(model)  # our files: a different architecture is refused before loading
         members = [load_model(m, dtype=dtype, device=device) for m in model]

@@ -96,7 +96,7 @@ def hessian(
         Any periodicity; a periodic cell gives its Γ-point force constants.
     model:
         Zoo name, model file, MACE file or :class:`~ase_equi.io.model_file.LoadedModel` (a
-        loaded model is moved to ``dtype`` and ``device`` in place, as by :func:`load_model`).
+        loaded model in another ``dtype`` or ``device`` is copied, as by :func:`load_model`).
     dtype, device:
         ``"float64"`` (default) or ``"float32"``; torch device.
     head:

@@ -184,3 +184,24 @@ def test_property_not_implemented_is_refused(structure, calc):
     atoms = structure("bulk")
     with pytest.raises(PropertyNotImplementedError, match="'magmom' not implemented"):
         calc.calculate(atoms, ["energy", "magmom"])
+
+
+def test_a_shared_loaded_model_is_not_changed_by_another_dtype(structure, model_path):
+    """One LoadedModel given to a float64 calculator, then to evaluate(dtype="float32") and a
+    float32 calculator: those take a float32 copy, the float64 calculator goes on with its
+    unrounded weights (the same numbers as a fresh float64 load, to the last bit)."""
+    from ase_equi import evaluate, load_model
+
+    loaded = load_model(model_path, dtype=torch.float64)
+    atoms, fresh = structure("bulk"), structure("bulk")
+    atoms.calc = EquivariantCalculator(loaded, dtype="float64")
+    fresh.calc = EquivariantCalculator(model_path, dtype="float64")
+    atoms.get_forces()
+    evaluate([atoms.copy()], loaded, dtype="float32", verbose=False)
+    single = EquivariantCalculator(loaded, dtype="float32")
+    assert next(single.loaded.model.parameters()).dtype == torch.float32
+    assert next(loaded.model.parameters()).dtype == torch.float64
+    for a in (atoms, fresh):
+        a.positions[0, 1] += 0.05  # a new geometry: a new model call
+    assert atoms.get_potential_energy() == fresh.get_potential_energy()
+    np.testing.assert_array_equal(atoms.get_forces(), fresh.get_forces())
