@@ -14,11 +14,14 @@ import json
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from ..io.model_file import read_header, render_card
+    from ..io.model_file import read_header, read_weights, render_card
+    from ..io.model_header import model_paths
     from ..zoo import resolve
 
     path = resolve(args.model)
     header = read_header(path)  # hash-checked: the card is rendered from it, not from NAME.md
+    if header.get("committee") is None:  # the weights too: a damaged file is named
+        read_weights(header, model_paths(path)[0])
     print(render_card(header), end="")
     if args.json:
         print(json.dumps(header, indent=2, ensure_ascii=False))
@@ -26,10 +29,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_upgrade(args: argparse.Namespace) -> int:
-    from ..io.model_file import upgrade_model_file
+    from ..io.model_file import FORMAT_VERSION, read_header, read_weights, upgrade_model_file
+    from ..io.model_header import model_paths
 
     for name in args.files:
-        print(f"upgraded {upgrade_model_file(name)} to format version 2")
+        path = model_paths(name)[0]
+        header = read_header(path)
+        if header["format_version"] == FORMAT_VERSION:
+            read_weights(header, path)  # refuses a damaged file as the upgrade would
+            print(f"{path} is already format version {FORMAT_VERSION} (weights hash checked)")
+        else:
+            print(f"upgraded {upgrade_model_file(name)} to format version {FORMAT_VERSION}")
     return 0
 
 

@@ -145,6 +145,21 @@ def test_cli_info_reports_a_bad_file(model_copy, capsys):
     assert "format version 99" in capsys.readouterr().err
 
 
+def test_cli_info_and_upgrade_name_damaged_weights(model_copy, capsys):
+    """``info`` and ``upgrade`` check the weights' hash too: one flipped byte is named (exit 2),
+    not described as a sound model or reported as upgraded; a sound format-2 file is said to
+    need no upgrade."""
+    assert main(["upgrade", str(model_copy)]) == 0
+    assert "already format version 2 (weights hash checked)" in capsys.readouterr().out
+    weights = model_paths(model_copy)[1]
+    blob = bytearray(weights.read_bytes())
+    blob[-5] ^= 1
+    weights.write_bytes(bytes(blob))
+    for command in ("info", "upgrade"):
+        assert main([command, str(model_copy)]) == 2
+        assert "SHA-256" in capsys.readouterr().err
+
+
 def test_one_load_model_and_io_modules_import_no_private_names():
     """Issue 13: ``ase_equi.load_model`` is the only ``load_model`` (io's reader of our files is
     ``read_model_file``), no io/ module imports another's ``_private`` name, and every io/
