@@ -56,12 +56,16 @@ def check_options(p: dict[str, Any]) -> torch.device:
     if p["dtype"] not in DTYPES:
         raise ValueError(f"dtype must be 'float64' or 'float32', got {p['dtype']!r}")
     skin = p["skin"]
-    if isinstance(skin, bool) or not isinstance(skin, (int, float)) or not 0 <= skin < np.inf:
+    if (
+        isinstance(skin, bool)
+        or not isinstance(skin, (int, float, np.integer, np.floating))
+        or not 0 <= skin < np.inf
+    ):
         raise ValueError(f"skin must be a finite number >= 0 (Å), got {skin!r}")
     chunk_mib = p["chunk_mib"]
     if chunk_mib is not None and (
         isinstance(chunk_mib, bool)
-        or not isinstance(chunk_mib, (int, float))
+        or not isinstance(chunk_mib, (int, float, np.integer, np.floating))
         or not 0 < chunk_mib < np.inf
     ):
         raise ValueError(f"chunk_mib must be None or a number > 0 (MiB), got {chunk_mib!r}")

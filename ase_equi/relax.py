@@ -64,6 +64,8 @@ from .data.extxyz import structures_from
 from .loading import load_for_inference
 
 __all__ = ["FireSettings", "RelaxResult", "relax"]
+_REAL = (int, float, np.integer, np.floating)  # numpy scalars are numbers too
+_INTEGER = (int, np.integer)
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,9 @@ class FireSettings:
     def __post_init__(self) -> None:
         for name in ("dt", "maxstep", "dtmax", "finc", "fdec", "astart", "fa", "a"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if not (isinstance(value, _REAL) and math.isfinite(value) and value > 0):
                 raise ValueError(f"FireSettings.{name} must be a positive number, not {value!r}")
-        if isinstance(self.n_min, bool) or not isinstance(self.n_min, int) or self.n_min < 0:
+        if isinstance(self.n_min, bool) or not isinstance(self.n_min, _INTEGER) or self.n_min < 0:
             raise ValueError(f"FireSettings.n_min must be an int >= 0, not {self.n_min!r}")
 
 
@@ -236,17 +238,15 @@ def _check_input(
     images: Sequence[Atoms], fmax: float, steps: int, cell: bool, exp_cell_factor: float | None
 ) -> None:
     """``ValueError``/``TypeError`` naming the argument or the structure that cannot be relaxed."""
-    if not (isinstance(fmax, (int, float)) and math.isfinite(fmax) and fmax > 0):
+    if not (isinstance(fmax, _REAL) and math.isfinite(fmax) and fmax > 0):
         raise ValueError(f"fmax must be a positive number (eV/Å), not {fmax!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+    if isinstance(steps, bool) or not isinstance(steps, _INTEGER) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, not {steps!r}")
     if not isinstance(cell, bool):
         raise TypeError(f"cell must be True or False, not {cell!r}")
     if exp_cell_factor is not None and not (math.isfinite(exp_cell_factor) and exp_cell_factor > 0):
         raise ValueError(f"exp_cell_factor must be a positive number, not {exp_cell_factor!r}")
-    for k, atoms in enumerate(images):
-        if not isinstance(atoms, Atoms):
-            raise TypeError(f"structure {k} is a {type(atoms).__name__}, not an ase.Atoms")
+    for k, atoms in enumerate(images):  # Atoms each (structures_from)
         if atoms.constraints:
             raise ValueError(
                 f"structure {k} has constraints ({atoms.constraints}); relax() does not apply "

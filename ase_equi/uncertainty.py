@@ -179,7 +179,7 @@ def check_uncertainty_options(threshold: Any, action: Any) -> None:
     > 0 (eV/Å) and ``on_uncertain`` is ``"warn"``, ``"raise"`` or a callable."""
     if threshold is not None and (
         isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
+        or not isinstance(threshold, (int, float, np.integer, np.floating))
         or not 0 < threshold < np.inf
     ):
         raise ValueError(

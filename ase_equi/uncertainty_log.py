@@ -40,7 +40,10 @@ class UncertaintyLog:
     """
 
     def __init__(self, atoms: Atoms, filename: str | os.PathLike, threshold: float) -> None:
-        if not (isinstance(threshold, (int, float)) and 0 < threshold < np.inf):
+        real = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(
+            threshold, bool
+        )
+        if not (real and 0 < threshold < np.inf):
             raise ValueError(f"threshold must be a number > 0 (eV/Å), got {threshold!r}")
         self.atoms = atoms
         self.filename = Path(filename)

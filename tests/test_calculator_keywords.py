@@ -205,3 +205,25 @@ def test_a_shared_loaded_model_is_not_changed_by_another_dtype(structure, model_
         a.positions[0, 1] += 0.05  # a new geometry: a new model call
     assert atoms.get_potential_energy() == fresh.get_potential_energy()
     np.testing.assert_array_equal(atoms.get_forces(), fresh.get_forces())
+
+
+def test_numpy_scalars_are_numbers(structure, model_path):
+    """Options computed with numpy (np.float32, np.int64) are taken as the numbers they are."""
+    from ase_equi import relax
+
+    calc = EquivariantCalculator(
+        model_path, skin=np.float32(0.5), chunk_mib=np.int64(64), uncertainty_threshold=None
+    )
+    atoms = structure("bulk")
+    atoms.calc = calc
+    reference = structure("bulk")
+    reference.calc = EquivariantCalculator(model_path, skin=0.5, chunk_mib=64)
+    assert atoms.get_potential_energy() == reference.get_potential_energy()
+    out = relax([structure("small_cell")], model_path, fmax=np.float32(0.5), steps=np.int64(3),
+                verbose=False)  # fmt: skip
+    assert out.steps.tolist()[0] <= 3
+    from ase_equi.uncertainty import check_uncertainty_options
+
+    check_uncertainty_options(np.float32(0.1), "warn")  # no error
+    with pytest.raises(ValueError, match="uncertainty_threshold must be"):
+        check_uncertainty_options(np.float32(-0.1), "warn")
