@@ -50,7 +50,10 @@ def model_hessian(
     which differ from it by rounding only); ``k = len(atoms)`` when ``indices`` is ``None``.
     """
     check_positions(atoms.positions)
-    picked = np.arange(len(atoms)) if indices is None else np.asarray(indices, dtype=np.int64)
+    given = np.arange(len(atoms)) if indices is None else np.asarray(indices)
+    if given.size and given.dtype.kind not in "iu":  # 0.7 or True would be cast to an atom
+        raise ValueError(f"indices must be integer atom indices, got {given.tolist()!r:.200}")
+    picked = given.astype(np.int64)
     if picked.ndim != 1 or len(set(picked.tolist())) != len(picked):
         raise ValueError(f"indices must be distinct atom indices, got {list(picked)}")
     if len(atoms) == 0 or len(picked) == 0:

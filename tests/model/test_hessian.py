@@ -98,6 +98,10 @@ def test_bad_indices_are_refused(structure, loaded_model):
         hessian(atoms, loaded_model, indices=[0, 5])
     with pytest.raises(ValueError, match="distinct"):
         hessian(atoms, loaded_model, indices=[1, 1])
+    for bad in ([0.7], [True, False, True]):  # not cast to atom 0, nor to atoms 1, 0, 1
+        with pytest.raises(ValueError, match="integer atom indices"):
+            hessian(atoms, loaded_model, indices=bad)
+    assert hessian(atoms, loaded_model, indices=np.array([2, 0], dtype=np.uint8)).shape == (6, 6)
     with pytest.raises(ValueError, match="dtype"):
         hessian(atoms, loaded_model, dtype="float16")
 
