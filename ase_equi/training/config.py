@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +90,12 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be {rule}, got {getattr(self, name)!r}")
 
         for name in ("seed", "epochs", "batch_size", "scheduler_patience", "checkpoint_every"):
-            need(isinstance(getattr(self, name), int), name, "an integer")
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool), name, "an integer")
+        for name in ("lr", "weight_decay", "energy_weight", "forces_weight", "stress_weight"):
+            value = getattr(self, name)  # inf or NaN would train to nonsense, or not at all
+            finite = isinstance(value, (int, float)) and not isinstance(value, bool)
+            need(finite and math.isfinite(value), name, "a finite number")
         need(self.seed >= 0, "seed", ">= 0")
         need(self.epochs >= 1, "epochs", ">= 1")
         need(self.batch_size >= 1, "batch_size", ">= 1")

@@ -60,6 +60,12 @@ def test_train_config_validation_and_round_trip():
         TrainConfig(scheduler="step")
     with pytest.raises(ValueError, match=r"TrainConfig\.dtype"):
         TrainConfig(dtype="float16")
+    with pytest.raises(ValueError, match=r"TrainConfig\.epochs must be an integer, got True"):
+        TrainConfig(epochs=True)
+    for name in ("lr", "energy_weight", "stress_weight"):
+        for bad in (float("inf"), float("nan")):
+            with pytest.raises(ValueError, match=rf"TrainConfig\.{name} must be a finite number"):
+                TrainConfig(**{name: bad})
     with pytest.raises(ValueError, match=r"unknown TrainConfig fields: \['learning_rate'\]"):
         TrainConfig.from_dict({"learning_rate": 0.1})
 
