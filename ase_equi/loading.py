@@ -122,6 +122,12 @@ def load_for_inference(
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of 'float64' or 'float32', got {dtype!r}")
+    if not isinstance(model, (str, os.PathLike, LoadedModel)):  # a list, a calculator, ...
+        raise TypeError(
+            f"one model is needed here (a zoo name, a model file or a LoadedModel), not a "
+            f"{type(model).__name__}: a committee's mean and spread come from "
+            "EquivariantCalculator, a calculator's own model is its .loaded"
+        )
     loaded = load_model(model, dtype=DTYPES[dtype], device=available_device(device), head=head)
     loaded.model.eval()
     for parameter in loaded.model.parameters():

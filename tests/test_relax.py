@@ -236,3 +236,14 @@ def test_unknown_keyword_and_bad_settings_refused(loaded_model):
         relax([], loaded_model, optimizer="BFGS")  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="FireSettings.dt"):
         FireSettings(dt=-0.1)
+
+
+def test_a_committee_or_a_calculator_is_refused_by_name(loaded_model, model_path):
+    from conftest import make_structure
+
+    from ase_equi import EquivariantCalculator
+
+    structures = [make_structure("small_cell")]
+    for model in ([model_path, model_path], EquivariantCalculator(model_path)):
+        with pytest.raises(TypeError, match="one model is needed here .*EquivariantCalculator"):
+            relax(structures, model, verbose=False)
