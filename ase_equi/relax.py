@@ -294,6 +294,7 @@ def relax(
     fire: FireSettings | None = None,
     dtype: str = "float64",
     device: str = "cpu",
+    head: str | None = None,
     budget_mib: float | None = None,
     verbose: bool = True,
 ) -> RelaxResult:
@@ -322,6 +323,8 @@ def relax(
         FIRE's parameters; ``None``: ASE's defaults.
     dtype, device:
         Of the model (``"float64"`` or ``"float32"``; a torch device).
+    head:
+        Head of a multi-head model (None: its default head).
     budget_mib:
         Memory budget of one model call (MiB, estimated as
         :func:`ase_equi.batched.plan_batches` does): while the structures still relaxing fit,
@@ -349,7 +352,7 @@ def relax(
     _check_input(images, fmax, steps, cell, exp_cell_factor)
     check_budget_mib(budget_mib)
     settings = fire if fire is not None else FireSettings()
-    loaded = load_for_inference(model, dtype=dtype, device=device)
+    loaded = load_for_inference(model, dtype=dtype, device=device, head=head)
     budget_mib = resolved_budget_mib(loaded, budget_mib)  # once, not at every step
     work = [_Relaxing(k, atoms, cell, exp_cell_factor, settings) for k, atoms in enumerate(images)]
     active, sizes = list(work), []

@@ -58,6 +58,23 @@ def test_head_keyword_gives_that_heads_energy(multihead):
     assert atoms.calc.todict()["head"] == "Default"
 
 
+def test_relax_and_cli_eval_take_a_head(multihead, tmp_path, capsys):
+    """relax(head=) and ``ase-equi eval --head`` use that head: relax's energy at step 0 and
+    the CLI's printed energy are the head's reference."""
+    from ase.io import write
+
+    from ase_equi import relax
+    from ase_equi.cli import main
+
+    path, ref = multihead
+    atoms = _reference_atoms(ref)
+    out = relax([atoms], path, head="pbe", steps=0, verbose=False)
+    assert abs(out.structures[0].get_potential_energy() - ref["pbe"]["energy"]) <= 1e-8 * len(atoms)
+    write(tmp_path / "one.xyz", atoms)
+    assert main(["eval", str(path), str(tmp_path / "one.xyz"), "--head", "pbe", "-q"]) == 0
+    assert f"E = {ref['pbe']['energy']:.6f} eV" in capsys.readouterr().out
+
+
 def test_unknown_head_raises_and_lists_heads(multihead):
     path, _ = multihead
     with pytest.raises(ValueError, match=r"no head 'nonexistent'.*'Default', 'pbe'"):

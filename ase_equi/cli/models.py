@@ -74,6 +74,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         dtype=args.dtype,
         device=args.device,
+        head=args.head,
         verbose=not args.quiet,
     )
     for k, atoms in enumerate(predicted):
@@ -122,6 +123,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("structures", help="extxyz, ASE .db or any file ase.io.read understands")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--head", default=None, help="head of a multi-head model (default: its own)")
     p.add_argument("-o", "--output", help="write the structures with predictions (extxyz)")
     p.add_argument("--energy-key", default="energy", help="name of the energy label")
     p.add_argument("--forces-key", default="forces", help="name of the forces label")
