@@ -83,7 +83,7 @@ def default_budget_mib(device: torch.device) -> float:
 
 def check_budget_mib(budget_mib: float | None) -> None:
     """``ValueError`` unless None or a finite number > 0 (MiB; NaN would lift the bound)."""
-    real = isinstance(budget_mib, (int, float, np.number)) and not isinstance(budget_mib, bool)
+    real = isinstance(budget_mib, (int, float, np.integer, np.floating)) and budget_mib is not True
     if budget_mib is not None and not (real and 0 < budget_mib < np.inf):
         raise ValueError(f"budget_mib must be a finite number > 0 (MiB), not {budget_mib!r}")
 
