@@ -7,15 +7,14 @@ import logging
 import os
 from typing import Any
 
-import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
-from ase.stress import full_3x3_to_voigt_6_stress
 
 from . import uncertainty
 from .allocator import retain_freed_memory
 from .calculator_options import DTYPES, OPTIONS, changes_of, check_options, head_of, refuse_unknown
+from .calculator_results import no_atoms_results, results_of
 from .graph import GraphSource, HostGraph, ResidentGraph
 from .io.model_file import LoadedModel
 from .loading import LoadedCommittee, load_any, model_label
@@ -340,15 +339,12 @@ class EquivariantCalculator(Calculator):
         want_forces = "forces" in self.derivatives or want_stress or each
         check_positions(atoms.positions)
         if len(atoms) == 0:  # no atoms, no energy: nothing to evaluate
-            self.results = {"energy": 0.0, "free_energy": 0.0, "energies": np.zeros(0)}
-            if want_forces:
-                self.results["forces"] = np.zeros((0, 3))
-            if want_stress:
-                self.results["stress"] = np.zeros(6)
-            if "hessian" in properties:
-                self.results["hessian"] = np.zeros((0, 0))
-            if spread:
-                self.results.update(energy_uncertainty=0.0, forces_uncertainty=np.zeros(0))
+            self.results = no_atoms_results(
+                forces=want_forces,
+                stress=want_stress,
+                hessian="hessian" in properties,
+                spread=spread,
+            )
             return
         if "hessian" in properties and self.committee:
             raise PropertyNotImplementedError("hessian of a committee is not implemented")
@@ -362,7 +358,7 @@ class EquivariantCalculator(Calculator):
         else:
             out = energy_forces_stress(self.model, graph, forces=want_forces, stress=want_stress)
         self.model_calls += 1
-        self._store(out, forces=want_forces, stress=want_stress)
+        self.results = results_of(out, forces=want_forces, stress=want_stress)
         self.results.update(extra)
         act_on_uncertainty(atoms, self.results, threshold, self.parameters["on_uncertain"])
         if "hessian" in properties:  # only when asked: never part of an energy/forces pass
@@ -395,17 +391,3 @@ class EquivariantCalculator(Calculator):
             assert isinstance(loaded, LoadedModel)
             self._float64 = loaded
         return self._float64
-
-    def _store(self, out: dict[str, torch.Tensor], *, forces: bool, stress: bool) -> None:
-        """Model outputs → ``self.results`` (numpy, float64; ASE's shapes and Voigt order)."""
-        energies = out["node_energies"].detach().cpu().double().numpy()
-        energy = float(energies.sum())  # accumulated in float64, whatever the model's dtype
-        self.results = {"energy": energy, "free_energy": energy, "energies": energies}
-        if forces:
-            self.results["forces"] = out["forces"].detach().cpu().double().numpy().reshape(-1, 3)
-        if stress:
-            sigma = out["stress"][0].detach().cpu().double().numpy()
-            self.results["stress"] = full_3x3_to_voigt_6_stress(sigma)
-        for key in ("energies", "forces"):
-            if key in self.results and not np.isfinite(self.results[key]).all():
-                raise FloatingPointError(f"model produced non-finite {key} for this structure")
