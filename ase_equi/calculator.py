@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from typing import Any
@@ -17,7 +16,7 @@ from .calculator_options import DTYPES, OPTIONS, changes_of, check_options, head
 from .calculator_results import no_atoms_results, results_of
 from .graph import GraphSource, HostGraph, ResidentGraph
 from .io.model_file import LoadedModel
-from .loading import LoadedCommittee, load_any, model_label
+from .loading import LoadedCommittee, load_any, model_label, moved
 from .model.gradients import energy_forces_stress
 from .neighbours import check_positions
 from .uncertainty import UNCERTAINTY_PROPERTIES, act_on_uncertainty, committee_pass, refusal
@@ -383,9 +382,8 @@ class EquivariantCalculator(Calculator):
         if self.torch_dtype == torch.float64:
             return self.loaded
         if self._float64 is None and isinstance(self._model_argument, LoadedModel):
-            # a shared loaded model: convert a copy (as load_model would), never the user's
-            self._float64 = copy.deepcopy(self.loaded)
-            self._float64.model.to(dtype=torch.float64)
+            # a shared loaded model: a float64 copy (never the user's own weights)
+            self._float64 = moved(self.loaded, self.device, torch.float64)
         elif self._float64 is None:  # a file or zoo name: its float64 weights, unrounded
             loaded = self._load(self.device, torch.float64)
             assert isinstance(loaded, LoadedModel)
