@@ -10,7 +10,10 @@ A periodic cell much thinner than the cutoff needs ``ceil(cutoff / height)`` ima
 side along the thin direction; more than ``MAX_PERIODIC_IMAGES`` lattice shifts in all (or more
 than ``MAX_IMAGE_ATOMS`` atom images) is refused before anything is allocated
 (:func:`check_periodic_images`), with a ``ValueError`` naming the cell height, the cutoff and
-the number of images.
+the number of images. A lattice whose shortest period (the distance from any atom to its own
+nearest image) is under ``MIN_PERIOD`` is refused too (:func:`check_lattice_period`): no
+material has one, and a model evaluated on it returns nonsense (one Cu atom in a cell 0.01 Å
+long gives -6e19 eV), not an error.
 
 Used by both searches: :mod:`ase_equi.neighbours.host` (matscipy) and
 :mod:`ase_equi.neighbours.device` (torch).
@@ -21,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from ase.geometry.minkowski_reduction import minkowski_reduce
 
 # Atoms closer than this (Å) are treated as coincident, which no potential can evaluate.
 COINCIDENT_DISTANCE = 1e-8
@@ -32,6 +36,8 @@ _RANK_TOLERANCE = 1e-10
 MAX_PERIODIC_IMAGES = 100_000
 # Atom images a search may examine (atoms x lattice shifts).
 MAX_IMAGE_ATOMS = 2**27
+# Shortest lattice period (Å) accepted: under the shortest bond of any material (H2, 0.74 Å).
+MIN_PERIOD = 0.5
 
 
 def check_positions(positions: np.ndarray) -> None:
@@ -162,6 +168,8 @@ def check_periodic_images(
         cutoff.
     """
     heights_c = plane_spacings(search_cell_cc)
+    if (heights_c[pbc_c] < MIN_PERIOD).any():
+        check_lattice_period(search_cell_cc, pbc_c)
     reach_c = np.where(pbc_c, np.ceil(cutoff / heights_c), 0.0)
     images = float(np.prod(2.0 * reach_c + 1.0))
     if images <= MAX_PERIODIC_IMAGES and images * n_atoms <= MAX_IMAGE_ATOMS:
@@ -173,6 +181,40 @@ def check_periodic_images(
         f"periodic images on each side along it ({images:.4g} lattice shifts for {n_atoms} "
         f"atoms; limits {MAX_PERIODIC_IMAGES} shifts and {MAX_IMAGE_ATOMS} atom images). "
         "Check the cell (cell vectors are rows, in Å), or set pbc to False along that direction"
+    )
+
+
+def check_lattice_period(search_cell_cc: np.ndarray, pbc_c: np.ndarray) -> None:
+    """Refuse a lattice whose shortest period is under ``MIN_PERIOD`` (Å).
+
+    The shortest period is the length of the shortest nonzero lattice vector of the periodic
+    rows, found by Minkowski reduction. A cell can be thin (small plane spacing) and still have
+    no short period; only the period itself is checked.
+
+    Raises
+    ------
+    ValueError
+        Naming the period, the lattice vector (Å) and the cell.
+
+    Examples
+    --------
+    >>> check_lattice_period(np.diag([0.01, 3.0, 3.0]), np.array([True, True, True]))
+    Traceback (most recent call last):
+    ...
+    ValueError: the lattice has a period of 0.01 Å (lattice vector [0.01, 0.0, 0.0]): ...
+    >>> skewed = np.array([[10.0, 0.0, 0.0], [0.0, 10.0, 0.0], [5.0, 3.3, 0.2]])
+    >>> check_lattice_period(skewed, np.array([True, True, True]))  # thin, no short period
+    """
+    reduced_cc, _ = minkowski_reduce(search_cell_cc, pbc=pbc_c)
+    lengths_k = row_norms(reduced_cc[pbc_c])
+    shortest = int(np.argmin(lengths_k))
+    if lengths_k[shortest] >= MIN_PERIOD:
+        return
+    raise ValueError(
+        f"the lattice has a period of {lengths_k[shortest]:.3g} Å (lattice vector "
+        f"{np.round(reduced_cc[pbc_c][shortest], 6).tolist()}): every atom is that close to its "
+        f"own periodic image, under the {MIN_PERIOD:g} Å that any material allows. Check the "
+        f"periodic cell vectors (rows, in Å): {search_cell_cc[pbc_c].tolist()}"
     )
 
 

@@ -1,8 +1,10 @@
 """Odd atoms and cells: bounded time and memory, and a clear refusal where no answer exists.
 
-- A periodic cell far thinner than the cutoff (3.6 x 0.001 x 3.6 Å) would need thousands of
-  periodic images along the thin direction: refused, naming the height, the cutoff and the
-  images, before anything large is allocated.
+- A periodic cell far thinner than the cutoff (a sheared 4 x 4 x 0.02 Å cell whose shortest
+  period is still 0.61 Å) would need hundreds of periodic images along the thin direction:
+  refused, naming the height, the cutoff and the images, before anything large is allocated.
+- A lattice with a period under 0.5 Å (one Cu atom in a cell 0.01 Å long used to give
+  -6e19 eV) is no material: refused, naming the period and the lattice vector.
 - Two atoms in a box of 10^4-10^6 Å: the search must cost what two atoms cost (it used to bin
   the whole box: seconds and gigabytes), and give the same edges as ASE.
 
@@ -21,7 +23,9 @@ import pytest
 from ase import Atoms
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
+from ase_equi import EquivariantCalculator
 from ase_equi.neighbours import neighbour_list_from_atoms
+from ase_equi.neighbours.device import device_neighbour_list
 
 LIMIT_BYTES = 2 * 2**30  # 2 GiB of address space for the child (torch alone maps ~1 GiB)
 
@@ -58,22 +62,56 @@ def ase_edge_set(atoms: Atoms, cutoff: float) -> set:
 # A periodic cell far thinner than the cutoff
 
 
+# Sheared: plane spacings 0.062, 0.047 and 0.02 Å, but no lattice vector shorter than 0.61 Å.
+THIN_CELL = [[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [1.3, 1.7, 0.02]]
+
+
 def test_thin_periodic_cell_is_refused_naming_height_cutoff_and_images():
-    atoms = Atoms("Cu", cell=[3.6, 0.001, 3.6], pbc=True)
-    # ceil(6 / 0.001) = 6000 images on each side along cell vector 1
-    with pytest.raises(ValueError, match=r"cell vector 1 is 0\.001 Å.*cutoff 6 Å.*600\d periodic"):
+    atoms = Atoms("Cu", cell=THIN_CELL, pbc=True)
+    # ceil(6 / 0.02) = 300 images on each side along cell vector 2
+    with pytest.raises(ValueError, match=r"cell vector 2 is 0\.02 Å.*cutoff 6 Å.*30\d periodic"):
         neighbour_list_from_atoms(atoms, 6.0)
+
+
+@pytest.mark.parametrize(
+    "cell, pbc, period",
+    [
+        ([0.01, 3.0, 3.0], True, "0.01"),
+        ([3.0, 3.0, 0.3], (True, True, False), None),  # 0.3 Å along a non-periodic direction
+        ([[3.0, 0.0, 0.0], [2.9, 0.2, 0.0], [0.0, 0.0, 3.0]], True, "0.224"),  # 0.1 x 0.2 Å
+        ([0.4, 0.0, 0.0], (True, False, False), "0.4"),  # a wire of period 0.4 Å
+    ],
+)
+def test_a_lattice_period_under_half_an_angstrom_is_refused(cell, pbc, period):
+    """Every atom meets its own periodic image at the lattice's shortest vector; under 0.5 Å
+    (shorter than any bond) no material has one. The thin but legal cell above is not."""
+    atoms = Atoms("Cu", cell=cell, pbc=pbc)
+    if period is None:
+        assert len(neighbour_list_from_atoms(atoms, 5.0)) > 0
+        return
+    with pytest.raises(ValueError, match=rf"period of {period} Å .*own periodic image"):
+        neighbour_list_from_atoms(atoms, 5.0)
+    with pytest.raises(ValueError, match=rf"period of {period} Å"):
+        device_neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, 5.0)
+
+
+def test_the_calculator_refuses_a_sub_half_angstrom_period_instead_of_minus_1e19_ev():
+    atoms = Atoms("Cu", cell=[0.01, 3.0, 3.0], pbc=True)
+    atoms.calc = EquivariantCalculator("metals")
+    with pytest.raises(ValueError, match=r"period of 0\.01 Å"):
+        atoms.get_potential_energy()
 
 
 def test_thin_cell_through_the_calculator_fails_fast_in_bounded_memory():
     """It used to run the model on ~40,000 edges per atom: > 120 s and gigabytes (4 atoms)."""
     result = run_limited(
-        """
+        f"""
+        CELL = {THIN_CELL}
         import time
         from ase import Atoms
         from ase_equi import EquivariantCalculator
         atoms = Atoms("Cu4", scaled_positions=[[0, 0, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
-                      [0.5, 0.5, 0]], cell=[3.6, 0.001, 3.6], pbc=True)
+                      [0.5, 0.5, 0]], cell=CELL, pbc=True)
         atoms.calc = EquivariantCalculator("metals")
         start = time.perf_counter()
         try:
@@ -86,7 +124,7 @@ def test_thin_cell_through_the_calculator_fails_fast_in_bounded_memory():
     assert "REFUSED" in result.stdout, result.stdout
     seconds = float(result.stdout.split()[1])
     assert seconds < 1.0
-    assert "0.001 Å" in result.stdout and "cutoff" in result.stdout
+    assert "0.02 Å" in result.stdout and "cutoff" in result.stdout
 
 
 def test_small_but_legitimate_cells_are_not_refused():
