@@ -32,6 +32,7 @@ from .graph.tensors import Graph
 from .io.model_file import LoadedModel
 from .model.gradients import energy_forces_stress
 from .model.interaction import InteractionBlock
+from .option_checks import is_finite_number
 
 __all__ = [
     "DEFAULT_BUDGET_MIB",
@@ -83,8 +84,7 @@ def default_budget_mib(device: torch.device) -> float:
 
 def check_budget_mib(budget_mib: float | None) -> None:
     """``ValueError`` unless None or a finite number > 0 (MiB; NaN would lift the bound)."""
-    real = isinstance(budget_mib, (int, float, np.integer, np.floating)) and budget_mib is not True
-    if budget_mib is not None and not (real and 0 < budget_mib < np.inf):
+    if budget_mib is not None and not (is_finite_number(budget_mib) and budget_mib > 0):
         raise ValueError(f"budget_mib must be a finite number > 0 (MiB), not {budget_mib!r}")
 
 

@@ -15,6 +15,7 @@ from ase.calculators.calculator import all_changes, compare_atoms, equal
 from .errors import AseEquiError
 from .io.model_committee import LoadedCommittee
 from .io.model_file import LoadedModel
+from .option_checks import is_finite_number
 from .uncertainty import check_uncertainty_options
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -56,18 +57,10 @@ def check_options(p: dict[str, Any]) -> torch.device:
     if p["dtype"] not in DTYPES:
         raise ValueError(f"dtype must be 'float64' or 'float32', got {p['dtype']!r}")
     skin = p["skin"]
-    if (
-        isinstance(skin, bool)
-        or not isinstance(skin, (int, float, np.integer, np.floating))
-        or not 0 <= skin < np.inf
-    ):
+    if not (is_finite_number(skin) and skin >= 0):
         raise ValueError(f"skin must be a finite number >= 0 (Å), got {skin!r}")
     chunk_mib = p["chunk_mib"]
-    if chunk_mib is not None and (
-        isinstance(chunk_mib, bool)
-        or not isinstance(chunk_mib, (int, float, np.integer, np.floating))
-        or not 0 < chunk_mib < np.inf
-    ):
+    if chunk_mib is not None and not (is_finite_number(chunk_mib) and chunk_mib > 0):
         raise ValueError(f"chunk_mib must be None or a number > 0 (MiB), got {chunk_mib!r}")
     for key in ("retain_memory", "resident_graph"):
         allowed = (True, False) if key == "retain_memory" else (True, False, None)

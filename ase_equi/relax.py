@@ -62,10 +62,9 @@ from .batched import (
 )
 from .data.extxyz import structures_from
 from .loading import load_for_inference
+from .option_checks import is_finite_number, is_integer
 
 __all__ = ["FireSettings", "RelaxResult", "relax"]
-_REAL = (int, float, np.integer, np.floating)  # numpy scalars are numbers too
-_INTEGER = (int, np.integer)
 
 
 @dataclass(frozen=True)
@@ -104,9 +103,9 @@ class FireSettings:
     def __post_init__(self) -> None:
         for name in ("dt", "maxstep", "dtmax", "finc", "fdec", "astart", "fa", "a"):
             value = getattr(self, name)
-            if not (isinstance(value, _REAL) and math.isfinite(value) and value > 0):
+            if not (is_finite_number(value) and value > 0):
                 raise ValueError(f"FireSettings.{name} must be a positive number, not {value!r}")
-        if isinstance(self.n_min, bool) or not isinstance(self.n_min, _INTEGER) or self.n_min < 0:
+        if not is_integer(self.n_min) or self.n_min < 0:
             raise ValueError(f"FireSettings.n_min must be an int >= 0, not {self.n_min!r}")
 
 
@@ -238,9 +237,9 @@ def _check_input(
     images: Sequence[Atoms], fmax: float, steps: int, cell: bool, exp_cell_factor: float | None
 ) -> None:
     """``ValueError``/``TypeError`` naming the argument or the structure that cannot be relaxed."""
-    if not (isinstance(fmax, _REAL) and math.isfinite(fmax) and fmax > 0):
+    if not (is_finite_number(fmax) and fmax > 0):
         raise ValueError(f"fmax must be a positive number (eV/Å), not {fmax!r}")
-    if isinstance(steps, bool) or not isinstance(steps, _INTEGER) or steps < 0:
+    if not is_integer(steps) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, not {steps!r}")
     if not isinstance(cell, bool):
         raise TypeError(f"cell must be True or False, not {cell!r}")

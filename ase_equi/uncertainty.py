@@ -41,6 +41,7 @@ from .io.model_committee import LoadedCommittee
 from .io.model_file import LoadedModel
 from .model import prediction_rigidity
 from .model.committee import member_derivatives, member_spread
+from .option_checks import is_finite_number
 
 __all__ = [
     "UNCERTAINTY_PROPERTIES",
@@ -177,11 +178,7 @@ def act_on_uncertainty(
 def check_uncertainty_options(threshold: Any, action: Any) -> None:
     """``ValueError`` naming the option unless ``uncertainty_threshold`` is None or a number
     > 0 (eV/Å) and ``on_uncertain`` is ``"warn"``, ``"raise"`` or a callable."""
-    if threshold is not None and (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float, np.integer, np.floating))
-        or not 0 < threshold < np.inf
-    ):
+    if threshold is not None and not (is_finite_number(threshold) and threshold > 0):
         raise ValueError(
             f"uncertainty_threshold must be None or a number > 0 (eV/Å, on the largest atomic "
             f"force uncertainty), got {threshold!r}"

@@ -18,6 +18,8 @@ import numpy as np
 from ase import Atoms
 from ase.io import write
 
+from .option_checks import is_finite_number
+
 __all__ = ["UncertaintyLog"]
 
 
@@ -40,10 +42,7 @@ class UncertaintyLog:
     """
 
     def __init__(self, atoms: Atoms, filename: str | os.PathLike, threshold: float) -> None:
-        real = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(
-            threshold, bool
-        )
-        if not (real and 0 < threshold < np.inf):
+        if not (is_finite_number(threshold) and threshold > 0):
             raise ValueError(f"threshold must be a number > 0 (eV/Å), got {threshold!r}")
         self.atoms = atoms
         self.filename = Path(filename)
