@@ -125,6 +125,7 @@ def test_keywords_that_do_not_apply_are_refused(committee_file, tmp_path, option
     assert not (tmp_path / "x" / "state.json").exists()
 
 
+@pytest.mark.filterwarnings("error::DeprecationWarning")  # ASE 3.29 renamed the momenta draw
 def test_command_line_dynamics(committee_file, tmp_path, capsys):
     """``--dynamics langevin`` runs a thermostat (its generator in the state, resumable);
     ``--dynamics bfgs --relax-cell`` a cell relaxation that stops converged before --steps;

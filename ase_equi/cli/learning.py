@@ -86,7 +86,6 @@ def dynamics_of(args: argparse.Namespace) -> tuple[Any, float | None]:
 def _cmd_learn(args: argparse.Namespace) -> int:
     from ase import Atoms
     from ase.io import read
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
     from ..learning import learn_on_the_fly
     from ..learning_retraining import RefitRate, parent_card, retraining_config
@@ -94,9 +93,7 @@ def _cmd_learn(args: argparse.Namespace) -> int:
     atoms = read(args.structure, index=0)
     assert isinstance(atoms, Atoms)  # one frame (index=0)
     if args.temperature is not None:
-        MaxwellBoltzmannDistribution(
-            atoms, temperature_K=args.temperature, rng=np.random.default_rng(0)
-        )
+        _thermalize(atoms, args.temperature)
     replay = None if args.replay == "none" else args.replay
     card = parent_card(args.model)
     config = retraining_config(
@@ -198,3 +195,21 @@ def _add_dynamics_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--relax-cell", action="store_true", help="BFGS: relax the cell too (FrechetCellFilter)"
     )
+
+
+def _thermalize(atoms: Any, temperature_K: float) -> None:
+    """Maxwell-Boltzmann momenta at ``temperature_K`` from a generator seeded 0.
+
+    ASE 3.29 renamed the function (``thermalize_momenta``; the old name warns); both draw the
+    same numbers from the same generator, and the package supports ASE from 3.24.
+    """
+    try:
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # ASE < 3.29
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+        MaxwellBoltzmannDistribution(
+            atoms, temperature_K=temperature_K, rng=np.random.default_rng(0)
+        )
+        return
+    thermalize_momenta(atoms, temperature_K, rng=np.random.default_rng(0))
