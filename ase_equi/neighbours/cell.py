@@ -201,7 +201,7 @@ def check_lattice_period(search_cell_cc: np.ndarray, pbc_c: np.ndarray) -> None:
     >>> check_lattice_period(np.diag([0.01, 3.0, 3.0]), np.array([True, True, True]))
     Traceback (most recent call last):
     ...
-    ValueError: the lattice has a period of 0.01 Å (lattice vector [0.01, 0.0, 0.0]): ...
+    ValueError: the lattice has a period of 0.01 Å (lattice vector [0.01, 0, 0]): ...
     >>> skewed = np.array([[10.0, 0.0, 0.0], [0.0, 10.0, 0.0], [5.0, 3.3, 0.2]])
     >>> check_lattice_period(skewed, np.array([True, True, True]))  # thin, no short period
     """
@@ -210,9 +210,10 @@ def check_lattice_period(search_cell_cc: np.ndarray, pbc_c: np.ndarray) -> None:
     shortest = int(np.argmin(lengths_k))
     if lengths_k[shortest] >= MIN_PERIOD:
         return
+    vector = ", ".join(f"{x:.3g}" for x in reduced_cc[pbc_c][shortest])
     raise ValueError(
         f"the lattice has a period of {lengths_k[shortest]:.3g} Å (lattice vector "
-        f"{np.round(reduced_cc[pbc_c][shortest], 6).tolist()}): every atom is that close to its "
+        f"[{vector}]): every atom is that close to its "
         f"own periodic image, under the {MIN_PERIOD:g} Å that any material allows. Check the "
         f"periodic cell vectors (rows, in Å): {search_cell_cc[pbc_c].tolist()}"
     )
