@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from ase import Atoms
+from ase.constraints import FixAtoms
 from ase.vibrations import VibrationsData
 
 from .graph.build import atoms_to_graph
@@ -135,11 +136,17 @@ def vibrations_data(
     """ASE's :class:`~ase.vibrations.VibrationsData` from one exact Hessian.
 
     Same modes and frequencies as ``ase.vibrations.Vibrations(atoms, indices=indices)`` on the
-    same model's calculator, without its 6k force calls and their finite-difference error.
+    same model's calculator, without its 6k force calls and their finite-difference error. As
+    there, ``indices=None`` means every atom that no ``FixAtoms`` constraint holds (a frozen
+    slab under an adsorbate is left out); other constraints do not change the atoms.
     """
+    if indices is None:
+        fixed = {
+            int(i) for c in atoms.constraints if isinstance(c, FixAtoms) for i in c.get_indices()
+        }
+        indices = [i for i in range(len(atoms)) if i not in fixed]
     block = hessian(atoms, model, dtype=dtype, device=device, head=head, indices=indices)
-    picked = None if indices is None else list(indices)
-    return VibrationsData.from_2d(atoms, block, indices=picked)
+    return VibrationsData.from_2d(atoms, block, indices=list(indices))
 
 
 def phonopy_force_constants(

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
+from ase.constraints import FixAtoms
 from ase.vibrations import Vibrations
 
 from ase_equi import EquivariantCalculator
@@ -72,6 +73,22 @@ def test_frequencies_equal_ase_vibrations(structure, loaded_model, calc, tmp_pat
         ours = vibrations_data(atoms, loaded_model, indices=indices).get_frequencies()
         assert ours.shape == reference.shape
         np.testing.assert_allclose(ours, reference, rtol=0, atol=0.05)  # cm⁻¹
+
+
+def test_frozen_atoms_are_left_out_as_ase_vibrations_leaves_them(
+    structure, loaded_model, calc, tmp_path
+):
+    """``indices=None`` with a ``FixAtoms`` constraint: ASE's Vibrations displaces only the free
+    atoms (an adsorbate on a frozen slab), and so must the exact Hessian's modes."""
+    atoms = structure("molecule")
+    atoms.set_constraint(FixAtoms(indices=[0, 1]))
+    atoms.calc = calc
+    vib = Vibrations(atoms, delta=1e-4, name=str(tmp_path / "frozen"))
+    vib.run()
+    reference = vib.get_frequencies()
+    data = vibrations_data(atoms, loaded_model)
+    assert data.get_indices().tolist() == list(range(2, len(atoms)))
+    np.testing.assert_allclose(data.get_frequencies(), reference, rtol=0, atol=0.05)
 
 
 def test_calculator_hessian_only_when_asked_and_float64_for_float32(
