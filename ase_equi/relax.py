@@ -19,7 +19,8 @@ cell vectors as rows) and ``c`` the ``exp_cell_factor`` (default: the number of 
     f_x = \\big(F^{T} f_1, \\dots, F^{T} f_N,\\;
     \\tfrac{1}{c}\\, L_{\\exp}\\big((\\log F)^{T}, W F^{-T}\\big)\\big),
 
-where ``W = -V σ`` is the virial (eV), ``σ`` the stress (eV/Å³, ASE's sign), and
+where ``W = -V (σ + p I)`` is the virial (eV), ``σ`` the stress (eV/Å³, ASE's sign), ``p`` the
+``scalar_pressure`` (0 by default), and
 ``L_exp(A, G)`` the Fréchet derivative of the matrix exponential at ``A`` in direction ``G``
 (the gradient of ``E`` with respect to ``log F`` is the adjoint derivative: one Fréchet
 derivative instead of nine directional ones, read off the exponential of the block matrix
@@ -38,7 +39,6 @@ RelaxResult(1 structures, 1 converged, at most 16 steps, 17 model calls)
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import sys
@@ -48,10 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import numpy as np
-import torch
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.stress import voigt_6_to_full_3x3_stress
 
 from .batched import (
     batched_results,
@@ -63,50 +60,9 @@ from .batched import (
 from .data.extxyz import structures_from
 from .loading import load_for_inference
 from .option_checks import is_finite_number, is_integer
+from .relax_fire import FireSettings, RelaxingStructure
 
 __all__ = ["FireSettings", "RelaxResult", "relax"]
-
-
-@dataclass(frozen=True)
-class FireSettings:
-    """FIRE's parameters, with the names and defaults of ASE's ``FIRE``.
-
-    Attributes
-    ----------
-    dt:
-        Initial time step (ASE's units: positions in Å, forces in eV/Å, unit masses).
-    maxstep:
-        Largest step (Å): the norm of a structure's whole step vector (all atoms, and the cell
-        coordinates with ``cell=True``) is cut to this length.
-    dtmax:
-        Largest time step.
-    n_min:
-        Downhill steps (``v·f > 0``) to wait before the time step grows (ASE's ``Nmin``).
-    finc, fdec:
-        Factor by which the time step grows after ``n_min`` downhill steps, and shrinks on an
-        uphill step.
-    astart, fa, a:
-        Velocity–force mixing coefficient after an uphill step, its decay factor per downhill
-        step past ``n_min``, and its initial value.
-    """
-
-    dt: float = 0.1
-    maxstep: float = 0.2
-    dtmax: float = 1.0
-    n_min: int = 5
-    finc: float = 1.1
-    fdec: float = 0.5
-    astart: float = 0.1
-    fa: float = 0.99
-    a: float = 0.1
-
-    def __post_init__(self) -> None:
-        for name in ("dt", "maxstep", "dtmax", "finc", "fdec", "astart", "fa", "a"):
-            value = getattr(self, name)
-            if not (is_finite_number(value) and value > 0):
-                raise ValueError(f"FireSettings.{name} must be a positive number, not {value!r}")
-        if not is_integer(self.n_min) or self.n_min < 0:
-            raise ValueError(f"FireSettings.n_min must be an int >= 0, not {self.n_min!r}")
 
 
 @dataclass
@@ -143,108 +99,30 @@ class RelaxResult:
         )
 
 
-class _Relaxing:
-    """One structure on its way down: working copy, generalised coordinates, FIRE state."""
-
-    def __init__(
-        self, index: int, atoms: Atoms, cell: bool, exp_cell_factor: float | None, s: FireSettings
+def _check_cell_options(cell: Any, exp_cell_factor: Any, scalar_pressure: Any) -> None:
+    """``ValueError``/``TypeError`` naming a bad cell option (a pressure needs ``cell=True``)."""
+    if not isinstance(cell, bool):
+        raise TypeError(f"cell must be True or False, not {cell!r}")
+    if exp_cell_factor is not None and not (
+        is_finite_number(exp_cell_factor) and exp_cell_factor > 0
     ):
-        self.index = index  # position in the input list
-        self.atoms = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        self.n = len(atoms)
-        self.cell = cell
-        self.orig_cell = atoms.cell.array.copy()
-        self.factor = float(self.n) if exp_cell_factor is None else float(exp_cell_factor)
-        cell_rows = np.zeros((3, 3)) if cell else np.zeros((0, 3))  # log F = 0 at the start
-        self.x = np.concatenate([atoms.positions, cell_rows]).ravel()  # [3 (n + 3 cell)]
-        self.dt, self.a, self.downhill = s.dt, s.a, 0
-        self.velocity: np.ndarray | None = None
-        self.steps = 0
-        self.converged = False
-        self.results: dict[str, Any] = {}
-
-    def deformation(self) -> tuple[np.ndarray, np.ndarray]:
-        """``log F`` and ``F`` (3×3) of the current cell coordinates."""
-        log_f = self.x[3 * self.n :].reshape(3, 3) / self.factor
-        return log_f, _expm(log_f)
-
-    def place(self) -> None:
-        """Positions (and cell) of the working copy from the coordinates ``x``."""
-        x = self.x.reshape(-1, 3)
-        if not self.cell:
-            self.atoms.positions = x
-            return
-        _, f = self.deformation()
-        self.atoms.set_cell(self.orig_cell @ f.T, scale_atoms=False)
-        self.atoms.positions = x[: self.n] @ f.T
-
-    def generalised_forces(self, results: dict[str, Any]) -> np.ndarray:
-        """``[(n (+3)) × 3]`` forces conjugate to ``x`` (see the module docstring)."""
-        forces = results["forces"]
-        if not self.cell:
-            return forces
-        log_f, f = self.deformation()
-        virial = -self.atoms.cell.volume * voigt_6_to_full_3x3_stress(results["stress"])
-        cell_gradient = np.linalg.solve(f, virial.T).T  # W F^-T
-        block = np.block([[log_f.T, cell_gradient], [np.zeros((3, 3)), log_f.T]])
-        log_force = _expm(block)[:3, 3:]  # L_exp((log F)^T, W F^-T)
-        return np.concatenate([forces @ f, log_force / self.factor])
-
-    def fire_step(self, force: np.ndarray, s: FireSettings) -> None:
-        """One step of ASE's FIRE rule from the generalised ``force`` (flat)."""
-        if self.velocity is None:
-            self.velocity = np.zeros_like(force)
-        else:
-            v = self.velocity
-            vf = np.vdot(force, v)
-            if vf > 0.0:
-                norm_ratio = np.sqrt(np.vdot(v, v))
-                self.velocity = (1.0 - self.a) * v + self.a * force / np.sqrt(
-                    np.vdot(force, force)
-                ) * norm_ratio
-                if self.downhill > s.n_min:
-                    self.dt = min(self.dt * s.finc, s.dtmax)
-                    self.a *= s.fa
-                self.downhill += 1
-            else:
-                self.velocity = v * 0.0
-                self.a, self.dt, self.downhill = s.astart, self.dt * s.fdec, 0
-        self.velocity = self.velocity + self.dt * force
-        dr = self.dt * self.velocity
-        length = np.sqrt(np.vdot(dr, dr))
-        if length > s.maxstep:
-            dr = s.maxstep * dr / length
-        self.x = self.x + dr
-        self.steps += 1
-        self.place()
-
-    def final(self, original: Atoms) -> Atoms:
-        """A copy of ``original`` (info, arrays) at the final geometry, with its results."""
-        out = original.copy()
-        out.calc = None
-        out.set_cell(self.atoms.cell, scale_atoms=False)
-        out.positions = self.atoms.positions
-        out.calc = SinglePointCalculator(out, **self.results)
-        return out
+        raise ValueError(f"exp_cell_factor must be a positive number, not {exp_cell_factor!r}")
+    if not is_finite_number(scalar_pressure):
+        raise ValueError(
+            f"scalar_pressure must be a finite number (eV/Å³), not {scalar_pressure!r}"
+        )
+    if scalar_pressure != 0 and not cell:
+        raise ValueError(
+            f"scalar_pressure={scalar_pressure!r} acts on the cell: give cell=True, or leave it 0"
+        )
 
 
-def _expm(matrix: np.ndarray) -> np.ndarray:
-    """Matrix exponential of a float64 square array (torch's Padé approximant)."""
-    return torch.linalg.matrix_exp(torch.from_numpy(np.ascontiguousarray(matrix))).numpy()
-
-
-def _check_input(
-    images: Sequence[Atoms], fmax: float, steps: int, cell: bool, exp_cell_factor: float | None
-) -> None:
+def _check_input(images: Sequence[Atoms], fmax: float, steps: int, cell: bool) -> None:
     """``ValueError``/``TypeError`` naming the argument or the structure that cannot be relaxed."""
     if not (is_finite_number(fmax) and fmax > 0):
         raise ValueError(f"fmax must be a positive number (eV/Å), not {fmax!r}")
     if not is_integer(steps) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, not {steps!r}")
-    if not isinstance(cell, bool):
-        raise TypeError(f"cell must be True or False, not {cell!r}")
-    if exp_cell_factor is not None and not (math.isfinite(exp_cell_factor) and exp_cell_factor > 0):
-        raise ValueError(f"exp_cell_factor must be a positive number, not {exp_cell_factor!r}")
     for k, atoms in enumerate(images):  # Atoms each (structures_from)
         if atoms.constraints:
             raise ValueError(
@@ -260,7 +138,9 @@ def _check_input(
             raise ValueError(f"structure {k} has no atoms: nothing to relax the cell against")
 
 
-def _evaluate(loaded: Any, work: Sequence[_Relaxing], stress: bool, budget_mib: float) -> list[int]:
+def _evaluate(
+    loaded: Any, work: Sequence[RelaxingStructure], stress: bool, budget_mib: float
+) -> list[int]:
     """Results of every structure in ``work``, joined into as few model calls as the memory
     budget allows (one, unless the batch is too large); returns the size of each call."""
     graphs = [graphs_of([w.atoms], loaded, first=w.index)[0] for w in work]  # input index
@@ -290,6 +170,7 @@ def relax(
     steps: int = 1000,
     cell: bool = False,
     exp_cell_factor: float | None = None,
+    scalar_pressure: float = 0.0,
     fire: FireSettings | None = None,
     dtype: str = "float64",
     device: str = "cpu",
@@ -318,6 +199,9 @@ def relax(
     exp_cell_factor:
         Scale of the cell coordinates (``FrechetCellFilter``'s); ``None``: each structure's
         number of atoms.
+    scalar_pressure:
+        External pressure (eV/Å³; ``1 * ase.units.GPa`` for 1 GPa) with ``cell=True``, as in
+        ``FrechetCellFilter``: the cell relaxes to stress ``-p`` (minimum of ``E + pV``).
     fire:
         FIRE's parameters; ``None``: ASE's defaults.
     dtype, device:
@@ -348,12 +232,16 @@ def relax(
         The model gave non-finite energies or forces for a structure (named by its index).
     """
     images = structures_from(structures, "relax")
-    _check_input(images, fmax, steps, cell, exp_cell_factor)
+    _check_cell_options(cell, exp_cell_factor, scalar_pressure)
+    _check_input(images, fmax, steps, cell)
     check_budget_mib(budget_mib)
     settings = fire if fire is not None else FireSettings()
     loaded = load_for_inference(model, dtype=dtype, device=device, head=head)
     budget_mib = resolved_budget_mib(loaded, budget_mib)  # once, not at every step
-    work = [_Relaxing(k, atoms, cell, exp_cell_factor, settings) for k, atoms in enumerate(images)]
+    work = [
+        RelaxingStructure(k, atoms, cell, exp_cell_factor, settings, scalar_pressure)
+        for k, atoms in enumerate(images)
+    ]
     active, sizes = list(work), []
     progress = _Progress(len(work), sys.stderr if verbose else None)
     while active:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
+from ase import Atoms, units
 from ase.constraints import FixAtoms
 from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
@@ -131,6 +131,29 @@ def test_exp_cell_factor_like_ase(loaded_model):
     assert_same_relaxation(result.structures[0], work)
 
 
+def test_cell_under_pressure_matches_ase_frechet_fire(loaded_model):
+    """``scalar_pressure`` as ``FrechetCellFilter``'s: the same path, and the final stress is
+    ``-p`` on the diagonal (compression: the volume shrinks against the zero-pressure result)."""
+    from conftest import make_structure
+
+    atoms = strained(make_structure("small_cell"), 0.02)
+    pressure = 20.0 * units.GPa  # eV/Å³
+    result = relax([atoms], loaded_model, fmax=FMAX, cell=True, scalar_pressure=pressure)
+    work = atoms.copy()
+    work.calc = EquivariantCalculator(loaded_model, dtype="float64")
+    optimiser = FIRE(FrechetCellFilter(work, scalar_pressure=pressure), logfile=None)
+    assert optimiser.run(fmax=FMAX, steps=500) and result.converged[0]
+    assert result.steps[0] == optimiser.nsteps > 5
+    assert_same_relaxation(result.structures[0], work)
+    final = result.structures[0]
+    # converged: each row of the cell force V (σ + p) / n (near F = exp(0)) is below fmax
+    residual = FMAX * len(final) / final.cell.volume
+    np.testing.assert_allclose(final.get_stress()[:3], -pressure, rtol=0, atol=residual)
+    assert residual < 0.1 * pressure
+    unpressed = relax([atoms], loaded_model, fmax=FMAX, cell=True, verbose=False)
+    assert result.structures[0].cell.volume < unpressed.structures[0].cell.volume
+
+
 def test_step_limit_and_settings_like_ase(loaded_model):
     from conftest import make_structure
 
@@ -178,6 +201,9 @@ def test_already_converged_takes_no_step(loaded_model, capsys):
         ("small_cell", {"budget_mib": 0}, "budget_mib must be a finite number > 0"),
         ("small_cell", {"budget_mib": float("nan")}, "budget_mib must be a finite number > 0"),
         ("small_cell", {"budget_mib": float("inf")}, "budget_mib must be a finite number > 0"),
+        ("small_cell", {"scalar_pressure": 0.01}, "scalar_pressure=0.01 acts on the cell"),
+        ("small_cell", {"cell": True, "scalar_pressure": float("nan")}, "finite number"),
+        ("small_cell", {"cell": True, "exp_cell_factor": True}, "exp_cell_factor must be"),
     ],
 )
 def test_refused_input_names_the_problem(loaded_model, structures, keywords, message):
