@@ -8,11 +8,12 @@ Public API (examples and the README import only these)::
 
 from . import _moved
 from .calculator import EquivariantCalculator
-from .evaluate import evaluate, label_errors
+from .evaluate import evaluate
 from .io.model_file import save_model
 from .loading import load_model
 from .model.config import ModelConfig
 from .model.mace import MaceModel
+from .prediction_errors import label_errors
 from .relax import relax
 from .training.finetune import finetune
 from .training.trainer import TrainConfig, train

@@ -340,3 +340,22 @@ def test_auto_batches_use_the_default_budget_of_the_models_device(loaded_model):
     graphs = graphs_of([make_structure(name) for name in names] * 4, loaded_model)
     expected = plan_batches(graphs, loaded_model, "auto", budget_mib=DEFAULT_BUDGET_MIB)
     assert plan_batches(graphs, loaded_model, "auto") == expected
+
+
+def test_a_calculator_is_evaluated_as_it_is_and_another_dtype_or_head_refused(loaded_model):
+    """With a calculator as the model, its own dtype, device and head are used; asking for
+    others was silently ignored (a float32 result labelled as asked in float64). The same
+    values are accepted."""
+    from conftest import make_structure
+
+    atoms = make_structure("bulk")
+    calc = EquivariantCalculator(loaded_model, dtype="float32")
+    predicted = evaluate([atoms], calc, dtype="float32", device="cpu", verbose=False)
+    energy = calc.get_potential_energy(atoms.copy())
+    assert predicted[0].get_potential_energy() == pytest.approx(energy, abs=1e-4)
+    with pytest.raises(ValueError, match=r"dtype='float64'\) with a calculator whose dtype"):
+        evaluate([atoms], calc, dtype="float64", verbose=False)
+    with pytest.raises(
+        ValueError, match=r"head='other'\) with a calculator whose head is 'Default'"
+    ):
+        evaluate([atoms], calc, head="other", verbose=False)

@@ -65,7 +65,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from ..data.extxyz import read_structures
     from ..data.frames import DataKeys
-    from ..evaluate import evaluate, has_energy_labels, label_errors
+    from ..evaluate import evaluate
+    from ..prediction_errors import has_energy_labels, label_errors
 
     structures = [item.atoms for item in read_structures(args.structures)]
     predicted = evaluate(
