@@ -58,6 +58,7 @@ from .batched import (
     resolved_budget_mib,
 )
 from .data.extxyz import structures_from
+from .graph.build import check_neutral
 from .loading import load_for_inference
 from .option_checks import is_finite_number, is_integer
 from .relax_fire import FireSettings, RelaxingStructure
@@ -124,6 +125,10 @@ def _check_input(images: Sequence[Atoms], fmax: float, steps: int, cell: bool) -
     if not is_integer(steps) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, not {steps!r}")
     for k, atoms in enumerate(images):  # Atoms each (structures_from)
+        try:
+            check_neutral(atoms, "the model")
+        except ValueError as error:
+            raise ValueError(f"structure {k}: {error}") from None
         if atoms.constraints:
             raise ValueError(
                 f"structure {k} has constraints ({atoms.constraints}); relax() does not apply "

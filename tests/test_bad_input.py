@@ -113,3 +113,46 @@ def test_non_finite_output_is_refused_every_time(structure, loaded_model):
     for getter in (atoms.get_potential_energy, atoms.get_potential_energy, atoms.get_forces):
         with pytest.raises(FloatingPointError, match="non-finite"):
             getter()
+
+
+@pytest.mark.parametrize(
+    "charge, initial, message",
+    [
+        (1, None, r"total charge of 1 \(atoms.info\['charge'\]\)"),
+        (-2.0, None, r"total charge of -2 \(atoms.info\['charge'\]\)"),
+        (None, [1.0, 0.0, 0.0, 0.0], r"total charge of 1 \(the initial charges' sum\)"),
+    ],
+)
+def test_a_charged_structure_is_refused_by_every_path(
+    charge, initial, message, structure, calc, loaded_model
+):
+    """No model here takes a charge: computing the neutral structure and returning it as the
+    charged one would be a silent wrong number. Refused by the calculator, evaluate, relax and
+    the training data; a neutral structure with partial charges (summing to ~0) is computed."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from ase_equi import evaluate, relax
+    from ase_equi.data import read_frames
+
+    atoms = structure("molecule")
+    if charge is not None:
+        atoms.info["charge"] = charge
+    if initial is not None:
+        atoms.set_initial_charges(initial + [0.0] * (len(atoms) - len(initial)))
+    atoms.calc = calc
+    with pytest.raises(ValueError, match=message):
+        atoms.get_potential_energy()
+    bare = atoms.copy()
+    with pytest.raises(ValueError, match=message):
+        evaluate([bare], loaded_model, verbose=False)
+    with pytest.raises(ValueError, match=message):
+        relax([bare], loaded_model, verbose=False)
+    labelled = bare.copy()
+    labelled.calc = SinglePointCalculator(labelled, energy=0.0, forces=np.zeros((len(bare), 3)))
+    with pytest.raises(ValueError, match=message):  # training data
+        read_frames([labelled])
+    neutral = structure("molecule")
+    neutral.set_initial_charges(np.linspace(-0.3, 0.3, len(neutral)) + 1e-3)  # sum 0.00x
+    neutral.info["charge"] = 0
+    neutral.calc = calc
+    assert np.isfinite(neutral.get_potential_energy())

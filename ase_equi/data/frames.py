@@ -20,7 +20,7 @@ from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..errors import DataFileError
-from ..graph import element_indices
+from ..graph import check_neutral, element_indices
 from .extxyz import SourcedAtoms, read_structures
 from .split import split_frames, split_indices  # re-exported: they lived here
 
@@ -178,6 +178,10 @@ def _checked_positions(atoms: Atoms, where: _Where, elements: Sequence[int] | No
         except ValueError as err:
             first = int(np.flatnonzero(~np.isin(atoms.numbers, list(elements)))[0])
             raise where.error(f": {err}", atom=first) from None
+    try:
+        check_neutral(atoms, "a model of ase_equi")
+    except ValueError as err:
+        raise where.error(f": {err}", header=True) from None
     return positions
 
 

@@ -11,7 +11,14 @@
   (:class:`ResidentGraph`).
 """
 
-from .build import GraphSource, HostGraph, atoms_to_graph, batch_graphs, element_indices
+from .build import (
+    GraphSource,
+    HostGraph,
+    atoms_to_graph,
+    batch_graphs,
+    check_neutral,
+    element_indices,
+)
 from .layout import ElementGroups, NeighbourLayout
 from .resident import ResidentGraph
 from .tensors import Graph, edge_vectors
@@ -25,6 +32,7 @@ __all__ = [
     "ResidentGraph",
     "atoms_to_graph",
     "batch_graphs",
+    "check_neutral",
     "edge_vectors",
     "element_indices",
 ]

@@ -9,6 +9,7 @@ host, filtered to the cutoff, a fresh graph per geometry) or
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -21,7 +22,14 @@ from ..neighbours import NeighbourList, VerletNeighbourList, neighbour_list_from
 from .layout import ElementGroups, NeighbourLayout
 from .tensors import Graph
 
-__all__ = ["GraphSource", "HostGraph", "atoms_to_graph", "batch_graphs", "element_indices"]
+__all__ = [
+    "GraphSource",
+    "HostGraph",
+    "atoms_to_graph",
+    "batch_graphs",
+    "check_neutral",
+    "element_indices",
+]
 
 
 def element_indices(atomic_numbers: np.ndarray, elements: Sequence[int], model_name: str = "model"):
@@ -41,6 +49,37 @@ def element_indices(atomic_numbers: np.ndarray, elements: Sequence[int], model_n
         names = ", ".join(f"{chemical_symbols[x] if 0 < x < 119 else '?'} (Z={x})" for x in bad)
         raise ValueError(f"element {names} is not in {model_name} ({known})")
     return table[z]
+
+
+def check_neutral(atoms: ase.Atoms, model_name: str = "model") -> None:
+    """Refuse a structure that carries a total charge: no model here takes one as input.
+
+    ASE keeps a total charge in ``atoms.info["charge"]`` (the key of charge-aware models and
+    data sets) or as the sum of the initial charges (``atoms.set_initial_charges``). A model
+    without a charge input would compute the neutral structure and return it as the charged
+    one; so a nonzero ``info["charge"]``, or initial charges summing to 0.5 e or more in size
+    (partial charges of a neutral structure, rounded, sum to about 0), raise ``ValueError``.
+
+    Examples
+    --------
+    >>> cation = ase.Atoms("NH4", positions=np.eye(5, 3), info={"charge": 1})
+    >>> check_neutral(cation, "molecules-pbe")
+    Traceback (most recent call last):
+    ...
+    ValueError: the structure has a total charge of 1 (atoms.info['charge']), but molecules-pbe \
+takes no charge: it computes neutral structures. Remove the charge to compute the neutral one
+    """
+    charge = atoms.info.get("charge", 0)
+    where = "atoms.info['charge']"
+    if isinstance(charge, numbers.Real) and charge == 0 and "initial_charges" in atoms.arrays:
+        charge, where = float(atoms.arrays["initial_charges"].sum()), "the initial charges' sum"
+        charge = 0 if abs(charge) < 0.5 else charge
+    if isinstance(charge, numbers.Real) and charge != 0:
+        raise ValueError(
+            f"the structure has a total charge of {charge:g} ({where}), but {model_name} takes "
+            "no charge: it computes neutral structures. Remove the charge to compute the "
+            "neutral one"
+        )
 
 
 def atoms_to_graph(
@@ -65,10 +104,12 @@ def atoms_to_graph(
     Raises
     ------
     ValueError
-        For an element the model does not know, NaN/inf positions, a periodic direction with a
-        zero cell vector, or two atoms at the same position.
+        For an element the model does not know, a total charge (:func:`check_neutral`),
+        NaN/inf positions, a periodic direction with a zero cell vector, or two atoms at the
+        same position.
     """
     element_index = element_indices(atoms.numbers, elements, model_name)
+    check_neutral(atoms, model_name)
     nl = neighbour_list_from_atoms(atoms, r_max) if neighbours is None else neighbours
     n = len(atoms)
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
@@ -216,6 +257,7 @@ class HostGraph:
         those are unchanged, as in an MD step between neighbour-list changes: the graph is
         the one :func:`atoms_to_graph` builds, with its ``layout`` and ``groups`` filled in.
         """
+        check_neutral(atoms, self.model_name)
         neighbours = self.neighbours.update(atoms)
         nodes = self._atoms
         if nodes is None or not np.array_equal(nodes.numbers, atoms.numbers):
