@@ -12,7 +12,15 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from . import uncertainty
 from .allocator import retain_freed_memory
-from .calculator_options import DTYPES, OPTIONS, changes_of, check_options, head_of, refuse_unknown
+from .calculator_options import (
+    DTYPES,
+    OPTIONS,
+    changes_of,
+    charge_changed,
+    check_options,
+    head_of,
+    refuse_unknown,
+)
 from .calculator_results import no_atoms_results, results_of
 from .graph import GraphSource, HostGraph, ResidentGraph
 from .io.model_file import LoadedModel
@@ -364,8 +372,9 @@ class EquivariantCalculator(Calculator):
             self.results["hessian"] = model_hessian(atoms, self._hessian_model())
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
-        """ASE's check (the same changes), exact comparisons first (:func:`changes_of`)."""
-        return changes_of(self.atoms, atoms, tol, self.ignored_changes)
+        """ASE's check, exact comparisons first (:func:`changes_of`), and ``info["charge"]``."""
+        changes = changes_of(self.atoms, atoms, tol, self.ignored_changes)
+        return [*changes, "charge"] if charge_changed(self.atoms, atoms) else changes
 
     def get_property(self, name: str, atoms: Atoms | None = None, allow_calculation: bool = True):
         """ASE's :meth:`~ase.calculators.calculator.Calculator.get_property`; an uncertainty

@@ -144,3 +144,13 @@ def changes_of(old: Atoms | None, new: Atoms, tol: float, ignored: Any) -> list[
         for name, a, b in pairs
         if name not in ignored and not np.array_equal(a, b) and not equal(a, b, atol=tol)
     ]
+
+
+def charge_changed(old: Atoms | None, new: Atoms) -> bool:
+    """Whether ``info["charge"]`` differs (ASE's comparison leaves ``info`` out; a charge set
+    after a call must reach the check that refuses it)."""
+    before = None if old is None else old.info.get("charge")
+    after = new.info.get("charge")
+    if before is None or after is None:
+        return before is not after
+    return not np.array_equal(before, after)

@@ -156,3 +156,6 @@ def test_a_charged_structure_is_refused_by_every_path(
     neutral.info["charge"] = 0
     neutral.calc = calc
     assert np.isfinite(neutral.get_potential_energy())
+    neutral.info["charge"] = 1  # set after a call: not served from the cache
+    with pytest.raises(ValueError, match="total charge of 1"):
+        neutral.get_potential_energy()
