@@ -133,6 +133,7 @@ def test_a_charged_structure_is_refused_by_every_path(
 
     from ase_equi import evaluate, relax
     from ase_equi.data import read_frames
+    from ase_equi.vibrations import hessian
 
     atoms = structure("molecule")
     if charge is not None:
@@ -147,6 +148,8 @@ def test_a_charged_structure_is_refused_by_every_path(
         evaluate([bare], loaded_model, verbose=False)
     with pytest.raises(ValueError, match=message):
         relax([bare], loaded_model, verbose=False)
+    with pytest.raises(ValueError, match=message):
+        hessian(bare, loaded_model)
     labelled = bare.copy()
     labelled.calc = SinglePointCalculator(labelled, energy=0.0, forces=np.zeros((len(bare), 3)))
     with pytest.raises(ValueError, match=message):  # training data
