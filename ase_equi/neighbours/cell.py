@@ -13,7 +13,9 @@ than ``MAX_IMAGE_ATOMS`` atom images) is refused before anything is allocated
 the number of images. A lattice whose shortest period (the distance from any atom to its own
 nearest image) is under ``MIN_PERIOD`` is refused too (:func:`check_lattice_period`): no
 material has one, and a model evaluated on it returns nonsense (one Cu atom in a cell 0.01 Å
-long gives -6e19 eV), not an error.
+long gives -6e19 eV), not an error. So is, at each search, an atom with
+``CROWDED_NEIGHBOURS`` or more neighbours closer than ``CROWDED_DISTANCE``
+(:func:`check_not_crowded`): a Cu cluster whose positions were given in nm gave -4e5 eV.
 
 Used by both searches: :mod:`ase_equi.neighbours.host` (matscipy) and
 :mod:`ase_equi.neighbours.device` (torch).
@@ -38,6 +40,11 @@ MAX_PERIODIC_IMAGES = 100_000
 MAX_IMAGE_ATOMS = 2**27
 # Shortest lattice period (Å) accepted: under the shortest bond of any material (H2, 0.74 Å).
 MIN_PERIOD = 0.5
+# An atom with CROWDED_NEIGHBOURS or more other atoms (or images) closer than CROWDED_DISTANCE
+# (Å) is refused: no material is that dense (positions in nm read as Å look like this), while a
+# close pair or a triple, as in a collision cascade or a dimer scan, is allowed.
+CROWDED_DISTANCE = 0.75
+CROWDED_NEIGHBOURS = 4
 
 
 def check_positions(positions: np.ndarray) -> None:
@@ -216,6 +223,37 @@ def check_lattice_period(search_cell_cc: np.ndarray, pbc_c: np.ndarray) -> None:
         f"[{vector}]): every atom is that close to its "
         f"own periodic image, under the {MIN_PERIOD:g} Å that any material allows. Check the "
         f"periodic cell vectors (rows, in Å): {search_cell_cc[pbc_c].tolist()}"
+    )
+
+
+def check_not_crowded(lengths_p: np.ndarray, centres_p: np.ndarray, n_atoms: int) -> None:
+    """Refuse a structure in which an atom has ``CROWDED_NEIGHBOURS`` or more neighbours
+    closer than ``CROWDED_DISTANCE`` (``lengths_p`` [p] in Å of edges around ``centres_p``).
+
+    Examples
+    --------
+    >>> check_not_crowded(np.array([0.3, 0.3]), np.array([0, 1]), 2)  # a dimer at 0.3 Å
+    >>> check_not_crowded(np.full(4, 0.26), np.zeros(4, dtype=int), 5)
+    Traceback (most recent call last):
+    ...
+    ValueError: atom 0 has 4 neighbours closer than 0.75 Å (the nearest at 0.26 Å): ...
+    """
+    close_p = lengths_p < CROWDED_DISTANCE
+    if int(close_p.sum()) < CROWDED_NEIGHBOURS:
+        return
+    counts_n = np.bincount(centres_p[close_p], minlength=n_atoms)
+    atom = int(np.argmax(counts_n))
+    if counts_n[atom] >= CROWDED_NEIGHBOURS:
+        raise crowded_error(atom, int(counts_n[atom]), float(lengths_p[centres_p == atom].min()))
+
+
+def crowded_error(atom: int, count: int, nearest: float) -> ValueError:
+    """The error of :func:`check_not_crowded` (also raised by the device search)."""
+    return ValueError(
+        f"atom {atom} has {count} neighbours closer than {CROWDED_DISTANCE:g} Å (the nearest "
+        f"at {nearest:.3g} Å): no material is that dense, and a model's number there would be "
+        "nonsense. Are the positions in Å (not nm)? (A close pair or three atoms, as in a "
+        "collision cascade, are computed.)"
     )
 
 

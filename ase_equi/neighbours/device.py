@@ -30,7 +30,10 @@ import torch
 
 from .cell import (
     COINCIDENT_DISTANCE,
+    CROWDED_DISTANCE,
+    CROWDED_NEIGHBOURS,
     check_periodic_images,
+    crowded_error,
     plane_spacings,
     search_cell,
     validate_inputs,
@@ -171,6 +174,13 @@ def _edges_of_atoms(
             f"{float(lengths[p]):.3g} Å is below {COINCIDENT_DISTANCE:g} Å; remove the "
             "duplicate atom"
         )
+    crowded = (lengths < CROWDED_DISTANCE) & ~itself
+    if int(crowded.sum()) >= CROWDED_NEIGHBOURS:  # the senders' candidates are all here
+        counts = torch.bincount(i[crowded] - first, minlength=last - first)
+        atom = int(torch.argmax(counts))
+        if int(counts[atom]) >= CROWDED_NEIGHBOURS:
+            nearest = float(lengths[crowded & (i == first + atom)].min())
+            raise crowded_error(first + atom, int(counts[atom]), nearest)
     edge = torch.nonzero((lengths < cutoff) & ~itself).squeeze(1)
     return i[edge], j[edge], s[edge]
 

@@ -49,6 +49,7 @@ from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
 from .cell import (
     COINCIDENT_DISTANCE,
     PADDING,
+    check_not_crowded,
     check_periodic_images,
     plane_spacings,
     row_norms,
@@ -211,6 +212,7 @@ def _search(
         )
     lengths_p = np.linalg.norm(vectors_pc, axis=1)
     _check_not_coincident(lengths_p, i_p, j_p, shifts_pc)
+    check_not_crowded(lengths_p, i_p, len(positions_nc))
 
     keep_p = lengths_p < cutoff  # the convention is strict; matscipy may keep d == cutoff
     return _as_neighbour_list(i_p[keep_p], j_p[keep_p], shifts_pc[keep_p])

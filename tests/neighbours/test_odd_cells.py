@@ -204,3 +204,29 @@ def test_two_atoms_in_a_giant_box_cost_milliseconds_and_megabytes():
         assert int(edges) == (2 if pbc == "True" else 0), line
         assert float(seconds) < 0.5, line
         assert int(grown_kib) < 50 * 1024, line  # peak RSS grows by less than 50 MB
+
+
+def test_positions_given_in_nm_are_refused_as_crowded_not_computed():
+    """A Cu cluster whose positions were written in nm (0.1 x the Å values) gave -4e5 eV: every
+    atom has dozens of neighbours within 0.75 Å, which no material has. Both searches refuse it,
+    naming the atom; a pair or three atoms that close (a collision cascade, a dimer scan) are
+    still computed."""
+    from ase.cluster import Octahedron
+
+    cluster = Octahedron("Cu", 4)
+    cluster.positions *= 0.1
+    message = r"atom \d+ has \d+ neighbours closer than 0\.75 Å .*positions in Å \(not nm\)"
+    with pytest.raises(ValueError, match=message):
+        neighbour_list_from_atoms(cluster, 5.0)
+    with pytest.raises(ValueError, match=message):
+        device_neighbour_list(cluster.positions, cluster.cell.array, cluster.pbc, 5.0)
+    cluster.calc = EquivariantCalculator("metals")
+    with pytest.raises(ValueError, match=message):
+        cluster.get_potential_energy()
+    for close in ("Cu2", "Cu3", "Cu4"):  # up to three neighbours each within 0.75 Å
+        n = len(Atoms(close))
+        atoms = Atoms(close, positions=0.3 * np.eye(4, 3)[:n], pbc=False)
+        assert len(neighbour_list_from_atoms(atoms, 5.0)) == n * (n - 1)
+    square = Atoms("Cu", cell=[0.6, 0.6, 5.0], pbc=True)  # four images at 0.6 Å
+    with pytest.raises(ValueError, match="atom 0 has 4 neighbours closer than 0.75 Å"):
+        neighbour_list_from_atoms(square, 5.0)
