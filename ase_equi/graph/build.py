@@ -69,12 +69,13 @@ def check_neutral(atoms: ase.Atoms, model_name: str = "model") -> None:
     ValueError: the structure has a total charge of 1 (atoms.info['charge']), but molecules-pbe \
 takes no charge: it computes neutral structures. Remove the charge to compute the neutral one
     """
-    charge = atoms.info.get("charge", 0)
-    where = "atoms.info['charge']"
-    if isinstance(charge, numbers.Real) and charge == 0 and "initial_charges" in atoms.arrays:
-        charge, where = float(atoms.arrays["initial_charges"].sum()), "the initial charges' sum"
-        charge = 0 if abs(charge) < 0.5 else charge
-    if isinstance(charge, numbers.Real) and charge != 0:
+    charge, where = atoms.info.get("charge", 0), "atoms.info['charge']"
+    if not isinstance(charge, numbers.Real):
+        return  # a label of some other kind, not a charge
+    if charge == 0 and "initial_charges" in atoms.arrays:
+        total = float(atoms.arrays["initial_charges"].sum())
+        charge, where = (total if abs(total) >= 0.5 else 0), "the initial charges' sum"
+    if charge != 0:
         raise ValueError(
             f"the structure has a total charge of {charge:g} ({where}), but {model_name} takes "
             "no charge: it computes neutral structures. Remove the charge to compute the "
