@@ -7,6 +7,8 @@
   :class:`ElementGroups`);
 - :mod:`~ase_equi.graph.build`: Atoms → Graph (:func:`atoms_to_graph`, :func:`batch_graphs`,
   :func:`element_indices`) and the calculator's host graph source (:class:`HostGraph`);
+- :mod:`~ase_equi.graph.frame`: the frame a graph is given in (reduced cell, atoms moved into
+  it and centred), which keeps float32 edge vectors exact;
 - :mod:`~ase_equi.graph.resident`: a graph kept on the device between Verlet-list rebuilds
   (:class:`ResidentGraph`).
 """

@@ -19,6 +19,7 @@ import torch
 from ase.data import chemical_symbols
 
 from ..neighbours import NeighbourList, VerletNeighbourList, neighbour_list_from_atoms
+from .frame import graph_frame
 from .layout import ElementGroups, NeighbourLayout
 from .tensors import Graph
 
@@ -113,19 +114,20 @@ def atoms_to_graph(
     check_neutral(atoms, model_name)
     nl = neighbour_list_from_atoms(atoms, r_max) if neighbours is None else neighbours
     n = len(atoms)
-    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    frame = graph_frame(atoms)
+    cell = frame.cell
 
     def tensor(x, dt):
         return torch.as_tensor(np.ascontiguousarray(x), dtype=dt, device=device)
 
     return Graph(
-        positions=tensor(atoms.positions, dtype),
+        positions=tensor(frame.positions(atoms.positions), dtype),
         cell=tensor(cell.reshape(1, 3, 3), dtype),
         atomic_numbers=tensor(atoms.numbers, torch.long),
         element_index=tensor(element_index, torch.long),
         senders=tensor(nl.senders, torch.long),
         receivers=tensor(nl.receivers, torch.long),
-        shifts=tensor(nl.shifts, dtype),
+        shifts=tensor(frame.shifts(nl.shifts, nl.senders, nl.receivers), dtype),
         batch=torch.zeros(n, dtype=torch.long, device=device),
         num_graphs=1,
         volumes=(abs(float(np.linalg.det(cell))),),
@@ -266,15 +268,18 @@ class HostGraph:
         edges = self._edges
         if edges is None or not edges.same(neighbours, len(atoms)):
             edges = self._edges = _EdgeTensors(neighbours, len(atoms), self.device)
-        cell = np.asarray(atoms.cell.array, dtype=np.float64)
+        frame = graph_frame(atoms)
+        cell = frame.cell
+        shifts = frame.shifts(neighbours.shifts, neighbours.senders, neighbours.receivers)
+        positions = frame.positions(atoms.positions)
         return Graph(
-            positions=torch.as_tensor(atoms.positions, dtype=self.dtype, device=self.device),
+            positions=torch.as_tensor(positions, dtype=self.dtype, device=self.device),
             cell=torch.as_tensor(cell.reshape(1, 3, 3), dtype=self.dtype, device=self.device),
             atomic_numbers=nodes.atomic_numbers,
             element_index=nodes.element_index,
             senders=edges.senders,
             receivers=edges.receivers,
-            shifts=torch.as_tensor(neighbours.shifts, dtype=self.dtype, device=self.device),
+            shifts=torch.as_tensor(shifts, dtype=self.dtype, device=self.device),
             batch=nodes.batch,
             num_graphs=1,
             layout=edges.layout,

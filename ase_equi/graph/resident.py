@@ -34,6 +34,7 @@ import torch
 
 from ..neighbours import NeighbourList, VerletNeighbourList, device_neighbour_list
 from .build import atoms_to_graph
+from .frame import GraphFrame, graph_frame
 from .tensors import Graph
 
 
@@ -81,6 +82,7 @@ class ResidentGraph:
         self.device_list = device_list
         self.max_chunk_bytes = max_chunk_bytes
         self.graph: Graph | None = None
+        self.frame: GraphFrame | None = None
         self.uploads = 0  # graph uploads (= Verlet-list builds)
 
     def update(self, atoms: ase.Atoms) -> Graph:
@@ -92,7 +94,7 @@ class ResidentGraph:
         """
         build = self._device_build if self.device_list else None
         candidates, rebuilt = self.neighbours.candidates(atoms, build)
-        if rebuilt or self.graph is None:
+        if rebuilt or self.graph is None or self.frame is None:
             graph = atoms_to_graph(
                 atoms,
                 self.elements,
@@ -110,11 +112,20 @@ class ResidentGraph:
                     torch.as_tensor(np.ascontiguousarray(x), device=self.device)
                     for x in (candidates.senders, candidates.receivers, candidates.shifts)
                 )
+            # the graph's frame (graph.frame), kept until the next build
+            frame = self.frame = graph_frame(atoms)
+            if frame.to_graph is not None:
+                shifts = shifts @ torch.as_tensor(frame.to_graph, device=shifts.device)
+            if frame.moves.any():
+                moves = torch.as_tensor(frame.moves, device=shifts.device)
+                shifts = shifts + moves[receivers] - moves[senders]
             self.graph = graph.with_edges(senders, receivers, shifts.to(self.dtype))
             self.uploads += 1
         else:
             positions = torch.as_tensor(
-                np.ascontiguousarray(atoms.positions), dtype=self.dtype, device=self.device
+                np.ascontiguousarray(self.frame.positions(atoms.positions)),
+                dtype=self.dtype,
+                device=self.device,
             )
             self.graph = dataclasses.replace(self.graph, positions=positions)
         return self.graph

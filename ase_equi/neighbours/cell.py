@@ -10,12 +10,17 @@ A periodic cell much thinner than the cutoff needs ``ceil(cutoff / height)`` ima
 side along the thin direction; more than ``MAX_PERIODIC_IMAGES`` lattice shifts in all (or more
 than ``MAX_IMAGE_ATOMS`` atom images) is refused before anything is allocated
 (:func:`check_periodic_images`), with a ``ValueError`` naming the cell height, the cutoff and
-the number of images. A lattice whose shortest period (the distance from any atom to its own
+the number of images. A lattice given in a badly skewed basis (a cubic crystal whose third
+vector is c + 1000 a, as long shear runs or some generators write) is searched in its
+Minkowski-reduced basis (:func:`reduced_basis`): the same lattice, the same edges, with the
+shifts returned in the caller's basis, at the cost of the reduced cell rather than of the skew.
+A lattice whose shortest period (the distance from any atom to its own
 nearest image) is under ``MIN_PERIOD`` is refused too (:func:`check_lattice_period`): no
 material has one, and a model evaluated on it returns nonsense (one Cu atom in a cell 0.01 Å
 long gives -6e19 eV), not an error. So is, at each search, an atom with
-``CROWDED_NEIGHBOURS`` or more neighbours closer than ``CROWDED_DISTANCE``
-(:func:`check_not_crowded`): a Cu cluster whose positions were given in nm gave -4e5 eV.
+``CROWDED_NEIGHBOURS`` or more neighbours closer than ``CROWDED_DISTANCE``, or
+``DENSE_NEIGHBOURS`` within ``DENSE_DISTANCE`` (:func:`check_not_crowded`): a Cu cluster whose
+positions were given in nm gave -4e5 eV.
 
 Used by both searches: :mod:`ase_equi.neighbours.host` (matscipy) and
 :mod:`ase_equi.neighbours.device` (torch).
@@ -40,11 +45,23 @@ MAX_PERIODIC_IMAGES = 100_000
 MAX_IMAGE_ATOMS = 2**27
 # Shortest lattice period (Å) accepted: under the shortest bond of any material (H2, 0.74 Å).
 MIN_PERIOD = 0.5
+# A basis whose periodic rows' orthogonality defect (product of lengths over the volume) is
+# at least this is replaced by its Minkowski-reduced one (hexagonal cells: 1.15).
+SKEWED_DEFECT = 2.0
+# Largest entry of a basis change taken from the reduction: the caller's shifts grow with it,
+# and so does the rounding in ``shifts @ cell`` downstream.
+MAX_BASIS_CHANGE = 2**20
 # An atom with CROWDED_NEIGHBOURS or more other atoms (or images) closer than CROWDED_DISTANCE
 # (Å) is refused: no material is that dense (positions in nm read as Å look like this), while a
 # close pair or a triple, as in a collision cascade or a dimer scan, is allowed.
 CROWDED_DISTANCE = 0.75
 CROWDED_NEIGHBOURS = 4
+# Nor may an atom have DENSE_NEIGHBOURS or more within DENSE_DISTANCE (Å): no material has more
+# than three (H3O+), while a lattice of 0.3 Å³ an atom with periods of 0.6-0.8 Å has fourteen.
+DENSE_DISTANCE = 1.0
+DENSE_NEIGHBOURS = 6
+# Both bounds as (distance in Å, count).
+CROWDING = ((CROWDED_DISTANCE, CROWDED_NEIGHBOURS), (DENSE_DISTANCE, DENSE_NEIGHBOURS))
 
 
 def check_positions(positions: np.ndarray) -> None:
@@ -159,6 +176,46 @@ def search_cell(
     return search_cell_cc
 
 
+def reduced_basis(cell_cc: np.ndarray, pbc_c: np.ndarray) -> np.ndarray | None:
+    """[3, 3] integer matrix M for which the periodic rows of ``M @ cell`` are a Minkowski-
+    reduced basis of the same periodic lattice, or None where the basis is not skewed.
+
+    M changes only periodic rows, among themselves, and has determinant ±1, so a lattice
+    shift S in the caller's basis is ``S @ inv(M)`` in the reduced one (both integer), and the
+    shift S' found in the reduced basis is ``S' @ M`` in the caller's. M is returned only
+    when the periodic rows (two or three) are skewed, with an orthogonality defect (product of
+    their lengths over their volume) of at least ``SKEWED_DEFECT``, and no entry of M exceeds
+    ``MAX_BASIS_CHANGE``. Non-periodic rows may hold anything.
+
+    Examples
+    --------
+    >>> skewed = np.array([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [3000.0, 0.0, 3.0]])
+    >>> reduced_basis(skewed, np.array([True, True, True])) @ skewed
+    array([[3., 0., 0.],
+           [0., 3., 0.],
+           [0., 0., 3.]])
+    >>> reduced_basis(np.eye(3) * 3.0, np.array([True, True, True])) is None
+    True
+    """
+    periodic_kc = cell_cc[pbc_c]
+    if len(periodic_kc) < 2:
+        return None
+    volume = float(np.sqrt(max(float(np.linalg.det(periodic_kc @ periodic_kc.T)), 0.0)))
+    if not float(np.prod(row_norms(periodic_kc))) >= SKEWED_DEFECT * volume or volume == 0.0:
+        return None
+    _, basis_cc = minkowski_reduce(np.where(pbc_c[:, None], cell_cc, 0.0), pbc=pbc_c)
+    if np.abs(basis_cc).max() > MAX_BASIS_CHANGE or (basis_cc == np.eye(3)).all():
+        return None
+    return np.asarray(basis_cc, dtype=np.int64)
+
+
+def change_basis(cell_cc: np.ndarray, pbc_c: np.ndarray, basis_cc: np.ndarray) -> np.ndarray:
+    """``cell`` with its periodic rows replaced by those of ``basis @ cell`` (``basis`` from
+    :func:`reduced_basis`); non-periodic rows, which may hold anything, are kept."""
+    periodic_cc = np.where(pbc_c[:, None], cell_cc, 0.0)
+    return np.where(pbc_c[:, None], basis_cc @ periodic_cc, cell_cc)
+
+
 def check_periodic_images(
     search_cell_cc: np.ndarray, pbc_c: np.ndarray, cutoff: float, n_atoms: int
 ) -> None:
@@ -227,8 +284,9 @@ def check_lattice_period(search_cell_cc: np.ndarray, pbc_c: np.ndarray) -> None:
 
 
 def check_not_crowded(lengths_p: np.ndarray, centres_p: np.ndarray, n_atoms: int) -> None:
-    """Refuse a structure in which an atom has ``CROWDED_NEIGHBOURS`` or more neighbours
-    closer than ``CROWDED_DISTANCE`` (``lengths_p`` [p] in Å of edges around ``centres_p``).
+    """Refuse a structure in which an atom has ``count`` or more neighbours closer than
+    ``distance``, for either bound of ``CROWDING`` (``lengths_p`` [p] in Å of edges around
+    ``centres_p``; edges beyond the search's cutoff are not counted).
 
     Examples
     --------
@@ -237,23 +295,29 @@ def check_not_crowded(lengths_p: np.ndarray, centres_p: np.ndarray, n_atoms: int
     Traceback (most recent call last):
     ...
     ValueError: atom 0 has 4 neighbours closer than 0.75 Å (the nearest at 0.26 Å): ...
+    >>> check_not_crowded(np.full(6, 0.9), np.zeros(6, dtype=int), 7)
+    Traceback (most recent call last):
+    ...
+    ValueError: atom 0 has 6 neighbours closer than 1 Å (the nearest at 0.9 Å): ...
     """
-    close_p = lengths_p < CROWDED_DISTANCE
-    if int(close_p.sum()) < CROWDED_NEIGHBOURS:
-        return
-    counts_n = np.bincount(centres_p[close_p], minlength=n_atoms)
-    atom = int(np.argmax(counts_n))
-    if counts_n[atom] >= CROWDED_NEIGHBOURS:
-        raise crowded_error(atom, int(counts_n[atom]), float(lengths_p[centres_p == atom].min()))
+    for distance, limit in CROWDING:
+        close_p = lengths_p < distance
+        if int(close_p.sum()) < limit:
+            continue
+        counts_n = np.bincount(centres_p[close_p], minlength=n_atoms)
+        atom = int(np.argmax(counts_n))
+        if counts_n[atom] >= limit:
+            nearest = float(lengths_p[centres_p == atom].min())
+            raise crowded_error(atom, int(counts_n[atom]), nearest, distance)
 
 
-def crowded_error(atom: int, count: int, nearest: float) -> ValueError:
+def crowded_error(atom: int, count: int, nearest: float, distance: float) -> ValueError:
     """The error of :func:`check_not_crowded` (also raised by the device search)."""
     return ValueError(
-        f"atom {atom} has {count} neighbours closer than {CROWDED_DISTANCE:g} Å (the nearest "
+        f"atom {atom} has {count} neighbours closer than {distance:g} Å (the nearest "
         f"at {nearest:.3g} Å): no material is that dense, and a model's number there would be "
-        "nonsense. Are the positions in Å (not nm)? (A close pair or three atoms, as in a "
-        "collision cascade, are computed.)"
+        "nonsense. Are the positions in Å (not nm), and is the cell right? (A close pair or "
+        "three atoms, as in a collision cascade, are computed.)"
     )
 
 

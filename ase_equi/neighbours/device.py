@@ -30,11 +30,12 @@ import torch
 
 from .cell import (
     COINCIDENT_DISTANCE,
-    CROWDED_DISTANCE,
-    CROWDED_NEIGHBOURS,
+    CROWDING,
+    change_basis,
     check_periodic_images,
     crowded_error,
     plane_spacings,
+    reduced_basis,
     search_cell,
     validate_inputs,
 )
@@ -62,6 +63,11 @@ def device_neighbour_list(
     empty = torch.zeros(0, dtype=torch.long, device=device)
     if positions_nc.shape[0] == 0:
         return empty, empty, empty.reshape(0, 3)
+    basis_cc = reduced_basis(cell_cc, pbc_c)
+    if basis_cc is not None:  # the same lattice, searched in a reduced basis: S = S' @ M
+        cell_in_basis = change_basis(cell_cc, pbc_c, basis_cc)
+        i, j, s = device_neighbour_list(positions_nc, cell_in_basis, pbc_c, cutoff, device=device)
+        return i, j, s @ torch.as_tensor(basis_cc, device=s.device)
     check_periodic_images(search_cc, pbc_c, cutoff, positions_nc.shape[0])
 
     # images per periodic direction: shifts up to ceil(cutoff / plane spacing) can bring an
@@ -174,13 +180,15 @@ def _edges_of_atoms(
             f"{float(lengths[p]):.3g} Å is below {COINCIDENT_DISTANCE:g} Å; remove the "
             "duplicate atom"
         )
-    crowded = (lengths < CROWDED_DISTANCE) & ~itself
-    if int(crowded.sum()) >= CROWDED_NEIGHBOURS:  # the senders' candidates are all here
+    for distance, limit in CROWDING:  # the senders' candidates are all here
+        crowded = (lengths < distance) & ~itself
+        if int(crowded.sum()) < limit:
+            continue
         counts = torch.bincount(i[crowded] - first, minlength=last - first)
         atom = int(torch.argmax(counts))
-        if int(counts[atom]) >= CROWDED_NEIGHBOURS:
+        if int(counts[atom]) >= limit:
             nearest = float(lengths[crowded & (i == first + atom)].min())
-            raise crowded_error(first + atom, int(counts[atom]), nearest)
+            raise crowded_error(first + atom, int(counts[atom]), nearest, distance)
     edge = torch.nonzero((lengths < cutoff) & ~itself).squeeze(1)
     return i[edge], j[edge], s[edge]
 

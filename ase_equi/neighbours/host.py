@@ -27,7 +27,9 @@ the search cell is built in :mod:`ase_equi.neighbours.cell`.
 
 Cost bounds
 -----------
-- A periodic cell far thinner than the cutoff is refused before anything is allocated
+- A lattice given in a skewed basis is searched in its reduced basis
+  (:func:`~ase_equi.neighbours.cell.reduced_basis`); a periodic cell still far thinner than
+  the cutoff is refused before anything is allocated
   (:func:`~ase_equi.neighbours.cell.check_periodic_images`).
 - Few atoms in a large box (matscipy bins the whole box, so its time and memory follow the box
   volume, not the atoms): a periodic direction with a vacuum gap of at least the cutoff between
@@ -49,9 +51,11 @@ from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
 from .cell import (
     COINCIDENT_DISTANCE,
     PADDING,
+    change_basis,
     check_not_crowded,
     check_periodic_images,
     plane_spacings,
+    reduced_basis,
     row_norms,
     search_cell,
     validate_inputs,
@@ -151,6 +155,10 @@ def neighbour_list(
     search_cell_cc = search_cell(positions_nc, cell_cc, pbc_c, cutoff)
     if n_atoms == 0:
         return _as_neighbour_list(np.empty(0), np.empty(0), np.empty((0, 3)))
+    basis_cc = reduced_basis(cell_cc, pbc_c)
+    if basis_cc is not None:  # the same lattice, searched in a reduced basis: S = S' @ M
+        nl = neighbour_list(positions_nc, change_basis(cell_cc, pbc_c, basis_cc), pbc_c, cutoff)
+        return _as_neighbour_list(nl.senders, nl.receivers, nl.shifts @ basis_cc)
     check_periodic_images(search_cell_cc, pbc_c, cutoff, n_atoms)
     unwrap_nc = np.zeros((n_atoms, 3), dtype=np.int64)
     if _is_sparse(search_cell_cc, cutoff, n_atoms):
