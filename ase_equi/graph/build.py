@@ -19,7 +19,7 @@ import torch
 from ase.data import chemical_symbols
 
 from ..neighbours import NeighbourList, VerletNeighbourList, neighbour_list_from_atoms
-from .frame import graph_frame
+from .frame import GraphFrame, graph_frame
 from .layout import ElementGroups, NeighbourLayout
 from .tensors import Graph
 
@@ -236,6 +236,7 @@ class HostGraph:
         self.max_chunk_bytes = max_chunk_bytes
         self._atoms: _AtomTensors | None = None
         self._edges: _EdgeTensors | None = None
+        self._frame: GraphFrame | None = None  # the last call's, lends its cell
 
     @classmethod
     def like(cls, source: GraphSource) -> HostGraph:
@@ -268,7 +269,7 @@ class HostGraph:
         edges = self._edges
         if edges is None or not edges.same(neighbours, len(atoms)):
             edges = self._edges = _EdgeTensors(neighbours, len(atoms), self.device)
-        frame = graph_frame(atoms)
+        frame = self._frame = graph_frame(atoms, self._frame)
         cell = frame.cell
         shifts = frame.shifts(neighbours.shifts, neighbours.senders, neighbours.receivers)
         positions = frame.positions(atoms.positions)

@@ -39,30 +39,37 @@ class GraphFrame:
 
     cell : [3, 3] float64, the graph's cell (rows, Å): the atoms' own, or a reduced basis.
     to_graph : [3, 3] int64 or None, a neighbour list's shifts S become ``S @ to_graph``.
-    moves : [n_atoms, 3] int64, lattice vectors (in the graph's basis) taken off each atom.
-    origin : [3] float64, the translation taken off every atom (Å).
+    moves : [n_atoms, 3] int64 or None, lattice vectors (graph basis) taken off each atom.
+    origin : [3] float64 or None, the translation taken off every atom (Å).
+    source : the atoms' own cell and periodicity, for :func:`graph_frame`'s ``previous``.
     """
 
     cell: np.ndarray
     to_graph: np.ndarray | None
-    moves: np.ndarray
-    origin: np.ndarray
+    moves: np.ndarray | None
+    origin: np.ndarray | None
+    source: tuple[np.ndarray, np.ndarray]
 
     def positions(self, positions: np.ndarray) -> np.ndarray:
         """[n, 3] positions (Å, float64) in the graph's frame."""
-        return positions - self.moves @ self.cell - self.origin
+        if self.moves is not None:
+            positions = positions - self.moves @ self.cell
+        return positions if self.origin is None else positions - self.origin
 
     def shifts(self, shifts: np.ndarray, senders: np.ndarray, receivers: np.ndarray) -> np.ndarray:
         """[E, 3] neighbour-list shifts (the caller's basis) for the graph's positions and cell."""
         if self.to_graph is not None:
             shifts = shifts @ self.to_graph
-        if self.moves.any():
+        if self.moves is not None:
             shifts = shifts + self.moves[receivers] - self.moves[senders]
         return shifts
 
 
-def graph_frame(atoms: ase.Atoms) -> GraphFrame:
+def graph_frame(atoms: ase.Atoms, previous: GraphFrame | None = None) -> GraphFrame:
     """The frame of ``atoms``'s graph: reduced cell, atoms moved into it, centred at zero.
+
+    ``previous`` (the frame of an earlier call, as in MD) lends its cell when the atoms' cell
+    and periodicity are unchanged.
 
     Examples
     --------
@@ -73,29 +80,52 @@ def graph_frame(atoms: ase.Atoms) -> GraphFrame:
     >>> frame.moves[:, 0].tolist(), frame.positions(atoms.positions)[:, 0].round(9).tolist()
     ([0, -20], [0.3, 1.3])
     """
-    cell = np.asarray(atoms.cell.array, dtype=np.float64)
-    pbc = np.asarray(atoms.pbc, dtype=bool)
-    positions = np.asarray(atoms.positions, dtype=np.float64)
-    basis = reduced_basis(cell, pbc)
-    to_graph = None
-    if basis is not None:
-        cell = change_basis(cell, pbc, basis)
-        to_graph = np.rint(np.linalg.inv(basis)).astype(np.int64)
-    moves = np.zeros(positions.shape, dtype=np.int64)
-    periodic_kc = cell[pbc]
-    if len(positions) and len(periodic_kc) and np.isfinite(periodic_kc).all():
-        # atoms within a few cells of the origin (MD a while after wrapping) stay where they
-        # are, so that an MD step does not pay for the shifts of every edge
-        reach = 2.0 * float(np.sqrt(np.einsum("kc,kc->", periodic_kc, periodic_kc)))
-        if not np.abs(positions).max() <= reach:
-            fractional_nk = positions @ np.linalg.pinv(periodic_kc)
-            if np.isfinite(fractional_nk).all() and np.abs(fractional_nk).max() < 2.0**52:
-                moves[:, pbc] = np.floor(fractional_nk).astype(np.int64)
-    wrapped = positions - moves @ cell if moves.any() else positions
-    origin = np.zeros(3)
+    own_cell, pbc = atoms.cell.array, atoms.pbc
+    if previous is not None and _same(previous.source, own_cell, pbc):
+        cell, to_graph = previous.cell, previous.to_graph
+    else:
+        cell, to_graph = _graph_cell(np.array(own_cell, dtype=np.float64), np.array(pbc))
+    positions = atoms.positions
+    moves = origin = None
     if len(positions):
-        centre = wrapped.mean(axis=0)
+        low, high = positions.min(axis=0), positions.max(axis=0)
+        periodic_kc = cell[pbc]
+        # atoms within twice the cell's size of the origin (MD a while after wrapping) stay
+        # where they are, so that an MD step does not pay for the shifts of every edge
+        if len(periodic_kc) and max(-low.min(), high.max()) > 2.0 * np.linalg.norm(periodic_kc):
+            moves = _moves_into_cell(positions, periodic_kc, pbc)
+            if moves is not None:
+                wrapped = positions - moves @ cell
+                low, high = wrapped.min(axis=0), wrapped.max(axis=0)
+        centre = 0.5 * (low + high)
         # translated only when far from the origin for their size (else nothing is gained)
-        if np.abs(centre).max() > 2.0 * (np.abs(wrapped - centre).max() + 1.0):
+        if np.abs(centre).max() > 2.0 * (0.5 * (high - low).max() + 1.0):
             origin = centre
-    return GraphFrame(cell=cell, to_graph=to_graph, moves=moves, origin=origin)
+    source = (np.array(own_cell, dtype=np.float64), np.array(pbc, dtype=bool))
+    return GraphFrame(cell=cell, to_graph=to_graph, moves=moves, origin=origin, source=source)
+
+
+def _graph_cell(cell: np.ndarray, pbc: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The graph's cell and the matrix taking shifts to it (see :class:`GraphFrame`)."""
+    basis = reduced_basis(cell, pbc)
+    if basis is None:
+        return cell, None
+    return change_basis(cell, pbc, basis), np.rint(np.linalg.inv(basis)).astype(np.int64)
+
+
+def _moves_into_cell(
+    positions: np.ndarray, periodic_kc: np.ndarray, pbc: np.ndarray
+) -> np.ndarray | None:
+    """[n, 3] integer lattice vectors that bring each atom into the cell, or None."""
+    if not np.isfinite(periodic_kc).all():
+        return None
+    fractional_nk = positions @ np.linalg.pinv(periodic_kc)
+    if not (np.isfinite(fractional_nk).all() and np.abs(fractional_nk).max() < 2.0**52):
+        return None
+    moves = np.zeros(positions.shape, dtype=np.int64)
+    moves[:, pbc] = np.floor(fractional_nk).astype(np.int64)
+    return moves if moves.any() else None
+
+
+def _same(source: tuple[np.ndarray, np.ndarray], cell: np.ndarray, pbc: np.ndarray) -> bool:
+    return bool(np.array_equal(source[0], cell) and np.array_equal(source[1], pbc))

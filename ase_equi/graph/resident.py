@@ -116,7 +116,7 @@ class ResidentGraph:
             frame = self.frame = graph_frame(atoms)
             if frame.to_graph is not None:
                 shifts = shifts @ torch.as_tensor(frame.to_graph, device=shifts.device)
-            if frame.moves.any():
+            if frame.moves is not None:
                 moves = torch.as_tensor(frame.moves, device=shifts.device)
                 shifts = shifts + moves[receivers] - moves[senders]
             self.graph = graph.with_edges(senders, receivers, shifts.to(self.dtype))
