@@ -35,6 +35,9 @@ from ase.geometry.minkowski_reduction import minkowski_reduce
 
 # Atoms closer than this (Å) are treated as coincident, which no potential can evaluate.
 COINCIDENT_DISTANCE = 1e-8
+# Longest periodic cell vector component accepted (Å): 10 cm. Beyond about 1e154 Å the
+# squares in lengths and volumes overflow, which used to read as "zero volume".
+MAX_CELL_LENGTH = 1e9
 # Empty space (Å) added on both sides of the atoms along non-periodic directions.
 PADDING = 1.0
 # Relative tolerance below which periodic cell vectors count as linearly dependent.
@@ -109,6 +112,14 @@ def validate_inputs(
         raise ValueError(f"pbc must have three entries, got shape {pbc_c.shape}")
     if not np.isfinite(cell_cc[pbc_c]).all():
         raise ValueError(f"cell contains NaN or infinity in a periodic vector: {cell_cc.tolist()}")
+    longest = float(np.abs(cell_cc[pbc_c]).max(initial=0.0))
+    if longest > MAX_CELL_LENGTH:
+        raise ValueError(
+            f"a periodic cell vector has a component of {longest:.3g} Å, beyond the "
+            f"{MAX_CELL_LENGTH:.0e} Å any periodic cell needs: check the units (cell vectors "
+            f"are rows, in Å), or set pbc to False along directions that are not periodic "
+            f"(cell = {cell_cc.tolist()}, pbc = {pbc_c.tolist()})"
+        )
     try:
         cutoff = float(cutoff)
     except (TypeError, ValueError):

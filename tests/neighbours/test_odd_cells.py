@@ -107,6 +107,20 @@ def test_the_calculator_refuses_a_sub_half_angstrom_period_instead_of_minus_1e19
         atoms.get_potential_energy()
 
 
+@pytest.mark.parametrize(
+    "cell, pbc",
+    [([1e300] * 3, True), ([1e200] * 3, True), ([0.0, 0.0, 1e250], (False, False, True))],
+)
+def test_an_absurdly_long_periodic_cell_vector_is_refused_by_name(cell, pbc):
+    """A 1e300 Å cell (squares overflow) was refused as having "zero volume"."""
+    atoms = Atoms("Cu2", positions=[[0.0, 0.0, 0.0], [0.0, 0.0, 2.5]], cell=cell, pbc=pbc)
+    with pytest.raises(ValueError, match=r"component of 1e\+\d+ Å, beyond the 1e\+09 Å"):
+        neighbour_list_from_atoms(atoms, 5.0)
+    atoms.calc = EquivariantCalculator("metals")
+    with pytest.raises(ValueError, match=r"beyond the 1e\+09 Å .*check the units"):
+        atoms.get_potential_energy()
+
+
 # ---------------------------------------------------------------------------------------------
 # A lattice in a skewed basis, and lattices too dense for any material
 
