@@ -32,7 +32,12 @@ import ase
 import numpy as np
 import torch
 
-from ..neighbours import NeighbourList, VerletNeighbourList, device_neighbour_list
+from ..neighbours import (
+    NeighbourList,
+    VerletNeighbourList,
+    device_neighbour_list,
+    integer_matmul,
+)
 from .build import atoms_to_graph
 from .frame import GraphFrame, graph_frame
 from .tensors import Graph
@@ -112,10 +117,10 @@ class ResidentGraph:
                     torch.as_tensor(np.ascontiguousarray(x), device=self.device)
                     for x in (candidates.senders, candidates.receivers, candidates.shifts)
                 )
-            # the graph's frame (graph.frame), kept until the next build
+            # the graph's frame (self.frame), kept until the next build
             frame = self.frame = graph_frame(atoms)
             if frame.to_graph is not None:
-                shifts = shifts @ torch.as_tensor(frame.to_graph, device=shifts.device)
+                shifts = integer_matmul(shifts, frame.to_graph)
             if frame.moves is not None:
                 moves = torch.as_tensor(frame.moves, device=shifts.device)
                 shifts = shifts + moves[receivers] - moves[senders]

@@ -19,7 +19,7 @@ from .cell import (
     check_positions,
     reduced_basis,
 )
-from .device import device_neighbour_list
+from .device import device_neighbour_list, integer_matmul
 from .host import NeighbourList, neighbour_list, neighbour_list_from_atoms
 from .verlet import VerletNeighbourList
 
@@ -31,6 +31,7 @@ __all__ = [
     "check_periodic_images",
     "check_positions",
     "device_neighbour_list",
+    "integer_matmul",
     "neighbour_list",
     "neighbour_list_from_atoms",
     "reduced_basis",

@@ -67,7 +67,7 @@ def device_neighbour_list(
     if basis_cc is not None:  # the same lattice, searched in a reduced basis: S = S' @ M
         cell_in_basis = change_basis(cell_cc, pbc_c, basis_cc)
         i, j, s = device_neighbour_list(positions_nc, cell_in_basis, pbc_c, cutoff, device=device)
-        return i, j, s @ torch.as_tensor(basis_cc, device=s.device)
+        return i, j, integer_matmul(s, basis_cc)
     check_periodic_images(search_cc, pbc_c, cutoff, positions_nc.shape[0])
 
     # images per periodic direction: shifts up to ceil(cutoff / plane spacing) can bring an
@@ -103,6 +103,15 @@ def device_neighbour_list(
     if not senders:
         return empty, empty, empty.reshape(0, 3)
     return torch.cat(senders), torch.cat(receivers), torch.cat(shifts)
+
+
+def integer_matmul(shifts: torch.Tensor, matrix: np.ndarray) -> torch.Tensor:
+    """``shifts @ matrix`` for int64 ``shifts`` [E, 3] and an integer [3, 3] ``matrix``, on
+    any device (CUDA has no integer matmul): in float64, exact while entries stay below 2⁵³."""
+    product = shifts.to(torch.float64) @ torch.as_tensor(
+        matrix, dtype=torch.float64, device=shifts.device
+    )
+    return product.round().to(torch.long)
 
 
 @dataclass
