@@ -59,8 +59,9 @@ MAX_BASIS_CHANGE = 2**20
 # close pair or a triple, as in a collision cascade or a dimer scan, is allowed.
 CROWDED_DISTANCE = 0.75
 CROWDED_NEIGHBOURS = 4
-# Nor may an atom have DENSE_NEIGHBOURS or more within DENSE_DISTANCE (Å): no material has more
-# than three (H3O+), while a lattice of 0.3 Å³ an atom with periods of 0.6-0.8 Å has fourteen.
+# Nor may an atom have DENSE_NEIGHBOURS or more within DENSE_DISTANCE (Å): the committed molecular
+# MD at 1000 K has at most three (a CH3 group), CH4 or NH4+ could reach four, while a lattice of
+# 0.3 Å³ an atom with periods of 0.6-0.8 Å has fourteen.
 DENSE_DISTANCE = 1.0
 DENSE_NEIGHBOURS = 6
 # Both bounds as (distance in Å, count).
