@@ -210,15 +210,25 @@ def reduced_basis(cell_cc: np.ndarray, pbc_c: np.ndarray) -> np.ndarray | None:
     True
     """
     periodic_kc = cell_cc[pbc_c]
-    if len(periodic_kc) < 2:
-        return None
-    volume = float(np.sqrt(max(float(np.linalg.det(periodic_kc @ periodic_kc.T)), 0.0)))
-    if not float(np.prod(row_norms(periodic_kc))) >= SKEWED_DEFECT * volume or volume == 0.0:
-        return None
+    if len(periodic_kc) < 2 or not SKEWED_DEFECT <= orthogonality_defect(periodic_kc) < np.inf:
+        return None  # not skewed, or dependent or non-finite rows (refused by the search)
     _, basis_cc = minkowski_reduce(np.where(pbc_c[:, None], cell_cc, 0.0), pbc=pbc_c)
     if np.abs(basis_cc).max() > MAX_BASIS_CHANGE or (basis_cc == np.eye(3)).all():
         return None
+    # a reduced basis is never skewed (3D: defect at most about 1.4), so a search in it never
+    # reduces again; should rounding leave it skewed, the caller's basis is kept
+    if not orthogonality_defect(change_basis(cell_cc, pbc_c, basis_cc)[pbc_c]) < SKEWED_DEFECT:
+        return None
     return np.asarray(basis_cc, dtype=np.int64)
+
+
+def orthogonality_defect(periodic_kc: np.ndarray) -> float:
+    """Product of the lengths of the rows of ``periodic_kc`` ([k, 3], k = 2 or 3) over the
+    volume (area) they span: 1 for orthogonal rows, inf for dependent or non-finite ones."""
+    volume = float(np.sqrt(abs(float(np.linalg.det(periodic_kc @ periodic_kc.T)))))
+    length = float(np.prod(row_norms(periodic_kc)))
+    defect = length / volume if volume > 0.0 else float("inf")
+    return defect if np.isfinite(defect) else float("inf")
 
 
 def change_basis(cell_cc: np.ndarray, pbc_c: np.ndarray, basis_cc: np.ndarray) -> np.ndarray:
