@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 import ase
 import numpy as np
+import torch
 
-from ..neighbours import change_basis, reduced_basis
+from ..neighbours import change_basis, integer_matmul, reduced_basis
 
 __all__ = ["GraphFrame", "graph_frame"]
 
@@ -62,6 +63,17 @@ class GraphFrame:
             shifts = shifts @ self.to_graph
         if self.moves is not None:
             shifts = shifts + self.moves[receivers] - self.moves[senders]
+        return shifts
+
+    def device_shifts(
+        self, shifts: torch.Tensor, senders: torch.Tensor, receivers: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`shifts` for int64 tensors on any device (a device-built list)."""
+        if self.to_graph is not None:
+            shifts = integer_matmul(shifts, self.to_graph)
+        if self.moves is not None:
+            moves = torch.as_tensor(self.moves, device=shifts.device)
+            shifts = shifts + moves[receivers] - moves[senders]
         return shifts
 
 

@@ -36,7 +36,6 @@ from ..neighbours import (
     NeighbourList,
     VerletNeighbourList,
     device_neighbour_list,
-    integer_matmul,
 )
 from .build import atoms_to_graph
 from .frame import GraphFrame, graph_frame
@@ -118,12 +117,8 @@ class ResidentGraph:
                     for x in (candidates.senders, candidates.receivers, candidates.shifts)
                 )
             # the graph's frame (self.frame), kept until the next build
-            frame = self.frame = graph_frame(atoms)
-            if frame.to_graph is not None:
-                shifts = integer_matmul(shifts, frame.to_graph)
-            if frame.moves is not None:
-                moves = torch.as_tensor(frame.moves, device=shifts.device)
-                shifts = shifts + moves[receivers] - moves[senders]
+            self.frame = graph_frame(atoms)
+            shifts = self.frame.device_shifts(shifts, senders, receivers)
             self.graph = graph.with_edges(senders, receivers, shifts.to(self.dtype))
             self.uploads += 1
         else:
