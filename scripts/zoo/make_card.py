@@ -3,7 +3,8 @@ issue 17's targets, write the card, and install the model file into the zoo (``m
 
     export OMP_NUM_THREADS=1
     python scripts/zoo/make_card.py metals --run runs/metals-v2          # measure and install
-    python scripts/zoo/make_card.py metals --model models/metals.json --check-only
+    python scripts/zoo/make_card.py metals --check-only      # the installed models/metals.json
+    python scripts/zoo/make_card.py metals --model runs/x/metals.json --check-only
     python scripts/zoo/make_card.py silicon-xtb --run runs/silicon-xtb-v2 --check-only --out DIR
 
 ``--model`` may be a committee file (checked as its members' mean).
@@ -240,7 +241,11 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("name", choices=sorted(RECIPES))
     parser.add_argument("--run", help="training output folder (default: runs/NAME-v2)")
-    parser.add_argument("--model", help="a model file to check instead (with --check-only)")
+    parser.add_argument(
+        "--model",
+        help="a model file to check instead (with --check-only; default there: the zoo's own "
+        "models/NAME.json when no --run is given)",
+    )
     parser.add_argument("--check-only", action="store_true", help="measure, install nothing")
     parser.add_argument("--out", help="folder for checks.json and targets.md")
     parser.add_argument("--cache", help="reference cache (JSON)")
@@ -249,6 +254,8 @@ def parse() -> argparse.Namespace:
         parser.error("--model is for --check-only: a zoo model is installed from its --run")
     if args.model and args.run:
         parser.error("give --run or --model, not both")
+    if args.check_only and not args.model and not args.run:
+        args.model = f"models/{args.name}.json"  # relative: it goes into checks.json
     return args
 
 
@@ -258,6 +265,8 @@ def main() -> None:
     run = Path(args.run) if args.run else ROOT / run_text
     model_text = args.model or f"{run_text}/{args.name}.json"
     model_file = Path(args.model) if args.model else run / f"{args.name}.json"
+    if args.model == f"models/{args.name}.json" and not model_file.exists():
+        model_file = ROOT / args.model  # the default, from any working folder
     out = Path(args.out or ROOT / "runs" / "cards" / args.name)
     out.mkdir(parents=True, exist_ok=True)
     cache = ReferenceCache(Path(args.cache) if args.cache else out / "reference-cache.json")
