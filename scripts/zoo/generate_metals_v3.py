@@ -29,6 +29,7 @@ when complete and read back on a rerun.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -136,28 +137,42 @@ def alloy_block(rng: np.random.Generator) -> list[Atoms]:
     return frames
 
 
-def main(seed: int = 0) -> None:
+def extend_set(
+    base: Path, out: Path, blocks: list[tuple[str, Callable[[], list[Atoms]]]], parts: Path
+) -> None:
+    """Write ``out``: the frames of ``base`` followed by each block's. Each block is computed
+    once and kept in ``parts/`` (``NN-name.xyz``, written under a temporary name and renamed
+    when complete), so a rerun after a kill reads the finished blocks back."""
     start = time.perf_counter()
-    parts = ROOT / "runs" / f"{OUT.name}.parts"
     parts.mkdir(parents=True, exist_ok=True)
-    blocks = [(el, lambda rng, el=el: element_block(el, rng)) for el in ELEMENTS]
-    blocks.append(("alloys", alloy_block))
-    frames = read(V2_DATA, index=":")
-    n_v2 = len(frames)
+    frames = read(base, index=":")
+    n_base = len(frames)
     for k, (name, make) in enumerate(blocks):
         path = parts / f"{k:02d}-{name}.xyz"
         if not path.exists():
             t = time.perf_counter()
-            block = make(np.random.default_rng([seed, 3, k]))
+            block = make()
             write(str(path) + ".tmp", block, format="extxyz")
             Path(str(path) + ".tmp").replace(path)
             print(f"{name}: {len(block)} frames in {time.perf_counter() - t:.1f} s", flush=True)
         frames += read(path, index=":")
-    write(OUT, frames, format="extxyz")
+    write(out, frames, format="extxyz")
     print(
-        f"wrote {len(frames)} frames ({len(frames) - n_v2} new after v2's {n_v2}) to "
-        f"{OUT.relative_to(ROOT)} in {time.perf_counter() - start:.0f} s"
+        f"wrote {len(frames)} frames ({len(frames) - n_base} new after {base.name}'s {n_base}) "
+        f"to {out.relative_to(ROOT)} in {time.perf_counter() - start:.0f} s"
     )
+
+
+def main(seed: int = 0) -> None:
+    def seeded(k: int, make: Callable[[np.random.Generator], list[Atoms]]):
+        return lambda: make(np.random.default_rng([seed, 3, k]))
+
+    makers = [lambda rng, el=el: element_block(el, rng) for el in ELEMENTS] + [alloy_block]
+    names = [*ELEMENTS, "alloys"]
+    blocks = [
+        (name, seeded(k, make)) for k, (name, make) in enumerate(zip(names, makers, strict=True))
+    ]
+    extend_set(V2_DATA, OUT, blocks, ROOT / "runs" / f"{OUT.name}.parts")
 
 
 if __name__ == "__main__":

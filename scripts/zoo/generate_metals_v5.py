@@ -30,7 +30,6 @@ rerun. Frames are appended after set v4's, so a split of v4 extends to v5 frame 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +37,12 @@ from ase import Atoms, units
 from ase.build import add_adsorbate, fcc100, fcc110, fcc111
 from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
-from ase.io import read, write
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.mep import NEB
 from ase.optimize import BFGS, FIRE
 from generate_metals_emt import ELEMENTS, label
-from generate_metals_v3 import emt_lattice_constant
+from generate_metals_v3 import emt_lattice_constant, extend_set
 
 ROOT = Path(__file__).resolve().parents[2]
 V4_DATA = ROOT / "data" / "metals-emt-v4.xyz.xz"
@@ -145,23 +143,10 @@ def element_block(el: str, seed: int) -> list[Atoms]:
 
 
 def main() -> None:
-    start = time.perf_counter()
-    frames = read(V4_DATA, index=":")
-    n_v4 = len(frames)
-    PARTS.mkdir(parents=True, exist_ok=True)
-    for k, el in enumerate(ELEMENTS):
-        part = PARTS / f"{el}.xyz"
-        if not part.exists():
-            block = element_block(el, seed=5000 + k)
-            write(part.with_suffix(".tmp.xyz"), block, format="extxyz")
-            part.with_suffix(".tmp.xyz").rename(part)
-            print(f"{el}: {len(block)} frames ({time.perf_counter() - start:.0f} s)", flush=True)
-        frames += read(part, index=":")
-    write(OUT, frames, format="extxyz")
-    print(
-        f"wrote {len(frames)} frames ({len(frames) - n_v4} new after v4's {n_v4}) to "
-        f"{OUT.relative_to(ROOT)} in {time.perf_counter() - start:.0f} s"
-    )
+    blocks = [
+        (el, lambda el=el, k=k: element_block(el, seed=5000 + k)) for k, el in enumerate(ELEMENTS)
+    ]
+    extend_set(V4_DATA, OUT, blocks, PARTS)
 
 
 if __name__ == "__main__":
