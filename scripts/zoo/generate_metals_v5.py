@@ -1,7 +1,7 @@
 """Reference data for ``metals`` set v5: set v4 plus adatoms on fcc surfaces. Resumable.
 
     export OMP_NUM_THREADS=1
-    python scripts/zoo/generate_metals_v5.py      # → data/metals-emt-v5.xyz.xz (a few minutes)
+    python scripts/zoo/generate_metals_v5.py      # → data/metals-emt-v5.xyz.xz (about 7 min)
 
 Why: the zoo's ``metals`` (stage 5, set v4) overestimates the hop barrier of an adatom on
 fcc(100) by 8–24 % against EMT for all seven metals (``scripts/zoo/adatom_barriers.py``,
