@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=1 python scripts/zoo/adatom_barriers.py [--model metals] [--out FILE.json]
 
-For each of the seven metals: a 3×3×4 fcc(100) slab at EMT's own lattice constant (the card's
-``equation_of_state`` a0, relaxed here with EMT), 8 Å of vacuum, the two lower layers fixed,
+For each of the seven metals: a 3×3×4 fcc(100) slab at EMT's own lattice constant
+(``generate_metals_v3.emt_lattice_constant``), 8 Å of vacuum, the two lower layers fixed,
 one adatom of the same element in a hollow site; initial and final states (neighbouring
 hollows) relaxed to fmax 0.01 eV/Å with each calculator, then 5 intermediate images,
 ``NEB(climb=True, method="improvedtangent")`` with FIRE to fmax 0.02 eV/Å. The barrier is the
@@ -21,24 +21,16 @@ import json
 import time
 
 import numpy as np
-from ase.build import add_adsorbate, bulk, fcc100
+from ase.build import add_adsorbate, fcc100
 from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
-from ase.filters import FrechetCellFilter
 from ase.mep import NEB
 from ase.optimize import BFGS, FIRE
+from generate_metals_v3 import emt_lattice_constant
 
 from ase_equi import EquivariantCalculator, load_model
 
 METALS = ("Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
-
-
-def emt_lattice_constant(symbol: str) -> float:
-    """Å, EMT's fcc lattice constant (cell relaxed to 1e-4 eV/Å³ equivalent)."""
-    atoms = bulk(symbol, "fcc", cubic=True)
-    atoms.calc = EMT()
-    BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=1e-4)
-    return float(np.cbrt(atoms.get_volume() / len(atoms)) * np.cbrt(4.0))
 
 
 def endpoints(symbol: str, a: float) -> tuple:
