@@ -11,7 +11,9 @@ one session. ``save`` copies, per run folder, what the next command needs:
 - a finished run (its model file ``NAME.json`` with ``NAME.safetensors`` is there): the model,
   ``split.json`` and the reports (``test_report.md``, ``*.json`` written by the run);
 - an unfinished run: ``split.json`` and the newest checkpoint (``checkpoints/last.pt``, the
-  optimiser and EMA state included), from which the same command resumes.
+  optimiser and EMA state included), from which the same command resumes;
+- either way, the small files of its ``card/`` folder (``make_card.py --out``: ``checks.json``,
+  ``targets.md``; ``md_stability.py``'s resumable ``md-T.json`` and ``md-stability.json``).
 
 The frames a recipe filters (``training-frames.xyz``) are not kept: the scripts write them
 again, the same on every run. ``restore`` copies ``runs-kept/*`` into ``runs/`` without
@@ -48,6 +50,8 @@ def files_to_keep(folder: Path) -> list[Path]:
         keep += [p for p in folder.glob("*.json") if p.stat().st_size < SMALL]
     else:
         keep.append(folder / "checkpoints" / "last.pt")
+    card = folder / "card"
+    keep += [p for p in card.rglob("*") if p.is_file() and p.stat().st_size < SMALL]
     return sorted({p for p in keep if p.exists()})
 
 

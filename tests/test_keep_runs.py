@@ -34,6 +34,8 @@ def chain(tmp_path, monkeypatch):
     _write(going / "checkpoints" / "last.pt", "stage 2 checkpoint")
     _write(going / "checkpoints" / "previous.pt", "stage 2 older checkpoint")
     _write(going / "training-frames.xyz", "frames")
+    _write(going / "card" / "md-300.json", "MD state at 300 K")
+    (going / "card" / "big.xyz").write_bytes(b"x" * keep_runs.SMALL)
     return runs, kept
 
 
@@ -52,6 +54,7 @@ def test_save_keeps_a_finished_model_or_an_unfinished_checkpoint(chain):
         "si/test_report.md",
         "si-stage2/split.json",
         "si-stage2/checkpoints/last.pt",
+        "si-stage2/card/md-300.json",
     }
     # the stage finishes: saved again, its checkpoint is dropped and its model kept
     for name in ("si.json", "si.safetensors"):
