@@ -94,7 +94,7 @@ def starting_models(
     return net, ema, e0_status
 
 
-def _fingerprint(frames: Sequence[Frame]) -> str:
+def frames_fingerprint(frames: Sequence[Frame]) -> str:
     """SHA-256 over the frames' numbers, positions, energies, and their loss weight and head
     where these are not the defaults (so plain training's fingerprints are as they were)."""
     h = hashlib.sha256()
@@ -125,7 +125,7 @@ def load_or_make_split(
     or made by :func:`~ase_equi.data.split_frames` over the first ``n_own`` frames, the rest
     (replayed frames) joining the training split only; written when ``write``."""
     path = out / "split.json"
-    fingerprint = _fingerprint(frames)
+    fingerprint = frames_fingerprint(frames)
     split: dict[str, Any]
     if path.exists():
         split = json.loads(path.read_text())
@@ -183,13 +183,17 @@ def extended_split(
                 f"the previous split was made with {key}={previous.get(key)!r}, this run "
                 f"asks for {getattr(cfg, key)!r}"
             )
-    if len(frames) < n_old or _fingerprint(frames[:n_old]) != previous["fingerprint"]:
+    if len(frames) < n_old or frames_fingerprint(frames[:n_old]) != previous["fingerprint"]:
         raise ValueError(f"the data do not begin with the previous run's {n_old} frames unchanged")
-    added = split_frames(
-        frames[n_old:],
-        valid_fraction=cfg.valid_fraction,
-        test_fraction=cfg.test_fraction,
-        seed=cfg.seed,
+    added = (
+        split_frames(
+            frames[n_old:],
+            valid_fraction=cfg.valid_fraction,
+            test_fraction=cfg.test_fraction,
+            seed=cfg.seed,
+        )
+        if len(frames) > n_old
+        else {"valid": [], "test": [], "train": [], "isolated": []}  # nothing appended
     )
     split: dict[str, Any] = {
         name: list(previous[name]) + [n_old + k for k in added[name]]
@@ -201,7 +205,7 @@ def extended_split(
         valid_fraction=cfg.valid_fraction,
         test_fraction=cfg.test_fraction,
         n_frames=len(frames),
-        fingerprint=_fingerprint(frames),
+        fingerprint=frames_fingerprint(frames),
     )
     return split
 

@@ -208,6 +208,46 @@ def install(name: str, model_file: Path, run: Path, card: dict, checks: dict) ->
     print(f"then: python scripts/uncertainty/zoo_rigidity.py {name} (uncertainty, card)")
 
 
+def trained_data(name: str, run: Path, recipe: dict) -> tuple[dict, str]:
+    """The recipe as the run in ``run`` trained on it, and a sentence for the card when that
+    differs from the recipe's data: a run whose ``split.json`` gives roles (train, valid,
+    test) to the first K of its N frames only, K being the frame count of the earlier data set
+    of the chain (stage 4's set for a stage-5 recipe, or the recipe's own set), was trained on
+    that set, and its card must say so (``train_strain_pairs.py`` made such splits on a
+    machine without stage 4's run folder until 2026-12-02). Any other gap is refused."""
+    path = run / "split.json"
+    if not path.exists():
+        return recipe, ""
+    split = json.loads(path.read_text())
+    roles = ("train", "valid", "test", "isolated", "replay")
+    used = sorted(k for role in roles for k in split.get(role, []))
+    n = int(split["n_frames"])
+    if used == list(range(n)):
+        return recipe, ""
+    from make_replay_sets import kept_frames
+
+    from ase_equi.data import read_frames
+
+    first = {key: RECIPES[name][key] for key in ("data", "generate")}
+    for earlier in (STAGE4.get(name), first):
+        if earlier is None or earlier["data"] == recipe["data"]:
+            continue
+        if used == list(range(len(used))) and len(used) == len(
+            read_frames(kept_frames(name, Path(earlier["data"]).name))
+        ):
+            note = (
+                f" Trained on {Path(earlier['data']).name}'s {len(used)} frames: the run's "
+                f"split.json gives no role to the {n - len(used)} frames "
+                f"{Path(recipe['data']).name} appends to them, so they were not trained on."
+            )
+            return {**recipe, **earlier}, note
+    raise SystemExit(
+        f"{path}: {n - len(used)} of its {n} frames have no role (train, valid or test), and "
+        "they are not the frames appended to an earlier data set: the card cannot say what "
+        "the model was trained on"
+    )
+
+
 def training_stages(run: Path, name: str) -> list[dict]:
     """The card's ``training`` entry of every stage that led to ``run``: for a run folder
     ``PREFIX-stageN`` beside a folder ``PREFIX`` (``scripts/zoo/train_zoo.py --stage N``, by
@@ -299,7 +339,13 @@ def main() -> None:
         recipe = {**recipe, **STAGE4[args.name]}
     if run.name in {f"{args.name}-v2-stage{n}" for n in (5, 6, 7)} or started_from(trained.card):
         recipe = {**recipe, **STAGE5[args.name]}  # stages 6 and 7 train on set v4 as well
+    recipe, note = trained_data(args.name, run, recipe)
     card = dict(trained.card)
+    if note:
+        card["training_data"] = {
+            **card["training_data"],
+            "description": card["training_data"]["description"] + note,
+        }
     card.update(
         name=args.name,
         level_of_theory=recipe["level_of_theory"],

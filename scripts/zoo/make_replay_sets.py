@@ -46,7 +46,7 @@ def data_chain(name: str) -> list[str]:
     return chain
 
 
-def _kept(name: str, data: str) -> Path:
+def kept_frames(name: str, data: str) -> Path:
     """Data file ``data`` of ``name``'s chain as trained on: for a recipe that leaves frames
     out (silicon's short contacts), the kept frames, rebuilt as that stage's run did."""
     recipe = RECIPES[name]
@@ -59,11 +59,11 @@ def _kept(name: str, data: str) -> Path:
 
 def training_data(name: str) -> Path:
     """The data file zoo model ``name`` was trained on: the file after the arrow of the card's
-    ``data_generation`` (as trained on, see :func:`_kept`)."""
+    ``data_generation`` (as trained on, see :func:`kept_frames`)."""
     card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
     path = ROOT / card["data_generation"].split("→")[-1].strip()
     if name in RECIPES and path.name in data_chain(name):
-        return _kept(name, path.name)
+        return kept_frames(name, path.name)
     return path
 
 
@@ -76,7 +76,7 @@ def frame_bounds(name: str) -> list[int]:
     if name not in RECIPES or data not in data_chain(name):
         return []
     earlier = data_chain(name)[: data_chain(name).index(data)]
-    return [len(read_frames(_kept(name, d))) for d in earlier]
+    return [len(read_frames(kept_frames(name, d))) for d in earlier]
 
 
 def rebuilt_split(frames: list, settings: dict, bounds: list[int]) -> dict[str, list[int]]:

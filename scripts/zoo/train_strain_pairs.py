@@ -206,16 +206,29 @@ def with_cutoff(
 
 
 def zoo_split(name: str, frames: list, config: TrainConfig, out: Path) -> dict:
-    """``OUT/split.json`` of stage 5 rebuilt from the zoo card's seed and fractions
-    (``make_replay_sets.card_split``: stage 3's split extended to sets v3 and v4, checked
-    against the card's split sizes), for a machine without stage 4's run folder."""
+    """``OUT/split.json`` of stage 5 for a machine without stage 4's run folder: the split of
+    the installed zoo model rebuilt from its card's seed and fractions
+    (``make_replay_sets.card_split``, checked against the card's split sizes), then extended
+    frame for frame to the frames this stage's data append to the zoo model's data
+    (:func:`~ase_equi.training.checkpoint.extended_split`), as with stage 4's own split."""
     from make_replay_sets import card_split
 
-    from ase_equi.training.checkpoint import load_or_make_split
+    from ase_equi.training.checkpoint import extended_split, frames_fingerprint
 
-    rebuilt, _, _ = card_split(name)
-    made = load_or_make_split(out, frames, len(frames), config, write=False)  # its fingerprint
-    split = {**made, **rebuilt, "replay": []}
+    rebuilt, _, zoo_frames = card_split(name)
+    n_old = len(zoo_frames)
+    plain = [dataclasses.replace(f, weight=1.0) for f in frames[:n_old]]  # --eos-weight aside
+    if len(frames) < n_old or frames_fingerprint(plain) != frames_fingerprint(zoo_frames):
+        raise SystemExit(f"{name}: the data do not begin with the zoo model's {n_old} frames")
+    card = json.loads((ROOT / "models" / f"{name}.json").read_text())["card"]
+    made_with = card["training"]["settings"]  # extended_split refuses other seeds or fractions
+    previous = {
+        **{kind: rebuilt[kind] for kind in ("valid", "test", "train", "isolated")},
+        **{key: made_with[key] for key in ("seed", "valid_fraction", "test_fraction")},
+        "n_frames": n_old,
+        "fingerprint": frames_fingerprint(frames[:n_old]),
+    }
+    split = extended_split(previous, frames, config)
     out.mkdir(parents=True, exist_ok=True)
     (out / "split.json").write_text(json.dumps(split, indent=1))
     return split

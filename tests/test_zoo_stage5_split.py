@@ -1,0 +1,105 @@
+"""``scripts/zoo/train_strain_pairs.py`` on a machine without stage 4's run folder: the split is
+the installed zoo model's, rebuilt from its card, and the frames that stage 5's data append to
+the zoo model's data get roles of their own (they used to get none, and were never trained on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import emt_structures
+
+from ase_equi.data import read_frames, split_frames
+from ase_equi.training import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "zoo"))
+import make_replay_sets
+import train_strain_pairs
+
+FRACTIONS = dict(valid_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+@pytest.fixture
+def zoo(tmp_path, monkeypatch):
+    """An installed zoo model's card (settings) and its data: 10 frames, split by its seed."""
+    old = read_frames(emt_structures(10, seed=1))
+    rebuilt = split_frames(old, **FRACTIONS)
+    card = {"card": {"training": {"settings": dict(FRACTIONS, epochs=1)}}}
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "metals.json").write_text(json.dumps(card))
+    monkeypatch.setattr(train_strain_pairs, "ROOT", tmp_path)
+    monkeypatch.setattr(make_replay_sets, "card_split", lambda name: (rebuilt, None, old))
+    return old, rebuilt
+
+
+def test_appended_frames_get_roles_and_the_zoo_roles_are_kept(zoo, tmp_path):
+    old, rebuilt = zoo
+    frames = old + read_frames(emt_structures(10, seed=2))
+    config = TrainConfig(**FRACTIONS, epochs=1, output_dir=str(tmp_path / "out"))
+    split = train_strain_pairs.zoo_split("metals", frames, config, tmp_path / "out")
+    roles = ("train", "valid", "test", "isolated")
+    every = sorted(k for role in roles for k in split[role])
+    assert every == list(range(20))  # each frame exactly once
+    for role in roles:
+        assert split[role][: len(rebuilt[role])] == rebuilt[role]
+    added = split_frames(frames[10:], **FRACTIONS)
+    assert [k for k in split["train"] if k >= 10] == [10 + k for k in added["train"]]
+    assert json.loads((tmp_path / "out" / "split.json").read_text()) == split
+    # the training's own check accepts the written split for these frames
+    from ase_equi.training.checkpoint import load_or_make_split
+
+    assert load_or_make_split(tmp_path / "out", frames, 20, config, write=False) == split
+
+
+def test_weighted_frames_are_the_zoo_frames_and_other_data_are_refused(zoo, tmp_path):
+    old, _ = zoo
+    config = TrainConfig(**FRACTIONS, epochs=1, output_dir=str(tmp_path / "a"))
+    weighted = [dataclasses.replace(f, weight=20.0) for f in old]  # --eos-weight
+    split = train_strain_pairs.zoo_split("metals", weighted, config, tmp_path / "a")
+    assert sorted(k for r in ("train", "valid", "test") for k in split[r]) == list(range(10))
+    other = read_frames(emt_structures(12, seed=3))
+    with pytest.raises(SystemExit, match="do not begin with the zoo model's 10 frames"):
+        train_strain_pairs.zoo_split("metals", other, config, tmp_path / "b")
+    reseeded = TrainConfig(**{**FRACTIONS, "seed": 4}, epochs=1, output_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="made with seed=0, this run asks for 4"):
+        train_strain_pairs.zoo_split("metals", old, reseeded, tmp_path / "c")
+
+
+def _run_with_split(folder: Path, roles: dict[str, list[int]], n_frames: int) -> Path:
+    folder.mkdir(parents=True)
+    split = {"train": [], "valid": [], "test": [], "isolated": [], "replay": [], **roles}
+    (folder / "split.json").write_text(json.dumps({**split, "n_frames": n_frames}))
+    return folder
+
+
+def test_card_names_the_data_a_run_was_trained_on(tmp_path, monkeypatch):
+    """A stage-5 run whose split gives roles only to stage 4's frames gets stage 4's data on
+    its card, with a sentence saying so; a complete split keeps the recipe; another gap is
+    refused."""
+    import ase.io
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "zoo"))
+    import make_card
+
+    stage4_data = tmp_path / "stage4.xyz"
+    ase.io.write(stage4_data, emt_structures(6, seed=1), format="extxyz")
+    monkeypatch.setattr(make_replay_sets, "kept_frames", lambda name, data: stage4_data)
+    recipe = {**make_card.RECIPES["silicon-xtb"], **make_card.STAGE5["silicon-xtb"]}
+
+    old_roles = {"train": [0, 2, 3, 5], "valid": [1], "test": [4]}
+    run = _run_with_split(tmp_path / "gap", old_roles, n_frames=9)
+    data, note = make_card.trained_data("silicon-xtb", run, recipe)
+    assert data["data"] == make_card.STAGE4["silicon-xtb"]["data"]
+    assert data["generate"] == make_card.STAGE4["silicon-xtb"]["generate"]
+    assert "6 frames" in note and "no role to the 3 frames" in note
+
+    whole = _run_with_split(tmp_path / "whole", {**old_roles, "train": [0, 2, 3, 5, 6, 7, 8]}, 9)
+    assert make_card.trained_data("silicon-xtb", whole, recipe) == (recipe, "")
+
+    holes = _run_with_split(tmp_path / "holes", {**old_roles, "train": [0, 2, 3, 6]}, 9)
+    with pytest.raises(SystemExit, match="3 of its 9 frames have no role"):
+        make_card.trained_data("silicon-xtb", holes, recipe)
