@@ -95,7 +95,7 @@ def test_card_names_the_data_a_run_was_trained_on(tmp_path, monkeypatch):
     data, note = make_card.trained_data("silicon-xtb", run, recipe)
     assert data["data"] == make_card.STAGE4["silicon-xtb"]["data"]
     assert data["generate"] == make_card.STAGE4["silicon-xtb"]["generate"]
-    assert "6 frames" in note and "no role to the 3 frames" in note
+    assert "6 frames only" in note and "no role to the 3 frames" in note
 
     whole = _run_with_split(tmp_path / "whole", {**old_roles, "train": [0, 2, 3, 5, 6, 7, 8]}, 9)
     assert make_card.trained_data("silicon-xtb", whole, recipe) == (recipe, "")

@@ -236,7 +236,7 @@ def trained_data(name: str, run: Path, recipe: dict) -> tuple[dict, str]:
             read_frames(kept_frames(name, Path(earlier["data"]).name))
         ):
             note = (
-                f" Trained on {Path(earlier['data']).name}'s {len(used)} frames: the run's "
+                f"; trained on {Path(earlier['data']).name}'s {len(used)} frames only: the run's "
                 f"split.json gives no role to the {n - len(used)} frames "
                 f"{Path(recipe['data']).name} appends to them, so they were not trained on."
             )
