@@ -77,17 +77,21 @@ def _run_with_split(folder: Path, roles: dict[str, list[int]], n_frames: int) ->
 
 
 def test_card_names_the_data_a_run_was_trained_on(tmp_path, monkeypatch):
-    """A stage-5 run whose split gives roles only to stage 4's frames gets stage 4's data on
-    its card, with a sentence saying so; a complete split keeps the recipe; another gap is
-    refused."""
+    """The card names the set of the chain with as many frames as the run's split covers: the
+    recipe's (9 frames), or an earlier one (6) when the split leaves the frames after it
+    without a role, with a sentence saying so; any other split is refused."""
     import ase.io
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "zoo"))
     import make_card
 
-    stage4_data = tmp_path / "stage4.xyz"
-    ase.io.write(stage4_data, emt_structures(6, seed=1), format="extxyz")
-    monkeypatch.setattr(make_replay_sets, "kept_frames", lambda name, data: stage4_data)
+    counts = {"silicon-gfn1xtb-v2.xyz.xz": 4, "silicon-gfn1xtb-v3.xyz.xz": 6}
+    counts["silicon-gfn1xtb-v4.xyz.xz"] = 9
+    files = {}
+    for data, count in counts.items():
+        files[data] = tmp_path / f"{count}.xyz"
+        ase.io.write(files[data], emt_structures(count, seed=1), format="extxyz")
+    monkeypatch.setattr(make_replay_sets, "kept_frames", lambda name, data: files[data])
     recipe = {**make_card.RECIPES["silicon-xtb"], **make_card.STAGE5["silicon-xtb"]}
 
     old_roles = {"train": [0, 2, 3, 5], "valid": [1], "test": [4]}
@@ -101,5 +105,32 @@ def test_card_names_the_data_a_run_was_trained_on(tmp_path, monkeypatch):
     assert make_card.trained_data("silicon-xtb", whole, recipe) == (recipe, "")
 
     holes = _run_with_split(tmp_path / "holes", {**old_roles, "train": [0, 2, 3, 6]}, 9)
-    with pytest.raises(SystemExit, match="3 of its 9 frames have no role"):
+    with pytest.raises(SystemExit, match="frames without a role among the first 6"):
         make_card.trained_data("silicon-xtb", holes, recipe)
+    seven = _run_with_split(tmp_path / "seven", {**old_roles, "train": [0, 2, 3, 5, 6]}, 9)
+    with pytest.raises(SystemExit, match="covers 7 of 9 frames, and no data set"):
+        make_card.trained_data("silicon-xtb", seven, recipe)
+
+
+def test_card_names_a_later_set(tmp_path, monkeypatch):
+    """A metals run on set v5 (``train_strain_pairs.py --data``) gets set v5 and the command
+    that makes it on its card."""
+    import ase.io
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "zoo"))
+    import make_card
+
+    chain = make_replay_sets.data_chain("metals")
+    assert chain[-1] == "metals-emt-v5.xyz.xz"
+    files = {}
+    for count, data in enumerate(chain, start=2):
+        files[data] = tmp_path / f"{count}.xyz"
+        ase.io.write(files[data], emt_structures(count, seed=1), format="extxyz")
+    monkeypatch.setattr(make_replay_sets, "kept_frames", lambda name, data: files[data])
+    recipe = {**make_card.RECIPES["metals"], **make_card.STAGE5["metals"]}
+    n = len(chain) + 1
+    run = _run_with_split(tmp_path / "v5", {"train": list(range(n - 1)), "test": [n - 1]}, n)
+    data, note = make_card.trained_data("metals", run, recipe)
+    assert (data["data"], note) == ("data/metals-emt-v5.xyz.xz", "")
+    assert data["generate"].startswith(make_card.STAGE5["metals"]["generate"] + "; ")
+    assert data["generate"].endswith("python scripts/zoo/generate_metals_v5.py")

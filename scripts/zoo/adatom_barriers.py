@@ -1,6 +1,8 @@
-"""Adatom hop barriers on fcc(100) of the ``metals`` zoo model against EMT, by climbing-image NEB.
+"""Adatom hop barriers on fcc(100) or fcc(111) of a ``metals`` model against EMT, by
+climbing-image NEB.
 
     OMP_NUM_THREADS=1 python scripts/zoo/adatom_barriers.py [--model metals] [--out FILE.json]
+    OMP_NUM_THREADS=1 python scripts/zoo/adatom_barriers.py --facet 111
 
 For each of the seven metals: a 3×3×4 fcc(100) slab at EMT's own lattice constant
 (``generate_metals_v3.emt_lattice_constant``), 8 Å of vacuum, the two lower layers fixed,
@@ -12,6 +14,12 @@ highest image's energy minus the initial state's. Each calculator runs the whole
 path's energies. The model's largest atomic ``forces_uncertainty`` at the initial state and at
 the highest image is printed beside the card's threshold (``valid_p95``). The training data of
 ``metals`` hold surfaces, vacancies and vacancy hops, but no adatoms (README, zoo table).
+
+``--facet 111``: the hop of an adatom from the fcc to the neighbouring hcp hollow of a 3×3×4
+fcc(111) slab (built as ``generate_metals_v5.slab_with_adatom`` builds it); the barrier is
+measured from the fcc site, and ``end_difference_eV`` is E(hcp) − E(fcc). Set v5
+(``generate_metals_v5.py``) holds both (111) sites but no (111) path, so for a model trained on
+it this hop is a check on something it was not trained on.
 """
 
 from __future__ import annotations
@@ -27,13 +35,17 @@ from ase.constraints import FixAtoms
 from ase.mep import NEB
 from ase.optimize import BFGS, FIRE
 from generate_metals_v3 import emt_lattice_constant
+from generate_metals_v5 import slab_with_adatom
 
 from ase_equi import EquivariantCalculator, load_model
 
 METALS = ("Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
 
 
-def endpoints(symbol: str, a: float) -> tuple:
+def endpoints(symbol: str, a: float, facet: str = "100") -> tuple:
+    """The unrelaxed initial and final states of the hop (the adatom is the last atom)."""
+    if facet == "111":
+        return slab_with_adatom(symbol, a, "111", "fcc"), slab_with_adatom(symbol, a, "111", "hcp")
     slab = fcc100(symbol, size=(3, 3, 4), a=a, vacuum=8.0)
     add_adsorbate(slab, symbol, 0.5 * a / np.sqrt(2) + 0.2, "hollow")
     slab.set_constraint(FixAtoms(mask=[atom.tag > 2 for atom in slab]))
@@ -42,9 +54,9 @@ def endpoints(symbol: str, a: float) -> tuple:
     return slab, final
 
 
-def barrier(symbol: str, a: float, make_calc) -> dict:
+def barrier(symbol: str, a: float, make_calc, facet: str = "100") -> dict:
     start = time.perf_counter()
-    initial, final = endpoints(symbol, a)
+    initial, final = endpoints(symbol, a, facet)
     for atoms in (initial, final):
         atoms.calc = make_calc()
         BFGS(atoms, logfile=None).run(fmax=0.01)
@@ -73,18 +85,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="metals")
     parser.add_argument("--out", help="write the table as JSON here")
+    parser.add_argument("--facet", choices=("100", "111"), default="100")
     args = parser.parse_args()
     loaded = load_model(args.model)  # one load; each image's calculator shares its weights
     rows = {}
     card_uncertainty = loaded.card.get("uncertainty", {})
     threshold = card_uncertainty.get("uncertainty_threshold_eV_per_A", {}).get("valid_p95")
     print(f"largest atomic forces_uncertainty against the card's valid_p95 = {threshold} eV/Å")
+    print(f"fcc({args.facet}) adatom hop")
     print("| metal | EMT barrier (eV) | model barrier (eV) | deviation | u initial / saddle |")
     print("|---|---|---|---|---|")
     for symbol in METALS:
         a = emt_lattice_constant(symbol)
-        reference = barrier(symbol, a, EMT)
-        model = barrier(symbol, a, lambda: EquivariantCalculator(loaded))
+        reference = barrier(symbol, a, EMT, args.facet)
+        model = barrier(symbol, a, lambda: EquivariantCalculator(loaded), args.facet)
         deviation = 100 * (model["barrier_eV"] / reference["barrier_eV"] - 1)
         rows[symbol] = {"a0_A": a, "emt": reference, "model": model, "deviation_pct": deviation}
         print(
@@ -95,10 +109,12 @@ def main() -> None:
         )
     if args.out:
         command = "OMP_NUM_THREADS=1 python scripts/zoo/adatom_barriers.py"
+        if args.facet != "100":
+            command += f" --facet {args.facet}"
         with open(args.out, "w") as fh:
             json.dump(
-                {"command": command, "model": args.model, "threshold_valid_p95": threshold,
-                 "metals": rows}, fh, indent=1,
+                {"command": command, "model": args.model, "facet": args.facet,
+                 "threshold_valid_p95": threshold, "metals": rows}, fh, indent=1,
             )  # fmt: skip
 
 

@@ -209,12 +209,13 @@ def install(name: str, model_file: Path, run: Path, card: dict, checks: dict) ->
 
 
 def trained_data(name: str, run: Path, recipe: dict) -> tuple[dict, str]:
-    """The recipe as the run in ``run`` trained on it, and a sentence for the card when that
-    differs from the recipe's data: a run whose ``split.json`` gives roles (train, valid,
-    test) to the first K of its N frames only, K being the frame count of the earlier data set
-    of the chain (stage 4's set for a stage-5 recipe, or the recipe's own set), was trained on
-    that set, and its card must say so (``train_strain_pairs.py`` made such splits on a
-    machine without stage 4's run folder until 2026-12-02). Any other gap is refused."""
+    """The recipe with the data set the run in ``run`` was trained on, and a sentence for the
+    card when the run's ``split.json`` leaves frames out. The set is the one of the model's
+    chain (:func:`make_replay_sets.data_chain`) with as many frames as the split covers:
+    the recipe's own; a later one (``train_strain_pairs.py --data``); or, for a split that
+    gives roles (train, valid, test) only to the first K of its N frames, the earlier set of K
+    frames, which is what it was trained on (``train_strain_pairs.py`` made such splits on a
+    machine without stage 4's run folder until 2026-12-02). Any other split is refused."""
     path = run / "split.json"
     if not path.exists():
         return recipe, ""
@@ -222,30 +223,37 @@ def trained_data(name: str, run: Path, recipe: dict) -> tuple[dict, str]:
     roles = ("train", "valid", "test", "isolated", "replay")
     used = sorted(k for role in roles for k in split.get(role, []))
     n = int(split["n_frames"])
-    if used == list(range(n)):
-        return recipe, ""
-    from make_replay_sets import kept_frames
+    if used != list(range(len(used))):
+        raise SystemExit(f"{path}: frames without a role among the first {len(used)}")
+    from make_replay_sets import data_chain, kept_frames
+    from train_strain_pairs import LATER_DATA
 
     from ase_equi.data import read_frames
 
-    first = {key: RECIPES[name][key] for key in ("data", "generate")}
-    for earlier in (STAGE4.get(name), first):
-        if earlier is None or earlier["data"] == recipe["data"]:
-            continue
-        if used == list(range(len(used))) and len(used) == len(
-            read_frames(kept_frames(name, Path(earlier["data"]).name))
-        ):
-            note = (
-                f"; trained on {Path(earlier['data']).name}'s {len(used)} frames only: the run's "
-                f"split.json gives no role to the {n - len(used)} frames "
-                f"{Path(recipe['data']).name} appends to them, so they were not trained on."
-            )
-            return {**recipe, **earlier}, note
-    raise SystemExit(
-        f"{path}: {n - len(used)} of its {n} frames have no role (train, valid or test), and "
-        "they are not the frames appended to an earlier data set: the card cannot say what "
-        "the model was trained on"
-    )
+    chain = data_chain(name)
+    if Path(recipe["data"]).name not in chain:  # a recipe with one set (molecules)
+        return recipe, ""
+    for data in chain:
+        if len(read_frames(kept_frames(name, data))) == len(used):
+            break
+    else:
+        raise SystemExit(
+            f"{path}: its split covers {len(used)} of {n} frames, and no data set of the "
+            f"{name} chain has {len(used)}: the card cannot say what the model was trained on"
+        )
+    later = LATER_DATA.get(name, {})
+    generate = {
+        RECIPES[name]["data"]: RECIPES[name]["generate"],
+        **{t[name]["data"]: t[name]["generate"] for t in (STAGE4, STAGE5) if name in t},
+    }
+    for extra, (_, command) in later.items():  # sets that extend stage 5's
+        generate[f"data/{extra}"] = f"{generate[STAGE5[name]['data']]}; {command}"
+    trained = {**recipe, "data": f"data/{data}", "generate": generate[f"data/{data}"]}
+    note = "" if len(used) == n else (
+        f"; trained on {data}'s {len(used)} frames only: the run's split.json gives no role "
+        f"to the {n - len(used)} frames that follow them, so they were not trained on"
+    )  # fmt: skip
+    return trained, note
 
 
 def training_stages(run: Path, name: str) -> list[dict]:

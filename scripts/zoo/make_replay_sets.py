@@ -29,7 +29,7 @@ from ase_equi.data import read_frames, read_structures, split_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))
-from train_strain_pairs import STAGE5_DATA  # noqa: E402
+from train_strain_pairs import LATER_DATA, STAGE5_DATA  # noqa: E402
 from train_zoo import RECIPES, STAGE4_DATA, training_frames  # noqa: E402
 
 NAMES = ("metals", "molecules-pbe", "silicon-xtb")
@@ -37,13 +37,14 @@ NAMES = ("metals", "molecules-pbe", "silicon-xtb")
 
 def data_chain(name: str) -> list[str]:
     """The data files of zoo model ``name``'s stages, in order: the recipe's set (stage 1–3),
-    then stage 4's (``train_zoo.STAGE4_DATA``) and stage 5's (``train_strain_pairs.STAGE5_DATA``),
-    each beginning with the frames of the one before."""
+    then stage 4's (``train_zoo.STAGE4_DATA``), stage 5's (``train_strain_pairs.STAGE5_DATA``)
+    and the later sets (``train_strain_pairs.LATER_DATA``), each beginning with the frames of
+    the one before."""
     chain = [RECIPES[name]["data"]]
     for table in (STAGE4_DATA, STAGE5_DATA):
         if name in table:
             chain.append(table[name])
-    return chain
+    return chain + list(LATER_DATA.get(name, {}))
 
 
 def kept_frames(name: str, data: str) -> Path:

@@ -26,8 +26,11 @@ set v3's); the split is stage 4's, extended frame for frame to the new frames
 (:func:`~ase_equi.training.checkpoint.extended_split`), so no frame earlier stages were tested
 on is trained on. Resumable: rerun the same command.
 
-Other starts and cutoffs (``benchmarks/results/2026-12-01-zoo-cutoff.md``): ``--start RUN``
-trains RUN's model instead of stage 4's (same split); ``--r-max R`` keeps every learned weight
+Other starts, data and cutoffs (``benchmarks/results/2026-12-01-zoo-cutoff.md``): ``--start
+RUN`` trains RUN's model instead of stage 4's, on RUN's split extended to the data
+(``--start models``: the installed zoo model, on its split rebuilt from its card and
+extended); ``--data FILE`` trains on a later set that begins with the stage-5 set's frames
+(``LATER_DATA``: metals set v5, adatoms), its new frames split by the same seed; ``--r-max R`` keeps every learned weight
 of it but sets the cutoff to R (the Bessel wave numbers nπ/R, the envelope, and
 avg_num_neighbors measured anew on the training split); ``--num-bessel N`` widens the radial
 basis to N functions (the new ones start at zero weight, so the start is the same function at
@@ -77,6 +80,16 @@ STAGE5_DESCRIPTION = {
     "silicon-xtb": STAGE4_DESCRIPTION["silicon-xtb"] + ", and the perfect crystal at three "
     "lattice constants (set v4, scripts/zoo/generate_silicon_v4.py)",
 }
+# later sets, each beginning with the frames of the recipe's stage-5 set (``--data``): what they
+# add, and the command that makes them
+LATER_DATA = {
+    "metals": {
+        "metals-emt-v5.xyz.xz": (
+            "adatoms on fcc(100), (110) and (111) surfaces (set v5)",
+            "python scripts/zoo/generate_metals_v5.py",
+        )
+    }
+}
 # the recipes' choices: silicon's defect energies are 2-3 eV and missed by 0.3-1 eV, against
 # the metals' 1 eV missed by 10-50 meV, so its defect term is weighted less
 DEFAULTS = {
@@ -108,6 +121,11 @@ def parse() -> argparse.Namespace:
         default=1.0,
         help="loss weight of the equation-of-state frames (config_type 'eos'; 1: as the others)",
     )
+    parser.add_argument(
+        "--data",
+        help="a later data set (file name in data/) whose first frames are the stage-5 set's: "
+        + "; ".join(f"{n}: {', '.join(sets)}" for n, sets in LATER_DATA.items()),
+    )
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--out", help="output folder (default runs/NAME-v2-stage5)")
@@ -127,6 +145,8 @@ def parse() -> argparse.Namespace:
         "weight: the same function at the same cutoff)",
     )
     args = parser.parse_args()
+    if args.data is not None and args.data not in LATER_DATA.get(args.name, {}):
+        parser.error(f"--data {args.data}: {args.name} has no such later set")
     args.interstitials = None
     for key, value in DEFAULTS[args.name].items():
         if getattr(args, key) is None:
@@ -246,7 +266,7 @@ def main() -> None:
     name = args.name
     stage4 = ROOT / "runs" / f"{name}-v2-stage4"
     out = Path(args.out) if args.out else ROOT / "runs" / f"{name}-v2-stage5"
-    recipe = dict(RECIPES[name], data=STAGE5_DATA[name])
+    recipe = dict(RECIPES[name], data=args.data or STAGE5_DATA[name])
     frames = read_frames(training_frames(recipe, out), elements=recipe["elements"])
     if args.eos_weight != 1.0:
         frames = [
@@ -256,17 +276,21 @@ def main() -> None:
     weights = {} if args.loss_weights == 1 else STAGES[args.loss_weights]
     settings = {**COMMON_SETTINGS, **weights, "epochs": args.epochs, "lr": args.lr}
     config = TrainConfig(**settings, output_dir=str(out))
-    if (stage4 / "split.json").exists() or (out / "split.json").exists():
-        split = extend_split(stage4, frames, config)
-    else:  # stage 4's run is not on this machine: the zoo model's own split, from its card
-        split = zoo_split(name, frames, config, out)
     start = Path(args.start) if args.start else stage4
+    # the start model's split, extended to the frames the data append: none of its
+    # validation or test frames is trained on
+    if (out / "split.json").exists() or (start / "split.json").exists():
+        split = extend_split(start, frames, config)
+    else:  # the zoo model (--start models), or stage 4's run is not on this machine
+        split = zoo_split(name, frames, config, out)
     model = load_model(start / f"{name}.json", dtype=torch.float32).model
     if args.r_max is not None or args.num_bessel is not None:
         r_max = model.config.r_max if args.r_max is None else args.r_max
         model = with_cutoff(model, r_max, [frames[k] for k in split["train"]], args.num_bessel)
+    later = LATER_DATA.get(name, {}).get(args.data or "")
+    data_note = f", and {later[0]}, {later[1].removeprefix('python ')}" if later else ""
     description = (
-        f"{STAGE5_DESCRIPTION[name]}; trained further from {start.name}"
+        f"{STAGE5_DESCRIPTION[name]}{data_note}; trained further from {start.name}"
         f"{cutoff_note(args)}, loss weights of stage {args.loss_weights}, + stress-slope "
         f"(weight {args.weight:g}) and defect-energy (weight {args.defect_weight:g}) pair "
         f"losses{'' if args.eos_weight == 1 else f', EOS frames weighted {args.eos_weight:g}'} "
