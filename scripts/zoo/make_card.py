@@ -231,7 +231,7 @@ def trained_data(name: str, run: Path, recipe: dict) -> tuple[dict, str]:
     from ase_equi.data import read_frames
 
     chain = data_chain(name)
-    if Path(recipe["data"]).name not in chain:  # a recipe with one set (molecules)
+    if Path(recipe["data"]).name not in chain:  # a set from outside the chain: as given
         return recipe, ""
     for data in chain:
         if len(read_frames(kept_frames(name, data))) == len(used):
