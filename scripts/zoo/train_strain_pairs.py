@@ -30,13 +30,14 @@ Other starts, data and cutoffs (``benchmarks/results/2026-12-01-zoo-cutoff.md``)
 RUN`` trains RUN's model instead of stage 4's, on RUN's split extended to the data
 (``--start models``: the installed zoo model, on its split rebuilt from its card and
 extended); ``--data FILE`` trains on a later set that begins with the stage-5 set's frames
-(``LATER_DATA``: metals set v5, adatoms), its new frames split by the same seed; ``--r-max R`` keeps every learned weight
-of it but sets the cutoff to R (the Bessel wave numbers nπ/R, the envelope, and
-avg_num_neighbors measured anew on the training split); ``--num-bessel N`` widens the radial
-basis to N functions (the new ones start at zero weight, so the start is the same function at
-the same cutoff; ``scripts/zoo/al_radial_resolution.py`` for why); ``--loss-weights 1`` or ``2``
-takes those stages' energy:forces:stress weights instead of stage 4's; ``--weight 0`` and
-``--defect-weight 0`` leave the pair terms out. For example, a 6 Å model in two steps::
+(``LATER_DATA``: metals set v5, adatoms), its new frames split by the same seed; ``--r-max
+R`` keeps every learned weight of it but sets the cutoff to R (the Bessel wave numbers nπ/R,
+the envelope, and avg_num_neighbors measured anew on the training split); ``--num-bessel N``
+widens the radial basis to N functions (the new ones start at zero weight, so the start is
+the same function at the same cutoff; ``scripts/zoo/al_radial_resolution.py`` for why);
+``--loss-weights 1`` or ``2`` takes those stages' energy:forces:stress weights instead of
+stage 4's; ``--weight 0`` and ``--defect-weight 0`` leave the pair terms out. For example,
+a 6 Å model in two steps::
 
     python scripts/zoo/train_strain_pairs.py metals --start runs/metals-v2-stage5 --r-max 6.0 \
         --loss-weights 1 --weight 0 --defect-weight 0 --lr 5e-3 --epochs 15 --out RUN1
