@@ -17,6 +17,7 @@ from ase_equi.data import read_frames, split_frames
 from ase_equi.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "zoo"))
+import make_card
 import make_replay_sets
 import train_strain_pairs
 
@@ -82,9 +83,6 @@ def test_card_names_the_data_a_run_was_trained_on(tmp_path, monkeypatch):
     without a role, with a sentence saying so; any other split is refused."""
     import ase.io
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "zoo"))
-    import make_card
-
     counts = {"silicon-gfn1xtb-v2.xyz.xz": 4, "silicon-gfn1xtb-v3.xyz.xz": 6}
     counts["silicon-gfn1xtb-v4.xyz.xz"] = 9
     files = {}
@@ -116,9 +114,6 @@ def test_card_names_a_later_set(tmp_path, monkeypatch):
     """A metals run on set v5 (``train_strain_pairs.py --data``) gets set v5 and the command
     that makes it on its card."""
     import ase.io
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "zoo"))
-    import make_card
 
     chain = make_replay_sets.data_chain("metals")
     assert chain[-1] == "metals-emt-v5.xyz.xz"
