@@ -55,7 +55,7 @@ ZOO_DIR = _zoo_dir()
 ZOO_PINS: dict[str, str] = {
     "metals": "f6380e8d544d1603c7015642b6891fa2602d527bc09d4e503341a6d71334ceab",
     "molecules-pbe": "dde73d36abfeb18be259d950c45ec5b66be520524487a6181554efc34e04fca7",
-    "silicon-xtb": "6df9722aa7a76a9382771082c352385d0c25af3105de867ed6c00039ce25d0b9",
+    "silicon-xtb": "ed9d8fd6bd33f97d1c3c62e3c8bac498a0866c698b1d6ac16663e85b60155611",
 }
 
 
