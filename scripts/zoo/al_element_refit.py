@@ -51,7 +51,7 @@ from ase import Atoms
 from ase.build import bulk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from al_radial_resolution import A0_EMT, frames_path, measure
+from al_radial_resolution import A0_EMT, frames_path, measure, table
 from metals_card import LATTICE
 
 from ase_equi import EquivariantCalculator, TrainConfig, load_model, train
@@ -205,24 +205,11 @@ def report() -> None:
     rows["zoo metals"] = measure(lambda: EquivariantCalculator("metals", dtype="float64"))
     for path in sorted(RUNS.glob("al-own-*/al-own-*.json")):
         rows[path.stem] = measure(lambda p=path: EquivariantCalculator(str(p), dtype="float64"))
-    keys = ("a0", "B_card", "B_5pc", "B_1pc", "C11", "C12", "C44")
-    lines = [
-        f"# {__doc__.splitlines()[0]}",
-        "",
+    command = (
         "`OMP_NUM_THREADS=1 python scripts/zoo/al_element_refit.py train --epochs N --lr X` per "
-        f"row, then `... report` (settings: the script's docstring; EMT's a0 {A0_EMT} Å).",
-        "",
-        "| model | " + " | ".join(keys) + " | card's B, C11, C12 within 3 % |",
-        "|---" * (len(keys) + 2) + "|",
-    ]
-    ref = rows["EMT"]
-    for label, row in rows.items():
-        devs = {k: 100 * (row[k] / ref[k] - 1) for k in keys}
-        cells = [f"{row[k]:.4f}" if k == "a0" else f"{row[k]:.2f} ({devs[k]:+.1f} %)" for k in keys]
-        ok = (
-            "–" if label == "EMT" else str(all(abs(devs[k]) <= 3 for k in ("B_card", "C11", "C12")))
-        )
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ok} |")
+        f"row, then `... report` (settings: the script's docstring; EMT's a0 {A0_EMT} Å)."
+    )
+    lines = table(rows, __doc__.splitlines()[0], command)
     fits = {"zoo metals": fit_errors("metals")}
     for path in sorted(RUNS.glob("al-own-*/al-own-*.json")):
         fits[path.stem] = fit_errors(str(path))

@@ -139,16 +139,15 @@ def measure(make_calc) -> dict[str, float]:
     return {"a0": narrow["a0"], **bulk_moduli, **elastic}
 
 
-def report() -> None:
-    rows = {"EMT": measure(EMT)}
-    for path in sorted(RUNS.glob("r*-b*/r*-b*.json")):
-        rows[path.stem] = measure(lambda p=path: EquivariantCalculator(str(p), dtype="float64"))
+def table(rows: dict[str, dict[str, float]], title: str, command: str) -> list[str]:
+    """Markdown lines: ``title``, ``command``, and one row per model of ``rows`` (each a
+    :func:`measure` result; ``rows["EMT"]`` the reference) with its deviations from EMT and
+    whether the card's B, C11 and C12 are within 3 %."""
     keys = ("a0", "B_card", "B_5pc", "B_1pc", "C11", "C12", "C44")
     lines = [
-        f"# {__doc__.splitlines()[0]}",
+        f"# {title}",
         "",
-        "`OMP_NUM_THREADS=1 python scripts/zoo/al_radial_resolution.py train --r-max R "
-        "--num-bessel N` per row, then `... report` (settings: the script's docstring).",
+        command,
         "",
         "| model | " + " | ".join(keys) + " | card's B, C11, C12 within 3 % |",
         "|---" * (len(keys) + 2) + "|",
@@ -160,6 +159,18 @@ def report() -> None:
         cells = [f"{row[k]:.4f}" if k == "a0" else f"{row[k]:.2f} ({devs[k]:+.1f} %)" for k in keys]
         passed = "–" if label == "EMT" else str(all(abs(devs[k]) <= 3 for k in targets))
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {passed} |")
+    return lines
+
+
+def report() -> None:
+    rows = {"EMT": measure(EMT)}
+    for path in sorted(RUNS.glob("r*-b*/r*-b*.json")):
+        rows[path.stem] = measure(lambda p=path: EquivariantCalculator(str(p), dtype="float64"))
+    command = (
+        "`OMP_NUM_THREADS=1 python scripts/zoo/al_radial_resolution.py train --r-max R "
+        "--num-bessel N` per row, then `... report` (settings: the script's docstring)."
+    )
+    lines = table(rows, __doc__.splitlines()[0], command)
     RESULT.with_suffix(".md").write_text("\n".join(lines) + "\n")
     RESULT.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
     print("\n".join(lines))
