@@ -142,7 +142,8 @@ def resolve_replay(
 ) -> tuple[list[Atoms], str]:
     """The replay frames and a sentence saying where they come from. ``"auto"``: a zoo
     model's shipped replay set (a uniform sample of its training split), none otherwise; a
-    path: its frames; None or a sequence: as given."""
+    path: its frames (named as the zoo's shipped set when it is one, so that
+    :func:`replay_weight_of` weighs them as for ``"auto"``); None or a sequence: as given."""
     from .training.replay import zoo_sets
 
     if isinstance(replay, str) and replay == "auto":
@@ -153,9 +154,26 @@ def resolve_replay(
         return list(frames), f"the zoo's shipped replay set {sets[0].name} ({len(frames)} frames)"
     if isinstance(replay, (str, os.PathLike)):
         frames = read(os.fspath(replay), ":")
+        if _is_shipped_replay(Path(replay)):  # the same frames as "auto" for that zoo model
+            return list(
+                frames
+            ), f"the zoo's shipped replay set {Path(replay).name} ({len(frames)} frames)"
         return list(frames), f"{Path(replay).name} ({len(frames)} frames)"
     given = list(replay or [])
     return given, f"{len(given)} frames given"
+
+
+def _is_shipped_replay(path: Path) -> bool:
+    """Whether ``path`` is one of the zoo's shipped replay sets (given by path, e.g. for a
+    model file derived from a zoo model: its statistics were summed over the same split)."""
+    from .training.replay import zoo_sets
+    from .zoo import zoo_names
+
+    for name in zoo_names():
+        sets = zoo_sets(name)
+        if sets is not None and path.resolve() == sets[0].resolve():
+            return True
+    return False
 
 
 def replay_weight_of(rigidity: LastLayerRigidity, replay_from: str, n_replay: int) -> float:

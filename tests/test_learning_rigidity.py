@@ -375,3 +375,22 @@ def test_bad_window_settings_are_refused_by_name(model_file, tmp_path, given, me
     with pytest.raises(ValueError, match=message):
         learn_on_the_fly(start(), model_file, EMT(), out=tmp_path / "x", steps=2, **given)
     assert not (tmp_path / "x").exists()
+
+
+def test_the_shipped_replay_set_given_by_path_is_weighted_as_auto():
+    """A zoo model's replay set passed by path (as for a copy of the zoo model) is named as
+    the shipped set, so the refit weighs it N_parent / N_replay as ``"auto"`` does; another
+    file is weighted 1."""
+    from ase_equi.io.model_file import read_model_file
+    from ase_equi.learning_rigidity import replay_weight_of, resolve_replay
+    from ase_equi.training.replay import zoo_sets
+    from ase_equi.zoo import zoo_path
+
+    replay_path = zoo_sets("metals")[0]
+    auto, said_auto = resolve_replay("metals", "auto")
+    given, said_given = resolve_replay("metals", replay_path)
+    assert said_given == said_auto and len(given) == len(auto)
+    rigidity = read_model_file(zoo_path("metals")).rigidity
+    weight = replay_weight_of(rigidity, said_given, len(given))
+    assert weight == int(rigidity.info["n_structures"]) / len(given) > 1
+    assert replay_weight_of(rigidity, "other.xyz (300 frames)", len(given)) == 1.0

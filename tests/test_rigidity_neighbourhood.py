@@ -151,3 +151,37 @@ def test_unknown_estimate_refused(tmp_path, model_path, loaded_model):
         shutil.copy(model_path.with_suffix(suffix), tmp_path / f"tiny{suffix}")
     with pytest.raises(ModelFileError, match="prediction_rigidity.*forces_estimate one of"):
         write_rigidity(tmp_path / "tiny", section(loaded_model, "jacobian"))
+
+
+def test_calculator_gives_the_rank4_jacobian_form(tmp_path, model_path, loaded_model):
+    """``jacobian_rank4``: u_i = α √(Σ_{k≤4} λ_k |v_k · ∂f_s/∂r_i|²) over the 4 largest
+    eigenpairs of the stored C⁻¹, with J from torch's own Jacobian of the structure features
+    (not the batched backward pass the calculator uses); energy and forces unchanged."""
+    from ase_equi.graph.tensors import edge_vectors
+
+    for suffix in (".json", ".safetensors", ".md"):
+        shutil.copy(model_path.with_suffix(suffix), tmp_path / f"tiny{suffix}")
+    path = write_rigidity(tmp_path / "tiny", section(loaded_model, "jacobian_rank4"))
+    loaded = read_model_file(path)
+    assert loaded.rigidity.forces_estimate == "jacobian_rank4"
+    calc, plain = EquivariantCalculator(loaded), EquivariantCalculator(loaded)
+    lam, vec = torch.linalg.eigh(loaded.rigidity.inverse_covariance)
+    for atoms in emt_structures(2, seed=13):
+        graph = atoms_to_graph(atoms, ELEMENTS, R_MAX, dtype=torch.float64)
+
+        def f_s(positions, graph=graph):
+            vectors = edge_vectors(
+                positions, graph.cell, graph.shifts, graph.senders, graph.receivers, graph.batch
+            )
+            with llpr.capture_features(loaded.model) as capture:
+                loaded.model(
+                    graph.element_index, vectors, graph.senders, graph.receivers, graph.batch, 1
+                )
+            return capture.node_features().sum(0)
+
+        jac = torch.autograd.functional.jacobian(f_s, graph.positions.clone())  # [d, n, 3]
+        projected = torch.einsum("dk,dnb->knb", vec[:, -4:], jac) ** 2  # 4 largest λ
+        want = 0.7 * torch.einsum("k,knb->n", lam[-4:], projected).sqrt()
+        got = calc.get_property("forces_uncertainty", atoms)
+        assert np.allclose(got, want.numpy(), rtol=1e-8, atol=0)
+        assert np.array_equal(calc.get_forces(atoms), plain.get_forces(atoms))

@@ -6,7 +6,8 @@ uncertainties. The header then has the field::
     "prediction_rigidity": {
         "method": "llpr", "head": "Default", "feature_dim": d,
         "features": "<which features, in words>",
-        "forces_estimate": "local" | "neighbourhood",
+        "forces_estimate": "local" | "neighbourhood" | "neighbourhood_smooth"
+                           | "jacobian_rank4",
         "regulariser": λ/(tr C/d), "local_regulariser": λ_loc/(tr C_loc/d),
         "energy_factor": α_E, "forces_factor": α_F,
         "n_structures": N, "n_atoms": n, "data": "<where C came from>",
@@ -38,7 +39,7 @@ from safetensors.torch import save as save_safetensors
 
 from ..errors import ModelFileError
 from ..model.mace import MaceModel
-from ..model.prediction_rigidity import FORCES_ESTIMATES, LastLayerRigidity, feature_dim
+from ..model.prediction_rigidity import SECTION_FORCES_ESTIMATES, LastLayerRigidity, feature_dim
 from .model_header import header_digest, model_paths, read_header
 
 __all__ = [
@@ -98,8 +99,9 @@ def check_rigidity_fields(header: dict[str, Any], where: Path | str) -> None:
     heads = header.get("heads")
     if isinstance(heads, dict) and entry["head"] not in heads:  # it would never apply
         raise _bad(where, f"names head {entry['head']!r}, not one of the model's {sorted(heads)}")
-    if entry["method"] != "llpr" or entry["forces_estimate"] not in FORCES_ESTIMATES:
-        raise _bad(where, f"is not method 'llpr' with forces_estimate one of {FORCES_ESTIMATES}")
+    if entry["method"] != "llpr" or entry["forces_estimate"] not in SECTION_FORCES_ESTIMATES:
+        known = SECTION_FORCES_ESTIMATES
+        raise _bad(where, f"is not method 'llpr' with forces_estimate one of {known}")
     for key in ("regulariser", "local_regulariser", "energy_factor", "forces_factor"):
         if not (math.isfinite(entry[key]) and entry[key] > 0):
             raise _bad(where, f"field {key!r} must be finite and > 0, got {entry[key]!r}")

@@ -60,6 +60,14 @@ w = (1 + cos(π r/r_max))/2 for ``"neighbourhood_smooth"`` (a neighbour's local 
 less with atom i the farther it is; the weight falls to 0 at the cutoff as the model's
 messages do). Which estimate a model file carries is chosen on its validation data
 (``scripts/uncertainty/zoo_rigidity.py``); a file without the choice is ``"local"``.
+
+**Forces: the rank-4 Jacobian form** (``forces_estimate`` ``"jacobian_rank4"``, opt-in, never
+chosen by the zoo script). The exact LLPR force variance is
+:math:`\\mathrm{diag}(J^\\top C^{-1} J)` with :math:`J = \\partial f_s / \\partial r`;
+keeping the 4 largest eigenvalues of :math:`C^{-1}` it costs 4 backward passes in one batched
+call (:mod:`ase_equi.model.rigidity_jacobian`), about 2–3× a force call, and unlike the two
+estimates above it grows with how hot a structure is (it sees how far the atoms moved along
+the directions the training data constrain least). α_F is then the factor on this form.
 """
 
 from __future__ import annotations
@@ -78,6 +86,8 @@ from .readout import LinearReadout, NonLinearReadout
 
 __all__ = [
     "FORCES_ESTIMATES",
+    "JACOBIAN_RANK4",
+    "SECTION_FORCES_ESTIMATES",
     "LOCAL",
     "NEIGHBOURHOOD",
     "NEIGHBOURHOOD_SMOOTH",
@@ -87,8 +97,6 @@ __all__ = [
     "RigidityStatistics",
     "capture_features",
     "feature_dim",
-    "feature_jacobian",
-    "jacobian_forces_uncertainty",
     "neighbour_pairs",
     "pair_weights",
     "readout_weights",
@@ -100,6 +108,9 @@ LOCAL = "local"
 NEIGHBOURHOOD = "neighbourhood"
 NEIGHBOURHOOD_SMOOTH = "neighbourhood_smooth"
 FORCES_ESTIMATES = (LOCAL, NEIGHBOURHOOD, NEIGHBOURHOOD_SMOOTH)
+JACOBIAN_RANK4 = "jacobian_rank4"
+JACOBIAN_RANK = 4
+SECTION_FORCES_ESTIMATES = (*FORCES_ESTIMATES, JACOBIAN_RANK4)
 Pairs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # centres, neighbours, r / r_max
 
 
@@ -331,62 +342,20 @@ def rigidity_pass(
     with capture_features(model) as capture:
         out = energy_forces_stress(model, graph, forces=forces, stress=stress)
     f_i = capture.node_features()
-    pairs = None
-    if rigidity.forces_estimate != LOCAL:
-        pairs = neighbour_pairs(graph, float(model.config.r_max))
+    if rigidity.forces_estimate == JACOBIAN_RANK4:
+        from .rigidity_jacobian import jacobian_forces_uncertainty  # it imports this module
+
+        inverse = rigidity.inverse_covariance.to(f_i.device)
+        sigma = jacobian_forces_uncertainty(
+            model, graph, inverse, rigidity.forces_factor, rank=JACOBIAN_RANK
+        )
+    else:
+        pairs = None
+        if rigidity.forces_estimate != LOCAL:
+            pairs = neighbour_pairs(graph, float(model.config.r_max))
+        sigma = rigidity.forces_uncertainty(f_i, pairs)
     extra = {
         "energy_uncertainty": float(rigidity.energy_uncertainty(f_i, graph.batch, 1)[0]),
-        "forces_uncertainty": rigidity.forces_uncertainty(f_i, pairs).cpu().numpy(),
+        "forces_uncertainty": sigma.detach().cpu().numpy(),
     }
     return out, extra
-
-
-def feature_jacobian(model: MaceModel, graph: Graph) -> torch.Tensor:
-    """``[d, n, 3]`` float64: :math:`J = \\partial f_s / \\partial r` of one structure (d backward
-    passes, batched; ``ValueError`` for several graphs)."""
-    return _projected_jacobian(model, graph, torch.eye(feature_dim(model), dtype=torch.float64))
-
-
-def _projected_jacobian(model: MaceModel, graph: Graph, directions: torch.Tensor) -> torch.Tensor:
-    """``[r, n, 3]`` float64: :math:`u_k \\cdot \\partial f_s / \\partial r` for the rows u_k of
-    ``directions [r, d]``, one batched backward pass of r vectors (one graph)."""
-    if graph.num_graphs != 1:
-        raise ValueError(f"the feature Jacobian takes one structure, not {graph.num_graphs}")
-    positions = graph.positions.detach().requires_grad_(True)
-    with torch.enable_grad(), capture_features(model) as capture:
-        vectors = edge_vectors(
-            positions, graph.cell, graph.shifts, graph.senders, graph.receivers, graph.batch
-        )
-        model(graph.element_index, vectors, graph.senders, graph.receivers, graph.batch, 1)
-        f_s = capture.node_features().sum(0)  # [d]
-        grad_outputs = directions.to(device=f_s.device, dtype=f_s.dtype)
-        (projected,) = torch.autograd.grad(
-            f_s, positions, grad_outputs=grad_outputs, is_grads_batched=True
-        )
-    return projected.double()
-
-
-def jacobian_forces_uncertainty(
-    model: MaceModel,
-    graph: Graph,
-    inverse_covariance: torch.Tensor,
-    factor: float = 1.0,
-    rank: int | None = None,
-) -> torch.Tensor:
-    """``[n]`` (eV/Å): :math:`\\alpha\\sqrt{\\sum_\\beta (J^\\top C^{-1} J)_{i\\beta,i\\beta}}`,
-    the exact LLPR uncertainty of atom i's force (root of its variance), with
-    :math:`J = \\partial f_s/\\partial r` (one graph).
-    With :math:`C^{-1} = \\sum_k \\lambda_k v_k v_k^\\top` it is
-    :math:`\\sum_k \\lambda_k |v_k \\cdot \\partial f_s/\\partial r_i|^2` (negative rounding
-    in the λ_k clipped). ``rank`` r keeps the r largest λ_k only (None: all d), at r
-    backward passes (batched; d for the exact form: a benchmark, not for MD).
-    ``ValueError`` for several graphs or a rank outside 1..d."""
-    values, vectors_k = torch.linalg.eigh(inverse_covariance.double())
-    d = values.shape[0]
-    keep = d if rank is None else rank
-    if not 1 <= keep <= d:
-        raise ValueError(f"rank must be 1..{d} (the feature dimension), not {rank}")
-    order = torch.argsort(values, descending=True)[:keep]
-    directions = vectors_k[:, order].T * values[order].clamp(min=0).sqrt()[:, None]  # [r, d]
-    projected = _projected_jacobian(model, graph, directions)  # √λ_k v_k · ∂f_s/∂r
-    return factor * (projected**2).sum(dim=(0, 2)).sqrt()

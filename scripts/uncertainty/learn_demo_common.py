@@ -33,9 +33,12 @@ from ase_equi.errors import ReferenceFailed
 from ase_equi.io.model_file import read_header
 from ase_equi.learning import LearnResult, learn_on_the_fly, plot_learning
 from ase_equi.learning_retraining import RefitRate, parent_card, retraining_config
+from ase_equi.model.prediction_rigidity import JACOBIAN_RANK4
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
+#: where ``llpr_rank_form.py NAME --write`` puts the zoo model's copy with the rank-4 form
+JACOBIAN_DIR = Path("runs") / "llpr-jacobian"
 STRATEGIES = ("on_the_fly", "every_nth")
 PARENT = "the parent's last training stage (learn_on_the_fly's default)"
 PLAIN = "TrainConfig's 1 : 100 : 1 (the ablation, --plain-weights)"
@@ -69,10 +72,38 @@ def add_ablations(parser: argparse.ArgumentParser) -> None:
         "first stage's rate at most 5e-3; 0.01 = the first stage's, as first shipped)",
     )
     parser.add_argument(
+        "--selection",
+        choices=("llpr", JACOBIAN_RANK4),
+        default="llpr",
+        help="the uncertainty on the fly acts on: the model's shipped LLPR estimate, or the "
+        "rank-4 Jacobian form (a copy of the model written by llpr_rank_form.py --write "
+        f"{JACOBIAN_DIR}; its results under '-{JACOBIAN_RANK4.replace('_', '')}')",
+    )
+    parser.add_argument(
         "--unpaced",
         action="store_true",
         help="ablation: no pacing of the budget (a call at every flagged window's end)",
     )
+
+
+def selection_model(name: str, config: dict[str, Any]) -> str:
+    """The model the on-the-fly strategy runs: zoo model ``name``, or for ``--selection
+    jacobian_rank4`` its copy with the rank-4 form (then the threshold is that copy's card's
+    validation p95 and the replay set, given by path, is the zoo model's shipped one)."""
+    if config["selection"] == "llpr":
+        return name
+    path = ROOT / JACOBIAN_DIR / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(
+            f"{path.relative_to(ROOT)} is missing: first run "
+            f"OMP_NUM_THREADS=1 python scripts/uncertainty/llpr_rank_form.py {name} "
+            f"--write {JACOBIAN_DIR}"
+        )
+    card = json.loads(path.read_text())["card"]
+    config["threshold"] = float(card["uncertainty"]["uncertainty_threshold_eV_per_A"]["valid_p95"])
+    config["threshold_from"] = f"{JACOBIAN_DIR}/{name}.json card, valid_p95 of the rank-4 form"
+    config["replay"] = f"models/{name}-replay.xyz.xz"  # relative to the repository
+    return str(path)
 
 
 def apply_ablations(
@@ -92,14 +123,18 @@ def apply_ablations(
     if args.unpaced:
         config["pace"] = UNPACED
         learning.budget_so_far = lambda max_calls, step, steps: max_calls
+    config["selection"] = args.selection
     flags = [("--plain-weights", args.plain_weights), ("--unpaced", args.unpaced)]
     suffix = "".join(f"-{flag[2:].replace('-', '')}" for flag, on in flags if on)
+    if args.selection != "llpr":
+        suffix += f"-{args.selection.replace('_', '')}"
     suffix += "" if args.fixed_lr else "-rate"
     suffix += f"-ceiling{args.rate_ceiling:g}" if "rate_ceiling" in config else ""
     suffix += f"-seed{args.seed}" if args.seed else ""
     flags.append(("--fixed-lr", args.fixed_lr))
     command = (
         (f" --seed {args.seed}" if args.seed else "")
+        + (f" --selection {args.selection}" if args.selection != "llpr" else "")
         + (f" --rate-ceiling {args.rate_ceiling:g}" if "rate_ceiling" in config else "")
         + "".join(f" {flag}" for flag, on in flags if on)
     )
@@ -136,7 +171,7 @@ def run_strategy(
             steps=settings["steps"],
             timestep_fs=settings["timestep_fs"],
             max_calls=settings["budget"],
-            replay="auto",
+            replay=ROOT / settings["replay"] if "replay" in settings else "auto",
             replay_count=settings["replay_count"],
             train_config=retraining_config(settings["epochs"], parent_card=card),
             refit_lr=refit_lr,

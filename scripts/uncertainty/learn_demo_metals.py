@@ -89,6 +89,7 @@ from learn_demo_common import (
     errors_on,
     markdown,
     run_strategy,
+    selection_model,
     so_far,
     stability,
     weights_sha,
@@ -172,6 +173,7 @@ def main() -> None:
     torch.set_num_threads(1)
     config = settings()
     out, stem, flags = apply_ablations(args, config, OUT, STEM)
+    model = selection_model(MODEL, config)
     out.mkdir(parents=True, exist_ok=True)
     crystal = ni3al()
     start = with_momenta(crystal, config["start_temperature_K"], seed=args.seed)
@@ -192,7 +194,7 @@ def main() -> None:
         result["partial"] = "unfinished runs, compared after the same number of calls"
     result["settings"]["stability_steps"] = args.stability_steps
     for name in () if args.so_far else STRATEGIES if only is None else (only,):
-        summary = run_strategy(name, start, MODEL, EMT(), out, config)
+        summary = run_strategy(name, start, model, EMT(), out, config)
         result["strategies"][name] = summary
         shutil.copyfile(out / name / "learning.png", RESULTS / f"{stem}-{name}.png")
         print(name, {k: v for k, v in summary.items() if k != "calls_detail"}, flush=True)

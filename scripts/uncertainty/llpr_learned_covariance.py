@@ -51,7 +51,8 @@ from zoo_rigidity import (
 )
 
 from ase_equi.io.model_file import read_model_file
-from ase_equi.model.prediction_rigidity import feature_jacobian, regularised_inverse
+from ase_equi.model.prediction_rigidity import regularised_inverse
+from ase_equi.model.rigidity_jacobian import feature_jacobian
 from ase_equi.uncertainty_calibration import miscalibration_area
 
 RELATIVE = 1e-2  # regulariser of C for the starting Σ (relative to tr C / d)

@@ -6,7 +6,7 @@ The calculator's force estimates (local or neighbourhood rigidity, no extra back
 approximate the exact LLPR force variance diag(Jᵀ C⁻¹ J), J = ∂f_s/∂r, which costs d = 48
 backward passes (``zoo_rigidity.py --jacobian``). Keeping only the r largest eigenvalues of C⁻¹
 costs r backward passes, batched into one call
-(``ase_equi.model.prediction_rigidity.jacobian_forces_uncertainty(..., rank=r)``); on the
+(``ase_equi.model.rigidity_jacobian.jacobian_forces_uncertainty(..., rank=r)``); on the
 metals on-the-fly demonstration's Ni₃Al frames rank 4 ranked as the exact form did (Spearman ρ
 0.99 between them, ``llpr_temperature_scan.py``). This script measures the rank-r form on the
 shipped model's own section (C⁻¹ as shipped, no refit), calibrated as ``zoo_rigidity.py``
@@ -18,13 +18,18 @@ and, measured in the same run, for the calculator's own ``forces_uncertainty``; 
 seconds per structure of a force call, of the rank-r form and of the calculator's uncertainty.
 
 Writes ``benchmarks/results/2026-12-01-llpr-rank{r}-NAME.json``. Nothing in the model file
-changes.
+changes. ``--write DIR`` (rank 4 only) also writes a copy of the model to ``DIR/NAME.json``
+whose section says ``forces_estimate`` ``"jacobian_rank4"`` with α_F and the card's thresholds
+fitted here (same weights, same C⁻¹): the calculator then gives this form as
+``forces_uncertainty`` (``learn_demo_metals.py --selection jacobian_rank4`` uses it).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,7 +50,9 @@ from zoo_rigidity import (
 
 from ase_equi import EquivariantCalculator
 from ase_equi.io.model_file import read_model_file
-from ase_equi.model.prediction_rigidity import jacobian_forces_uncertainty
+from ase_equi.io.rigidity_section import write_rigidity
+from ase_equi.model.prediction_rigidity import JACOBIAN_RANK4
+from ase_equi.model.rigidity_jacobian import jacobian_forces_uncertainty
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -95,11 +102,53 @@ def figures(u_valid, u_test, valid, test) -> dict:
     return out
 
 
+def write_copy(loaded, path: Path, folder: Path, fitted: dict) -> str:
+    """``folder/NAME.json``: the model at ``path`` with its section's force estimate set to
+    the rank-4 Jacobian form, α_F and the card's thresholds as fitted on validation."""
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".json", ".safetensors", ".md"):
+        shutil.copyfile(path.with_suffix(suffix), folder / (path.stem + suffix))
+    rigidity = copy.deepcopy(loaded.rigidity)
+    rigidity.info["forces_estimate"] = JACOBIAN_RANK4
+    rigidity.forces_factor = float(fitted["alpha"])
+    entry = copy.deepcopy(loaded.card["uncertainty"])
+    entry["estimate"] = (
+        "last-layer prediction rigidity (LLPR) of this one model: energy_uncertainty (eV) and "
+        "forces_uncertainty (eV/Å per atom, the exact LLPR force variance kept to the 4 largest "
+        "eigenvalues of C⁻¹); no stress_uncertainty"
+    )
+    entry["calibration"] = (
+        f"alpha_F {fitted['alpha']:.4g} fitted on the validation split by Gaussian likelihood "
+        f"(alpha_E as shipped); forces_estimate {JACOBIAN_RANK4}"
+    )
+    entry["test"] = {
+        "structures": fitted["structures"],
+        "spearman_force_uncertainty_vs_force_rmse": round(
+            fitted["spearman_mean_u_vs_force_rmse"], 3
+        ),
+        "worst_5pct_flagged_at_valid_p95": round(fitted["worst_flagged_valid_p95"], 3),
+        "worst_5pct_flagged_at_valid_p90": round(fitted["worst_flagged_valid_p90"], 3),
+    }
+    entry["uncertainty_threshold_eV_per_A"] = {
+        k: round(v, 4) for k, v in fitted["thresholds_eV_per_A"].items()
+    }
+    entry["script"] = (
+        f"OMP_NUM_THREADS=1 python scripts/uncertainty/llpr_rank_form.py {path.stem} --write DIR"
+    )
+    target = folder / (path.stem + ".json")
+    write_rigidity(target, rigidity, card_entry=entry)
+    return str(target.relative_to(ROOT)) if target.is_relative_to(ROOT) else target.name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=NAMES)
     parser.add_argument("--rank", type=int, default=4)
+    parser.add_argument("--write", type=Path, help="folder of a copy with the rank-4 section")
     args = parser.parse_args()
+    if args.write is not None and args.rank != 4:
+        parser.error("--write needs --rank 4 (the calculator's form is rank 4)")
     torch.set_num_threads(1)
     path = ROOT / "models" / f"{args.name}.json"
     loaded = read_model_file(path)
@@ -129,6 +178,8 @@ def main() -> None:
         },
         "median_seconds_per_test_structure_float64": seconds,
     }
+    if args.write is not None:
+        result["written"] = write_copy(loaded, path, args.write, result[f"rank{args.rank}"])
     out = RESULTS / f"2026-12-01-llpr-rank{args.rank}-{args.name}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -37,7 +37,7 @@ from learn_demo_metals import ni3al, with_momenta
 from zoo_rigidity import graph_of
 
 from ase_equi import EquivariantCalculator
-from ase_equi.model.prediction_rigidity import jacobian_forces_uncertainty
+from ase_equi.model.rigidity_jacobian import jacobian_forces_uncertainty
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "benchmarks" / "results" / "2026-12-01-llpr-temperature-ni3al"

@@ -104,7 +104,7 @@ def test_jacobian_uncertainty_is_the_diagonal_of_j_c_j(model):
     """u_i = α √(Σ_β (Jᵀ C⁻¹ J)_{iβ,iβ}) with J = ∂f_s/∂r from torch's own Jacobian of the
     structure features (a finite-difference-free reference), for a random SPD C⁻¹."""
     from ase_equi.graph.tensors import edge_vectors
-    from ase_equi.model.prediction_rigidity import feature_jacobian, jacobian_forces_uncertainty
+    from ase_equi.model.rigidity_jacobian import feature_jacobian, jacobian_forces_uncertainty
 
     atoms = emt_structures(1, seed=11)[0]
     graph = atoms_to_graph(atoms, ELEMENTS, R_MAX, dtype=torch.float64)
