@@ -129,3 +129,34 @@ def test_card_names_a_later_set(tmp_path, monkeypatch):
     assert (data["data"], note) == ("data/metals-emt-v5.xyz.xz", "")
     assert data["generate"].startswith(make_card.STAGE5["metals"]["generate"] + "; ")
     assert data["generate"].endswith("python scripts/zoo/generate_metals_v5.py")
+
+
+def test_a_start_run_trained_unweighted_extends_to_weighted_eos_frames(tmp_path):
+    """``--start RUN --eos-weight X`` where RUN trained every frame at weight 1: RUN's roles,
+    frame for frame, under the fingerprint of the reweighted frames (a split fingerprints the
+    frames as trained), which the training's own check accepts; other data stay refused."""
+    import train_zoo
+
+    from ase_equi.training.checkpoint import load_or_make_split
+
+    plain = read_frames(emt_structures(10, seed=1))
+    start = tmp_path / "start"
+    start_cfg = TrainConfig(**FRACTIONS, epochs=1, output_dir=str(start))
+    start_split = load_or_make_split(start, plain, 10, start_cfg, write=True)
+    weighted = [
+        dataclasses.replace(f, weight=20.0) if k % 3 == 0 else f for k, f in enumerate(plain)
+    ]
+    out = tmp_path / "out"
+    config = TrainConfig(**FRACTIONS, epochs=1, output_dir=str(out))
+    with pytest.raises(ValueError, match="do not begin with the previous run's 10 frames"):
+        train_zoo.extend_split(start, weighted, config)  # what the script did before
+    folder = train_strain_pairs.reweighted_start(start, weighted, plain, out)
+    split = train_zoo.extend_split(folder, weighted, config)
+    for role in ("train", "valid", "test", "isolated"):
+        assert split[role] == start_split[role]
+    assert load_or_make_split(out, weighted, 10, config, write=False) == split
+    # unweighted runs, and a start run with other data, take the start folder as it is
+    assert train_strain_pairs.reweighted_start(start, plain, plain, tmp_path / "o2") == start
+    other = read_frames(emt_structures(10, seed=3))
+    heavy = [dataclasses.replace(f, weight=20.0) for f in other]
+    assert train_strain_pairs.reweighted_start(start, heavy, other, tmp_path / "o3") == start

@@ -255,6 +255,28 @@ def zoo_split(name: str, frames: list, config: TrainConfig, out: Path) -> dict:
     return split
 
 
+def reweighted_start(start: Path, frames: list, plain: list, out: Path) -> Path:
+    """The folder whose ``split.json`` this run's split extends: ``start``, or, when the start
+    run trained on these frames with every weight 1 and this run weighs its EOS frames
+    (``--eos-weight``), a copy of that split in ``out/start-split/`` stamped with the
+    fingerprint of the reweighted frames (a split fingerprints the frames as trained, weights
+    included; the roles are the start run's, frame for frame). Other data are refused later,
+    by :func:`~ase_equi.training.checkpoint.extended_split`."""
+    from ase_equi.training.checkpoint import frames_fingerprint
+
+    if (out / "split.json").exists() or plain is frames:
+        return start
+    old = json.loads((start / "split.json").read_text())
+    n_old = int(old["n_frames"])
+    if len(plain) < n_old or frames_fingerprint(plain[:n_old]) != old.get("fingerprint"):
+        return start  # the start run's own weights were these (or the data differ)
+    folder = out / "start-split"
+    folder.mkdir(parents=True, exist_ok=True)
+    restamped = {**old, "fingerprint": frames_fingerprint(frames[:n_old])}
+    (folder / "split.json").write_text(json.dumps(restamped, indent=1))
+    return folder
+
+
 def cutoff_note(args: argparse.Namespace) -> str:
     note = "" if args.r_max is None else f" with the cutoff set to {args.r_max:g} Å"
     if args.num_bessel is not None:
@@ -269,6 +291,7 @@ def main() -> None:
     out = Path(args.out) if args.out else ROOT / "runs" / f"{name}-v2-stage5"
     recipe = dict(RECIPES[name], data=args.data or STAGE5_DATA[name])
     frames = read_frames(training_frames(recipe, out), elements=recipe["elements"])
+    plain = frames  # as read: every frame's weight 1
     if args.eos_weight != 1.0:
         frames = [
             dataclasses.replace(f, weight=args.eos_weight) if f.config_type == "eos" else f
@@ -281,7 +304,7 @@ def main() -> None:
     # the start model's split, extended to the frames the data append: none of its
     # validation or test frames is trained on
     if (out / "split.json").exists() or (start / "split.json").exists():
-        split = extend_split(start, frames, config)
+        split = extend_split(reweighted_start(start, frames, plain, out), frames, config)
     else:  # the zoo model (--start models), or stage 4's run is not on this machine
         split = zoo_split(name, frames, config, out)
     model = load_model(start / f"{name}.json", dtype=torch.float32).model
