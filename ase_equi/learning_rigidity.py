@@ -154,11 +154,10 @@ def resolve_replay(
         return list(frames), f"the zoo's shipped replay set {sets[0].name} ({len(frames)} frames)"
     if isinstance(replay, (str, os.PathLike)):
         frames = read(os.fspath(replay), ":")
+        said = f"{Path(replay).name} ({len(frames)} frames)"
         if _is_shipped_replay(Path(replay)):  # the same frames as "auto" for that zoo model
-            return list(
-                frames
-            ), f"the zoo's shipped replay set {Path(replay).name} ({len(frames)} frames)"
-        return list(frames), f"{Path(replay).name} ({len(frames)} frames)"
+            said = f"the zoo's shipped replay set {said}"
+        return list(frames), said
     given = list(replay or [])
     return given, f"{len(given)} frames given"
 
@@ -169,11 +168,8 @@ def _is_shipped_replay(path: Path) -> bool:
     from .training.replay import zoo_sets
     from .zoo import zoo_names
 
-    for name in zoo_names():
-        sets = zoo_sets(name)
-        if sets is not None and path.resolve() == sets[0].resolve():
-            return True
-    return False
+    shipped = (zoo_sets(name) for name in zoo_names())
+    return any(sets is not None and path.resolve() == sets[0].resolve() for sets in shipped)
 
 
 def replay_weight_of(rigidity: LastLayerRigidity, replay_from: str, n_replay: int) -> float:

@@ -6,12 +6,13 @@ lack? EMT Langevin MD of six of them, the model's errors and both LLPR force est
 The data of ``metals`` hold fcc crystals, random fcc alloys, surfaces, vacancies, clusters
 and liquids (its card). Here: B2 NiAl, L1₀ CuAu, hcp Pt, bcc Cu, L1₂ Cu₃Au and L1₂ Ag₃Cu
 (the lattice constants set by hand near EMT's: a strained start the MD relaxes), 2 fs
-Langevin at 900 K (friction 0.02 /fs, seed 0), a frame every 40 steps after 40, 8 frames per
-structure labelled by EMT. Per structure: the model's force RMSE (eV/Å) and the mean over the
-frames of the largest atomic ``forces_uncertainty`` of the shipped estimate (threshold: its
-card's validation p95) and, when ``runs/llpr-jacobian/metals.json`` is there
-(``llpr_rank_form.py metals --write runs/llpr-jacobian``), of the rank-4 Jacobian form (its
-own card's p95). Writes ``benchmarks/results/2026-12-03-metals-unseen-structures.json``.
+Langevin at 900 K (friction 0.02 in ASE's units, about 0.002 /fs; seed 0), a frame every 40
+steps after 40, 8 frames per structure labelled by EMT. Per structure: the model's force
+RMSE (eV/Å) and the mean over the frames of the largest atomic ``forces_uncertainty`` of
+the shipped estimate (threshold: its card's validation p95) and, when
+``runs/llpr-jacobian/metals.json`` is there (``llpr_rank_form.py metals --write
+runs/llpr-jacobian``), of the rank-4 Jacobian form (its own card's p95). Writes
+``benchmarks/results/2026-12-03-metals-unseen-structures.json``.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ def structures() -> dict[str, Atoms]:
     }
 
 
-def threshold(path: Path | str) -> float:
-    card = EquivariantCalculator(str(path)).loaded.card
+def threshold(calc: EquivariantCalculator) -> float:
+    """The validation p95 of the largest atomic force uncertainty on ``calc``'s model card."""
+    card = calc.loaded.card
     return float(card["uncertainty"]["uncertainty_threshold_eV_per_A"]["valid_p95"])
 
 
@@ -66,11 +68,10 @@ def main() -> None:
     calcs = {k: EquivariantCalculator(v) for k, v in estimates.items()}
     result = {
         "command": "OMP_NUM_THREADS=1 python scripts/uncertainty/unseen_structures_scan.py",
-        "md": "EMT Langevin 2 fs, 900 K, friction 0.02/fs, seed 0; 8 frames every 40 steps",
-        "thresholds_valid_p95_eV_per_A": {
-            k: threshold(ROOT / "models" / "metals.json" if v == "metals" else v)
-            for k, v in estimates.items()
-        },
+        "md": (
+            "EMT Langevin 2 fs, 900 K, friction 0.02 (ASE units), seed 0; 8 frames every 40 steps"
+        ),
+        "thresholds_valid_p95_eV_per_A": {k: threshold(c) for k, c in calcs.items()},
         "structures": {},
     }
     for name, atoms in structures().items():
