@@ -36,6 +36,10 @@ fit is closer to its training data). Two runs with the slope loss (8 and 20 func
 1000) were stopped after 30 epochs to free the machine and are not reported. ``--seed S`` trains
 another instance (its own validation draw too; run name ``-sS``): 20 functions at 400 epochs
 with seed 1, to see whether the result holds beyond one seed.
+Then (2026-12-03) the same two at ``--r-max 7`` (150 and 400 epochs, seeds 0 and 1), to see
+whether a cutoff where the envelope leaves more of the fourth shell (5.4–5.7 Å) makes the fit
+follow EMT in both seeds. ``report`` measures the runs on disk and keeps the rows of the JSON
+for runs measured before and no longer there.
 
 Decision, written before any run: if a model at 20 basis functions has B(±1 %), B(±5 %), C11
 and C12 each within 3 % of EMT's, and the 8-function model at the same r_max does not, the
@@ -166,6 +170,11 @@ def report() -> None:
     rows = {"EMT": measure(EMT)}
     for path in sorted(RUNS.glob("r*-b*/r*-b*.json")):
         rows[path.stem] = measure(lambda p=path: EquivariantCalculator(str(p), dtype="float64"))
+    earlier = RESULT.with_suffix(".json")  # rows of runs measured before, no longer on disk
+    if earlier.exists():
+        for name, row in json.loads(earlier.read_text()).items():
+            rows.setdefault(name, row)
+        rows = {"EMT": rows.pop("EMT"), **dict(sorted(rows.items()))}
     command = (
         "`OMP_NUM_THREADS=1 python scripts/zoo/al_radial_resolution.py train --r-max R "
         "--num-bessel N` per row, then `... report` (settings: the script's docstring)."
