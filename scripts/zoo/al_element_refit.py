@@ -82,7 +82,11 @@ FINDING = (
     "did not hold EMT's E(V) across a0 × 0.92–1.08 and its curvature at a0 together at "
     "either learning rate. Al's "
     "C11 was not fixed by training Al's own weights; the route stays a model at 6 Å with about "
-    "20 radial functions (al_radial_resolution.py)."
+    "20 radial functions (al_radial_resolution.py). From the 6 Å, 20-function model "
+    "(``--start``, 2026-12-03) the same refit fails the same way at both rates: EOS energies "
+    "0.8 against its start's 2.6 meV/atom, and C11 −11 to −12 %, C12 −15 to −16 %, the card's "
+    "B −7.5 to −7.7 % (its start: −1.6, −1.6, +3.8 %), so the wider basis does not let Al's "
+    "own weights hold the curvature at a0 either; none is carded or installed."
 )
 
 
@@ -227,6 +231,12 @@ def report() -> None:
         )
     for path in sorted(RUNS.glob("al-own-*/al-own-*.json")):
         rows[path.stem] = measure(lambda p=path: EquivariantCalculator(str(p), dtype="float64"))
+    earlier = json.loads(RESULT.with_suffix(".json").read_text()) if RESULT.with_suffix(
+        ".json"
+    ).exists() else {}  # rows of runs measured before and no longer on disk
+    earlier_fits = earlier.pop("fit_errors", {})
+    for name, row in earlier.items():
+        rows.setdefault(name, row)
     command = (
         "`OMP_NUM_THREADS=1 python scripts/zoo/al_element_refit.py train --epochs N --lr X` per "
         f"row, then `... report` (settings: the script's docstring; EMT's a0 {A0_EMT} Å)."
@@ -237,6 +247,8 @@ def report() -> None:
         fits[start.parent.name] = fit_errors(str(start))
     for path in sorted(RUNS.glob("al-own-*/al-own-*.json")):
         fits[path.stem] = fit_errors(str(path))
+    for name, fit in earlier_fits.items():
+        fits.setdefault(name, fit)
     lines += [
         "",
         "Errors on the 125 training frames (meV/atom; stress meV/Å³): energy MAE over the 65 "
