@@ -231,9 +231,11 @@ def report() -> None:
         )
     for path in sorted(RUNS.glob("al-own-*/al-own-*.json")):
         rows[path.stem] = measure(lambda p=path: EquivariantCalculator(str(p), dtype="float64"))
-    earlier = json.loads(RESULT.with_suffix(".json").read_text()) if RESULT.with_suffix(
-        ".json"
-    ).exists() else {}  # rows of runs measured before and no longer on disk
+    earlier = (
+        json.loads(RESULT.with_suffix(".json").read_text())
+        if RESULT.with_suffix(".json").exists()
+        else {}
+    )  # rows of runs measured before and no longer on disk
     earlier_fits = earlier.pop("fit_errors", {})
     for name, row in earlier.items():
         rows.setdefault(name, row)
