@@ -39,7 +39,8 @@ with seed 1, to see whether the result holds beyond one seed.
 Then (2026-12-03) the same two at ``--r-max 7`` (150 and 400 epochs, seeds 0 and 1), to see
 whether a cutoff where the envelope leaves more of the fourth shell (5.4–5.7 Å) makes the fit
 follow EMT in both seeds; as it did in one, two more seeds at 7 Å and a third at 6 Å (400
-epochs), to count how often each holds all of EMT's numbers (7 Å: 1 of 4; 6 Å: 2 of 3). ``report`` measures the runs on disk and keeps the rows of the JSON
+epochs), to count how often each holds all of EMT's numbers (7 Å: 1 of 4; 6 Å: 2 of 3).
+``report`` measures the runs on disk and keeps the rows of the JSON
 for runs measured before and no longer there.
 
 Decision, written before any run: if a model at 20 basis functions has B(±1 %), B(±5 %), C11
