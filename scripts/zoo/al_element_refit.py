@@ -60,7 +60,7 @@ from ase import Atoms
 from ase.build import bulk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from al_radial_resolution import A0_EMT, frames_path, measure, table
+from al_radial_resolution import A0_EMT, earlier_rows, frames_path, measure, table
 from metals_card import LATTICE
 
 from ase_equi import EquivariantCalculator, TrainConfig, load_model, train
@@ -231,11 +231,7 @@ def report() -> None:
         )
     for path in sorted(RUNS.glob("al-own-*/al-own-*.json")):
         rows[path.stem] = measure(lambda p=path: EquivariantCalculator(str(p), dtype="float64"))
-    earlier = (
-        json.loads(RESULT.with_suffix(".json").read_text())
-        if RESULT.with_suffix(".json").exists()
-        else {}
-    )  # rows of runs measured before and no longer on disk
+    earlier = earlier_rows(RESULT.with_suffix(".json"))  # runs perhaps no longer on disk
     earlier_fits = earlier.pop("fit_errors", {})
     for name, row in earlier.items():
         rows.setdefault(name, row)

@@ -168,15 +168,19 @@ def table(rows: dict[str, dict[str, float]], title: str, command: str) -> list[s
     return lines
 
 
+def earlier_rows(path: Path) -> dict:
+    """What a report wrote to ``path`` (its JSON) before: the rows of runs measured then and
+    perhaps no longer on disk; empty if there is none."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def report() -> None:
     rows = {"EMT": measure(EMT)}
     for path in sorted(RUNS.glob("r*-b*/r*-b*.json")):
         rows[path.stem] = measure(lambda p=path: EquivariantCalculator(str(p), dtype="float64"))
-    earlier = RESULT.with_suffix(".json")  # rows of runs measured before, no longer on disk
-    if earlier.exists():
-        for name, row in json.loads(earlier.read_text()).items():
-            rows.setdefault(name, row)
-        rows = {"EMT": rows.pop("EMT"), **dict(sorted(rows.items()))}
+    for name, row in earlier_rows(RESULT.with_suffix(".json")).items():
+        rows.setdefault(name, row)
+    rows = {"EMT": rows.pop("EMT"), **dict(sorted(rows.items()))}
     command = (
         "`OMP_NUM_THREADS=1 python scripts/zoo/al_radial_resolution.py train --r-max R "
         "--num-bessel N` per row, then `... report` (settings: the script's docstring)."
